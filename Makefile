@@ -1,0 +1,34 @@
+# Two entry points (see README.md): `make dev` and `make test`. Everything else is a step.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEV_DIR ?= .gencluster/dev
+EXAMPLE ?= examples/id_server/clusteredserver.yaml
+PYTEST_WORKERS ?= 2
+
+.PHONY: dev test install system-packages lint unit
+
+dev: install
+	$(BIN)/gencluster dev up --dir $(DEV_DIR) --apply $(EXAMPLE)
+
+test: install system-packages lint
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15 tests
+
+lint: install
+	$(BIN)/ruff check .
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "gencluster needs Python >= 3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# Fault injection needs nftables; install Debian's package when we are root and it is missing.
+system-packages:
+	@if [ "$$(id -u)" = 0 ] && ! command -v nft >/dev/null 2>&1; then \
+	  (apt-get install -y --no-install-recommends nftables || \
+	   (apt-get update && apt-get install -y --no-install-recommends nftables)); \
+	fi

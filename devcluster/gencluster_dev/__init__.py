@@ -1,0 +1,1 @@
+"""A local Kubernetes control plane: API server, process kubelet, Service proxy, faults."""

@@ -1,0 +1,1 @@
+"""The gencluster operator: reconciles ClusteredServers into pods, Services, RBAC and Leases."""

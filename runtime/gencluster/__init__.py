@@ -1,0 +1,1 @@
+"""gencluster: highly available, stateful Python servers on Kubernetes."""
