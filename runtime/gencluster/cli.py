@@ -1,21 +1,50 @@
 """The `gencluster` command: the one place that knows the runtime, the operator and `dev`.
 
-Each subcommand imports its component only when it runs, so `gencluster call` never pays for
-(or depends on) the local control plane, and the runtime never imports the operator.
+Each subcommand imports its component only when it runs, so a runtime pod never imports the
+local control plane, and the control plane never imports gencluster.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+USAGE = """usage: gencluster COMMAND ...
+
+commands:
+  dev up [--dir DIR] [--apply FILE ...]   run the local control plane (API server, kubelet, proxy)
+  dev fault KIND ...                       inject a real fault (kill, pause, resume, partition,
+                                           isolate, cut-apiserver, heal)
+
+`gencluster dev --help` and `gencluster dev up --help` give every option.
+"""
+
+
+def project_crds_dir() -> Path | None:
+    """The CRDs of this checkout (the single source in `crds/`), when running from one."""
+    candidate = Path(__file__).resolve().parents[2] / "crds"
+    return candidate if candidate.is_dir() else None
+
+
+def dev_arguments(args: list[str]) -> list[str]:
+    """`gencluster dev up` installs gencluster's own CRDs unless told which to install."""
+    crds = project_crds_dir()
+    if args[:1] == ["up"] and "--crds" not in args and crds is not None:
+        return [*args, "--crds", str(crds)]
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "dev":
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command == "dev":
         from gencluster_dev.cli import main as dev_main
 
-        return dev_main(args[1:])
-    print("usage: gencluster dev ...", file=sys.stderr)
+        return dev_main(dev_arguments(rest))
+    print(f"gencluster: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
     return 2
 
 

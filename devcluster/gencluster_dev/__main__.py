@@ -1,0 +1,5 @@
+import sys
+
+from gencluster_dev.cli import main
+
+sys.exit(main())

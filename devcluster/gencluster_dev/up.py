@@ -1,0 +1,383 @@
+"""`DevCluster`: starts and stops the whole local control plane in one asyncio loop.
+
+The order matters and mirrors a real cluster's bootstrap: the API server first; only once it
+serves do the kubelet and the Service proxy start (they are ordinary API clients), the CRDs get
+installed and established, and only then is `kubeconfig` written, so a user or a test that waits
+for that file never talks to a half-started control plane. Stopping reverses it and removes every
+process and nftables rule the instance made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+import yaml
+
+from gencluster_dev.apiserver import ApiServer
+from gencluster_dev.kubelet import Kubelet
+from gencluster_dev.proxy import ServiceProxy
+
+SLOT_LOCK_DIR = Path("/tmp/gencluster-dev-slots")
+FIRST_SLOT = 2
+LAST_SLOT = 250
+API_SERVER_PORT = 6443
+UID_BASE = 200_000
+UIDS_PER_SLOT = 1024
+CRD_ESTABLISH_TIMEOUT = 30.0
+
+
+class DevClusterError(Exception):
+    """A reason the local control plane cannot start, worded for the person who ran it."""
+
+
+@dataclass(frozen=True)
+class AddressPlan:
+    """Where one instance's parts live; all derived from its slot (docs/devcluster.md)."""
+
+    slot: int
+
+    @property
+    def api_host(self) -> str:
+        return f"127.{self.slot}.0.1"
+
+    @property
+    def pod_network(self) -> str:
+        return f"127.{self.slot}.64.0/18"
+
+    @property
+    def service_network(self) -> str:
+        return f"127.{self.slot}.128.0/17"
+
+    @property
+    def nft_table(self) -> str:
+        return f"gencluster_dev_{self.slot}"
+
+    def run_as_users(self, is_root: bool) -> range | None:
+        if not is_root:
+            return None
+        first = UID_BASE + self.slot * UIDS_PER_SLOT
+        return range(first, first + UIDS_PER_SLOT)
+
+
+class SlotLease:
+    """An exclusive claim on one slot, held through an flock for the life of the process.
+
+    flock is released by the kernel when the process dies, so a crashed instance never leaves a
+    slot taken, and parallel instances (tests run side by side) never share addresses.
+    """
+
+    def __init__(self) -> None:
+        self.slot: int | None = None
+        self._file: IO[str] | None = None
+
+    def claim(self) -> int:
+        SLOT_LOCK_DIR.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(PermissionError):
+            SLOT_LOCK_DIR.chmod(0o1777)
+        for slot in range(FIRST_SLOT, LAST_SLOT + 1):
+            handle = open(SLOT_LOCK_DIR / f"{slot}.lock", "a+")  # noqa: SIM115 - held open
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            self.slot, self._file = slot, handle
+            return slot
+        raise DevClusterError(
+            f"every slot {FIRST_SLOT}..{LAST_SLOT} is taken by a running instance"
+        )
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def kubeconfig_document(server: str, token: str, user: str = "admin") -> dict[str, Any]:
+    """An admin kubeconfig for the instance; plain HTTP on loopback, bearer token."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "gencluster-dev", "cluster": {"server": server}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "gencluster-dev",
+                "context": {"cluster": "gencluster-dev", "user": user, "namespace": "default"},
+            }
+        ],
+        "current-context": "gencluster-dev",
+    }
+
+
+def load_manifests(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """Every object in the given YAML files (multi-document, `List` kinds flattened)."""
+    objects: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            documents = list(yaml.safe_load_all(path.read_text()))
+        except (OSError, yaml.YAMLError) as error:
+            raise DevClusterError(f"cannot read manifest {path}: {error}") from error
+        for document in documents:
+            if not document:
+                continue
+            if not isinstance(document, dict) or "kind" not in document:
+                raise DevClusterError(f"{path}: every document must be a Kubernetes object")
+            if document["kind"].endswith("List") and "items" in document:
+                objects.extend(document["items"])
+            else:
+                objects.append(document)
+    return objects
+
+
+def write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
+    """Readers never see a half-written file: tests wait for kubeconfig to appear."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    temporary.chmod(mode)
+    temporary.replace(path)
+
+
+def delete_nft_table(table: str) -> None:
+    """Remove the instance's fault table; absent nft or table is not an error here."""
+    if os.geteuid() != 0:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        subprocess.run(
+            ["nft", "delete", "table", "inet", table],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+
+class ManifestApplier:
+    """Creates or updates arbitrary objects through the API, resolving kinds by discovery.
+
+    It is what `kubectl apply` would do for a fresh object (create, else merge-patch), kept
+    inside the process so `gencluster dev up --apply` needs nothing but the API.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, server: str) -> None:
+        self._session = session
+        self._server = server
+
+    async def _resource_for(self, api_version: str, kind: str) -> tuple[str, str, bool]:
+        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        async with self._session.get(self._server + base) as response:
+            if response.status != 200:
+                raise DevClusterError(f"the API does not serve {api_version} (for kind {kind})")
+            listing = await response.json()
+        for resource in listing.get("resources", []):
+            if resource.get("kind") == kind and "/" not in resource["name"]:
+                return base, resource["name"], bool(resource.get("namespaced"))
+        raise DevClusterError(f"the API serves no kind {kind} in {api_version}")
+
+    async def apply(self, obj: dict[str, Any], default_namespace: str = "default") -> str:
+        api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
+        name = obj.get("metadata", {}).get("name")
+        if not name:
+            raise DevClusterError(f"a {kind} in the manifests has no metadata.name")
+        base, plural, namespaced = await self._resource_for(api_version, kind)
+        if namespaced:
+            namespace = obj["metadata"].setdefault("namespace", default_namespace)
+            collection = f"{base}/namespaces/{namespace}/{plural}"
+        else:
+            collection = f"{base}/{plural}"
+        async with self._session.post(self._server + collection, json=obj) as response:
+            if response.status in (200, 201):
+                return f"{plural}/{name} created"
+            body = await response.json(content_type=None)
+            if response.status != 409 or body.get("reason") != "AlreadyExists":
+                raise DevClusterError(f"{kind} {name}: {body.get('message', response.status)}")
+        async with self._session.patch(
+            f"{self._server}{collection}/{name}",
+            data=json.dumps(obj),
+            headers={"Content-Type": "application/merge-patch+json"},
+        ) as response:
+            if response.status != 200:
+                body = await response.json(content_type=None)
+                raise DevClusterError(f"{kind} {name}: {body.get('message', response.status)}")
+        return f"{plural}/{name} configured"
+
+    async def wait_established(self, crd_name: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"{self._server}/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd_name}"
+        while time.monotonic() < deadline:
+            async with self._session.get(url) as response:
+                if response.status == 200:
+                    crd = await response.json()
+                    conditions = crd.get("status", {}).get("conditions", [])
+                    if any(
+                        c.get("type") == "Established" and c.get("status") == "True"
+                        for c in conditions
+                    ):
+                        return
+            await asyncio.sleep(0.1)
+        raise DevClusterError(f"CustomResourceDefinition {crd_name} was not established in time")
+
+
+@dataclass
+class DevCluster:
+    """One running instance of the local control plane, owning `dev_dir`."""
+
+    dev_dir: Path
+    crd_files: Sequence[Path] = ()
+    manifest_files: Sequence[Path] = ()
+    node_name: str = "dev-node"
+    restart_backoff_base: float = 10.0
+    announce: Any = field(default=print)
+
+    def __post_init__(self) -> None:
+        self.dev_dir = self.dev_dir.resolve()
+        self._slot_lease = SlotLease()
+        self._api: ApiServer | None = None
+        self._kubelet: Kubelet | None = None
+        self._proxy: ServiceProxy | None = None
+        self._plan: AddressPlan | None = None
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.dev_dir / "kubeconfig"
+
+    @property
+    def instance_path(self) -> Path:
+        return self.dev_dir / "instance.json"
+
+    def _refuse_if_running(self) -> None:
+        """One instance per directory; a dead instance's leftovers are simply replaced.
+
+        A dead instance's nftables table is not touched here: its slot may already belong to a
+        live instance. Whoever claims a slot clears that slot's table instead.
+        """
+        try:
+            previous = json.loads(self.instance_path.read_text())
+            pid = int(previous["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass
+        raise DevClusterError(
+            f"an instance already runs in {self.dev_dir} (pid {pid}); "
+            "stop it or choose another --dir"
+        )
+
+    async def start(self) -> None:
+        self.dev_dir.mkdir(parents=True, exist_ok=True)
+        self._refuse_if_running()
+        for stale in (self.kubeconfig_path, self.instance_path):
+            stale.unlink(missing_ok=True)
+        pods_dir = self.dev_dir / "pods"
+        if pods_dir.exists():
+            await asyncio.to_thread(_remove_tree, pods_dir)
+        pods_dir.mkdir()
+        crds = load_manifests(self.crd_files)
+        manifests = load_manifests(self.manifest_files)
+
+        self._plan = plan = AddressPlan(self._slot_lease.claim())
+        delete_nft_table(plan.nft_table)
+        admin_token = secrets.token_urlsafe(32)
+        self._api = ApiServer(
+            host=plan.api_host,
+            port=API_SERVER_PORT,
+            admin_token=admin_token,
+            service_network=plan.service_network,
+            pods_dir=pods_dir,
+        )
+        await self._api.start()
+        self._kubelet = Kubelet(
+            api_url=self._api.url,
+            token=admin_token,
+            node_name=self.node_name,
+            dev_dir=self.dev_dir,
+            pod_network=plan.pod_network,
+            run_as_users=plan.run_as_users(os.geteuid() == 0),
+            bin_dir=Path(sys.executable).parent,
+            restart_backoff_base=self.restart_backoff_base,
+        )
+        await self._kubelet.start()
+        self._proxy = ServiceProxy(api_url=self._api.url, token=admin_token)
+        await self._proxy.start()
+
+        headers = {"Authorization": f"Bearer {admin_token}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            applier = ManifestApplier(session, self._api.url)
+            for crd in crds:
+                await applier.apply(crd)
+            for crd in crds:
+                await applier.wait_established(crd["metadata"]["name"], CRD_ESTABLISH_TIMEOUT)
+            write_atomically(
+                self.instance_path,
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "slot": plan.slot,
+                        "server": self._api.url,
+                        "nftTable": plan.nft_table,
+                        "podNetwork": plan.pod_network,
+                        "serviceNetwork": plan.service_network,
+                        "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    },
+                    indent=2,
+                ),
+                mode=0o644,
+            )
+            write_atomically(
+                self.kubeconfig_path,
+                yaml.safe_dump(kubeconfig_document(self._api.url, admin_token)),
+            )
+            self.announce(f"API server at {self._api.url} (node {self.node_name})")
+            self.announce(f"export KUBECONFIG={self.kubeconfig_path}")
+            for obj in manifests:
+                self.announce(await applier.apply(obj))
+
+    async def stop(self) -> None:
+        """Stop in reverse order; each part is stopped even if an earlier one fails."""
+        for part in (self._proxy, self._kubelet, self._api):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    await part.stop()
+        if self._plan is not None:
+            delete_nft_table(self._plan.nft_table)
+        for path in (self.kubeconfig_path, self.instance_path):
+            path.unlink(missing_ok=True)
+        self._slot_lease.release()
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def run_until_signalled(cluster: DevCluster) -> None:
+    """Run until SIGINT or SIGTERM, then stop everything the instance started."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await cluster.start()
+        cluster.announce("local control plane ready; Ctrl-C stops it")
+        await stop.wait()
+    finally:
+        await cluster.stop()
