@@ -113,7 +113,10 @@ def already_exists(plural: str, group: str, name: str) -> ApiError:
 
 
 def conflict(plural: str, group: str, name: str, why: str | None = None) -> ApiError:
-    why = why or "the object has been modified; please apply your changes to the latest version and try again"
+    why = why or (
+        "the object has been modified; please apply your changes to the latest version and "
+        "try again"
+    )
     return ApiError(
         409,
         "Conflict",
@@ -140,10 +143,7 @@ def invalid(
     """422 Invalid: `causes` are (reason, field, message-without-field)."""
     qualified_kind = f"{kind}.{group}" if group else kind
     rendered = [f"{field}: {message}" if field else message for _, field, message in causes]
-    if len(rendered) == 1:
-        joined = rendered[0]
-    else:
-        joined = "[" + ", ".join(rendered) + "]"
+    joined = rendered[0] if len(rendered) == 1 else "[" + ", ".join(rendered) + "]"
     return ApiError(
         422,
         "Invalid",
@@ -158,8 +158,9 @@ def invalid(
     )
 
 
-def method_not_allowed(message: str = "the server does not allow this method on the requested resource") -> ApiError:
-    return ApiError(405, "MethodNotAllowed", message)
+def method_not_allowed() -> ApiError:
+    return ApiError(405, "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource")
 
 
 def unsupported_media_type(accepted: Iterable[str]) -> ApiError:

@@ -1,0 +1,351 @@
+"""Service proxy and Endpoints controller.
+
+For every Service with a cluster IP, listen on clusterIP:port and forward each new connection
+to a ready pod chosen round-robin at accept time, so new connections follow label and
+readiness changes at once. Endpoints objects are kept equal to what the proxy would use.
+The decisions (`ready_backends`, `desired_endpoints`) are pure functions of the cached objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import socket
+import struct
+from typing import Any
+
+from .apiclient import ApiClient, ApiError, Informer
+from .podspec import resolve_port
+
+log = logging.getLogger(__name__)
+
+
+def pod_is_ready(pod: dict) -> bool:
+    """Ready condition True, an IP, and not terminating (like EndpointSlice `ready`)."""
+    if pod.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    status = pod.get("status") or {}
+    if not status.get("podIP"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in status.get("conditions") or [])
+
+
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def service_pods(service: dict, pods: list[dict]) -> list[dict]:
+    """Pods in the Service's namespace matched by its (non-empty) selector, by name."""
+    selector = (service.get("spec") or {}).get("selector") or {}
+    if not selector:
+        return []
+    namespace = service["metadata"].get("namespace", "default")
+    chosen = [p for p in pods
+              if p["metadata"].get("namespace", "default") == namespace
+              and _matches(selector, p["metadata"].get("labels") or {})
+              and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    return sorted(chosen, key=lambda p: p["metadata"]["name"])
+
+
+def ready_backends(service: dict, port: dict, pods: list[dict]) -> list[tuple[str, int]]:
+    """(pod IP, target port) of every ready pod serving `port` of `service`."""
+    target = port.get("targetPort", port.get("port"))
+    out = []
+    for pod in service_pods(service, pods):
+        if not pod_is_ready(pod):
+            continue
+        number = resolve_port(pod, target)
+        if number is not None:
+            out.append((pod["status"]["podIP"], number))
+    return out
+
+
+def desired_endpoints(service: dict, pods: list[dict]) -> dict | None:
+    """The Endpoints object for a Service with a selector (None: not managed here).
+
+    Pods are grouped into subsets by their resolved port numbers (named target ports may
+    differ per pod), ready ones in `addresses` and the others in `notReadyAddresses`.
+    """
+    spec = service.get("spec") or {}
+    if not spec.get("selector"):
+        return None
+    meta = service["metadata"]
+    publish_not_ready = bool(spec.get("publishNotReadyAddresses"))
+    groups: dict[tuple, dict[str, list]] = {}
+    for pod in service_pods(service, pods):
+        status = pod.get("status") or {}
+        ip = status.get("podIP")
+        if not ip:
+            continue
+        ports = []
+        for port in spec.get("ports") or []:
+            number = resolve_port(pod, port.get("targetPort", port.get("port")))
+            if number is None:
+                continue
+            entry = {"port": number, "protocol": port.get("protocol", "TCP")}
+            if port.get("name"):
+                entry["name"] = port["name"]
+            ports.append(entry)
+        key = tuple(sorted((p.get("name", ""), p["port"], p["protocol"]) for p in ports))
+        group = groups.setdefault(key, {"ports": ports, "addresses": [], "notReady": []})
+        pod_meta = pod["metadata"]
+        address = {"ip": ip, "targetRef": {"kind": "Pod", "namespace": pod_meta["namespace"],
+                                          "name": pod_meta["name"], "uid": pod_meta["uid"]}}
+        if pod.get("spec", {}).get("nodeName"):
+            address["nodeName"] = pod["spec"]["nodeName"]
+        ready = pod_is_ready(pod) or (publish_not_ready
+                                      and not pod_meta.get("deletionTimestamp"))
+        group["addresses" if ready else "notReady"].append(address)
+    subsets = []
+    for key in sorted(groups):
+        group = groups[key]
+        subset: dict[str, Any] = {}
+        if group["addresses"]:
+            subset["addresses"] = group["addresses"]
+        if group["notReady"]:
+            subset["notReadyAddresses"] = group["notReady"]
+        if group["ports"]:
+            subset["ports"] = group["ports"]
+        subsets.append(subset)
+    return {
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": meta["name"], "namespace": meta.get("namespace", "default"),
+                     "labels": dict(meta.get("labels") or {})},
+        "subsets": subsets,
+    }
+
+
+def endpoints_differ(current: dict | None, desired: dict) -> bool:
+    """Whether writing `desired` would change anything (subsets and labels)."""
+    if current is None:
+        return True
+    return (current.get("subsets") or []) != desired["subsets"] or (
+        current.get("metadata", {}).get("labels") or {}
+    ) != desired["metadata"]["labels"]
+
+
+def listen_targets(service: dict) -> list[tuple[str, int, dict]]:
+    """(clusterIP, port, port spec) the proxy listens on for a Service (TCP ports only)."""
+    spec = service.get("spec") or {}
+    cluster_ip = spec.get("clusterIP")
+    if not cluster_ip or cluster_ip == "None":
+        return []
+    return [(cluster_ip, int(p["port"]), p) for p in spec.get("ports") or []
+            if p.get("protocol", "TCP") == "TCP"]
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with RST, the nearest a user-space proxy gets to k8s REJECTing a connection."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (OSError, ConnectionError):
+        writer.transport.abort()
+
+
+class _Listener:
+    """One clusterIP:port socket, forwarding to whatever backends are ready at accept time."""
+
+    def __init__(self, proxy: ServiceProxy, service_key: tuple[str, str], port_name: str) -> None:
+        self.proxy = proxy
+        self.service_key = service_key
+        self.port_name = port_name
+        self.server: asyncio.AbstractServer | None = None
+        self.counter = itertools.count()
+        self.connections: set[asyncio.Task] = set()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.connections.add(task)
+        try:
+            backends = self.proxy.backends(self.service_key, self.port_name)
+            if not backends:
+                _reset(writer)
+                return
+            host, port = backends[next(self.counter) % len(backends)]
+            try:
+                up_reader, up_writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), 10)
+            except (OSError, TimeoutError):
+                _reset(writer)
+                return
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            up_writer.close()
+            writer.close()
+        finally:
+            if task is not None:
+                self.connections.discard(task)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await self.server.wait_closed()
+        for task in list(self.connections):
+            task.cancel()
+
+
+class ServiceProxy:
+    """Listens on Service IPs, forwards to ready pods, writes Endpoints and Service status."""
+
+    def __init__(self, *, api_url: str, token: str) -> None:
+        self.api = ApiClient(api_url, token)
+        self.services = Informer(self.api, "/api/v1/services", self._changed)
+        self.pods = Informer(self.api, "/api/v1/pods", self._changed)
+        self.endpoints = Informer(self.api, "/api/v1/endpoints", lambda kind, obj: None)
+        self._listeners: dict[tuple[str, int], _Listener] = {}
+        self._wanted_ports: dict[tuple[str, int], tuple[tuple[str, str], str]] = {}
+        self._managed: set[tuple[str, str]] = set()
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Sync the caches, open the listeners, then keep everything current."""
+        for informer in (self.services, self.pods, self.endpoints):
+            informer.start()
+        await asyncio.wait_for(asyncio.gather(self.services.synced.wait(),
+                                              self.pods.synced.wait(),
+                                              self.endpoints.synced.wait()), 30)
+        await self._reconcile()
+        self._task = asyncio.create_task(self._loop(), name="service proxy")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for informer in (self.services, self.pods, self.endpoints):
+            await informer.stop()
+        for listener in list(self._listeners.values()):
+            await listener.close()
+        self._listeners.clear()
+        await self.api.close()
+
+    def _changed(self, kind: str, obj: dict) -> None:
+        self._dirty.set()
+
+    def backends(self, service_key: tuple[str, str], port_name: str) -> list[tuple[str, int]]:
+        """Ready backends right now, from the live caches (so new connections follow)."""
+        service = self.services.cache.get(service_key)
+        if service is None:
+            return []
+        for port in (service.get("spec") or {}).get("ports") or []:
+            if str(port.get("name", port.get("port"))) == port_name:
+                return ready_backends(service, port, list(self.pods.cache.values()))
+        return []
+
+    async def _loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await self._reconcile()
+            except Exception:
+                log.exception("service proxy reconcile")
+                await asyncio.sleep(1)
+                self._dirty.set()
+
+    async def _reconcile(self) -> None:
+        services = list(self.services.cache.values())
+        pods = list(self.pods.cache.values())
+        wanted: dict[tuple[str, int], tuple[tuple[str, str], str]] = {}
+        for service in services:
+            key = (service["metadata"].get("namespace", "default"), service["metadata"]["name"])
+            for ip, port, spec in listen_targets(service):
+                wanted[(ip, port)] = (key, str(spec.get("name", spec.get("port"))))
+        for address in list(self._listeners):
+            if wanted.get(address) != self._wanted_ports.get(address):
+                await self._listeners.pop(address).close()
+        for address, (key, port_name) in wanted.items():
+            if address not in self._listeners:
+                await self._listen(address, key, port_name)
+        self._wanted_ports = wanted
+        for service in services:
+            await self._publish_status(service)
+            await self._write_endpoints(service, pods)
+        await self._delete_orphan_endpoints(services)
+
+    async def _listen(self, address: tuple[str, int], key: tuple[str, str],
+                      port_name: str) -> None:
+        listener = _Listener(self, key, port_name)
+        try:
+            listener.server = await asyncio.start_server(listener.handle, address[0], address[1],
+                                                         reuse_address=True)
+        except OSError as exc:
+            log.warning("service %s/%s: cannot listen on %s:%s: %s", *key, *address, exc)
+            return
+        self._listeners[address] = listener
+
+    async def _publish_status(self, service: dict) -> None:
+        spec, meta = service.get("spec") or {}, service["metadata"]
+        cluster_ip = spec.get("clusterIP")
+        if not cluster_ip or cluster_ip == "None":
+            return
+        ingress = [{"ip": cluster_ip}]
+        if ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") == ingress:
+            return
+        path = (f"/api/v1/namespaces/{meta.get('namespace', 'default')}/services/"
+                f"{meta['name']}/status")
+        try:
+            await self.api.merge_patch(path, {"status": {"loadBalancer": {"ingress": ingress}}})
+        except ApiError as exc:
+            if exc.status != 404:
+                log.warning("service status %s: %s", path, exc)
+
+    async def _write_endpoints(self, service: dict, pods: list[dict]) -> None:
+        desired = desired_endpoints(service, pods)
+        if desired is None:
+            return
+        meta = desired["metadata"]
+        key = (meta["namespace"], meta["name"])
+        self._managed.add(key)
+        current = self.endpoints.cache.get(key)
+        if not endpoints_differ(current, desired):
+            return
+        base = f"/api/v1/namespaces/{meta['namespace']}/endpoints"
+        try:
+            if current is None:
+                written = await self.api.create(base, desired)
+            else:
+                desired["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+                written = await self.api.replace(f"{base}/{meta['name']}", desired)
+            self.endpoints.cache[key] = written
+        except ApiError as exc:
+            if exc.status in (404, 409):
+                fresh = await self.api.get_or_none(f"{base}/{meta['name']}")
+                if fresh is None:
+                    self.endpoints.cache.pop(key, None)
+                else:
+                    self.endpoints.cache[key] = fresh
+                self._dirty.set()
+            else:
+                log.warning("endpoints %s/%s: %s", *key, exc)
+
+    async def _delete_orphan_endpoints(self, services: list[dict]) -> None:
+        """Delete the Endpoints this proxy wrote for Services that are gone (never the
+        Endpoints of selector-less Services, which their owners manage)."""
+        present = {(s["metadata"].get("namespace", "default"), s["metadata"]["name"])
+                   for s in services}
+        for key in list(self._managed - present):
+            self._managed.discard(key)
+            try:
+                await self.api.delete(f"/api/v1/namespaces/{key[0]}/endpoints/{key[1]}")
+            except ApiError as exc:
+                if exc.status != 404:
+                    log.warning("endpoints %s/%s delete: %s", *key, exc)
+            self.endpoints.cache.pop(key, None)

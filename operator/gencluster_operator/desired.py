@@ -1,0 +1,503 @@
+"""Pure builders: the objects one ClusteredServer should own, as Kubernetes JSON dicts.
+
+Each builder takes the ClusteredServer (the dict the API returns, defaults applied) and returns
+a fresh dict the shell can create or compare; none reads a clock, a file or the network. The
+peer token is an argument (the shell draws it once, with `secrets`, when the Secret does not
+exist yet) so that building stays deterministic.
+
+The pod is the contract with the runtime: docs/runtime-config.md says what every variable,
+port, probe and volume means to `gencluster run`.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from gencluster_operator import names
+from gencluster_operator.names import RuntimeEnv
+from gencluster_operator.spec import ClusterSpec, cluster_spec
+
+POD_SHAPE_VERSION = 1
+"""Part of every template hash. Raise it when this module changes the pods it builds in a way
+running pods must pick up (a new variable, probe or volume): the next operator rolls them."""
+
+TEMPLATE_HASH_LENGTH = 16
+MIN_PEER_TOKEN_LENGTH = 32
+
+READINESS_PERIOD_SECONDS = 2
+READINESS_FAILURE_THRESHOLD = 2
+LIVENESS_PERIOD_SECONDS = 10
+LIVENESS_FAILURE_THRESHOLD = 3
+STARTUP_PERIOD_SECONDS = 2
+STARTUP_FAILURE_THRESHOLD = 90
+"""Startup may take three minutes (image start, module import) before liveness applies."""
+
+MIN_TERMINATION_GRACE_SECONDS = 30
+
+
+def owner_reference(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """The controller reference every child carries: garbage collection deletes the children
+    with the ClusteredServer, and `blockOwnerDeletion` keeps a foreground delete waiting."""
+    metadata = resource["metadata"]
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "name": metadata["name"],
+        "uid": metadata["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def common_labels(cluster: str) -> dict[str, str]:
+    """Labels on every child: the recommended app.kubernetes.io set and the cluster label."""
+    return {
+        names.APP_NAME_LABEL: names.APP_NAME,
+        names.APP_INSTANCE_LABEL: cluster,
+        names.APP_MANAGED_BY_LABEL: names.MANAGED_BY,
+        names.CLUSTER_LABEL: cluster,
+    }
+
+
+def _metadata(resource: Mapping[str, Any], name: str) -> dict[str, Any]:
+    spec = cluster_spec(resource)
+    return {
+        "name": name,
+        "namespace": spec.namespace,
+        "labels": common_labels(spec.name),
+        "ownerReferences": [owner_reference(resource)],
+    }
+
+
+# -- the pod ----------------------------------------------------------------------------------
+
+
+def template_hash(resource: Mapping[str, Any]) -> str:
+    """A digest of everything that, when changed, needs the pods replaced.
+
+    It covers the spec fields that reach the pod (server, image, args, port, replication,
+    partition policy, lease timings, template) and `POD_SHAPE_VERSION`, and leaves out
+    `replicas` (scaling never restarts a pod). JSON with sorted keys makes equal specs hash
+    equal whatever their key order.
+    """
+    spec = cluster_spec(resource)
+    inputs = {
+        "server": spec.server,
+        "image": spec.image,
+        "args": spec.args,
+        "port": spec.port,
+        "replication": {"mode": spec.replication_mode, "minSyncStandbys": spec.min_sync_standbys},
+        "partitionPolicy": spec.partition_policy,
+        "lease": {
+            "durationSeconds": spec.lease.duration_seconds,
+            "renewDeadlineSeconds": spec.lease.renew_deadline_seconds,
+            "retryPeriodSeconds": spec.lease.retry_period_seconds,
+        },
+        "template": spec.template,
+        "podShape": POD_SHAPE_VERSION,
+    }
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:TEMPLATE_HASH_LENGTH]
+
+
+def _field_env(name: str, field_path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}}
+
+
+def runtime_env(spec: ClusterSpec) -> list[dict[str, Any]]:
+    """The variables of docs/runtime-config.md, in the order they are defined there.
+
+    The pod's own identity comes first so that later values may refer to it with `$(POD_IP)`.
+    """
+    value_env = {
+        RuntimeEnv.LISTEN_HOST: f"$({RuntimeEnv.POD_IP})",
+        RuntimeEnv.SERVER: spec.server,
+        RuntimeEnv.ARGS: json.dumps(spec.args, sort_keys=True, separators=(",", ":")),
+        RuntimeEnv.PORT: str(spec.port),
+        RuntimeEnv.METRICS_PORT: str(names.metrics_port_for(spec.port)),
+        RuntimeEnv.CLUSTER: spec.name,
+        RuntimeEnv.POD_SELECTOR: names.selector_string(spec.name),
+        RuntimeEnv.PEER_SERVICE: names.peer_service_name(spec.name),
+        RuntimeEnv.LEASE_NAME: names.lease_name(spec.name),
+        RuntimeEnv.LEASE_DURATION_SECONDS: str(spec.lease.duration_seconds),
+        RuntimeEnv.RENEW_DEADLINE_SECONDS: str(spec.lease.renew_deadline_seconds),
+        RuntimeEnv.RETRY_PERIOD_SECONDS: str(spec.lease.retry_period_seconds),
+        RuntimeEnv.REPLICATION_MODE: spec.replication_mode,
+        RuntimeEnv.MIN_SYNC_STANDBYS: str(spec.min_sync_standbys),
+        RuntimeEnv.PARTITION_POLICY: spec.partition_policy,
+    }
+    return [
+        _field_env(RuntimeEnv.POD_NAME, "metadata.name"),
+        _field_env(RuntimeEnv.POD_NAMESPACE, "metadata.namespace"),
+        _field_env(RuntimeEnv.POD_UID, "metadata.uid"),
+        _field_env(RuntimeEnv.POD_IP, "status.podIP"),
+        *({"name": key, "value": value} for key, value in value_env.items()),
+        {
+            "name": RuntimeEnv.PEER_TOKEN,
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": names.peer_token_secret_name(spec.name),
+                    "key": names.PEER_TOKEN_KEY,
+                }
+            },
+        },
+    ]
+
+
+def container_env(spec: ClusterSpec) -> list[dict[str, Any]]:
+    """The runtime's variables, then the user's (`template.spec.env`) minus any that would
+    shadow one of ours: ours win, and the user's may refer to ours with `$(NAME)`."""
+    ours = runtime_env(spec)
+    reserved = {item["name"] for item in ours}
+    users = [copy.deepcopy(item) for item in spec.pod_overrides.get("env") or []]
+    return ours + [item for item in users if item.get("name") not in reserved]
+
+
+def _grpc_probe(
+    spec: ClusterSpec, service: str, period: int, failures: int, timeout: int
+) -> dict[str, Any]:
+    return {
+        "grpc": {"port": spec.port, "service": service},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": timeout,
+        "successThreshold": 1,
+    }
+
+
+def termination_grace_seconds(spec: ClusterSpec) -> int:
+    """Time for a graceful stop: the runtime hands the Lease to the most up-to-date standby,
+    which may take up to a renew deadline to confirm, then drains; a lease duration on top
+    covers a standby that must first catch up. Never below Kubernetes' usual 30 s."""
+    lease = spec.lease
+    return max(MIN_TERMINATION_GRACE_SECONDS, lease.duration_seconds + lease.renew_deadline_seconds)
+
+
+def default_affinity(cluster: str) -> dict[str, Any]:
+    """Best-effort spreading of the pods over nodes: losing one node should not take the
+    active and its in-sync standbys at once. Preferred, not required, so that a one-node
+    cluster (or `gencluster dev`) still runs every replica."""
+    return {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": names.cluster_selector(cluster)},
+                    },
+                }
+            ]
+        }
+    }
+
+
+def _without_reserved(values: Mapping[str, str]) -> dict[str, str]:
+    """User labels or annotations minus the `gencluster.io/` keys the operator owns."""
+    return {key: value for key, value in values.items() if not key.startswith(names.PREFIX)}
+
+
+def pod_labels(spec: ClusterSpec, ordinal: int) -> dict[str, str]:
+    return {
+        **_without_reserved(spec.template_labels),
+        **common_labels(spec.name),
+        names.APP_COMPONENT_LABEL: names.COMPONENT_SERVER,
+        names.ORDINAL_LABEL: str(ordinal),
+        names.ROLE_LABEL: names.ROLE_STANDBY,
+    }
+
+
+def pod(resource: Mapping[str, Any], ordinal: int) -> dict[str, Any]:
+    """The pod of `ordinal`, created as a standby (the runtime relabels itself when it takes
+    the Lease). Restart policy Always: a crashed process restarts in place with the same name
+    and address, and rejoins as a standby by snapshot."""
+    spec = cluster_spec(resource)
+    overrides = spec.pod_overrides
+    name = names.pod_name(spec.name, ordinal)
+    container_security = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    container: dict[str, Any] = {
+        "name": names.CONTAINER_NAME,
+        "image": spec.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["gencluster", "run"],
+        "ports": [
+            {"name": names.GRPC_PORT_NAME, "containerPort": spec.port, "protocol": "TCP"},
+            {
+                "name": names.METRICS_PORT_NAME,
+                "containerPort": names.metrics_port_for(spec.port),
+                "protocol": "TCP",
+            },
+        ],
+        "env": container_env(spec),
+        "startupProbe": _grpc_probe(
+            spec, names.LIVENESS_HEALTH_SERVICE, STARTUP_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD, 1
+        ),
+        "livenessProbe": _grpc_probe(
+            spec, names.LIVENESS_HEALTH_SERVICE, LIVENESS_PERIOD_SECONDS,
+            LIVENESS_FAILURE_THRESHOLD, 5,
+        ),
+        "readinessProbe": _grpc_probe(
+            spec, names.READINESS_HEALTH_SERVICE, READINESS_PERIOD_SECONDS,
+            READINESS_FAILURE_THRESHOLD, 1,
+        ),
+        "securityContext": container_security,
+        "volumeMounts": [{"name": names.TMP_VOLUME, "mountPath": "/tmp"}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if overrides.get("resources"):
+        container["resources"] = copy.deepcopy(overrides["resources"])
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "serviceAccountName": names.service_account_name(spec.name),
+        "automountServiceAccountToken": True,
+        "hostname": name,
+        "subdomain": names.peer_service_name(spec.name),
+        "restartPolicy": "Always",
+        "terminationGracePeriodSeconds": termination_grace_seconds(spec),
+        "enableServiceLinks": False,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "volumes": [{"name": names.TMP_VOLUME, "emptyDir": {}}],
+        "affinity": copy.deepcopy(overrides.get("affinity")) or default_affinity(spec.name),
+    }
+    if overrides.get("nodeSelector"):
+        pod_spec["nodeSelector"] = dict(overrides["nodeSelector"])
+    if overrides.get("tolerations"):
+        pod_spec["tolerations"] = copy.deepcopy(overrides["tolerations"])
+    annotations = {
+        **_without_reserved(spec.template_annotations),
+        names.TEMPLATE_HASH_ANNOTATION: template_hash(resource),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": spec.namespace,
+            "labels": pod_labels(spec, ordinal),
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(resource)],
+        },
+        "spec": pod_spec,
+    }
+
+
+# -- Services -----------------------------------------------------------------------------------
+
+
+def client_service(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """The Service clients call. It selects the active pod only (the runtime labels it), so a
+    failover re-routes new connections as soon as the new active labels itself."""
+    spec = cluster_spec(resource)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(resource, names.client_service_name(spec.name)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {**names.cluster_selector(spec.name), names.ROLE_LABEL: names.ROLE_ACTIVE},
+            "ports": [
+                {
+                    "name": names.GRPC_PORT_NAME,
+                    "port": spec.port,
+                    "targetPort": names.GRPC_PORT_NAME,
+                    "protocol": "TCP",
+                    "appProtocol": "kubernetes.io/h2c",
+                }
+            ],
+        },
+    }
+
+
+def peer_service(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """The headless Service giving each pod a DNS name for peer traffic and scraping.
+
+    It publishes not-ready pods too: a standby that is catching up is not Ready yet but must
+    be reachable by the active that streams to it."""
+    spec = cluster_spec(resource)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(resource, names.peer_service_name(spec.name)),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": names.cluster_selector(spec.name),
+            "ports": [
+                {
+                    "name": names.GRPC_PORT_NAME,
+                    "port": spec.port,
+                    "targetPort": names.GRPC_PORT_NAME,
+                    "protocol": "TCP",
+                    "appProtocol": "kubernetes.io/h2c",
+                },
+                {
+                    "name": names.METRICS_PORT_NAME,
+                    "port": names.metrics_port_for(spec.port),
+                    "targetPort": names.METRICS_PORT_NAME,
+                    "protocol": "TCP",
+                },
+            ],
+        },
+    }
+
+
+# -- identity and RBAC -------------------------------------------------------------------------
+
+
+def service_account(resource: Mapping[str, Any]) -> dict[str, Any]:
+    spec = cluster_spec(resource)
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(resource, names.service_account_name(spec.name)),
+    }
+
+
+def role(resource: Mapping[str, Any], pod_ordinals: Iterable[int] | None = None) -> dict[str, Any]:
+    """What a pod of this cluster may do, and nothing more.
+
+    - its own Lease: get, list and watch (a watch or list is allowed by `resourceNames` only
+      with a `metadata.name` field selector, which the runtime uses), update and patch to
+      acquire, renew, hand over and release. No `create`: the operator creates the Lease, so a
+      pod cannot create Leases under other names.
+    - pods of the namespace: get, list, watch (peer discovery by the cluster label; RBAC cannot
+      restrict a list by label, so a pod can see the other pods of its namespace).
+    - patch on its cluster's pods, by name (`resourceNames`): the runtime sets its own role
+      label. RBAC cannot restrict a patch to one label, so a compromised pod could change other
+      fields of its siblings; the names keep it away from every other pod of the namespace.
+      `pod_ordinals` lists the ordinals to allow: the shell passes the desired ones and those
+      of pods still running (a surplus pod being scaled down still removes its label); by
+      default `0 .. replicas-1`.
+    """
+    spec = cluster_spec(resource)
+    ordinals = sorted(set(range(spec.replicas) if pod_ordinals is None else pod_ordinals))
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _metadata(resource, names.role_name(spec.name)),
+        "rules": [
+            {
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "resourceNames": [names.lease_name(spec.name)],
+                "verbs": ["get", "list", "watch", "update", "patch"],
+            },
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+            {
+                "apiGroups": [""],
+                "resources": ["pods"],
+                "resourceNames": [names.pod_name(spec.name, ordinal) for ordinal in ordinals],
+                "verbs": ["patch"],
+            },
+        ],
+    }
+
+
+def role_binding(resource: Mapping[str, Any]) -> dict[str, Any]:
+    spec = cluster_spec(resource)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(resource, names.role_binding_name(spec.name)),
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": names.role_name(spec.name),
+        },
+        "subjects": [
+            {
+                "kind": "ServiceAccount",
+                "name": names.service_account_name(spec.name),
+                "namespace": spec.namespace,
+            }
+        ],
+    }
+
+
+# -- availability, election and peer authentication -------------------------------------------
+
+
+def pod_disruption_budget(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """At most one pod voluntarily disrupted (drain, eviction) at a time.
+
+    `maxUnavailable: 1` rather than `minAvailable: replicas - 1`: it needs no update when the
+    cluster scales, and since a pod that is not Ready already counts as unavailable, no
+    eviction happens while a standby is still catching up, so an eviction never takes the
+    last in-sync standby. Evicting the active is a graceful stop, which hands the Lease over.
+    With one replica it still allows the eviction (nothing could keep serving anyway, and a
+    budget that never allows one blocks node drains forever). `AlwaysAllow` lets a
+    crash-looping pod be evicted: keeping it helps no one.
+    """
+    spec = cluster_spec(resource)
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(resource, names.pdb_name(spec.name)),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": names.cluster_selector(spec.name)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def lease(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """The Lease, created empty (no holder, transitions 0): the first pod to start takes it.
+
+    The operator creates it so that the pods need no `create` permission on Leases."""
+    spec = cluster_spec(resource)
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": _metadata(resource, names.lease_name(spec.name)),
+        "spec": {"leaseDurationSeconds": spec.lease.duration_seconds, "leaseTransitions": 0},
+    }
+
+
+def peer_token_secret(resource: Mapping[str, Any], token: str) -> dict[str, Any]:
+    """The shared token peers present on every Peer and Admin call.
+
+    Immutable: every pod reads it at start, so a changed token would split the cluster into
+    pods that cannot talk to each other; rotate by deleting the Secret and rolling the pods."""
+    if len(token) < MIN_PEER_TOKEN_LENGTH:
+        raise ValueError(
+            f"the peer token must have at least {MIN_PEER_TOKEN_LENGTH} characters, got "
+            f"{len(token)}"
+        )
+    spec = cluster_spec(resource)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(resource, names.peer_token_secret_name(spec.name)),
+        "type": "Opaque",
+        "immutable": True,
+        "data": {names.PEER_TOKEN_KEY: base64.b64encode(token.encode()).decode("ascii")},
+    }
+
+
+def static_children(
+    resource: Mapping[str, Any], token: str, pod_ordinals: Iterable[int] | None = None
+) -> list[dict[str, Any]]:
+    """Every child except the pods, in the order to create them: identity and RBAC before the
+    Lease and Secret the pods will use, the Services and the budget last."""
+    return [
+        service_account(resource),
+        role(resource, pod_ordinals),
+        role_binding(resource),
+        lease(resource),
+        peer_token_secret(resource, token),
+        peer_service(resource),
+        client_service(resource),
+        pod_disruption_budget(resource),
+    ]

@@ -1,0 +1,108 @@
+"""The fixed vocabulary the operator reports with: Event reasons, failover reasons, conditions.
+
+These words are a public contract (users alert on them, `kubectl get events
+--field-selector reason=FailoverStarted` finds them), so they live here once and nowhere else;
+docs/clusteredserver.md documents the condition reasons with the same spelling.
+
+Event reasons, and who emits them:
+
+| reason | type | emitted when | by |
+| --- | --- | --- | --- |
+| ActiveElected | Normal | the first active of the cluster took the Lease | status diff |
+| FailoverStarted | Warning | the operator cleared the Lease of a dead holder | plan |
+| FailoverCompleted | Normal | a new active holds the Lease after the old one was lost | status diff |
+| SwitchoverStarted | Normal | the operator asked the active to hand over to a standby | plan |
+| SwitchoverCompleted | Normal | the Lease moved to the switchover's target | status diff |
+| SwitchoverRejected | Warning | a requested switchover target cannot take over | plan |
+| ScaledUp | Normal | pods are created to reach `spec.replicas` | plan |
+| ScaledDown | Normal | a surplus standby is deleted | plan |
+| RollingUpdate | Normal | a pod built from an older spec is replaced | plan |
+| PodReplaced | Warning | a failed pod is deleted, or a lost pod is created again | plan |
+| SplitBrainDetected | Warning | two pods report being active | status diff |
+| StatesMerged | Normal | the loser's state was merged into the winner's | status diff |
+| MergeFailed | Warning | the user's merge raised; retried with back-off | status diff |
+| InvalidServer | Warning | the server cannot run (exit code 78 of `gencluster run`) | status diff |
+| ReconcileFailed | Warning | an API call of the operator failed; retried | shell |
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class EventType(StrEnum):
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+class EventReason(StrEnum):
+    ACTIVE_ELECTED = "ActiveElected"
+    FAILOVER_STARTED = "FailoverStarted"
+    FAILOVER_COMPLETED = "FailoverCompleted"
+    SWITCHOVER_STARTED = "SwitchoverStarted"
+    SWITCHOVER_COMPLETED = "SwitchoverCompleted"
+    SWITCHOVER_REJECTED = "SwitchoverRejected"
+    SCALED_UP = "ScaledUp"
+    SCALED_DOWN = "ScaledDown"
+    ROLLING_UPDATE = "RollingUpdate"
+    POD_REPLACED = "PodReplaced"
+    SPLIT_BRAIN_DETECTED = "SplitBrainDetected"
+    STATES_MERGED = "StatesMerged"
+    MERGE_FAILED = "MergeFailed"
+    INVALID_SERVER = "InvalidServer"
+    RECONCILE_FAILED = "ReconcileFailed"
+
+
+class FailoverReason(StrEnum):
+    """Why the active role moved: `status.lastFailoverReason`, and the reason of a handover."""
+
+    ACTIVE_POD_DELETED = "ActivePodDeleted"
+    ACTIVE_CONTAINER_TERMINATED = "ActiveContainerTerminated"
+    LEASE_EXPIRED = "LeaseExpired"
+    SWITCHOVER = "Switchover"
+    ROLLING_UPDATE = "RollingUpdate"
+    SCALED_DOWN = "ScaledDown"
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    AVAILABLE = "Available"
+    PROGRESSING = "Progressing"
+    DEGRADED = "Degraded"
+    SPLIT_BRAIN = "SplitBrain"
+
+
+class ConditionReason(StrEnum):
+    """Condition reasons, as docs/clusteredserver.md lists them per condition type."""
+
+    # Ready
+    SERVING = "Serving"
+    RECONCILING = "Reconciling"
+    PENDING = "Pending"
+    NO_ACTIVE = "NoActive"
+    NOT_ENOUGH_SYNC_STANDBYS = "NotEnoughSyncStandbys"
+    PODS_NOT_READY = "PodsNotReady"
+    UPDATING = "Updating"
+    SERVER_NOT_RUNNABLE = "ServerNotRunnable"
+    SPLIT_BRAIN = "SplitBrain"
+    # Available
+    ACTIVE_SERVING = "ActiveServing"
+    # Progressing
+    CREATING = "Creating"
+    SCALING_UP = "ScalingUp"
+    SCALING_DOWN = "ScalingDown"
+    ROLLING_UPDATE = "RollingUpdate"
+    SWITCHING_OVER = "SwitchingOver"
+    FAILING_OVER = "FailingOver"
+    MERGING = "Merging"
+    RECONCILED = "Reconciled"
+    # Degraded
+    STANDBYS_OUT_OF_SYNC = "StandbysOutOfSync"
+    MERGE_FAILED = "MergeFailed"
+    RECONCILE_FAILED = "ReconcileFailed"
+    AS_EXPECTED = "AsExpected"
+    # SplitBrain
+    SPLIT_BRAIN_DETECTED = "SplitBrainDetected"
+    STATES_MERGED = "StatesMerged"
+    STALE_ACTIVE_DEMOTED = "StaleActiveDemoted"
+    NO_SPLIT_BRAIN = "NoSplitBrain"

@@ -1,0 +1,277 @@
+"""What the operator knows about one ClusteredServer at one moment, as plain frozen values.
+
+The shell gathers it (the ClusteredServer, its pods, its Lease, each pod's answer to the admin
+Status RPC, the handover it started, the outcome of its last merge) and `plan` and `status_for`
+decide from it alone. The parsers here turn API JSON into these values so that the shell has no
+decisions of its own to make.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gencluster_operator import names
+from gencluster_operator.events import FailoverReason
+
+RUNNING = "running"
+WAITING = "waiting"
+TERMINATED = "terminated"
+UNKNOWN = "unknown"
+
+TERMINAL_PHASES = frozenset({"Failed", "Succeeded"})
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An RFC 3339 Kubernetes Time or MicroTime (`...Z`, optional fraction) as aware UTC."""
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def format_time(moment: datetime) -> str:
+    """Kubernetes' `Time` format (seconds, `Z`), as conditions and status timestamps use."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """The server container as the kubelet reports it.
+
+    `exit_code`, `reason` and `message` describe the current termination when `state` is
+    terminated, otherwise the last one (`lastState.terminated`), so a crash loop stays visible
+    while the container waits to restart.
+    """
+
+    state: str = UNKNOWN
+    started_at: datetime | None = None
+    reason: str | None = None
+    exit_code: int | None = None
+    message: str | None = None
+    restart_count: int = 0
+
+
+@dataclass(frozen=True)
+class RuntimeStatus:
+    """A pod's own answer to the admin Status RPC (None in `ObservedPod` when unreachable)."""
+
+    role: str
+    epoch: int
+    applied_sequence: int
+
+
+@dataclass(frozen=True)
+class ObservedPod:
+    name: str
+    uid: str = ""
+    ordinal: int | None = None
+    phase: str = "Pending"
+    ready: bool = False
+    deleting: bool = False
+    template_hash: str | None = None
+    role_label: str | None = None
+    container: ContainerState = field(default_factory=ContainerState)
+    runtime: RuntimeStatus | None = None
+
+    @property
+    def running(self) -> bool:
+        """The server process runs (whatever its role or readiness)."""
+        return self.phase not in TERMINAL_PHASES and self.container.state == RUNNING
+
+    @property
+    def server_not_runnable(self) -> str | None:
+        """The reason the server cannot run, when `gencluster run` exited with the
+        configuration-error code (now or in its last run); else None."""
+        if self.container.exit_code != names.CONFIG_ERROR_EXIT_CODE:
+            return None
+        detail = (self.container.message or "").strip()
+        return detail or f"gencluster run exited with code {names.CONFIG_ERROR_EXIT_CODE}"
+
+    @property
+    def reports_active(self) -> bool:
+        return (
+            self.running
+            and not self.deleting
+            and self.runtime is not None
+            and self.runtime.role == names.ROLE_ACTIVE
+        )
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    """The Lease as the operator reads it. `holder` is the active's pod name ("" when free);
+    `in_sync` is None when no active ever published the annotation."""
+
+    holder: str = ""
+    transitions: int = 0
+    duration_seconds: int = 0
+    acquire_time: datetime | None = None
+    renew_time: datetime | None = None
+    in_sync: tuple[str, ...] | None = None
+    resource_version: str = ""
+
+
+@dataclass(frozen=True)
+class Handover:
+    """A planned handover the shell started (a Switchover action) and remembers until the
+    Lease moves or `plan` gives up waiting; it lets `plan` wait instead of asking twice and
+    `status_for` name the reason of the move."""
+
+    from_pod: str
+    to_pod: str
+    reason: FailoverReason
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    """How the shell's last merge attempt ended (see `merge.py`)."""
+
+    winner: str
+    loser: str
+    winner_epoch: int
+    loser_epoch: int
+    succeeded: bool
+    finished_at: datetime
+    message: str = ""
+    consecutive_failures: int = 0
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything `plan` and `status_for` decide from.
+
+    `resource` is the ClusteredServer as read (its `status` is the previous status and its
+    annotations carry switchover requests); `pods` are the pods labelled with its name;
+    `reconcile_error` is the message of the shell's last failed API call, if the last pass
+    failed.
+    """
+
+    resource: Mapping[str, Any]
+    pods: tuple[ObservedPod, ...]
+    lease: LeaseState | None
+    now: datetime
+    handover: Handover | None = None
+    last_merge: MergeOutcome | None = None
+    reconcile_error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.resource["metadata"]["name"]
+
+    @property
+    def previous_status(self) -> Mapping[str, Any]:
+        return self.resource.get("status") or {}
+
+    @property
+    def annotations(self) -> Mapping[str, str]:
+        return self.resource["metadata"].get("annotations") or {}
+
+    def pod(self, name: str) -> ObservedPod | None:
+        return next((pod for pod in self.pods if pod.name == name), None)
+
+
+# -- parsers of API JSON -------------------------------------------------------------------
+
+
+def container_state(pod: Mapping[str, Any]) -> ContainerState:
+    """The server container's state from `status.containerStatuses`."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    status = next((s for s in statuses if s.get("name") == names.CONTAINER_NAME), None)
+    if status is None:
+        return ContainerState()
+    current = status.get("state") or {}
+    last = (status.get("lastState") or {}).get("terminated") or {}
+    restarts = int(status.get("restartCount") or 0)
+    if "running" in current:
+        started = parse_time((current["running"] or {}).get("startedAt"))
+        return ContainerState(
+            RUNNING, started, last.get("reason"), last.get("exitCode"), last.get("message"),
+            restarts,
+        )
+    if "terminated" in current:
+        ended = current["terminated"] or {}
+        return ContainerState(
+            TERMINATED, parse_time(ended.get("startedAt")), ended.get("reason"),
+            ended.get("exitCode"), ended.get("message"), restarts,
+        )
+    if "waiting" in current:
+        waiting = current["waiting"] or {}
+        return ContainerState(
+            WAITING, None, waiting.get("reason"), last.get("exitCode"),
+            last.get("message") or waiting.get("message"), restarts,
+        )
+    return ContainerState(restart_count=restarts)
+
+
+def observed_pod(
+    pod: Mapping[str, Any], cluster: str, runtime: RuntimeStatus | None = None
+) -> ObservedPod:
+    """Read one pod (API JSON) of the ClusteredServer named `cluster`."""
+    metadata = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    conditions = status.get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    labels = metadata.get("labels") or {}
+    annotations = metadata.get("annotations") or {}
+    return ObservedPod(
+        name=metadata["name"],
+        uid=metadata.get("uid") or "",
+        ordinal=names.ordinal_of(cluster, metadata["name"]),
+        phase=status.get("phase") or "Pending",
+        ready=ready,
+        deleting=bool(metadata.get("deletionTimestamp")),
+        template_hash=annotations.get(names.TEMPLATE_HASH_ANNOTATION),
+        role_label=labels.get(names.ROLE_LABEL),
+        container=container_state(pod),
+        runtime=runtime,
+    )
+
+
+def parse_in_sync(value: str | None) -> tuple[str, ...] | None:
+    """The in-sync annotation (a JSON list of pod names); a malformed value reads as an empty
+    set, which makes the operator refuse switchovers rather than trust garbage."""
+    if value is None:
+        return None
+    try:
+        members = json.loads(value)
+    except ValueError:
+        return ()
+    if not isinstance(members, list):
+        return ()
+    return tuple(sorted({member for member in members if isinstance(member, str)}))
+
+
+def lease_state(lease: Mapping[str, Any]) -> LeaseState:
+    """Read a coordination.k8s.io/v1 Lease (API JSON)."""
+    metadata = lease.get("metadata") or {}
+    spec = lease.get("spec") or {}
+    annotations = metadata.get("annotations") or {}
+    return LeaseState(
+        holder=spec.get("holderIdentity") or "",
+        transitions=int(spec.get("leaseTransitions") or 0),
+        duration_seconds=int(spec.get("leaseDurationSeconds") or 0),
+        acquire_time=parse_time(spec.get("acquireTime")),
+        renew_time=parse_time(spec.get("renewTime")),
+        in_sync=parse_in_sync(annotations.get(names.IN_SYNC_ANNOTATION)),
+        resource_version=str(metadata.get("resourceVersion") or ""),
+    )
+
+
+def observed_pods(
+    pods: Iterable[Mapping[str, Any]],
+    cluster: str,
+    runtime: Mapping[str, RuntimeStatus] | None = None,
+) -> tuple[ObservedPod, ...]:
+    """Every pod, sorted by ordinal then name so that every decision sees one order."""
+    reports = runtime or {}
+    parsed = [observed_pod(p, cluster, reports.get(p["metadata"]["name"])) for p in pods]
+    return tuple(sorted(parsed, key=pod_order))
+
+
+def pod_order(pod: ObservedPod) -> tuple[int, int, str]:
+    return (0, pod.ordinal, pod.name) if pod.ordinal is not None else (1, 0, pod.name)

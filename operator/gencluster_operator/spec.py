@@ -1,0 +1,103 @@
+"""A typed, read-only view of a ClusteredServer's spec.
+
+The API server applies the CRD's defaults before anyone sees an object, so every field is
+normally present; the fallbacks below repeat the CRD's defaults only so that an object built
+by hand (a test, a dry run) reads the same. `tests/operator/test_desired.py` checks that they
+equal the defaults in `crds/clusteredservers.gencluster.io.yaml`, the single source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_IMAGE = "ghcr.io/gencluster/gencluster:0.1.0"
+DEFAULT_REPLICAS = 3
+DEFAULT_PORT = 50051
+DEFAULT_REPLICATION_MODE = "Sync"
+DEFAULT_MIN_SYNC_STANDBYS = 1
+DEFAULT_PARTITION_POLICY = "Fenced"
+DEFAULT_LEASE_DURATION_SECONDS = 15
+DEFAULT_RENEW_DEADLINE_SECONDS = 10
+DEFAULT_RETRY_PERIOD_SECONDS = 2
+
+SYNC = "Sync"
+ASYNC = "Async"
+FENCED = "Fenced"
+AVAILABLE = "Available"
+
+
+@dataclass(frozen=True)
+class LeaseTimings:
+    duration_seconds: int
+    renew_deadline_seconds: int
+    retry_period_seconds: int
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """What one ClusteredServer asks for. `template` is the raw `spec.template` mapping."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    server: str
+    image: str
+    replicas: int
+    args: Any
+    port: int
+    replication_mode: str
+    min_sync_standbys: int
+    partition_policy: str
+    lease: LeaseTimings
+    template: Mapping[str, Any]
+
+    @property
+    def template_labels(self) -> Mapping[str, str]:
+        return (self.template.get("metadata") or {}).get("labels") or {}
+
+    @property
+    def template_annotations(self) -> Mapping[str, str]:
+        return (self.template.get("metadata") or {}).get("annotations") or {}
+
+    @property
+    def pod_overrides(self) -> Mapping[str, Any]:
+        """`spec.template.spec`: resources, env, nodeSelector, tolerations, affinity."""
+        return self.template.get("spec") or {}
+
+    @property
+    def sync_standbys_required(self) -> int:
+        """Standbys that must acknowledge a write before the active answers (0 in Async)."""
+        return self.min_sync_standbys if self.replication_mode == SYNC else 0
+
+
+def cluster_spec(resource: Mapping[str, Any]) -> ClusterSpec:
+    """Read a ClusteredServer object (a dict as the API returns it)."""
+    metadata = resource.get("metadata") or {}
+    spec = resource.get("spec") or {}
+    replication = spec.get("replication") or {}
+    lease = spec.get("lease") or {}
+    return ClusterSpec(
+        name=metadata["name"],
+        namespace=metadata.get("namespace") or "default",
+        uid=metadata.get("uid") or "",
+        generation=int(metadata.get("generation") or 0),
+        server=spec["server"],
+        image=spec.get("image") or DEFAULT_IMAGE,
+        replicas=int(spec.get("replicas", DEFAULT_REPLICAS)),
+        args=spec.get("args", {}),
+        port=int(spec.get("port", DEFAULT_PORT)),
+        replication_mode=replication.get("mode", DEFAULT_REPLICATION_MODE),
+        min_sync_standbys=int(replication.get("minSyncStandbys", DEFAULT_MIN_SYNC_STANDBYS)),
+        partition_policy=spec.get("partitionPolicy", DEFAULT_PARTITION_POLICY),
+        lease=LeaseTimings(
+            duration_seconds=int(lease.get("durationSeconds", DEFAULT_LEASE_DURATION_SECONDS)),
+            renew_deadline_seconds=int(
+                lease.get("renewDeadlineSeconds", DEFAULT_RENEW_DEADLINE_SECONDS)
+            ),
+            retry_period_seconds=int(lease.get("retryPeriodSeconds", DEFAULT_RETRY_PERIOD_SECONDS)),
+        ),
+        template=spec.get("template") or {},
+    )

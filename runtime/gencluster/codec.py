@@ -1,0 +1,142 @@
+"""How requests, replies, states and events become bytes, and back.
+
+Everything that crosses the network or the replication log goes through a codec, so that the
+active and every standby see the same bytes and decode the same values. JSON is the default
+because it is readable in `kubectl`-side tooling and in any gRPC client; msgpack is offered for
+compact binary payloads. Pickle is never used: unpickling bytes from the network runs arbitrary
+code.
+
+Both codecs enforce a size limit in both directions, so an oversized request is refused before
+it is parsed and an oversized reply is refused before it reaches gRPC's own (less explicit)
+message limit. Every failure is a `CodecError` that names the codec and the cause.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import msgpack
+
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+"""gRPC's default maximum message size: a payload this big still fits in one message."""
+
+
+class CodecError(ValueError):
+    """Bytes that cannot be decoded, or a value that cannot be encoded, with the reason."""
+
+
+class MessageTooLarge(CodecError):
+    """A payload over the codec's size limit (mapped to gRPC RESOURCE_EXHAUSTED)."""
+
+
+class Codec(ABC):
+    """Encodes values to bytes and back, refusing anything over `max_bytes`."""
+
+    name: ClassVar[str]
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        self.max_bytes = max_bytes
+
+    def encode(self, value: Any, *, what: str = "value") -> bytes:
+        """Encode `value`; `what` names it in errors ("reply", "state", ...)."""
+        try:
+            data = self._encode(value)
+        except (TypeError, ValueError, OverflowError, RecursionError) as error:
+            raise CodecError(f"cannot encode {what} as {self.name}: {_describe(error)}") from error
+        self._check_size(len(data), what)
+        return data
+
+    def decode(self, data: bytes, *, what: str = "payload") -> Any:
+        """Decode `data`; refuses oversized input before parsing it."""
+        self._check_size(len(data), what)
+        try:
+            return self._decode(data)
+        except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as error:
+            raise CodecError(f"cannot decode {what} as {self.name}: {_describe(error)}") from error
+
+    def _check_size(self, size: int, what: str) -> None:
+        if size > self.max_bytes:
+            raise MessageTooLarge(
+                f"{what} is {size} bytes, over the {self.name} codec limit of "
+                f"{self.max_bytes} bytes"
+            )
+
+    @abstractmethod
+    def _encode(self, value: Any) -> bytes: ...
+
+    @abstractmethod
+    def _decode(self, data: bytes) -> Any: ...
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(max_bytes={self.max_bytes})"
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class JsonCodec(Codec):
+    """Strict, compact UTF-8 JSON: no NaN or Infinity (other JSON parsers reject them)."""
+
+    name = "json"
+
+    def _encode(self, value: Any) -> bytes:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
+            "utf-8"
+        )
+
+    def _decode(self, data: bytes) -> Any:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise CodecError(f"cannot decode payload as json: not UTF-8 ({error})") from error
+        return json.loads(text, parse_constant=_reject_constant)
+
+
+def _reject_extension(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not accepted")
+
+
+class MsgpackCodec(Codec):
+    """msgpack with str/bytes kept apart and extension types refused (plain data only)."""
+
+    name = "msgpack"
+
+    def _encode(self, value: Any) -> bytes:
+        if isinstance(value, float) and not math.isfinite(value):
+            # msgpack can carry NaN, but JSON peers and merge functions compare values: keep
+            # both codecs accepting the same value space.
+            raise ValueError(f"non-finite float {value!r}")
+        return msgpack.packb(value, use_bin_type=True)
+
+    def _decode(self, data: bytes) -> Any:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=False,
+            ext_hook=_reject_extension,
+            timestamp=2,  # the msgpack timestamp extension decodes to plain int nanoseconds
+        )
+
+
+CODECS: dict[str, type[Codec]] = {JsonCodec.name: JsonCodec, MsgpackCodec.name: MsgpackCodec}
+
+
+def get_codec(name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Codec:
+    """The codec called `name` ("json" or "msgpack"); a clear error for anything else."""
+    try:
+        codec_class = CODECS[name]
+    except KeyError:
+        known = ", ".join(sorted(CODECS))
+        raise CodecError(f"unknown codec {name!r}; known codecs: {known}") from None
+    return codec_class(max_bytes)

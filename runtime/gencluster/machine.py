@@ -1,0 +1,324 @@
+"""The replicated state machine: applies log entries to the user's server, deterministically.
+
+Every replica runs one `StateMachine` over the same sequence of entries and so holds the same
+state, reply table and event log: time and randomness come from the entry, replies and events
+are encoded by the same codec, and the bounded tables evict in entry order.
+
+What applying an entry guarantees:
+
+- A handler that raises (or returns something malformed, or a reply/event the codec refuses)
+  changes nothing: the old state object is kept, its events are dropped, and the outcome is a
+  `HandlerError` that is recorded like a reply, so a retry gets the same error.
+- A request id already in the reply table is not applied again: the original outcome is
+  returned, marked `duplicate`. The table is bounded (oldest evicted first), which bounds how
+  long a client may keep retrying one request.
+- Events published by a successful handler get per-topic numbers 1, 2, 3, ... and are retained
+  (bounded, oldest first) so a subscriber that reconnects can resume from its last number.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any
+
+from gencluster.codec import Codec, CodecError
+from gencluster.log import (
+    CommandKind,
+    Event,
+    HandlerError,
+    LogEntry,
+    OutOfOrder,
+    ReplyRecord,
+    Snapshot,
+    StaleEpoch,
+)
+from gencluster.server import Context, GenServer
+
+
+@dataclass(frozen=True, slots=True)
+class MachineLimits:
+    """Bounds on the replicated bookkeeping (they are part of the replicated state)."""
+
+    max_replies: int = 10_000
+    max_events: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.max_replies < 1 or self.max_events < 1:
+            raise ValueError(f"machine limits must be positive: {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What applying one command produced.
+
+    `record` carries the reply or error (and the entry's seq); `events` the events published
+    by this command (empty for a duplicate or an error); `duplicate` is True when the request
+    id had already been applied and `record` is the original outcome.
+    """
+
+    record: ReplyRecord
+    events: tuple[Event, ...] = ()
+    duplicate: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.record.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRead:
+    """Events of a topic from a requested number on.
+
+    `first_available` is the oldest number still retained (or the next number when none is):
+    a reader that asked for an older number has missed `first_available - from_event` events.
+    """
+
+    events: tuple[Event, ...]
+    first_available: int
+    next_number: int
+
+
+class RestoreError(Exception):
+    """A snapshot that this replica cannot load (codec mismatch, undecodable, code_change)."""
+
+
+_NOT_DECODED: Any = object()
+
+
+class StateMachine:
+    """One replica's copy of the user's server and its replicated bookkeeping."""
+
+    def __init__(
+        self,
+        server: GenServer,
+        codec: Codec,
+        state: Any,
+        *,
+        applied_seq: int = 0,
+        applied_epoch: int = 0,
+        limits: MachineLimits | None = None,
+    ) -> None:
+        self.server = server
+        self.codec = codec
+        self.limits = limits or MachineLimits()
+        self._state = state
+        self._applied_seq = applied_seq
+        self._applied_epoch = applied_epoch
+        self._replies: OrderedDict[str, ReplyRecord] = OrderedDict()
+        self._events: deque[Event] = deque()
+        self._events_by_topic: dict[str, deque[Event]] = {}
+        self._next_event: dict[str, int] = {}
+
+    @classmethod
+    def from_init(
+        cls, server: GenServer, codec: Codec, args: Any, limits: MachineLimits | None = None
+    ) -> StateMachine:
+        """A fresh machine whose state is `server.init(args)` (the first active's start)."""
+        return cls(server, codec, server.init(args), limits=limits)
+
+    @classmethod
+    def restore(
+        cls,
+        server: GenServer,
+        codec: Codec,
+        snapshot: Snapshot,
+        limits: MachineLimits | None = None,
+    ) -> StateMachine:
+        """A machine continuing from `snapshot`, upgrading its state with `code_change`."""
+        if snapshot.codec != codec.name:
+            raise RestoreError(
+                f"snapshot is encoded with {snapshot.codec!r}, this replica uses {codec.name!r}"
+            )
+        try:
+            state = codec.decode(snapshot.state, what="snapshot state")
+        except CodecError as error:
+            raise RestoreError(str(error)) from error
+        if snapshot.server_version != server.version:
+            try:
+                state = server.code_change(snapshot.server_version, state)
+            except Exception as error:
+                raise RestoreError(
+                    f"code_change({snapshot.server_version}, state) of "
+                    f"{type(server).__name__} version {server.version} raised "
+                    f"{type(error).__name__}: {error}"
+                ) from error
+        machine = cls(
+            server,
+            codec,
+            state,
+            applied_seq=snapshot.applied_seq,
+            applied_epoch=snapshot.applied_epoch,
+            limits=limits,
+        )
+        for record in snapshot.replies:
+            machine._remember_reply(record)
+        for event in snapshot.events:
+            machine._retain_event(event)
+        machine._next_event.update(snapshot.next_event)
+        return machine
+
+    @property
+    def state(self) -> Any:
+        return self._state
+
+    @property
+    def applied_seq(self) -> int:
+        return self._applied_seq
+
+    @property
+    def applied_epoch(self) -> int:
+        return self._applied_epoch
+
+    def reply_for(self, request_id: str) -> ReplyRecord | None:
+        """The recorded outcome of `request_id`, if it is still in the table."""
+        return self._replies.get(request_id) if request_id else None
+
+    def decode_request(self, payload: bytes) -> Any:
+        """Decode a request payload (raises CodecError: the caller maps it to a clear error)."""
+        return self.codec.decode(payload, what="request")
+
+    def is_read_only(self, request: Any) -> bool:
+        """The server's read-only declaration; a hook that raises counts as not read-only."""
+        try:
+            return bool(self.server.is_read_only(request))
+        except Exception:
+            return False
+
+    def apply(self, entry: LogEntry, *, request: Any = _NOT_DECODED) -> Outcome:
+        """Apply the next entry. `request` may pass the already-decoded payload (the active
+        decoded it to check read-only and validity; decoding again would be wasted work)."""
+        if entry.epoch < self._applied_epoch:
+            raise StaleEpoch(
+                f"entry {entry.seq} has epoch {entry.epoch}, below the applied epoch "
+                f"{self._applied_epoch}"
+            )
+        if entry.seq != self._applied_seq + 1:
+            raise OutOfOrder(f"expected entry {self._applied_seq + 1}, got {entry.seq}")
+        self._applied_seq = entry.seq
+        self._applied_epoch = entry.epoch
+        command = entry.command
+        previous = self.reply_for(command.request_id)
+        if previous is not None:
+            return Outcome(previous, duplicate=True)
+        outcome = self._run(entry, request)
+        if command.request_id:
+            self._remember_reply(outcome.record)
+        for event in outcome.events:
+            self._retain_event(event)
+        return outcome
+
+    def query(self, request: Any, *, request_id: str = "", time: float, seed: int) -> ReplyRecord:
+        """Answer a read-only call against the current state, changing nothing."""
+        ctx = Context(
+            request_id=request_id, time=time, seed=seed, seq=self._applied_seq, read_only=True
+        )
+        seq = self._applied_seq
+        try:
+            reply, _ = self._call(request, ctx, self._state)
+            encoded = self.codec.encode(reply, what="reply")
+        except Exception as error:
+            return ReplyRecord(request_id, seq, error=_handler_error(error))
+        return ReplyRecord(request_id, seq, reply=encoded)
+
+    def events_from(self, topic: str, from_event: int) -> EventRead:
+        """Retained events of `topic` numbered `from_event` or later, oldest first."""
+        next_number = self._next_event.get(topic, 1)
+        retained = self._events_by_topic.get(topic, ())
+        first_available = retained[0].number if retained else next_number
+        skip = max(0, from_event - first_available)
+        events = tuple(event for index, event in enumerate(retained) if index >= skip)
+        return EventRead(events, first_available, next_number)
+
+    def next_event_number(self, topic: str) -> int:
+        return self._next_event.get(topic, 1)
+
+    def snapshot(self) -> Snapshot:
+        """The whole replicated state, encoded: O(size of the state), for joins and export."""
+        return Snapshot(
+            applied_seq=self._applied_seq,
+            applied_epoch=self._applied_epoch,
+            server_version=self.server.version,
+            codec=self.codec.name,
+            state=self.codec.encode(self._state, what="state"),
+            replies=tuple(self._replies.values()),
+            events=tuple(self._events),
+            next_event=dict(self._next_event),
+        )
+
+    def terminate(self, reason: str) -> HandlerError | None:
+        """Run the server's `terminate`; its exception is reported, never raised."""
+        try:
+            self.server.terminate(reason, self._state)
+        except Exception as error:
+            return _handler_error(error)
+        return None
+
+    def _run(self, entry: LogEntry, request: Any) -> Outcome:
+        command = entry.command
+        ctx = Context(
+            request_id=command.request_id, time=command.time, seed=command.seed, seq=entry.seq
+        )
+        state = (
+            copy.deepcopy(self._state) if self.server.copy_state_before_handling else self._state
+        )
+        try:
+            if request is _NOT_DECODED:
+                what = "merged state" if command.kind is CommandKind.MERGE else "request"
+                request = self.codec.decode(command.payload, what=what)
+            reply_bytes: bytes | None = None
+            if command.kind is CommandKind.CALL:
+                reply, new_state = self._call(request, ctx, state)
+                reply_bytes = self.codec.encode(reply, what="reply")
+            elif command.kind is CommandKind.CAST:
+                new_state = self.server.handle_cast(request, ctx, state)
+            else:
+                new_state = self.server.merge(state, request)
+            events = self._number_events(ctx, entry.seq, command.time)
+        except Exception as error:
+            record = ReplyRecord(command.request_id, entry.seq, error=_handler_error(error))
+            return Outcome(record)
+        self._state = new_state
+        return Outcome(ReplyRecord(command.request_id, entry.seq, reply=reply_bytes), events)
+
+    def _call(self, request: Any, ctx: Context, state: Any) -> tuple[Any, Any]:
+        result = self.server.handle_call(request, ctx, state)
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise TypeError(
+                f"handle_call must return (reply, new_state), got {type(result).__name__}"
+            )
+        return result
+
+    def _number_events(self, ctx: Context, seq: int, time: float) -> tuple[Event, ...]:
+        """Encode and number the published events; nothing is committed until all encode."""
+        numbers: dict[str, int] = {}
+        events = []
+        for topic, data in ctx.published:
+            number = numbers.get(topic, self._next_event.get(topic, 1))
+            numbers[topic] = number + 1
+            encoded = self.codec.encode(data, what=f"event on {topic!r}")
+            events.append(Event(topic, number, seq, time, encoded))
+        self._next_event.update(numbers)
+        return tuple(events)
+
+    def _remember_reply(self, record: ReplyRecord) -> None:
+        self._replies[record.request_id] = record
+        self._replies.move_to_end(record.request_id)
+        while len(self._replies) > self.limits.max_replies:
+            self._replies.popitem(last=False)
+
+    def _retain_event(self, event: Event) -> None:
+        self._events.append(event)
+        self._events_by_topic.setdefault(event.topic, deque()).append(event)
+        while len(self._events) > self.limits.max_events:
+            oldest = self._events.popleft()
+            topic_events = self._events_by_topic[oldest.topic]
+            topic_events.popleft()
+            if not topic_events:
+                del self._events_by_topic[oldest.topic]
+
+
+def _handler_error(error: Exception) -> HandlerError:
+    message = str(error) or type(error).__name__
+    return HandlerError(type=type(error).__name__, message=message)

@@ -1,0 +1,136 @@
+"""One replica's pure core: its state machine and its log, driven as active or as standby.
+
+The I/O shells (replication streaming, gRPC services) call exactly these operations, so every
+decision about a request (duplicate? read-only? undecodable? which entry?) is made here, in
+one place, and tested without sockets:
+
+- active: `submit` a client call, cast or merge; it is checked against the reply table,
+  decoded, answered directly when read-only, otherwise appended to the log and applied. The
+  returned `Submission` holds the entry to replicate (None when nothing needs replicating).
+- standby: `receive` each entry from the active, in order, with its epoch checked.
+- both: `catch_up` for a reconnecting standby, `snapshot` and `from_snapshot` for joins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gencluster.codec import Codec
+from gencluster.log import (
+    CatchUp,
+    Command,
+    CommandKind,
+    LogEntry,
+    NeedSnapshot,
+    ReplicationLog,
+    ReplyRecord,
+    Retention,
+    Snapshot,
+    StaleEpoch,
+)
+from gencluster.machine import MachineLimits, Outcome, StateMachine
+from gencluster.server import GenServer
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """The answer to a submitted request, and the entry (if any) standbys must receive.
+
+    `entry` is None for a duplicate request id (answered from the reply table: in Sync mode
+    the caller still waits until `outcome.record.seq` is acknowledged) and for a read-only call.
+    """
+
+    outcome: Outcome
+    entry: LogEntry | None
+
+
+class Replica:
+    """A state machine plus the log of the entries it applied."""
+
+    def __init__(self, machine: StateMachine, log: ReplicationLog) -> None:
+        if log.last_seq != machine.applied_seq:
+            raise ValueError(
+                f"log ends at {log.last_seq} but the machine applied {machine.applied_seq}"
+            )
+        self.machine = machine
+        self.log = log
+
+    @classmethod
+    def from_init(
+        cls,
+        server: GenServer,
+        codec: Codec,
+        args: Any,
+        *,
+        retention: Retention | None = None,
+        limits: MachineLimits | None = None,
+    ) -> Replica:
+        """The first active of a cluster: state from `init(args)`, empty log."""
+        return cls(StateMachine.from_init(server, codec, args, limits), ReplicationLog(retention))
+
+    @classmethod
+    def from_snapshot(
+        cls,
+        server: GenServer,
+        codec: Codec,
+        snapshot: Snapshot,
+        *,
+        retention: Retention | None = None,
+        limits: MachineLimits | None = None,
+    ) -> Replica:
+        """A standby that joined: continues from the snapshot's position."""
+        machine = StateMachine.restore(server, codec, snapshot, limits)
+        log = ReplicationLog(
+            retention, base_seq=snapshot.applied_seq, base_epoch=snapshot.applied_epoch
+        )
+        return cls(machine, log)
+
+    @property
+    def applied_seq(self) -> int:
+        return self.machine.applied_seq
+
+    @property
+    def applied_epoch(self) -> int:
+        return self.machine.applied_epoch
+
+    def submit(
+        self,
+        kind: CommandKind,
+        request_id: str,
+        payload: bytes,
+        *,
+        epoch: int,
+        time: float,
+        seed: int,
+    ) -> Submission:
+        """Active side: handle one request. Raises `CodecError` for an undecodable or
+        oversized payload (nothing is logged) and `StaleEpoch` if `epoch` went backwards."""
+        if epoch < self.log.last_epoch:
+            raise StaleEpoch(f"epoch {epoch} is below the log's epoch {self.log.last_epoch}")
+        previous = self.machine.reply_for(request_id)
+        if previous is not None:
+            return Submission(Outcome(previous, duplicate=True), None)
+        request = self.machine.decode_request(payload)
+        if kind is CommandKind.CALL and self.machine.is_read_only(request):
+            record = self.machine.query(request, request_id=request_id, time=time, seed=seed)
+            return Submission(Outcome(record), None)
+        entry = self.log.append(epoch, Command(kind, request_id, payload, time, seed))
+        return Submission(self.machine.apply(entry, request=request), entry)
+
+    def receive(self, entry: LogEntry) -> Outcome:
+        """Standby side: apply the next entry from the active (order and epoch checked)."""
+        self.log.accept(entry)
+        return self.machine.apply(entry)
+
+    def reply_for(self, request_id: str) -> ReplyRecord | None:
+        return self.machine.reply_for(request_id)
+
+    def catch_up(
+        self, seq: int, epoch: int | None = None, *, limit: int | None = None
+    ) -> CatchUp | NeedSnapshot:
+        """What a standby positioned at (`seq`, `epoch`) needs from this replica's log."""
+        return self.log.entries_after(seq, epoch, limit=limit)
+
+    def snapshot(self) -> Snapshot:
+        return self.machine.snapshot()
