@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEV_DIR ?= .gencluster/dev
-EXAMPLE ?= examples/id_server/clusteredserver.yaml
+EXAMPLE ?= examples/id-server.yaml
 PYTEST_WORKERS ?= 2
 
 .PHONY: dev test install system-packages lint unit

@@ -21,8 +21,9 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+from multidict import CIMultiDict
 
-from gencluster_dev import discovery, watch
+from gencluster_dev import discovery, protobuf, watch
 from gencluster_dev.auth import Authenticator, Identity
 from gencluster_dev.errors import (
     ApiError,
@@ -48,9 +49,10 @@ from gencluster_dev.store import Store, parse_resource_version
 UNAUTHENTICATED_PATHS = {"/version", "/healthz", "/readyz", "/livez"}
 NAMESPACE_SUBRESOURCES = {"status", "finalize"}
 JSON_CONTENT_TYPES = {"application/json", "application/yaml", ""}
+PROTOBUF = "application/vnd.kubernetes.protobuf"
 PATCH_CONTENT_TYPES = {MERGE_PATCH, JSON_PATCH, STRATEGIC_PATCH, APPLY_PATCH}
 MAX_BODY_BYTES = 3 * 1024 * 1024  # etcd's default request limit, as in kube-apiserver
-IDENTITY_KEY = web.AppKey("identity", Identity)
+IDENTITY_KEY = web.RequestKey("identity", Identity)
 
 
 def _utcnow() -> datetime:
@@ -213,6 +215,8 @@ class ApiServer:
             raise
         except (ConnectionResetError, asyncio.CancelledError):
             raise
+        except RecursionError:
+            return _status_response(bad_request("the object is nested too deeply"))
         except Exception as error:  # a bug: still answer with a Status, never hang
             return _status_response(ApiError(500, "InternalError",
                                              f"Internal error occurred: {error!r}"))
@@ -373,7 +377,7 @@ class ApiServer:
                 return self._object_response(request, t, ops.get(t, ns, name), 200)
             if method == "PUT":
                 body = await _read_body(request)
-                updated = ops.update(t, ns, name, body, subresource="status",
+                updated = ops.update(t, ns, name, body, subresource=sub,
                                      dry_run=_dry_run(query))
                 if sub == "finalize":
                     self.gc.wake()
@@ -464,7 +468,9 @@ class ApiServer:
     ) -> web.StreamResponse:
         query = request.query
         rv_text = query.get("resourceVersion")
-        since = None if rv_text in (None, "", "0") else parse_resource_version(rv_text)
+        initial_events = _truthy(query.get("sendInitialEvents"))
+        since = None if rv_text in (None, "", "0") or initial_events else \
+            parse_resource_version(rv_text)
         timeout = _int_param(query, "timeoutSeconds")
         matches = self.operations.matcher(t, query.get("labelSelector"),
                                           query.get("fieldSelector"))
@@ -478,6 +484,7 @@ class ApiServer:
             timeout_seconds=float(timeout) if timeout else None,
             bookmarks=_truthy(query.get("allowWatchBookmarks")),
             matches=matches, render=render, bookmark_interval=self.bookmark_interval,
+            initial_events_end=initial_events and _truthy(query.get("allowWatchBookmarks")),
         )
         task = asyncio.current_task()
         if task is not None:
@@ -601,7 +608,7 @@ def _status_response(error: ApiError) -> web.Response:
 
 
 def _json(
-    body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+    body: Any, *, status: int = 200, headers: Mapping[str, str] | CIMultiDict[str] | None = None
 ) -> web.Response:
     return web.Response(
         body=json.dumps(body, separators=(",", ":")).encode(),
@@ -611,11 +618,11 @@ def _json(
     )
 
 
-def _warning_headers(warnings: list[str]) -> dict[str, str] | None:
+def _warning_headers(warnings: list[str]) -> CIMultiDict[str] | None:
+    """One `Warning: 299 - "..."` header per warning, as kube-apiserver sends them."""
     if not warnings:
         return None
-    # aiohttp takes one value per header name; join them as HTTP allows for list headers.
-    return {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)}
+    return CIMultiDict(("Warning", f'299 - "{w}"') for w in warnings)
 
 
 def _truthy(value: str | None) -> bool:
@@ -663,6 +670,11 @@ async def _read_raw(request: web.Request) -> bytes:
 
 async def _read_body(request: web.Request) -> Any:
     media = _media_type(request)
+    if media == PROTOBUF:
+        try:
+            return protobuf.decode_object(await _read_raw(request))
+        except (protobuf.ProtobufError, UnicodeDecodeError) as error:
+            raise unsupported_media_type(["application/json", "application/yaml"]) from error
     if media not in JSON_CONTENT_TYPES:
         raise unsupported_media_type(["application/json", "application/yaml",
                                       "application/vnd.kubernetes.protobuf"])
@@ -675,10 +687,16 @@ async def _read_body(request: web.Request) -> Any:
 def _decode(raw: bytes, *, yaml_allowed: bool) -> Any:
     try:
         return json.loads(raw)
+    except RecursionError:
+        raise bad_request("the object provided is unrecognized: json: exceeded max depth") \
+            from None
     except (ValueError, UnicodeDecodeError) as error:
         if yaml_allowed:
             try:
                 return yaml.safe_load(raw)
+            except RecursionError:
+                raise bad_request("error converting YAML to JSON: exceeded max depth") \
+                    from None
             except yaml.YAMLError as yaml_error:
                 raise bad_request(f"error converting YAML to JSON: {yaml_error}") from None
         raise bad_request(

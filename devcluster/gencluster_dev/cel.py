@@ -21,9 +21,12 @@ from lark import Token
 __all__ = [
     "CelCompileError",
     "CelEvaluationError",
+    "CompiledExpression",
     "CompiledRule",
     "compile_expression",
     "compile_rule",
+    "result_as_message",
+    "result_is_true",
     "to_cel",
 ]
 
@@ -55,8 +58,10 @@ class CompiledExpression:
             result = self.program.evaluate(activation)
         except celpy.CELEvalError as error:
             raise CelEvaluationError(_evaluation_message(error)) from None
-        except (TypeError, ValueError, KeyError, ZeroDivisionError, IndexError) as error:
-            raise CelEvaluationError(str(error)) from None
+        except CelEvaluationError:
+            raise
+        except Exception as error:  # a user's rule must never turn into a 500
+            raise CelEvaluationError(_evaluation_message(error)) from None
         if isinstance(result, celpy.CELEvalError):
             raise CelEvaluationError(_evaluation_message(result))
         return result
@@ -90,26 +95,99 @@ class CompiledRule:
 
 
 def _evaluation_message(error: Any) -> str:
-    """cel-go words errors differently from celpy; translate the common ones."""
+    """cel-go words errors differently from celpy; translate the common ones.
+
+    celpy's CELEvalError carries (message, Python exception class, exception args).
+    """
     arguments = getattr(error, "args", ())
     text = str(arguments[0]) if arguments else str(error)
+    cause = arguments[1] if len(arguments) > 1 else None
+    cause_arguments = arguments[2] if len(arguments) > 2 else ()
     if text.startswith("no such member in mapping: "):
         key = text[len("no such member in mapping: "):].strip("'\"")
         return f"no such key: {key}"
+    if text == "no such key" and cause_arguments:
+        return f"no such key: {cause_arguments[0]}"
+    if cause is IndexError or "index out of range" in text:
+        return "index out of bounds"
     if "divide by zero" in text:
         return "division by zero"
     if text.startswith("no such overload") or "no matching overload" in text:
         return "no such overload"
-    if "index" in text.lower() and "range" in text.lower():
-        return "index out of bounds"
+    if "empty sequence" in text:
+        return "list argument must not be empty"
+    if cause is ValueError and text == "return error for overflow":
+        return "type conversion error"
     return text
+
+
+def _string_index_of(text: Any, needle: Any, start: Any = 0) -> Any:
+    if isinstance(text, celtypes.ListType):
+        return celtypes.IntType(next((i for i, item in enumerate(text) if item == needle), -1))
+    return celtypes.IntType(str(text).find(str(needle), int(start)))
+
+
+def _string_last_index_of(text: Any, needle: Any, end: Any = None) -> Any:
+    if isinstance(text, celtypes.ListType):
+        matches = [index for index, item in enumerate(text) if item == needle]
+        return celtypes.IntType(matches[-1] if matches else -1)
+    limit = len(str(text)) if end is None else int(end) + len(str(needle))
+    return celtypes.IntType(str(text).rfind(str(needle), 0, limit))
+
+
+def _split(text: Any, separator: Any, limit: Any = -1) -> Any:
+    count = int(limit)
+    if count == 0:
+        return celtypes.ListType([])
+    parts = str(text).split(str(separator)) if str(separator) else list(str(text))
+    if count > 0 and len(parts) > count:
+        parts = [*parts[: count - 1], str(separator).join(parts[count - 1:])]
+    return celtypes.ListType([celtypes.StringType(part) for part in parts])
+
+
+def _replace(text: Any, old: Any, new: Any, limit: Any = -1) -> Any:
+    return celtypes.StringType(str(text).replace(str(old), str(new), int(limit)))
+
+
+def _substring(text: Any, start: Any, end: Any = None) -> Any:
+    stop = len(str(text)) if end is None else int(end)
+    if not 0 <= int(start) <= stop <= len(str(text)):
+        raise CelEvaluationError(f"index out of range: {int(start)}")
+    return celtypes.StringType(str(text)[int(start):stop])
+
+
+def _numeric_aggregate(values: Any, pick: Any) -> Any:
+    if not values:
+        raise CelEvaluationError("min/max of an empty list")
+    return pick(values)
+
+
+# The Kubernetes CEL libraries (strings extension, lists) that cel-python lacks.
+_KUBERNETES_FUNCTIONS: dict[str, Any] = {
+    "lowerAscii": lambda text: celtypes.StringType(str(text).lower()),
+    "upperAscii": lambda text: celtypes.StringType(str(text).upper()),
+    "trim": lambda text: celtypes.StringType(str(text).strip()),
+    "charAt": lambda text, index: celtypes.StringType(str(text)[int(index):int(index) + 1]),
+    "indexOf": _string_index_of,
+    "lastIndexOf": _string_last_index_of,
+    "split": _split,
+    "replace": _replace,
+    "substring": _substring,
+    "join": lambda values, separator="": celtypes.StringType(
+        str(separator).join(str(value) for value in values)
+    ),
+    "isSorted": lambda values: celtypes.BoolType(list(values) == sorted(values)),
+    "sum": lambda values: sum(values[1:], values[0]) if values else celtypes.IntType(0),
+    "min": lambda values: _numeric_aggregate(values, min),
+    "max": lambda values: _numeric_aggregate(values, max),
+}
 
 
 def compile_expression(source: str) -> CompiledExpression:
     """Parse ``source``; CelCompileError carries the parser's pointer at the bad column."""
     try:
         tree = _ENVIRONMENT.compile(source)
-        program = _ENVIRONMENT.program(tree)
+        program = _ENVIRONMENT.program(tree, functions=_KUBERNETES_FUNCTIONS)
     except celpy.CELParseError as error:
         pointer = str(error.args[0]) if error.args else str(error)
         raise CelCompileError(f"Syntax error: {pointer.rstrip()}") from None

@@ -92,6 +92,9 @@ class FaultInjector:
         path = self.dev_dir / "instance.json"
         try:
             self.instance = json.loads(path.read_text())
+        except PermissionError as exc:
+            raise FaultError(f"cannot read {path}: {exc.strerror}; run as the user that runs "
+                             f"`gencluster dev up` (or root)") from exc
         except (OSError, ValueError) as exc:
             raise FaultError(
                 f"no running instance in {self.dev_dir} ({path.name}: {exc}); start one with "

@@ -38,6 +38,7 @@ from .podspec import (
     pod_conditions,
     pod_dir_name,
     pod_key,
+    pod_kubeconfig,
     pod_phase,
     referenced_objects,
     resolve_port,
@@ -98,6 +99,7 @@ class Kubelet:
         image_entrypoints: dict[str, list[str]] | None = None,
         heartbeat_interval: float = 10.0,
         stop_grace: float = 2.0,
+        ca_pem: bytes | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.api = ApiClient(api_url, token)
@@ -109,6 +111,7 @@ class Kubelet:
         self.image_entrypoints = dict(image_entrypoints or DEFAULT_IMAGE_ENTRYPOINTS)
         self.heartbeat_interval = heartbeat_interval
         self.stop_grace = stop_grace
+        self.ca_pem = ca_pem or None
         parsed = urlparse(self.api_url)
         self.api_host = parsed.hostname or "127.0.0.1"
         self.api_port = parsed.port or 80
@@ -128,7 +131,6 @@ class Kubelet:
         }
         self.workers: dict[str, PodWorker] = {}
         self._binding: set[str] = set()
-        self._unschedulable: set[str] = set()
         self._informer = Informer(self.api, "/api/v1/pods", self._on_pod)
         self._tasks: set[asyncio.Task] = set()
         self._heartbeat: asyncio.Task | None = None
@@ -218,12 +220,17 @@ class Kubelet:
         await self._post_node_status()
 
     async def _post_node_status(self) -> None:
-        await self.api.merge_patch(f"/api/v1/nodes/{self.node_name}/status",
-                                   {"status": self._node_status()})
+        node = await self.api.merge_patch(f"/api/v1/nodes/{self.node_name}/status",
+                                          {"status": self._node_status()})
+        # `kubectl label node` changes what nodeSelectors match
+        labels = ((node or {}).get("metadata") or {}).get("labels")
+        if labels:
+            self.node_labels = dict(labels)
 
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
+            self._retry_unscheduled()
             try:
                 await self._post_node_status()
             except ApiError as exc:
@@ -236,6 +243,13 @@ class Kubelet:
                 log.warning("kubelet heartbeat: %s", exc)
 
     # ---------------------------------------------------------------- pods
+
+    def _retry_unscheduled(self) -> None:
+        """Pending pods get another scheduling attempt (node labels or errors may have
+        changed); like the scheduler's periodic flush of unschedulable pods."""
+        for pod in list(self._informer.cache.values()):
+            if not pod.get("spec", {}).get("nodeName"):
+                self._on_pod("MODIFIED", pod)
 
     def _on_pod(self, kind: str, pod: dict) -> None:
         meta, spec = pod["metadata"], pod.get("spec", {})
@@ -269,8 +283,9 @@ class Kubelet:
             selector = pod.get("spec", {}).get("nodeSelector") or {}
             mismatched = {k: v for k, v in selector.items() if self.node_labels.get(k) != v}
             if mismatched:
-                if uid not in self._unschedulable:
-                    self._unschedulable.add(uid)
+                already = any(c.get("type") == "PodScheduled" and c.get("status") == "False"
+                              for c in (pod.get("status") or {}).get("conditions") or [])
+                if not already:
                     message = (f"0/1 nodes are available: 1 node(s) didn't match Pod's node "
                                f"affinity/selector {mismatched}.")
                     await self.api.merge_patch(
@@ -636,24 +651,19 @@ class PodWorker:
                                          "name": self.name, "uid": self.uid}}},
         )
         token = reply["status"]["token"]
-        kubeconfig = {
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "gencluster-dev",
-                          "cluster": {"server": self.kubelet.api_url}}],
-            "users": [{"name": f"system:serviceaccount:{self.namespace}:{account}",
-                       "user": {"token": token}}],
-            "contexts": [{"name": "gencluster-dev",
-                          "context": {"cluster": "gencluster-dev", "namespace": self.namespace,
-                                      "user": f"system:serviceaccount:{self.namespace}:"
-                                              f"{account}"}}],
-            "current-context": "gencluster-dev",
-        }
+        kubelet = self.kubelet
+        server = (f"https://{kubelet.api_host}:{kubelet.api_port}" if kubelet.ca_pem
+                  else kubelet.api_url)
+        kubeconfig = pod_kubeconfig(server=server, token=token, namespace=self.namespace,
+                                    account=account, ca_pem=kubelet.ca_pem)
         _write_json_atomic(self.dir / "kubeconfig", kubeconfig, 0o600)
         self._chown(self.dir / "kubeconfig")
         sa_dir = self.service_account_dir
         sa_dir.mkdir(exist_ok=True)
         (sa_dir / "token").write_text(token)
         (sa_dir / "namespace").write_text(self.namespace)
+        if kubelet.ca_pem:
+            (sa_dir / "ca.crt").write_bytes(kubelet.ca_pem)
         self._chown_tree(sa_dir)
 
     def _materialize_volumes(self, sources: EnvSources) -> None:

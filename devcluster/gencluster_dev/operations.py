@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from gencluster_dev import apply as server_side_apply
 from gencluster_dev import patch as patching
 from gencluster_dev import schema as schemas
 from gencluster_dev.auth import Authenticator
+from gencluster_dev.conversion import from_storage, to_storage
 from gencluster_dev.errors import (
     ApiError,
     already_exists,
@@ -47,7 +49,13 @@ from gencluster_dev.resources import (
 )
 from gencluster_dev.selectors import SelectorError, parse_field_selector, parse_label_selector
 from gencluster_dev.store import Store
-from gencluster_dev.validation import metadata_causes, name_causes
+from gencluster_dev.validation import (
+    drop_fields,
+    metadata_causes,
+    name_causes,
+    shape_error,
+    unknown_fields,
+)
 
 Clock = Callable[[], datetime]
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -143,7 +151,7 @@ class Operations:
         out = copy.deepcopy(dict(obj))
         out["apiVersion"] = t.group_version
         out["kind"] = t.kind
-        return out
+        return from_storage(t.group, t.kind, out)
 
     def get(self, t: ResourceType, namespace: str, name: str) -> dict[str, Any]:
         obj = self.store.get(t.key, namespace, name)
@@ -219,6 +227,7 @@ class Operations:
         strict: bool = False,
     ) -> dict[str, Any]:
         obj = self._decode_body(t, body)
+        self._check_unknown_fields(t, obj, strict)
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise bad_request(f"{t.kind} in version \"{t.version}\" cannot be handled as a "
@@ -271,11 +280,26 @@ class Operations:
                 f"the object provided is unrecognized (must be of type {t.kind}): "
                 "couldn't get version/kind; json parse error: expected an object")
         obj = copy.deepcopy(body)
+        if t.builtin:
+            obj = _without_nulls(obj)  # Go decodes null as the zero value: same as absent
+        if obj.get("metadata") is None:
+            obj["metadata"] = {}
+        if not isinstance(obj["metadata"], dict):
+            raise bad_request(
+                f'{t.kind} in version "{t.version}" cannot be handled as a {t.kind}: json: '
+                f"cannot unmarshal {type(obj['metadata']).__name__} into Go struct field "
+                f"{t.kind}.metadata of type v1.ObjectMeta")
+        if t.builtin:
+            problem = shape_error(t.kind, obj)
+            if problem:
+                raise bad_request(
+                    f'{t.kind} in version "{t.version}" cannot be handled as a {t.kind}: '
+                    f"{problem}")
         kind = obj.get("kind")
         api_version = obj.get("apiVersion")
         if kind is None and api_version is None:
             obj["kind"], obj["apiVersion"] = t.kind, t.group_version
-            return obj
+            return to_storage(t.group, t.kind, obj)
         if kind != t.kind:
             raise bad_request(
                 f'{kind} in version "{(api_version or "").rpartition("/")[2]}" cannot be '
@@ -291,7 +315,18 @@ class Operations:
                     f"the API version in the data ({api_version}) does not match the expected "
                     f"API version ({t.group_version})")
         obj["apiVersion"] = t.group_version
-        return obj
+        return to_storage(t.group, t.kind, obj)
+
+    def _check_unknown_fields(self, t: ResourceType, obj: dict[str, Any], strict: bool) -> None:
+        """`fieldValidation=Strict` rejects unknown fields; otherwise they are dropped."""
+        unknown = unknown_fields(t.kind, obj, t.builtin)
+        if not unknown:
+            return
+        if strict:
+            rendered = ", ".join(f'unknown field "{p}"' for p in unknown)
+            raise bad_request(f"strict decoding error: {rendered}")
+        self.warnings.extend(f'unknown field "{p}"' for p in unknown)
+        drop_fields(obj, unknown)
 
     def _require_namespace(self, namespace: str) -> None:
         ns = self.store.get(NAMESPACES_KEY, "", namespace)
@@ -521,6 +556,7 @@ class Operations:
         check_resource_version: bool = True,
     ) -> dict[str, Any]:
         new = self._decode_body(t, body)
+        self._check_unknown_fields(t, new, strict and subresource is None)
         meta = new.get("metadata")
         if not isinstance(meta, dict):
             raise bad_request("metadata must be an object")
@@ -555,7 +591,12 @@ class Operations:
         causes = metadata_causes(meta)
         if causes:
             raise invalid(t.kind, t.group, name, causes)
-        if subresource == "status":
+        if subresource == "finalize":
+            merged = copy.deepcopy(old)
+            merged.setdefault("spec", {})["finalizers"] = list(
+                (new.get("spec") or {}).get("finalizers") or [])
+            new = merged
+        elif subresource == "status":
             merged = copy.deepcopy(old)
             if "status" in new:
                 merged["status"] = new["status"]
@@ -577,6 +618,8 @@ class Operations:
             else:
                 new_meta.pop(immutable, None)
         new_meta.pop("resourceVersion", None)
+        if "managedFields" not in new_meta and "managedFields" in old["metadata"]:
+            new_meta["managedFields"] = old["metadata"]["managedFields"]
         if old["metadata"].get("deletionTimestamp"):
             added = [f for f in new_meta.get("finalizers") or []
                      if f not in (old["metadata"].get("finalizers") or [])]
@@ -645,6 +688,13 @@ class Operations:
         if content_type == APPLY_PATCH:
             if not isinstance(patch_body, dict):
                 raise bad_request("apply patch must be an object")
+            if not field_manager:
+                raise invalid("PatchOptions", "meta.k8s.io", "", [(
+                    "FieldValueRequired", "fieldManager",
+                    "Required value: is required for apply patch")])
+            if not isinstance(patch_body.get("metadata", {}), dict):
+                raise bad_request("metadata must be an object")
+            applied_fields = server_side_apply.field_set(patch_body)
             if stored is None:
                 body = copy.deepcopy(patch_body)
                 body.setdefault("metadata", {})
@@ -653,6 +703,8 @@ class Operations:
                         f"the name of the object ({body['metadata']['name']}) does not match "
                         f"the name on the URL ({name})")
                 body["metadata"]["name"] = name
+                server_side_apply.record_apply(body["metadata"], field_manager, t.group_version,
+                                               applied_fields, rfc3339(self.clock()))
                 return self.create(t, namespace, body, dry_run=dry_run, strict=strict), True
         if stored is None:
             raise not_found(t.plural, t.group, name)
@@ -668,12 +720,19 @@ class Operations:
                         [JSON_PATCH, MERGE_PATCH, APPLY_PATCH])
                 patched = patching.apply_strategic_merge_patch(current, patch_body, t.kind)
             elif content_type == APPLY_PATCH:
+                assert field_manager is not None
                 applied = copy.deepcopy(patch_body)
-                applied.get("metadata", {}).pop("resourceVersion", None)
+                applied.setdefault("metadata", {}).pop("resourceVersion", None)
+                previous = server_side_apply.previous_fields(current["metadata"], field_manager)
+                removed = server_side_apply.removal_patch(previous, applied_fields)
+                current = patching.apply_merge_patch(current, removed)
                 if t.builtin:
                     patched = patching.apply_strategic_merge_patch(current, applied, t.kind)
                 else:
                     patched = patching.apply_merge_patch(current, applied)
+                server_side_apply.record_apply(patched["metadata"], field_manager,
+                                               t.group_version, applied_fields,
+                                               rfc3339(self.clock()))
             else:
                 raise unsupported_media_type([JSON_PATCH, MERGE_PATCH, APPLY_PATCH])
         except patching.PatchError as e:
@@ -739,9 +798,10 @@ class Operations:
         grace = self._grace_period(t, obj, options)
         if options.dry_run:
             return DeleteOutcome(self.present(t, obj), False)
-        if grace > 0 and not (already_deleting and int(
-            meta.get("deletionGracePeriodSeconds") or 0) <= grace
-        ):
+        if grace > 0 and already_deleting and int(
+            meta.get("deletionGracePeriodSeconds") or 0) <= grace:
+            return DeleteOutcome(self.present(t, stored), False)  # a grace period only shrinks
+        if grace > 0:
             meta["deletionTimestamp"] = rfc3339(now + timedelta(seconds=grace))
             meta["deletionGracePeriodSeconds"] = grace
             meta["finalizers"] = finalizers
@@ -1021,6 +1081,14 @@ def _pruned_paths(original: Any, pruned: Any, prefix: str) -> list[str]:
             for i, (a, b) in enumerate(zip(value, pruned[key], strict=False)):
                 out.extend(_pruned_paths(a, b, f"{path}[{i}]"))
     return out
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def _mentions_resource_version(patch_body: Any) -> bool:

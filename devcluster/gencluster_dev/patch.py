@@ -255,7 +255,6 @@ _CONTAINER = {
     ("ports",): _by("containerPort"),
     ("volumeMounts",): _by("mountPath"),
     ("volumeDevices",): _by("devicePath"),
-    ("resizePolicy",): _by("resourceName"),
 }
 
 
@@ -472,22 +471,34 @@ def _merge_list(
         return _strip_directives(
             [item for item in patch if not any(item is marker for marker in replace_markers)]
         )
-    if strategy.as_set:
-        merged = copy.deepcopy(original)
-        seen = {json.dumps(item, sort_keys=True) for item in merged}
-        for item in patch:
-            if isinstance(item, Mapping | list):
-                raise PatchError(
-                    f"{_path_text(path)}: a list of primitives cannot contain {json.dumps(item)}"
-                )
-            identity = json.dumps(item, sort_keys=True)
-            if identity not in seen:
-                seen.add(identity)
-                merged.append(item)
-        return merged
+    if strategy.merge_key is None:
+        return _merge_primitive_set(original, patch, path)
+    return _merge_by_key(original, patch, strategy.merge_key, kind, path)
 
-    merge_key = strategy.merge_key
-    assert merge_key is not None
+
+def _merge_primitive_set(
+    original: list[Any], patch: list[Any], path: tuple[str, ...]
+) -> list[Any]:
+    """Lists of primitives with patchStrategy merge (finalizers): a union, original first."""
+    merged = copy.deepcopy(original)
+    seen = {json.dumps(item, sort_keys=True) for item in merged}
+    for item in patch:
+        if isinstance(item, Mapping | list):
+            raise PatchError(
+                f"{_path_text(path)}: a list of primitives cannot contain {json.dumps(item)}"
+            )
+        identity = json.dumps(item, sort_keys=True)
+        if identity not in seen:
+            seen.add(identity)
+            merged.append(item)
+    return merged
+
+
+def _merge_by_key(
+    original: list[Any], patch: list[Any], merge_key: str, kind: str, path: tuple[str, ...]
+) -> list[Any]:
+    """Lists of objects with a merge key: patch elements update or add, ``$patch: delete``
+    removes the element with that key."""
     merged = copy.deepcopy(original)
     element_path = (*path, "*")
     for item in patch:
@@ -530,8 +541,9 @@ def apply_strategic_merge_patch(
     Lists merge by the merge keys Kubernetes declares for them (containers by name, ports by
     containerPort, conditions by type, ...); other lists are replaced whole.  The directives
     ``$patch``, ``$retainKeys``, ``$deleteFromPrimitiveList/<f>`` and ``$setElementOrder/<f>``
-    are honoured and never end up in the result.  For kinds it does not know every list is
-    atomic, as the API server would refuse strategic merge there anyway.
+    are honoured and never end up in the result.  For kinds it does not know (custom
+    resources, which kube-apiserver refuses strategic merge for with 415) only the metadata
+    lists merge (finalizers, ownerReferences); every other list is atomic.
     """
     if not isinstance(patch, Mapping):
         raise PatchError("a strategic merge patch must be a JSON object")

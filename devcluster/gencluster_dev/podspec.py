@@ -448,6 +448,33 @@ def mount_env(
 
 
 # --------------------------------------------------------------------------------------------
+# ServiceAccount kubeconfig
+
+
+def pod_kubeconfig(
+    *, server: str, token: str, namespace: str, account: str, ca_pem: bytes | None
+) -> dict:
+    """The kubeconfig a pod gets (env KUBECONFIG): its ServiceAccount's token, its namespace.
+
+    With the API server's CA it points at the TLS endpoint, because kubectl (client-go) sends
+    no bearer token over plain http; the Python clients accept either.
+    """
+    cluster: dict[str, Any] = {"server": server}
+    if ca_pem:
+        cluster["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
+    user = f"system:serviceaccount:{namespace}:{account}"
+    return {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "gencluster-dev", "cluster": cluster}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "gencluster-dev",
+                      "context": {"cluster": "gencluster-dev", "namespace": namespace,
+                                  "user": user}}],
+        "current-context": "gencluster-dev",
+    }
+
+
+# --------------------------------------------------------------------------------------------
 # ports
 
 

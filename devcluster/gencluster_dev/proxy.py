@@ -63,6 +63,20 @@ def ready_backends(service: dict, port: dict, pods: list[dict]) -> list[tuple[st
     return out
 
 
+def endpoints_backends(endpoints: dict | None, port: dict) -> list[tuple[str, int]]:
+    """(IP, port) of the ready addresses of an Endpoints object for a Service port (used for
+    Services without a selector, whose Endpoints their owner writes)."""
+    out = []
+    for subset in (endpoints or {}).get("subsets") or []:
+        ports = subset.get("ports") or []
+        match = [p for p in ports if p.get("name", "") == port.get("name", "")]
+        if not match and len(ports) == 1 and not port.get("name"):
+            match = ports
+        for entry in match:
+            out += [(a["ip"], int(entry["port"])) for a in subset.get("addresses") or []]
+    return out
+
+
 def desired_endpoints(service: dict, pods: list[dict]) -> dict | None:
     """The Endpoints object for a Service with a selector (None: not managed here).
 
@@ -244,8 +258,11 @@ class ServiceProxy:
         service = self.services.cache.get(service_key)
         if service is None:
             return []
-        for port in (service.get("spec") or {}).get("ports") or []:
+        spec = service.get("spec") or {}
+        for port in spec.get("ports") or []:
             if str(port.get("name", port.get("port"))) == port_name:
+                if not spec.get("selector"):
+                    return endpoints_backends(self.endpoints.cache.get(service_key), port)
                 return ready_backends(service, port, list(self.pods.cache.values()))
         return []
 

@@ -8,7 +8,7 @@ serves, derived from the CRD object by `resource_types_from_crd`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 STANDARD_VERBS: tuple[str, ...] = (
@@ -68,10 +68,11 @@ class ResourceType:
     schema: Any = None  # schema.Schema of a CRD version, or None
     printer_columns: tuple[Mapping[str, Any], ...] | None = None
     raw_openapi_schema: Mapping[str, Any] | None = field(default=None, compare=False)
+    shared_storage: ResourceKey | None = None  # stored with another group's objects
 
     @property
     def key(self) -> ResourceKey:
-        return (self.group, self.plural)
+        return self.shared_storage or (self.group, self.plural)
 
     @property
     def group_version(self) -> str:
@@ -137,7 +138,8 @@ BUILTINS: tuple[ResourceType, ...] = (
     _builtin("", "v1", "ServiceAccount", "serviceaccounts", short_names=["sa"],
              subresources=["token"]),
     _builtin("", "v1", "Event", "events", short_names=["ev"]),
-    _builtin("events.k8s.io", "v1", "Event", "events", short_names=["ev"]),
+    replace(_builtin("events.k8s.io", "v1", "Event", "events", short_names=["ev"]),
+            shared_storage=("", "events")),
     _builtin("coordination.k8s.io", "v1", "Lease", "leases"),
     _builtin("rbac.authorization.k8s.io", "v1", "Role", "roles"),
     _builtin("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
@@ -278,6 +280,7 @@ class Registry:
     def for_key(self, key: ResourceKey) -> ResourceType | None:
         """The storage-version type of a stored resource."""
         candidates = [t for t in self._all if t.key == key]
+        candidates.sort(key=lambda t: t.shared_storage is not None)  # the owning group first
         for t in candidates:
             if t.version == t.storage_version:
                 return t

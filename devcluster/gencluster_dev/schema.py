@@ -31,7 +31,7 @@ from gencluster_dev.cel import (
     to_cel,
 )
 
-__all__ = ["FieldError", "Schema", "SchemaError", "admit"]
+__all__ = ["RULES_NOT_CHECKED", "FieldError", "Schema", "SchemaError", "admit"]
 
 REQUIRED = "FieldValueRequired"
 INVALID = "FieldValueInvalid"
@@ -46,6 +46,8 @@ DUPLICATE = "FieldValueDuplicate"
 _RESOURCE_ROOT_FIELDS = ("apiVersion", "kind", "metadata")
 # field.Path.String() of the nil path, which is what errors of root-level rules carry.
 ROOT_PATH = "<nil>"
+# Schema errors after which kube-apiserver does not run CEL rules (hasBlockingErr).
+_BLOCKING_REASONS = frozenset({NOT_SUPPORTED, REQUIRED, TOO_LONG, TOO_MANY, TYPE_INVALID})
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,14 @@ class FieldError:
 
     def __str__(self) -> str:
         return f"{self.field}: {self.detail}"
+
+
+RULES_NOT_CHECKED = FieldError(
+    ROOT_PATH,
+    INVALID,
+    'Invalid value: "null": some validation rules were not checked because the object was '
+    "invalid; correct the existing errors to complete validation",
+)
 
 
 class SchemaError(ValueError):
@@ -361,7 +371,13 @@ class Schema:
     # --- validation --------------------------------------------------------------------------
 
     def validate(self, obj: Any, old: Any | None = None) -> list[FieldError]:
-        """Schema constraints first, then CEL rules (transition rules only when ``old``)."""
+        """Schema constraints first, then CEL rules (transition rules only when ``old``).
+
+        Like kube-apiserver, CEL rules are not run at all when the schema checks found a
+        blocking error (wrong type, missing required field, unsupported enum value, too long,
+        too many): one extra cause says so (only if the schema has rules) instead of rules
+        failing on malformed input.
+        """
         errors: list[FieldError] = []
         if not isinstance(obj, Mapping):
             errors.append(
@@ -373,6 +389,11 @@ class Schema:
             )
             return errors
         self._validate_object_members(self._root, obj, "", errors, skip=_RESOURCE_ROOT_FIELDS)
+        if not self._rules:
+            return errors
+        if any(error.reason in _BLOCKING_REASONS for error in errors):
+            errors.append(RULES_NOT_CHECKED)
+            return errors
         self._validate_rules(self._root, obj, old, old is not None, ROOT_PATH, errors, root=True)
         return errors
 
@@ -392,8 +413,7 @@ class Schema:
         elif type_name and not _matches_type(value, type_name):
             errors.append(self._type_error(path, type_name, value))
             return
-        for sub_schema in schema.get("allOf") or []:
-            self._validate_value(sub_schema, value, path, errors)
+        self._validate_combinators(schema, value, path, errors)
         self._validate_enum(schema, value, path, errors)
         if isinstance(value, bool):
             return
@@ -405,6 +425,51 @@ class Schema:
             self._validate_array(schema, value, path, errors)
         elif isinstance(value, Mapping):
             self._validate_object(schema, value, path, errors)
+
+    def _branch_errors(self, schema: Mapping[str, Any], value: Any, path: str) -> list[FieldError]:
+        branch: list[FieldError] = []
+        self._validate_value(schema, value, path, branch)
+        return branch
+
+    def _validate_combinators(
+        self, schema: Mapping[str, Any], value: Any, path: str, errors: list[FieldError]
+    ) -> None:
+        """allOf / anyOf / oneOf / not, worded as kube-openapi words them.
+
+        kube-apiserver reports the composite failure without a field (``<nil>``) and with an
+        empty value, followed by the errors of the branch that came closest (fewest errors).
+        """
+        quoted = _go_quote(path)
+
+        def composite(message: str) -> FieldError:
+            return FieldError(ROOT_PATH, INVALID, f'Invalid value: "": {quoted} {message}')
+
+        all_of = [self._branch_errors(sub, value, path) for sub in schema.get("allOf") or []]
+        if any(all_of):
+            errors.append(composite("must validate all the schemas (allOf)"))
+            errors.extend(error for branch in all_of for error in branch)
+        any_of = [self._branch_errors(sub, value, path) for sub in schema.get("anyOf") or []]
+        if any_of and all(any_of):
+            errors.append(composite("must validate at least one schema (anyOf)"))
+            errors.extend(min(any_of, key=len))
+        one_of = [self._branch_errors(sub, value, path) for sub in schema.get("oneOf") or []]
+        if one_of:
+            passing = sum(1 for branch in one_of if not branch)
+            if passing == 0:
+                errors.append(
+                    composite("must validate one and only one schema (oneOf). Found none valid")
+                )
+                errors.extend(min(one_of, key=len))
+            elif passing > 1:
+                errors.append(
+                    composite(
+                        "must validate one and only one schema (oneOf). "
+                        f"Found {passing} valid alternatives"
+                    )
+                )
+        negated = schema.get("not")
+        if isinstance(negated, Mapping) and not self._branch_errors(negated, value, path):
+            errors.append(composite("must not validate the schema (not)"))
 
     @staticmethod
     def _type_error(path: str, type_name: str, value: Any) -> FieldError:
@@ -618,6 +683,11 @@ class Schema:
     ) -> None:
         if value is None:
             return
+        type_name = schema.get("type")
+        wrong_type = type_name and not _matches_type(value, type_name)
+        if wrong_type and not schema.get("x-kubernetes-int-or-string"):
+            # Already reported as a type error; rules would only add noise about it.
+            return
         for rule in self._rules.get(id(schema), ()):
             if rule.is_transition_rule and not has_old:
                 continue
@@ -725,6 +795,9 @@ def _schema_nodes(
         for index, child in enumerate(schema.get(combinator) or []):
             if isinstance(child, Mapping):
                 yield from _schema_nodes(child, f"{location}.{combinator}[{index}]")
+    negated = schema.get("not")
+    if isinstance(negated, Mapping):
+        yield from _schema_nodes(negated, f"{location}.not")
 
 
 def _root_view(obj: Any) -> Any:

@@ -25,6 +25,7 @@ __all__ = [
     "is_qualified_name",
     "is_valid_label_value",
     "label_selector_from_object",
+    "label_selector_from_set",
     "parse_field_selector",
     "parse_label_selector",
 ]
@@ -441,7 +442,10 @@ class _LabelParser:
             raise SelectorError(f"found '{literal}', expected: identifier")
         key_errors = is_qualified_name(literal)
         if key_errors:
-            raise SelectorError(f": Invalid value: {_go_quote(literal)}: {'; '.join(key_errors)}")
+            # The parser validates with a nil field.Path, which Go prints as "<nil>".
+            raise SelectorError(
+                f"<nil>: Invalid value: {_go_quote(literal)}: {'; '.join(key_errors)}"
+            )
         next_token, _ = self._peek()
         if next_token in (_END, _COMMA) and operator is None:
             operator = Operator.EXISTS
@@ -546,6 +550,16 @@ def label_selector_from_object(selector: Mapping[str, Any] | None) -> LabelSelec
             )
         )
     requirements.sort(key=lambda requirement: requirement.key)
+    return LabelSelector(tuple(requirements))
+
+
+def label_selector_from_set(labels: Mapping[str, str] | None) -> LabelSelector:
+    """labels.SelectorFromSet (a Service's or ReplicaSet's plain map): empty selects all."""
+    requirements = sorted(
+        (LabelRequirement(str(key), Operator.EQUALS, (str(value),))
+         for key, value in (labels or {}).items()),
+        key=lambda requirement: requirement.key,
+    )
     return LabelSelector(tuple(requirements))
 
 
@@ -661,8 +675,9 @@ def _unescape_field_value(value: str) -> str:
         elif character == "\\":
             escaped = True
         elif character in ",=":
+            # Go formats the rune with %v, which prints its code point (61 for "=").
             raise SelectorError(
-                f"invalid field selector: unescaped character in value: {character}"
+                f"invalid field selector: unescaped character in value: {ord(character)}"
             )
         else:
             result.append(character)

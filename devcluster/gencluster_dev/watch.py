@@ -55,6 +55,7 @@ class WatchRequest:
     matches: Matcher
     render: Render  # object -> what goes in the event (object at the served version, Table)
     bookmark_interval: float
+    initial_events_end: bool = False  # sendInitialEvents: mark the end of the initial ADDEDs
 
 
 def error_line(error: ApiError) -> bytes:
@@ -91,16 +92,21 @@ async def stream(
         line = json.dumps({"type": event_type, "object": obj}, separators=(",", ":")) + "\n"
         await response.write(line.encode())
 
-    async def bookmark() -> None:
+    async def bookmark(initial_events_end: bool = False) -> None:
+        metadata: dict[str, Any] = {"resourceVersion": str(store.resource_version)}
+        if initial_events_end:
+            metadata["annotations"] = {"k8s.io/initial-events-end": "true"}
         await send("BOOKMARK", {
             "kind": spec.resource.kind,
             "apiVersion": spec.resource.group_version,
-            "metadata": {"resourceVersion": str(store.resource_version)},
+            "metadata": metadata,
         })
 
     try:
         for obj in initial:
             await send("ADDED", spec.render(present(obj)))
+        if spec.initial_events_end:
+            await bookmark(initial_events_end=True)
         while True:
             now = time.monotonic()
             waits = [next_bookmark - now] if spec.bookmarks else []

@@ -241,7 +241,8 @@ def pod(resource: Mapping[str, Any], ordinal: int) -> dict[str, Any]:
         ],
         "env": container_env(spec),
         "startupProbe": _grpc_probe(
-            spec, names.LIVENESS_HEALTH_SERVICE, STARTUP_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD, 1
+            spec, names.LIVENESS_HEALTH_SERVICE, STARTUP_PERIOD_SECONDS,
+            STARTUP_FAILURE_THRESHOLD, 1,
         ),
         "livenessProbe": _grpc_probe(
             spec, names.LIVENESS_HEALTH_SERVICE, LIVENESS_PERIOD_SECONDS,

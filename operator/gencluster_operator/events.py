@@ -10,14 +10,14 @@ Event reasons, and who emits them:
 | --- | --- | --- | --- |
 | ActiveElected | Normal | the first active of the cluster took the Lease | status diff |
 | FailoverStarted | Warning | the operator cleared the Lease of a dead holder | plan |
-| FailoverCompleted | Normal | a new active holds the Lease after the old one was lost | status diff |
+| FailoverCompleted | Normal | a new active holds the Lease after the old was lost | status diff |
 | SwitchoverStarted | Normal | the operator asked the active to hand over to a standby | plan |
 | SwitchoverCompleted | Normal | the Lease moved to the switchover's target | status diff |
 | SwitchoverRejected | Warning | a requested switchover target cannot take over | plan |
 | ScaledUp | Normal | pods are created to reach `spec.replicas` | plan |
 | ScaledDown | Normal | a surplus standby is deleted | plan |
 | RollingUpdate | Normal | a pod built from an older spec is replaced | plan |
-| PodReplaced | Warning | a failed pod is deleted, or a lost pod is created again | plan |
+| PodReplaced | Warning / Normal | a failed pod is deleted / a missing pod is created again | plan |
 | SplitBrainDetected | Warning | two pods report being active | status diff |
 | StatesMerged | Normal | the loser's state was merged into the winner's | status diff |
 | MergeFailed | Warning | the user's merge raised; retried with back-off | status diff |

@@ -85,8 +85,8 @@ class ObservedPod:
     @property
     def server_not_runnable(self) -> str | None:
         """The reason the server cannot run, when `gencluster run` exited with the
-        configuration-error code (now or in its last run); else None."""
-        if self.container.exit_code != names.CONFIG_ERROR_EXIT_CODE:
+        configuration-error code and has not run since; else None."""
+        if self.running or self.container.exit_code != names.CONFIG_ERROR_EXIT_CODE:
             return None
         detail = (self.container.message or "").strip()
         return detail or f"gencluster run exited with code {names.CONFIG_ERROR_EXIT_CODE}"

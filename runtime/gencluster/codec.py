@@ -42,18 +42,24 @@ class Codec(ABC):
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         self.max_bytes = max_bytes
 
-    def encode(self, value: Any, *, what: str = "value") -> bytes:
-        """Encode `value`; `what` names it in errors ("reply", "state", ...)."""
+    def encode(self, value: Any, *, what: str = "value", bounded: bool = True) -> bytes:
+        """Encode `value`; `what` names it in errors ("reply", "state", ...).
+
+        `bounded=False` lifts the size limit: for whole states, which travel in chunked
+        snapshot streams rather than in one gRPC message.
+        """
         try:
             data = self._encode(value)
         except (TypeError, ValueError, OverflowError, RecursionError) as error:
             raise CodecError(f"cannot encode {what} as {self.name}: {_describe(error)}") from error
-        self._check_size(len(data), what)
+        if bounded:
+            self._check_size(len(data), what)
         return data
 
-    def decode(self, data: bytes, *, what: str = "payload") -> Any:
-        """Decode `data`; refuses oversized input before parsing it."""
-        self._check_size(len(data), what)
+    def decode(self, data: bytes, *, what: str = "payload", bounded: bool = True) -> Any:
+        """Decode `data`; refuses oversized input before parsing it (unless not `bounded`)."""
+        if bounded:
+            self._check_size(len(data), what)
         try:
             return self._decode(data)
         except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as error:

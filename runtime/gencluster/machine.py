@@ -132,7 +132,7 @@ class StateMachine:
                 f"snapshot is encoded with {snapshot.codec!r}, this replica uses {codec.name!r}"
             )
         try:
-            state = codec.decode(snapshot.state, what="snapshot state")
+            state = codec.decode(snapshot.state, what="snapshot state", bounded=False)
         except CodecError as error:
             raise RestoreError(str(error)) from error
         if snapshot.server_version != server.version:
@@ -175,8 +175,14 @@ class StateMachine:
         """The recorded outcome of `request_id`, if it is still in the table."""
         return self._replies.get(request_id) if request_id else None
 
-    def decode_request(self, payload: bytes) -> Any:
-        """Decode a request payload (raises CodecError: the caller maps it to a clear error)."""
+    def decode_payload(self, kind: CommandKind, payload: bytes) -> Any:
+        """Decode a command's payload (raises CodecError: the caller maps it to a clear error).
+
+        Requests are bounded by the codec's size limit; a MERGE payload is a whole state and
+        is not (it arrives as a chunked snapshot).
+        """
+        if kind is CommandKind.MERGE:
+            return self.codec.decode(payload, what="merged state", bounded=False)
         return self.codec.decode(payload, what="request")
 
     def is_read_only(self, request: Any) -> bool:
@@ -215,8 +221,9 @@ class StateMachine:
             request_id=request_id, time=time, seed=seed, seq=self._applied_seq, read_only=True
         )
         seq = self._applied_seq
+        state = self._state_for_handler()
         try:
-            reply, _ = self._call(request, ctx, self._state)
+            reply, _ = self._call(request, ctx, state)
             encoded = self.codec.encode(reply, what="reply")
         except Exception as error:
             return ReplyRecord(request_id, seq, error=_handler_error(error))
@@ -241,7 +248,7 @@ class StateMachine:
             applied_epoch=self._applied_epoch,
             server_version=self.server.version,
             codec=self.codec.name,
-            state=self.codec.encode(self._state, what="state"),
+            state=self.codec.encode(self._state, what="state", bounded=False),
             replies=tuple(self._replies.values()),
             events=tuple(self._events),
             next_event=dict(self._next_event),
@@ -260,13 +267,10 @@ class StateMachine:
         ctx = Context(
             request_id=command.request_id, time=command.time, seed=command.seed, seq=entry.seq
         )
-        state = (
-            copy.deepcopy(self._state) if self.server.copy_state_before_handling else self._state
-        )
+        state = self._state_for_handler()
         try:
             if request is _NOT_DECODED:
-                what = "merged state" if command.kind is CommandKind.MERGE else "request"
-                request = self.codec.decode(command.payload, what=what)
+                request = self.decode_payload(command.kind, command.payload)
             reply_bytes: bytes | None = None
             if command.kind is CommandKind.CALL:
                 reply, new_state = self._call(request, ctx, state)
@@ -281,6 +285,11 @@ class StateMachine:
             return Outcome(record)
         self._state = new_state
         return Outcome(ReplyRecord(command.request_id, entry.seq, reply=reply_bytes), events)
+
+    def _state_for_handler(self) -> Any:
+        if self.server.copy_state_before_handling:
+            return copy.deepcopy(self._state)
+        return self._state
 
     def _call(self, request: Any, ctx: Context, state: Any) -> tuple[Any, Any]:
         result = self.server.handle_call(request, ctx, state)

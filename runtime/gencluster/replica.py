@@ -111,7 +111,7 @@ class Replica:
         previous = self.machine.reply_for(request_id)
         if previous is not None:
             return Submission(Outcome(previous, duplicate=True), None)
-        request = self.machine.decode_request(payload)
+        request = self.machine.decode_payload(kind, payload)
         if kind is CommandKind.CALL and self.machine.is_read_only(request):
             record = self.machine.query(request, request_id=request_id, time=time, seed=seed)
             return Submission(Outcome(record), None)

@@ -61,8 +61,8 @@ class Context:
     seed: int
     seq: int = 0
     read_only: bool = False
-    published: list[tuple[str, Any]] = field(default_factory=list)
-    _random: random.Random | None = field(default=None, repr=False)
+    published: list[tuple[str, Any]] = field(default_factory=list, init=False)
+    _random: random.Random | None = field(default=None, init=False, repr=False)
 
     @property
     def random(self) -> random.Random:

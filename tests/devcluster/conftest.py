@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-
 from gencluster_dev.apiserver import ApiServer
 
 API_HOST = "127.0.250.1"

@@ -5,8 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from gencluster_dev.cel import CelCompileError, compile_expression, compile_rule, to_cel
-from gencluster_dev.schema import FieldError, Schema, admit
+from gencluster_dev.cel import (
+    CelCompileError,
+    CelEvaluationError,
+    compile_expression,
+    compile_rule,
+    to_cel,
+)
+from gencluster_dev.schema import RULES_NOT_CHECKED, FieldError, Schema, admit
 
 
 def _schema_with_rules(rules: list[dict[str, Any]], **extra: Any) -> Schema:
@@ -66,6 +72,11 @@ SPEC = {
         "self.items.filter(i, i == 'x2').size() == 1",
         "int('5') + self.a == 8",
         "string(self.a) == '3'",
+        "self.name.lowerAscii() == 'web-primary' && self.mode.upperAscii() == 'SYNC'",
+        "self.name.split('-') == ['web', 'primary'] && self.items.join(',') == 'x1,x2'",
+        "self.name.indexOf('-') == 3 && self.name.substring(4) == 'primary'",
+        "self.name.replace('-', '_') == 'web_primary' && ' a '.trim() == 'a'",
+        "self.items.isSorted() && [3, 1, 2].sum() == 6 && [3, 1, 2].max() == 3",
     ],
 )
 def test_rules_crds_use_pass(rule: str) -> None:
@@ -219,3 +230,61 @@ def test_transition_detection_ignores_string_literals() -> None:
 def test_number_fields_are_doubles_even_when_written_as_integers() -> None:
     value = to_cel({"ratio": 1}, {"type": "object", "properties": {"ratio": {"type": "number"}}})
     assert compile_expression("self.ratio == 1.0").evaluate(value, None, False)
+
+
+def test_rules_are_skipped_on_values_of_the_wrong_type() -> None:
+    errors = _schema_with_rules([{"rule": "self.a > self.b"}]).validate({"spec": "oops"})
+    assert [str(error) for error in errors] == [
+        'spec: Invalid value: "string": spec in body must be of type object: "string"',
+        '<nil>: Invalid value: "null": some validation rules were not checked because the '
+        "object was invalid; correct the existing errors to complete validation",
+    ]
+
+
+def test_blocking_schema_errors_skip_every_rule_but_plain_invalid_values_do_not() -> None:
+    schema = _schema_with_rules([{"rule": "self.a > self.b"}])
+    blocked = schema.validate({"spec": {**SPEC, "a": "three"}})
+    assert blocked[-1] == RULES_NOT_CHECKED
+    assert not any("no such overload" in error.detail for error in blocked)
+    bounded = Schema(
+        {
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "x-kubernetes-validations": [{"rule": "self.a > 5"}],
+                    "properties": {"a": {"type": "integer", "minimum": 3}},
+                }
+            },
+        }
+    )
+    assert [error.field for error in bounded.validate({"spec": {"a": 1}})] == [
+        "spec.a",
+        "spec",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("self.missing == 1", "no such key: missing"),
+        ("self['missing'] == 1", "no such key: missing"),
+        ("self.items[5] == 'x'", "index out of bounds"),
+        ("self.a / 0 == 1", "division by zero"),
+        ("self.name + 1 == 2", "no such overload"),
+        ("int(self.name) == 1", "type conversion error"),
+    ],
+)
+def test_evaluation_errors_use_cel_go_words(expression: str, message: str) -> None:
+    value = to_cel(SPEC, None)
+    with pytest.raises(CelEvaluationError) as caught:
+        compile_expression(expression).evaluate(value, None, False)
+    assert str(caught.value) == message
+
+
+def test_overload_errors_are_explained_like_kubernetes() -> None:
+    errors = _schema_with_rules([{"rule": "self.name + 1 == 2"}]).validate({"spec": SPEC})
+    assert [str(error) for error in errors] == [
+        "spec: Invalid value: \"object\": 'no such overload': call arguments did not match a "
+        "supported operator, function or macro signature for rule: self.name + 1 == 2"
+    ]

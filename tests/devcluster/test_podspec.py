@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from gencluster_dev.addresses import PoolExhausted, pod_ip_pool, uid_pool
 from gencluster_dev.podspec import (
     DEFAULT_IMAGE_ENTRYPOINTS,
@@ -24,6 +23,7 @@ from gencluster_dev.podspec import (
     mount_env_name,
     pod_conditions,
     pod_dir_name,
+    pod_kubeconfig,
     pod_phase,
     referenced_objects,
     resolve_port,
@@ -278,3 +278,14 @@ def test_pools_round_robin_and_exhaust() -> None:
     uids.release("y")
     assert uids.allocate("w") == 10
     assert uids.allocate("v") == 11
+
+
+def test_pod_kubeconfig_uses_tls_when_given_the_ca() -> None:
+    plain = pod_kubeconfig(server="http://127.2.0.1:6443", token="t", namespace="ns",
+                           account="sa", ca_pem=None)
+    assert plain["clusters"][0]["cluster"] == {"server": "http://127.2.0.1:6443"}
+    assert plain["users"][0] == {"name": "system:serviceaccount:ns:sa", "user": {"token": "t"}}
+    assert plain["contexts"][0]["context"]["namespace"] == "ns"
+    tls = pod_kubeconfig(server="https://127.2.0.1:6443", token="t", namespace="ns",
+                         account="sa", ca_pem=b"PEM")
+    assert tls["clusters"][0]["cluster"]["certificate-authority-data"] == b64("PEM")

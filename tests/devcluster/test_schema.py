@@ -6,8 +6,8 @@ import copy
 from typing import Any
 
 import pytest
-from gencluster_dev.schema import FieldError, Schema, SchemaError, admit
-from hypothesis import given
+from gencluster_dev.schema import RULES_NOT_CHECKED, FieldError, Schema, SchemaError, admit
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 
@@ -230,7 +230,10 @@ def test_missing_required_field_is_reported_with_its_path() -> None:
     obj = _server()
     del obj["spec"]["image"]
     _, errors = admit(Schema(_server_schema()), obj)
-    assert errors == [FieldError("spec.image", "FieldValueRequired", "Required value")]
+    assert errors == [
+        FieldError("spec.image", "FieldValueRequired", "Required value"),
+        RULES_NOT_CHECKED,
+    ]
     assert str(errors[0]) == "spec.image: Required value"
 
 
@@ -381,6 +384,8 @@ def test_schema_with_an_invalid_pattern_is_refused() -> None:
 small_ints = st.integers(-3, 12)
 
 
+# Deadlines flake on a shared, loaded machine; correctness is what is tested.
+@settings(deadline=None)
 @given(
     st.fixed_dictionaries(
         {},
@@ -415,3 +420,50 @@ def test_admit_is_idempotent_and_agrees_with_the_rules(spec: dict[str, Any]) -> 
     assert any(error.field == "spec.lease" for error in errors) is not lease_ok
     sync_ok = final["replication"]["minSyncStandbys"] < final["replicas"]
     assert any(error.field == "spec" for error in errors) is not sync_ok
+
+
+def _combinator_schema(**combinators: Any) -> Schema:
+    return Schema(
+        {
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+                    **combinators,
+                }
+            },
+        }
+    )
+
+
+def test_one_of_required_fields() -> None:
+    schema = _combinator_schema(oneOf=[{"required": ["a"]}, {"required": ["b"]}])
+    assert schema.validate({"spec": {"a": "x"}}) == []
+    assert _details(schema.validate({"spec": {}})) == [
+        '<nil>: Invalid value: "": "spec" must validate one and only one schema (oneOf). '
+        "Found none valid",
+        "spec.a: Required value",
+    ]
+    assert _details(schema.validate({"spec": {"a": "x", "b": "y"}})) == [
+        '<nil>: Invalid value: "": "spec" must validate one and only one schema (oneOf). '
+        "Found 2 valid alternatives"
+    ]
+
+
+def test_any_of_all_of_and_not() -> None:
+    any_of = _combinator_schema(anyOf=[{"required": ["a"]}, {"required": ["b"]}])
+    assert any_of.validate({"spec": {"b": "y"}}) == []
+    assert _details(any_of.validate({"spec": {}}))[0] == (
+        '<nil>: Invalid value: "": "spec" must validate at least one schema (anyOf)'
+    )
+    all_of = _combinator_schema(allOf=[{"required": ["a"]}, {"required": ["b"]}])
+    assert _details(all_of.validate({"spec": {"a": "x"}})) == [
+        '<nil>: Invalid value: "": "spec" must validate all the schemas (allOf)',
+        "spec.b: Required value",
+    ]
+    negated = _combinator_schema(**{"not": {"required": ["a"]}})
+    assert negated.validate({"spec": {"b": "y"}}) == []
+    assert _details(negated.validate({"spec": {"a": "x"}})) == [
+        '<nil>: Invalid value: "": "spec" must not validate the schema (not)'
+    ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from gencluster_dev.errors import ApiError
 from gencluster_dev.store import Store, parse_resource_version
 

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from gencluster.codec import JsonCodec
 
 EXAMPLES_ROOT = Path(__file__).resolve().parents[2] / "examples"

@@ -7,9 +7,6 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from gencluster.codec import (
     DEFAULT_MAX_BYTES,
     CodecError,
@@ -18,6 +15,8 @@ from gencluster.codec import (
     MsgpackCodec,
     get_codec,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 json_values = st.recursive(
     st.none()
@@ -25,8 +24,9 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**63), max_value=2**63 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
     max_leaves=20,
 )
 
@@ -115,7 +115,7 @@ def test_too_deep_nesting_is_a_codec_error_not_a_crash() -> None:
 @pytest.mark.parametrize("codec_name", ["json", "msgpack"])
 def test_oversized_input_is_refused_before_parsing(codec_name: str) -> None:
     codec = get_codec(codec_name, max_bytes=10)
-    with pytest.raises(MessageTooLarge, match="11 bytes, over the .* limit of 10 bytes"):
+    with pytest.raises(MessageTooLarge, match=r"11 bytes, over the .* limit of 10 bytes"):
         codec.decode(b"x" * 11, what="request")
     assert codec.decode(codec.encode("12345678")) == "12345678"
 

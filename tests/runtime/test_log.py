@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from gencluster.log import (
     ENTRY_OVERHEAD_BYTES,
     CatchUp,
@@ -18,6 +15,8 @@ from gencluster.log import (
     Retention,
     StaleEpoch,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 def command(payload: bytes = b'"next_value"', request_id: str = "r") -> Command:

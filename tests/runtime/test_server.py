@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from gencluster import GenServer, load_server_class
 from gencluster.server import (
     Context,

@@ -1,0 +1,96 @@
+"""What `plan` asks the shell to do: small frozen values, one class per kind of side effect.
+
+The shell performs them in the order given and stops at the first failure (the next pass
+plans again from fresh observations). Disruptive actions (those that can move the active role
+or take a pod away) appear at most once per plan; see `DISRUPTIVE`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gencluster_operator.events import EventReason, EventType, FailoverReason
+
+
+@dataclass(frozen=True)
+class CreatePod:
+    """Create `desired.pod(resource, ordinal)` (named `pod`)."""
+
+    pod: str
+    ordinal: int
+
+
+@dataclass(frozen=True)
+class DeletePod:
+    """Delete the pod with a `uid` precondition, so that a pod recreated under the same name
+    in the meantime is never the one deleted. `reason` is for logs."""
+
+    pod: str
+    uid: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ClearLease:
+    """Free the Lease held by a dead `holder`: write `holderIdentity` empty (as client-go's
+    release does), keep `leaseTransitions` and the in-sync annotation, with `resourceVersion`
+    as precondition so that a Lease taken over meanwhile is left alone (409: plan again)."""
+
+    holder: str
+    resource_version: str
+    reason: FailoverReason
+
+
+@dataclass(frozen=True)
+class Switchover:
+    """Ask the active `from_pod` (admin Switchover RPC) to hand the Lease to `to_pod`. The shell
+    remembers it as an `observed.Handover` until the Lease moves."""
+
+    from_pod: str
+    to_pod: str
+    reason: FailoverReason
+
+
+@dataclass(frozen=True)
+class MergeStates:
+    """Partition recovery (partitionPolicy Available): export `loser`'s state, run the user's
+    merge on `winner` as a replicated command, then demote `loser` (see `merge.py`)."""
+
+    winner: str
+    loser: str
+    winner_epoch: int
+    loser_epoch: int
+
+
+@dataclass(frozen=True)
+class Demote:
+    """Ask a stale active (a lower epoch than the Lease's, partitionPolicy Fenced) to step
+    down through the admin Demote RPC; fencing already keeps it from acknowledging writes."""
+
+    pod: str
+    epoch: int
+
+
+@dataclass(frozen=True)
+class RemoveAnnotation:
+    """Remove an annotation from the ClusteredServer (a handled switchover request)."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class RecordEvent:
+    """A Kubernetes Event regarding the ClusteredServer."""
+
+    reason: EventReason
+    message: str
+    type: EventType = EventType.NORMAL
+
+
+Action = (
+    CreatePod | DeletePod | ClearLease | Switchover | MergeStates | Demote | RemoveAnnotation
+    | RecordEvent
+)
+
+DISRUPTIVE = (DeletePod, ClearLease, Switchover, MergeStates, Demote)
+"""Actions that may move the active role or remove a pod: never more than one per plan."""

@@ -1,0 +1,173 @@
+"""The facts `plan` and `status_for` both decide from, derived once from an `Observed`.
+
+Keeping them in one place means the status never tells a different story from the plan: the
+pod the plan treats as the active is the pod the status names, the pods it will replace are
+the pods the status counts as updating.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from gencluster_operator import desired
+from gencluster_operator.events import FailoverReason
+from gencluster_operator.observed import Observed, ObservedPod
+from gencluster_operator.spec import ClusterSpec, cluster_spec
+
+CRASH_LOOP_REASON = "CrashLoopBackOff"
+
+
+@dataclass(frozen=True)
+class Assessment:
+    spec: ClusterSpec
+    desired_hash: str
+    pods: tuple[ObservedPod, ...]
+    """The pods with an ordinal (named `<name>-<n>`), in ordinal order; others are ignored."""
+    active: ObservedPod | None
+    """The Lease holder's pod while its server process runs."""
+    holder_lost: FailoverReason | None
+    """Set when the Lease names a holder whose process the kubelet reports dead or gone."""
+    in_sync: frozenset[str]
+    """Pods in the in-sync set the active published (never the active itself)."""
+    missing_ordinals: tuple[int, ...]
+    surplus: tuple[ObservedPod, ...]
+    """Pods whose ordinal is >= spec.replicas and that are not yet deleting, highest first."""
+    outdated: tuple[ObservedPod, ...]
+    """Wanted pods (ordinal < replicas, not deleting) built from an older spec."""
+    failed: tuple[ObservedPod, ...]
+    """Pods in a terminal phase that are not deleting yet."""
+    terminating: tuple[ObservedPod, ...]
+    reporting_active: tuple[ObservedPod, ...]
+    """Pods whose runtime says it is active, best claim first (see `claim_order`)."""
+    not_runnable: tuple[tuple[str, str], ...]
+    """(pod, message) for pods whose server cannot run (exit code 78)."""
+    handover_pending: bool
+
+    @property
+    def split_brain(self) -> bool:
+        return len(self.reporting_active) > 1
+
+    @property
+    def wanted(self) -> tuple[ObservedPod, ...]:
+        """Pods that should stay: ordinal below spec.replicas and not deleting."""
+        return tuple(
+            p for p in self.pods if not p.deleting and p.ordinal is not None
+            and p.ordinal < self.spec.replicas
+        )
+
+    @property
+    def standbys(self) -> tuple[ObservedPod, ...]:
+        """Every pod that is not deleting and not the active."""
+        active = self.active.name if self.active else None
+        return tuple(p for p in self.pods if not p.deleting and p.name != active)
+
+    def is_settled_standby(self, pod: ObservedPod) -> bool:
+        """Ready, running and in the published in-sync set: it could take over right now."""
+        return (
+            pod.running and pod.ready and not pod.deleting and pod.name in self.in_sync
+            and (pod.runtime is None or pod.runtime.role != "active")
+        )
+
+    @property
+    def settled_standbys(self) -> tuple[ObservedPod, ...]:
+        return tuple(p for p in self.standbys if self.is_settled_standby(p))
+
+    def crash_looping(self, pod: ObservedPod) -> bool:
+        return pod.container.reason == CRASH_LOOP_REASON
+
+
+def holder_loss(observed: Observed) -> FailoverReason | None:
+    """Why the Lease holder is known dead, from what the kubelet reports; None while it may
+    live (or when nobody holds the Lease). Never guesses from silence: an unreachable but
+    running holder is left to the Lease's own expiry.
+
+    - its pod is gone → ActivePodDeleted;
+    - its pod is in a terminal phase or its server container is not running (terminated,
+      waiting to restart, not started) → ActiveContainerTerminated (ActivePodDeleted when the
+      pod is being deleted);
+    - its container runs but started after the holder acquired the Lease (`startedAt` >
+      `acquireTime`): the process that took the Lease died and the kubelet restarted it, and a
+      restarted process has lost its in-memory state → ActiveContainerTerminated. `startedAt`
+      has whole seconds and is truncated, so this errs on the side of "alive".
+    """
+    lease = observed.lease
+    if lease is None or not lease.holder:
+        return None
+    pod = observed.pod(lease.holder)
+    if pod is None:
+        return FailoverReason.ACTIVE_POD_DELETED
+    if not pod.running:
+        if pod.deleting:
+            return FailoverReason.ACTIVE_POD_DELETED
+        return FailoverReason.ACTIVE_CONTAINER_TERMINATED
+    started, acquired = pod.container.started_at, lease.acquire_time
+    if started is not None and acquired is not None and started > acquired:
+        return FailoverReason.ACTIVE_CONTAINER_TERMINATED
+    return None
+
+
+def claim_order(observed: Observed, pod: ObservedPod) -> tuple[int, int, int, int]:
+    """Sort key of an active's claim, best first: the higher epoch wins; at equal epochs the
+    pod holding the Lease, then the one with more applied entries, then the lower ordinal."""
+    runtime = pod.runtime
+    assert runtime is not None
+    holds = observed.lease is not None and observed.lease.holder == pod.name
+    return (-runtime.epoch, 0 if holds else 1, -runtime.applied_sequence, pod.ordinal or 0)
+
+
+def assess(observed: Observed) -> Assessment:
+    spec = cluster_spec(observed.resource)
+    pods = tuple(p for p in observed.pods if p.ordinal is not None)
+    lease = observed.lease
+    lost = holder_loss(observed)
+    holder = observed.pod(lease.holder) if lease and lease.holder else None
+    active = holder if holder is not None and lost is None and holder.ordinal is not None else None
+    in_sync = frozenset(lease.in_sync or ()) if lease else frozenset()
+    if active is not None:
+        in_sync -= {active.name}
+    present = {p.ordinal for p in pods}
+    missing = tuple(o for o in range(spec.replicas) if o not in present)
+    surplus = tuple(
+        sorted(
+            (p for p in pods if not p.deleting and (p.ordinal or 0) >= spec.replicas),
+            key=lambda p: -(p.ordinal or 0),
+        )
+    )
+    desired_hash = desired.template_hash(observed.resource)
+    outdated = tuple(
+        p for p in pods if not p.deleting and (p.ordinal or 0) < spec.replicas
+        and p.template_hash != desired_hash
+    )
+    failed = tuple(p for p in pods if not p.deleting and p.phase in ("Failed", "Succeeded"))
+    terminating = tuple(p for p in pods if p.deleting)
+    handover = observed.handover
+    pending = bool(
+        handover is not None and lease is not None and lease.holder == handover.from_pod
+        and observed.now - handover.started_at < timedelta(seconds=spec.lease.duration_seconds)
+    )
+    # A graceful handover's source may still say "active" for a moment: not a split brain.
+    source = handover.from_pod if handover is not None else None
+    actives = sorted(
+        (p for p in pods if p.reports_active and not (pending and p.name == source)),
+        key=lambda p: claim_order(observed, p),
+    )
+    not_runnable = tuple(
+        (p.name, message) for p in pods if (message := p.server_not_runnable) is not None
+    )
+    return Assessment(
+        spec=spec,
+        desired_hash=desired_hash,
+        pods=pods,
+        active=active,
+        holder_lost=lost,
+        in_sync=in_sync,
+        missing_ordinals=missing,
+        surplus=surplus,
+        outdated=outdated,
+        failed=failed,
+        terminating=terminating,
+        reporting_active=tuple(actives),
+        not_runnable=not_runnable,
+        handover_pending=pending,
+    )

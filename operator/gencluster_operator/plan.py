@@ -1,0 +1,314 @@
+"""What to do next for one ClusteredServer: `plan(observed) -> list[Action]`, a pure function.
+
+The shell calls it on every event and on a short timer, performs the actions, and calls it
+again; so each call only takes the *next* safe step and relies on being called again for the
+one after. The rules, in priority order (the first that applies supplies the one disruptive
+action of the plan; later ones wait for a later pass):
+
+1. **Failover assist.** The Lease holder's pod is gone, its container is not running, or it
+   restarted after taking the Lease (`assessment.holder_loss`) → ClearLease, so an in-sync
+   standby takes over now instead of after `lease.durationSeconds`. A holder whose process
+   runs is never cleared, however silent it is: that is the Lease expiry's job.
+2. **Split brain** (two pods report active). Seen first by `status_for` (the SplitBrain
+   condition and a SplitBrainDetected Event); once the previous status already says so, the
+   loser is merged into the winner (Available) or demoted (Fenced). Winner: higher epoch;
+   at equal epochs the Lease holder, then more applied entries, then the lower ordinal.
+   Failed merges are retried with exponential back-off. Nothing else disruptive meanwhile.
+3. **In flight** — a handover the shell started that the Lease has not yet reflected (for up
+   to one lease duration), or a pod still terminating: wait.
+4. **Switchover request** (annotation `gencluster.io/switchover-to` on the ClusteredServer):
+   to a Ready, running, in-sync standby of the wanted ordinals → Switchover; anything else →
+   a SwitchoverRejected Event saying why, and the annotation is removed. The annotation is
+   also removed once the target is the active.
+5. **Failed pods** (terminal phase) → delete (a later pass creates the pod again).
+6. **Scale down**, only while an active serves (without one, a surplus standby may hold the
+   only copy of the state): ordinals >= replicas go, highest first, one at a time; if the
+   active is among them, first a switchover to the best settled standby of the wanted ordinals.
+7. **Rolling update** (template hash differs), only while an active serves and the pod count
+   is at spec, once every updated pod is settled (Ready and in sync): outdated standbys first
+   (unhealthy ones, then highest ordinal), then a switchover to the best updated settled
+   standby, then the old active goes as a standby.
+   A single replica has no standby to hand over to: its pod is replaced (a Warning says its
+   in-memory state is lost, as at any restart of a one-pod cluster).
+
+Not disruptive, so alongside any of the above: creating the pods of missing ordinals (lowest
+first) and rejecting invalid switchover requests. Output order is fixed: the disruptive
+action and its Event, then annotation handling, then pod creations and their Event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from gencluster_operator import names
+from gencluster_operator.actions import (
+    Action,
+    ClearLease,
+    CreatePod,
+    DeletePod,
+    Demote,
+    MergeStates,
+    RecordEvent,
+    RemoveAnnotation,
+    Switchover,
+)
+from gencluster_operator.assessment import Assessment, assess
+from gencluster_operator.events import ConditionType, EventReason, EventType, FailoverReason
+from gencluster_operator.observed import Observed, ObservedPod
+from gencluster_operator.spec import AVAILABLE
+
+MAX_MERGE_BACKOFF_SECONDS = 300
+
+Step = list[Action]
+"""One disruptive action followed by the Event that reports it."""
+
+
+def plan(observed: Observed) -> list[Action]:
+    """The next actions for `observed`, deterministic for equal input."""
+    if observed.resource["metadata"].get("deletionTimestamp"):
+        return []  # garbage collection removes the children; nothing to hand over to
+    facts = assess(observed)
+    step, annotation = _disruptive_step(observed, facts)
+    return [*step, *annotation, *_creations(observed, facts)]
+
+
+def _disruptive_step(observed: Observed, facts: Assessment) -> tuple[Step, Step]:
+    """The disruptive step of this pass (maybe empty) and the annotation handling."""
+    failover = _failover_assist(observed, facts)
+    if failover:
+        return failover, []
+    if facts.split_brain:
+        return _split_brain(observed, facts), []
+    annotation, switchover = _switchover_request(observed, facts)
+    if facts.handover_pending or facts.terminating:
+        return [], annotation
+    if switchover:
+        return switchover, annotation
+    for rule in (_replace_failed, _scale_down, _rolling_update):
+        step = rule(observed, facts)
+        if step:
+            return step, annotation
+    return [], annotation
+
+
+# -- 1. failover assist ------------------------------------------------------------------------
+
+
+def _failover_assist(observed: Observed, facts: Assessment) -> Step:
+    lease = observed.lease
+    if facts.holder_lost is None or lease is None:
+        return []
+    return [
+        ClearLease(lease.holder, lease.resource_version, facts.holder_lost),
+        RecordEvent(
+            EventReason.FAILOVER_STARTED,
+            f"active pod {lease.holder} (epoch {lease.transitions}) is lost "
+            f"({facts.holder_lost}); cleared the Lease so that an in-sync standby takes over",
+            EventType.WARNING,
+        ),
+    ]
+
+
+# -- 2. split brain --------------------------------------------------------------------------
+
+
+def _split_brain_recorded(observed: Observed) -> bool:
+    """Whether the previous status already reports the split brain (detect, record, act)."""
+    conditions = observed.previous_status.get("conditions") or []
+    return any(
+        c.get("type") == ConditionType.SPLIT_BRAIN and c.get("status") == "True"
+        for c in conditions
+    )
+
+
+def merge_backoff(consecutive_failures: int, retry_period_seconds: int) -> timedelta:
+    """Wait after the n-th failed merge in a row: retry period x 2^(n-1), at most 5 minutes."""
+    if consecutive_failures <= 0:
+        return timedelta(0)
+    seconds = retry_period_seconds * 2 ** min(consecutive_failures - 1, 16)
+    return timedelta(seconds=min(seconds, MAX_MERGE_BACKOFF_SECONDS))
+
+
+def _split_brain(observed: Observed, facts: Assessment) -> Step:
+    if not _split_brain_recorded(observed):
+        return []
+    winner, loser = facts.reporting_active[0], facts.reporting_active[-1]
+    assert winner.runtime is not None and loser.runtime is not None
+    if facts.spec.partition_policy != AVAILABLE:
+        return [Demote(loser.name, loser.runtime.epoch)]
+    last = observed.last_merge
+    if (
+        last is not None and not last.succeeded
+        and (last.winner, last.loser) == (winner.name, loser.name)
+        and observed.now - last.finished_at
+        < merge_backoff(last.consecutive_failures, facts.spec.lease.retry_period_seconds)
+    ):
+        return []
+    return [MergeStates(winner.name, loser.name, winner.runtime.epoch, loser.runtime.epoch)]
+
+
+# -- 4. switchover on request -----------------------------------------------------------------
+
+
+def switchover_rejection(facts: Assessment, target: str) -> str | None:
+    """Why `target` cannot take over now, or None when it can."""
+    pod = next((p for p in facts.pods if p.name == target), None)
+    if facts.active is None:
+        return "no active pod to hand over from (a failover may be under way)"
+    if pod is None:
+        return f"{target} is not a pod of ClusteredServer {facts.spec.name}"
+    if pod.deleting or (pod.ordinal or 0) >= facts.spec.replicas:
+        return f"{target} is being removed"
+    if not pod.running or not pod.ready:
+        return f"{target} is not Ready"
+    if pod.runtime is not None and pod.runtime.role != names.ROLE_STANDBY:
+        return f"{target} reports role {pod.runtime.role!r}, not standby"
+    if target not in facts.in_sync:
+        return f"{target} is not in the in-sync set published by the active {facts.active.name}"
+    return None
+
+
+def _switchover_request(observed: Observed, facts: Assessment) -> tuple[Step, Step]:
+    """(annotation handling, switchover step) for a `gencluster.io/switchover-to` request."""
+    target = observed.annotations.get(names.SWITCHOVER_TO_ANNOTATION)
+    if target is None:
+        return [], []
+    remove = RemoveAnnotation(names.SWITCHOVER_TO_ANNOTATION)
+    if facts.active is not None and facts.active.name == target:
+        return [remove], []
+    handover = observed.handover
+    if facts.handover_pending and handover is not None and handover.to_pod == target:
+        return [], []
+    reason = switchover_rejection(facts, target)
+    if reason is not None:
+        message = f"switchover to {target} rejected: {reason}"
+        rejected = RecordEvent(EventReason.SWITCHOVER_REJECTED, message, EventType.WARNING)
+        return [rejected, remove], []
+    assert facts.active is not None
+    return [], _switchover(facts.active, target, FailoverReason.SWITCHOVER, "requested")
+
+
+def _switchover(active: ObservedPod, target: str, reason: FailoverReason, why: str) -> Step:
+    return [
+        Switchover(active.name, target, reason),
+        RecordEvent(
+            EventReason.SWITCHOVER_STARTED,
+            f"handing the active role from {active.name} to {target} ({why})",
+        ),
+    ]
+
+
+# -- 5. failed pods ------------------------------------------------------------------------------
+
+
+def _replace_failed(observed: Observed, facts: Assessment) -> Step:
+    if not facts.failed:
+        return []
+    pod = facts.failed[0]
+    return [
+        DeletePod(pod.name, pod.uid, f"pod phase {pod.phase}"),
+        RecordEvent(
+            EventReason.POD_REPLACED,
+            f"deleting pod {pod.name} (phase {pod.phase}) to create it again",
+            EventType.WARNING,
+        ),
+    ]
+
+
+# -- 6. scale down ---------------------------------------------------------------------------
+
+
+def best_standby(facts: Assessment, candidates: Sequence[ObservedPod]) -> ObservedPod | None:
+    """The settled standby to hand over to: updated pods first, then the least lag, then the
+    lowest ordinal."""
+    settled = [p for p in candidates if facts.is_settled_standby(p)]
+
+    def key(pod: ObservedPod) -> tuple[int, int, int]:
+        applied = pod.runtime.applied_sequence if pod.runtime else 0
+        return (0 if pod.template_hash == facts.desired_hash else 1, -applied, pod.ordinal or 0)
+
+    return min(settled, key=key, default=None)
+
+
+def _scale_down(observed: Observed, facts: Assessment) -> Step:
+    active = facts.active
+    if not facts.surplus or active is None:
+        return []  # without an active, a surplus standby may hold the only copy of the state
+    if active in facts.surplus:
+        target = best_standby(facts, facts.wanted)
+        if target is None:
+            return []  # wait until a wanted standby is in sync
+        return _switchover(active, target.name, FailoverReason.SCALED_DOWN, "scaling down")
+    pod = facts.surplus[0]
+    return [
+        DeletePod(pod.name, pod.uid, "scaling down"),
+        RecordEvent(
+            EventReason.SCALED_DOWN,
+            f"deleting standby {pod.name} (scaling down to {facts.spec.replicas} pods)",
+        ),
+    ]
+
+
+# -- 7. rolling update --------------------------------------------------------------------------
+
+
+def _rolling_update(observed: Observed, facts: Assessment) -> Step:
+    active = facts.active
+    if not facts.outdated or active is None or facts.missing_ordinals or facts.surplus:
+        return []
+    updated = [p for p in facts.wanted if p.template_hash == facts.desired_hash]
+    if any(p is not active and not facts.is_settled_standby(p) for p in updated):
+        return []  # the last replacement has not caught up yet
+    standbys = [p for p in facts.outdated if p is not active]
+    if standbys:
+        pod = min(standbys, key=lambda p: (facts.is_settled_standby(p), -(p.ordinal or 0)))
+        return [
+            DeletePod(pod.name, pod.uid, "rolling update"),
+            RecordEvent(
+                EventReason.ROLLING_UPDATE,
+                f"replacing standby {pod.name} with the current spec "
+                f"({len(facts.outdated)} pods to update)",
+            ),
+        ]
+    if facts.spec.replicas == 1:
+        return [
+            DeletePod(active.name, active.uid, "rolling update"),
+            RecordEvent(
+                EventReason.ROLLING_UPDATE,
+                f"replacing the only pod {active.name}: with one replica there is no standby "
+                "to hand over to, so its in-memory state is lost",
+                EventType.WARNING,
+            ),
+        ]
+    target = best_standby(facts, updated)
+    if target is None:
+        return []
+    return _switchover(active, target.name, FailoverReason.ROLLING_UPDATE, "rolling update")
+
+
+# -- creations ------------------------------------------------------------------------------------
+
+
+def _creations(observed: Observed, facts: Assessment) -> list[Action]:
+    if not facts.missing_ordinals:
+        return []
+    spec = facts.spec
+    creations: list[Action] = [
+        CreatePod(names.pod_name(spec.name, ordinal), ordinal)
+        for ordinal in facts.missing_ordinals
+    ]
+    created = ", ".join(names.pod_name(spec.name, o) for o in facts.missing_ordinals)
+    previous = observed.previous_status
+    before = int(previous.get("replicas") or 0)
+    spec_changed = previous.get("observedGeneration") != spec.generation
+    if spec_changed and spec.replicas > before:
+        event = RecordEvent(
+            EventReason.SCALED_UP,
+            f"scaling up from {before} to {spec.replicas} pods: creating {created}",
+        )
+    else:
+        # A pod this operator deleted (rolling update, failed pod: that Event said why) or
+        # one that went away by itself.
+        event = RecordEvent(EventReason.POD_REPLACED, f"creating {created} again")
+    return [*creations, event]

@@ -1,0 +1,387 @@
+"""The ClusteredServer's status, and the Events its changes deserve, as pure functions.
+
+`status_for(observed, previous_status, now)` returns the whole status. Fields with nothing to
+say are None, which a JSON merge patch turns into a removal (and the API server prunes from a
+replace), so a stale `activePod` never survives. `events_between(previous, current)` names the
+transitions users want to hear about; the shell records them after the status write succeeds,
+so that a failed write does not repeat an Event without the status to match.
+
+Condition reasons and their meaning are the table in docs/clusteredserver.md. Two rules matter
+to automation:
+
+- `lastTransitionTime` changes only when a condition's `status` changes (a new reason or
+  message alone keeps it), and every condition carries the generation it was computed for.
+- The first status written for a new `metadata.generation` has Ready = Unknown/Reconciling,
+  whatever the pods look like, so `kubectl wait --for=condition=Ready` after an apply never
+  returns on the previous spec's Ready. The next pass computes Ready for real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from gencluster_operator import names
+from gencluster_operator.actions import RecordEvent
+from gencluster_operator.assessment import Assessment, assess
+from gencluster_operator.events import (
+    ConditionReason,
+    ConditionType,
+    EventReason,
+    EventType,
+    FailoverReason,
+)
+from gencluster_operator.observed import Observed, format_time
+from gencluster_operator.spec import AVAILABLE
+
+TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+
+PLANNED_HANDOVERS = frozenset(
+    {FailoverReason.SWITCHOVER, FailoverReason.ROLLING_UPDATE, FailoverReason.SCALED_DOWN}
+)
+
+PHASE_PENDING = "Pending"
+PHASE_RUNNING = "Running"
+PHASE_UPDATING = "Updating"
+PHASE_DEGRADED = "Degraded"
+PHASE_FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One condition's value before timestamps are attached."""
+
+    status: str
+    reason: str
+    message: str
+
+
+def status_for(
+    observed: Observed, previous_status: Mapping[str, Any] | None, now: datetime
+) -> dict[str, Any]:
+    """The status to write for `observed`, given the status currently stored."""
+    previous = previous_status or {}
+    facts = assess(observed)
+    active = facts.active
+    lease = observed.lease
+    had_active = bool(previous.get("epoch")) or bool(lease and lease.transitions > 0)
+    progressing = _progressing(observed, facts, had_active)
+    last_failover = _last_failover(observed, facts, previous, now)
+    split = _split_brain(observed, facts, previous)
+    merges = int(previous.get("merges") or 0)
+    if split.reason == ConditionReason.STATES_MERGED and _condition_status(
+        previous, ConditionType.SPLIT_BRAIN
+    ) == TRUE:
+        merges += 1
+    verdicts = {
+        ConditionType.READY: _ready(observed, facts, previous, progressing, had_active),
+        ConditionType.AVAILABLE: _available(facts),
+        ConditionType.PROGRESSING: progressing,
+        ConditionType.DEGRADED: _degraded(observed, facts, progressing),
+        ConditionType.SPLIT_BRAIN: split,
+    }
+    kept = [p for p in facts.pods if not p.deleting]
+    return {
+        "observedGeneration": facts.spec.generation,
+        "phase": _phase(facts, verdicts, had_active),
+        "replicas": len(kept),
+        "readyReplicas": sum(1 for p in kept if p.ready),
+        "selector": names.selector_string(facts.spec.name),
+        "activePod": active.name if active else None,
+        "epoch": lease.transitions if lease else previous.get("epoch"),
+        "standbys": _standbys(facts),
+        "lastFailoverTime": last_failover[0],
+        "lastFailoverReason": last_failover[1],
+        "merges": merges,
+        "conditions": [
+            _condition(kind, verdict, previous, facts.spec.generation, now)
+            for kind, verdict in verdicts.items()
+        ],
+    }
+
+
+# -- fields ---------------------------------------------------------------------------------------
+
+
+def _standbys(facts: Assessment) -> list[dict[str, Any]]:
+    """Each standby with `inSync` and, when both it and the active report, its `lag`."""
+    active = facts.active
+    head = active.runtime.applied_sequence if active and active.runtime else None
+    entries = []
+    for pod in facts.standbys:
+        entry: dict[str, Any] = {"pod": pod.name, "inSync": pod.name in facts.in_sync}
+        if head is not None and pod.runtime is not None:
+            entry["lag"] = max(0, head - pod.runtime.applied_sequence)
+        entries.append(entry)
+    return entries
+
+
+def _last_failover(
+    observed: Observed, facts: Assessment, previous: Mapping[str, Any], now: datetime
+) -> tuple[str | None, str | None]:
+    """(`lastFailoverTime`, `lastFailoverReason`): set when the active role leaves a pod.
+
+    The reason, in order: the planned handover the shell started, if it moved the role where
+    it meant to; the loss the kubelet reports for a holder; for a pod that is gone or not
+    running, what happened to it; a live pod that reports standby handed over (Switchover);
+    any other live pod lost the Lease by expiry. The time is the new holder's `acquireTime`
+    when there is a new active, else now (the moment the loss was seen). A move that passed
+    through "no active" is recorded once, when the loss was seen.
+    """
+    kept = (previous.get("lastFailoverTime"), previous.get("lastFailoverReason"))
+    before = previous.get("activePod")
+    after = facts.active.name if facts.active else None
+    if not before or before == after:
+        return kept
+    lease = observed.lease
+    handover = observed.handover
+    old = observed.pod(before)
+    reason: FailoverReason
+    if after and handover and (handover.from_pod, handover.to_pod) == (before, after):
+        reason = handover.reason
+    elif facts.holder_lost is not None and lease is not None and lease.holder == before:
+        reason = facts.holder_lost
+    elif old is None or old.deleting:
+        reason = FailoverReason.ACTIVE_POD_DELETED
+    elif not old.running:
+        reason = FailoverReason.ACTIVE_CONTAINER_TERMINATED
+    elif old.runtime is not None and old.runtime.role == names.ROLE_STANDBY:
+        reason = FailoverReason.SWITCHOVER
+    else:
+        reason = FailoverReason.LEASE_EXPIRED
+    moment = lease.acquire_time if after and lease and lease.acquire_time else now
+    return format_time(moment), str(reason)
+
+
+# -- conditions -----------------------------------------------------------------------------------
+
+
+def _in_sync_count(facts: Assessment) -> int:
+    return sum(1 for p in facts.standbys if p.running and p.name in facts.in_sync)
+
+
+def _pod_list(pods: list[str]) -> str:
+    return ", ".join(pods)
+
+
+def _progressing(observed: Observed, facts: Assessment, had_active: bool) -> Verdict:
+    spec = facts.spec
+    if facts.split_brain and spec.partition_policy == AVAILABLE:
+        return Verdict(TRUE, ConditionReason.MERGING, _split_message(facts))
+    if facts.active is None and had_active:
+        return Verdict(TRUE, ConditionReason.FAILING_OVER, "no active; an in-sync standby is "
+                       "taking over")
+    if facts.handover_pending or names.SWITCHOVER_TO_ANNOTATION in observed.annotations:
+        handover = observed.handover
+        target = handover.to_pod if handover else observed.annotations.get(
+            names.SWITCHOVER_TO_ANNOTATION
+        )
+        return Verdict(TRUE, ConditionReason.SWITCHING_OVER, f"handing over to {target}")
+    if facts.missing_ordinals and not had_active:
+        return Verdict(TRUE, ConditionReason.CREATING, f"creating {spec.replicas} pods")
+    if facts.missing_ordinals:
+        missing = [names.pod_name(spec.name, o) for o in facts.missing_ordinals]
+        return Verdict(TRUE, ConditionReason.SCALING_UP, f"creating {_pod_list(missing)}")
+    if facts.surplus or any(
+        p.deleting and (p.ordinal or 0) >= spec.replicas for p in facts.pods
+    ):
+        return Verdict(TRUE, ConditionReason.SCALING_DOWN,
+                       f"scaling down to {spec.replicas} pods")
+    if facts.outdated or facts.terminating:
+        pending = [p.name for p in facts.outdated]
+        return Verdict(TRUE, ConditionReason.ROLLING_UPDATE,
+                       f"pods to update: {_pod_list(pending) or 'replacement under way'}")
+    return Verdict(FALSE, ConditionReason.RECONCILED, "nothing in flight")
+
+
+def _split_message(facts: Assessment) -> str:
+    claims = [
+        f"{p.name} (epoch {p.runtime.epoch})" for p in facts.reporting_active if p.runtime
+    ]
+    return f"pods acting as active: {_pod_list(claims)}"
+
+
+def _not_runnable_message(facts: Assessment) -> str:
+    return "; ".join(f"{pod}: {message}" for pod, message in facts.not_runnable)
+
+
+def _ready(
+    observed: Observed,
+    facts: Assessment,
+    previous: Mapping[str, Any],
+    progressing: Verdict,
+    had_active: bool,
+) -> Verdict:
+    spec = facts.spec
+    if previous.get("observedGeneration") != spec.generation:
+        return Verdict(UNKNOWN, ConditionReason.RECONCILING,
+                       f"generation {spec.generation} is being reconciled")
+    if facts.not_runnable:
+        return Verdict(FALSE, ConditionReason.SERVER_NOT_RUNNABLE, _not_runnable_message(facts))
+    if facts.split_brain:
+        return Verdict(FALSE, ConditionReason.SPLIT_BRAIN, _split_message(facts))
+    if facts.active is None:
+        if not had_active:
+            return Verdict(FALSE, ConditionReason.PENDING, "waiting for the first active")
+        return Verdict(FALSE, ConditionReason.NO_ACTIVE, "no pod holds the Lease")
+    in_sync, required = _in_sync_count(facts), spec.sync_standbys_required
+    if in_sync < required:
+        return Verdict(FALSE, ConditionReason.NOT_ENOUGH_SYNC_STANDBYS,
+                       f"{in_sync} of {required} required standbys in sync")
+    if progressing.status == TRUE:
+        return Verdict(FALSE, ConditionReason.UPDATING, progressing.message)
+    ready = sum(1 for p in facts.wanted if p.ready)
+    if ready < spec.replicas:
+        return Verdict(FALSE, ConditionReason.PODS_NOT_READY,
+                       f"{ready} of {spec.replicas} pods Ready")
+    return Verdict(TRUE, ConditionReason.SERVING,
+                   f"{facts.active.name} is active; {ready} of {spec.replicas} pods Ready")
+
+
+def _available(facts: Assessment) -> Verdict:
+    active = facts.active
+    if active is None or not active.ready:
+        return Verdict(FALSE, ConditionReason.NO_ACTIVE, "no active pod serves client calls")
+    in_sync, required = _in_sync_count(facts), facts.spec.sync_standbys_required
+    if in_sync < required:
+        return Verdict(FALSE, ConditionReason.NOT_ENOUGH_SYNC_STANDBYS,
+                       f"{active.name} waits for {required} in-sync standbys, has {in_sync}: "
+                       "state-changing calls wait")
+    return Verdict(TRUE, ConditionReason.ACTIVE_SERVING, f"{active.name} serves client calls")
+
+
+def _degraded(observed: Observed, facts: Assessment, progressing: Verdict) -> Verdict:
+    if facts.not_runnable:
+        return Verdict(TRUE, ConditionReason.SERVER_NOT_RUNNABLE, _not_runnable_message(facts))
+    last = observed.last_merge
+    if facts.split_brain and last is not None and not last.succeeded:
+        return Verdict(TRUE, ConditionReason.MERGE_FAILED,
+                       f"merging {last.loser} into {last.winner} failed "
+                       f"({last.consecutive_failures} in a row): {last.message}")
+    if observed.reconcile_error:
+        return Verdict(TRUE, ConditionReason.RECONCILE_FAILED, observed.reconcile_error)
+    not_ready = [p.name for p in facts.wanted if not p.ready]
+    looping = [p.name for p in facts.wanted if facts.crash_looping(p)]
+    if looping or (not_ready and progressing.status != TRUE):
+        return Verdict(TRUE, ConditionReason.PODS_NOT_READY,
+                       f"not Ready: {_pod_list(looping or not_ready)}")
+    out_of_sync = [p.name for p in facts.standbys if p.running and p.name not in facts.in_sync]
+    if facts.active is not None and out_of_sync and progressing.status != TRUE:
+        return Verdict(TRUE, ConditionReason.STANDBYS_OUT_OF_SYNC,
+                       f"not in sync: {_pod_list(out_of_sync)}")
+    return Verdict(FALSE, ConditionReason.AS_EXPECTED, "nothing to report")
+
+
+def _split_brain(
+    observed: Observed, facts: Assessment, previous: Mapping[str, Any]
+) -> Verdict:
+    if facts.split_brain:
+        return Verdict(TRUE, ConditionReason.SPLIT_BRAIN_DETECTED, _split_message(facts))
+    earlier = _previous_condition(previous, ConditionType.SPLIT_BRAIN)
+    if earlier is None:
+        return Verdict(FALSE, ConditionReason.NO_SPLIT_BRAIN, "no split brain seen")
+    if earlier.get("status") != TRUE:
+        return Verdict(FALSE, str(earlier.get("reason") or ConditionReason.NO_SPLIT_BRAIN),
+                       str(earlier.get("message") or ""))
+    last = observed.last_merge
+    if last is not None and last.succeeded:
+        return Verdict(
+            FALSE, ConditionReason.STATES_MERGED,
+            f"merged {last.loser} (epoch {last.loser_epoch}) into {last.winner} "
+            f"(epoch {last.winner_epoch})",
+        )
+    return Verdict(FALSE, ConditionReason.STALE_ACTIVE_DEMOTED,
+                   "the stale active stepped down; nothing was merged")
+
+
+def _previous_condition(previous: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    return next((c for c in previous.get("conditions") or [] if c.get("type") == kind), None)
+
+
+def _condition_status(previous: Mapping[str, Any], kind: str) -> str | None:
+    earlier = _previous_condition(previous, kind)
+    return earlier.get("status") if earlier else None
+
+
+def _condition(
+    kind: ConditionType,
+    verdict: Verdict,
+    previous: Mapping[str, Any],
+    generation: int,
+    now: datetime,
+) -> dict[str, Any]:
+    earlier = _previous_condition(previous, kind)
+    unchanged = earlier is not None and earlier.get("status") == verdict.status
+    return {
+        "type": str(kind),
+        "status": verdict.status,
+        "reason": str(verdict.reason),
+        "message": verdict.message,
+        "observedGeneration": generation,
+        "lastTransitionTime": earlier["lastTransitionTime"]
+        if unchanged and earlier and earlier.get("lastTransitionTime")
+        else format_time(now),
+    }
+
+
+def _phase(facts: Assessment, verdicts: Mapping[ConditionType, Verdict], had_active: bool) -> str:
+    progressing = verdicts[ConditionType.PROGRESSING].status == TRUE
+    if facts.active is None:
+        if facts.not_runnable:
+            return PHASE_FAILED
+        if not had_active:
+            return PHASE_PENDING
+        return PHASE_UPDATING if progressing else PHASE_FAILED
+    if verdicts[ConditionType.DEGRADED].status == TRUE or facts.split_brain:
+        return PHASE_DEGRADED
+    return PHASE_UPDATING if progressing else PHASE_RUNNING
+
+
+# -- events from status transitions -------------------------------------------------------------
+
+
+def events_between(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[RecordEvent]:
+    """The Events that the move from `previous` to `current` status deserves, in a fixed order:
+    the active role, split brain, merges, then problems that need the user."""
+    events: list[RecordEvent] = []
+    before, after = previous.get("activePod"), current.get("activePod")
+    epoch = current.get("epoch")
+    if after and after != before:
+        reason = current.get("lastFailoverReason")
+        if not previous.get("epoch") and not previous.get("lastFailoverTime"):
+            events.append(RecordEvent(EventReason.ACTIVE_ELECTED,
+                                      f"{after} is the first active (epoch {epoch})"))
+        elif reason in PLANNED_HANDOVERS and current.get("lastFailoverTime") != previous.get(
+            "lastFailoverTime"
+        ):
+            events.append(RecordEvent(EventReason.SWITCHOVER_COMPLETED,
+                                      f"{after} is now active (epoch {epoch}, {reason})"))
+        else:
+            events.append(RecordEvent(
+                EventReason.FAILOVER_COMPLETED,
+                f"{after} is now active (epoch {epoch}) after {before or 'the active'} was lost"
+                + (f" ({reason})" if reason else ""),
+            ))
+    split_before = _condition_status(previous, ConditionType.SPLIT_BRAIN)
+    split_now = _previous_condition(current, ConditionType.SPLIT_BRAIN)
+    if split_now and split_now["status"] == TRUE and split_before != TRUE:
+        events.append(RecordEvent(EventReason.SPLIT_BRAIN_DETECTED, split_now["message"],
+                                  EventType.WARNING))
+    if int(current.get("merges") or 0) > int(previous.get("merges") or 0) and split_now:
+        events.append(RecordEvent(EventReason.STATES_MERGED, split_now["message"]))
+    degraded_before = _previous_condition(previous, ConditionType.DEGRADED) or {}
+    degraded_now = _previous_condition(current, ConditionType.DEGRADED) or {}
+    if degraded_now.get("status") == TRUE and (
+        degraded_now.get("reason"), degraded_now.get("message")
+    ) != (degraded_before.get("reason"), degraded_before.get("message")):
+        if degraded_now["reason"] == ConditionReason.MERGE_FAILED:
+            events.append(RecordEvent(EventReason.MERGE_FAILED, degraded_now["message"],
+                                      EventType.WARNING))
+        elif degraded_now["reason"] == ConditionReason.SERVER_NOT_RUNNABLE and (
+            degraded_before.get("reason") != ConditionReason.SERVER_NOT_RUNNABLE
+        ):
+            events.append(RecordEvent(EventReason.INVALID_SERVER, degraded_now["message"],
+                                      EventType.WARNING))
+    return events

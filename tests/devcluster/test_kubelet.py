@@ -1,0 +1,371 @@
+"""Pod lifecycle on a real local control plane: processes, IPs, uids, env, volumes, restarts,
+graceful deletion and logs (through the real kubectl)."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import os
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.devcluster.devplane import DevPlane, pid_alive, python_pod, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevPlane]:
+    plane = DevPlane(tmp_path_factory.mktemp("kubelet") / "dev").start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+REPORT = r"""
+import json, os, urllib.request
+env = {k: v for k, v in os.environ.items()}
+mounts = json.loads(os.environ["GENCLUSTER_DEV_MOUNTS"])
+def read(path):
+    with open(path) as f:
+        return f.read()
+config = os.environ["GENCLUSTER_DEV_MOUNT_ETC_APP"]
+secret = os.environ["GENCLUSTER_DEV_MOUNT_ETC_SECRET"]
+scratch = os.environ["GENCLUSTER_DEV_MOUNT_SCRATCH"]
+with open(os.path.join(scratch, "written"), "w") as f:
+    f.write("ok")
+kubeconfig = json.loads(read(os.environ["KUBECONFIG"]))
+token = kubeconfig["users"][0]["user"]["token"]
+request = urllib.request.Request(
+    kubeconfig["clusters"][0]["cluster"]["server"]
+    + "/api/v1/namespaces/default/pods/" + env["POD"],
+    headers={"Authorization": "Bearer " + token})
+cluster = kubeconfig["clusters"][0]["cluster"]
+context = None
+if "certificate-authority-data" in cluster:
+    import base64, ssl
+    context = ssl.create_default_context(
+        cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+with urllib.request.urlopen(request, timeout=5, context=context) as response:
+    api = response.status
+from kubernetes import client, config as kube_config
+kube_config.load_kube_config()
+kube_ip = client.CoreV1Api().read_namespaced_pod(env["POD"], env["NS"]).status.pod_ip
+print(json.dumps({"env": env, "kube_ip": kube_ip, "uid": os.getuid(), "gid": os.getgid(),
+                  "api": api,
+                  "config": read(os.path.join(config, "settings.yaml")),
+                  "secret": read(os.path.join(secret, "pw")),
+                  "secret_mode": oct(os.stat(os.path.join(secret, "pw")).st_mode & 0o777),
+                  "mounts": mounts, "cwd": os.getcwd()}), flush=True)
+import time
+time.sleep(600)
+"""
+
+
+def test_pod_gets_ip_uid_env_volumes_and_token(plane: DevPlane) -> None:
+    plane.create({"kind": "Secret", "metadata": {"name": "creds"},
+                  "data": {"password": base64.b64encode(b"hunter2").decode()}})
+    plane.create({"kind": "ConfigMap", "metadata": {"name": "settings"},
+                  "data": {"settings.yaml": "level: 3\n", "MODE": "fast"}})
+    pod = python_pod("report", REPORT, labels={"app": "report", "tier": "x"}, container={
+        "env": [
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "TIER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['tier']"}}},
+            {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds",
+                                                                "key": "password"}}},
+            {"name": "ADDR", "value": "$(POD_IP):8080"},
+        ],
+        "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CM_"}],
+        "volumeMounts": [{"name": "config", "mountPath": "/etc/app"},
+                         {"name": "secret", "mountPath": "/etc/secret"},
+                         {"name": "scratch", "mountPath": "/scratch"}],
+    }, volumes=[
+        {"name": "config", "configMap": {"name": "settings",
+                                         "items": [{"key": "settings.yaml",
+                                                    "path": "settings.yaml"}]}},
+        {"name": "secret", "secret": {"secretName": "creds", "defaultMode": 0o400,
+                                      "items": [{"key": "password", "path": "pw"}]}},
+        {"name": "scratch", "emptyDir": {}},
+    ])
+    plane.create(pod)
+    running = plane.wait_running("report")
+    line = wait_for(lambda: plane.log("report").strip(), 20, "report output")
+    report = json.loads(line.splitlines()[0])
+    env = report["env"]
+    status = running["status"]
+    pod_ip = status["podIP"]
+    assert ipaddress.ip_address(pod_ip) in ipaddress.ip_network(plane.instance["podNetwork"])
+    assert status["podIPs"] == [{"ip": pod_ip}] and status["hostIP"]
+    assert env["POD_IP"] == pod_ip and env["ADDR"] == f"{pod_ip}:8080"
+    assert env["POD"] == "report" and env["NS"] == "default" and env["TIER"] == "x"
+    assert env["NODE"] == running["spec"]["nodeName"]
+    assert env["PASSWORD"] == "hunter2" and env["CM_MODE"] == "fast"
+    assert env["PATH"].startswith(str(Path(os.sys.executable).parent))
+    assert env["KUBERNETES_SERVICE_HOST"] == plane.instance["server"].split("//")[1].split(":")[0]
+    assert report["api"] == 200 and report["kube_ip"] == pod_ip
+    assert report["config"] == "level: 3\n" and report["secret"] == "hunter2"
+    assert report["secret_mode"] == "0o400"
+    assert "/etc/app" in report["mounts"]
+    kubeconfig = plane.pod_dir(running) / "kubeconfig"
+    if json.loads(kubeconfig.read_text())["clusters"][0]["cluster"]["server"].startswith(
+            "https"):
+        got = plane.kubectl("--kubeconfig", str(kubeconfig), "get", "pod", "report", "-o",
+                            "jsonpath={.status.podIP}")
+        assert got.stdout == pod_ip
+    state = plane.state("report")
+    assert state["podIP"] == pod_ip and state["name"] == "report"
+    assert pid_alive(state["containers"]["main"]["pid"])
+    if os.geteuid() == 0:
+        assert report["uid"] == report["gid"] == state["runAsUser"]
+        assert report["uid"] in range(200_000, 200_000 + 251 * 1024)
+        scratch = plane.pod_dir(running) / "volumes" / "scratch"
+        assert (scratch / "written").read_text() == "ok"
+        assert (scratch / "written").stat().st_uid == state["runAsUser"]
+    plane.delete_pod("report")
+    plane.wait_gone("report")
+
+
+CRASH = r"""
+import os, sys
+print("run", flush=True)
+sys.exit(3)
+"""
+
+
+def test_crash_restarts_with_backoff_and_previous_logs(plane: DevPlane) -> None:
+    plane.create(python_pod("crasher", CRASH))
+    status = wait_for(lambda: (s := plane.container_status("crasher")).get(
+        "restartCount", 0) >= 2 and s, 30, "two restarts")
+    assert status["lastState"]["terminated"]["exitCode"] == 3
+    assert status["lastState"]["terminated"]["reason"] == "Error"
+    wait_for(lambda: plane.container_status("crasher").get("state", {}).get(
+        "waiting", {}).get("reason") == "CrashLoopBackOff", 20, "CrashLoopBackOff")
+    assert (plane.pod("crasher") or {})["status"]["phase"] == "Running"
+    logs = plane.pod_dir(plane.pod("crasher")) / "logs"
+    assert (logs / "main.previous.log").read_text() == "run\n"
+    assert any(e["reason"] == "BackOff" for e in plane.events("crasher"))
+    plane.delete_pod("crasher")
+    plane.wait_gone("crasher")
+
+
+def test_restart_policy_never_and_on_failure(plane: DevPlane) -> None:
+    plane.create(python_pod("fails", "import sys; sys.exit(4)", restartPolicy="Never"))
+    plane.create(python_pod("succeeds", "print('done')", restartPolicy="OnFailure"))
+    wait_for(lambda: ((plane.pod("fails") or {}).get("status") or {}).get("phase") == "Failed",
+             20, "phase Failed")
+    terminated = plane.container_status("fails")["state"]["terminated"]
+    assert terminated["exitCode"] == 4 and terminated["reason"] == "Error"
+    assert terminated["startedAt"] and terminated["finishedAt"]
+    wait_for(lambda: ((plane.pod("succeeds") or {}).get("status") or {}).get(
+        "phase") == "Succeeded", 20, "phase Succeeded")
+    status = plane.container_status("succeeds")
+    assert status["state"]["terminated"]["reason"] == "Completed"
+    assert status["restartCount"] == 0
+    assert plane.condition("succeeds", "Ready") == "False"
+    assert plane.log("succeeds") == "done\n"
+    for name in ("fails", "succeeds"):
+        plane.delete_pod(name)
+        plane.wait_gone(name)
+
+
+def test_termination_is_reported_at_once(plane: DevPlane) -> None:
+    """A SIGKILLed process shows up as terminated (signal 9) through the API quickly."""
+    plane.create(python_pod("victim", "import time; time.sleep(600)", restartPolicy="Never"))
+    plane.wait_running("victim")
+    pid = plane.state("victim")["containers"]["main"]["pid"]
+    began = time.monotonic()
+    os.killpg(pid, 9)
+    status = wait_for(lambda: plane.container_status("victim").get("state", {}).get(
+        "terminated"), 5, "terminated state", interval=0.02)
+    elapsed = time.monotonic() - began
+    assert status["exitCode"] == 137 and status["signal"] == 9
+    assert elapsed < 1.0, elapsed
+    plane.delete_pod("victim")
+    plane.wait_gone("victim")
+
+
+def test_watchers_see_terminated_before_the_restart(plane: DevPlane) -> None:
+    """With restartPolicy Always the restart is immediate, yet a watch sees `terminated`
+    first: what the operator's failover assist waits for."""
+    plane.create(python_pod("watched", "import time; time.sleep(600)"))
+    pod = plane.wait_running("watched")
+    pid = plane.state("watched")["containers"]["main"]["pid"]
+    seen: list[dict] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        query = ("?watch=true&fieldSelector=metadata.name%3Dwatched&resourceVersion="
+                 + pod["metadata"]["resourceVersion"])
+        request = urllib.request.Request(
+            plane.server + "/api/v1/namespaces/default/pods" + query,
+            headers={"Authorization": f"Bearer {plane.token}"})
+        with urllib.request.urlopen(request, timeout=15) as stream:
+            for line in stream:
+                status = json.loads(line)["object"]["status"]["containerStatuses"][0]
+                seen.append(status)
+                if status["restartCount"] >= 1 and status["state"].get("running"):
+                    break
+        done.set()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    time.sleep(0.3)  # let the watch connect before the crash (its start is not observable)
+    began = time.monotonic()
+    os.killpg(pid, 9)
+    assert done.wait(10), seen
+    took = time.monotonic() - began
+    terminated = [s for s in seen if s["state"].get("terminated")]
+    assert terminated and terminated[0]["state"]["terminated"]["signal"] == 9
+    assert terminated[0]["restartCount"] == 0
+    assert seen[-1]["lastState"]["terminated"]["exitCode"] == 137
+    assert took < 3, took
+    plane.delete_pod("watched")
+    plane.wait_gone("watched")
+
+
+TRAP = r"""
+import os, signal, sys, time
+marker = os.environ["MARKER"]
+def on_term(*_):
+    with open(marker, "w") as f:
+        f.write("SIGTERM")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+IGNORE = r"""
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_graceful_delete_sigterm_then_sigkill(plane: DevPlane, tmp_path: Path) -> None:
+    tmp_path.chmod(0o777)
+    marker = tmp_path / "marker"
+    plane.create(python_pod("trapper", TRAP, terminationGracePeriodSeconds=10, container={
+        "env": [{"name": "MARKER", "value": str(marker)}]}))
+    plane.create(python_pod("stubborn", IGNORE, terminationGracePeriodSeconds=2))
+    for name in ("trapper", "stubborn"):
+        plane.wait_running(name)
+        wait_for(lambda name=name: "ready" in plane.log(name), 20, f"{name} ready")
+    trap_pid = plane.state("trapper")["containers"]["main"]["pid"]
+    stubborn_pid = plane.state("stubborn")["containers"]["main"]["pid"]
+    began = time.monotonic()
+    plane.delete_pod("trapper")
+    plane.delete_pod("stubborn")
+    plane.wait_gone("trapper", 15)
+    trapper_took = time.monotonic() - began
+    assert marker.read_text() == "SIGTERM"
+    assert trapper_took < 5, trapper_took
+    assert not pid_alive(trap_pid)
+    assert pid_alive(stubborn_pid)
+    plane.wait_gone("stubborn", 15)
+    stubborn_took = time.monotonic() - began
+    assert 1.8 <= stubborn_took < 6, stubborn_took
+    wait_for(lambda: not pid_alive(stubborn_pid), 5, "stubborn process gone")
+
+
+def test_force_delete_kills_at_once(plane: DevPlane) -> None:
+    plane.create(python_pod("forced", IGNORE, terminationGracePeriodSeconds=30))
+    plane.wait_running("forced")
+    wait_for(lambda: "ready" in plane.log("forced"), 20, "forced ready")
+    pid = plane.state("forced")["containers"]["main"]["pid"]
+    plane.delete_pod("forced", grace=0)
+    wait_for(lambda: not pid_alive(pid), 5, "force-deleted process gone")
+
+
+def test_kubectl_logs_and_get(plane: DevPlane) -> None:
+    """The real kubectl: logs (current, --previous, -c), get pods -o wide, get nodes."""
+    plane.create(python_pod("talker", "import time\nfor i in range(3): print('line', i)\n"
+                                      "time.sleep(600)"))
+    plane.create(python_pod("crashlog", CRASH))
+    plane.wait_running("talker")
+    wait_for(lambda: plane.kubectl("logs", "talker", check=False).stdout ==
+             "line 0\nline 1\nline 2\n", 15, "kubectl logs")
+    listed = plane.kubectl("get", "pods", "talker", "-o", "wide").stdout
+    assert "Running" in listed and plane.pod("talker")["status"]["podIP"] in listed
+    assert "Ready" in plane.kubectl("get", "nodes").stdout
+    wait_for(lambda: plane.container_status("crashlog").get("restartCount", 0) >= 1, 20,
+             "a restart")
+    assert plane.kubectl("logs", "crashlog", "--previous", "-c", "main").stdout == "run\n"
+    for name in ("talker", "crashlog"):
+        plane.delete_pod(name)
+        plane.wait_gone(name)
+
+
+def test_unknown_image_and_missing_secret_wait(plane: DevPlane) -> None:
+    plane.create({"kind": "Pod", "metadata": {"name": "noimage"},
+                  "spec": {"containers": [{"name": "main", "image": "nginx:1.25"}]}})
+    waiting = wait_for(lambda: plane.container_status("noimage").get("state", {}).get(
+        "waiting", {}).get("reason") == "ErrImageNeverPull" and plane.container_status(
+        "noimage")["state"]["waiting"], 15, "ErrImageNeverPull")
+    assert "nginx:1.25" in waiting["message"] and "command" in waiting["message"]
+    wait_for(lambda: any(e["reason"] == "Failed" for e in plane.events("noimage")), 10,
+             "Failed event")
+
+    plane.create(python_pod("needsecret", "print('got', __import__('os').environ['S'])\n"
+                                          "import time; time.sleep(600)", container={
+        "env": [{"name": "S", "valueFrom": {"secretKeyRef": {"name": "later", "key": "k"}}}]}))
+    wait_for(lambda: plane.container_status("needsecret").get("state", {}).get(
+        "waiting", {}).get("reason") == "CreateContainerConfigError", 15,
+        "CreateContainerConfigError")
+    plane.create({"kind": "Secret", "metadata": {"name": "later"},
+                  "stringData": {"k": "v"}, "data": {"k": base64.b64encode(b"v").decode()}})
+    plane.wait_running("needsecret")
+    wait_for(lambda: "got v" in plane.log("needsecret"), 10, "secret value")
+    for name in ("noimage", "needsecret"):
+        plane.delete_pod(name)
+        plane.wait_gone(name)
+
+
+def test_node_selector_and_init_containers(plane: DevPlane) -> None:
+    pod = python_pod("elsewhere", "print(1)", nodeSelector={"disk": "ssd"})
+    plane.create(pod)
+    wait_for(lambda: plane.condition("elsewhere", "PodScheduled") == "False", 10,
+             "Unschedulable")
+    assert not (plane.pod("elsewhere") or {})["spec"].get("nodeName")
+    plane.delete_pod("elsewhere")
+    plane.wait_gone("elsewhere")
+
+    pod = python_pod("withinit", "import time; print('main', flush=True); time.sleep(600)")
+    pod["spec"]["initContainers"] = [{"name": "setup", "image": "python:3",
+                                      "command": ["python", "-c", "print('init')"]}]
+    plane.create(pod)
+    plane.wait_running("withinit")
+    status = plane.pod("withinit")["status"]
+    assert status["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    assert plane.condition("withinit", "Initialized") == "True"
+    assert plane.log("withinit", "setup") == "init\n"
+    plane.delete_pod("withinit")
+    plane.wait_gone("withinit")
+
+
+def test_stop_leaves_no_process(tmp_path: Path) -> None:
+    plane = DevPlane(tmp_path / "dev").start()
+    try:
+        plane.create(python_pod("a", IGNORE))
+        plane.create(python_pod("b", "import subprocess, time\n"
+                                     "subprocess.Popen(['sleep', '600'])\ntime.sleep(600)"))
+        plane.wait_running("a")
+        plane.wait_running("b")
+        pids = [plane.state(n)["containers"]["main"]["pid"] for n in ("a", "b")]
+        child = wait_for(lambda: [int(p) for p in os.popen(f"pgrep -g {pids[1]}").read().split()
+                                  if int(p) != pids[1]], 10, "grandchild")
+    finally:
+        plane.stop()
+    for pid in [*pids, *child]:
+        wait_for(lambda pid=pid: not pid_alive(pid), 5, f"pid {pid} gone")

@@ -1,0 +1,417 @@
+"""`status_for` and `events_between`: status fields, conditions and their transitions, and
+the Events a status change deserves. Every status built here is also admitted by the CRD."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from gencluster_operator import names
+from gencluster_operator.events import (
+    ConditionReason,
+    ConditionType,
+    EventReason,
+    EventType,
+    FailoverReason,
+)
+from gencluster_operator.observed import (
+    TERMINATED,
+    WAITING,
+    Handover,
+    MergeOutcome,
+    Observed,
+    format_time,
+)
+from gencluster_operator.status import events_between, status_for
+
+from tests.operator.test_plan import (
+    ACQUIRED,
+    NOW,
+    SPLIT_RECORDED,
+    healthy,
+    healthy_pods,
+    lease,
+    observe,
+    pod,
+    replaced,
+    resource,
+    split_pods,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_PATH = ROOT / "crds" / "clusteredservers.gencluster.io.yaml"
+CLUSTERED_SERVER_DOC = ROOT / "docs" / "clusteredserver.md"
+LATER = NOW + timedelta(seconds=30)
+
+
+def status(observed: Observed, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The status for `observed`, with `previous` as the stored status (also put on the CR)."""
+    if previous is not None:
+        observed = replace(observed, resource={**observed.resource, "status": previous})
+    result = status_for(observed, previous, observed.now)
+    assert_admitted_by_crd(result)
+    return result
+
+
+def settled(observed: Observed) -> dict[str, Any]:
+    """The status after two passes: the second sees its own generation already observed."""
+    first = status(observed)
+    return status(replace(observed, now=LATER), first)
+
+
+def condition(result: dict[str, Any], kind: ConditionType) -> dict[str, Any]:
+    return next(c for c in result["conditions"] if c["type"] == kind)
+
+
+def summary(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in result["conditions"]}
+
+
+def at_generation(observed: Observed, generation: int) -> Observed:
+    res = {**observed.resource, "metadata": {**observed.resource["metadata"],
+                                             "generation": generation}}
+    return replace(observed, resource=res)
+
+
+_SCHEMA: Any = None
+
+
+def assert_admitted_by_crd(result: dict[str, Any]) -> None:
+    """The CRD's own validation (the local control plane's schema module) accepts the status
+    once None fields are dropped, as a merge patch drops them; nothing would be pruned."""
+    global _SCHEMA
+    schema_module = pytest.importorskip("gencluster_dev.schema")
+    if _SCHEMA is None:
+        crd = yaml.safe_load(CRD_PATH.read_text())
+        _SCHEMA = schema_module.Schema(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    cleaned = {key: value for key, value in result.items() if value is not None}
+    obj = {**resource(), "status": cleaned}
+    assert _SCHEMA.unknown_fields(obj) == []
+    _, errors = schema_module.admit(_SCHEMA, obj)
+    assert errors == []
+
+
+# -- fields -----------------------------------------------------------------------------------
+
+
+def test_healthy_cluster_is_ready_serving_and_running() -> None:
+    observed = replace(healthy(), pods=tuple(
+        replace(p, runtime=replace(p.runtime, applied_sequence=100 - 3 * (p.ordinal or 0)))
+        for p in healthy().pods if p.runtime
+    ))
+    result = settled(observed)
+    assert result["phase"] == "Running"
+    assert result["observedGeneration"] == 1
+    assert result["replicas"] == 3 and result["readyReplicas"] == 3
+    assert result["selector"] == "gencluster.io/cluster=id"
+    assert result["activePod"] == "id-0" and result["epoch"] == 1
+    assert result["standbys"] == [
+        {"pod": "id-1", "inSync": True, "lag": 3},
+        {"pod": "id-2", "inSync": True, "lag": 6},
+    ]
+    assert summary(result) == {
+        "Ready": ("True", "Serving"),
+        "Available": ("True", "ActiveServing"),
+        "Progressing": ("False", "Reconciled"),
+        "Degraded": ("False", "AsExpected"),
+        "SplitBrain": ("False", "NoSplitBrain"),
+    }
+    assert all(c["observedGeneration"] == 1 for c in result["conditions"])
+
+
+def test_lag_is_left_out_when_a_pod_does_not_report() -> None:
+    pods = replaced(healthy_pods(), pod(2, reachable=False))
+    standbys = settled(observe(resource(), pods, lease()))["standbys"]
+    assert standbys[1] == {"pod": "id-2", "inSync": True}
+
+
+def test_new_cluster_is_pending_and_creating() -> None:
+    result = status(observe(resource(), [], None))
+    assert result["phase"] == "Pending" and result["activePod"] is None
+    assert summary(result)["Progressing"] == ("True", "Creating")
+    assert summary(result)["Available"] == ("False", "NoActive")
+
+
+# -- generation changes and transition times ---------------------------------------------------
+
+
+def test_generation_change_makes_ready_unknown_at_once_even_if_all_looks_well() -> None:
+    before = settled(healthy())
+    assert condition(before, ConditionType.READY)["status"] == "True"
+    changed = status(replace(at_generation(healthy(), 2), now=LATER), before)
+    ready = condition(changed, ConditionType.READY)
+    assert (ready["status"], ready["reason"]) == ("Unknown", "Reconciling")
+    assert ready["observedGeneration"] == 2 and changed["observedGeneration"] == 2
+    again = status(replace(at_generation(healthy(), 2), now=LATER + timedelta(seconds=5)),
+                   changed)
+    assert condition(again, ConditionType.READY)["status"] == "True"
+
+
+def test_transition_time_changes_only_with_the_condition_status() -> None:
+    first = settled(healthy())
+    ready_since = condition(first, ConditionType.READY)["lastTransitionTime"]
+    same = status(replace(healthy(), now=LATER + timedelta(minutes=1)), first)
+    assert condition(same, ConditionType.READY)["lastTransitionTime"] == ready_since
+    broken = observe(resource(), replaced(healthy_pods(), pod(2, ready=False, state=WAITING,
+                                                             reason="CrashLoopBackOff")),
+                     lease())
+    flipped = status(replace(broken, now=LATER + timedelta(minutes=2)), first)
+    ready = condition(flipped, ConditionType.READY)
+    assert ready["status"] == "False"
+    assert ready["lastTransitionTime"] == format_time(LATER + timedelta(minutes=2))
+    message_only = status(replace(broken, now=LATER + timedelta(minutes=3)), flipped)
+    assert condition(message_only, ConditionType.READY)["lastTransitionTime"] == ready[
+        "lastTransitionTime"
+    ]
+
+
+# -- failover, switchover and their Events -----------------------------------------------------
+
+
+def test_first_election_is_reported_as_active_elected() -> None:
+    waiting = settled(observe(resource(), healthy_pods(), lease(holder="", transitions=0)))
+    assert waiting["activePod"] is None and waiting["phase"] == "Pending"
+    elected = status(healthy(), waiting)
+    assert elected["activePod"] == "id-0" and elected["lastFailoverTime"] is None
+    assert [e.reason for e in events_between(waiting, elected)] == [EventReason.ACTIVE_ELECTED]
+
+
+def test_lost_active_records_the_failover_then_its_completion() -> None:
+    before = settled(healthy())
+    lost = observe(resource(), healthy_pods()[1:], lease(), now=LATER)
+    during = status(lost, before)
+    assert during["activePod"] is None
+    assert during["lastFailoverReason"] == "ActivePodDeleted"
+    assert during["lastFailoverTime"] == format_time(LATER)
+    assert during["phase"] == "Updating"
+    assert summary(during)["Ready"] == ("False", "NoActive")
+    assert summary(during)["Progressing"] == ("True", "FailingOver")
+    assert events_between(before, during) == []
+    taken = lease("id-1", transitions=2, in_sync=("id-2",), acquired=LATER)
+    pods = [pod(1, role="active", epoch=2), pod(2, epoch=2)]
+    after = status(observe(resource(), pods, taken, now=LATER + timedelta(seconds=1)), during)
+    assert after["activePod"] == "id-1" and after["epoch"] == 2
+    assert after["lastFailoverReason"] == "ActivePodDeleted"
+    assert after["lastFailoverTime"] == during["lastFailoverTime"]
+    events = events_between(during, after)
+    assert [e.reason for e in events] == [EventReason.FAILOVER_COMPLETED]
+
+
+def test_terminated_active_container_is_the_failover_reason() -> None:
+    before = settled(healthy())
+    crashed = replaced(healthy_pods(), pod(0, role="active", state=TERMINATED, exit_code=137))
+    during = status(observe(resource(), crashed, lease()), before)
+    assert during["lastFailoverReason"] == "ActiveContainerTerminated"
+
+
+MOVES = [
+    pytest.param(Handover("id-0", "id-2", FailoverReason.ROLLING_UPDATE, NOW), pod(0),
+                 "RollingUpdate", EventReason.SWITCHOVER_COMPLETED, id="planned handover"),
+    pytest.param(None, pod(0), "Switchover", EventReason.SWITCHOVER_COMPLETED,
+                 id="old active now standby"),
+    pytest.param(None, pod(0, reachable=False), "LeaseExpired", EventReason.FAILOVER_COMPLETED,
+                 id="old active alive but silent"),
+]
+
+
+@pytest.mark.parametrize(("handover", "old", "reason", "event"), MOVES)
+def test_direct_move_of_the_active_role_names_its_reason(
+    handover: Handover | None, old: Any, reason: str, event: EventReason
+) -> None:
+    before = settled(healthy())
+    moved_at = NOW + timedelta(seconds=40)
+    pods = [old, pod(1, epoch=2), pod(2, role="active", epoch=2)]
+    observed = observe(resource(), pods, lease("id-2", transitions=2, in_sync=("id-0", "id-1"),
+                                               acquired=moved_at), handover=handover)
+    after = status(replace(observed, now=moved_at + timedelta(seconds=1)), before)
+    assert after["activePod"] == "id-2"
+    assert after["lastFailoverReason"] == reason
+    assert after["lastFailoverTime"] == format_time(moved_at)
+    assert [e.reason for e in events_between(before, after)] == [event]
+
+
+def test_pending_switchover_shows_as_progressing() -> None:
+    handover = Handover("id-0", "id-2", FailoverReason.SWITCHOVER, LATER - timedelta(seconds=2))
+    result = settled(replace(healthy(), handover=handover))
+    assert summary(result)["Progressing"] == ("True", "SwitchingOver")
+    assert summary(result)["Ready"] == ("False", "Updating")
+    assert result["phase"] == "Updating"
+
+
+# -- progress and degradation --------------------------------------------------------------------
+
+
+PROGRESS = [
+    pytest.param(resource(5), healthy_pods(), "ScalingUp", id="scale up"),
+    pytest.param(resource(2), healthy_pods(), "ScalingDown", id="scale down"),
+    pytest.param(resource(), healthy_pods(template_hash="0ld0ld0ld0ld0ld0"), "RollingUpdate",
+                 id="rolling update"),
+]
+
+
+@pytest.mark.parametrize(("res", "pods", "reason"), PROGRESS)
+def test_work_in_flight_is_progressing_and_not_ready(res: dict, pods: list, reason: str) -> None:
+    result = settled(observe(res, pods, lease()))
+    assert summary(result)["Progressing"] == ("True", reason)
+    assert summary(result)["Ready"] == ("False", "Updating")
+    assert summary(result)["Degraded"] == ("False", "AsExpected")
+    assert result["phase"] == "Updating"
+
+
+def test_unimportable_server_is_degraded_failed_and_reported_once() -> None:
+    message = "ModuleNotFoundError: No module named 'id_server'"
+    broken = [pod(o, role=None, state=WAITING, reason="CrashLoopBackOff", exit_code=78,
+                  message=message) for o in range(3)]
+    first = settled(observe(resource(), [], lease(holder="", transitions=0, in_sync=None)))
+    result = status(observe(resource(), broken, lease(holder="", transitions=0, in_sync=None)),
+                    first)
+    assert result["phase"] == "Failed"
+    degraded = condition(result, ConditionType.DEGRADED)
+    assert (degraded["status"], degraded["reason"]) == ("True", "ServerNotRunnable")
+    assert message in degraded["message"]
+    assert summary(result)["Ready"] == ("False", "ServerNotRunnable")
+    events = events_between(first, result)
+    assert [(e.reason, e.type) for e in events] == [(EventReason.INVALID_SERVER,
+                                                     EventType.WARNING)]
+    assert events_between(result, status(replace(
+        observe(resource(), broken, lease(holder="", transitions=0, in_sync=None)), now=LATER),
+        result)) == []
+
+
+def test_crash_looping_standby_is_degraded_but_available() -> None:
+    pods = replaced(healthy_pods(), pod(2, state=WAITING, reason="CrashLoopBackOff", exit_code=1))
+    result = settled(observe(resource(), pods, lease(in_sync=("id-1",))))
+    assert summary(result)["Degraded"] == ("True", "PodsNotReady")
+    assert summary(result)["Available"] == ("True", "ActiveServing")
+    assert summary(result)["Ready"] == ("False", "PodsNotReady")
+    assert result["phase"] == "Degraded"
+
+
+def test_standby_out_of_sync_is_degraded() -> None:
+    result = settled(observe(resource(), healthy_pods(), lease(in_sync=("id-1",))))
+    assert summary(result)["Degraded"] == ("True", "StandbysOutOfSync")
+    assert result["standbys"][1]["inSync"] is False
+
+
+@pytest.mark.parametrize(("mode", "available"), [("Sync", ("False", "NotEnoughSyncStandbys")),
+                                                  ("Async", ("True", "ActiveServing"))])
+def test_sync_mode_without_in_sync_standbys_cannot_acknowledge_writes(
+    mode: str, available: tuple[str, str]
+) -> None:
+    res = resource(replication={"mode": mode, "minSyncStandbys": 1})
+    result = settled(observe(res, healthy_pods(), lease(in_sync=())))
+    assert summary(result)["Available"] == available
+
+
+def test_reconcile_error_is_degraded() -> None:
+    result = settled(replace(healthy(), reconcile_error="pods is forbidden"))
+    assert summary(result)["Degraded"] == ("True", "ReconcileFailed")
+
+
+# -- split brain and merges ----------------------------------------------------------------------
+
+
+def split(**extra: Any) -> Observed:
+    return observe(resource(partitionPolicy="Available"), split_pods(), lease(transitions=2),
+                   **extra)
+
+
+def test_split_brain_is_detected_and_reported() -> None:
+    before = settled(healthy())
+    result = status(split(), before)
+    split_brain = condition(result, ConditionType.SPLIT_BRAIN)
+    assert (split_brain["status"], split_brain["reason"]) == ("True", "SplitBrainDetected")
+    assert "id-0 (epoch 2)" in split_brain["message"] and "id-2 (epoch 1)" in split_brain[
+        "message"
+    ]
+    assert summary(result)["Progressing"] == ("True", "Merging")
+    assert summary(result)["Ready"] == ("False", "SplitBrain")
+    assert result["phase"] == "Degraded"
+    assert [e.reason for e in events_between(before, result)] == [
+        EventReason.SPLIT_BRAIN_DETECTED
+    ]
+
+
+def test_successful_merge_counts_once_and_clears_the_split_brain() -> None:
+    detected = status(split(), settled(healthy()))
+    merged = MergeOutcome("id-0", "id-2", 2, 1, succeeded=True, finished_at=LATER)
+    healed = observe(resource(partitionPolicy="Available"),
+                     [pod(0, role="active", epoch=2), pod(1, epoch=2), pod(2, epoch=2)],
+                     lease(transitions=2), last_merge=merged, now=LATER)
+    after = status(healed, detected)
+    split_brain = condition(after, ConditionType.SPLIT_BRAIN)
+    assert (split_brain["status"], split_brain["reason"]) == ("False", "StatesMerged")
+    assert after["merges"] == 1
+    assert [e.reason for e in events_between(detected, after)] == [EventReason.STATES_MERGED]
+    again = status(replace(healed, now=LATER + timedelta(seconds=5)), after)
+    assert again["merges"] == 1
+    assert condition(again, ConditionType.SPLIT_BRAIN)["reason"] == "StatesMerged"
+
+
+def test_failed_merge_is_degraded_with_the_error_and_an_event() -> None:
+    detected = status(split(), settled(healthy()))
+    failed = MergeOutcome("id-0", "id-2", 2, 1, succeeded=False, finished_at=LATER,
+                          message="ValueError: cannot merge", consecutive_failures=1)
+    result = status(replace(split(last_merge=failed), now=LATER), detected)
+    degraded = condition(result, ConditionType.DEGRADED)
+    assert (degraded["status"], degraded["reason"]) == ("True", "MergeFailed")
+    assert "ValueError: cannot merge" in degraded["message"]
+    assert result["merges"] == 0
+    assert [e.reason for e in events_between(detected, result)] == [EventReason.MERGE_FAILED]
+
+
+def test_fenced_split_brain_resolved_by_demotion() -> None:
+    detected = status(observe(resource(status=SPLIT_RECORDED), split_pods(), lease(transitions=2)),
+                      settled(healthy()))
+    demoted = [pod(0, role="active", epoch=2), pod(1, epoch=2), pod(2, epoch=2)]
+    result = status(observe(resource(), demoted, lease(transitions=2), now=LATER), detected)
+    assert condition(result, ConditionType.SPLIT_BRAIN)["reason"] == "StaleActiveDemoted"
+    assert result["merges"] == 0
+
+
+# -- the vocabulary --------------------------------------------------------------------------------
+
+
+def test_every_condition_reason_is_documented_for_users() -> None:
+    doc = CLUSTERED_SERVER_DOC.read_text() if CLUSTERED_SERVER_DOC.exists() else None
+    if doc is None:
+        pytest.skip("docs/clusteredserver.md not written yet")
+    for reason in ConditionReason:
+        assert f"`{reason}`" in doc, reason
+
+
+def test_reasons_are_camel_case_as_the_crd_requires() -> None:
+    pattern = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    for vocabulary in (ConditionReason, EventReason, FailoverReason):
+        for reason in vocabulary:
+            assert pattern.match(reason) and reason[0].isupper(), reason
+
+
+def test_failover_reasons_match_the_crd_description() -> None:
+    crd = CRD_PATH.read_text()
+    for reason in FailoverReason:
+        assert reason in crd, reason
+
+
+def test_lease_acquire_time_is_the_failover_time_of_a_direct_move() -> None:
+    before = settled(healthy())
+    pods = [pod(0, reachable=False), pod(1, epoch=2), pod(2, role="active", epoch=2)]
+    after = status(observe(resource(), pods, lease("id-2", transitions=2, acquired=ACQUIRED)),
+                   before)
+    assert after["lastFailoverTime"] == format_time(ACQUIRED)
+    assert names.selector_string("id") == after["selector"]
+
+
+def test_active_released_without_a_known_loss_is_still_recorded() -> None:
+    before = settled(healthy())
+    released = replaced(healthy_pods(), pod(0, role="standby"))
+    during = status(observe(resource(), released, lease(holder=""), now=LATER), before)
+    assert during["activePod"] is None
+    assert (during["lastFailoverTime"], during["lastFailoverReason"]) == (
+        format_time(LATER), "Switchover"
+    )
