@@ -205,6 +205,9 @@ class Informer:
         for key, item in fresh.items():
             old = self.cache.get(key)
             self.cache[key] = item
+            if old is not None and old["metadata"].get("uid") != item["metadata"].get("uid"):
+                self._emit("DELETED", old)  # deleted and re-created while we were away
+                old = None
             if old is None:
                 self._emit("ADDED", item)
             elif old.get("metadata", {}).get("resourceVersion") != item["metadata"].get(

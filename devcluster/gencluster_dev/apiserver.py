@@ -3,6 +3,17 @@
 A thin shell: it authenticates, parses paths, query parameters and bodies, picks the verb and
 renders answers (objects, lists, Tables, watch streams, Status errors). Every semantic rule
 lives in `operations`, `store`, `gc` and the pure helper modules.
+
+Choices where Kubernetes leaves room or where this server is simpler:
+- One port speaks plain HTTP and TLS (self-signed, `ca_pem`): kubectl only sends bearer
+  tokens over TLS, Python clients are happy with `http://`.
+- A list always answers the current state (its `resourceVersion` parameter is accepted and
+  ignored, as `resourceVersionMatch=NotOlderThan` would for any version already reached); a
+  watch from a future resourceVersion waits until the counter passes it.
+- Discovery is the legacy per-group documents (kubectl falls back from aggregated discovery);
+  `/openapi/v2` is 404, `/openapi/v3` serves every group/version with the CRD schemas.
+- Responses are JSON only; protobuf request bodies are understood for the kinds kubectl's
+  imperative `create` commands send (see `protobuf`).
 """
 
 from __future__ import annotations
@@ -43,8 +54,16 @@ from gencluster_dev.operations import (
     Operations,
     parse_rfc3339,
 )
-from gencluster_dev.resources import PODS_KEY, Registry, ResourceType
-from gencluster_dev.store import Store, parse_resource_version
+from gencluster_dev.persistence import Journal
+from gencluster_dev.resources import (
+    CRD_KEY,
+    PODS_KEY,
+    SERVICEACCOUNTS_KEY,
+    Registry,
+    ResourceType,
+)
+from gencluster_dev.store import Store, StoreEvent, parse_resource_version
+from gencluster_dev.tables import table_for
 
 UNAUTHENTICATED_PATHS = {"/version", "/healthz", "/readyz", "/livez"}
 NAMESPACE_SUBRESOURCES = {"status", "finalize"}
@@ -87,6 +106,7 @@ class ApiServer:
             service_network=service_network, clock=_utcnow,
         )
         self.gc = GarbageCollector(self.operations)
+        self.journal = Journal(data_path) if data_path is not None else None
         self._runner: web.AppRunner | None = None
         self._streams: set[asyncio.Task[Any]] = set()
         self._listener: socket.socket | None = None
@@ -101,6 +121,11 @@ class ApiServer:
     # -- life cycle --------------------------------------------------------------------
     async def start(self) -> None:
         """Serve; returns once the socket accepts connections."""
+        if self.journal is not None:
+            self.journal.load(self.store, self.authenticator)
+            for crd in self.store.list(CRD_KEY):
+                self.operations.register_crd(crd)
+            self.store.listeners.append(self._persist)
         self.operations.bootstrap()
         app = web.Application(client_max_size=MAX_BODY_BYTES,
                               middlewares=[self._errors_middleware])
@@ -178,6 +203,12 @@ class ApiServer:
         except (OSError, ssl.SSLError, TimeoutError):
             connection.close()
 
+    def _persist(self, event: StoreEvent) -> None:
+        assert self.journal is not None
+        self.journal.record(event)
+        if event.key == SERVICEACCOUNTS_KEY and event.type == "DELETED":
+            self.journal.record_tokens(self.authenticator)
+
     async def stop(self) -> None:
         """Stop serving; open watches end at once."""
         self.store.close_all_watches()
@@ -198,6 +229,10 @@ class ApiServer:
         if self._tls_dir is not None:
             self._tls_dir.cleanup()
             self._tls_dir = None
+        if self.journal is not None:
+            self.store.listeners.remove(self._persist)
+            self.journal.close()
+            self.journal = None
 
     # -- plumbing ----------------------------------------------------------------------
     @web.middleware
@@ -207,6 +242,7 @@ class ApiServer:
         try:
             return await handler(request)
         except ApiError as error:
+            self.operations.warnings = []  # those of the failed operation
             return _status_response(error)
         except web.HTTPRequestEntityTooLarge:
             return _status_response(ApiError(413, "RequestEntityTooLarge",
@@ -237,7 +273,6 @@ class ApiServer:
                 return _json(discovery.version_info())
             return web.Response(text="ok", content_type="text/plain")
         self.authorize(request, self._identity(request))
-        self.operations.warnings = []
         parts = [p for p in path.split("/") if p]
         if not parts:
             return _json({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez",
@@ -406,7 +441,10 @@ class ApiServer:
         if sub == "token":
             if method != "POST":
                 raise method_not_allowed()
-            return _json(ops.request_token(ns, name, await _read_body(request)), status=201)
+            issued = ops.request_token(ns, name, await _read_body(request))
+            if self.journal is not None:
+                self.journal.record_tokens(self.authenticator)
+            return _json(issued, status=201)
         if sub == "log":
             if method != "GET":
                 raise method_not_allowed()
@@ -417,7 +455,8 @@ class ApiServer:
     def _object_response(
         self, request: web.Request, t: ResourceType, obj: dict[str, Any], status: int
     ) -> web.Response:
-        headers = _warning_headers(self.operations.warnings)
+        warnings, self.operations.warnings = self.operations.warnings, []
+        headers = _warning_headers(warnings)
         if _wants_table(request):
             return _json(self._table(request, t, [obj]), status=status, headers=headers)
         return _json(obj, status=status, headers=headers)
@@ -426,8 +465,6 @@ class ApiServer:
         self, request: web.Request, t: ResourceType, items: list[dict[str, Any]],
         list_meta: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        from gencluster_dev.tables import table_for
-
         include = request.query.get("includeObject") or "Metadata"
         if include not in ("None", "Metadata", "Object"):
             raise bad_request(f'invalid includeObject value: "{include}"')

@@ -87,6 +87,13 @@ class Authenticator:
             issued.service_account_uid,
         )
 
+    def issued_tokens(self) -> dict[str, IssuedToken]:
+        """Every live token (for persistence across restarts)."""
+        return dict(self._issued)
+
+    def restore(self, token: str, issued: IssuedToken) -> None:
+        self._issued[token] = issued
+
     def revoke_service_account(self, namespace: str, name: str) -> None:
         """Forget every token of a deleted ServiceAccount."""
         for token, issued in list(self._issued.items()):

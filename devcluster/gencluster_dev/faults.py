@@ -76,12 +76,12 @@ def ip_ranges_excluding(network: str, excluded: str) -> list[str]:
     net = ipaddress.ip_network(network)
     hole = ipaddress.ip_address(excluded)
     first, last = net.network_address, net.broadcast_address
-    out = []
+    spans = []
     if hole > first:
-        out.append(f"{first}-{hole - 1}")
+        spans.append((first, hole - 1))
     if hole < last:
-        out.append(f"{hole + 1}-{last}")
-    return out
+        spans.append((hole + 1, last))
+    return [str(a) if a == b else f"{a}-{b}" for a, b in spans]
 
 
 class FaultInjector:

@@ -10,6 +10,7 @@ The pure decisions live in `podspec`; this module is the I/O around them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -43,6 +44,7 @@ from .podspec import (
     referenced_objects,
     resolve_port,
     restart_delay,
+    service_env,
     should_restart,
     volume_files,
 )
@@ -122,6 +124,9 @@ class Kubelet:
         self.ips: Pool[str] = pod_ip_pool(pod_network)
         self.uids: Pool[int] | None = uid_pool(run_as_users) if run_as_users else None
         self.setpriv = shutil.which("setpriv")
+        if self.uids is not None and self.setpriv is None:
+            raise RuntimeError("running pods under uids of their own needs `setpriv` "
+                               "(util-linux); install it or run without root")
         self.node_labels = {
             "kubernetes.io/hostname": node_name,
             "kubernetes.io/os": "linux",
@@ -130,8 +135,10 @@ class Kubelet:
             ),
         }
         self.workers: dict[str, PodWorker] = {}
+        self.finished_uids: collections.deque[str] = collections.deque(maxlen=4096)
         self._binding: set[str] = set()
         self._informer = Informer(self.api, "/api/v1/pods", self._on_pod)
+        self.services = Informer(self.api, "/api/v1/services", lambda kind, obj: None)
         self._tasks: set[asyncio.Task] = set()
         self._heartbeat: asyncio.Task | None = None
         self._ready_since = now_rfc3339()
@@ -143,12 +150,15 @@ class Kubelet:
         self.pods_dir.mkdir(parents=True, exist_ok=True)
         await self._register_node()
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="kubelet heartbeat")
+        self.services.start()
+        await asyncio.wait_for(self.services.synced.wait(), 30)
         self._informer.start()
         await asyncio.wait_for(self._informer.synced.wait(), 30)
 
     async def stop(self) -> None:
         """Stop every pod process (SIGTERM, `stop_grace`, SIGKILL); pods stay in the API."""
         await self._informer.stop()
+        await self.services.stop()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -270,6 +280,8 @@ class Kubelet:
         if node != self.node_name:
             return
         if worker is None:
+            if uid in self.finished_uids:
+                return  # late events of a pod this kubelet already stopped and deleted
             worker = PodWorker(self, pod)
             self.workers[uid] = worker
             worker.start()
@@ -430,10 +442,16 @@ class PodWorker:
     # ---------------------------------------------------------------- status
 
     def mark_dirty(self) -> None:
-        """Something the API should know changed: push the status as soon as possible."""
+        """Something the API should know changed: push the status as soon as possible.
+
+        A pod found already Succeeded/Failed (a restarted control plane) is not run again and
+        its recorded status is left alone.
+        """
+        self.write_state()
+        if self.finished:
+            return
         self._version += 1
         self._dirty.set()
-        self.write_state()
 
     async def flush(self, timeout: float) -> None:
         """Wait (bounded) until the status as of now has reached the API server."""
@@ -512,7 +530,7 @@ class PodWorker:
     async def _run(self) -> None:
         pusher = asyncio.create_task(self._pusher(), name=f"status {self.name}")
         try:
-            if not self.finished:
+            if not self.finished and not self.terminating.is_set():
                 await self._setup()
                 if not self.terminating.is_set():
                     await self._run_init_containers()
@@ -541,6 +559,7 @@ class PodWorker:
                 self.write_state()
             if self.kubelet.workers.get(self.uid) is self and self.halting is None:
                 del self.kubelet.workers[self.uid]
+                self.kubelet.finished_uids.append(self.uid)
 
     def _release(self) -> None:
         self.kubelet.ips.release(self.uid)
@@ -592,7 +611,7 @@ class PodWorker:
                 await self._write_kubeconfig()
                 self._materialize_volumes(sources)
                 return
-            except (ContainerConfigError, ApiError, OSError) as exc:
+            except Exception as exc:  # a missing object, the API unreachable: retried
                 message = f"MountVolume.SetUp failed: {exc}"
                 self._waiting_all("ContainerCreating", message)
                 if message not in self._mount_messages:
@@ -692,7 +711,10 @@ class PodWorker:
     def base_env(self, container: dict) -> dict[str, str]:
         """The env every container starts from, before envFrom and env (see docs "Pods")."""
         kubelet = self.kubelet
-        env = {
+        env: dict[str, str] = {}
+        if self.pod.get("spec", {}).get("enableServiceLinks", True) is not False:
+            env.update(service_env(list(kubelet.services.cache.values()), self.namespace))
+        env |= {
             "PATH": f"{kubelet.bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
                     "/sbin:/bin",
             "HOME": str(self.dir),
@@ -800,6 +822,9 @@ class ContainerRunner:
             except ApiError as exc:
                 await self._config_failed("CreateContainerConfigError", str(exc))
                 continue
+            except Exception as exc:  # API unreachable, ...: retried like the kubelet does
+                await self._config_failed("ContainerCreating", f"{type(exc).__name__}: {exc}")
+                continue
             if self.stopping:
                 break
             began = asyncio.get_running_loop().time()
@@ -885,6 +910,8 @@ class ContainerRunner:
         os.close(log_fd)
         self._env = env
         self.pid = self.process.pid
+        if self.stopping:  # a stop raced with the start: it found no pid to signal
+            _signal_group(self.pid, signal.SIGTERM)
         view.state, view.reason, view.message = "running", None, None
         view.exit_code = view.signal = None
         view.finished_at = None

@@ -49,6 +49,7 @@ from gencluster_dev.resources import (
 )
 from gencluster_dev.selectors import SelectorError, parse_field_selector, parse_label_selector
 from gencluster_dev.store import Store
+from gencluster_dev.tables import JsonPathError, evaluate_jsonpath
 from gencluster_dev.validation import (
     drop_fields,
     metadata_causes,
@@ -648,6 +649,7 @@ class Operations:
         if t.key == CRD_KEY and subresource is None:
             new["status"] = self._crd_status(new)
         if dry_run:
+            new_meta["resourceVersion"] = old["metadata"]["resourceVersion"]
             return self.present(t, new)
         if new == {**old, "metadata": {**old["metadata"]}} and self._same_meta(old, new):
             return self.present(t, stored_old)  # no-op updates do not bump resourceVersion
@@ -1041,6 +1043,20 @@ class Operations:
             causes.append(("FieldValueInvalid", "spec.versions",
                            "Invalid value: must have exactly one version marked as storage "
                            "version"))
+        for i, version in enumerate(versions):
+            for j, column in enumerate(version.get("additionalPrinterColumns") or []):
+                where = f"spec.versions[{i}].additionalPrinterColumns[{j}]"
+                if column.get("type") not in ("integer", "number", "string", "boolean", "date"):
+                    causes.append(("FieldValueNotSupported", f"{where}.type",
+                                   f'Unsupported value: "{column.get("type")}": supported '
+                                   'values: "boolean", "date", "integer", "number", "string"'))
+                try:
+                    evaluate_jsonpath({}, str(column.get("jsonPath", "")))
+                except JsonPathError as e:
+                    causes.append(("FieldValueInvalid", f"{where}.jsonPath",
+                                   f'Invalid value: "{column.get("jsonPath")}": {e}'))
+                if not column.get("name"):
+                    causes.append(("FieldValueRequired", f"{where}.name", "Required value"))
         if spec.get("scope") not in ("Namespaced", "Cluster"):
             causes.append(("FieldValueNotSupported", "spec.scope",
                            f'Unsupported value: "{spec.get("scope")}": supported values: '
@@ -1061,7 +1077,11 @@ class Operations:
                                  resource_types_from_crd(crd, schemas.Schema))
 
     def unregister_crd(self, crd: Mapping[str, Any]) -> None:
+        """Stop serving a deleted CRD's resource; its open watches end (clients relist: 404)."""
         self.registry.remove_custom(crd["metadata"]["name"])
+        spec = crd.get("spec") or {}
+        self.store.close_watches((spec.get("group", ""), (spec.get("names") or {}).get(
+            "plural", "")))
 
 
 def _pruned_paths(original: Any, pruned: Any, prefix: str) -> list[str]:

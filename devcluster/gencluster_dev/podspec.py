@@ -448,6 +448,44 @@ def mount_env(
 
 
 # --------------------------------------------------------------------------------------------
+# service links
+
+
+def service_env(services: list[dict], namespace: str) -> dict[str, str]:
+    """The docker-links style variables Kubernetes gives pods for the Services of their
+    namespace (`enableServiceLinks`), e.g. `WEB_SERVICE_HOST`, `WEB_SERVICE_PORT`,
+    `WEB_PORT_80_TCP_ADDR`. Headless Services get none. The API server's own `kubernetes`
+    Service is left out: KUBERNETES_SERVICE_HOST/PORT name the API server itself, so the
+    pod's API traffic is its own (and `cut-apiserver` can cut it).
+    """
+    env: dict[str, str] = {}
+    for service in sorted(services, key=lambda s: s["metadata"]["name"]):
+        meta, spec = service["metadata"], service.get("spec") or {}
+        ip = spec.get("clusterIP")
+        ports = spec.get("ports") or []
+        if (meta.get("namespace", "default") != namespace or not ip or ip == "None"
+                or not ports or meta["name"] == "kubernetes"):
+            continue
+        prefix = re.sub(r"[^A-Z0-9]", "_", meta["name"].upper())
+        env[f"{prefix}_SERVICE_HOST"] = ip
+        env[f"{prefix}_SERVICE_PORT"] = str(ports[0]["port"])
+        first = ports[0]
+        env[f"{prefix}_PORT"] = (f"{first.get('protocol', 'TCP').lower()}://{ip}:"
+                                 f"{first['port']}")
+        for port in ports:
+            number, protocol = str(port["port"]), port.get("protocol", "TCP")
+            if port.get("name"):
+                name = re.sub(r"[^A-Z0-9]", "_", port["name"].upper())
+                env[f"{prefix}_SERVICE_PORT_{name}"] = number
+            base = f"{prefix}_PORT_{number}_{protocol}"
+            env[base] = f"{protocol.lower()}://{ip}:{number}"
+            env[f"{base}_PROTO"] = protocol.lower()
+            env[f"{base}_PORT"] = number
+            env[f"{base}_ADDR"] = ip
+    return env
+
+
+# --------------------------------------------------------------------------------------------
 # ServiceAccount kubeconfig
 
 

@@ -132,13 +132,27 @@ def desired_endpoints(service: dict, pods: list[dict]) -> dict | None:
     }
 
 
+def _subsets_signature(subsets: list[dict] | None) -> list:
+    """What matters in Endpoints subsets, insensitive to fields a server may default."""
+    def addresses(items: list[dict] | None) -> list:
+        return sorted((a.get("ip"), (a.get("targetRef") or {}).get("uid"), a.get("nodeName"))
+                      for a in items or [])
+
+    return sorted(
+        (addresses(s.get("addresses")), addresses(s.get("notReadyAddresses")),
+         sorted((p.get("name", ""), int(p["port"]), p.get("protocol", "TCP"))
+                for p in s.get("ports") or []))
+        for s in subsets or []
+    )
+
+
 def endpoints_differ(current: dict | None, desired: dict) -> bool:
     """Whether writing `desired` would change anything (subsets and labels)."""
     if current is None:
         return True
-    return (current.get("subsets") or []) != desired["subsets"] or (
-        current.get("metadata", {}).get("labels") or {}
-    ) != desired["metadata"]["labels"]
+    return _subsets_signature(current.get("subsets")) != _subsets_signature(
+        desired["subsets"]
+    ) or (current.get("metadata", {}).get("labels") or {}) != desired["metadata"]["labels"]
 
 
 def listen_targets(service: dict) -> list[tuple[str, int, dict]]:

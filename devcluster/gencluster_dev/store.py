@@ -162,6 +162,16 @@ class Store:
         for listener in list(self.listeners):
             listener(event)
 
+    def restore(self, objects: list[tuple[ResourceKey, dict[str, Any]]], resource_version: int
+                ) -> None:
+        """Load persisted objects; the (empty) history starts at `resource_version`, so a
+        watch from an older version gets 410 and relists, as after an etcd compaction."""
+        for key, obj in objects:
+            meta = obj["metadata"]
+            self._objects[(key, meta.get("namespace", ""), meta["name"])] = obj
+        self._resource_version = max(self._resource_version, resource_version)
+        self._compacted_rv = self._resource_version
+
     # -- watches -----------------------------------------------------------------------
     def watch(
         self, key: ResourceKey, namespace: str | None, since_rv: int
@@ -182,6 +192,12 @@ class Store:
 
     def stop_watch(self, watcher: Watcher) -> None:
         if watcher in self._watchers:
+            self._watchers.remove(watcher)
+
+    def close_watches(self, key: ResourceKey) -> None:
+        """End the watches of one resource (its CRD is gone)."""
+        for watcher in [w for w in self._watchers if w.key == key]:
+            watcher.queue.put_nowait(None)
             self._watchers.remove(watcher)
 
     def close_all_watches(self) -> None:

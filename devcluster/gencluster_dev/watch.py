@@ -131,7 +131,12 @@ async def stream(
                 break
             seen_as = translate(event, spec.matches)
             if seen_as is not None:
-                await send(seen_as, spec.render(present(event.object)))
+                try:
+                    rendered = spec.render(present(event.object))
+                except ApiError as error:  # e.g. a Table column that cannot be rendered
+                    await response.write(error_line(error))
+                    break
+                await send(seen_as, rendered)
         await response.write_eof()
     except (ConnectionResetError, RuntimeError):
         pass  # the client went away; nothing left to tell it

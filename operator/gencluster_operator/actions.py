@@ -8,6 +8,7 @@ or take a pod away) appear at most once per plan; see `DISRUPTIVE`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from gencluster_operator.events import EventReason, EventType, FailoverReason
 
@@ -29,6 +30,10 @@ class DeletePod:
     uid: str
     reason: str
 
+    def delete_options(self) -> dict[str, Any]:
+        """The DeleteOptions body: the uid precondition (409 if the name now has another pod)."""
+        return {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": self.uid}}
+
 
 @dataclass(frozen=True)
 class ClearLease:
@@ -39,6 +44,13 @@ class ClearLease:
     holder: str
     resource_version: str
     reason: FailoverReason
+
+    def lease_patch(self) -> dict[str, Any]:
+        """The JSON merge patch for the Lease: the resourceVersion makes it conditional."""
+        return {
+            "metadata": {"resourceVersion": self.resource_version},
+            "spec": {"holderIdentity": None},
+        }
 
 
 @dataclass(frozen=True)
@@ -65,10 +77,12 @@ class MergeStates:
 @dataclass(frozen=True)
 class Demote:
     """Ask a stale active (a lower epoch than the Lease's, partitionPolicy Fenced) to step
-    down through the admin Demote RPC; fencing already keeps it from acknowledging writes."""
+    down through the admin Demote RPC and follow `follow` (the winner; the shell passes its
+    `podIP:port` as `follow_address`). Fencing already keeps it from acknowledging writes."""
 
     pod: str
     epoch: int
+    follow: str
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,10 @@ class RemoveAnnotation:
     """Remove an annotation from the ClusteredServer (a handled switchover request)."""
 
     key: str
+
+    def resource_patch(self) -> dict[str, Any]:
+        """The JSON merge patch for the ClusteredServer (null removes the key)."""
+        return {"metadata": {"annotations": {self.key: None}}}
 
 
 @dataclass(frozen=True)

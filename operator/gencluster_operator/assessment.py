@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from gencluster_operator import desired
+from gencluster_operator import desired, names
 from gencluster_operator.events import FailoverReason
 from gencluster_operator.observed import Observed, ObservedPod
 from gencluster_operator.spec import ClusterSpec, cluster_spec
@@ -66,12 +66,18 @@ class Assessment:
         """Ready, running and in the published in-sync set: it could take over right now."""
         return (
             pod.running and pod.ready and not pod.deleting and pod.name in self.in_sync
-            and (pod.runtime is None or pod.runtime.role != "active")
+            and (pod.runtime is None or pod.runtime.role != names.ROLE_ACTIVE)
         )
 
     @property
     def settled_standbys(self) -> tuple[ObservedPod, ...]:
         return tuple(p for p in self.standbys if self.is_settled_standby(p))
+
+    @property
+    def ordinals_in_use(self) -> list[int]:
+        """The wanted ordinals and those of pods that still exist: the pods the Role must let
+        patch their own label (`desired.role(..., pod_ordinals=...)`)."""
+        return sorted(set(range(self.spec.replicas)) | {p.ordinal or 0 for p in self.pods})
 
     def crash_looping(self, pod: ObservedPod) -> bool:
         return pod.container.reason == CRASH_LOOP_REASON
@@ -142,14 +148,14 @@ def assess(observed: Observed) -> Assessment:
     failed = tuple(p for p in pods if not p.deleting and p.phase in ("Failed", "Succeeded"))
     terminating = tuple(p for p in pods if p.deleting)
     handover = observed.handover
-    pending = bool(
-        handover is not None and lease is not None and lease.holder == handover.from_pod
-        and observed.now - handover.started_at < timedelta(seconds=spec.lease.duration_seconds)
+    recent = handover is not None and (
+        observed.now - handover.started_at < timedelta(seconds=spec.lease.duration_seconds)
     )
+    pending = bool(recent and handover and lease and lease.holder == handover.from_pod)
     # A graceful handover's source may still say "active" for a moment: not a split brain.
-    source = handover.from_pod if handover is not None else None
+    source = handover.from_pod if handover is not None and recent else None
     actives = sorted(
-        (p for p in pods if p.reports_active and not (pending and p.name == source)),
+        (p for p in pods if p.reports_active and p.name != source),
         key=lambda p: claim_order(observed, p),
     )
     not_runnable = tuple(

@@ -171,9 +171,10 @@ def _grpc_probe(
 
 
 def termination_grace_seconds(spec: ClusterSpec) -> int:
-    """Time for a graceful stop: the runtime hands the Lease to the most up-to-date standby,
-    which may take up to a renew deadline to confirm, then drains; a lease duration on top
-    covers a standby that must first catch up. Never below Kubernetes' usual 30 s."""
+    """Time for a graceful stop before the kubelet's SIGKILL: the runtime waits up to a renew
+    deadline for the most up-to-date standby to take the Lease, then drains in-flight calls;
+    a lease duration on top keeps a slow handover from ever being cut short, since a killed
+    active costs a full failover. Never below Kubernetes' usual 30 s."""
     lease = spec.lease
     return max(MIN_TERMINATION_GRACE_SECONDS, lease.duration_seconds + lease.renew_deadline_seconds)
 

@@ -55,13 +55,24 @@ class ContainerState:
     restart_count: int = 0
 
 
+ROLE_JOINING = "joining"
+ROLE_STOPPED = "stopped"
+
+
 @dataclass(frozen=True)
 class RuntimeStatus:
-    """A pod's own answer to the admin Status RPC (None in `ObservedPod` when unreachable)."""
+    """A pod's own answer to the Admin Status RPC (None in `ObservedPod` when unreachable).
+
+    `role` is the proto `Role` name without its prefix, in lower case: `active`, `standby`,
+    `joining` (snapshot or catch-up under way) or `stopped` (fenced, demoted, shutting down).
+    `standby_lag` is filled from the active's reply only: (pod name, entries not yet
+    acknowledged) per standby it streams to.
+    """
 
     role: str
     epoch: int
     applied_sequence: int
+    standby_lag: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,8 +128,10 @@ class LeaseState:
 
 @dataclass(frozen=True)
 class Handover:
-    """A planned handover the shell started (a Switchover action) and remembers until the
-    Lease moves or `plan` gives up waiting; it lets `plan` wait instead of asking twice and
+    """A planned handover the shell started (a Switchover action). The shell keeps the latest
+    one for one lease duration after `started_at` (a restarted operator simply has none): it
+    lets `plan` wait instead of asking twice, keeps the handover's source, which may say
+    "active" for a moment after the Lease moved, from looking like a split brain, and lets
     `status_for` name the reason of the move."""
 
     from_pod: str

@@ -15,7 +15,8 @@ action of the plan; later ones wait for a later pass):
    at equal epochs the Lease holder, then more applied entries, then the lower ordinal.
    Failed merges are retried with exponential back-off. Nothing else disruptive meanwhile.
 3. **In flight** — a handover the shell started that the Lease has not yet reflected (for up
-   to one lease duration), or a pod still terminating: wait.
+   to one lease duration), a pod still terminating, or a pod other than the holder still
+   saying it is active: wait.
 4. **Switchover request** (annotation `gencluster.io/switchover-to` on the ClusteredServer):
    to a Ready, running, in-sync standby of the wanted ordinals → Switchover; anything else →
    a SwitchoverRejected Event saying why, and the annotation is removed. The annotation is
@@ -61,7 +62,7 @@ from gencluster_operator.spec import AVAILABLE
 MAX_MERGE_BACKOFF_SECONDS = 300
 
 Step = list[Action]
-"""One disruptive action followed by the Event that reports it."""
+"""At most one disruptive action, followed by the Event that reports it (if any)."""
 
 
 def plan(observed: Observed) -> list[Action]:
@@ -81,7 +82,7 @@ def _disruptive_step(observed: Observed, facts: Assessment) -> tuple[Step, Step]
     if facts.split_brain:
         return _split_brain(observed, facts), []
     annotation, switchover = _switchover_request(observed, facts)
-    if facts.handover_pending or facts.terminating:
+    if facts.handover_pending or facts.terminating or _stray_active(facts):
         return [], annotation
     if switchover:
         return switchover, annotation
@@ -90,6 +91,12 @@ def _disruptive_step(observed: Observed, facts: Assessment) -> tuple[Step, Step]
         if step:
             return step, annotation
     return [], annotation
+
+
+def _stray_active(facts: Assessment) -> bool:
+    """A pod other than the Lease holder still says it is active (a handover's source that
+    has not stepped down yet): wait, never delete or hand over around it."""
+    return any(p.reports_active and p is not facts.active for p in facts.pods)
 
 
 # -- 1. failover assist ------------------------------------------------------------------------
@@ -136,7 +143,7 @@ def _split_brain(observed: Observed, facts: Assessment) -> Step:
     winner, loser = facts.reporting_active[0], facts.reporting_active[-1]
     assert winner.runtime is not None and loser.runtime is not None
     if facts.spec.partition_policy != AVAILABLE:
-        return [Demote(loser.name, loser.runtime.epoch)]
+        return [Demote(loser.name, loser.runtime.epoch, winner.name)]
     last = observed.last_merge
     if (
         last is not None and not last.succeeded

@@ -106,14 +106,19 @@ def status_for(
 
 
 def _standbys(facts: Assessment) -> list[dict[str, Any]]:
-    """Each standby with `inSync` and, when both it and the active report, its `lag`."""
+    """Each standby with `inSync` and its `lag`: as the active reports it (entries not yet
+    acknowledged), else the difference of applied sequences when both pods report, else
+    left out."""
     active = facts.active
-    head = active.runtime.applied_sequence if active and active.runtime else None
+    report = active.runtime if active else None
+    reported = dict(report.standby_lag) if report else {}
     entries = []
     for pod in facts.standbys:
         entry: dict[str, Any] = {"pod": pod.name, "inSync": pod.name in facts.in_sync}
-        if head is not None and pod.runtime is not None:
-            entry["lag"] = max(0, head - pod.runtime.applied_sequence)
+        if pod.name in reported:
+            entry["lag"] = max(0, reported[pod.name])
+        elif report is not None and pod.runtime is not None:
+            entry["lag"] = max(0, report.applied_sequence - pod.runtime.applied_sequence)
         entries.append(entry)
     return entries
 

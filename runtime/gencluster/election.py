@@ -65,29 +65,34 @@ class ElectionConfig:
     retry_period: float = 2.0
 
     def __post_init__(self) -> None:
-        problems = config_problems(self)
+        problems = lease_timing_problems(
+            self.lease_duration, self.renew_deadline, self.retry_period
+        )
         if problems:
             raise ElectionConfigError("; ".join(problems))
 
 
-def config_problems(config: ElectionConfig) -> list[str]:
-    """Every reason `config` is unsafe, worded for a user editing the spec's `lease` field."""
+def lease_timing_problems(duration: Any, deadline: Any, retry: Any) -> list[str]:
+    """Every reason these timings are unsafe, worded for a user editing the spec's `lease`
+    field (the operator reports them in its Degraded condition)."""
     problems = []
-    duration, deadline, retry = config.lease_duration, config.renew_deadline, config.retry_period
     if not isinstance(duration, int) or isinstance(duration, bool) or duration < 1:
-        problems.append(f"leaseDuration must be a whole number of seconds >= 1, got {duration!r}")
+        problems.append(
+            f"lease.durationSeconds must be a whole number of seconds >= 1, got {duration!r}"
+        )
     if not retry > 0:
-        problems.append(f"retryPeriod must be positive, got {retry!r}")
+        problems.append(f"lease.retryPeriodSeconds must be positive, got {retry!r}")
     if not deadline > JITTER_FACTOR * retry:
         problems.append(
-            f"renewDeadline ({deadline}) must be greater than {JITTER_FACTOR} x retryPeriod "
-            f"({retry}), so that a renewal can be retried before the deadline"
+            f"lease.renewDeadlineSeconds ({deadline}) must be greater than {JITTER_FACTOR} x "
+            f"lease.retryPeriodSeconds ({retry}), so that a renewal can be retried before "
+            "the deadline"
         )
     if isinstance(duration, int | float) and not duration >= deadline + retry:
         problems.append(
-            f"leaseDuration ({duration}) must be at least renewDeadline + retryPeriod "
-            f"({deadline} + {retry}), so that a fenced active stops serving before anyone "
-            "else can take the lease"
+            f"lease.durationSeconds ({duration}) must be at least lease.renewDeadlineSeconds + "
+            f"lease.retryPeriodSeconds ({deadline} + {retry}), so that a fenced active stops "
+            "serving before anyone else can take the lease"
         )
     return problems
 
@@ -141,7 +146,8 @@ class Candidacy(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Acquire:
-    """Write `record` (create it when `create`); on success, serve as active at `epoch`."""
+    """Write `record` (create it when `create`); on success, serve as active at `epoch`, with
+    `Leadership(epoch, renewed_at=<monotonic time at which the write was sent>)`."""
 
     record: LeaseRecord
     epoch: int

@@ -129,6 +129,18 @@ class OutOfOrder(LogError):
     """An entry whose sequence number is not the next one."""
 
 
+def check_next_entry(entry: LogEntry, last_seq: int, last_epoch: int, *, holder: str) -> None:
+    """Refuse an entry that does not directly follow (`last_seq`, `last_epoch`): a lower
+    epoch is a deposed active's, a gap or repeat is a broken stream. `holder` names whose
+    position it is in the message ("the log's", "the applied")."""
+    if entry.epoch < last_epoch:
+        raise StaleEpoch(
+            f"entry {entry.seq} has epoch {entry.epoch}, below {holder} epoch {last_epoch}"
+        )
+    if entry.seq != last_seq + 1:
+        raise OutOfOrder(f"expected entry {last_seq + 1}, got {entry.seq}")
+
+
 @dataclass(frozen=True, slots=True)
 class CatchUp:
     """The entries a standby is missing, oldest first (possibly none)."""
@@ -200,13 +212,7 @@ class ReplicationLog:
 
     def accept(self, entry: LogEntry) -> None:
         """Standby side: add an entry received from the active, which must be the next one."""
-        if entry.epoch < self.last_epoch:
-            raise StaleEpoch(
-                f"entry {entry.seq} has epoch {entry.epoch}, below the log's epoch "
-                f"{self.last_epoch}"
-            )
-        if entry.seq != self.last_seq + 1:
-            raise OutOfOrder(f"expected entry {self.last_seq + 1}, got {entry.seq}")
+        check_next_entry(entry, self.last_seq, self.last_epoch, holder="the log's")
         self._entries.append(entry)
         self._bytes += entry.command.size
         self._evict()

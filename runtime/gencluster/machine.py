@@ -29,10 +29,9 @@ from gencluster.log import (
     Event,
     HandlerError,
     LogEntry,
-    OutOfOrder,
     ReplyRecord,
     Snapshot,
-    StaleEpoch,
+    check_next_entry,
 )
 from gencluster.server import Context, GenServer
 
@@ -78,6 +77,21 @@ class EventRead:
     events: tuple[Event, ...]
     first_available: int
     next_number: int
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """Where a subscription starts: the retained events to send first, then live events
+    numbered from `next_number` on. `missed` counts events skipped because they were no
+    longer retained (only when the subscriber accepted a gap)."""
+
+    events: tuple[Event, ...]
+    missed: int
+    next_number: int
+
+
+class SubscriptionError(Exception):
+    """A subscription that cannot start where asked (gRPC OUT_OF_RANGE)."""
 
 
 class RestoreError(Exception):
@@ -195,13 +209,7 @@ class StateMachine:
     def apply(self, entry: LogEntry, *, request: Any = _NOT_DECODED) -> Outcome:
         """Apply the next entry. `request` may pass the already-decoded payload (the active
         decoded it to check read-only and validity; decoding again would be wasted work)."""
-        if entry.epoch < self._applied_epoch:
-            raise StaleEpoch(
-                f"entry {entry.seq} has epoch {entry.epoch}, below the applied epoch "
-                f"{self._applied_epoch}"
-            )
-        if entry.seq != self._applied_seq + 1:
-            raise OutOfOrder(f"expected entry {self._applied_seq + 1}, got {entry.seq}")
+        check_next_entry(entry, self._applied_seq, self._applied_epoch, holder="the applied")
         self._applied_seq = entry.seq
         self._applied_epoch = entry.epoch
         command = entry.command
@@ -237,6 +245,31 @@ class StateMachine:
         skip = max(0, from_event - first_available)
         events = tuple(event for index, event in enumerate(retained) if index >= skip)
         return EventRead(events, first_available, next_number)
+
+    def backlog(self, topic: str, from_event: int | None, *, accept_gap: bool) -> Backlog:
+        """Start a subscription to `topic` at event `from_event` (None: live events only).
+
+        Refuses a start beyond the topic's next number: a subscriber that saw events this
+        replica does not have (possible only after an Async failover) would otherwise skip
+        the new events that reuse those numbers. The shell still sends only events whose
+        entry is acknowledged, as for live ones.
+        """
+        read = self.events_from(topic, 1 if from_event is None else from_event)
+        if from_event is None:
+            return Backlog((), 0, read.next_number)
+        if from_event > read.next_number:
+            raise SubscriptionError(
+                f"topic {topic!r} has events up to {read.next_number - 1}; cannot resume "
+                f"from {from_event}"
+            )
+        missed = max(0, read.first_available - max(from_event, 1))
+        if missed and not accept_gap:
+            raise SubscriptionError(
+                f"events {from_event} to {read.first_available - 1} of topic {topic!r} are "
+                "no longer retained; resubscribe accepting the gap, or from "
+                f"{read.first_available}"
+            )
+        return Backlog(read.events, missed, read.next_number)
 
     def next_event_number(self, topic: str) -> int:
         return self._next_event.get(topic, 1)

@@ -9,6 +9,18 @@ one place, and tested without sockets:
   returned `Submission` holds the entry to replicate (None when nothing needs replicating).
 - standby: `receive` each entry from the active, in order, with its epoch checked.
 - both: `catch_up` for a reconnecting standby, `snapshot` and `from_snapshot` for joins.
+
+How the active's shell uses a `Submission` (with `acks.AckTracker`):
+
+1. Submit requests one at a time, in arrival order (gen_server semantics); the handler runs
+   here, synchronously, and the entry is appended before the next request is submitted.
+2. Send `entry` (if any) to every standby (pipelined, batched) and tell the tracker
+   `appended(entry.seq)`.
+3. Answer the client only when `tracker.acknowledged_seq >= outcome.record.seq`: for a new
+   entry, a duplicate (its original entry may still be unacknowledged) and a read-only call
+   alike (a read must not reveal an entry that a failover could still lose).
+4. Deliver `outcome.events` to subscribers under the same condition, so that a subscriber
+   never sees an event that the next active does not have.
 """
 
 from __future__ import annotations

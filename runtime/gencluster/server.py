@@ -21,6 +21,25 @@ Rules a handler must follow, and why:
 - Declare calls that change nothing by overriding `is_read_only(request)`: they are answered
   by the active without replication (their new state is discarded, and `ctx.publish` refuses).
 
+A complete server (the article's id_server):
+
+    class IdServer(GenServer):
+        def init(self, args):
+            return 0
+
+        def handle_call(self, request, ctx, state):
+            if request == "next_value":
+                return state + 1, state + 1
+            if request == "current":
+                return state, state
+            return super().handle_call(request, ctx, state)  # UnknownRequest
+
+        def is_read_only(self, request):
+            return request == "current"
+
+        def merge(self, state_a, state_b):
+            return max(state_a, state_b)
+
 `load_server_class("module:Class")` imports the class named in a ClusteredServer spec, with
 error messages written for the operator's Degraded condition.
 """

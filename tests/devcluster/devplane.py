@@ -55,12 +55,14 @@ class DevPlane:
         self.thread.start()
         self.run(self.cluster.start())
         config = yaml.safe_load((self.dev_dir / "kubeconfig").read_text())
-        self.server = config["clusters"][0]["cluster"]["server"]
         self.token = config["users"][0]["user"]["token"]
         self.instance = json.loads((self.dev_dir / "instance.json").read_text())
+        api = self.cluster._api
+        assert api is not None
+        self.server = api.url  # plain http: what the kubelet and Python clients use
         self.kubectl_config = self.dev_dir / "kubeconfig"
-        api = getattr(self.cluster, "_api", None)
-        if self.server.startswith("http:") and getattr(api, "ca_pem", None):
+        if config["clusters"][0]["cluster"]["server"].startswith("http:") and getattr(
+                api, "ca_pem", None):
             # kubectl sends no token over http (shared notes): same token, TLS endpoint
             config["clusters"][0]["cluster"] = {
                 "server": api.tls_url,

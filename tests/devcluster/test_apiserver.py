@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import time
 from typing import Any
 from urllib.parse import urlparse
 
+import aiohttp
 import pytest
+from gencluster_dev.apiserver import ApiServer
+from gencluster_dev.resources import BUILTINS
 
 from tests.devcluster.conftest import RunningApiServer, poll
 
@@ -436,8 +440,6 @@ WEIRD_VALUES = [None, 1, "s", [1], True, {"a": [None]}, {"containers": "x"},
 def test_wrongly_typed_fields_never_cause_a_500(
     apiserver: RunningApiServer, namespace: str
 ) -> None:
-    from gencluster_dev.resources import BUILTINS
-
     for t in BUILTINS:
         prefix = f"/api/{t.version}" if not t.group else f"/apis/{t.group}/{t.version}"
         base = f"{prefix}/namespaces/{namespace}/{t.plural}" if t.namespaced else \
@@ -513,3 +515,121 @@ def test_events_are_one_store_served_in_both_groups(
     _, listing = apiserver.request(
         "GET", f"/api/v1/namespaces/{namespace}/events?fieldSelector=involvedObject.name%3Dp")
     assert [e["metadata"]["name"] for e in listing["items"]] == ["e1"]
+
+
+def test_stop_ends_open_watches_promptly(tmp_path: Any) -> None:
+    async def scenario() -> float:
+        server = ApiServer(host="127.0.250.1", port=0, admin_token="t",
+                           service_network="127.250.128.0/17", pods_dir=tmp_path)
+        await server.start()
+        headers = {"Authorization": "Bearer t"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            response = await session.get(
+                f"{server.url}/api/v1/namespaces?watch=true&allowWatchBookmarks=true")
+            assert (await response.content.readline()).startswith(b'{"type":"ADDED"')
+            started = asyncio.get_running_loop().time()
+            await server.stop()
+            async with asyncio.timeout(5):
+                while await response.content.readline():
+                    pass
+            return asyncio.get_running_loop().time() - started
+
+    assert asyncio.run(scenario()) < 3
+
+
+def test_crd_with_a_broken_printer_column_is_rejected(apiserver: RunningApiServer) -> None:
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "things.example.org"},
+           "spec": {"group": "example.org", "scope": "Namespaced",
+                    "names": {"plural": "things", "kind": "Thing"},
+                    "versions": [{"name": "v1", "served": True, "storage": True,
+                                  "additionalPrinterColumns": [
+                                      {"name": "X", "type": "string", "jsonPath": ".spec["}]}]}}
+    status, error = apiserver.request(
+        "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    assert status == 422
+    assert error["details"]["causes"][0]["field"] == \
+        "spec.versions[0].additionalPrinterColumns[0].jsonPath"
+
+
+def test_objects_rv_crds_and_tokens_survive_a_restart_with_data_path(tmp_path: Any) -> None:
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "notes.example.org"},
+           "spec": {"group": "example.org", "scope": "Namespaced",
+                    "names": {"plural": "notes", "kind": "Note"},
+                    "versions": [{"name": "v1", "served": True, "storage": True,
+                                  "schema": {"openAPIV3Schema": {
+                                      "type": "object",
+                                      "x-kubernetes-preserve-unknown-fields": True}}}]}}
+
+    async def session_on(server: ApiServer) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(headers={"Authorization": "Bearer t"},
+                                     base_url=server.url)
+
+    async def scenario() -> None:
+        def make() -> ApiServer:
+            return ApiServer(host="127.0.250.1", port=0, admin_token="t",
+                             service_network="127.250.128.0/17", pods_dir=tmp_path,
+                             data_path=tmp_path / "state.db")
+
+        first = make()
+        await first.start()
+        async with await session_on(first) as http:
+            await http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                            json=crd)
+            response = await http.post("/apis/example.org/v1/namespaces/default/notes", json={
+                "apiVersion": "example.org/v1", "kind": "Note", "metadata": {"name": "n"},
+                "text": "kept"})
+            assert response.status == 201
+            issued = await (await http.post(
+                "/api/v1/namespaces/default/serviceaccounts/default/token", json={})).json()
+        before = first.store.resource_version
+        await first.stop()
+
+        second = make()
+        await second.start()
+        try:
+            assert second.store.resource_version == before  # nothing new was written
+            async with await session_on(second) as http:
+                note = await (await http.get("/apis/example.org/v1/namespaces/default/notes/n")
+                              ).json()
+                assert note["text"] == "kept"
+                token = issued["status"]["token"]
+                async with aiohttp.ClientSession(
+                        headers={"Authorization": f"Bearer {token}"}) as robot:
+                    assert (await robot.get(f"{second.url}/api/v1/namespaces")).status == 200
+                created = await (await http.post("/api/v1/namespaces/default/configmaps", json={
+                    "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}})).json()
+                assert int(created["metadata"]["resourceVersion"]) == before + 1
+                watch = await http.get(
+                    "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=2")
+                line = json.loads(await watch.content.readline())
+                assert line["type"] == "ERROR" and line["object"]["code"] == 410
+        finally:
+            await second.stop()
+
+    asyncio.run(scenario())
+
+
+def test_pod_log_follow_streams_until_the_pod_is_gone(
+    apiserver: RunningApiServer, namespace: str
+) -> None:
+    base = f"/api/v1/namespaces/{namespace}/pods"
+    _, created = apiserver.request("POST", base, pod("p"))
+    logs = apiserver.pods_dir / f"{namespace}_p_{created['metadata']['uid']}" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "c0.log").write_text("first\n")
+    url = urlparse(apiserver.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    connection.request("GET", f"{base}/p/log?follow=true",
+                       headers={"Authorization": "Bearer test-admin-token"})
+    response = connection.getresponse()
+    assert response.readline() == b"first\n"
+    with (logs / "c0.log").open("a") as log:
+        log.write("second\n")
+    assert response.readline() == b"second\n"
+    started = time.monotonic()
+    apiserver.request("DELETE", f"{base}/p")
+    assert response.read() == b""  # the stream ends once the pod is gone
+    assert time.monotonic() - started < 5
+    connection.close()

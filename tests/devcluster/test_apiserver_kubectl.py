@@ -211,3 +211,27 @@ def test_imperative_creates_sent_as_protobuf(apiserver: RunningApiServer) -> Non
                                   "name": "r"}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "robot",
                                     "namespace": "proto"}]
+
+
+def test_explain_reads_the_crd_schema_from_openapi_v3(
+    apiserver: RunningApiServer, crd: None
+) -> None:
+    out = apiserver.kubectl("explain", "csrv.spec.replicas").stdout
+    assert "KIND:       ClusteredServer" in out
+    assert "replicas" in out and "integer" in out
+
+
+def test_custom_resource_status_and_invalid_message_over_http(
+    apiserver: RunningApiServer, namespace: str, crd: None
+) -> None:
+    base = f"/apis/gencluster.io/v1alpha1/namespaces/{namespace}/clusteredservers"
+    body = yaml.safe_load(csrv("s"))
+    body["status"] = {"phase": "Ignored"}
+    status, created = apiserver.request("POST", base, body)
+    assert status == 201 and "status" not in created  # status comes only through /status
+    status, error = apiserver.request("POST", base, yaml.safe_load(csrv("bad", replicas=0)))
+    assert status == 422
+    assert error["message"].startswith('ClusteredServer.gencluster.io "bad" is invalid: ')
+    assert {c["field"] for c in error["details"]["causes"]} >= {"spec.replicas"}
+    assert error["details"]["group"] == "gencluster.io"
+    assert error["details"]["kind"] == "ClusteredServer"

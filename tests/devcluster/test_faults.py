@@ -31,6 +31,8 @@ def test_pod_refs_and_ranges() -> None:
     assert ip_ranges_excluding("127.9.64.0/18", "127.9.64.3") == [
         "127.9.64.0-127.9.64.2", "127.9.64.4-127.9.127.255"]
     assert ip_ranges_excluding("127.9.64.0/30", "127.9.64.0") == ["127.9.64.1-127.9.64.3"]
+    assert ip_ranges_excluding("127.9.64.0/30", "127.9.64.1") == [
+        "127.9.64.0", "127.9.64.2-127.9.64.3"]
 
 
 def test_missing_instance_is_a_clear_error(tmp_path: Path) -> None:

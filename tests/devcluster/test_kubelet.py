@@ -369,3 +369,43 @@ def test_stop_leaves_no_process(tmp_path: Path) -> None:
         plane.stop()
     for pid in [*pids, *child]:
         wait_for(lambda pid=pid: not pid_alive(pid), 5, f"pid {pid} gone")
+
+
+def test_missing_volume_source_waits_then_mounts(plane: DevPlane) -> None:
+    pod = python_pod("needsvolume", "import os, time\n"
+                     "print(open(os.environ['GENCLUSTER_DEV_MOUNT_CFG'] + '/k').read())\n"
+                     "time.sleep(600)", container={
+                         "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]},
+                     volumes=[{"name": "cfg", "configMap": {"name": "arrives-later"}}])
+    plane.create(pod)
+    waiting = wait_for(lambda: plane.container_status("needsvolume").get("state", {}).get(
+        "waiting", {}).get("message"), 15, "waiting on the volume")
+    assert "arrives-later" in waiting
+    assert plane.container_status("needsvolume")["state"]["waiting"]["reason"] == \
+        "ContainerCreating"
+    wait_for(lambda: any(e["reason"] == "FailedMount" for e in plane.events("needsvolume")),
+             10, "FailedMount event")
+    plane.create({"kind": "ConfigMap", "metadata": {"name": "arrives-later"},
+                  "data": {"k": "value"}})
+    plane.wait_running("needsvolume")
+    wait_for(lambda: "value" in plane.log("needsvolume"), 10, "volume content")
+    plane.delete_pod("needsvolume")
+    plane.wait_gone("needsvolume")
+
+
+def test_pods_in_another_namespace(plane: DevPlane) -> None:
+    plane.ok("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                            "metadata": {"name": "team"}})
+    plane.create(python_pod("worker", "import os, time\nprint(os.environ['NS'])\n"
+                            "time.sleep(600)", container={"env": [
+                                {"name": "NS", "valueFrom": {"fieldRef": {
+                                    "fieldPath": "metadata.namespace"}}}]}), namespace="team")
+    pod = wait_for(lambda: (p := plane.pod("worker", "team")) and (p.get("status") or {}).get(
+        "phase") == "Running" and p, 20, "worker running")
+    assert plane.pod_dir(pod).name.startswith("team_worker_")
+    state = plane.state("worker", "team")
+    assert state["namespace"] == "team"
+    wait_for(lambda: (plane.pod_dir(pod) / "logs" / "main.log").read_text() == "team\n", 10,
+             "namespace in env")
+    plane.delete_pod("worker", namespace="team")
+    wait_for(lambda: plane.pod("worker", "team") is None, 10, "worker deleted")

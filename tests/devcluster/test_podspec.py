@@ -29,6 +29,7 @@ from gencluster_dev.podspec import (
     resolve_port,
     resource_field_value,
     restart_delay,
+    service_env,
     should_restart,
     volume_files,
 )
@@ -289,3 +290,25 @@ def test_pod_kubeconfig_uses_tls_when_given_the_ca() -> None:
     tls = pod_kubeconfig(server="https://127.2.0.1:6443", token="t", namespace="ns",
                          account="sa", ca_pem=b"PEM")
     assert tls["clusters"][0]["cluster"]["certificate-authority-data"] == b64("PEM")
+
+
+def test_service_links() -> None:
+    services = [
+        {"metadata": {"name": "web-front", "namespace": "shop"},
+         "spec": {"clusterIP": "127.2.128.7", "ports": [{"name": "http", "port": 80},
+                                                         {"port": 53, "protocol": "UDP"}]}},
+        {"metadata": {"name": "peers", "namespace": "shop"},
+         "spec": {"clusterIP": "None", "ports": [{"port": 7000}]}},
+        {"metadata": {"name": "other", "namespace": "elsewhere"},
+         "spec": {"clusterIP": "127.2.128.8", "ports": [{"port": 1}]}},
+        {"metadata": {"name": "kubernetes", "namespace": "shop"},
+         "spec": {"clusterIP": "127.2.128.1", "ports": [{"port": 443}]}},
+    ]
+    env = service_env(services, "shop")
+    assert env["WEB_FRONT_SERVICE_HOST"] == "127.2.128.7"
+    assert env["WEB_FRONT_SERVICE_PORT"] == "80"
+    assert env["WEB_FRONT_SERVICE_PORT_HTTP"] == "80"
+    assert env["WEB_FRONT_PORT"] == "tcp://127.2.128.7:80"
+    assert env["WEB_FRONT_PORT_53_UDP_ADDR"] == "127.2.128.7"
+    assert env["WEB_FRONT_PORT_53_UDP_PROTO"] == "udp"
+    assert not any(k.startswith(("PEERS_", "OTHER_", "KUBERNETES_")) for k in env)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from gencluster_dev.proxy import (
     desired_endpoints,
     endpoints_backends,
+    endpoints_differ,
     listen_targets,
     ready_backends,
 )
@@ -58,6 +60,19 @@ def test_endpoints_group_ready_and_not_ready_by_ports() -> None:
     assert ready_backends(SERVICE, SERVICE["spec"]["ports"][0], pods) == [
         ("127.9.64.1", 7000), ("127.9.64.3", 7001)]
     assert desired_endpoints({**SERVICE, "spec": {"ports": []}}, pods) is None
+
+
+def test_endpoints_comparison_ignores_defaulted_fields_and_order() -> None:
+    pods = [_pod("a", "127.9.64.1", True), _pod("b", "127.9.64.2", True)]
+    desired = desired_endpoints(SERVICE, pods)
+    assert desired is not None
+    stored = {"metadata": {"labels": {"team": "x"}, "resourceVersion": "5"},
+              "subsets": [{**s, "addresses": [{**a, "hostname": None} for a in
+                                              reversed(s["addresses"])]}
+                          for s in desired["subsets"]]}
+    assert not endpoints_differ(stored, desired)
+    assert endpoints_differ(stored, desired_endpoints(SERVICE, pods[:1]))
+    assert endpoints_differ(None, desired)
 
 
 def test_selectorless_services_use_their_endpoints() -> None:
@@ -135,6 +150,11 @@ def test_service_forwards_to_ready_pods_and_follows_labels(plane: DevPlane) -> N
     plane.create(_echo_pod("echo-b"))
     ips = sorted(plane.wait_ready(n)["status"]["podIP"] for n in ("echo-a", "echo-b"))
     wait_for(lambda: _ready_ips(plane, "echo") == ips, 10, "endpoints with both pods")
+    pid = plane.state("echo-a")["containers"]["main"]["pid"]
+    environ = dict(item.split("=", 1) for item in
+                   Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item)
+    assert environ["ECHO_SERVICE_HOST"] == cluster_ip
+    assert environ["ECHO_SERVICE_PORT_MAIN"] == "8080"
     answers = {_ask(cluster_ip, 8080) for _ in range(6)}
     assert answers == {"echo-a:hi", "echo-b:hi"}
 
@@ -151,12 +171,12 @@ def test_service_forwards_to_ready_pods_and_follows_labels(plane: DevPlane) -> N
     plane.delete_pod("echo-a")
     plane.wait_gone("echo-a")
     began = time.monotonic()
-    with socket.create_connection((cluster_ip, 8080), timeout=3) as conn:
-        conn.settimeout(3)
-        try:
+    try:
+        with socket.create_connection((cluster_ip, 8080), timeout=3) as conn:
+            conn.settimeout(3)
             data = conn.recv(100)
-        except ConnectionResetError:
-            data = b""
+    except ConnectionResetError:  # the RST may even beat connect() back to the caller
+        data = b""
     assert data == b"" and time.monotonic() - began < 1
     wait_for(lambda: _ready_ips(plane, "echo") == [], 5, "empty endpoints")
 

@@ -24,10 +24,12 @@ from gencluster_operator.actions import (
     RemoveAnnotation,
     Switchover,
 )
+from gencluster_operator.assessment import assess
 from gencluster_operator.events import EventReason, EventType, FailoverReason
 from gencluster_operator.observed import (
     RUNNING,
     TERMINATED,
+    UNKNOWN,
     WAITING,
     ContainerState,
     Handover,
@@ -36,6 +38,8 @@ from gencluster_operator.observed import (
     Observed,
     ObservedPod,
     RuntimeStatus,
+    lease_state,
+    observed_pods,
 )
 from gencluster_operator.plan import merge_backoff, plan
 from hypothesis import HealthCheck, given, settings
@@ -479,7 +483,9 @@ def test_split_brain_in_available_mode_merges_the_lower_epoch_into_the_higher() 
 
 def test_split_brain_in_fenced_mode_demotes_the_stale_active() -> None:
     res = resource(status=SPLIT_RECORDED)
-    assert disruptive(plan(observe(res, split_pods(), lease(transitions=2)))) == [Demote("id-2", 1)]
+    assert disruptive(plan(observe(res, split_pods(), lease(transitions=2)))) == [
+        Demote("id-2", 1, "id-0")
+    ]
 
 
 def test_split_brain_tie_break_at_equal_epochs_favours_the_lease_holder() -> None:
@@ -587,7 +593,9 @@ def test_never_deletes_the_live_active_nor_clears_its_lease(observed: Observed) 
     replicas = int(observed.resource["spec"]["replicas"])
     for action in plan(observed):
         if isinstance(action, DeletePod) and replicas > 1:
+            target = observed.pod(action.pod)
             assert action.pod != active
+            assert target is not None and not target.reports_active
         if isinstance(action, ClearLease):
             assert action.holder != active
 
@@ -717,3 +725,107 @@ def test_scale_three_to_five_and_back_to_two() -> None:
     assert sorted(sim.pods) == ["id-0", "id-1"] and sim.lease.holder == "id-0"
     deleted = [a.pod for a in sim.history if isinstance(a, DeletePod)]
     assert deleted == ["id-4", "id-3", "id-2"]
+
+
+def test_source_of_a_completed_handover_is_not_a_split_brain_for_a_lease_duration() -> None:
+    res = resource(partitionPolicy="Available", status=SPLIT_RECORDED)
+    pods = [pod(0, role="active", epoch=1), pod(1), pod(2, role="active", epoch=2)]
+    moved = lease("id-2", transitions=2, in_sync=("id-0", "id-1"))
+    recent = Handover("id-0", "id-2", FailoverReason.SWITCHOVER, NOW - timedelta(seconds=2))
+    assert disruptive(plan(observe(res, pods, moved, handover=recent))) == []
+    old = replace(recent, started_at=NOW - timedelta(seconds=20))
+    assert disruptive(plan(observe(res, pods, moved, handover=old))) == [
+        MergeStates("id-2", "id-0", 2, 1)
+    ]
+
+
+def test_actions_carry_the_request_bodies_the_shell_sends() -> None:
+    assert ClearLease("id-0", "42", FailoverReason.ACTIVE_POD_DELETED).lease_patch() == {
+        "metadata": {"resourceVersion": "42"}, "spec": {"holderIdentity": None},
+    }
+    assert DeletePod("id-1", "uid-1", "x").delete_options()["preconditions"] == {"uid": "uid-1"}
+    assert RemoveAnnotation(names.SWITCHOVER_TO_ANNOTATION).resource_patch() == {
+        "metadata": {"annotations": {"gencluster.io/switchover-to": None}}
+    }
+
+
+def test_role_covers_wanted_ordinals_and_pods_still_running() -> None:
+    assert assess(observe(resource(1), healthy_pods(), lease())).ordinals_in_use == [0, 1, 2]
+    assert assess(observe(resource(4), healthy_pods(), lease())).ordinals_in_use == [0, 1, 2, 3]
+
+
+# -- reading API JSON into observations ----------------------------------------------------------
+
+
+def api_pod(name: str, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name, "uid": f"uid-{name}",
+            "labels": {names.CLUSTER_LABEL: NAME, names.ROLE_LABEL: "active"},
+            "annotations": {names.TEMPLATE_HASH_ANNOTATION: CURRENT},
+        },
+        "status": status,
+    }
+
+
+def server_status(**fields: Any) -> dict[str, Any]:
+    return {"name": names.CONTAINER_NAME, "restartCount": 2, **fields}
+
+
+def test_pods_are_read_from_api_json_in_ordinal_order() -> None:
+    running = api_pod(
+        "id-10", phase="Running",
+        conditions=[{"type": "Ready", "status": "True"}],
+        containerStatuses=[server_status(state={"running": {"startedAt": "2026-11-25T11:50:00Z"}})],
+    )
+    deleting = api_pod("id-2", phase="Running")
+    deleting["metadata"]["deletionTimestamp"] = "2026-11-25T12:00:00Z"
+    stranger = api_pod("something-else")
+    report = RuntimeStatus("active", 3, 17)
+    pods = observed_pods([running, deleting, stranger], NAME, {"id-10": report})
+    assert [p.name for p in pods] == ["id-2", "id-10", "something-else"]
+    first, second, third = pods
+    assert first.deleting and first.container.state == UNKNOWN and not first.running
+    assert second.ordinal == 10 and second.ready and second.running
+    assert second.container.started_at == datetime(2026, 11, 25, 11, 50, tzinfo=UTC)
+    assert second.template_hash == CURRENT and second.role_label == "active"
+    assert second.runtime == report and second.container.restart_count == 2
+    assert third.ordinal is None
+
+
+def test_config_error_exit_is_read_from_the_last_termination_while_waiting() -> None:
+    crash = server_status(
+        state={"waiting": {"reason": "CrashLoopBackOff"}},
+        lastState={"terminated": {"exitCode": 78, "message": "No module named 'id_server'\n"}},
+    )
+    (waiting,) = observed_pods([api_pod("id-0", phase="Running", containerStatuses=[crash])],
+                               NAME)
+    assert waiting.container.state == WAITING and waiting.container.reason == "CrashLoopBackOff"
+    assert waiting.server_not_runnable == "No module named 'id_server'"
+    recovered = server_status(state={"running": {"startedAt": "2026-11-25T11:50:00Z"}},
+                              lastState=crash["lastState"])
+    (running,) = observed_pods([api_pod("id-0", phase="Running",
+                                        containerStatuses=[recovered])], NAME)
+    assert running.server_not_runnable is None
+
+
+def test_lease_is_read_from_api_json() -> None:
+    lease_json = {
+        "metadata": {"resourceVersion": "981",
+                     "annotations": {names.IN_SYNC_ANNOTATION: '["id-2","id-1","id-2"]'}},
+        "spec": {"holderIdentity": "id-0", "leaseTransitions": 4, "leaseDurationSeconds": 15,
+                 "acquireTime": "2026-11-25T11:55:00.123456Z",
+                 "renewTime": "2026-11-25T11:59:58.000001Z"},
+    }
+    state = lease_state(lease_json)
+    assert (state.holder, state.transitions, state.resource_version) == ("id-0", 4, "981")
+    assert state.in_sync == ("id-1", "id-2")
+    assert state.acquire_time == datetime(2026, 11, 25, 11, 55, 0, 123456, tzinfo=UTC)
+    empty = lease_state({"metadata": {}, "spec": {"leaseDurationSeconds": 15}})
+    assert (empty.holder, empty.transitions, empty.in_sync) == ("", 0, None)
+
+
+@pytest.mark.parametrize("value", ["not json", '{"a": 1}', "[1, 2]"])
+def test_malformed_in_sync_annotation_reads_as_nobody_in_sync(value: str) -> None:
+    lease_json = {"metadata": {"annotations": {names.IN_SYNC_ANNOTATION: value}}, "spec": {}}
+    assert lease_state(lease_json).in_sync == ()

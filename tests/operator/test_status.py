@@ -28,11 +28,14 @@ from gencluster_operator.observed import (
     format_time,
 )
 from gencluster_operator.status import events_between, status_for
+from hypothesis import given
 
 from tests.operator.test_plan import (
     ACQUIRED,
     NOW,
+    PROPERTY_SETTINGS,
     SPLIT_RECORDED,
+    clusters,
     healthy,
     healthy_pods,
     lease,
@@ -122,6 +125,17 @@ def test_healthy_cluster_is_ready_serving_and_running() -> None:
         "SplitBrain": ("False", "NoSplitBrain"),
     }
     assert all(c["observedGeneration"] == 1 for c in result["conditions"])
+
+
+def test_lag_reported_by_the_active_wins() -> None:
+    active = pod(0, role="active")
+    assert active.runtime is not None
+    reporting = replace(active, runtime=replace(active.runtime, standby_lag=(("id-1", 7),)))
+    standbys = settled(observe(resource(), replaced(healthy_pods(), reporting), lease()))[
+        "standbys"
+    ]
+    assert standbys == [{"pod": "id-1", "inSync": True, "lag": 7},
+                        {"pod": "id-2", "inSync": True, "lag": 0}]
 
 
 def test_lag_is_left_out_when_a_pod_does_not_report() -> None:
@@ -415,3 +429,16 @@ def test_active_released_without_a_known_loss_is_still_recorded() -> None:
     assert (during["lastFailoverTime"], during["lastFailoverReason"]) == (
         format_time(LATER), "Switchover"
     )
+
+
+@PROPERTY_SETTINGS
+@given(clusters())
+def test_any_observation_gives_a_status_the_crd_admits(observed: Observed) -> None:
+    first = status(observed, observed.previous_status or None)
+    second = status(replace(observed, now=LATER), first)
+    for kind in ConditionType:
+        before, after = condition(first, kind), condition(second, kind)
+        if before["status"] == after["status"]:
+            assert before["lastTransitionTime"] == after["lastTransitionTime"]
+    assert second["merges"] == first["merges"]
+    assert events_between(second, second) == []

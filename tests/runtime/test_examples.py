@@ -253,3 +253,20 @@ def test_chat_merge_keeps_every_message_of_both_sides_once(
     }
     merged_ids = {m["id"] for room in merged["rooms"].values() for m in room["messages"]}
     assert merged_ids == all_ids
+
+
+def test_replication_cost_does_not_grow_with_the_state() -> None:
+    """What is replicated per call is the command, not the state: the same `say` costs the
+    same log bytes in an empty room and in a room with a thousand messages."""
+    small, large = Cluster(CHAT, {"history": 5000}), Cluster(CHAT, {"history": 5000})
+    for cluster in (small, large):
+        cluster.call(join("lobby", "ann"))
+    for index in range(1000):
+        large.call(say("lobby", "ann", f"message {index}"))
+    sizes = []
+    for cluster in (small, large):
+        entry = cluster.submit(say("lobby", "ann", "same text"), "same-id").entry
+        assert entry is not None
+        sizes.append(entry.command.size)
+    assert sizes[0] == sizes[1]
+    assert len(large.active.snapshot().state) > 100 * sizes[1]

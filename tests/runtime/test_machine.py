@@ -18,7 +18,13 @@ from gencluster.log import (
     Snapshot,
     StaleEpoch,
 )
-from gencluster.machine import MachineLimits, RestoreError, StateMachine
+from gencluster.machine import (
+    Backlog,
+    MachineLimits,
+    RestoreError,
+    StateMachine,
+    SubscriptionError,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -389,3 +395,38 @@ def test_copy_state_before_handling_protects_read_only_calls_too() -> None:
     record = m.query(["mutate_then_fail"], time=1.0, seed=1)
     assert record.error is not None
     assert m.state["items"] == []
+
+
+def published_machine() -> StateMachine:
+    """Topic "t" with events 1..6 published, 3..6 retained."""
+    m, feed = machine(MachineLimits(max_events=4)), Feeder()
+    for _ in range(3):
+        m.apply(feed.entry(["publish_two", "t"]))
+    return m
+
+
+def test_a_live_subscription_starts_after_the_last_event() -> None:
+    assert published_machine().backlog("t", None, accept_gap=False) == Backlog((), 0, 7)
+    assert machine().backlog("new", None, accept_gap=False) == Backlog((), 0, 1)
+
+
+def test_a_resumed_subscription_gets_the_retained_events_from_its_position() -> None:
+    backlog = published_machine().backlog("t", 5, accept_gap=False)
+    assert [e.number for e in backlog.events] == [5, 6]
+    assert (backlog.missed, backlog.next_number) == (0, 7)
+    assert published_machine().backlog("t", 7, accept_gap=False).events == ()
+    assert machine().backlog("new", 1, accept_gap=False) == Backlog((), 0, 1)
+
+
+def test_a_subscription_older_than_the_retained_events() -> None:
+    m = published_machine()
+    with pytest.raises(SubscriptionError, match="events 1 to 2 of topic 't' are no longer"):
+        m.backlog("t", 1, accept_gap=False)
+    backlog = m.backlog("t", 1, accept_gap=True)
+    assert [e.number for e in backlog.events] == [3, 4, 5, 6]
+    assert backlog.missed == 2
+
+
+def test_a_subscription_ahead_of_the_topic_is_refused() -> None:
+    with pytest.raises(SubscriptionError, match="has events up to 6; cannot resume from 9"):
+        published_machine().backlog("t", 9, accept_gap=True)
