@@ -279,12 +279,19 @@ class ApiServer:
                                     "/openapi/v3", "/readyz", "/version"]})
         if parts[0] == "openapi":
             return self._openapi(parts[1:])
+        aggregated = discovery.wants_aggregated(request.headers.get("Accept", ""))
         if parts[0] == "api":
             if len(parts) == 1:
+                if aggregated:
+                    return _json(discovery.aggregated_discovery(self.registry, legacy=True),
+                                 content_type=discovery.AGGREGATED_CONTENT_TYPE)
                 return _json(discovery.api_versions(f"{self.host}:{self.port}"))
             group, version, rest = "", parts[1], parts[2:]
         elif parts[0] == "apis":
             if len(parts) == 1:
+                if aggregated:
+                    return _json(discovery.aggregated_discovery(self.registry, legacy=False),
+                                 content_type=discovery.AGGREGATED_CONTENT_TYPE)
                 return _json(discovery.api_group_list(self.registry))
             if len(parts) == 2:
                 if not self.registry.versions_of(parts[1]):
@@ -645,14 +652,16 @@ def _status_response(error: ApiError) -> web.Response:
 
 
 def _json(
-    body: Any, *, status: int = 200, headers: Mapping[str, str] | CIMultiDict[str] | None = None
+    body: Any, *, status: int = 200, headers: Mapping[str, str] | CIMultiDict[str] | None = None,
+    content_type: str = "application/json",
 ) -> web.Response:
-    return web.Response(
+    response = web.Response(
         body=json.dumps(body, separators=(",", ":")).encode(),
         status=status,
-        content_type="application/json",
         headers=headers,
     )
+    response.headers["Content-Type"] = content_type
+    return response
 
 
 def _warning_headers(warnings: list[str]) -> CIMultiDict[str] | None:

@@ -248,3 +248,61 @@ def served_group_versions(registry: Registry) -> list[tuple[str, str]]:
 
 def openapi_path(group: str, version: str) -> str:
     return _gv_path(group, version)
+
+
+# -- aggregated discovery (apidiscovery.k8s.io/v2) ----------------------------------------------
+AGGREGATED_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+
+
+def wants_aggregated(accept: str) -> bool:
+    """Whether a client asked for aggregated discovery v2 (kubectl and client-go do)."""
+    for media_range in accept.replace(" ", "").split(","):
+        params = set(media_range.split(";")[1:])
+        if {"g=apidiscovery.k8s.io", "v=v2", "as=APIGroupDiscoveryList"} <= params:
+            return True
+    return False
+
+
+def _discovery_resource(t: ResourceType) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "resource": t.plural,
+        "responseKind": {"group": t.group, "version": t.version, "kind": t.kind},
+        "scope": "Namespaced" if t.namespaced else "Cluster",
+        "singularResource": t.singular,
+        "verbs": list(t.verbs),
+    }
+    if t.short_names:
+        entry["shortNames"] = list(t.short_names)
+    if t.categories:
+        entry["categories"] = list(t.categories)
+    subresources = []
+    for sub in t.subresources:
+        group, version, kind = SUBRESOURCE_KINDS.get(sub, (t.group, t.version, t.kind))
+        subresources.append({
+            "subresource": sub,
+            "responseKind": {"group": group, "version": version, "kind": kind},
+            "verbs": list(SUBRESOURCE_VERBS[sub]),
+        })
+    if subresources:
+        entry["subresources"] = subresources
+    return entry
+
+
+def aggregated_discovery(registry: Registry, *, legacy: bool) -> dict[str, Any]:
+    """`GET /api` (legacy=True: the core group) or `GET /apis` as APIGroupDiscoveryList."""
+    items = []
+    for group in registry.groups():
+        if (group == "") != legacy:
+            continue
+        versions = []
+        for version in registry.versions_of(group):
+            served = [t for t in registry.all() if t.group == group and t.version == version]
+            versions.append({
+                "version": version,
+                "resources": [_discovery_resource(t) for t in served],
+                "freshness": "Current",
+            })
+        items.append({"metadata": {"name": group, "creationTimestamp": None},
+                      "versions": versions})
+    return {"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
+            "metadata": {}, "items": items}

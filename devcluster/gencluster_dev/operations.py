@@ -15,7 +15,6 @@ import copy
 import ipaddress
 import json
 import secrets
-import string
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -651,7 +650,7 @@ class Operations:
         if dry_run:
             new_meta["resourceVersion"] = old["metadata"]["resourceVersion"]
             return self.present(t, new)
-        if new == {**old, "metadata": {**old["metadata"]}} and self._same_meta(old, new):
+        if self._unchanged(old, new):
             return self.present(t, stored_old)  # no-op updates do not bump resourceVersion
         stored = self.store.update(t.key, new, expected_rv)
         self._after_write(t, stored, old)
@@ -665,11 +664,13 @@ class Operations:
         return self.present(t, stored)
 
     @staticmethod
-    def _same_meta(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-        a = {k: v for k, v in old["metadata"].items() if k != "resourceVersion"}
-        b = {k: v for k, v in new["metadata"].items() if k != "resourceVersion"}
-        return a == b and {k: v for k, v in old.items() if k != "metadata"} == {
-            k: v for k, v in new.items() if k != "metadata"}
+    def _unchanged(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+        """True for a no-op write (it must not bump resourceVersion, as in Kubernetes)."""
+        def without_rv(obj: Mapping[str, Any]) -> dict[str, Any]:
+            meta = {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}
+            return {**obj, "metadata": meta}
+
+        return without_rv(old) == without_rv(new)
 
     # -- patch -------------------------------------------------------------------------
     def patch(
@@ -1123,6 +1124,3 @@ def _mentions_resource_version(patch_body: Any) -> bool:
         )
     return False
 
-
-def random_suffix(length: int = 5) -> str:
-    return "".join(secrets.choice(string.ascii_lowercase) for _ in range(length))

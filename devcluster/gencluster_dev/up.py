@@ -10,6 +10,7 @@ process and nftables rule the instance made.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import fcntl
 import json
@@ -106,12 +107,15 @@ class SlotLease:
             self._file = None
 
 
-def kubeconfig_document(server: str, token: str, user: str = "admin") -> dict[str, Any]:
-    """An admin kubeconfig for the instance; plain HTTP on loopback, bearer token."""
+def kubeconfig_document(
+    server: str, ca_pem: bytes, token: str, user: str = "admin"
+) -> dict[str, Any]:
+    """An admin kubeconfig for the instance: TLS (kubectl sends tokens only over TLS)."""
+    cluster = {"server": server, "certificate-authority-data": base64.b64encode(ca_pem).decode()}
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "gencluster-dev", "cluster": {"server": server}}],
+        "clusters": [{"name": "gencluster-dev", "cluster": cluster}],
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [
             {
@@ -341,7 +345,9 @@ class DevCluster:
             )
             write_atomically(
                 self.kubeconfig_path,
-                yaml.safe_dump(kubeconfig_document(self._api.url, admin_token)),
+                yaml.safe_dump(
+                    kubeconfig_document(self._api.tls_url, self._api.ca_pem, admin_token)
+                ),
             )
             self.announce(f"API server at {self._api.url} (node {self.node_name})")
             self.announce(f"export KUBECONFIG={self.kubeconfig_path}")

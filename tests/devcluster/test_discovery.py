@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from gencluster_dev.discovery import api_group_list, api_resource_list
+from gencluster_dev.discovery import (
+    aggregated_discovery,
+    api_group_list,
+    api_resource_list,
+    wants_aggregated,
+)
 from gencluster_dev.resources import Registry, resource_types_from_crd
 
 from tests.devcluster.conftest import RunningApiServer
@@ -83,3 +88,23 @@ def test_version_and_openapi_v3(apiserver: RunningApiServer) -> None:
     assert status == 200 and "apis/apps/v1" in index["paths"]
     status, _ = apiserver.request("GET", "/openapi/v2")
     assert status == 404
+
+
+def test_aggregated_discovery_lists_groups_resources_and_subresources() -> None:
+    registry = Registry()
+    registry.set_custom("gadgets.example.com", resource_types_from_crd(CRD, lambda s: None))
+    assert wants_aggregated(
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
+        "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,"
+        "application/json")
+    assert not wants_aggregated("application/json")
+    core = aggregated_discovery(registry, legacy=True)
+    assert [i["metadata"]["name"] for i in core["items"]] == [""]
+    groups = {i["metadata"]["name"]: i for i in aggregated_discovery(registry, legacy=False)[
+        "items"]}
+    assert "" not in groups
+    gadgets = next(r for r in groups["example.com"]["versions"][0]["resources"]
+                   if r["resource"] == "gadgets")
+    assert gadgets["scope"] == "Cluster" and gadgets["shortNames"] == ["gdg"]
+    scale = next(s for s in gadgets["subresources"] if s["subresource"] == "scale")
+    assert scale["responseKind"] == {"group": "autoscaling", "version": "v1", "kind": "Scale"}
