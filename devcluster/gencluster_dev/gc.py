@@ -14,6 +14,7 @@ import copy
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from gencluster_dev.errors import ApiError
@@ -29,6 +30,7 @@ from gencluster_dev.resources import CRD_KEY, NAMESPACES_KEY, ResourceKey
 from gencluster_dev.store import StoreEvent
 
 log = logging.getLogger(__name__)
+EVENT_SWEEP_INTERVAL = 60.0
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,40 @@ def plan_collection(
     return actions
 
 
+EVENT_TTL = timedelta(hours=1)  # kube-apiserver's default --event-ttl
+EVENTS_KEY: ResourceKey = ("", "events")
+
+
+def _event_time(event: Mapping[str, Any]) -> datetime | None:
+    """When an Event last happened: the newest of its timestamps."""
+    candidates = [
+        event.get("lastTimestamp"), event.get("eventTime"), event.get("firstTimestamp"),
+        (event.get("series") or {}).get("lastObservedTime")
+        if isinstance(event.get("series"), Mapping) else None,
+        event["metadata"].get("creationTimestamp"),
+    ]
+    moments = []
+    for text in candidates:
+        if isinstance(text, str) and text:
+            try:
+                moments.append(datetime.fromisoformat(text.replace("Z", "+00:00")))
+            except ValueError:
+                continue
+    return max(moments) if moments else None
+
+
+def expired_events(
+    events: Iterable[Mapping[str, Any]], now: datetime, ttl: timedelta = EVENT_TTL
+) -> list[ObjectRef]:
+    """Events older than the TTL (Kubernetes lets etcd expire them; here the GC deletes them)."""
+    expired = []
+    for event in events:
+        moment = _event_time(event)
+        if moment is not None and now - moment > ttl:
+            expired.append(_ref(EVENTS_KEY, event))
+    return expired
+
+
 class GarbageCollector:
     """Runs `plan_collection` after relevant changes and applies its actions."""
 
@@ -180,13 +216,28 @@ class GarbageCollector:
             self._task = None
 
     async def _run(self) -> None:
+        next_sweep = 0.0
+        loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), EVENT_SWEEP_INTERVAL)
             self._wake.clear()
+            if loop.time() >= next_sweep:
+                next_sweep = loop.time() + EVENT_SWEEP_INTERVAL
+                self.expire_events()
             for _ in range(100):  # bounded passes to a fixpoint; the next wake continues
                 if not self.run_once():
                     break
                 await asyncio.sleep(0)
+
+    def expire_events(self) -> None:
+        ops = self.operations
+        events = ops.registry.for_key(EVENTS_KEY)
+        assert events is not None
+        for ref in expired_events(ops.store.list(EVENTS_KEY), ops.clock()):
+            with contextlib.suppress(ApiError):
+                ops.delete(events, ref.namespace, ref.name,
+                           DeleteOptions(precondition_uid=ref.uid))
 
     def run_once(self) -> bool:
         """One planning pass; True when it changed something."""

@@ -57,6 +57,8 @@ KUBELET_VERSION = "v1.30.0-gencluster-dev"
 BACKOFF_RESET_FACTOR = 2.0
 #: The capability each pod process keeps so the project's files stay readable (docs).
 AMBIENT_CAPS = "+dac_read_search"
+#: How many distinct recent events are remembered for aggregation.
+EVENT_CACHE_SIZE = 4096
 
 
 def _write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:
@@ -136,6 +138,7 @@ class Kubelet:
         }
         self.workers: dict[str, PodWorker] = {}
         self.finished_uids: collections.deque[str] = collections.deque(maxlen=4096)
+        self._events: collections.OrderedDict[tuple, list] = collections.OrderedDict()
         self._binding: set[str] = set()
         self._informer = Informer(self.api, "/api/v1/pods", self._on_pod)
         self.services = Informer(self.api, "/api/v1/services", lambda kind, obj: None)
@@ -328,26 +331,46 @@ class Kubelet:
         self, pod: dict, kind: str, reason: str, message: str, *,
         container: str | None = None, component: str = "kubelet",
     ) -> None:
-        """Record an Event about a pod (best effort: events are informative)."""
+        """Record an Event about a pod (best effort: events are informative).
+
+        Like the kubelet's event correlator, a repeat of the same event (same pod, container,
+        reason and message) bumps `count` and `lastTimestamp` of the first one instead of
+        creating another object: a probe failing every second must not flood the store.
+        """
         meta = pod["metadata"]
         namespace = meta.get("namespace", "default")
+        base = f"/api/v1/namespaces/{namespace}/events"
         now = now_rfc3339()
-        involved = {"apiVersion": "v1", "kind": "Pod", "name": meta["name"],
-                    "namespace": namespace, "uid": meta["uid"],
-                    "resourceVersion": meta.get("resourceVersion", "")}
-        if container:
-            involved["fieldPath"] = f"spec.containers{{{container}}}"
-        body = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
-                         "namespace": namespace},
-            "involvedObject": involved, "reason": reason, "message": message, "type": kind,
-            "source": {"component": component, "host": self.node_name},
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-            "reportingComponent": component, "reportingInstance": self.node_name,
-        }
+        key = (meta["uid"], container, reason, message)
         try:
-            await self.api.create(f"/api/v1/namespaces/{namespace}/events", body)
+            seen = self._events.get(key)
+            if seen is not None:
+                self._events.move_to_end(key)
+                seen[1] += 1
+                try:
+                    await self.api.merge_patch(f"{base}/{seen[0]}",
+                                               {"count": seen[1], "lastTimestamp": now})
+                    return
+                except ApiError as exc:
+                    if exc.status != 404:
+                        raise
+            involved = {"apiVersion": "v1", "kind": "Pod", "name": meta["name"],
+                        "namespace": namespace, "uid": meta["uid"],
+                        "resourceVersion": meta.get("resourceVersion", "")}
+            if container:
+                involved["fieldPath"] = f"spec.containers{{{container}}}"
+            name = f"{meta['name']}.{uuid.uuid4().hex[:16]}"
+            self._events[key] = [name, 1]
+            while len(self._events) > EVENT_CACHE_SIZE:
+                self._events.popitem(last=False)
+            await self.api.create(base, {
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": name, "namespace": namespace},
+                "involvedObject": involved, "reason": reason, "message": message,
+                "type": kind, "source": {"component": component, "host": self.node_name},
+                "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+                "reportingComponent": component, "reportingInstance": self.node_name,
+            })
         except Exception as exc:
             log.debug("event %s %s: %s", reason, pod_key(pod), exc)
 
@@ -893,16 +916,20 @@ class ContainerRunner:
         log_fd = self._rotate_log()
         view.started_at = now_rfc3339()
         try:
+            if not argv or shutil.which(argv[0], path=env.get("PATH")) is None:
+                raise FileNotFoundError(
+                    f'exec: "{argv[0] if argv else ""}": executable file not found in $PATH')
             self.process = await asyncio.create_subprocess_exec(
                 *self.kubelet.wrap_argv(argv, worker.run_as), env=env, cwd=self._cwd(),
                 stdin=asyncio.subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
                 start_new_session=True,
             )
         except OSError as exc:
-            os.write(log_fd, f"failed to start {argv!r}: {exc}\n".encode())
+            message = f"failed to start container {self.name!r}: {exc}"
+            os.write(log_fd, f"{message}\n".encode())
             os.close(log_fd)
             view.state, view.exit_code, view.signal = "terminated", 128, None
-            view.reason, view.message = "StartError", f"failed to start {argv!r}: {exc}"
+            view.reason, view.message = "StartError", message
             view.finished_at = now_rfc3339()
             worker.mark_dirty()
             self.kubelet.emit(worker.pod, "Warning", "Failed", view.message, self.name)

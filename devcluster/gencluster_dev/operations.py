@@ -646,10 +646,12 @@ class Operations:
                 k: v for k, v in new.items() if k != "metadata"}
         new_meta["generation"] = generation + 1 if changed else generation
         if t.key == CRD_KEY and subresource is None:
-            new["status"] = self._crd_status(new)
+            new["status"] = self._crd_status(new, old.get("status"))
         if dry_run:
             new_meta["resourceVersion"] = old["metadata"]["resourceVersion"]
             return self.present(t, new)
+        if expected_rv is not None and expected_rv != int(old["metadata"]["resourceVersion"]):
+            raise conflict(t.plural, t.group, name)
         if self._unchanged(old, new):
             return self.present(t, stored_old)  # no-op updates do not bump resourceVersion
         stored = self.store.update(t.key, new, expected_rv)
@@ -1003,12 +1005,18 @@ class Operations:
         elif t.key == CRD_KEY:
             self.unregister_crd(obj)
 
-    def _crd_status(self, crd: Mapping[str, Any]) -> dict[str, Any]:
+    def _crd_status(
+        self, crd: Mapping[str, Any], previous: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Names accepted and Established at once (no conflicts are possible here); the
+        conditions keep their transition time across updates."""
         spec = crd.get("spec") or {}
         names = dict(spec.get("names") or {})
         names.setdefault("singular", str(names.get("kind", "")).lower())
         names.setdefault("listKind", f"{names.get('kind', '')}List")
-        now = rfc3339(self.clock())
+        earlier = [c.get("lastTransitionTime") for c in (previous or {}).get("conditions") or []
+                   if isinstance(c, Mapping)]
+        now = earlier[0] if earlier and earlier[0] else rfc3339(self.clock())
         return {
             "acceptedNames": names,
             "conditions": [

@@ -69,7 +69,8 @@ class Store:
     """All objects of the cluster, keyed by (resource key, namespace, name)."""
 
     def __init__(self, history_limit: int = 10_000) -> None:
-        self._objects: dict[ObjectId, dict[str, Any]] = {}
+        # objects per resource, so a list reads one resource's objects, not every object
+        self._objects: dict[ResourceKey, dict[tuple[str, str], dict[str, Any]]] = {}
         self._history: deque[StoreEvent] = deque(maxlen=max(1, history_limit))
         self._compacted_rv = 0  # highest resourceVersion no longer in the history
         self._resource_version = 0
@@ -83,30 +84,31 @@ class Store:
 
     def get(self, key: ResourceKey, namespace: str, name: str) -> dict[str, Any] | None:
         """The stored object itself: callers must not mutate it (use `copy.deepcopy`)."""
-        return self._objects.get((key, namespace, name))
+        return self._objects.get(key, {}).get((namespace, name))
 
     def list(self, key: ResourceKey, namespace: str | None = None) -> list[dict[str, Any]]:
         """Objects of one resource, sorted by namespace and name (the order k8s lists)."""
         found = [
             obj
-            for (k, ns, _), obj in self._objects.items()
-            if k == key and (namespace is None or ns == namespace)
+            for (ns, _), obj in self._objects.get(key, {}).items()
+            if namespace is None or ns == namespace
         ]
         found.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
         return found
 
     def all_objects(self) -> Iterator[tuple[ResourceKey, dict[str, Any]]]:
-        for (key, _, _), obj in list(self._objects.items()):
-            yield key, obj
+        for key, objects in list(self._objects.items()):
+            for obj in list(objects.values()):
+                yield key, obj
 
     def keys(self) -> set[ResourceKey]:
-        return {k for (k, _, _) in self._objects}
+        return {k for k, objects in self._objects.items() if objects}
 
     # -- writes ------------------------------------------------------------------------
     def create(self, key: ResourceKey, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         oid = (key, meta.get("namespace", ""), meta["name"])
-        if oid in self._objects:
+        if self.get(*oid) is not None:
             raise already_exists(key[1], key[0], meta["name"])
         stored = copy.deepcopy(obj)
         self._commit("ADDED", key, oid, stored, None)
@@ -118,7 +120,7 @@ class Store:
         """Replace an object; `expected_rv` (when given) must equal the stored one (else 409)."""
         meta = obj["metadata"]
         oid = (key, meta.get("namespace", ""), meta["name"])
-        current = self._objects.get(oid)
+        current = self.get(*oid)
         if current is None:
             raise not_found(key[1], key[0], meta["name"])
         if expected_rv is not None and expected_rv != int(
@@ -131,7 +133,7 @@ class Store:
 
     def delete(self, key: ResourceKey, namespace: str, name: str) -> dict[str, Any]:
         oid = (key, namespace, name)
-        current = self._objects.get(oid)
+        current = self.get(*oid)
         if current is None:
             raise not_found(key[1], key[0], name)
         final = copy.deepcopy(current)
@@ -149,9 +151,9 @@ class Store:
         self._resource_version += 1
         obj["metadata"]["resourceVersion"] = str(self._resource_version)
         if event_type == "DELETED":
-            del self._objects[oid]
+            del self._objects[key][oid[1:]]
         else:
-            self._objects[oid] = obj
+            self._objects.setdefault(key, {})[oid[1:]] = obj
         if len(self._history) == self._history.maxlen:
             self._compacted_rv = self._history[0].resource_version
         event = StoreEvent(event_type, key, obj, previous, self._resource_version)
@@ -168,7 +170,7 @@ class Store:
         watch from an older version gets 410 and relists, as after an etcd compaction."""
         for key, obj in objects:
             meta = obj["metadata"]
-            self._objects[(key, meta.get("namespace", ""), meta["name"])] = obj
+            self._objects.setdefault(key, {})[(meta.get("namespace", ""), meta["name"])] = obj
         self._resource_version = max(self._resource_version, resource_version)
         self._compacted_rv = self._resource_version
 

@@ -252,6 +252,7 @@ class DevCluster:
         self._kubelet: Kubelet | None = None
         self._proxy: ServiceProxy | None = None
         self._plan: AddressPlan | None = None
+        self._owns_dir = False
 
     @property
     def kubeconfig_path(self) -> Path:
@@ -286,6 +287,7 @@ class DevCluster:
     async def start(self) -> None:
         self.dev_dir.mkdir(parents=True, exist_ok=True)
         self._refuse_if_running()
+        self._owns_dir = True
         for stale in (self.kubeconfig_path, self.instance_path):
             stale.unlink(missing_ok=True)
         pods_dir = self.dev_dir / "pods"
@@ -362,8 +364,9 @@ class DevCluster:
                     await part.stop()
         if self._plan is not None:
             delete_nft_table(self._plan.nft_table)
-        for path in (self.kubeconfig_path, self.instance_path):
-            path.unlink(missing_ok=True)
+        if self._owns_dir:
+            for path in (self.kubeconfig_path, self.instance_path):
+                path.unlink(missing_ok=True)
         self._slot_lease.release()
 
 

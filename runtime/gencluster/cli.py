@@ -12,6 +12,9 @@ from pathlib import Path
 USAGE = """usage: gencluster COMMAND ...
 
 commands:
+  run                                      run the runtime in a pod (docs/runtime-config.md)
+  call NAME REQUEST_JSON                   call a ClusteredServer, print the reply as JSON
+  status NAME                              a ClusteredServer's runtime status as JSON
   dev up [--dir DIR] [--apply FILE ...]   run the local control plane (API server, kubelet, proxy)
   dev fault KIND ...                       inject a real fault (kill, pause, resume, partition,
                                            isolate, cut-apiserver, heal)
@@ -40,6 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return 0 if args else 2
     command, rest = args[0], args[1:]
+    if command == "run":
+        from gencluster.run import main as run_main
+
+        return run_main(rest)
+    if command in ("call", "cast", "status"):
+        from gencluster.commands import main as commands_main
+
+        return commands_main([command, *rest])
     if command == "dev":
         from gencluster_dev.cli import main as dev_main
 

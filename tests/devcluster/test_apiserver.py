@@ -633,3 +633,16 @@ def test_pod_log_follow_streams_until_the_pod_is_gone(
     assert response.read() == b""  # the stream ends once the pod is gone
     assert time.monotonic() - started < 5
     connection.close()
+
+
+def test_no_op_updates_keep_the_resource_version_but_stale_ones_conflict(
+    apiserver: RunningApiServer, namespace: str
+) -> None:
+    base = f"/api/v1/namespaces/{namespace}/configmaps"
+    _, created = apiserver.request("POST", base, cm("same"))
+    _, again = apiserver.request("PUT", f"{base}/same", created)
+    assert again["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+    apiserver.request("PATCH", f"{base}/same", {"data": {"k": "changed"}},
+                      content_type="application/merge-patch+json")
+    status, _ = apiserver.request("PUT", f"{base}/same", created)  # stale, even if unchanged
+    assert status == 409

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from gencluster_dev.gc import (
@@ -9,6 +10,7 @@ from gencluster_dev.gc import (
     FinalizeNamespace,
     RemoveFinalizer,
     RemoveOwnerReferences,
+    expired_events,
     plan_collection,
 )
 
@@ -156,3 +158,14 @@ def test_finalizers_hold_deletion_and_cannot_be_added_while_deleting(
     apiserver.request("PATCH", path, {"metadata": {"finalizers": []}},
                       content_type="application/merge-patch+json")
     assert apiserver.request("GET", path)[0] == 404
+
+
+def test_events_expire_an_hour_after_they_last_happened() -> None:
+    def event(name: str, last: str) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": "ns", "uid": name,
+                             "creationTimestamp": "2026-01-01T00:00:00Z"},
+                "lastTimestamp": last}
+
+    now = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
+    events = [event("old", "2026-01-01T00:30:00Z"), event("recent", "2026-01-01T01:30:00Z")]
+    assert [r.name for r in expired_events(events, now)] == ["old"]

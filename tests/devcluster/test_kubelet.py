@@ -409,3 +409,29 @@ def test_pods_in_another_namespace(plane: DevPlane) -> None:
              "namespace in env")
     plane.delete_pod("worker", namespace="team")
     wait_for(lambda: plane.pod("worker", "team") is None, 10, "worker deleted")
+
+
+def test_gencluster_image_runs_the_project_entrypoint(plane: DevPlane) -> None:
+    plane.create({"kind": "Pod", "metadata": {"name": "entry"}, "spec": {
+        "restartPolicy": "Never",
+        "containers": [{"name": "main", "image": "ghcr.io/gencluster/gencluster:0.1.0",
+                        "args": ["--help"]}]}})
+    wait_for(lambda: ((plane.pod("entry") or {}).get("status") or {}).get("phase") ==
+             "Succeeded", 30, "gencluster --help ran")
+    assert "usage" in plane.log("entry").lower()
+    assert plane.container_status("entry")["image"] == "ghcr.io/gencluster/gencluster:0.1.0"
+    plane.delete_pod("entry")
+    plane.wait_gone("entry")
+
+
+def test_missing_executable_is_a_start_error(plane: DevPlane) -> None:
+    plane.create({"kind": "Pod", "metadata": {"name": "noexec"}, "spec": {
+        "restartPolicy": "Never",
+        "containers": [{"name": "main", "image": "x", "command": ["no-such-program"]}]}})
+    wait_for(lambda: ((plane.pod("noexec") or {}).get("status") or {}).get("phase") ==
+             "Failed", 15, "phase Failed")
+    terminated = plane.container_status("noexec")["state"]["terminated"]
+    assert terminated["reason"] == "StartError" and terminated["exitCode"] == 128
+    assert "no-such-program" in terminated["message"]
+    plane.delete_pod("noexec")
+    plane.wait_gone("noexec")

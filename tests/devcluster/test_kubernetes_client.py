@@ -57,9 +57,9 @@ def test_two_clients_racing_for_one_lease_have_exactly_one_winner(
         outcomes: list[str] = [""] * 2
 
         def take(i: int, seen: list[Any] = seen, barrier: threading.Barrier = barrier,
-                 outcomes: list[str] = outcomes) -> None:
+                 outcomes: list[str] = outcomes, round_: int = _round) -> None:
             record = seen[i]
-            record.spec.holder_identity = f"candidate-{i}"
+            record.spec.holder_identity = f"candidate-{i}-{round_}"  # a real change
             barrier.wait()
             try:
                 leases[i].replace_namespaced_lease("race", namespace, record)
@@ -75,7 +75,7 @@ def test_two_clients_racing_for_one_lease_have_exactly_one_winner(
         assert sorted(outcomes) == ["lost:409", "won"]
         winner = outcomes.index("won")
         final = leases[0].read_namespaced_lease("race", namespace)
-        assert final.spec.holder_identity == f"candidate-{winner}"
+        assert final.spec.holder_identity == f"candidate-{winner}-{_round}"
 
 
 def test_watch_resumes_from_a_resource_version(kube_client: Any, namespace: str) -> None:

@@ -210,7 +210,12 @@ def test_liveness_failure_restarts_and_startup_gates(plane: DevPlane) -> None:
     status = wait_for(lambda: (s := plane.container_status("unlive")).get(
         "restartCount", 0) >= 1 and s, 30, "restart by liveness")
     assert status["lastState"]["terminated"]["signal"] == 15
-    assert any(e["reason"] == "Unhealthy" for e in plane.events("unlive"))
+    # repeated failures are one aggregated Event, as the kubelet's correlator does it
+    unhealthy = wait_for(lambda: [e for e in plane.events("unlive")
+                                  if e["reason"] == "Unhealthy" and e["count"] >= 2], 10,
+                         "an aggregated Unhealthy event")
+    assert len([e for e in plane.events("unlive") if e["reason"] == "Unhealthy"]) == 1
+    assert unhealthy[0]["type"] == "Warning" and "exit code 1" in unhealthy[0]["message"]
     plane.delete_pod("unlive")
 
     plane.create(python_pod("slowstart", HTTP_LATE, container={
