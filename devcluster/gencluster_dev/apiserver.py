@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import socket
 import ssl
 import tempfile
@@ -65,6 +66,7 @@ from gencluster_dev.resources import (
 from gencluster_dev.store import Store, StoreEvent, parse_resource_version
 from gencluster_dev.tables import table_for
 
+log = logging.getLogger(__name__)
 UNAUTHENTICATED_PATHS = {"/version", "/healthz", "/readyz", "/livez"}
 NAMESPACE_SUBRESOURCES = {"status", "finalize"}
 JSON_CONTENT_TYPES = {"application/json", "application/yaml", ""}
@@ -254,6 +256,7 @@ class ApiServer:
         except RecursionError:
             return _status_response(bad_request("the object is nested too deeply"))
         except Exception as error:  # a bug: still answer with a Status, never hang
+            log.exception("internal error serving %s %s", request.method, request.path)
             return _status_response(ApiError(500, "InternalError",
                                              f"Internal error occurred: {error!r}"))
 
@@ -274,6 +277,9 @@ class ApiServer:
             return web.Response(text="ok", content_type="text/plain")
         self.authorize(request, self._identity(request))
         parts = [p for p in path.split("/") if p]
+        is_discovery = len(parts) <= (2 if parts[:1] == ["api"] else 3)
+        if is_discovery and request.method != "GET":
+            raise method_not_allowed()
         if not parts:
             return _json({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez",
                                     "/openapi/v3", "/readyz", "/version"]})
@@ -615,6 +621,8 @@ class ApiServer:
                 current = self.store.get(PODS_KEY, ns, name)
                 if current is None or current["metadata"]["uid"] != uid:
                     break
+                if request.transport is None or request.transport.is_closing():
+                    break  # the client went away
                 if path.exists():
                     size = path.stat().st_size
                     if size < offset:

@@ -26,6 +26,13 @@ from gencluster_dev import patch as patching
 from gencluster_dev import schema as schemas
 from gencluster_dev.auth import Authenticator
 from gencluster_dev.conversion import from_storage, to_storage
+from gencluster_dev.crds import crd_status, validate_crd
+from gencluster_dev.defaults import (
+    default_pod,
+    default_service,
+    fold_string_data,
+    used_cluster_ips,
+)
 from gencluster_dev.errors import (
     ApiError,
     already_exists,
@@ -48,7 +55,6 @@ from gencluster_dev.resources import (
 )
 from gencluster_dev.selectors import SelectorError, parse_field_selector, parse_label_selector
 from gencluster_dev.store import Store
-from gencluster_dev.tables import JsonPathError, evaluate_jsonpath
 from gencluster_dev.validation import (
     drop_fields,
     metadata_causes,
@@ -62,6 +68,7 @@ INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease"
 FOREGROUND = "foregroundDeletion"
 ORPHAN = "orphan"
 NAMESPACE_FINALIZER = "kubernetes"
+NODES_KEY: ResourceKey = ("", "nodes")
 CRD_CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
 GENERATE_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # k8s utilrand alphabet
 MERGE_PATCH = "application/merge-patch+json"
@@ -228,10 +235,7 @@ class Operations:
     ) -> dict[str, Any]:
         obj = self._decode_body(t, body)
         self._check_unknown_fields(t, obj, strict)
-        meta = obj.setdefault("metadata", {})
-        if not isinstance(meta, dict):
-            raise bad_request(f"{t.kind} in version \"{t.version}\" cannot be handled as a "
-                              f"{t.kind}: metadata must be an object")
+        meta = obj["metadata"]
         if t.namespaced:
             if meta.get("namespace") and meta["namespace"] != namespace:
                 raise bad_request("the namespace of the provided object does not match the "
@@ -261,7 +265,7 @@ class Operations:
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = rfc3339(now)
         meta["generation"] = 1
-        if t.has_status and t.key not in (("", "nodes"),):
+        if t.has_status and t.key != NODES_KEY:  # nodes register with their status
             obj.pop("status", None)
         obj = self._defaults_on_create(t, obj)
         obj = self._admit_custom(t, obj, None, strict=strict)
@@ -355,9 +359,10 @@ class Operations:
 
     def _defaults_on_create(self, t: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
         if t.key == PODS_KEY:
-            self._default_pod(obj)
+            default_pod(obj)
         elif t.key == SERVICES_KEY:
-            self._allocate_cluster_ip(obj)
+            default_service(obj, self.service_network,
+                            used_cluster_ips(self.store.list(SERVICES_KEY)))
         elif t.key == NAMESPACES_KEY:
             spec = obj.setdefault("spec", {})
             finalizers = spec.setdefault("finalizers", [])
@@ -368,113 +373,20 @@ class Operations:
             labels["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
         elif t.key == ("", "secrets"):
             obj.setdefault("type", "Opaque")
-            self._fold_string_data(obj)
+            fold_string_data(obj)
         elif t.key == CRD_KEY:
-            obj["status"] = self._crd_status(obj)
+            obj["status"] = crd_status(obj, rfc3339(self.clock()))
             finalizers = obj["metadata"].setdefault("finalizers", [])
             if CRD_CLEANUP_FINALIZER not in finalizers:
                 finalizers.append(CRD_CLEANUP_FINALIZER)
         return obj
-
-    @staticmethod
-    def _fold_string_data(obj: dict[str, Any]) -> None:
-        string_data = obj.pop("stringData", None)
-        if isinstance(string_data, dict):
-            data = obj.setdefault("data", {})
-            for key, value in string_data.items():
-                data[key] = base64.b64encode(str(value).encode()).decode()
-
-    @staticmethod
-    def _default_pod(obj: dict[str, Any]) -> None:
-        spec = obj.setdefault("spec", {})
-        spec.setdefault("restartPolicy", "Always")
-        spec.setdefault("terminationGracePeriodSeconds", 30)
-        spec.setdefault("dnsPolicy", "ClusterFirst")
-        spec.setdefault("schedulerName", "default-scheduler")
-        spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")
-        spec.setdefault("serviceAccount", spec["serviceAccountName"])
-        spec.setdefault("securityContext", {})
-        spec.setdefault("enableServiceLinks", True)
-        spec.setdefault("priority", 0)
-        spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
-        spec.setdefault("tolerations", [])
-        for group in ("containers", "initContainers"):
-            for container in spec.get(group) or []:
-                if not isinstance(container, dict):
-                    continue
-                image = str(container.get("image", ""))
-                tagless = ":" not in image.rsplit("/", 1)[-1]
-                container.setdefault(
-                    "imagePullPolicy",
-                    "Always" if tagless or image.endswith(":latest") else "IfNotPresent",
-                )
-                container.setdefault("terminationMessagePath", "/dev/termination-log")
-                container.setdefault("terminationMessagePolicy", "File")
-                container.setdefault("resources", {})
-        obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
-
-    def _used_cluster_ips(self) -> set[str]:
-        used: set[str] = set()
-        for svc in self.store.list(SERVICES_KEY):
-            for ip in (svc.get("spec") or {}).get("clusterIPs") or []:
-                used.add(ip)
-            ip = (svc.get("spec") or {}).get("clusterIP")
-            if ip:
-                used.add(ip)
-        return used
-
-    def _allocate_cluster_ip(self, obj: dict[str, Any]) -> None:
-        spec = obj.setdefault("spec", {})
-        spec.setdefault("type", "ClusterIP")
-        spec.setdefault("sessionAffinity", "None")
-        spec.setdefault("ipFamilies", ["IPv4"])
-        spec.setdefault("ipFamilyPolicy", "SingleStack")
-        spec.setdefault("internalTrafficPolicy", "Cluster")
-        for port in spec.get("ports") or []:
-            if isinstance(port, dict):
-                port.setdefault("protocol", "TCP")
-                port.setdefault("targetPort", port.get("port"))
-        requested = spec.get("clusterIP") or ((spec.get("clusterIPs") or [None])[0])
-        name = obj["metadata"]["name"]
-        if requested == "None":
-            spec["clusterIP"] = "None"
-            spec["clusterIPs"] = ["None"]
-            return
-        used = self._used_cluster_ips()
-        if requested:
-            try:
-                address = ipaddress.ip_address(requested)
-            except ValueError:
-                address = None
-            if address is None or address not in self.service_network:
-                raise invalid("Service", "", name, [(
-                    "FieldValueInvalid", "spec.clusterIPs",
-                    f'Invalid value: []string{{"{requested}"}}: failed to allocate IP '
-                    f"{requested}: the provided IP ({requested}) is not in the valid range. "
-                    f"The range of valid IPs is {self.service_network}")])
-            if requested in used:
-                raise invalid("Service", "", name, [(
-                    "FieldValueInvalid", "spec.clusterIPs",
-                    f'Invalid value: []string{{"{requested}"}}: failed to allocate IP '
-                    f"{requested}: provided IP is already allocated")])
-            ip = requested
-        else:
-            ip = next(
-                (str(a) for a in self.service_network.hosts() if str(a) not in used), None
-            )
-            if ip is None:
-                raise ApiError(500, "InternalError",
-                               "Internal error occurred: failed to allocate a serviceIP: range is "
-                               "full")
-        spec["clusterIP"] = ip
-        spec["clusterIPs"] = [ip]
 
     def _validate_builtin(
         self, t: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None
     ) -> None:
         name = obj["metadata"]["name"]
         if t.key == CRD_KEY:
-            self.validate_crd(obj)
+            validate_crd(obj)
         if t.key == PODS_KEY and old is None:
             containers = (obj.get("spec") or {}).get("containers")
             if not isinstance(containers, list) or not containers:
@@ -629,7 +541,7 @@ class Operations:
                     "Forbidden: no new finalizers can be added if the object is being deleted, "
                     "found new finalizers []string{" + ", ".join(f'"{f}"' for f in added) + "}")])
         if t.key == ("", "secrets"):
-            self._fold_string_data(new)
+            fold_string_data(new)
         if t.key == NAMESPACES_KEY and subresource is None:
             new.setdefault("spec", old.get("spec", {}))
         if subresource is None:
@@ -646,7 +558,7 @@ class Operations:
                 k: v for k, v in new.items() if k != "metadata"}
         new_meta["generation"] = generation + 1 if changed else generation
         if t.key == CRD_KEY and subresource is None:
-            new["status"] = self._crd_status(new, old.get("status"))
+            new["status"] = crd_status(new, rfc3339(self.clock()), old.get("status"))
         if dry_run:
             new_meta["resourceVersion"] = old["metadata"]["resourceVersion"]
             return self.present(t, new)
@@ -1004,80 +916,6 @@ class Operations:
                 obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
         elif t.key == CRD_KEY:
             self.unregister_crd(obj)
-
-    def _crd_status(
-        self, crd: Mapping[str, Any], previous: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """Names accepted and Established at once (no conflicts are possible here); the
-        conditions keep their transition time across updates."""
-        spec = crd.get("spec") or {}
-        names = dict(spec.get("names") or {})
-        names.setdefault("singular", str(names.get("kind", "")).lower())
-        names.setdefault("listKind", f"{names.get('kind', '')}List")
-        earlier = [c.get("lastTransitionTime") for c in (previous or {}).get("conditions") or []
-                   if isinstance(c, Mapping)]
-        now = earlier[0] if earlier and earlier[0] else rfc3339(self.clock())
-        return {
-            "acceptedNames": names,
-            "conditions": [
-                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
-                 "message": "no conflicts found", "lastTransitionTime": now},
-                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
-                 "message": "the initial names have been accepted", "lastTransitionTime": now},
-            ],
-            "storedVersions": [v["name"] for v in spec.get("versions") or [] if v.get("storage")],
-        }
-
-    def validate_crd(self, crd: Mapping[str, Any]) -> None:
-        """422 for CRDs whose names or schema cannot be served."""
-        name = (crd.get("metadata") or {}).get("name", "")
-        spec = crd.get("spec") or {}
-        names = spec.get("names") or {}
-        causes: list[tuple[str, str, str]] = []
-        group = spec.get("group")
-        plural = names.get("plural")
-        if not group:
-            causes.append(("FieldValueRequired", "spec.group", "Required value"))
-        if not plural:
-            causes.append(("FieldValueRequired", "spec.names.plural", "Required value"))
-        if not names.get("kind"):
-            causes.append(("FieldValueRequired", "spec.names.kind", "Required value"))
-        if group and plural and name != f"{plural}.{group}":
-            causes.append(("FieldValueInvalid", "metadata.name",
-                           f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group'))
-        versions = spec.get("versions") or []
-        if not versions:
-            causes.append(("FieldValueRequired", "spec.versions", "Required value"))
-        elif sum(1 for v in versions if v.get("storage")) != 1:
-            causes.append(("FieldValueInvalid", "spec.versions",
-                           "Invalid value: must have exactly one version marked as storage "
-                           "version"))
-        for i, version in enumerate(versions):
-            for j, column in enumerate(version.get("additionalPrinterColumns") or []):
-                where = f"spec.versions[{i}].additionalPrinterColumns[{j}]"
-                if column.get("type") not in ("integer", "number", "string", "boolean", "date"):
-                    causes.append(("FieldValueNotSupported", f"{where}.type",
-                                   f'Unsupported value: "{column.get("type")}": supported '
-                                   'values: "boolean", "date", "integer", "number", "string"'))
-                try:
-                    evaluate_jsonpath({}, str(column.get("jsonPath", "")))
-                except JsonPathError as e:
-                    causes.append(("FieldValueInvalid", f"{where}.jsonPath",
-                                   f'Invalid value: "{column.get("jsonPath")}": {e}'))
-                if not column.get("name"):
-                    causes.append(("FieldValueRequired", f"{where}.name", "Required value"))
-        if spec.get("scope") not in ("Namespaced", "Cluster"):
-            causes.append(("FieldValueNotSupported", "spec.scope",
-                           f'Unsupported value: "{spec.get("scope")}": supported values: '
-                           '"Cluster", "Namespaced"'))
-        if not causes:
-            try:
-                resource_types_from_crd(crd, schemas.Schema)
-            except ValueError as e:
-                causes.append(("FieldValueInvalid", "spec.versions[0].schema.openAPIV3Schema",
-                               f"Invalid value: {e}"))
-        if causes:
-            raise invalid("CustomResourceDefinition", "apiextensions.k8s.io", name, causes)
 
     def register_crd(self, crd: Mapping[str, Any]) -> None:
         if crd["metadata"].get("deletionTimestamp"):

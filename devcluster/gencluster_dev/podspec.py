@@ -605,6 +605,13 @@ def exit_details(returncode: int) -> tuple[int, int | None, str]:
     return returncode, None, "Completed" if returncode == 0 else "Error"
 
 
+def log_tail(data: bytes, lines: int = 80, limit: int = 2048) -> str:
+    """What Kubernetes puts in a failed container's message under FallbackToLogsOnError:
+    the last `lines` lines of its log, at most `limit` bytes."""
+    tail = b"\n".join(data.rstrip(b"\n").split(b"\n")[-lines:])
+    return tail[-limit:].decode("utf-8", "replace")
+
+
 def restart_delay(restart_count: int, base: float, maximum: float) -> float:
     """Back-off before restart number `restart_count + 1`: 0, base, 2·base, ... ≤ maximum.
 

@@ -82,6 +82,10 @@ class Store:
     def resource_version(self) -> int:
         return self._resource_version
 
+    @property
+    def watcher_count(self) -> int:
+        return len(self._watchers)
+
     def get(self, key: ResourceKey, namespace: str, name: str) -> dict[str, Any] | None:
         """The stored object itself: callers must not mutate it (use `copy.deepcopy`)."""
         return self._objects.get(key, {}).get((namespace, name))

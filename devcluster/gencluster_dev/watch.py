@@ -20,6 +20,7 @@ from gencluster_dev.errors import ApiError
 from gencluster_dev.resources import ResourceType
 from gencluster_dev.store import Store, StoreEvent
 
+CLIENT_CHECK_INTERVAL = 5.0
 Matcher = Callable[[Mapping[str, Any]], bool]
 Render = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -112,18 +113,22 @@ async def stream(
             waits = [next_bookmark - now] if spec.bookmarks else []
             if deadline is not None:
                 waits.append(deadline - now)
-            wait = max(0.0, min(waits)) if waits else None
+            # wake up now and then to notice a client that went away without a word
+            wait = max(0.0, min([*waits, CLIENT_CHECK_INTERVAL]))
             try:
                 event = await asyncio.wait_for(watcher.queue.get(), wait)
             except TimeoutError:
+                if request.transport is None or request.transport.is_closing():
+                    break
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     if spec.bookmarks:
                         await bookmark()
                     break
-                if spec.bookmarks and watcher.queue.empty():
-                    await bookmark()
-                next_bookmark = now + spec.bookmark_interval
+                if spec.bookmarks and now >= next_bookmark:
+                    if watcher.queue.empty():
+                        await bookmark()
+                    next_bookmark = now + spec.bookmark_interval
                 continue
             if event is None:  # server stopping
                 if spec.bookmarks:

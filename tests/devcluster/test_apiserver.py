@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 import aiohttp
 import pytest
+from gencluster_dev import watch as watch_module
 from gencluster_dev.apiserver import ApiServer
 from gencluster_dev.resources import BUILTINS
 
@@ -646,3 +647,31 @@ def test_no_op_updates_keep_the_resource_version_but_stale_ones_conflict(
                       content_type="application/merge-patch+json")
     status, _ = apiserver.request("PUT", f"{base}/same", created)  # stale, even if unchanged
     assert status == 409
+
+
+def test_a_watch_whose_client_vanished_is_dropped(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(watch_module, "CLIENT_CHECK_INTERVAL", 0.2)
+
+    async def scenario() -> tuple[int, int]:
+        server = ApiServer(host="127.0.250.1", port=0, admin_token="t",
+                           service_network="127.250.128.0/17", pods_dir=tmp_path)
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.250.1", server.port)
+            writer.write(b"GET /api/v1/configmaps?watch=true&resourceVersion=1 HTTP/1.1\r\n"
+                         b"Host: x\r\nAuthorization: Bearer t\r\n\r\n")
+            await writer.drain()
+            await reader.readline()
+            await asyncio.sleep(0.1)
+            before = server.store.watcher_count
+            writer.close()
+            deadline = asyncio.get_running_loop().time() + 5
+            while server.store.watcher_count and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            return before, server.store.watcher_count
+        finally:
+            await server.stop()
+
+    assert asyncio.run(scenario()) == (1, 0)

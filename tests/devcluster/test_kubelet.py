@@ -435,3 +435,54 @@ def test_missing_executable_is_a_start_error(plane: DevPlane) -> None:
     assert "no-such-program" in terminated["message"]
     plane.delete_pod("noexec")
     plane.wait_gone("noexec")
+
+
+APPEND_ON_TERM = r"""
+import os, signal, sys, time
+def on_term(*_):
+    with open(os.environ["MARKER"], "a") as f:
+        f.write("SIGTERM\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_pre_stop_hook_runs_before_sigterm(plane: DevPlane, tmp_path: Path) -> None:
+    tmp_path.chmod(0o777)
+    marker = tmp_path / "order"
+    plane.create(python_pod("hooked", APPEND_ON_TERM, terminationGracePeriodSeconds=10,
+                            container={
+        "env": [{"name": "MARKER", "value": str(marker)}],
+        "lifecycle": {"preStop": {"exec": {"command": [
+            "sh", "-c", "echo prestop-$(id -u) >> $MARKER"]}}}}))
+    plane.create(python_pod("sleepy", IGNORE, terminationGracePeriodSeconds=3, container={
+        "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}}))
+    for name in ("hooked", "sleepy"):
+        plane.wait_running(name)
+        wait_for(lambda name=name: "ready" in plane.log(name), 20, f"{name} ready")
+    uid = plane.state("hooked")["runAsUser"]
+    began = time.monotonic()
+    plane.delete_pod("hooked")
+    plane.delete_pod("sleepy")
+    plane.wait_gone("hooked")
+    expected_uid = os.geteuid() if uid is None else uid
+    assert marker.read_text() == f"prestop-{expected_uid}\nSIGTERM\n"
+    plane.wait_gone("sleepy")
+    took = time.monotonic() - began
+    # the sleeping hook, then SIGTERM (ignored), then SIGKILL at the end of the grace period
+    assert 2.8 <= took < 6, took
+
+
+def test_fallback_to_logs_on_error(plane: DevPlane) -> None:
+    plane.create(python_pod("explains", "import sys\nprint('first')\n"
+                            "print('boom: disk full', file=sys.stderr)\nsys.exit(2)",
+                            restartPolicy="Never",
+                            container={"terminationMessagePolicy": "FallbackToLogsOnError"}))
+    wait_for(lambda: ((plane.pod("explains") or {}).get("status") or {}).get("phase") ==
+             "Failed", 15, "phase Failed")
+    terminated = plane.container_status("explains")["state"]["terminated"]
+    assert terminated["message"] == "first\nboom: disk full"
+    plane.delete_pod("explains")
+    plane.wait_gone("explains")

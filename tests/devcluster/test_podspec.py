@@ -19,6 +19,7 @@ from gencluster_dev.podspec import (
     exit_details,
     expand,
     image_repository,
+    log_tail,
     mount_env,
     mount_env_name,
     pod_conditions,
@@ -312,3 +313,11 @@ def test_service_links() -> None:
     assert env["WEB_FRONT_PORT_53_UDP_ADDR"] == "127.2.128.7"
     assert env["WEB_FRONT_PORT_53_UDP_PROTO"] == "udp"
     assert not any(k.startswith(("PEERS_", "OTHER_", "KUBERNETES_")) for k in env)
+
+
+def test_log_tail_for_termination_messages() -> None:
+    data = b"".join(f"line {i}\n".encode() for i in range(100))
+    tail = log_tail(data)
+    assert tail.splitlines()[0] == "line 20" and tail.endswith("line 99")
+    assert len(log_tail(b"x" * 5000)) == 2048
+    assert log_tail(b"") == ""

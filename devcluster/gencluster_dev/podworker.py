@@ -1,0 +1,412 @@
+"""One pod on the node: IP, uid, directory, ServiceAccount kubeconfig, volumes, the status
+pushed to the API server, and graceful deletion. Its containers run in `containers`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .addresses import PoolExhausted
+from .apiclient import ApiError
+from .containers import ContainerRunner
+from .podspec import (
+    EnvSources,
+    mount_env,
+    now_rfc3339,
+    pod_conditions,
+    pod_dir_name,
+    pod_kubeconfig,
+    pod_phase,
+    referenced_objects,
+    service_env,
+    volume_files,
+)
+
+if TYPE_CHECKING:
+    from .kubelet import Kubelet
+
+log = logging.getLogger(__name__)
+
+
+def _write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+class PodWorker:
+    """Runs one pod bound to the node: setup, containers, status, graceful deletion."""
+
+    def __init__(self, kubelet: Kubelet, pod: dict) -> None:
+        self.kubelet = kubelet
+        self.pod = pod
+        meta = pod["metadata"]
+        self.uid: str = meta["uid"]
+        self.namespace: str = meta.get("namespace", "default")
+        self.name: str = meta["name"]
+        self.dir = kubelet.pods_dir / pod_dir_name(pod)
+        self.ip: str | None = None
+        self.run_as: int | None = None
+        self.start_time: str | None = None
+        spec = pod.get("spec", {})
+        self.restart_policy: str = spec.get("restartPolicy", "Always")
+        self.init_runners = [ContainerRunner(self, c, init=True)
+                             for c in spec.get("initContainers") or []]
+        self.runners = [ContainerRunner(self, c) for c in spec.get("containers") or []]
+        self.init_done = not self.init_runners
+        status = pod.get("status") or {}
+        self.finished = status.get("phase") in ("Succeeded", "Failed")
+        self.conditions: list[dict] | None = status.get("conditions")
+        self.terminating = asyncio.Event()
+        self.force = False
+        self.halting: float | None = None
+        self._version = 0
+        self._pushed_version = 0
+        self._dirty = asyncio.Event()
+        self._push_waiter = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._mount_messages: set[str] = set()
+
+    # ---------------------------------------------------------------- control
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"pod {self.namespace}/{self.name}")
+        if self.pod["metadata"].get("deletionTimestamp"):
+            self.terminating.set()
+
+    def update(self, pod: dict) -> None:
+        """A newer version of the pod object (labels, deletionTimestamp, ...)."""
+        self.pod = pod
+        if pod["metadata"].get("deletionTimestamp"):
+            self.terminating.set()
+
+    def removed(self) -> None:
+        """The pod vanished from the API without a graceful deletion: kill at once."""
+        self.force = True
+        self.terminating.set()
+
+    async def halt(self, grace: float) -> None:
+        """Stop the pod's processes for a kubelet shutdown (the pod stays in the API)."""
+        self.halting = grace
+        self.terminating.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def grace_period(self) -> float:
+        meta, spec = self.pod["metadata"], self.pod.get("spec", {})
+        grace = meta.get("deletionGracePeriodSeconds")
+        if grace is None:
+            grace = spec.get("terminationGracePeriodSeconds", 30)
+        return float(grace)
+
+    # ---------------------------------------------------------------- status
+
+    def mark_dirty(self) -> None:
+        """Something the API should know changed: push the status as soon as possible.
+
+        A pod found already Succeeded/Failed (a restarted control plane) is not run again and
+        its recorded status is left alone.
+        """
+        self.write_state()
+        if self.finished:
+            return
+        self._version += 1
+        self._dirty.set()
+
+    async def flush(self, timeout: float) -> None:
+        """Wait (bounded) until the status as of now has reached the API server."""
+        target = self._version
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._pushed_version < target:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._push_waiter.wait(), remaining)
+
+    def status(self) -> dict:
+        views = [r.view for r in self.runners]
+        init_views = [r.view for r in self.init_runners]
+        phase = pod_phase(self.restart_policy, views, init_views, self.init_done)
+        terminal = phase in ("Succeeded", "Failed")
+        self.conditions = pod_conditions(self.conditions, scheduled=True,
+                                         initialized=self.init_done, containers=views,
+                                         terminal=terminal)
+        status: dict[str, Any] = {
+            "phase": phase,
+            "conditions": self.conditions,
+            "hostIP": self.kubelet.host_ip,
+            "hostIPs": [{"ip": self.kubelet.host_ip}],
+            "podIP": self.ip,
+            "podIPs": [{"ip": self.ip}] if self.ip else None,
+            "startTime": self.start_time,
+            "containerStatuses": [v.status() for v in views],
+            "qosClass": "BestEffort",
+        }
+        if init_views:
+            status["initContainerStatuses"] = [v.status() for v in init_views]
+        return status
+
+    async def _pusher(self) -> None:
+        path = f"/api/v1/namespaces/{self.namespace}/pods/{self.name}/status"
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            version = self._version
+            try:
+                await self.kubelet.api.merge_patch(path, {"status": self.status()})
+            except ApiError as exc:
+                if exc.status == 404:
+                    return
+                log.warning("pod %s/%s status: %s", self.namespace, self.name, exc)
+                await asyncio.sleep(0.5)
+                self._dirty.set()
+                continue
+            except Exception as exc:
+                log.warning("pod %s/%s status: %s", self.namespace, self.name, exc)
+                await asyncio.sleep(0.5)
+                self._dirty.set()
+                continue
+            self._pushed_version = max(self._pushed_version, version)
+            waiter, self._push_waiter = self._push_waiter, asyncio.Event()
+            waiter.set()
+
+    def write_state(self) -> None:
+        """pods/<dir>/state.json, what the fault injector resolves pods with."""
+        if not self.dir.is_dir():
+            return
+        state = {
+            "namespace": self.namespace, "name": self.name, "uid": self.uid,
+            "podIP": self.ip, "runAsUser": self.run_as,
+            "containers": {r.name: {"pid": r.pid, "restartCount": r.view.restart_count}
+                           for r in [*self.init_runners, *self.runners]},
+        }
+        with contextlib.suppress(OSError):
+            _write_json_atomic(self.dir / "state.json", state)
+
+    # ---------------------------------------------------------------- run
+
+    async def _run(self) -> None:
+        pusher = asyncio.create_task(self._pusher(), name=f"status {self.name}")
+        try:
+            if not self.finished and not self.terminating.is_set():
+                await self._setup()
+                if not self.terminating.is_set():
+                    await self._run_init_containers()
+                if not self.terminating.is_set() and self.init_done:
+                    for runner in self.runners:
+                        runner.start()
+            self.mark_dirty()
+            await self.terminating.wait()
+            if self.halting is not None:
+                await self._stop_containers(self.halting)
+                return
+            await self._stop_containers(0.0 if self.force else self.grace_period(),
+                                        hooks=not self.force)
+            if not self.force:
+                self.mark_dirty()
+                await self.flush(2.0)
+                await self._delete_from_api()
+        except Exception:
+            log.exception("pod %s/%s failed", self.namespace, self.name)
+        finally:
+            pusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pusher
+            if self.halting is None:
+                self._release()
+            else:
+                self.write_state()
+            if self.kubelet.workers.get(self.uid) is self and self.halting is None:
+                del self.kubelet.workers[self.uid]
+                self.kubelet.finished_uids.append(self.uid)
+
+    def _release(self) -> None:
+        self.kubelet.ips.release(self.uid)
+        if self.kubelet.uids is not None:
+            self.kubelet.uids.release(self.uid)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    async def _stop_containers(self, grace: float, *, hooks: bool = False) -> None:
+        runners = [*self.init_runners, *self.runners]
+        for runner in runners:
+            runner.request_stop()
+        if grace > 0 and any(r.pid for r in runners):
+            for runner in runners:
+                if runner.pid:
+                    self.kubelet.emit(self.pod, "Normal", "Killing",
+                                      f"Stopping container {runner.name}", runner.name)
+        await asyncio.gather(*(r.stop(grace, hooks=hooks) for r in runners),
+                             return_exceptions=True)
+
+    async def _delete_from_api(self) -> None:
+        try:
+            await self.kubelet.api.delete(
+                f"/api/v1/namespaces/{self.namespace}/pods/{self.name}",
+                {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
+                 "preconditions": {"uid": self.uid}},
+            )
+        except ApiError as exc:
+            if exc.status not in (404, 409):
+                log.warning("pod %s/%s delete: %s", self.namespace, self.name, exc)
+
+    async def _setup(self) -> None:
+        """IP, uid, pod directory, ServiceAccount kubeconfig and volumes (retried)."""
+        kubelet = self.kubelet
+        try:
+            self.ip = kubelet.ips.allocate(self.uid)
+            self.run_as = kubelet.uids.allocate(self.uid) if kubelet.uids else None
+        except PoolExhausted as exc:
+            self._waiting_all("ContainerCreating", f"no free pod address or uid: {exc}")
+            await self.terminating.wait()
+            return
+        self.start_time = now_rfc3339()
+        for sub in ("", "logs", "volumes"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        self._chown(self.dir)
+        self._chown(self.dir / "volumes")
+        self.mark_dirty()
+        while not self.terminating.is_set():
+            try:
+                sources = await self.fetch_sources()
+                await self._write_kubeconfig()
+                self._materialize_volumes(sources)
+                return
+            except Exception as exc:  # a missing object, the API unreachable: retried
+                message = f"MountVolume.SetUp failed: {exc}"
+                self._waiting_all("ContainerCreating", message)
+                if message not in self._mount_messages:
+                    self._mount_messages.add(message)
+                    kubelet.emit(self.pod, "Warning", "FailedMount", message)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.terminating.wait(), 2.0)
+
+    def _waiting_all(self, reason: str, message: str) -> None:
+        for runner in [*self.init_runners, *self.runners]:
+            if runner.view.state == "waiting":
+                runner.view.reason, runner.view.message = reason, message
+        self.mark_dirty()
+
+    def _chown(self, path: Path) -> None:
+        if self.run_as is not None:
+            os.chown(path, self.run_as, self.run_as)
+
+    def _chown_tree(self, path: Path) -> None:
+        if self.run_as is None:
+            return
+        self._chown(path)
+        for root, dirs, files in os.walk(path):
+            for entry in [*dirs, *files]:
+                os.chown(os.path.join(root, entry), self.run_as, self.run_as)
+
+    async def fetch_sources(self) -> EnvSources:
+        """The Secrets and ConfigMaps the pod refers to, as they are now (None if missing)."""
+        secrets, configmaps = referenced_objects(self.pod)
+        api = self.kubelet.api
+        base = f"/api/v1/namespaces/{self.namespace}"
+        sources = EnvSources()
+        for name in secrets:
+            sources.secrets[name] = await api.get_or_none(f"{base}/secrets/{name}")
+        for name in configmaps:
+            sources.configmaps[name] = await api.get_or_none(f"{base}/configmaps/{name}")
+        return sources
+
+    @property
+    def service_account_dir(self) -> Path:
+        return self.dir / "serviceaccount"
+
+    def automount(self) -> bool:
+        return self.pod.get("spec", {}).get("automountServiceAccountToken", True) is not False
+
+    async def _write_kubeconfig(self) -> None:
+        """A kubeconfig with a TokenRequest token of the pod's ServiceAccount."""
+        if not self.automount():
+            return
+        account = self.pod.get("spec", {}).get("serviceAccountName") or "default"
+        reply = await self.kubelet.api.create(
+            f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{account}/token",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+             "spec": {"audiences": [], "expirationSeconds": 86400 * 365,
+                      "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
+                                         "name": self.name, "uid": self.uid}}},
+        )
+        token = reply["status"]["token"]
+        kubelet = self.kubelet
+        server = (f"https://{kubelet.api_host}:{kubelet.api_port}" if kubelet.ca_pem
+                  else kubelet.api_url)
+        kubeconfig = pod_kubeconfig(server=server, token=token, namespace=self.namespace,
+                                    account=account, ca_pem=kubelet.ca_pem)
+        _write_json_atomic(self.dir / "kubeconfig", kubeconfig, 0o600)
+        self._chown(self.dir / "kubeconfig")
+        sa_dir = self.service_account_dir
+        sa_dir.mkdir(exist_ok=True)
+        (sa_dir / "token").write_text(token)
+        (sa_dir / "namespace").write_text(self.namespace)
+        if kubelet.ca_pem:
+            (sa_dir / "ca.crt").write_bytes(kubelet.ca_pem)
+        self._chown_tree(sa_dir)
+
+    def _materialize_volumes(self, sources: EnvSources) -> None:
+        volumes_dir = self.dir / "volumes"
+        for volume in self.pod.get("spec", {}).get("volumes") or []:
+            files = volume_files(volume, sources)
+            if "hostPath" in volume:
+                continue
+            target = volumes_dir / volume["name"]
+            if files is None:
+                target.mkdir(exist_ok=True)
+                self._chown(target)
+                continue
+            staging = volumes_dir / f".{volume['name']}.new"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            for item in files:
+                path = staging / item.path
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(item.data)
+                os.chmod(path, item.mode)
+            self._chown_tree(staging)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(staging, target)
+
+    def base_env(self, container: dict) -> dict[str, str]:
+        """The env every container starts from, before envFrom and env (see docs "Pods")."""
+        kubelet = self.kubelet
+        env: dict[str, str] = {}
+        if self.pod.get("spec", {}).get("enableServiceLinks", True) is not False:
+            env.update(service_env(list(kubelet.services.cache.values()), self.namespace))
+        env |= {
+            "PATH": f"{kubelet.bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
+                    "/sbin:/bin",
+            "HOME": str(self.dir),
+            "HOSTNAME": self.pod.get("spec", {}).get("hostname") or self.name,
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            "KUBERNETES_SERVICE_HOST": kubelet.api_host,
+            "KUBERNETES_SERVICE_PORT": str(kubelet.api_port),
+            "GENCLUSTER_DEV_POD_DIR": str(self.dir),
+        }
+        if self.automount():
+            env["KUBECONFIG"] = str(self.dir / "kubeconfig")
+        env.update(mount_env(container, self.pod.get("spec", {}).get("volumes") or [],
+                             self.dir / "volumes",
+                             self.service_account_dir if self.automount() else None))
+        return env
+
+    async def _run_init_containers(self) -> None:
+        for runner in self.init_runners:
+            runner.start()
+            code = await runner.wait()
+            if code != 0 or self.terminating.is_set():
+                self.mark_dirty()
+                return
+        self.init_done = True
