@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
 import sys
 from pathlib import Path
 
@@ -49,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="FILE",
         help="a manifest to apply once the API serves (repeatable)",
+    )
+    up.add_argument(
+        "--controller",
+        action="append",
+        default=[],
+        metavar="COMMAND",
+        help="a controller (operator) command to run beside the control plane, with KUBECONFIG "
+        "set; restarted if it exits (repeatable)",
     )
     up.add_argument("--node-name", default="dev-node", help="the node's name (default %(default)s)")
     up.add_argument(
@@ -92,6 +101,7 @@ def run_up(arguments: argparse.Namespace) -> int:
         manifest_files=arguments.apply,
         node_name=arguments.node_name,
         restart_backoff_base=arguments.restart_backoff,
+        controller_commands=[shlex.split(command) for command in arguments.controller],
         announce=lambda line: print(line, flush=True),
     )
     try:

@@ -28,6 +28,7 @@ import aiohttp
 import yaml
 
 from gencluster_dev.apiserver import ApiServer
+from gencluster_dev.controllers import SupervisedController
 from gencluster_dev.kubelet import Kubelet
 from gencluster_dev.proxy import ServiceProxy
 
@@ -243,6 +244,7 @@ class DevCluster:
     manifest_files: Sequence[Path] = ()
     node_name: str = "dev-node"
     restart_backoff_base: float = 10.0
+    controller_commands: Sequence[Sequence[str]] = ()
     announce: Any = field(default=print)
 
     def __post_init__(self) -> None:
@@ -253,6 +255,7 @@ class DevCluster:
         self._proxy: ServiceProxy | None = None
         self._plan: AddressPlan | None = None
         self._owns_dir = False
+        self._controllers: list[SupervisedController] = []
 
     @property
     def kubeconfig_path(self) -> Path:
@@ -353,11 +356,31 @@ class DevCluster:
             )
             self.announce(f"API server at {self._api.url} (node {self.node_name})")
             self.announce(f"export KUBECONFIG={self.kubeconfig_path}")
+            self._start_controllers()
             for obj in manifests:
                 self.announce(await applier.apply(obj))
 
+    def _start_controllers(self) -> None:
+        if not self.controller_commands:
+            return
+        logs = self.dev_dir / "controllers"
+        logs.mkdir(exist_ok=True)
+        environment = {**os.environ, "KUBECONFIG": str(self.kubeconfig_path)}
+        for index, command in enumerate(self.controller_commands):
+            controller = SupervisedController(
+                command,
+                log_path=logs / f"{index}-{Path(command[0]).name}.log",
+                environment=environment,
+                announce=self.announce,
+            )
+            controller.start()
+            self._controllers.append(controller)
+
     async def stop(self) -> None:
         """Stop in reverse order; each part is stopped even if an earlier one fails."""
+        for controller in self._controllers:
+            with contextlib.suppress(Exception):
+                await controller.stop()
         for part in (self._proxy, self._kubelet, self._api):
             if part is not None:
                 with contextlib.suppress(Exception):

@@ -127,3 +127,28 @@ def test_stop_leaves_no_process_and_no_fault_rule(start_dev_cluster) -> None:
     assert table not in nft_tables()
     assert not cluster.kubeconfig.exists()
     assert not (cluster.dir / "instance.json").exists()
+
+
+def test_controller_runs_with_the_instance_kubeconfig_and_stops_with_it(
+    start_dev_cluster, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "controller.pid"
+    controller = (
+        f"sh -c 'echo $$ > {pid_file} && "
+        "kubectl create configmap from-controller --from-literal=source=controller "
+        "&& exec sleep 600'"
+    )
+    cluster = start_dev_cluster("--controller", controller)
+    data = wait_for(
+        lambda: cluster.kubectl(
+            "get", "configmap", "from-controller", "-o", "jsonpath={.data.source}", check=False
+        ).stdout,
+        30,
+        message="the controller to create its ConfigMap through KUBECONFIG",
+    )
+    assert data == "controller"
+    controller_pid = int(pid_file.read_text())
+    assert process_exists(controller_pid)
+
+    assert cluster.stop() == 0
+    assert not process_exists(controller_pid)

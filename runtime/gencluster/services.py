@@ -1,0 +1,405 @@
+"""The gRPC surface of a runtime: Client, Peer and Admin servicers, health and reflection.
+
+Each servicer is a thin translation between protobuf and the node: the decisions (is this a
+duplicate? may this replica answer? which entries does a standby need?) are made by the core
+(`Replica`, `AckTracker`, `election`) through `Node`. Error mapping, so clients can tell what to
+do without parsing messages:
+
+| situation | status |
+| --- | --- |
+| this replica is not the (serving) active | UNAVAILABLE, trailing metadata `gencluster-active-address` when the active is known: retry there |
+| undecodable request, codec mismatch | INVALID_ARGUMENT (nothing changed) |
+| request over the codec's size limit | RESOURCE_EXHAUSTED (nothing changed) |
+| the handler raised, or has no clause for the request | OK, with `error` set in the reply (state unchanged) |
+| Peer/Admin call without the peer token | UNAUTHENTICATED |
+| Peer message from a higher epoch than the active's | FAILED_PRECONDITION (this active is stale) |
+
+Every reply carries the answering replica's epoch, in the message and in the trailing metadata
+key `gencluster-epoch`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gencluster import wire
+from gencluster.codec import CodecError, MessageTooLarge
+from gencluster.log import CommandKind, StaleEpoch
+from gencluster.machine import Outcome, SubscriptionError
+from gencluster.node import Node, Role
+from gencluster.proto import gencluster_pb2 as pb
+from gencluster.proto import gencluster_pb2_grpc as pb_grpc
+from gencluster.replication import NotActive
+from gencluster.wellknown import ACTIVE_ADDRESS_METADATA, EPOCH_METADATA, PEER_TOKEN_METADATA
+
+log = logging.getLogger(__name__)
+
+READINESS_HEALTH_SERVICE = ""
+LIVENESS_HEALTH_SERVICE = "gencluster.liveness"
+NEXT_EVENT_METADATA = "gencluster-next-event"
+"""Initial metadata of Subscribe: the number of the first event this stream will deliver, so a
+client that subscribed for live events only knows where to resume after a failover."""
+
+_ROLE_TO_WIRE = {
+    Role.ACTIVE: pb.ROLE_ACTIVE,
+    Role.STANDBY: pb.ROLE_STANDBY,
+    Role.JOINING: pb.ROLE_JOINING,
+    Role.STOPPED: pb.ROLE_STOPPED,
+}
+
+
+async def _unavailable(node: Node, context: grpc.aio.ServicerContext, why: str) -> NoReturn:
+    address = node.active_address if node.active_identity != node.config.identity else ""
+    metadata: tuple[tuple[str, str], ...] = ((EPOCH_METADATA, str(node.epoch)),)
+    if address:
+        metadata += ((ACTIVE_ADDRESS_METADATA, address),)
+        why = f"{why}; the active is {node.active_identity} at {address}"
+    await context.abort(grpc.StatusCode.UNAVAILABLE, why, trailing_metadata=metadata)
+    raise AssertionError("abort returned")  # pragma: no cover
+
+
+async def _require_peer_token(node: Node, context: grpc.aio.ServicerContext) -> None:
+    presented = dict(context.invocation_metadata() or ()).get(PEER_TOKEN_METADATA, "")
+    if not hmac.compare_digest(str(presented).encode(), node.config.peer_token.encode()):
+        await context.abort(
+            grpc.StatusCode.UNAUTHENTICATED,
+            f"Peer and Admin calls need the cluster's peer token in {PEER_TOKEN_METADATA!r}",
+        )
+
+
+async def submit(
+    node: Node,
+    context: grpc.aio.ServicerContext,
+    kind: CommandKind,
+    request_id: str,
+    payload: bytes,
+    codec_name: str = "",
+) -> tuple[Outcome, int]:
+    """Run one request through the active's replica and wait until it may be answered."""
+    if codec_name and codec_name != node.codec.name:
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"payload encoded with {codec_name!r}, this cluster uses {node.codec.name!r}",
+        )
+    term = node.term
+    if term is None or not node.may_serve():
+        await _unavailable(node, context, f"{node.config.identity} is not the serving active")
+    assert term is not None
+    try:
+        submission = term.replica.submit(
+            kind,
+            request_id,
+            payload,
+            epoch=term.epoch,
+            time=time.time(),
+            seed=random.getrandbits(63),
+        )
+    except MessageTooLarge as error:
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+    except CodecError as error:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+    except StaleEpoch as error:
+        await _unavailable(node, context, str(error))
+    if submission.entry is not None:
+        term.appended(submission.entry.seq)
+    try:
+        await term.wait_acknowledged(submission.outcome.record.seq)
+    except NotActive as error:
+        await _unavailable(node, context, f"{error}; retry with the same request id")
+    context.set_trailing_metadata(((EPOCH_METADATA, str(term.epoch)),))
+    return submission.outcome, term.epoch
+
+
+class ClientService(pb_grpc.ClientServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def Call(  # noqa: N802 - gRPC method name
+        self, request: pb.CallRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CallReply:
+        outcome, epoch = await submit(
+            self.node, context, CommandKind.CALL, request.request_id, request.payload, request.codec
+        )
+        return wire.call_reply(outcome.record, epoch=epoch, duplicate=outcome.duplicate)
+
+    async def Cast(  # noqa: N802
+        self, request: pb.CastRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CastReply:
+        outcome, epoch = await submit(
+            self.node, context, CommandKind.CAST, request.request_id, request.payload, request.codec
+        )
+        return wire.cast_reply(outcome.record, epoch=epoch, duplicate=outcome.duplicate)
+
+    async def Subscribe(  # noqa: N802
+        self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Event]:
+        node = self.node
+        term = node.term
+        if term is None or not node.may_serve():
+            await _unavailable(node, context, f"{node.config.identity} is not the serving active")
+        assert term is not None
+        machine = term.replica.machine
+        from_event = request.from_event if request.HasField("from_event") else None
+        try:
+            backlog = machine.backlog(request.topic, from_event, accept_gap=request.accept_gap)
+        except SubscriptionError as error:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(error))
+        next_number = backlog.next_number if from_event is None else max(from_event, 1)
+        if backlog.events:
+            next_number = backlog.events[0].number
+        missed = backlog.missed
+        await context.send_initial_metadata(
+            ((NEXT_EVENT_METADATA, str(next_number)), (EPOCH_METADATA, str(term.epoch)))
+        )
+        wake = term.acknowledged.listen()
+        try:
+            while True:
+                wake.clear()
+                if term.closed:
+                    await _unavailable(node, context, "the active stepped down; resubscribe")
+                acknowledged = term.tracker.acknowledged_seq
+                for event in machine.events_from(request.topic, next_number).events:
+                    if event.seq > acknowledged:
+                        break
+                    yield wire.event_to_message(event, epoch=term.epoch, missed=missed)
+                    missed = 0
+                    next_number = event.number + 1
+                await wake.wait()
+        finally:
+            term.acknowledged.forget(wake)
+
+
+class PeerService(pb_grpc.PeerServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def Snapshot(  # noqa: N802
+        self, request: pb.SnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SnapshotChunk]:
+        node = self.node
+        await _require_peer_token(node, context)
+        term = node.term
+        if term is None:
+            await _unavailable(node, context, "snapshots come from the active")
+        assert term is not None
+        await self._check_epoch(request.epoch, term.epoch, context)
+        for chunk in wire.snapshot_to_chunks(term.replica.snapshot(), epoch=term.epoch):
+            yield chunk
+
+    async def Replicate(  # noqa: N802
+        self, request_iterator: Any, context: grpc.aio.ServicerContext
+    ) -> None:
+        node = self.node
+        await _require_peer_token(node, context)
+        first = await context.read()
+        if first is grpc.aio.EOF or first.WhichOneof("message") != "hello":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Replicate starts with Hello")
+        hello = first.hello
+        term = node.term
+        if term is None or term.closed:
+            await _unavailable(node, context, "replication comes from the active")
+        assert term is not None
+        await self._check_epoch(hello.epoch, term.epoch, context)
+        await term.serve_standby(hello, context.read, context.write)
+
+    async def _check_epoch(
+        self, peer_epoch: int, my_epoch: int, context: grpc.aio.ServicerContext
+    ) -> None:
+        if peer_epoch > my_epoch:
+            self.node.epoch = max(self.node.epoch, peer_epoch)
+            self.node.wake_election()
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"peer has seen epoch {peer_epoch}; this active's epoch {my_epoch} is stale",
+            )
+
+
+class AdminService(pb_grpc.AdminServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def Status(  # noqa: N802
+        self, request: pb.StatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StatusReply:
+        node = self.node
+        await _require_peer_token(node, context)
+        term = node.term
+        reply = pb.StatusReply(
+            identity=node.config.identity,
+            role=_ROLE_TO_WIRE[node.role],
+            epoch=term.epoch if term is not None else node.epoch,
+            applied_seq=node.replica.applied_seq if node.replica is not None else 0,
+            active=node.active_identity,
+            active_address=node.active_address,
+            mode=(
+                pb.REPLICATION_MODE_SYNC
+                if node.config.mode.value == "Sync"
+                else pb.REPLICATION_MODE_ASYNC
+            ),
+            server=node.config.server_spec,
+            server_version=node.server.version,
+            codec=node.codec.name,
+        )
+        if term is not None:
+            addresses = term.standby_addresses
+            for standby in term.tracker.standbys():
+                reply.standbys.append(
+                    pb.StandbyStatus(
+                        identity=standby.identity,
+                        address=addresses.get(standby.identity, ""),
+                        acked_seq=standby.acked_seq,
+                        lag=standby.lag,
+                        in_sync=standby.in_sync,
+                    )
+                )
+        return reply
+
+    async def GetState(  # noqa: N802
+        self, request: pb.GetStateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetStateReply:
+        node = self.node
+        await _require_peer_token(node, context)
+        replica = node.replica
+        if replica is None:
+            await _unavailable(node, context, f"{node.config.identity} holds no state yet")
+        assert replica is not None
+        try:
+            state = node.codec.encode(replica.machine.state, what="state")
+        except CodecError as error:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+        return pb.GetStateReply(
+            epoch=node.epoch, applied_seq=replica.applied_seq, codec=node.codec.name, state=state
+        )
+
+    async def Switchover(  # noqa: N802
+        self, request: pb.SwitchoverRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SwitchoverReply:
+        node = self.node
+        await _require_peer_token(node, context)
+        if node.term is None:
+            await _unavailable(node, context, "switchover is asked of the active")
+        result = await node.hand_over(
+            request.target or None, node.config.election.renew_deadline
+        )
+        if result is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"cannot hand over to {request.target or 'an in-sync standby'}: it must be a "
+                "connected member of the in-sync set and catch up within the renew deadline",
+            )
+        assert result is not None
+        return pb.SwitchoverReply(active=result[0], epoch=result[1])
+
+    async def Demote(  # noqa: N802
+        self, request: pb.DemoteRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DemoteReply:
+        node = self.node
+        await _require_peer_token(node, context)
+        log.warning("demoted: %s", request.reason or "by an Admin call")
+        epoch = node.term.epoch if node.term is not None else node.epoch
+        node.step_down(follow_address=request.follow_address or None)
+        if request.follow_address:
+            node.follow_override = request.follow_address
+        applied = node.replica.applied_seq if node.replica is not None else 0
+        return pb.DemoteReply(epoch=epoch, applied_seq=applied)
+
+    async def ExportState(  # noqa: N802
+        self, request: pb.ExportStateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SnapshotChunk]:
+        node = self.node
+        await _require_peer_token(node, context)
+        replica = node.replica
+        if replica is None:
+            await _unavailable(node, context, f"{node.config.identity} holds no state")
+        assert replica is not None
+        epoch = node.term.epoch if node.term is not None else node.epoch
+        for chunk in wire.snapshot_to_chunks(replica.snapshot(), epoch=epoch):
+            yield chunk
+
+    async def Merge(  # noqa: N802
+        self, request_iterator: AsyncIterator[pb.MergeChunk], context: grpc.aio.ServicerContext
+    ) -> pb.MergeReply:
+        node = self.node
+        await _require_peer_token(node, context)
+        origin: pb.MergeOrigin | None = None
+        chunks = []
+        async for chunk in request_iterator:
+            if chunk.WhichOneof("part") == "origin":
+                origin = chunk.origin
+            else:
+                chunks.append(chunk.snapshot)
+        if origin is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Merge starts with a MergeOrigin")
+        assert origin is not None
+        try:
+            snapshot, _ = wire.snapshot_from_chunks(chunks)
+        except wire.WireError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        log.info("merging the state of %s (epoch %d)", origin.source, origin.source_epoch)
+        outcome, epoch = await submit(
+            node, context, CommandKind.MERGE, origin.request_id, snapshot.state, snapshot.codec
+        )
+        reply = pb.MergeReply(epoch=epoch, seq=outcome.record.seq, duplicate=outcome.duplicate)
+        if outcome.record.error is not None:
+            reply.error.CopyFrom(wire.error_to_message(outcome.record.error))
+        return reply
+
+
+class HealthReporter:
+    """Keeps grpc.health.v1 true: liveness always SERVING, readiness from the node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.servicer = health.aio.HealthServicer()
+        self._ready: bool | None = None
+
+    async def start(self) -> None:
+        await self.servicer.set(LIVENESS_HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        await self.refresh()
+
+    async def refresh(self) -> None:
+        ready = self.node.ready()
+        if ready != self._ready:
+            self._ready = ready
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if ready
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            await self.servicer.set(READINESS_HEALTH_SERVICE, status)
+
+
+def build_server(node: Node, health_reporter: HealthReporter) -> grpc.aio.Server:
+    """A grpc.aio server with every service of the runtime (not yet bound or started)."""
+    limit = node.codec.max_bytes + 64 * 1024
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+            ("grpc.http2.max_ping_strikes", 0),
+        ]
+    )
+    pb_grpc.add_ClientServicer_to_server(ClientService(node), server)
+    pb_grpc.add_PeerServicer_to_server(PeerService(node), server)
+    pb_grpc.add_AdminServicer_to_server(AdminService(node), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_reporter.servicer, server)
+    service_names = (
+        pb.DESCRIPTOR.services_by_name["Client"].full_name,
+        pb.DESCRIPTOR.services_by_name["Peer"].full_name,
+        pb.DESCRIPTOR.services_by_name["Admin"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    )
+    reflection.enable_server_reflection(service_names, server)
+    return server
