@@ -359,7 +359,9 @@ class PodWorker:
         volumes_dir = self.dir / "volumes"
         for volume in self.pod.get("spec", {}).get("volumes") or []:
             files = volume_files(volume, sources)
-            if "hostPath" in volume:
+            if "hostPath" in volume:  # used in place; created only when asked to, like k8s
+                if volume["hostPath"].get("type") == "DirectoryOrCreate":
+                    Path(volume["hostPath"]["path"]).mkdir(parents=True, exist_ok=True)
                 continue
             target = volumes_dir / volume["name"]
             if files is None:

@@ -37,8 +37,8 @@ from gencluster.codec import Codec, get_codec
 from gencluster.election import (
     Acquire,
     ElectionConfig,
-    LeaseRecord,
     Leadership,
+    LeaseRecord,
     Observation,
     Release,
     Renew,
@@ -405,9 +405,14 @@ class Node:
                 return
             deadline = leadership.renewed_at + self.config.election.renew_deadline
             await asyncio.sleep(max(0.01, deadline - time.monotonic()))
-            if self.term is term and self.config.partition_policy is PartitionPolicy.FENCED:
-                if not election.may_serve(self.leadership, time.monotonic(), self.config.election):
-                    self._lease_lost("renew deadline passed without a successful renewal")
+            fenced = self.config.partition_policy is PartitionPolicy.FENCED
+            now = time.monotonic()
+            if (
+                self.term is term
+                and fenced
+                and not election.may_serve(self.leadership, now, self.config.election)
+            ):
+                self._lease_lost("renew deadline passed without a successful renewal")
 
     async def _set_label(self, role: str) -> None:
         """Keep the pod's role label true; retried until it lands or the role changed."""
@@ -461,7 +466,8 @@ class Node:
 
     async def _active_address(self) -> str:
         """The Lease holder's `podIP:port`, from the pod list (no DNS on the dev cluster)."""
-        holder = self.observation.record.holder if self.observation and self.observation.record else ""
+        record = self.observation.record if self.observation is not None else None
+        holder = record.holder if record is not None else ""
         if not holder or holder == self.config.identity:
             return ""
         address = self._pod_addresses.get(holder)

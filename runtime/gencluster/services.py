@@ -5,14 +5,15 @@ duplicate? may this replica answer? which entries does a standby need?) are made
 (`Replica`, `AckTracker`, `election`) through `Node`. Error mapping, so clients can tell what to
 do without parsing messages:
 
-| situation | status |
-| --- | --- |
-| this replica is not the (serving) active | UNAVAILABLE, trailing metadata `gencluster-active-address` when the active is known: retry there |
-| undecodable request, codec mismatch | INVALID_ARGUMENT (nothing changed) |
-| request over the codec's size limit | RESOURCE_EXHAUSTED (nothing changed) |
-| the handler raised, or has no clause for the request | OK, with `error` set in the reply (state unchanged) |
-| Peer/Admin call without the peer token | UNAUTHENTICATED |
-| Peer message from a higher epoch than the active's | FAILED_PRECONDITION (this active is stale) |
+- not the (serving) active: UNAVAILABLE, with trailing metadata `gencluster-active-address`
+  when the active is known (retry there, with the same request id);
+- undecodable request, codec mismatch: INVALID_ARGUMENT (nothing changed);
+- request over the codec's size limit: RESOURCE_EXHAUSTED (nothing changed);
+- the handler raised, or has no clause for the request: OK with `error` set in the reply
+  (state unchanged, server alive);
+- Peer/Admin call without the peer token: UNAUTHENTICATED;
+- Peer message from a higher epoch than the active's: FAILED_PRECONDITION (this active is
+  stale).
 
 Every reply carries the answering replica's epoch, in the message and in the trailing metadata
 key `gencluster-epoch`.
@@ -123,7 +124,7 @@ class ClientService(pb_grpc.ClientServicer):
     def __init__(self, node: Node) -> None:
         self.node = node
 
-    async def Call(  # noqa: N802 - gRPC method name
+    async def Call(
         self, request: pb.CallRequest, context: grpc.aio.ServicerContext
     ) -> pb.CallReply:
         outcome, epoch = await submit(
@@ -131,7 +132,7 @@ class ClientService(pb_grpc.ClientServicer):
         )
         return wire.call_reply(outcome.record, epoch=epoch, duplicate=outcome.duplicate)
 
-    async def Cast(  # noqa: N802
+    async def Cast(
         self, request: pb.CastRequest, context: grpc.aio.ServicerContext
     ) -> pb.CastReply:
         outcome, epoch = await submit(
@@ -139,7 +140,7 @@ class ClientService(pb_grpc.ClientServicer):
         )
         return wire.cast_reply(outcome.record, epoch=epoch, duplicate=outcome.duplicate)
 
-    async def Subscribe(  # noqa: N802
+    async def Subscribe(
         self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Event]:
         node = self.node
@@ -182,7 +183,7 @@ class PeerService(pb_grpc.PeerServicer):
     def __init__(self, node: Node) -> None:
         self.node = node
 
-    async def Snapshot(  # noqa: N802
+    async def Snapshot(
         self, request: pb.SnapshotRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.SnapshotChunk]:
         node = self.node
@@ -195,7 +196,7 @@ class PeerService(pb_grpc.PeerServicer):
         for chunk in wire.snapshot_to_chunks(term.replica.snapshot(), epoch=term.epoch):
             yield chunk
 
-    async def Replicate(  # noqa: N802
+    async def Replicate(
         self, request_iterator: Any, context: grpc.aio.ServicerContext
     ) -> None:
         node = self.node
@@ -227,7 +228,7 @@ class AdminService(pb_grpc.AdminServicer):
     def __init__(self, node: Node) -> None:
         self.node = node
 
-    async def Status(  # noqa: N802
+    async def Status(
         self, request: pb.StatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.StatusReply:
         node = self.node
@@ -263,7 +264,7 @@ class AdminService(pb_grpc.AdminServicer):
                 )
         return reply
 
-    async def GetState(  # noqa: N802
+    async def GetState(
         self, request: pb.GetStateRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStateReply:
         node = self.node
@@ -280,7 +281,7 @@ class AdminService(pb_grpc.AdminServicer):
             epoch=node.epoch, applied_seq=replica.applied_seq, codec=node.codec.name, state=state
         )
 
-    async def Switchover(  # noqa: N802
+    async def Switchover(
         self, request: pb.SwitchoverRequest, context: grpc.aio.ServicerContext
     ) -> pb.SwitchoverReply:
         node = self.node
@@ -299,7 +300,7 @@ class AdminService(pb_grpc.AdminServicer):
         assert result is not None
         return pb.SwitchoverReply(active=result[0], epoch=result[1])
 
-    async def Demote(  # noqa: N802
+    async def Demote(
         self, request: pb.DemoteRequest, context: grpc.aio.ServicerContext
     ) -> pb.DemoteReply:
         node = self.node
@@ -312,7 +313,7 @@ class AdminService(pb_grpc.AdminServicer):
         applied = node.replica.applied_seq if node.replica is not None else 0
         return pb.DemoteReply(epoch=epoch, applied_seq=applied)
 
-    async def ExportState(  # noqa: N802
+    async def ExportState(
         self, request: pb.ExportStateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.SnapshotChunk]:
         node = self.node
@@ -325,7 +326,7 @@ class AdminService(pb_grpc.AdminServicer):
         for chunk in wire.snapshot_to_chunks(replica.snapshot(), epoch=epoch):
             yield chunk
 
-    async def Merge(  # noqa: N802
+    async def Merge(
         self, request_iterator: AsyncIterator[pb.MergeChunk], context: grpc.aio.ServicerContext
     ) -> pb.MergeReply:
         node = self.node

@@ -80,6 +80,8 @@ def test_tcp_and_exec_handlers() -> None:
 def test_http_handler_status_codes_and_headers() -> None:
     async def scenario() -> list[tuple[bool, str]]:
         async def handle(request: web.Request) -> web.Response:
+            if request.path == "/slow":
+                await asyncio.sleep(3)
             if request.path == "/ok" and request.headers.get("X-Probe") == "yes":
                 return web.Response(text="fine")
             if request.path == "/redirect":
@@ -95,15 +97,16 @@ def test_http_handler_status_codes_and_headers() -> None:
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         results = []
         for spec in ({"path": "/ok", "httpHeaders": [{"name": "X-Probe", "value": "yes"}]},
-                     {"path": "/redirect"}, {"path": "/bad"}):
+                     {"path": "/redirect"}, {"path": "/bad"}, {"path": "/slow"}):
             results.append(await check({"httpGet": {"port": port, **spec}}, pod_ip="127.0.0.1",
-                                       resolve_port=lambda p: p, exec_fn=_exec, timeout=1))
+                                       resolve_port=lambda p: p, exec_fn=_exec, timeout=0.5))
         await runner.cleanup()
         return results
 
-    ok, redirect, bad = asyncio.run(scenario())
+    ok, redirect, bad, slow = asyncio.run(scenario())
     assert ok[0] and redirect[0]
     assert not bad[0] and "503" in bad[1]
+    assert not slow[0] and "/slow" in slow[1]
 
 
 def test_grpc_handler() -> None:
@@ -245,3 +248,16 @@ def test_exec_probe_runs_as_the_pod_uid(plane: DevPlane) -> None:
     assert written == str(os.geteuid() if want is None else want)
     plane.delete_pod("uidcheck")
     plane.wait_gone("uidcheck")
+
+
+def test_startup_probe_failure_restarts(plane: DevPlane) -> None:
+    plane.create(python_pod("neverstarts", "import time; time.sleep(600)", container={
+        "startupProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1, "failureThreshold": 2},
+        "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}}))
+    status = wait_for(lambda: (s := plane.container_status("neverstarts")).get(
+        "restartCount", 0) >= 1 and s, 30, "restart by the startup probe")
+    assert status["lastState"]["terminated"]["signal"] == 15
+    assert status["started"] is False and status["ready"] is False
+    assert any("failed startup probe" in e["message"] for e in plane.events("neverstarts"))
+    plane.delete_pod("neverstarts")
+    plane.wait_gone("neverstarts")

@@ -1,0 +1,320 @@
+"""`gencluster run`: the runtime process of one pod (docs/runtime-config.md is the contract).
+
+Configuration comes from environment variables, each with a flag that wins over it. Every
+value is validated before anything starts; an invalid or missing one exits with code 78
+(EX_CONFIG) and a last line of stderr that names the variable, which the operator turns into
+a Degraded/ServerNotRunnable condition instead of a silent crash loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gencluster.acks import ReplicationMode
+from gencluster.election import ElectionConfig, lease_timing_problems
+from gencluster.node import Node, NodeConfig, PartitionPolicy
+from gencluster.server import ServerLoadError, load_server_class
+
+EX_CONFIG = 78
+TERMINATION_LOG = Path("/dev/termination-log")
+MIN_PEER_TOKEN_LENGTH = 32
+
+log = logging.getLogger("gencluster.run")
+
+
+class ConfigError(Exception):
+    """A configuration that cannot run; the message names the variable."""
+
+
+# (variable, flag, default) for every setting; the flag's dest is the variable's name.
+SETTINGS: tuple[tuple[str, str, str | None], ...] = (
+    ("POD_NAME", "--pod-name", None),
+    ("POD_NAMESPACE", "--namespace", None),
+    ("POD_UID", "--pod-uid", ""),
+    ("POD_IP", "--pod-ip", None),
+    ("GENCLUSTER_LISTEN_HOST", "--listen-host", None),
+    ("GENCLUSTER_SERVER", "--server", None),
+    ("GENCLUSTER_ARGS", "--args", "{}"),
+    ("GENCLUSTER_PORT", "--port", "50051"),
+    ("GENCLUSTER_METRICS_PORT", "--metrics-port", "9090"),
+    ("GENCLUSTER_CLUSTER", "--cluster", ""),
+    ("GENCLUSTER_POD_SELECTOR", "--pod-selector", None),
+    ("GENCLUSTER_PEER_SERVICE", "--peer-service", ""),
+    ("GENCLUSTER_LEASE_NAME", "--lease-name", None),
+    ("GENCLUSTER_LEASE_DURATION_SECONDS", "--lease-duration-seconds", "15"),
+    ("GENCLUSTER_RENEW_DEADLINE_SECONDS", "--renew-deadline-seconds", "10"),
+    ("GENCLUSTER_RETRY_PERIOD_SECONDS", "--retry-period-seconds", "2"),
+    ("GENCLUSTER_REPLICATION_MODE", "--replication-mode", "Sync"),
+    ("GENCLUSTER_MIN_SYNC_STANDBYS", "--min-sync-standbys", "1"),
+    ("GENCLUSTER_PARTITION_POLICY", "--partition-policy", "Fenced"),
+    ("KUBECONFIG", "--kubeconfig", None),
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gencluster run",
+        description="Run one replica of a ClusteredServer (see docs/runtime-config.md). Every "
+        "flag has an environment variable; the flag wins.",
+    )
+    for variable, flag, _ in SETTINGS:
+        parser.add_argument(flag, dest=variable, help=f"default: ${variable}")
+    parser.add_argument(
+        "--peer-token-file",
+        dest="GENCLUSTER_PEER_TOKEN_FILE",
+        help="a file holding the peer token (default: $GENCLUSTER_PEER_TOKEN)",
+    )
+    return parser
+
+
+def _required(values: Mapping[str, str | None], name: str) -> str:
+    value = values.get(name)
+    if value is None or not value.strip():
+        raise ConfigError(f"{name} is required (see docs/runtime-config.md)")
+    return value.strip()
+
+
+def _integer(values: Mapping[str, str | None], name: str, minimum: int, maximum: int) -> int:
+    text = values.get(name) or ""
+    try:
+        number = int(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {text!r}") from None
+    if not minimum <= number <= maximum:
+        raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {number}")
+    return number
+
+
+def _address(name: str, text: str) -> str:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be an IPv4 or IPv6 address, got {text!r}") from None
+    if address.is_unspecified:
+        raise ConfigError(
+            f"{name} must not be {text}: a wildcard bind takes the port on every pod's "
+            "address on the local control plane; bind the pod's own IP"
+        )
+    return text
+
+
+def resolve(argv: list[str], environ: Mapping[str, str]) -> dict[str, str | None]:
+    """Flags over environment variables over defaults."""
+    arguments = vars(parser().parse_args(argv))
+    values: dict[str, str | None] = {}
+    for variable, _, default in SETTINGS:
+        flag_value = arguments.get(variable)
+        values[variable] = flag_value if flag_value is not None else environ.get(variable, default)
+    token_file = arguments.get("GENCLUSTER_PEER_TOKEN_FILE")
+    if token_file:
+        try:
+            values["GENCLUSTER_PEER_TOKEN"] = Path(token_file).read_text().strip()
+        except OSError as error:
+            raise ConfigError(f"--peer-token-file {token_file}: {error.strerror}") from None
+    else:
+        values["GENCLUSTER_PEER_TOKEN"] = environ.get("GENCLUSTER_PEER_TOKEN")
+    return values
+
+
+def build_config(values: Mapping[str, str | None]) -> NodeConfig:
+    """Validate everything; raise `ConfigError` naming the first bad variable."""
+    identity = _required(values, "POD_NAME")
+    namespace = _required(values, "POD_NAMESPACE")
+    pod_ip = _address("POD_IP", _required(values, "POD_IP"))
+    listen_host = _address(
+        "GENCLUSTER_LISTEN_HOST", (values.get("GENCLUSTER_LISTEN_HOST") or pod_ip).strip()
+    )
+    server_spec = _required(values, "GENCLUSTER_SERVER")
+    try:
+        args = json.loads(values.get("GENCLUSTER_ARGS") or "{}")
+    except ValueError as error:
+        raise ConfigError(f"GENCLUSTER_ARGS is not valid JSON: {error}") from None
+    port = _integer(values, "GENCLUSTER_PORT", 1, 65535)
+    metrics_port = _integer(values, "GENCLUSTER_METRICS_PORT", 1, 65535)
+    if metrics_port == port:
+        raise ConfigError("GENCLUSTER_METRICS_PORT must differ from GENCLUSTER_PORT")
+    cluster = (values.get("GENCLUSTER_CLUSTER") or "").strip()
+    selector = (values.get("GENCLUSTER_POD_SELECTOR") or "").strip()
+    if not selector:
+        if not cluster:
+            raise ConfigError("GENCLUSTER_POD_SELECTOR (or GENCLUSTER_CLUSTER) is required")
+        selector = f"gencluster.io/cluster={cluster}"
+    token = values.get("GENCLUSTER_PEER_TOKEN") or ""
+    if len(token.strip()) < MIN_PEER_TOKEN_LENGTH:
+        raise ConfigError(
+            f"GENCLUSTER_PEER_TOKEN is required, at least {MIN_PEER_TOKEN_LENGTH} characters "
+            f"(got {len(token.strip())})"
+        )
+    lease_name = _required(values, "GENCLUSTER_LEASE_NAME")
+    duration = _integer(values, "GENCLUSTER_LEASE_DURATION_SECONDS", 1, 86400)
+    deadline = _integer(values, "GENCLUSTER_RENEW_DEADLINE_SECONDS", 1, 86400)
+    retry = _integer(values, "GENCLUSTER_RETRY_PERIOD_SECONDS", 1, 86400)
+    problems = lease_timing_problems(duration, deadline, retry)
+    if problems:
+        raise ConfigError(
+            "GENCLUSTER_LEASE_DURATION_SECONDS / GENCLUSTER_RENEW_DEADLINE_SECONDS / "
+            "GENCLUSTER_RETRY_PERIOD_SECONDS: " + "; ".join(problems)
+        )
+    mode_text = (values.get("GENCLUSTER_REPLICATION_MODE") or "").strip()
+    try:
+        mode = ReplicationMode(mode_text)
+    except ValueError:
+        raise ConfigError(
+            f"GENCLUSTER_REPLICATION_MODE must be Sync or Async, got {mode_text!r}"
+        ) from None
+    min_sync = _integer(values, "GENCLUSTER_MIN_SYNC_STANDBYS", 0, 1000)
+    policy_text = (values.get("GENCLUSTER_PARTITION_POLICY") or "").strip()
+    try:
+        policy = PartitionPolicy(policy_text)
+    except ValueError:
+        raise ConfigError(
+            f"GENCLUSTER_PARTITION_POLICY must be Fenced or Available, got {policy_text!r}"
+        ) from None
+    kubeconfig = (values.get("KUBECONFIG") or "").strip() or None
+    if kubeconfig is not None and not Path(kubeconfig).is_file():
+        raise ConfigError(f"KUBECONFIG {kubeconfig} is not a readable file")
+    return NodeConfig(
+        identity=identity,
+        namespace=namespace,
+        pod_ip=pod_ip,
+        listen_host=listen_host,
+        port=port,
+        metrics_port=metrics_port,
+        server_spec=server_spec,
+        args=args,
+        cluster=cluster,
+        pod_selector=selector,
+        peer_token=token.strip(),
+        lease_name=lease_name,
+        election=ElectionConfig(duration, float(deadline), float(retry)),
+        mode=mode,
+        min_sync_standbys=min_sync,
+        partition_policy=policy,
+        kubeconfig=kubeconfig,
+    )
+
+
+def config_failure(message: str) -> int:
+    """Report a configuration that cannot run: last line of stderr and termination log."""
+    line = f"gencluster run: configuration error: {message}"
+    print(line, file=sys.stderr, flush=True)
+    with contextlib.suppress(OSError):
+        TERMINATION_LOG.write_text(line + "\n")
+    return EX_CONFIG
+
+
+def start_metrics(node: Node, config: NodeConfig) -> None:
+    """Prometheus text format at `/metrics` on the metrics port (read at scrape time)."""
+    from prometheus_client import start_http_server
+    from prometheus_client.core import REGISTRY, GaugeMetricFamily
+
+    class NodeCollector:
+        def collect(self) -> Any:
+            labels = ["cluster", "pod"]
+            values = [config.cluster, config.identity]
+            for name, help_text, value in (
+                ("gencluster_active", "1 while this replica is the serving active",
+                 1 if node.may_serve() else 0),
+                ("gencluster_epoch", "highest epoch seen", node.epoch),
+                ("gencluster_applied_seq", "last applied log sequence number",
+                 node.replica.applied_seq if node.replica is not None else 0),
+                ("gencluster_ready", "1 while readiness is SERVING", 1 if node.ready() else 0),
+            ):
+                family = GaugeMetricFamily(name, help_text, labels=labels)
+                family.add_metric(values, value)
+                yield family
+
+    REGISTRY.register(NodeCollector())
+    try:
+        start_http_server(config.metrics_port, addr=config.listen_host)
+    except OSError as error:
+        log.warning("metrics disabled: cannot listen on port %d: %s", config.metrics_port, error)
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of `gencluster run`; returns the process's exit code."""
+    logging.basicConfig(
+        level=os.environ.get("GENCLUSTER_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = build_config(resolve(argv, os.environ))
+    except ConfigError as error:
+        return config_failure(str(error))
+    try:
+        server_class = load_server_class(config.server_spec)
+    except ServerLoadError as error:
+        return config_failure(f"GENCLUSTER_SERVER: {error}")
+    try:
+        return asyncio.run(serve(config, server_class()))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def serve(config: NodeConfig, server: Any) -> int:
+    """Bind, start the services and the node; on SIGTERM hand over and exit 0."""
+    from gencluster.leases import KubernetesApi, load_configuration
+    from gencluster.node import host_port
+    from gencluster.services import HealthReporter, build_server
+
+    try:
+        kubernetes_configuration = load_configuration(config.kubeconfig)
+    except Exception as error:
+        return config_failure(f"KUBECONFIG / in-cluster configuration: {error}")
+    timings = config.election
+    request_timeout = max(0.2, min(timings.retry_period, timings.renew_deadline / 3))
+    api = KubernetesApi(
+        kubernetes_configuration, namespace=config.namespace, request_timeout=request_timeout
+    )
+    node = Node(config, server, api)
+    health_reporter = HealthReporter(node)
+    grpc_server = build_server(node, health_reporter)
+    address = host_port(config.listen_host, config.port)
+    try:
+        grpc_server.add_insecure_port(address)
+    except RuntimeError as error:
+        log.error("cannot listen on %s: %s", address, error)
+        return 1
+    await grpc_server.start()
+    await health_reporter.start()
+    loop = asyncio.get_running_loop()
+    node.on_role_change(lambda: loop.create_task(health_reporter.refresh()))
+    start_metrics(node, config)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    log.info(
+        "%s serving %s on %s (lease %s, %s, policy %s)",
+        config.identity,
+        config.server_spec,
+        address,
+        config.lease_name,
+        config.mode.value,
+        config.partition_policy.value,
+    )
+    node_task = asyncio.create_task(node.run())
+    stop_task = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({node_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    if node_task in done:
+        node_task.result()
+        return 1
+    log.info("SIGTERM: handing over and stopping")
+    await node.shutdown()
+    node_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await node_task
+    await grpc_server.stop(grace=1.0)
+    await api.close()
+    log.info("stopped")
+    return 0
