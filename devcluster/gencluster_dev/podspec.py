@@ -223,6 +223,11 @@ def referenced_objects(pod: dict) -> tuple[set[str], set[str]]:
             secrets.add(volume["secret"]["secretName"])
         if "configMap" in volume:
             configmaps.add(volume["configMap"]["name"])
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if "secret" in source:
+                secrets.add(source["secret"]["name"])
+            if "configMap" in source:
+                configmaps.add(source["configMap"]["name"])
     return secrets, configmaps
 
 
@@ -341,23 +346,65 @@ class VolumeFile:
     mode: int
 
 
-def volume_files(volume: dict, sources: EnvSources) -> list[VolumeFile] | None:
-    """The files a secret or configMap volume holds; None for volumes without files.
+@dataclass(frozen=True)
+class PodFacts:
+    """What downward-API and token volume files are made of, besides the pod object."""
+
+    pod: dict
+    pod_ip: str = ""
+    host_ip: str = ""
+    token: str | None = None
+
+
+def volume_files(
+    volume: dict, sources: EnvSources, facts: PodFacts | None = None
+) -> list[VolumeFile] | None:
+    """The files of a secret, configMap, downwardAPI or projected volume; None for volumes
+    without files (emptyDir, hostPath, ...).
 
     Honours `items` (key → path, per-item mode), `defaultMode` (0644 by default) and
     `optional`; raises `ContainerConfigError` when a non-optional object or key is missing.
+    A projected `serviceAccountToken` is the pod's own ServiceAccount token.
     """
+    default_mode = int(next((volume[k] for k in ("secret", "configMap", "downwardAPI",
+                                                  "projected") if k in volume), {}).get(
+        "defaultMode", 0o644))
     if "secret" in volume:
-        spec, kind = volume["secret"], "Secret"
-        name = spec["secretName"]
-        obj = sources.secrets.get(name)
-    elif "configMap" in volume:
-        spec, kind = volume["configMap"], "ConfigMap"
-        name = spec["name"]
-        obj = sources.configmaps.get(name)
-    else:
-        return None
-    default_mode = int(spec.get("defaultMode", 0o644))
+        spec = volume["secret"]
+        return _object_files(spec, "Secret", spec["secretName"], sources, default_mode,
+                             volume["name"])
+    if "configMap" in volume:
+        spec = volume["configMap"]
+        return _object_files(spec, "ConfigMap", spec["name"], sources, default_mode,
+                             volume["name"])
+    if "downwardAPI" in volume:
+        return _downward_files(volume["downwardAPI"].get("items") or [], facts, default_mode)
+    if "projected" in volume:
+        files: list[VolumeFile] = []
+        for source in volume["projected"].get("sources") or []:
+            if "secret" in source:
+                spec = source["secret"]
+                files += _object_files(spec, "Secret", spec["name"], sources, default_mode,
+                                       volume["name"])
+            elif "configMap" in source:
+                spec = source["configMap"]
+                files += _object_files(spec, "ConfigMap", spec["name"], sources, default_mode,
+                                       volume["name"])
+            elif "downwardAPI" in source:
+                files += _downward_files(source["downwardAPI"].get("items") or [], facts,
+                                         default_mode)
+            elif "serviceAccountToken" in source:
+                if facts is None or not facts.token:
+                    raise ContainerConfigError("no ServiceAccount token for a projected volume")
+                files.append(VolumeFile(_safe_relpath(source["serviceAccountToken"]["path"]),
+                                        facts.token.encode(), default_mode))
+        return files
+    return None
+
+
+def _object_files(spec: dict, kind: str, name: str, sources: EnvSources, default_mode: int,
+                  volume_name: str) -> list[VolumeFile]:
+    obj = (sources.secrets if kind == "Secret" else sources.configmaps).get(name)
     if obj is None:
         if spec.get("optional"):
             return []
@@ -385,8 +432,7 @@ def volume_files(volume: dict, sources: EnvSources) -> list[VolumeFile] | None:
                 if spec.get("optional"):
                     continue
                 raise ContainerConfigError(
-                    f"couldn't find key {item['key']} in {kind} {name} for volume "
-                    f"{volume['name']}"
+                    f"couldn't find key {item['key']} in {kind} {name} for volume {volume_name}"
                 )
             files.append(VolumeFile(_safe_relpath(item["path"]), data,
                                     int(item.get("mode", default_mode))))
@@ -395,6 +441,33 @@ def volume_files(volume: dict, sources: EnvSources) -> list[VolumeFile] | None:
                 *(obj.get("binaryData") or {})]
         for key in dict.fromkeys(keys):
             files.append(VolumeFile(_safe_relpath(key), raw(key) or b"", default_mode))
+    return files
+
+
+def _downward_files(items: list[dict], facts: PodFacts | None,
+                    default_mode: int) -> list[VolumeFile]:
+    if facts is None:
+        raise ContainerConfigError("downwardAPI volume without pod facts")
+    pod = facts.pod
+    files = []
+    for item in items:
+        if "fieldRef" in item:
+            path = item["fieldRef"]["fieldPath"]
+            if path in ("metadata.labels", "metadata.annotations"):
+                values = pod.get("metadata", {}).get(path.split(".")[1]) or {}
+                text = "\n".join(f'{key}="{value}"' for key, value in sorted(values.items()))
+            else:
+                text = field_ref_value(pod, path, pod_ip=facts.pod_ip, host_ip=facts.host_ip)
+        elif "resourceFieldRef" in item:
+            ref = item["resourceFieldRef"]
+            containers = pod.get("spec", {}).get("containers") or []
+            container = next((c for c in containers if c["name"] == ref.get("containerName")),
+                             containers[0] if containers else {})
+            text = resource_field_value(container, ref)
+        else:
+            continue
+        files.append(VolumeFile(_safe_relpath(item["path"]), text.encode(),
+                                int(item.get("mode", default_mode))))
     return files
 
 

@@ -17,6 +17,7 @@ from .apiclient import ApiError
 from .containers import ContainerRunner
 from .podspec import (
     EnvSources,
+    PodFacts,
     mount_env,
     now_rfc3339,
     pod_conditions,
@@ -73,6 +74,7 @@ class PodWorker:
         self._push_waiter = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._mount_messages: set[str] = set()
+        self.token: str | None = None
 
     # ---------------------------------------------------------------- control
 
@@ -328,9 +330,8 @@ class PodWorker:
         return self.pod.get("spec", {}).get("automountServiceAccountToken", True) is not False
 
     async def _write_kubeconfig(self) -> None:
-        """A kubeconfig with a TokenRequest token of the pod's ServiceAccount."""
-        if not self.automount():
-            return
+        """A TokenRequest token of the pod's ServiceAccount (also for projected token volumes)
+        and, unless automount is off, the kubeconfig and serviceaccount/ files with it."""
         account = self.pod.get("spec", {}).get("serviceAccountName") or "default"
         reply = await self.kubelet.api.create(
             f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{account}/token",
@@ -339,7 +340,9 @@ class PodWorker:
                       "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
                                          "name": self.name, "uid": self.uid}}},
         )
-        token = reply["status"]["token"]
+        token = self.token = reply["status"]["token"]
+        if not self.automount():
+            return
         kubelet = self.kubelet
         server = (f"https://{kubelet.api_host}:{kubelet.api_port}" if kubelet.ca_pem
                   else kubelet.api_url)
@@ -358,7 +361,8 @@ class PodWorker:
     def _materialize_volumes(self, sources: EnvSources) -> None:
         volumes_dir = self.dir / "volumes"
         for volume in self.pod.get("spec", {}).get("volumes") or []:
-            files = volume_files(volume, sources)
+            files = volume_files(volume, sources, PodFacts(
+                self.pod, self.ip or "", self.kubelet.host_ip, self.token))
             if "hostPath" in volume:  # used in place; created only when asked to, like k8s
                 if volume["hostPath"].get("type") == "DirectoryOrCreate":
                     Path(volume["hostPath"]["path"]).mkdir(parents=True, exist_ok=True)

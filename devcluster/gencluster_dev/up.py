@@ -29,6 +29,7 @@ import yaml
 
 from gencluster_dev.apiserver import ApiServer
 from gencluster_dev.controllers import SupervisedController
+from gencluster_dev.deployments import DeploymentController
 from gencluster_dev.kubelet import Kubelet
 from gencluster_dev.proxy import ServiceProxy
 
@@ -90,7 +91,11 @@ class SlotLease:
         with contextlib.suppress(PermissionError):
             SLOT_LOCK_DIR.chmod(0o1777)
         for slot in range(FIRST_SLOT, LAST_SLOT + 1):
-            handle = open(SLOT_LOCK_DIR / f"{slot}.lock", "a+")  # noqa: SIM115 - held open
+            path = SLOT_LOCK_DIR / f"{slot}.lock"
+            # Read-only is enough for flock, so a lock file another user created still works.
+            handle = open(path, "a+") if not path.exists() else open(path)  # noqa: SIM115
+            with contextlib.suppress(PermissionError):
+                path.chmod(0o666)
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -253,9 +258,17 @@ class DevCluster:
         self._api: ApiServer | None = None
         self._kubelet: Kubelet | None = None
         self._proxy: ServiceProxy | None = None
+        self._deployments: DeploymentController | None = None
         self._plan: AddressPlan | None = None
         self._owns_dir = False
         self._controllers: list[SupervisedController] = []
+
+    @property
+    def api_url(self) -> str:
+        """The API server's plain-HTTP address (Python clients; kubectl needs the kubeconfig)."""
+        if self._api is None:
+            raise DevClusterError("the control plane is not started")
+        return self._api.url
 
     @property
     def kubeconfig_path(self) -> Path:
@@ -320,10 +333,13 @@ class DevCluster:
             run_as_users=plan.run_as_users(os.geteuid() == 0),
             bin_dir=Path(sys.executable).parent,
             restart_backoff_base=self.restart_backoff_base,
+            ca_pem=self._api.ca_pem,
         )
         await self._kubelet.start()
         self._proxy = ServiceProxy(api_url=self._api.url, token=admin_token)
         await self._proxy.start()
+        self._deployments = DeploymentController(api_url=self._api.url, token=admin_token)
+        await self._deployments.start()
 
         headers = {"Authorization": f"Bearer {admin_token}"}
         async with aiohttp.ClientSession(headers=headers) as session:
@@ -381,7 +397,7 @@ class DevCluster:
         for controller in self._controllers:
             with contextlib.suppress(Exception):
                 await controller.stop()
-        for part in (self._proxy, self._kubelet, self._api):
+        for part in (self._deployments, self._proxy, self._kubelet, self._api):
             if part is not None:
                 with contextlib.suppress(Exception):
                     await part.stop()

@@ -503,3 +503,83 @@ def static_children(
         client_service(resource),
         pod_disruption_budget(resource),
     ]
+
+
+# -- keeping children as built ------------------------------------------------------------------
+
+MANAGED_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "ServiceAccount": (),
+    "Role": (("rules",),),
+    "RoleBinding": (("subjects",),),
+    "Lease": (),
+    "Secret": (),
+    "Service": (("spec", "selector"), ("spec", "ports")),
+    "PodDisruptionBudget": (("spec", "maxUnavailable"), ("spec", "selector")),
+}
+"""Per kind, the fields the operator keeps equal to what it builds once the object exists.
+
+The Role follows the pods (its `resourceNames` grow with a scale-up), the Services follow
+`spec.port`; the Lease belongs to the runtime once created (holder, renewals, in-sync set) and
+the Secret is immutable, so both are only ever created. Fields the API server fills in
+(`clusterIP`, defaults) are not compared: only what the builder sets."""
+
+
+def controlled_by(child: Mapping[str, Any], resource: Mapping[str, Any]) -> bool:
+    """Whether `child` names the ClusteredServer (by uid) as its controller. The operator never
+    changes an object it does not control: a same-named object left by someone else is
+    reported, not taken over."""
+    uid = resource["metadata"].get("uid")
+    return any(
+        ref.get("controller") and ref.get("uid") == uid
+        for ref in (child.get("metadata") or {}).get("ownerReferences") or []
+    )
+
+
+def _covers(actual: Any, wanted: Any) -> bool:
+    """`actual` holds everything `wanted` says (extra fields defaulted by the API are fine)."""
+    if isinstance(wanted, Mapping):
+        return isinstance(actual, Mapping) and all(
+            key in actual and _covers(actual[key], value) for key, value in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            isinstance(actual, list) and len(actual) == len(wanted)
+            and all(_covers(a, w) for a, w in zip(actual, wanted, strict=True))
+        )
+    return actual == wanted
+
+
+def drift_patch(wanted: Mapping[str, Any], actual: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The JSON merge patch that brings `actual` back to `wanted` on the kind's managed fields
+    (and the common labels), or None when nothing drifted. A managed map (a selector) is
+    replaced whole: keys `wanted` lacks are removed."""
+    patch: dict[str, Any] = {}
+    labels = (wanted.get("metadata") or {}).get("labels") or {}
+    actual_labels = (actual.get("metadata") or {}).get("labels") or {}
+    if not _covers(actual_labels, labels):
+        patch["metadata"] = {"labels": dict(labels)}
+    for path in MANAGED_FIELDS.get(wanted["kind"], ()):
+        want, have = _get(wanted, path), _get(actual, path)
+        if _covers(have, want) and not _extra_keys(have, want):
+            continue
+        value: Any = copy.deepcopy(want)
+        if isinstance(want, Mapping) and isinstance(have, Mapping):
+            value = {**{key: None for key in _extra_keys(have, want)}, **value}
+        target = patch
+        for key in path[:-1]:
+            target = target.setdefault(key, {})
+        target[path[-1]] = value
+    return patch or None
+
+
+def _get(obj: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = obj
+    for key in path:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
+
+
+def _extra_keys(actual: Any, wanted: Any) -> list[str]:
+    if isinstance(actual, Mapping) and isinstance(wanted, Mapping):
+        return sorted(key for key in actual if key not in wanted)
+    return []

@@ -433,6 +433,19 @@ class Node:
         if self._follower is None or self._follower.done():
             self._follower = asyncio.create_task(self._follow_loop())
 
+    def follow_instead(self, address: str) -> None:
+        """Replicate from `address` from now on (Admin.Demote after a partition): the current
+        stream is dropped at once. The override ends when this replica becomes active or the
+        address turns out stale."""
+        self.follow_override = address
+
+        async def restart() -> None:
+            await self._stop_following()
+            if self.term is None and not self.stopping:
+                self._start_following()
+
+        self._spawn(restart())
+
     async def _stop_following(self) -> None:
         follower = self._follower
         self._follower = None

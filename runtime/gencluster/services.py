@@ -216,7 +216,8 @@ class PeerService(pb_grpc.PeerServicer):
         self, peer_epoch: int, my_epoch: int, context: grpc.aio.ServicerContext
     ) -> None:
         if peer_epoch > my_epoch:
-            self.node.epoch = max(self.node.epoch, peer_epoch)
+            # Only the Lease is trusted about epochs: re-read it now (a claim from a peer is
+            # never adopted, or one bad message would fence this replica out for good).
             self.node.wake_election()
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -309,7 +310,7 @@ class AdminService(pb_grpc.AdminServicer):
         epoch = node.term.epoch if node.term is not None else node.epoch
         node.step_down(follow_address=request.follow_address or None)
         if request.follow_address:
-            node.follow_override = request.follow_address
+            node.follow_instead(request.follow_address)
         applied = node.replica.applied_seq if node.replica is not None else 0
         return pb.DemoteReply(epoch=epoch, applied_seq=applied)
 

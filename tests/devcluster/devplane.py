@@ -7,7 +7,6 @@ It runs in a thread with its own asyncio loop so tests stay synchronous and can 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import subprocess
@@ -57,18 +56,8 @@ class DevPlane:
         config = yaml.safe_load((self.dev_dir / "kubeconfig").read_text())
         self.token = config["users"][0]["user"]["token"]
         self.instance = json.loads((self.dev_dir / "instance.json").read_text())
-        api = self.cluster._api
-        assert api is not None
-        self.server = api.url  # plain http: what the kubelet and Python clients use
+        self.server = self.cluster.api_url  # plain http: what the kubelet and Python clients use
         self.kubectl_config = self.dev_dir / "kubeconfig"
-        if config["clusters"][0]["cluster"]["server"].startswith("http:") and getattr(
-                api, "ca_pem", None):
-            # kubectl sends no token over http (shared notes): same token, TLS endpoint
-            config["clusters"][0]["cluster"] = {
-                "server": api.tls_url,
-                "certificate-authority-data": base64.b64encode(api.ca_pem).decode()}
-            self.kubectl_config = self.dev_dir.parent / "kubectl-config"
-            self.kubectl_config.write_text(yaml.safe_dump(config))
         return self
 
     def stop(self) -> None:

@@ -43,7 +43,7 @@ def test_missing_instance_is_a_clear_error(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------ live
 
 AGENT = r"""
-import json, os, socket, threading, time, urllib.request
+import base64, json, os, socket, ssl, threading, time, urllib.request
 ip = os.environ["POD_IP"]
 server = socket.create_server((ip, 7000))
 def serve():
@@ -53,7 +53,10 @@ def serve():
         conn.close()
 threading.Thread(target=serve, daemon=True).start()
 kubeconfig = json.load(open(os.environ["KUBECONFIG"]))
-api = kubeconfig["clusters"][0]["cluster"]["server"] + "/api/v1/namespaces/default/pods"
+cluster = kubeconfig["clusters"][0]["cluster"]
+api = cluster["server"] + "/api/v1/namespaces/default/pods"
+ca = cluster.get("certificate-authority-data")
+tls = ssl.create_default_context(cadata=base64.b64decode(ca).decode()) if ca else None
 token = kubeconfig["users"][0]["user"]["token"]
 target_file = os.path.join(os.environ["SHARED"], os.environ["NAME"])
 while True:
@@ -72,7 +75,7 @@ while True:
             print("peer error", exc, flush=True)
     request = urllib.request.Request(api, headers={"Authorization": "Bearer " + token})
     try:
-        urllib.request.urlopen(request, timeout=1).read()
+        urllib.request.urlopen(request, timeout=1, context=tls).read()
         print("api ok", flush=True)
     except Exception as exc:
         print("api timeout" if "timed out" in str(exc) else f"api error {exc}", flush=True)

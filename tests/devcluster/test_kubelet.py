@@ -63,6 +63,9 @@ print(json.dumps({"env": env, "kube_ip": kube_ip, "uid": os.getuid(), "gid": os.
                   "config": read(os.path.join(config, "settings.yaml")),
                   "secret": read(os.path.join(secret, "pw")),
                   "secret_mode": oct(os.stat(os.path.join(secret, "pw")).st_mode & 0o777),
+                  "podinfo": read(os.environ["GENCLUSTER_DEV_MOUNT_ETC_PODINFO"] + "/labels"),
+                  "projected_token": read(os.environ["GENCLUSTER_DEV_MOUNT_ETC_PODINFO"]
+                                          + "/token") == token,
                   "mounts": mounts, "cwd": os.getcwd()}), flush=True)
 import time
 time.sleep(600)
@@ -88,7 +91,8 @@ def test_pod_gets_ip_uid_env_volumes_and_token(plane: DevPlane) -> None:
         "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CM_"}],
         "volumeMounts": [{"name": "config", "mountPath": "/etc/app"},
                          {"name": "secret", "mountPath": "/etc/secret"},
-                         {"name": "scratch", "mountPath": "/scratch"}],
+                         {"name": "scratch", "mountPath": "/scratch"},
+                         {"name": "podinfo", "mountPath": "/etc/podinfo"}],
     }, volumes=[
         {"name": "config", "configMap": {"name": "settings",
                                          "items": [{"key": "settings.yaml",
@@ -96,6 +100,10 @@ def test_pod_gets_ip_uid_env_volumes_and_token(plane: DevPlane) -> None:
         {"name": "secret", "secret": {"secretName": "creds", "defaultMode": 0o400,
                                       "items": [{"key": "password", "path": "pw"}]}},
         {"name": "scratch", "emptyDir": {}},
+        {"name": "podinfo", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token"}},
+            {"downwardAPI": {"items": [{"path": "labels",
+                                        "fieldRef": {"fieldPath": "metadata.labels"}}]}}]}},
     ])
     plane.create(pod)
     running = plane.wait_running("report")
@@ -116,6 +124,7 @@ def test_pod_gets_ip_uid_env_volumes_and_token(plane: DevPlane) -> None:
     assert report["config"] == "level: 3\n" and report["secret"] == "hunter2"
     assert report["secret_mode"] == "0o400"
     assert "/etc/app" in report["mounts"]
+    assert report["podinfo"] == 'app="report"\ntier="x"' and report["projected_token"]
     kubeconfig = plane.pod_dir(running) / "kubeconfig"
     if json.loads(kubeconfig.read_text())["clusters"][0]["cluster"]["server"].startswith(
             "https"):

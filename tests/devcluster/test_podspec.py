@@ -14,6 +14,7 @@ from gencluster_dev.podspec import (
     ContainerView,
     EnvSources,
     ImageError,
+    PodFacts,
     build_env,
     container_argv,
     exit_details,
@@ -321,3 +322,31 @@ def test_log_tail_for_termination_messages() -> None:
     assert tail.splitlines()[0] == "line 20" and tail.endswith("line 99")
     assert len(log_tail(b"x" * 5000)) == 2048
     assert log_tail(b"") == ""
+
+
+def test_downward_api_and_projected_volumes() -> None:
+    sources = EnvSources(secrets={"s": {"data": {"a": b64("A")}}},
+                         configmaps={"cm": {"data": {"c": "C"}}})
+    pod = {**POD, "spec": {**POD["spec"], "containers": [
+        {"name": "main", "resources": {"limits": {"memory": "2Mi"}}}]}}
+    facts = PodFacts(pod, pod_ip="127.2.64.9", host_ip="127.2.0.1", token="tok")
+    downward = volume_files({"name": "d", "downwardAPI": {"items": [
+        {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+        {"path": "ip", "fieldRef": {"fieldPath": "status.podIP"}},
+        {"path": "mem", "resourceFieldRef": {"containerName": "main",
+                                             "resource": "limits.memory", "divisor": "1Mi"}},
+    ]}}, sources, facts)
+    assert {f.path: f.data for f in downward} == {
+        "labels": b'app="web"', "ip": b"127.2.64.9", "mem": b"2"}
+    projected = volume_files({"name": "p", "projected": {"defaultMode": 0o440, "sources": [
+        {"serviceAccountToken": {"path": "token"}},
+        {"secret": {"name": "s", "items": [{"key": "a", "path": "sec/a"}]}},
+        {"configMap": {"name": "cm"}},
+        {"downwardAPI": {"items": [{"path": "ns", "fieldRef": {
+            "fieldPath": "metadata.namespace"}}]}},
+    ]}}, sources, facts)
+    assert {(f.path, f.data, f.mode) for f in projected} == {
+        ("token", b"tok", 0o440), ("sec/a", b"A", 0o440), ("c", b"C", 0o440),
+        ("ns", b"shop", 0o440)}
+    assert referenced_objects({"spec": {"volumes": [{"name": "p", "projected": {"sources": [
+        {"secret": {"name": "s"}}, {"configMap": {"name": "cm"}}]}}]}}) == ({"s"}, {"cm"})

@@ -1,0 +1,26 @@
+# The gencluster runtime image: what every ClusteredServer pod runs (`gencluster run`).
+# Users build their own image FROM this one and install the module their `spec.server` names.
+#
+#   docker build -t ghcr.io/gencluster/gencluster:0.1.0 .
+
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY runtime runtime
+COPY operator operator
+COPY devcluster devcluster
+COPY examples examples
+# Wheels for the package and every dependency, so the final stage needs no compiler or cache.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+# The root filesystem is read-only in the pods: no bytecode files written at import.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links=/wheels gencluster
+# A numeric, non-root user: `runAsNonRoot` can only be verified for numeric users.
+USER 65532:65532
+WORKDIR /tmp
+ENTRYPOINT ["gencluster"]
+CMD ["run"]

@@ -1,0 +1,145 @@
+"""The operator's Prometheus metrics, served on `--metrics-port` at `/metrics`.
+
+Cluster metrics are derived from the status the operator has just written, so a dashboard
+never disagrees with `kubectl get csrv`:
+
+| metric | type | labels | meaning |
+| --- | --- | --- | --- |
+| `gencluster_active` | gauge | namespace, cluster, pod | 1 for the pod that holds the Lease and serves, 0 for the other pods |
+| `gencluster_epoch` | gauge | namespace, cluster | the Lease's leaseTransitions |
+| `gencluster_failovers_total` | counter | namespace, cluster, kind | moves of the active role seen by this operator, by `lastFailoverReason` |
+| `gencluster_last_failover_timestamp_seconds` | gauge | namespace, cluster | `status.lastFailoverTime` as a Unix time |
+| `gencluster_replication_lag` | gauge | namespace, cluster, pod | entries a standby is behind, as the active reports it |
+| `gencluster_operator_reconciles_total` | counter | namespace, cluster, result | reconcile passes: `ok`, `conflict` (409: planned again), `error` |
+| `gencluster_operator_reconcile_duration_seconds` | histogram | | time of one pass (observe, act, write status) |
+
+Series of pods that are gone, and of deleted clusters, are removed so that they do not linger
+with their last value. The metrics live in a registry of their own so that a process that also
+imports the runtime's metrics never sees a name collision.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from gencluster_operator.observed import parse_time
+
+REGISTRY = CollectorRegistry()
+
+CLUSTER_LABELS = ("namespace", "cluster")
+POD_LABELS = ("namespace", "cluster", "pod")
+
+ACTIVE = Gauge(
+    "gencluster_active",
+    "1 for the pod that holds the Lease and serves client calls, 0 for the other pods.",
+    POD_LABELS,
+    registry=REGISTRY,
+)
+EPOCH = Gauge(
+    "gencluster_epoch",
+    "The Lease's leaseTransitions: +1 at every failover or switchover.",
+    CLUSTER_LABELS,
+    registry=REGISTRY,
+)
+FAILOVERS = Counter(
+    "gencluster_failovers",
+    "Moves of the active role seen by this operator, by reason (status.lastFailoverReason).",
+    (*CLUSTER_LABELS, "kind"),
+    registry=REGISTRY,
+)
+LAST_FAILOVER = Gauge(
+    "gencluster_last_failover_timestamp_seconds",
+    "When the active role last moved (status.lastFailoverTime), as a Unix time.",
+    CLUSTER_LABELS,
+    registry=REGISTRY,
+)
+REPLICATION_LAG = Gauge(
+    "gencluster_replication_lag",
+    "Log entries a standby has not acknowledged yet, as the active reports it.",
+    POD_LABELS,
+    registry=REGISTRY,
+)
+RECONCILES = Counter(
+    "gencluster_operator_reconciles",
+    "Reconcile passes by result: ok, conflict (409, planned again at once) or error.",
+    (*CLUSTER_LABELS, "result"),
+    registry=REGISTRY,
+)
+RECONCILE_DURATION = Histogram(
+    "gencluster_operator_reconcile_duration_seconds",
+    "Time of one reconcile pass: observe, plan, act, write the status.",
+    registry=REGISTRY,
+)
+
+_lock = threading.Lock()
+_pod_series: dict[tuple[str, str], set[str]] = {}
+"""Per cluster, the pods that have series, so that the series of a pod that is gone go too."""
+
+
+def serve(port: int, host: str = "") -> None:
+    """Serve `/metrics` over HTTP in a background thread."""
+    start_http_server(port, addr=host or "0.0.0.0", registry=REGISTRY)  # noqa: S104 - scraped from outside
+
+
+def record_status(
+    namespace: str,
+    cluster: str,
+    previous: Mapping[str, Any],
+    status: Mapping[str, Any],
+    pods: Iterable[str],
+) -> None:
+    """Update the cluster's series from the status just written (`previous` is the one it
+    replaced: a new `lastFailoverTime` counts one failover of kind `lastFailoverReason`)."""
+    active = status.get("activePod")
+    lags = {
+        entry["pod"]: entry["lag"] for entry in status.get("standbys") or [] if "lag" in entry
+    }
+    current = set(pods)
+    with _lock:
+        stale = _pod_series.get((namespace, cluster), set()) - current
+        _pod_series[(namespace, cluster)] = current
+    for pod in stale:
+        _remove(ACTIVE, namespace, cluster, pod)
+        _remove(REPLICATION_LAG, namespace, cluster, pod)
+    for pod in current:
+        ACTIVE.labels(namespace, cluster, pod).set(1 if pod == active else 0)
+        if pod in lags:
+            REPLICATION_LAG.labels(namespace, cluster, pod).set(lags[pod])
+        else:
+            _remove(REPLICATION_LAG, namespace, cluster, pod)
+    if status.get("epoch") is not None:
+        EPOCH.labels(namespace, cluster).set(status["epoch"])
+    moved = status.get("lastFailoverTime")
+    moment = parse_time(moved)
+    if moment is not None:
+        LAST_FAILOVER.labels(namespace, cluster).set(moment.timestamp())
+        if moved != previous.get("lastFailoverTime"):
+            kind = status.get("lastFailoverReason") or "Unknown"
+            FAILOVERS.labels(namespace, cluster, kind).inc()
+
+
+def record_reconcile(namespace: str, cluster: str, result: str, seconds: float) -> None:
+    RECONCILES.labels(namespace, cluster, result).inc()
+    RECONCILE_DURATION.observe(seconds)
+
+
+def forget_cluster(namespace: str, cluster: str) -> None:
+    """Remove every series of a deleted ClusteredServer."""
+    with _lock:
+        pods = _pod_series.pop((namespace, cluster), set())
+    for pod in pods:
+        _remove(ACTIVE, namespace, cluster, pod)
+        _remove(REPLICATION_LAG, namespace, cluster, pod)
+    _remove(EPOCH, namespace, cluster)
+    _remove(LAST_FAILOVER, namespace, cluster)
+
+
+def _remove(metric: Gauge, *labels: str) -> None:
+    try:
+        metric.remove(*labels)
+    except KeyError:
+        pass

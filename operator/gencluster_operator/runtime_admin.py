@@ -1,0 +1,220 @@
+"""The operator's calls to each pod's Admin gRPC service (docs/runtime-config.md).
+
+Status is asked of every running pod on every pass, concurrently and with a short deadline; a
+pod that does not answer is simply "not reporting" (None): the operator never concludes
+anything from silence, only the kubelet's container states and the Lease count as evidence.
+The operations (Switchover, Demote, and a merge made of ExportState, Merge and Demote) raise
+`AdminError` with the gRPC status, so the shell can report them like a failed API call.
+
+Every call carries the cluster's peer token in the `gencluster-peer-token` metadata; the
+runtime answers UNAUTHENTICATED without it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from gencluster.proto import gencluster_pb2 as pb
+from gencluster.proto import gencluster_pb2_grpc as pb_grpc
+from gencluster.wellknown import PEER_TOKEN_METADATA
+
+from gencluster_operator import names
+from gencluster_operator.observed import ROLE_JOINING, ROLE_STOPPED, RuntimeStatus
+
+STATUS_TIMEOUT_SECONDS = 1.0
+"""A live runtime answers Status from memory in milliseconds; a second is generous, and it
+bounds how long one unreachable pod can delay a reconcile pass (calls run concurrently)."""
+
+DEMOTE_TIMEOUT_SECONDS = 5.0
+MERGE_TIMEOUT_SECONDS = 30.0
+"""Export, merge and demote of a whole state: bounded by the state's size, not by a timer."""
+
+SWITCHOVER_MARGIN_SECONDS = 5.0
+"""Added to the renew deadline, which is how long the runtime may wait for the target to
+catch up and confirm before it gives up the handover."""
+
+ROLES = {
+    pb.ROLE_ACTIVE: names.ROLE_ACTIVE,
+    pb.ROLE_STANDBY: names.ROLE_STANDBY,
+    pb.ROLE_JOINING: ROLE_JOINING,
+    pb.ROLE_STOPPED: ROLE_STOPPED,
+}
+
+
+class AdminError(Exception):
+    """An Admin RPC that failed; `code` is the gRPC status code (None: not a gRPC error).
+    `ambiguous` is True when the call may have taken effect (deadline exceeded, connection
+    lost mid-call)."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def ambiguous(self) -> bool:
+        return self.code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What the winner's Merge answered: its epoch and the MERGE entry's sequence number."""
+
+    epoch: int
+    sequence: int
+    duplicate: bool
+
+
+def pod_address(pod_ip: str, port: int) -> str:
+    """`host:port` for gRPC, with IPv6 addresses bracketed."""
+    return f"[{pod_ip}]:{port}" if ":" in pod_ip else f"{pod_ip}:{port}"
+
+
+def runtime_status(reply: pb.StatusReply) -> RuntimeStatus | None:
+    """The pure core's view of a Status reply; None for a role the operator does not know."""
+    role = ROLES.get(reply.role)
+    if role is None:
+        return None
+    return RuntimeStatus(
+        role=role,
+        epoch=reply.epoch,
+        applied_sequence=reply.applied_seq,
+        standby_lag=tuple((standby.identity, standby.lag) for standby in reply.standbys),
+    )
+
+
+class RuntimeAdmin:
+    """Admin calls on a pool of channels, one per pod address, reused across passes (a gRPC
+    channel reconnects by itself; creating one per call would cost a handshake each time)."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            channel.close()
+
+    def forget_except(self, addresses: set[str]) -> None:
+        """Close the channels of addresses no pod has any more (deleted pods)."""
+        with self._lock:
+            gone = [address for address in self._channels if address not in addresses]
+            closing = [self._channels.pop(address) for address in gone]
+        for channel in closing:
+            channel.close()
+
+    def _stub(self, address: str) -> pb_grpc.AdminStub:
+        with self._lock:
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = grpc.insecure_channel(address)
+                self._channels[address] = channel
+        return pb_grpc.AdminStub(channel)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def statuses(self, token: str, addresses: Mapping[str, str]) -> dict[str, RuntimeStatus]:
+        """Status of every pod in `addresses` (pod name -> `host:port`), asked concurrently;
+        pods that do not answer in time are left out."""
+        metadata = ((PEER_TOKEN_METADATA, token),)
+        calls = {
+            pod: self._stub(address).Status.future(
+                pb.StatusRequest(), timeout=STATUS_TIMEOUT_SECONDS, metadata=metadata
+            )
+            for pod, address in addresses.items()
+        }
+        reports: dict[str, RuntimeStatus] = {}
+        for pod, call in calls.items():
+            try:
+                report = runtime_status(call.result())
+            except grpc.RpcError:
+                continue
+            if report is not None:
+                reports[pod] = report
+        return reports
+
+    # -- operations --------------------------------------------------------------------------
+
+    def switchover(
+        self, token: str, address: str, target: str, renew_deadline_seconds: int
+    ) -> pb.SwitchoverReply:
+        """Ask the active at `address` to hand the Lease to `target`; returns once it has."""
+        timeout = renew_deadline_seconds + SWITCHOVER_MARGIN_SECONDS
+        return self._call(
+            "Switchover", address, token, pb.SwitchoverRequest(target=target), timeout
+        )
+
+    def demote(self, token: str, address: str, follow_address: str, reason: str) -> None:
+        """Ask a stale active to step down and follow `follow_address` as a standby."""
+        request = pb.DemoteRequest(follow_address=follow_address, reason=reason)
+        self._call("Demote", address, token, request, DEMOTE_TIMEOUT_SECONDS)
+
+    def merge_states(
+        self,
+        token: str,
+        *,
+        winner_address: str,
+        loser: str,
+        loser_address: str,
+        loser_epoch: int,
+    ) -> MergeResult:
+        """Partition recovery: export the loser's state, merge it into the winner through the
+        user's `merge` (a replicated MERGE entry), then demote the loser to follow the winner.
+
+        The merge's request id names the exported position (loser, epoch, applied sequence),
+        so a retry of the same export is applied once, while a later export of a loser that
+        kept serving is a new merge. The loser is demoted only after the winner holds the
+        merged state; a failed merge changes nothing on either side.
+        """
+        metadata = ((PEER_TOKEN_METADATA, token),)
+        try:
+            chunks = list(
+                self._stub(loser_address).ExportState(
+                    pb.ExportStateRequest(), timeout=MERGE_TIMEOUT_SECONDS, metadata=metadata
+                )
+            )
+        except grpc.RpcError as error:
+            raise _admin_error("ExportState", loser_address, error) from error
+        header = next((c.header for c in chunks if c.HasField("header")), None)
+        applied = header.applied_seq if header is not None else 0
+        origin = pb.MergeOrigin(
+            request_id=f"merge/{loser}/{loser_epoch}/{applied}",
+            source=loser,
+            source_epoch=loser_epoch,
+        )
+
+        def merge_stream() -> Iterator[pb.MergeChunk]:
+            yield pb.MergeChunk(origin=origin)
+            for chunk in chunks:
+                yield pb.MergeChunk(snapshot=chunk)
+
+        try:
+            reply = self._stub(winner_address).Merge(
+                merge_stream(), timeout=MERGE_TIMEOUT_SECONDS, metadata=metadata
+            )
+        except grpc.RpcError as error:
+            raise _admin_error("Merge", winner_address, error) from error
+        if reply.HasField("error"):
+            raise AdminError(f"merge() raised {reply.error.type}: {reply.error.message}")
+        self.demote(token, loser_address, winner_address, "merged into the winner")
+        return MergeResult(epoch=reply.epoch, sequence=reply.seq, duplicate=reply.duplicate)
+
+    def _call(self, method: str, address: str, token: str, request: object, timeout: float) -> Any:
+        """One unary Admin call; the reply's type depends on `method`."""
+        rpc = getattr(self._stub(address), method)
+        try:
+            return rpc(request, timeout=timeout, metadata=((PEER_TOKEN_METADATA, token),))
+        except grpc.RpcError as error:
+            raise _admin_error(method, address, error) from error
+
+
+def _admin_error(method: str, address: str, error: grpc.RpcError) -> AdminError:
+    code = error.code() if isinstance(error, grpc.Call) else None
+    details = error.details() if isinstance(error, grpc.Call) else str(error)
+    name = code.name if code is not None else "error"
+    return AdminError(f"Admin.{method} on {address} failed ({name}): {details}", code)

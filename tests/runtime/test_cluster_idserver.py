@@ -1,0 +1,426 @@
+"""Three id_server replicas as real pods on the local control plane: Lease election,
+replication, failover by SIGKILL and by graceful stop, rejoin by snapshot, bad input.
+
+Every replica is a Pod running `gencluster run` (the process kubelet starts it on its own
+loopback address); the test creates what the operator would: the Lease (empty), the peer-token
+Secret and the ServiceAccount. Lease timings are 3/2/1 s (the contract's integer minimum
+that passes the timing rules), so a crash failover without the operator takes about 3-4 s.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import pytest
+
+from gencluster import Client, RemoteError
+from gencluster.proto import gencluster_pb2 as pb
+from gencluster.proto import gencluster_pb2_grpc as pb_grpc
+from gencluster.wellknown import PEER_TOKEN_METADATA
+from tests.devcluster_process import GENCLUSTER, DevClusterProcess, wait_for
+
+PORT = 50051
+LEASE = {"duration": 3, "renew": 2, "retry": 1}
+
+
+@dataclass
+class IdCluster:
+    """The pods of one ClusteredServer-like group, created by hand."""
+
+    dev: DevClusterProcess
+    name: str
+    token: str
+    replicas: int
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def pod_name(self, ordinal: int) -> str:
+        return f"{self.name}-{ordinal}"
+
+    def create(self) -> None:
+        objects = [
+            {"apiVersion": "v1", "kind": "ServiceAccount",
+             "metadata": {"name": f"{self.name}-gencluster"}},
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{self.name}-peer-token"},
+             "stringData": {"token": self.token}},
+            {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+             "metadata": {"name": self.name}, "spec": {}},
+        ]
+        objects += [self.pod(ordinal) for ordinal in range(self.replicas)]
+        self.dev.kubectl("apply", "--validate=false", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                                "items": objects}))
+
+    def pod(self, ordinal: int) -> dict[str, Any]:
+        env = {
+            "GENCLUSTER_SERVER": "gencluster_examples.id_server:IdServer",
+            "GENCLUSTER_CLUSTER": self.name,
+            "GENCLUSTER_POD_SELECTOR": f"gencluster.io/cluster={self.name}",
+            "GENCLUSTER_LEASE_NAME": self.name,
+            "GENCLUSTER_PORT": str(PORT),
+            "GENCLUSTER_LEASE_DURATION_SECONDS": str(LEASE["duration"]),
+            "GENCLUSTER_RENEW_DEADLINE_SECONDS": str(LEASE["renew"]),
+            "GENCLUSTER_RETRY_PERIOD_SECONDS": str(LEASE["retry"]),
+            "GENCLUSTER_REPLICATION_MODE": "Sync",
+            "GENCLUSTER_MIN_SYNC_STANDBYS": "1",
+            "PYTHONPATH": str(EXAMPLES),
+            **self.extra_env,
+        }
+        env_list: list[dict[str, Any]] = [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE",
+             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "GENCLUSTER_PEER_TOKEN", "valueFrom": {
+                "secretKeyRef": {"name": f"{self.name}-peer-token", "key": "token"}}},
+        ]
+        env_list += [{"name": key, "value": value} for key, value in env.items()]
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": self.pod_name(ordinal),
+                "labels": {"gencluster.io/cluster": self.name, "gencluster.io/role": "standby"},
+            },
+            "spec": {
+                "serviceAccountName": f"{self.name}-gencluster",
+                "restartPolicy": "Always",
+                "terminationGracePeriodSeconds": 30,
+                "enableServiceLinks": False,
+                "containers": [{
+                    "name": "server",
+                    "image": "ghcr.io/gencluster/gencluster:0.1.0",
+                    "command": ["gencluster", "run"],
+                    "ports": [{"name": "grpc", "containerPort": PORT}],
+                    "env": env_list,
+                    "readinessProbe": {"grpc": {"port": PORT, "service": ""},
+                                       "periodSeconds": 1, "failureThreshold": 2},
+                }],
+            },
+        }
+
+    def pod_ip(self, pod: str) -> str:
+        return self.dev.kubectl("get", "pod", pod, "-o", "jsonpath={.status.podIP}").stdout
+
+    def address(self, pod: str) -> str:
+        return f"{self.pod_ip(pod)}:{PORT}"
+
+    def addresses(self) -> str:
+        return ",".join(self.address(self.pod_name(i)) for i in range(self.replicas))
+
+    def lease(self) -> dict[str, Any]:
+        return json.loads(self.dev.kubectl("get", "lease", self.name, "-o", "json").stdout)
+
+    def holder(self) -> str:
+        return self.lease()["spec"].get("holderIdentity") or ""
+
+    def status(self, pod: str) -> pb.StatusReply | None:
+        try:
+            with grpc.insecure_channel(self.address(pod)) as channel:
+                return pb_grpc.AdminStub(channel).Status(
+                    pb.StatusRequest(), metadata=((PEER_TOKEN_METADATA, self.token),), timeout=2
+                )
+        except grpc.RpcError:
+            return None
+
+    def ready_cluster(self) -> str:
+        """Wait until one active has every other replica in sync; return the active."""
+        def settled() -> str:
+            holder = self.holder()
+            if not holder:
+                return ""
+            status = self.status(holder)
+            if status is None or status.role != pb.ROLE_ACTIVE:
+                return ""
+            in_sync = [s.identity for s in status.standbys if s.in_sync]
+            return holder if len(in_sync) == self.replicas - 1 else ""
+        try:
+            return wait_for(settled, 30, 0.2, "an active with every standby in sync")
+        except AssertionError:
+            for ordinal in range(self.replicas):
+                pod = self.pod_name(ordinal)
+                print(f"--- {pod}: {self.status(pod)}\n{self.logs(pod)[-6000:]}")
+            raise
+
+    def logs(self, pod: str) -> str:
+        return self.dev.kubectl("logs", pod, check=False).stdout
+
+
+EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture(scope="module")
+def cluster(dev_cluster: DevClusterProcess) -> Iterator[IdCluster]:
+    group = IdCluster(dev_cluster, "ids", secrets.token_urlsafe(32), 3)
+    group.create()
+    group.ready_cluster()
+    yield group
+
+
+def test_three_replicas_elect_one_active(cluster: IdCluster) -> None:
+    active = cluster.ready_cluster()
+    client = Client(cluster.addresses(), timeout=20)
+    assert client.call("next_value") >= 1
+    labels = cluster.dev.kubectl("get", "pods", "-l", "gencluster.io/role=active", "-o",
+                                 "jsonpath={.items[*].metadata.name}").stdout.split()
+    assert labels == [active]
+
+
+class Load:
+    """Clients calling next_value in threads, recording every reply and every failure."""
+
+    def __init__(self, addresses: str, clients: int = 6) -> None:
+        self.addresses = addresses
+        self.values: list[int] = []
+        self.times: list[float] = []
+        self.failures: list[BaseException] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _run(self) -> None:
+        with Client(self.addresses, timeout=20) as client:
+            while not self._stop.is_set():
+                try:
+                    value = client.call("next_value")
+                except Exception as error:
+                    with self._lock:
+                        self.failures.append(error)
+                    return
+                with self._lock:
+                    self.values.append(value)
+                    self.times.append(time.monotonic())
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.values)
+
+    def wait_for_more(self, replies: int, timeout: float = 30) -> None:
+        target = self.count() + replies
+        wait_for(lambda: self.count() >= target or self.failures, timeout, 0.05,
+                 f"{replies} more replies")
+        assert not self.failures, self.failures
+
+    def longest_gap(self, since: float) -> float:
+        with self._lock:
+            times = sorted(t for t in self.times if t >= since)
+        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+
+
+def current_value(client: Client) -> int:
+    return client.call("current")
+
+
+def assert_no_gap(values: list[int], before: int) -> None:
+    """Every call was answered (retries included), so the answers are exactly before+1..max."""
+    assert len(values) == len(set(values)), "a value was handed out twice"
+    assert sorted(values) == list(range(before + 1, before + 1 + len(values)))
+
+
+def test_sigkill_of_the_active_under_load_loses_no_acknowledged_value(
+    cluster: IdCluster,
+) -> None:
+    old_active = cluster.ready_cluster()
+    probe = Client(cluster.addresses(), timeout=20)
+    before = current_value(probe)
+    with Load(cluster.addresses()) as load:
+        load.wait_for_more(200)
+        killed_at = time.monotonic()
+        cluster.dev.gencluster("dev", "fault", "--dir", str(cluster.dev.dir), "kill", old_active)
+        wait_for(lambda: cluster.holder() not in ("", old_active), 20, 0.1, "a new holder")
+        load.wait_for_more(200)
+        outage = load.longest_gap(killed_at)
+    assert not load.failures, load.failures
+    assert_no_gap(load.values, before)
+    # The new active continues right after the last value any client was given.
+    assert probe.call("next_value") == max(load.values) + 1
+    print(f"SIGKILL outage seen by clients (no operator): {outage:.3f}s")
+    # The killed pod restarts without state and rejoins by snapshot.
+    new_active = cluster.ready_cluster()
+    assert new_active != old_active
+    wait_for(lambda: "joined by snapshot" in cluster.logs(old_active), 30, 0.2,
+             "the restarted replica to join by snapshot")
+    active_state = state_of(cluster, new_active)
+    wait_for(lambda: state_of(cluster, old_active) == active_state, 20, 0.1,
+             "the rejoined replica to hold the active's state")
+
+
+def state_of(cluster: IdCluster, pod: str) -> Any:
+    with grpc.insecure_channel(cluster.address(pod)) as channel:
+        reply = pb_grpc.AdminStub(channel).GetState(
+            pb.GetStateRequest(), metadata=((PEER_TOKEN_METADATA, cluster.token),), timeout=5
+        )
+    return json.loads(reply.state)
+
+
+def test_graceful_stop_of_the_active_hands_over_without_a_failed_call(
+    cluster: IdCluster,
+) -> None:
+    old_active = cluster.ready_cluster()
+    probe = Client(cluster.addresses(), timeout=20)
+    before = current_value(probe)
+    old_epoch = cluster.lease()["spec"]["leaseTransitions"]
+    with Load(cluster.addresses()) as load:
+        load.wait_for_more(200)
+        stopped_at = time.monotonic()
+        cluster.dev.kubectl("delete", "pod", old_active, "--wait=false")
+        wait_for(lambda: cluster.holder() not in ("", old_active), 20, 0.05, "the handover")
+        load.wait_for_more(200)
+        outage = load.longest_gap(stopped_at)
+    assert not load.failures, load.failures
+    assert_no_gap(load.values, before)
+    lease = cluster.lease()
+    assert lease["spec"]["leaseTransitions"] == old_epoch + 1
+    print(f"graceful handover outage seen by clients: {outage:.3f}s")
+    # Put the deleted replica back (no operator here) for the tests that follow.
+    wait_for(lambda: cluster.dev.kubectl("get", "pod", old_active, check=False).returncode != 0,
+             30, 0.2, "the old pod to be gone")
+    cluster.dev.kubectl("apply", "--validate=false", "-f", "-",
+                        input=json.dumps(cluster.pod(int(old_active.rsplit("-", 1)[1]))))
+    cluster.ready_cluster()
+
+
+def test_bad_input_gets_clear_errors_and_changes_nothing(cluster: IdCluster) -> None:
+    active = cluster.ready_cluster()
+    address = cluster.address(active)
+    client = Client(address, timeout=20)
+    before = current_value(client)
+    peer_token = ((PEER_TOKEN_METADATA, cluster.token),)
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.ClientStub(channel)
+        cases = [
+            (pb.CallRequest(request_id="bad-1", payload=b"\xff{not json"),
+             grpc.StatusCode.INVALID_ARGUMENT, "cannot decode request as json"),
+            (pb.CallRequest(request_id="bad-2", payload=b'"' + b"a" * (4 * 1024 * 1024) + b'"'),
+             grpc.StatusCode.RESOURCE_EXHAUSTED, "over the json codec limit"),
+            (pb.CallRequest(request_id="bad-3", payload=b'"next_value"', codec="msgpack"),
+             grpc.StatusCode.INVALID_ARGUMENT, "this cluster uses 'json'"),
+        ]
+        for request, code, words in cases:
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Call(request, timeout=10)
+            assert raised.value.code() == code
+            assert words in raised.value.details()
+        unknown_method = channel.unary_unary("/gencluster.v1.Client/NoSuchMethod")
+        with pytest.raises(grpc.RpcError) as raised:
+            unknown_method(b"", timeout=5)
+        assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        # Peer and Admin calls need the peer token.
+        with pytest.raises(grpc.RpcError) as raised:
+            pb_grpc.AdminStub(channel).Demote(pb.DemoteRequest(), timeout=5)
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # A peer claiming a higher epoch than the active's is refused.
+        replicate = pb_grpc.PeerStub(channel).Replicate(
+            iter([pb.ReplicateUp(hello=pb.Hello(identity="intruder", epoch=10**6))]),
+            metadata=peer_token, timeout=5,
+        )
+        with pytest.raises(grpc.RpcError) as raised:
+            list(replicate)
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # A request the handler has no clause for raises in the handler: an error reply.
+    with pytest.raises(RemoteError) as handler_error:
+        client.call(["no", "such", "request"])
+    assert handler_error.value.type == "UnknownRequest"
+    # Nothing changed, and the server is alive and still the active.
+    assert current_value(client) == before
+    assert client.call("next_value") == before + 1
+    assert cluster.holder() == active
+
+
+class StaleActive(pb_grpc.PeerServicer):
+    """A deposed active that still streams entries from an old epoch."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.hellos: list[pb.Hello] = []
+
+    def Replicate(self, request_iterator: Any, context: Any) -> Iterator[pb.ReplicateDown]:  # noqa: N802
+        hello = next(request_iterator).hello
+        self.hellos.append(hello)
+        entry = pb.LogEntry(
+            seq=hello.applied_seq + 1,
+            epoch=self.epoch,
+            command=pb.Command(kind=pb.COMMAND_KIND_CALL, request_id="stale", payload=b'"next_value"'),
+        )
+        yield pb.ReplicateDown(
+            entries=pb.EntryBatch(epoch=self.epoch, entries=[entry], last_seq=entry.seq)
+        )
+        time.sleep(2)
+
+
+def test_standby_refuses_replication_from_a_stale_epoch(cluster: IdCluster) -> None:
+    active = cluster.ready_cluster()
+    standby = next(cluster.pod_name(i) for i in range(cluster.replicas)
+                   if cluster.pod_name(i) != active)
+    epoch = cluster.lease()["spec"]["leaseTransitions"]
+    before = state_of(cluster, standby)
+    stale = StaleActive(epoch - 1)
+    server = grpc.server(__import__("concurrent.futures").futures.ThreadPoolExecutor(4))
+    pb_grpc.add_PeerServicer_to_server(stale, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(cluster.address(standby)) as channel:
+            pb_grpc.AdminStub(channel).Demote(
+                pb.DemoteRequest(follow_address=f"127.0.0.1:{port}", reason="test"),
+                metadata=((PEER_TOKEN_METADATA, cluster.token),), timeout=5,
+            )
+        wait_for(lambda: stale.hellos, 20, 0.05, "the standby to connect to the stale active")
+        wait_for(lambda: "refused: this replica has seen epoch" in cluster.logs(standby), 20, 0.2,
+                 "the standby to refuse the stale entries")
+    finally:
+        server.stop(0)
+    assert stale.hellos[0].epoch >= epoch
+    assert state_of(cluster, standby) == before
+    cluster.ready_cluster()  # back in sync with the real active
+
+
+def test_active_cut_off_from_the_api_server_stops_serving_before_its_lease_expires(
+    cluster: IdCluster,
+) -> None:
+    old_active = cluster.ready_cluster()
+    directory = str(cluster.dev.dir)
+    last_ok = 0.0
+    with grpc.insecure_channel(cluster.address(old_active)) as channel:
+        stub = pb_grpc.ClientStub(channel)
+        cluster.dev.gencluster("dev", "fault", "--dir", directory, "cut-apiserver", old_active)
+        try:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                try:
+                    stub.Call(pb.CallRequest(payload=b'"next_value"'), timeout=1)
+                    last_ok = time.time()
+                except grpc.RpcError as error:
+                    if error.code() == grpc.StatusCode.UNAVAILABLE:
+                        break
+                time.sleep(0.02)
+            else:
+                raise AssertionError("the cut-off active kept serving")
+            stopped_serving = time.time()
+            wait_for(lambda: cluster.holder() not in ("", old_active), 20, 0.1, "a new holder")
+            acquired = cluster.lease()["spec"]["acquireTime"]
+        finally:
+            cluster.dev.gencluster("dev", "fault", "--dir", directory, "heal")
+    from datetime import datetime
+
+    acquired_at = datetime.fromisoformat(acquired.replace("Z", "+00:00")).timestamp()
+    assert last_ok < stopped_serving < acquired_at
+    print(f"fenced {acquired_at - stopped_serving:.3f}s before the new active took the Lease")
+    cluster.ready_cluster()  # the old active rejoins as a standby
