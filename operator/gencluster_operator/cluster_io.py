@@ -228,7 +228,10 @@ class KubernetesApi:
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
+            "metadata": {
+                "generateName": f"{metadata['name']}.",
+                "namespace": metadata["namespace"],
+            },
             "involvedObject": {
                 "apiVersion": names.API_VERSION,
                 "kind": names.KIND,

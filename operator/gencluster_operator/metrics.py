@@ -3,15 +3,18 @@
 Cluster metrics are derived from the status the operator has just written, so a dashboard
 never disagrees with `kubectl get csrv`:
 
-| metric | type | labels | meaning |
-| --- | --- | --- | --- |
-| `gencluster_active` | gauge | namespace, cluster, pod | 1 for the pod that holds the Lease and serves, 0 for the other pods |
-| `gencluster_epoch` | gauge | namespace, cluster | the Lease's leaseTransitions |
-| `gencluster_failovers_total` | counter | namespace, cluster, kind | moves of the active role seen by this operator, by `lastFailoverReason` |
-| `gencluster_last_failover_timestamp_seconds` | gauge | namespace, cluster | `status.lastFailoverTime` as a Unix time |
-| `gencluster_replication_lag` | gauge | namespace, cluster, pod | entries a standby is behind, as the active reports it |
-| `gencluster_operator_reconciles_total` | counter | namespace, cluster, result | reconcile passes: `ok`, `conflict` (409: planned again), `error` |
-| `gencluster_operator_reconcile_duration_seconds` | histogram | | time of one pass (observe, act, write status) |
+- `gencluster_active{namespace, cluster, pod}` (gauge): 1 for the pod that holds the Lease and
+  serves, 0 for the other pods;
+- `gencluster_epoch{namespace, cluster}` (gauge): the Lease's leaseTransitions;
+- `gencluster_failovers_total{namespace, cluster, kind}` (counter): moves of the active role
+  this operator saw, by `lastFailoverReason` (ActivePodDeleted, Switchover, ...);
+- `gencluster_last_failover_timestamp_seconds{namespace, cluster}` (gauge):
+  `status.lastFailoverTime` as a Unix time;
+- `gencluster_replication_lag{namespace, cluster, pod}` (gauge): entries a standby is behind,
+  as the active reports it;
+- `gencluster_operator_reconciles_total{namespace, cluster, result}` (counter): reconcile
+  passes, `ok`, `conflict` (409: planned again) or `error`;
+- `gencluster_operator_reconcile_duration_seconds` (histogram): one pass (observe, act, write).
 
 Series of pods that are gone, and of deleted clusters, are removed so that they do not linger
 with their last value. The metrics live in a registry of their own so that a process that also
@@ -20,6 +23,7 @@ imports the runtime's metrics never sees a name collision.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -82,7 +86,7 @@ _pod_series: dict[tuple[str, str], set[str]] = {}
 
 def serve(port: int, host: str = "") -> None:
     """Serve `/metrics` over HTTP in a background thread."""
-    start_http_server(port, addr=host or "0.0.0.0", registry=REGISTRY)  # noqa: S104 - scraped from outside
+    start_http_server(port, addr=host or "0.0.0.0", registry=REGISTRY)
 
 
 def record_status(
@@ -139,7 +143,5 @@ def forget_cluster(namespace: str, cluster: str) -> None:
 
 
 def _remove(metric: Gauge, *labels: str) -> None:
-    try:
+    with contextlib.suppress(KeyError):
         metric.remove(*labels)
-    except KeyError:
-        pass

@@ -174,6 +174,7 @@ class Client:
         self.codec = get_codec(codec)
         self.timeout = timeout
         self._channels: dict[str, grpc.Channel] = {}
+        self._closed = False
 
     def _stub(self, address: str) -> pb_grpc.ClientStub:
         channel = self._channels.get(address)
@@ -251,6 +252,8 @@ class Client:
                     next_event = event.number + 1
                     yield event
             except grpc.RpcError as error:
+                if self._closed:
+                    return
                 if _code(error) not in RETRYABLE | {grpc.StatusCode.CANCELLED}:
                     raise
                 if not self._addresses.failed(error):
@@ -259,6 +262,8 @@ class Client:
                 stream.cancel()
 
     def close(self) -> None:
+        """Close every channel; a `subscribe` iterator in another thread then ends."""
+        self._closed = True
         for channel in self._channels.values():
             channel.close()
         self._channels.clear()
@@ -280,6 +285,7 @@ class AsyncClient:
         self.codec = get_codec(codec)
         self.timeout = timeout
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._closed = False
 
     def _stub(self, address: str) -> pb_grpc.ClientStub:
         channel = self._channels.get(address)
@@ -354,6 +360,8 @@ class AsyncClient:
                     next_event = event.number + 1
                     yield event
             except grpc.RpcError as error:
+                if self._closed:
+                    return
                 if _code(error) not in RETRYABLE | {grpc.StatusCode.CANCELLED}:
                     raise
                 if not self._addresses.failed(error):
@@ -362,6 +370,7 @@ class AsyncClient:
                 stream.cancel()
 
     async def close(self) -> None:
+        self._closed = True
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()

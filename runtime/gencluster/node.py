@@ -470,6 +470,8 @@ class Node:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                # The holder's pod may have been recreated with another IP: list pods again.
+                self._pod_addresses.clear()
                 log.info("replication from %s ended: %s", address, _describe(error))
             if self.role is Role.STANDBY and self.term is None:
                 self.role = Role.JOINING if self.needs_snapshot else Role.STANDBY

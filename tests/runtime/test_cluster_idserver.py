@@ -9,10 +9,9 @@ that passes the timing rules), so a crash failover without the operator takes ab
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,12 +20,12 @@ from typing import Any
 
 import grpc
 import pytest
-
 from gencluster import Client, RemoteError
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.wellknown import PEER_TOKEN_METADATA
-from tests.devcluster_process import GENCLUSTER, DevClusterProcess, wait_for
+
+from tests.devcluster_process import DevClusterProcess, wait_for
 
 PORT = 50051
 LEASE = {"duration": 3, "renew": 2, "retry": 1}
@@ -34,12 +33,13 @@ LEASE = {"duration": 3, "renew": 2, "retry": 1}
 
 @dataclass
 class IdCluster:
-    """The pods of one ClusteredServer-like group, created by hand."""
+    """The pods of one ClusteredServer-like group, created by hand (what the operator makes)."""
 
     dev: DevClusterProcess
     name: str
     token: str
     replicas: int
+    server: str = "gencluster_examples.id_server:IdServer"
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def pod_name(self, ordinal: int) -> str:
@@ -55,12 +55,14 @@ class IdCluster:
              "metadata": {"name": self.name}, "spec": {}},
         ]
         objects += [self.pod(ordinal) for ordinal in range(self.replicas)]
-        self.dev.kubectl("apply", "--validate=false", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                                "items": objects}))
+        items = {"apiVersion": "v1", "kind": "List", "items": objects}
+        # --validate=false: kubectl's client-side validation asks the local control plane for
+        # an OpenAPI document it does not serve for every group yet.
+        self.dev.kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(items))
 
     def pod(self, ordinal: int) -> dict[str, Any]:
         env = {
-            "GENCLUSTER_SERVER": "gencluster_examples.id_server:IdServer",
+            "GENCLUSTER_SERVER": self.server,
             "GENCLUSTER_CLUSTER": self.name,
             "GENCLUSTER_POD_SELECTOR": f"gencluster.io/cluster={self.name}",
             "GENCLUSTER_LEASE_NAME": self.name,
@@ -221,7 +223,7 @@ class Load:
     def longest_gap(self, since: float) -> float:
         with self._lock:
             times = sorted(t for t in self.times if t >= since)
-        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
 
 def current_value(client: Client) -> int:
@@ -351,13 +353,15 @@ class StaleActive(pb_grpc.PeerServicer):
         self.epoch = epoch
         self.hellos: list[pb.Hello] = []
 
-    def Replicate(self, request_iterator: Any, context: Any) -> Iterator[pb.ReplicateDown]:  # noqa: N802
+    def Replicate(self, request_iterator: Any, context: Any) -> Iterator[pb.ReplicateDown]:
         hello = next(request_iterator).hello
         self.hellos.append(hello)
         entry = pb.LogEntry(
             seq=hello.applied_seq + 1,
             epoch=self.epoch,
-            command=pb.Command(kind=pb.COMMAND_KIND_CALL, request_id="stale", payload=b'"next_value"'),
+            command=pb.Command(
+                kind=pb.COMMAND_KIND_CALL, request_id="stale", payload=b'"next_value"'
+            ),
         )
         yield pb.ReplicateDown(
             entries=pb.EntryBatch(epoch=self.epoch, entries=[entry], last_seq=entry.seq)

@@ -1,0 +1,347 @@
+"""The Deployment controller: pure rollout decisions, then real Deployments on `gencluster dev up`
+driven by the real kubectl (`rollout status`, `scale`, `delete`)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from gencluster_dev.deployments import (
+    POD_TEMPLATE_HASH_LABEL,
+    deployment_status,
+    new_pod,
+    plan_deployment,
+    rollout_limits,
+    template_hash,
+)
+
+from tests.devcluster_process import DevClusterProcess, wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _deployment(replicas: int = 2, strategy: dict | None = None, env: str = "one",
+                status: dict | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default", "uid": "d-uid", "generation": 3},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "strategy": strategy or {"type": "RollingUpdate",
+                                     "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}, "annotations": {"note": "kept"}},
+                "spec": {"containers": [{"name": "c", "image": "x",
+                                         "env": [{"name": "V", "value": env}]}]},
+            },
+        },
+        "status": status or {},
+    }
+
+
+def _pod_of(deployment: dict, suffix: str, *, ready: bool = True, terminating: bool = False,
+            created: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
+    pod = new_pod(deployment, suffix)
+    pod["metadata"]["uid"] = f"uid-{suffix}"
+    pod["metadata"]["creationTimestamp"] = created
+    if terminating:
+        pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:01:00Z"
+    pod["status"] = {"phase": "Running", "podIP": "127.9.64.1", "conditions": [
+        {"type": "Ready", "status": "True" if ready else "False"}]}
+    return pod
+
+
+def _names(pods: list[dict]) -> list[str]:
+    return sorted(p["metadata"]["name"] for p in pods)
+
+
+# -- pure decisions ------------------------------------------------------------------------------
+
+
+def test_template_hash_ignores_key_order_and_its_own_label() -> None:
+    template = {"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"containers": []}}
+    reordered = {"spec": {"containers": []}, "metadata": {"labels": {"b": "2", "a": "1"}}}
+    labelled = {"metadata": {"labels": {"a": "1", "b": "2", POD_TEMPLATE_HASH_LABEL: "zz"}},
+                "spec": {"containers": []}}
+    assert template_hash(template) == template_hash(reordered) == template_hash(labelled)
+    assert template_hash(template) != template_hash({**template, "spec": {"containers": [{}]}})
+    assert len(template_hash(template)) == 10
+
+
+def test_new_pod_carries_template_hash_owner_and_template() -> None:
+    deployment = _deployment()
+    pod = new_pod(deployment, "abcde")
+    digest = template_hash(deployment["spec"]["template"])
+    assert pod["metadata"]["name"] == f"web-{digest}-abcde"
+    assert pod["metadata"]["labels"] == {"app": "web", POD_TEMPLATE_HASH_LABEL: digest}
+    assert pod["metadata"]["annotations"] == {"note": "kept"}
+    assert pod["metadata"]["ownerReferences"] == [{
+        "apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "d-uid",
+        "controller": True, "blockOwnerDeletion": True}]
+    assert pod["spec"] == deployment["spec"]["template"]["spec"]
+
+
+def test_scale_up_and_down_prefers_removing_unready_then_newest() -> None:
+    deployment = _deployment(replicas=3)
+    assert plan_deployment(deployment, []).create == 3
+    pods = [_pod_of(deployment, "aaaaa", created="2026-01-01T00:00:00Z"),
+            _pod_of(deployment, "bbbbb", created="2026-01-01T00:00:05Z"),
+            _pod_of(deployment, "ccccc", ready=False, created="2026-01-01T00:00:01Z")]
+    assert plan_deployment(deployment, pods).create == 0
+    one = _deployment(replicas=1)
+    plan = plan_deployment(one, pods)
+    assert plan.create == 0 and _names(plan.delete) == _names([pods[2], pods[1]])
+
+
+def test_rolling_update_surges_then_removes_old_only_when_new_are_ready() -> None:
+    old_spec = _deployment(replicas=2, env="one")
+    new_spec = _deployment(replicas=2, env="two")
+    old = [_pod_of(old_spec, "aaaaa"), _pod_of(old_spec, "bbbbb")]
+    first = plan_deployment(new_spec, old)
+    assert first.create == 1 and first.delete == []  # surge 1, maxUnavailable 0
+    starting = _pod_of(new_spec, "ccccc", ready=False)
+    waiting = plan_deployment(new_spec, [*old, starting])
+    assert waiting.create == 0 and waiting.delete == []
+    ready = _pod_of(new_spec, "ccccc")
+    step = plan_deployment(new_spec, [*old, ready])
+    assert step.create == 0 and len(step.delete) == 1
+    after = [old[1], ready]
+    assert plan_deployment(new_spec, after).create == 1
+
+
+def test_recreate_waits_for_old_pods_to_be_gone() -> None:
+    recreate = {"type": "Recreate"}
+    old_spec = _deployment(replicas=2, strategy=recreate, env="one")
+    new_spec = _deployment(replicas=2, strategy=recreate, env="two")
+    old = [_pod_of(old_spec, "aaaaa"), _pod_of(old_spec, "bbbbb")]
+    plan = plan_deployment(new_spec, old)
+    assert plan.create == 0 and _names(plan.delete) == _names(old)
+    going = [_pod_of(old_spec, "aaaaa", terminating=True)]
+    assert plan_deployment(new_spec, going).create == 0
+    assert plan_deployment(new_spec, []).create == 2
+
+
+def test_rollout_limits_follow_kubernetes_rounding_and_defaults() -> None:
+    default = _deployment(replicas=10, strategy={"type": "RollingUpdate"})
+    assert rollout_limits(default) == rollout_limits(_deployment(
+        replicas=10, strategy={"type": "RollingUpdate",
+                               "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}))
+    limits = rollout_limits(default)
+    assert (limits.surge, limits.unavailable) == (3, 2)  # 2.5 up, 2.5 down
+    one = rollout_limits(_deployment(replicas=1, strategy={"type": "RollingUpdate"}))
+    assert (one.surge, one.unavailable) == (1, 0)
+
+
+def test_status_reports_progress_then_completion() -> None:
+    deployment = _deployment(replicas=2)
+    starting = deployment_status(deployment, [_pod_of(deployment, "aaaaa", ready=False)], NOW)
+    assert starting["observedGeneration"] == 3
+    assert (starting["replicas"], starting["updatedReplicas"], starting["readyReplicas"]) == (
+        1, 1, 0)
+    conditions = {c["type"]: c for c in starting["conditions"]}
+    assert conditions["Available"]["status"] == "False"
+    assert conditions["Progressing"]["reason"] == "ReplicaSetUpdated"
+    done = deployment_status(
+        deployment, [_pod_of(deployment, "aaaaa"), _pod_of(deployment, "bbbbb")], NOW)
+    conditions = {c["type"]: c for c in done["conditions"]}
+    assert (done["replicas"], done["updatedReplicas"], done["availableReplicas"]) == (2, 2, 2)
+    assert "unavailableReplicas" not in done
+    assert conditions["Available"]["reason"] == "MinimumReplicasAvailable"
+    assert conditions["Progressing"] == {**conditions["Progressing"], "status": "True",
+                                         "reason": "NewReplicaSetAvailable"}
+
+
+def test_status_turns_failed_after_the_progress_deadline_without_progress() -> None:
+    deployment = _deployment(replicas=1)
+    deployment["spec"]["progressDeadlineSeconds"] = 30
+    pods = [_pod_of(deployment, "aaaaa", ready=False)]
+    first = deployment_status(deployment, pods, NOW)
+    deployment["status"] = first
+    still = deployment_status(deployment, pods, NOW + timedelta(seconds=20))
+    assert {c["type"]: c["reason"] for c in still["conditions"]}["Progressing"] == (
+        "ReplicaSetUpdated")
+    late = deployment_status(deployment, pods, NOW + timedelta(seconds=31))
+    progressing = {c["type"]: c for c in late["conditions"]}["Progressing"]
+    assert (progressing["status"], progressing["reason"]) == ("False",
+                                                              "ProgressDeadlineExceeded")
+
+
+# -- on a real `gencluster dev up` ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster(dev_cluster: DevClusterProcess) -> DevClusterProcess:
+    return dev_cluster
+
+
+def _manifest(name: str, replicas: int, strategy: dict, value: str) -> str:
+    return json.dumps({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "strategy": strategy,
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [{
+                        "name": "main",
+                        "image": "example.invalid/sleeper:1",
+                        "command": ["sleep", "3600"],
+                        "env": [{"name": "VALUE", "value": value}],
+                        "readinessProbe": {"exec": {"command": ["true"]},
+                                           "periodSeconds": 1},
+                    }],
+                },
+            },
+        },
+    })
+
+
+def _pods(cluster: DevClusterProcess, app: str) -> list[dict]:
+    listed = cluster.kubectl("get", "pods", "-l", f"app={app}", "-o", "json").stdout
+    return json.loads(listed)["items"]
+
+
+def _rollout(cluster: DevClusterProcess, name: str) -> None:
+    result = cluster.kubectl("rollout", "status", f"deployment/{name}", "--timeout=90s",
+                             timeout=120)
+    assert "successfully rolled out" in result.stdout
+
+
+class PodWatch:
+    """Records every pod watch event of one app while a rollout runs, to check the strategy's
+    bounds on what happened in between, not only on the end state."""
+
+    def __init__(self, cluster: DevClusterProcess, app: str) -> None:
+        from kubernetes import client, watch
+
+        self.events: list[tuple[str, dict]] = []
+        self._watch = watch.Watch()
+        self._api = client.CoreV1Api(cluster.api_client())
+        self._app = app
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        stream = self._watch.stream(self._api.list_namespaced_pod, "default",
+                                    label_selector=f"app={self._app}", timeout_seconds=120)
+        try:
+            for event in stream:
+                self.events.append((event["type"], event["raw_object"]))
+        except Exception:
+            if not self._stopped:
+                raise
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._watch.stop()
+
+
+def _ready(pod: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def test_deployment_runs_its_pods_and_reports_rollout(cluster: DevClusterProcess) -> None:
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    cluster.kubectl("apply", "-f", "-", input=_manifest("web", 2, strategy, "one"))
+    _rollout(cluster, "web")
+    deployment = json.loads(cluster.kubectl("get", "deployment", "web", "-o", "json").stdout)
+    pods = _pods(cluster, "web")
+    digest = pods[0]["metadata"]["labels"][POD_TEMPLATE_HASH_LABEL]
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod["metadata"]["name"].startswith(f"web-{digest}-")
+        assert len(pod["metadata"]["name"]) == len(f"web-{digest}-") + 5
+        assert pod["metadata"]["ownerReferences"][0]["uid"] == deployment["metadata"]["uid"]
+        assert pod["status"]["phase"] == "Running"
+    status = deployment["status"]
+    assert status["observedGeneration"] == deployment["metadata"]["generation"]
+    assert (status["replicas"], status["updatedReplicas"], status["readyReplicas"],
+            status["availableReplicas"]) == (2, 2, 2, 2)
+    reasons = {c["type"]: c["reason"] for c in status["conditions"]}
+    assert reasons == {"Available": "MinimumReplicasAvailable",
+                       "Progressing": "NewReplicaSetAvailable"}
+
+
+def test_rolling_update_keeps_replicas_ready_and_surges_by_one(
+    cluster: DevClusterProcess,
+) -> None:
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    cluster.kubectl("apply", "-f", "-", input=_manifest("roll", 2, strategy, "one"))
+    _rollout(cluster, "roll")
+    before = set(_names(_pods(cluster, "roll")))
+    watcher = PodWatch(cluster, "roll")
+    try:
+        wait_for(lambda: len(watcher.events) >= 2, 10, message="the watch to list the pods")
+        cluster.kubectl("apply", "-f", "-", input=_manifest("roll", 2, strategy, "two"))
+        _rollout(cluster, "roll")
+        wait_for(lambda: not set(_names(_pods(cluster, "roll"))) & before, 30,
+                 message="the old pods to be gone")
+    finally:
+        watcher.stop()
+    after = _pods(cluster, "roll")
+    assert len(after) == 2 and not set(_names(after)) & before
+    assert after[0]["spec"]["containers"][0]["env"] == [{"name": "VALUE", "value": "two"}]
+    # Replay the events after the initial listing of the two old pods: never more than
+    # replicas + surge pods alive, never fewer than replicas - maxUnavailable ready.
+    pods = {pod["metadata"]["name"]: pod for _, pod in watcher.events[:2]}
+    for kind, pod in watcher.events[2:]:
+        name = pod["metadata"]["name"]
+        if kind == "DELETED":
+            pods.pop(name, None)
+        else:
+            pods[name] = pod
+        alive = [p for p in pods.values() if not p["metadata"].get("deletionTimestamp")]
+        assert len(alive) <= 3, _names(alive)
+        assert sum(1 for p in alive if _ready(p)) >= 2, _names(alive)
+
+
+def test_recreate_starts_new_pods_only_after_the_old_are_gone(
+    cluster: DevClusterProcess,
+) -> None:
+    cluster.kubectl("apply", "-f", "-", input=_manifest("again", 2, {"type": "Recreate"}, "one"))
+    _rollout(cluster, "again")
+    before = set(_names(_pods(cluster, "again")))
+    watcher = PodWatch(cluster, "again")
+    try:
+        wait_for(lambda: len(watcher.events) >= 2, 10, message="the watch to list the pods")
+        cluster.kubectl("apply", "-f", "-",
+                        input=_manifest("again", 2, {"type": "Recreate"}, "two"))
+        _rollout(cluster, "again")
+    finally:
+        watcher.stop()
+    deleted = [i for i, (kind, pod) in enumerate(watcher.events)
+               if kind == "DELETED" and pod["metadata"]["name"] in before]
+    added = [i for i, (kind, pod) in enumerate(watcher.events)
+             if kind == "ADDED" and pod["metadata"]["name"] not in before]
+    assert len(deleted) == 2 and len(added) == 2
+    assert max(deleted) < min(added)
+
+
+def test_scale_and_delete(cluster: DevClusterProcess) -> None:
+    strategy = {"type": "RollingUpdate"}
+    cluster.kubectl("apply", "-f", "-", input=_manifest("sized", 1, strategy, "one"))
+    _rollout(cluster, "sized")
+    cluster.kubectl("scale", "deployment/sized", "--replicas=3")
+    _rollout(cluster, "sized")
+    assert len(_pods(cluster, "sized")) == 3
+    cluster.kubectl("scale", "deployment/sized", "--replicas=1")
+    wait_for(lambda: len(_pods(cluster, "sized")) == 1, 60, message="scale down to 1")
+    _rollout(cluster, "sized")
+    cluster.kubectl("delete", "deployment", "sized", "--wait=true", timeout=90)
+    wait_for(lambda: not _pods(cluster, "sized"), 60,
+             message="garbage collection of the pods")
+

@@ -1,0 +1,118 @@
+"""The chat example on three replicas: subscribers (blocking and asyncio clients) receive every
+message exactly once, in order, across a SIGKILL of the active."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from gencluster import AsyncClient, Client
+
+from tests.devcluster_process import DevClusterProcess, wait_for
+from tests.runtime.test_cluster_idserver import IdCluster
+
+ROOM = "lobby"
+TOPIC = f"room:{ROOM}"
+MESSAGES = 120
+
+
+@pytest.fixture(scope="module")
+def chat(dev_cluster: DevClusterProcess) -> Iterator[IdCluster]:
+    group = IdCluster(
+        dev_cluster,
+        "chat",
+        secrets.token_urlsafe(32),
+        3,
+        server="gencluster_examples.chat:ChatServer",
+    )
+    group.create()
+    group.ready_cluster()
+    yield group
+
+
+class Collector:
+    """Events of one subscription, gathered by a background thread."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.error: BaseException | None = None
+        self.lock = threading.Lock()
+
+    def add(self, event: Any) -> None:
+        with self.lock:
+            self.events.append(event)
+
+    def messages(self) -> list[str]:
+        with self.lock:
+            return [e.data["text"] for e in self.events if e.data["type"] == "message"]
+
+
+def subscribe_blocking(client: Client, collector: Collector) -> None:
+    try:
+        for event in client.subscribe(TOPIC, from_event=1):
+            collector.add(event)
+    except BaseException as error:
+        collector.error = error
+
+
+def subscribe_async(addresses: str, collector: Collector, stop: threading.Event) -> None:
+    async def run() -> None:
+        async with AsyncClient(addresses, timeout=30) as client:
+            subscription = client.subscribe(TOPIC).__aiter__()
+            while not stop.is_set():
+                try:
+                    event = await asyncio.wait_for(subscription.__anext__(), 0.5)
+                except TimeoutError:
+                    continue
+                collector.add(event)
+
+    try:
+        asyncio.run(run())
+    except BaseException as error:
+        collector.error = error
+
+
+def test_subscribers_get_every_message_once_across_a_failover(chat: IdCluster) -> None:
+    old_active = chat.ready_cluster()
+    addresses = chat.addresses()
+    client = Client(addresses, timeout=30)
+    client.call({"op": "join", "room": ROOM, "user": "ann"})
+    blocking, live = Collector(), Collector()
+    subscriber = Client(addresses, timeout=30)
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=subscribe_blocking, args=(subscriber, blocking), daemon=True),
+        threading.Thread(target=subscribe_async, args=(addresses, live, stop), daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: blocking.events, 20, 0.05, "the joined event")
+    texts = [f"message {n}" for n in range(MESSAGES)]
+    for number, text in enumerate(texts):
+        if number == MESSAGES // 3:
+            chat.dev.gencluster("dev", "fault", "--dir", str(chat.dev.dir), "kill", old_active)
+        client.call({"op": "say", "room": ROOM, "user": "ann", "text": text}, timeout=30)
+    try:
+        wait_for(lambda: len(blocking.messages()) >= MESSAGES or blocking.error, 30, 0.1,
+                 "every message at the blocking subscriber")
+        wait_for(lambda: len(live.messages()) >= MESSAGES or live.error, 30, 0.1,
+                 "every message at the asyncio subscriber")
+    finally:
+        stop.set()
+        subscriber.close()
+    assert blocking.error is None and live.error is None, (blocking.error, live.error)
+    assert chat.holder() != old_active
+    # Exactly once and in order, for the subscriber that started from event 1...
+    assert blocking.messages() == texts
+    assert [event.number for event in blocking.events] == list(
+        range(1, len(blocking.events) + 1)
+    )
+    # ...and for the one that subscribed to live events only: a suffix, without gaps.
+    live_numbers = [event.number for event in live.events]
+    assert live_numbers == list(range(live_numbers[0], live_numbers[0] + len(live_numbers)))
+    assert live.messages() == texts[len(texts) - len(live.messages()):]
+    assert len(live.messages()) == MESSAGES
