@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # The gencluster runtime image: what every ClusteredServer pod runs (`gencluster run`).
 # Users build their own image FROM this one and install the module their `spec.server` names.
 #
@@ -17,9 +18,14 @@ FROM python:3.11-slim
 # The root filesystem is read-only in the pods: no bytecode files written at import.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
+# BuildKit (the docker default) bind-mounts the wheels: they never land in a layer.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels gencluster
-# A numeric, non-root user: `runAsNonRoot` can only be verified for numeric users.
+# A numeric, non-root user (`runAsNonRoot` can only verify numeric ones), with a passwd
+# entry: getpass.getuser(), which kopf names itself by, fails without one.
+RUN groupadd --gid 65532 gencluster \
+    && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /tmp \
+       --shell /usr/sbin/nologin gencluster
 USER 65532:65532
 WORKDIR /tmp
 ENTRYPOINT ["gencluster"]

@@ -772,7 +772,12 @@ async def _delete_options(request: web.Request) -> DeleteOptions:
     query = request.query
     body: Any = {}
     raw = await _read_raw(request)
-    if raw.strip():
+    if raw.strip() and _media_type(request) == PROTOBUF:
+        try:
+            body = protobuf.decode_delete_options(raw)
+        except (protobuf.ProtobufError, UnicodeDecodeError) as error:
+            raise bad_request(f"error decoding DeleteOptions: {error}") from None
+    elif raw.strip():
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as error:

@@ -5,11 +5,18 @@ are atomic values) as a FieldsV1 document. The next apply by the same manager re
 fields it set before and no longer sets, then merges the new configuration, which is what
 `kubectl apply --server-side` relies on to delete a field by dropping it from the file.
 Conflict detection between managers is not modelled: the last applier wins.
+
+Keyed lists (containers by name, ports, env, volumes, ...) are recorded as one field, so the
+items a manager drops from a list it applied before are removed by `prune_list_items` (real
+server-side apply tracks each item's owner; here the applier's list is taken as the truth, and
+the items it keeps are merged, so server-set subfields inside them survive). Without it,
+`helm upgrade` could never remove a port, a container or an environment variable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 FieldPath = tuple[str, ...]
@@ -99,3 +106,48 @@ def record_apply(
         "fieldsV1": encode_fields(paths),
     })
     meta["managedFields"] = entries
+
+
+MergeKeyLookup = Callable[[FieldPath], str | None]
+
+
+def prune_list_items(
+    current: Any, applied: Any, previous: set[FieldPath], merge_key: MergeKeyLookup,
+    path: FieldPath = (),
+) -> Any:
+    """`current` without the items of keyed lists that the manager applied before (their
+    path is in `previous`) and leaves out now, recursively inside the items it keeps.
+
+    A merge then brings in the applied items; lists the manager never applied, and every
+    list of a first apply, are left alone (they may hold other managers' items).
+    """
+    if isinstance(current, Mapping) and isinstance(applied, Mapping):
+        result = dict(current)
+        for key, value in applied.items():
+            if key in result:
+                result[key] = prune_list_items(result[key], value, previous, merge_key,
+                                               (*path, str(key)))
+        return result
+    if not (isinstance(current, list) and isinstance(applied, list)):
+        return current
+    key = merge_key(path)
+    owned = path in previous or any(path[: len(p)] == p for p in previous if "*" in path)
+    if key is None or not owned:
+        return current
+    applied_by_key = {
+        _identity(item, key): item for item in applied if isinstance(item, Mapping)
+    }
+    kept = []
+    for item in current:
+        if not isinstance(item, Mapping):
+            kept.append(item)
+            continue
+        counterpart = applied_by_key.get(_identity(item, key))
+        if counterpart is not None:
+            kept.append(prune_list_items(item, counterpart, previous, merge_key,
+                                         (*path, "*")))
+    return kept
+
+
+def _identity(item: Mapping[str, Any], key: str) -> str:
+    return json.dumps(item.get(key), sort_keys=True)

@@ -98,7 +98,9 @@ def rollout_limits(deployment: dict[str, Any]) -> RolloutLimits:
     replicas = desired_replicas(deployment)
     strategy = spec.get("strategy") or {}
     if strategy.get("type") == "Recreate":
-        return RolloutLimits(surge=0, unavailable=replicas)
+        # Recreate tolerates no unavailability either, as Kubernetes counts it: the
+        # Deployment is Available only with every replica ready.
+        return RolloutLimits(surge=0, unavailable=0)
     rolling = strategy.get("rollingUpdate") or {}
     surge = resolve_int_or_percent(
         rolling.get("maxSurge", DEFAULT_SURGE_AND_UNAVAILABLE), replicas, round_up=True
@@ -136,12 +138,12 @@ def _finished(pod: dict[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
-def _deletion_order(pod: dict[str, Any]) -> tuple[bool, str]:
-    """Which pod goes first when there are too many: not ready before ready, then the newest
-    (the one that has served least), as the ReplicaSet controller prefers."""
-    created = pod["metadata"].get("creationTimestamp") or ""
-    inverted = "".join(chr(0x10FFFF - ord(c)) for c in created)
-    return pod_is_ready(pod), inverted
+def in_deletion_order(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Which pods go first when there are too many: not ready before ready, and among those
+    the newest (the ones that have served least), as the ReplicaSet controller prefers."""
+    newest_first = sorted(pods, key=lambda pod: pod["metadata"].get("creationTimestamp") or "",
+                          reverse=True)
+    return sorted(newest_first, key=pod_is_ready)  # stable: keeps newest first within each
 
 
 @dataclass
@@ -210,7 +212,7 @@ def plan_deployment(deployment: dict[str, Any], pods: list[dict[str, Any]]) -> P
     if not groups.old:
         surplus = len(groups.current) - replicas
         if surplus > 0:
-            plan.delete += sorted(groups.current, key=_deletion_order)[:surplus]
+            plan.delete += in_deletion_order(groups.current)[:surplus]
         else:
             plan.create = -surplus
         return plan
@@ -219,10 +221,10 @@ def plan_deployment(deployment: dict[str, Any], pods: list[dict[str, Any]]) -> P
                              replicas + limits.surge - len(groups.live)))
     surplus_current = len(groups.current) - replicas
     if surplus_current > 0:
-        plan.delete += sorted(groups.current, key=_deletion_order)[:surplus_current]
+        plan.delete += in_deletion_order(groups.current)[:surplus_current]
     ready = sum(1 for pod in groups.live if pod_is_ready(pod))
     ready_removable = max(0, ready - (replicas - limits.unavailable))
-    for pod in sorted(groups.old, key=_deletion_order):
+    for pod in in_deletion_order(groups.old):
         if not pod_is_ready(pod):
             plan.delete.append(pod)  # costs no availability
         elif ready_removable > 0:

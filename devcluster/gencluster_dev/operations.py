@@ -644,6 +644,9 @@ class Operations:
                 removed = server_side_apply.removal_patch(previous, applied_fields)
                 current = patching.apply_merge_patch(current, removed)
                 if t.builtin:
+                    current = server_side_apply.prune_list_items(
+                        current, applied, previous,
+                        lambda path: patching.list_merge_key(t.kind, path))
                     patched = patching.apply_strategic_merge_patch(current, applied, t.kind)
                 else:
                     patched = patching.apply_merge_patch(current, applied)

@@ -324,6 +324,12 @@ def _strategy(kind: str, path: tuple[str, ...]) -> ListStrategy:
     return _STRATEGIES_BY_KIND.get(kind, {}).get(path, ATOMIC)
 
 
+def list_merge_key(kind: str, path: tuple[str, ...]) -> str | None:
+    """The merge key of the list at ``path`` ("*" for list elements) in a built-in ``kind``,
+    None when that list is atomic or a set."""
+    return _strategy(kind, path).merge_key
+
+
 def _is_directive(key: str) -> bool:
     return (
         key in (PATCH_DIRECTIVE, RETAIN_KEYS_DIRECTIVE)

@@ -213,3 +213,35 @@ def decode_object(body: bytes) -> dict[str, Any]:
     obj = decoder(envelope.get(2, b""))
     obj = {"apiVersion": api_version, "kind": kind, **obj}
     return obj
+
+
+def decode_delete_options(body: bytes) -> dict[str, Any]:
+    """The JSON form of a protobuf DeleteOptions, the body client-go's typed clients send with
+    every DELETE (Helm's release storage deletes its Secrets that way).
+
+    DeleteOptions is registered in every group version, so any apiVersion is accepted. Unlike
+    the objects above, zero values stay: `gracePeriodSeconds: 0` (delete at once) is an optional
+    pointer field, written only when set, and means something else than its absence.
+    """
+    if not body.startswith(MAGIC):
+        raise ProtobufError("missing the k8s protobuf envelope")
+    envelope = dict(_fields(body[len(MAGIC):]))
+    type_meta = dict(_fields(envelope.get(1, b"")))
+    kind = _string(type_meta.get(2, b""))
+    if kind != "DeleteOptions":
+        raise ProtobufError(f"expected DeleteOptions, got {kind or 'no kind'}")
+    options: dict[str, Any] = {}
+    for number, value in _fields(envelope.get(2, b"")):
+        if number == 1:
+            options["gracePeriodSeconds"] = _int(value)
+        elif number == 2:
+            names = {1: "uid", 2: "resourceVersion"}
+            options["preconditions"] = {names[field]: _string(raw)
+                                        for field, raw in _fields(value) if field in names}
+        elif number == 3:
+            options["orphanDependents"] = _bool(value)
+        elif number == 4:
+            options["propagationPolicy"] = _string(value)
+        elif number == 5:
+            options.setdefault("dryRun", []).append(_string(value))
+    return options

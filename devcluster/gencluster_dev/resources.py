@@ -152,6 +152,12 @@ BUILTINS: tuple[ResourceType, ...] = (
     _builtin("apps", "v1", "Deployment", "deployments", short_names=["deploy"],
              categories=["all"], subresources=["status", "scale"],
              scale=ScalePaths(".spec.replicas", ".status.replicas", ".status.selector")),
+    # Served but empty: the Deployment controller (deployments.py) creates pods directly.
+    # Clients still look ReplicaSets up: Helm's --wait (kstatus) lists a Deployment's
+    # ReplicaSets and reports it Unknown forever when the resource does not exist.
+    _builtin("apps", "v1", "ReplicaSet", "replicasets", short_names=["rs"],
+             categories=["all"], subresources=["status", "scale"],
+             scale=ScalePaths(".spec.replicas", ".status.replicas", ".status.selector")),
     _builtin("apiextensions.k8s.io", "v1", "CustomResourceDefinition",
              "customresourcedefinitions", namespaced=False, short_names=["crd", "crds"],
              categories=["api-extensions"], subresources=["status"]),

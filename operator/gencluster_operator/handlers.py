@@ -69,12 +69,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.label_selectors[LEASES] = names.CLUSTER_LABEL
     # Peering follows the command line (`--peering NAME`; standalone by default, see main.py):
     # the chart runs one replica, and peering would need its own CRD and RBAC.
-    # Per-object workers: no limit (one short-lived worker per object with pending events;
-    # a cluster's passes are serialised by the Reconciler anyway), and idle workers exit after
-    # the default 5 s so that thousands of pods do not keep thousands of tasks alive.
+    # Per-object event workers (`settings.queueing`, formerly `settings.batching`, whose time
+    # window kopf removed): no limit, since a cluster's passes are serialised and coalesced by
+    # the Reconciler anyway, and idle workers exit after 5 s so that thousands of pods do not
+    # keep thousands of tasks alive.
     settings.queueing.worker_limit = None
-    # Reconcile passes run in threads (blocking API and gRPC calls); one per cluster at a time,
-    # so this bounds how many clusters are reconciled at once, not the work per cluster.
+    settings.queueing.idle_timeout = 5.0
+    # Reconcile passes run in kopf's executor (blocking API and gRPC calls), one per cluster
+    # at a time: this bounds how many clusters are reconciled at once, not the work of one.
     settings.execution.max_workers = 16
     # A failed handler (an unexpected exception) is retried after 10 s rather than kopf's
     # 60 s: the timer would retry within RECONCILE_INTERVAL_SECONDS anyway.
@@ -82,7 +84,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
     configuration = load_configuration(memo.get("kubeconfig"))
     memo["configuration"] = configuration
-    memo["reconciler"] = Reconciler(KubernetesApi(configuration), RuntimeAdmin())
+    memo["reconciler"] = Reconciler(
+        KubernetesApi(configuration), RuntimeAdmin(), settings.execution.executor
+    )
 
 
 @kopf.on.login()

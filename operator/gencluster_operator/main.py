@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("gencluster_operator").setLevel(
         logging.DEBUG if arguments.debug else logging.INFO
     )
+    if not (arguments.verbose or arguments.debug):
+        # kopf logs every handler run ("Handler 'pod_changed' succeeded") at INFO: with a pass
+        # per pod event that drowns the operator's own lines, which say what it did.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     from gencluster_operator import handlers, metrics  # noqa: F401 - registers the handlers
 
     if arguments.metrics_port:

@@ -96,8 +96,15 @@ class ObservedPod:
     @property
     def server_not_runnable(self) -> str | None:
         """The reason the server cannot run, when `gencluster run` exited with the
-        configuration-error code and has not run since; else None."""
-        if self.running or self.container.exit_code != names.CONFIG_ERROR_EXIT_CODE:
+        configuration-error code and has not become Ready since; else None.
+
+        A crash-looping container is restarted and runs for a moment before it exits with
+        code 78 again (its configuration cannot change inside one pod): while it runs but is
+        not Ready, the last exit still tells the truth, so the Degraded condition does not
+        flap (and repeat its InvalidServer Event) at every restart."""
+        if self.container.exit_code != names.CONFIG_ERROR_EXIT_CODE:
+            return None
+        if self.running and self.ready:
             return None
         detail = (self.container.message or "").strip()
         return detail or f"gencluster run exited with code {names.CONFIG_ERROR_EXIT_CODE}"

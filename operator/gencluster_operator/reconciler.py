@@ -20,6 +20,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -105,10 +106,13 @@ class Reconciler:
         self,
         api: KubernetesApi,
         admin: RuntimeAdmin,
+        executor: Executor | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        """`executor` runs the passes (blocking I/O); None: asyncio's default executor."""
         self.api = api
         self.admin = admin
+        self.executor = executor
         self.clock = clock
         self._memory: dict[ClusterKey, ClusterMemory] = {}
 
@@ -133,7 +137,9 @@ class Reconciler:
         try:
             while memory.pending:
                 memory.pending = False
-                again = await asyncio.to_thread(self.reconcile_once, key)
+                again = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self.reconcile_once, key
+                )
                 if again:
                     memory.pending = True
         finally:
@@ -296,7 +302,7 @@ class Reconciler:
             return pod_address(ip, spec.port)
 
         for action in actions:
-            log.info("%s/%s: %s", namespace, name, action)
+            log.info("%s/%s: %s", namespace, name, _describe(action))
             match action:
                 case CreatePod(ordinal=ordinal):
                     self.api.create(desired.pod(resource, ordinal))
@@ -387,6 +393,12 @@ class Reconciler:
             except ApiError as failure:
                 log.warning("could not record a ReconcileFailed Event: %s", failure)
         memory.reconcile_error = error
+
+
+def _describe(action: Action) -> str:
+    """`Kind(field=value, ...)` with enum members as their words, for the log."""
+    fields = ", ".join(f"{key}={value}" for key, value in vars(action).items())
+    return f"{type(action).__name__}({fields})"
 
 
 def _admin_addresses(pod_objects: list[dict[str, Any]], port: int) -> dict[str, str]:

@@ -209,7 +209,12 @@ def _split_message(facts: Assessment) -> str:
 
 
 def _not_runnable_message(facts: Assessment) -> str:
-    return "; ".join(f"{pod}: {message}" for pod, message in facts.not_runnable)
+    """Each distinct error once, after the pods that report it (they usually all say the
+    same: the configuration is the same in every pod)."""
+    pods_by_message: dict[str, list[str]] = {}
+    for pod, message in facts.not_runnable:
+        pods_by_message.setdefault(message, []).append(pod)
+    return "; ".join(f"{_pod_list(pods)}: {message}" for message, pods in pods_by_message.items())
 
 
 def _ready(

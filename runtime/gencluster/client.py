@@ -9,7 +9,8 @@ What makes calls survive failover:
 
 - Every call gets a request id once, reused on every retry: the replicated reply table makes a
   retried request apply once and answer with the original reply, even on a new active.
-- UNAVAILABLE and connection failures are retried until the call's deadline. A standby answers
+- UNAVAILABLE, connection failures and a shutting-down server's CANCELLED are retried until
+  the call's deadline. A standby answers
   UNAVAILABLE with `gencluster-active-address`: the client goes there at once; without a
   redirect it tries the next address after a short back-off.
 - A handler's exception is not retried: it raises `RemoteError` (type and message of the
@@ -23,6 +24,7 @@ What makes calls survive failover:
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -39,8 +41,12 @@ from gencluster.wellknown import ACTIVE_ADDRESS_METADATA
 NEXT_EVENT_METADATA = "gencluster-next-event"
 DEFAULT_TIMEOUT = 30.0
 RETRY_BACKOFF_START = 0.02
-RETRY_BACKOFF_MAX = 0.5
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+RETRY_BACKOFF_MAX = 0.25
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+"""Retried with the same request id (so applied once). CANCELLED is in because this library
+never cancels a call it will not retry, while a gRPC server that shuts down answers CANCELLED
+for calls it had not handed to a handler yet (grpc/grpc#41785): a graceful handover must not
+surface that to the caller."""
 
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 5000),
@@ -174,13 +180,15 @@ class Client:
         self.codec = get_codec(codec)
         self.timeout = timeout
         self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
         self._closed = False
 
     def _stub(self, address: str) -> pb_grpc.ClientStub:
-        channel = self._channels.get(address)
-        if channel is None:
-            channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-            self._channels[address] = channel
+        with self._lock:
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+                self._channels[address] = channel
         return pb_grpc.ClientStub(channel)
 
     def _retrying(self, attempt: Callable[[pb_grpc.ClientStub, float], T], timeout: float) -> T:
@@ -254,7 +262,7 @@ class Client:
             except grpc.RpcError as error:
                 if self._closed:
                     return
-                if _code(error) not in RETRYABLE | {grpc.StatusCode.CANCELLED}:
+                if _code(error) not in RETRYABLE:
                     raise
                 if not self._addresses.failed(error):
                     time.sleep(RETRY_BACKOFF_MAX / 5)
@@ -362,7 +370,7 @@ class AsyncClient:
             except grpc.RpcError as error:
                 if self._closed:
                     return
-                if _code(error) not in RETRYABLE | {grpc.StatusCode.CANCELLED}:
+                if _code(error) not in RETRYABLE:
                     raise
                 if not self._addresses.failed(error):
                     await asyncio.sleep(RETRY_BACKOFF_MAX / 5)

@@ -27,9 +27,12 @@ import ipaddress
 import logging
 import random
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+import grpc
 
 from gencluster import election
 from gencluster.acks import AckTracker, ReplicationMode
@@ -56,6 +59,13 @@ log = logging.getLogger(__name__)
 
 ROLE_STANDBY_LABEL = "standby"
 MAX_LAG_ENTRIES = 10_000
+FAILOVER_POLL_DIVISOR = 5
+"""A standby that lost its stream from the active reads the Lease this many times per retry
+period until it reaches an active again: failover then waits less for the next read."""
+
+
+class ServerInitFailed(Exception):
+    """The user's `init(args)` raised: the configuration cannot run (exit code 78)."""
 
 
 class Role(StrEnum):
@@ -133,20 +143,24 @@ class Node:
         self.active_address = ""
         self.accepting = True
         self.stopping = False
-        self._caught_up = False
+        self.leaving = False
+        """Set by SIGTERM: after the handover this replica only redirects, never follows."""
         self._publish_now = False
+        self.active_reachable = False
+        """False while a standby has no working stream from the active: it then reads the
+        Lease more often, to see the holder's release (or a new holder) sooner."""
         self._wake = asyncio.Event()
         self._follower: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._pod_addresses: dict[str, str] = {}
-        self._role_listeners: list[Any] = []
+        self._role_listeners: list[Callable[[], object]] = []
         self.heartbeat_interval = max(0.1, config.election.retry_period / 2)
 
     # -- what services ask --------------------------------------------------------------------
 
     @property
     def following(self) -> bool:
-        return self.term is None and not self.stopping
+        return self.term is None and not self.stopping and not self.leaving
 
     def may_serve(self) -> bool:
         """Active, accepting, and (Fenced) within the renew deadline."""
@@ -166,7 +180,8 @@ class Node:
             and self.config.identity in self.in_sync_members
         )
 
-    def on_role_change(self, listener: Any) -> None:
+    def on_role_change(self, listener: Callable[[], object]) -> None:
+        """Call `listener` whenever role, readiness or the known active may have changed."""
         self._role_listeners.append(listener)
 
     def _role_changed(self) -> None:
@@ -175,10 +190,11 @@ class Node:
 
     def joining(self) -> None:
         self.role = Role.JOINING
-        self._caught_up = False
         self._role_changed()
 
     def standby_caught_up(self, caught_up: bool) -> None:
+        """A batch arrived from the active (`caught_up`: this replica has its last entry)."""
+        self.active_reachable = True
         if caught_up and self.role is Role.JOINING:
             self.role = Role.STANDBY
             self._role_changed()
@@ -197,20 +213,23 @@ class Node:
         self._spawn(self._set_label(ROLE_STANDBY_LABEL))
         self._start_following()
         while not self.stopping:
+            # Cleared before the step, so a wake-up that arrives during it is not lost.
+            self._wake.clear()
             try:
                 delay = await self._election_step()
+            except ServerInitFailed:
+                raise
             except Exception:
                 log.exception("election step failed")
                 delay = self.config.election.retry_period
             if self.stopping:
                 break
-            self._wake.clear()
             if self._publish_now or (self.term is not None and self.term.tracker.publish_needed()):
                 delay = 0.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
-    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -260,7 +279,9 @@ class Node:
             return await self._renew(action, in_sync or (), jittered)
         if isinstance(action, Acquire):
             if record is None:
-                return jittered  # never create: the operator (or the test) creates the Lease
+                # Never create it: the pod's Role cannot, and the operator creates it first.
+                log.warning("Lease %s not found; waiting for it", self.config.lease_name)
+                return jittered
             return await self._acquire(action, jittered)
         if isinstance(action, StepDown):
             self._lease_lost(action.reason)
@@ -271,7 +292,10 @@ class Node:
         assert isinstance(action, StandBy)
         if self.term is None:
             self._start_following()
-        return election.jittered(action.retry_after, random.random())
+        delay = election.jittered(action.retry_after, random.random())
+        if not self.active_reachable:
+            delay = min(delay, retry / FAILOVER_POLL_DIVISOR)
+        return delay
 
     async def _renew(self, action: Renew, members: tuple[str, ...], retry: float) -> float:
         sent_at = time.monotonic()
@@ -296,6 +320,10 @@ class Node:
         return retry
 
     async def _acquire(self, action: Acquire, retry: float) -> float:
+        # The first active of a cluster without state runs init(args) before taking the
+        # Lease, so that a server whose init refuses its args never holds it. The result is
+        # kept only if the Lease is won: until then this replica holds no state.
+        initial = self._initial_replica() if self.replica is None else None
         await self._stop_following()
         sent_at = time.monotonic()
         assert self.lease_object is not None
@@ -309,6 +337,8 @@ class Node:
             self._start_following()
             return 0.0 if isinstance(error, LeaseConflict) else retry
         self.lease_object = raw
+        if self.replica is None:
+            self.replica = initial
         self._become_active(action.epoch, sent_at, record)
         return 0.0
 
@@ -338,11 +368,20 @@ class Node:
 
     # -- role transitions ---------------------------------------------------------------------
 
-    def _become_active(self, epoch: int, sent_at: float, record: LeaseRecord) -> None:
-        if self.replica is None:
-            self.replica = Replica.from_init(
+    def _initial_replica(self) -> Replica:
+        try:
+            return Replica.from_init(
                 self.server, self.codec, self.config.args, retention=self.retention
             )
+        except Exception as error:
+            raise ServerInitFailed(
+                f"GENCLUSTER_ARGS: {self.config.server_spec} init(args) raised "
+                f"{type(error).__name__}: {error}"
+            ) from error
+
+    def _become_active(self, epoch: int, sent_at: float, record: LeaseRecord) -> None:
+        if self.replica is None:
+            self.replica = self._initial_replica()
         self.epoch = max(self.epoch, epoch)
         self.active_epoch = epoch
         tracker = AckTracker(
@@ -366,6 +405,7 @@ class Node:
         self.accepting = True
         self.active_identity = self.config.identity
         self.active_address = self.config.advertise_address
+        self.active_reachable = False
         self._publish_now = True
         self.role = Role.ACTIVE
         log.info("active at epoch %d from seq %d", epoch, self.replica.applied_seq)
@@ -384,10 +424,10 @@ class Node:
         term.close()
         self.server_terminate("stepped down")
         self.follow_override = follow_address
-        self.role = Role.STOPPED if self.stopping else Role.STANDBY
+        self.role = Role.STOPPED if self.stopping or self.leaving else Role.STANDBY
         self._role_changed()
         self._spawn(self._set_label(ROLE_STANDBY_LABEL))
-        if not self.stopping:
+        if not self.stopping and not self.leaving:
             self._start_following()
         self._wake.set()
 
@@ -473,6 +513,7 @@ class Node:
                 # The holder's pod may have been recreated with another IP: list pods again.
                 self._pod_addresses.clear()
                 log.info("replication from %s ended: %s", address, _describe(error))
+            self.active_reachable = False
             if self.role is Role.STANDBY and self.term is None:
                 self.role = Role.JOINING if self.needs_snapshot else Role.STANDBY
             self._wake.set()
@@ -547,6 +588,7 @@ class Node:
         self.step_down()
         self.active_identity = target
         self.active_address = target_address
+        self.active_reachable = bool(target_address)  # redirect clients there at once
         await self._await_confirmation(written, deadline)
         return target, written.transitions
 
@@ -583,6 +625,8 @@ class Node:
     async def shutdown(self) -> None:
         """SIGTERM: hand over (or release), then stop every task."""
         renew_deadline = self.config.election.renew_deadline
+        self.leaving = True
+        await self._stop_following()
         if self.term is not None:
             handed = await self.hand_over(None, renew_deadline)
             if handed is None and self.term is not None:
@@ -611,5 +655,8 @@ class Node:
 
 
 def _describe(error: BaseException) -> str:
+    """One line for logs (an AioRpcError's own text spans several)."""
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -28,11 +28,13 @@ after every batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import grpc
@@ -42,6 +44,7 @@ from gencluster.log import CatchUp, LogError, NeedSnapshot
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.replica import Replica
+from gencluster.wellknown import PEER_TOKEN_METADATA
 from gencluster.wire import entry_from_message, entry_to_message, snapshot_from_chunks
 
 if TYPE_CHECKING:
@@ -51,6 +54,11 @@ log = logging.getLogger(__name__)
 
 MAX_ENTRIES_PER_BATCH = 2000
 """Upper bound of one EntryBatch, so catch-up after a long disconnect stays in small messages."""
+
+BATCHES_IN_FLIGHT = 2
+"""Unacknowledged batches per standby before the sender waits: enough to keep the stream busy
+(pipelining), few enough that entries arriving under load accumulate into large batches
+instead of costing one gRPC message (and one ack) each."""
 
 GRPC_CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 2000),
@@ -90,6 +98,14 @@ class Notifier:
     def notify(self) -> None:
         for event in self._events:
             event.set()
+
+
+@dataclass
+class StreamProgress:
+    """What one standby acknowledged on its stream, and a wake-up for the sender."""
+
+    acked: int
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -194,11 +210,22 @@ class Term:
         self.tracker.connected(identity, hello.applied_seq)
         self.tracker_changed()
         log.info("standby %s connected at %d", identity, hello.applied_seq)
-        reader = asyncio.create_task(self._read_acks(identity, read))
+        progress = StreamProgress(acked=hello.applied_seq)
+        reader = asyncio.create_task(self._read_acks(identity, read, progress))
         wake = self.entries_appended.listen()
         sent = hello.applied_seq
+        in_flight: deque[int] = deque()  # last seq of each batch not yet acknowledged
         try:
             while not self.closed and not reader.done():
+                while in_flight and in_flight[0] <= progress.acked:
+                    in_flight.popleft()
+                if len(in_flight) >= BATCHES_IN_FLIGHT:
+                    # Adaptive batching: while the window is full, new entries accumulate
+                    # and leave as one batch when an ack frees a slot.
+                    progress.changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(progress.changed.wait(), self.heartbeat_interval)
+                    continue
                 wake.clear()
                 position = self.replica.catch_up(sent, limit=MAX_ENTRIES_PER_BATCH)
                 if isinstance(position, NeedSnapshot):
@@ -212,6 +239,7 @@ class Term:
                 if position.entries:
                     await write(self._batch(position))
                     sent = position.entries[-1].seq
+                    in_flight.append(sent)
                     continue
                 try:
                     await asyncio.wait_for(wake.wait(), self.heartbeat_interval)
@@ -237,7 +265,9 @@ class Term:
             )
         )
 
-    async def _read_acks(self, identity: str, read: Callable[[], object]) -> None:
+    async def _read_acks(
+        self, identity: str, read: Callable[[], object], progress: StreamProgress
+    ) -> None:
         while True:
             message = await read()  # type: ignore[misc]
             if message is grpc.aio.EOF or message is None:
@@ -246,13 +276,14 @@ class Term:
             if message.WhichOneof("message") != "ack" or self.closed:
                 continue
             seq = min(message.ack.applied_seq, self.tracker.last_seq)
+            progress.acked = max(progress.acked, seq)
+            progress.changed.set()
             self.tracker.acked(identity, seq)
             self.tracker_changed()
 
 
 def peer_metadata(token: str) -> tuple[tuple[str, str], ...]:
-    from gencluster.wellknown import PEER_TOKEN_METADATA
-
+    """gRPC metadata that authenticates a Peer or Admin call."""
     return ((PEER_TOKEN_METADATA, token),)
 
 

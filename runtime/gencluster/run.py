@@ -23,12 +23,13 @@ from typing import Any
 
 from gencluster.acks import ReplicationMode
 from gencluster.election import ElectionConfig, lease_timing_problems
-from gencluster.node import Node, NodeConfig, PartitionPolicy
-from gencluster.server import ServerLoadError, load_server_class
+from gencluster.node import Node, NodeConfig, PartitionPolicy, ServerInitFailed
+from gencluster.server import GenServer, ServerLoadError, load_server_class
 
 EX_CONFIG = 78
 TERMINATION_LOG = Path("/dev/termination-log")
 MIN_PEER_TOKEN_LENGTH = 32
+DRAIN_SECONDS = 0.5
 
 log = logging.getLogger("gencluster.run")
 
@@ -262,7 +263,7 @@ def main(argv: list[str]) -> int:
         return 0
 
 
-async def serve(config: NodeConfig, server: Any) -> int:
+async def serve(config: NodeConfig, server: GenServer) -> int:
     """Bind, start the services and the node; on SIGTERM hand over and exit 0."""
     from gencluster.leases import KubernetesApi, load_configuration
     from gencluster.node import host_port
@@ -307,13 +308,22 @@ async def serve(config: NodeConfig, server: Any) -> int:
     stop_task = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({node_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
     if node_task in done:
-        node_task.result()
+        try:
+            node_task.result()
+        except ServerInitFailed as error:
+            await grpc_server.stop(grace=0)
+            await api.close()
+            return config_failure(str(error))
         return 1
     log.info("SIGTERM: handing over and stopping")
     await node.shutdown()
     node_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await node_task
+    # Drain: keep answering UNAVAILABLE with the new active's address for a moment, so
+    # connected clients are redirected instead of seeing the CANCELLED that a stopping gRPC
+    # server gives calls it has not dispatched yet (grpc/grpc#41785).
+    await asyncio.sleep(DRAIN_SECONDS)
     await grpc_server.stop(grace=1.0)
     await api.close()
     log.info("stopped")

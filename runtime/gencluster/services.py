@@ -59,7 +59,11 @@ _ROLE_TO_WIRE = {
 
 
 async def _unavailable(node: Node, context: grpc.aio.ServicerContext, why: str) -> NoReturn:
-    address = node.active_address if node.active_identity != node.config.identity else ""
+    # Redirect only to an active this standby is replicating from right now: during a
+    # failover the last known address is the dead active's, and a client sent there would
+    # only bounce back.
+    known = node.active_identity != node.config.identity and node.active_reachable
+    address = node.active_address if known else ""
     metadata: tuple[tuple[str, str], ...] = ((EPOCH_METADATA, str(node.epoch)),)
     if address:
         metadata += ((ACTIVE_ADDRESS_METADATA, address),)
@@ -387,6 +391,10 @@ def build_server(node: Node, health_reporter: HealthReporter) -> grpc.aio.Server
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            # Server-side keepalive: a standby or client that vanished without a TCP reset
+            # (a partition) is noticed, so its stream ends and the AckTracker drops it.
+            ("grpc.keepalive_time_ms", 2000),
+            ("grpc.keepalive_timeout_ms", 2000),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 1000),
             ("grpc.http2.max_ping_strikes", 0),

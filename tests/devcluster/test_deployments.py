@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from gencluster_dev.deployments import (
     POD_TEMPLATE_HASH_LABEL,
+    RolloutLimits,
     deployment_status,
     new_pod,
     plan_deployment,
@@ -137,6 +138,10 @@ def test_rollout_limits_follow_kubernetes_rounding_and_defaults() -> None:
     assert (limits.surge, limits.unavailable) == (3, 2)  # 2.5 up, 2.5 down
     one = rollout_limits(_deployment(replicas=1, strategy={"type": "RollingUpdate"}))
     assert (one.surge, one.unavailable) == (1, 0)
+    recreate = _deployment(replicas=2, strategy={"type": "Recreate"})
+    assert rollout_limits(recreate) == RolloutLimits(surge=0, unavailable=0)
+    starting = deployment_status(recreate, [_pod_of(recreate, "aaaaa", ready=False)], NOW)
+    assert {c["type"]: c["status"] for c in starting["conditions"]}["Available"] == "False"
 
 
 def test_status_reports_progress_then_completion() -> None:
@@ -276,6 +281,17 @@ def test_deployment_runs_its_pods_and_reports_rollout(cluster: DevClusterProcess
                        "Progressing": "NewReplicaSetAvailable"}
 
 
+def test_replicasets_are_served_but_none_are_made(cluster: DevClusterProcess) -> None:
+    """Pods come straight from the Deployment; the resource exists because clients list it
+    (Helm's --wait looks up a Deployment's ReplicaSets and waits forever without it)."""
+    cluster.kubectl("apply", "-f", "-", input=_manifest("plain", 1, {"type": "Recreate"}, "x"))
+    _rollout(cluster, "plain")
+    resources = cluster.kubectl("api-resources", "--api-group=apps", "-o", "name").stdout
+    assert "replicasets.apps" in resources.split()
+    listed = json.loads(cluster.kubectl("get", "replicasets", "-A", "-o", "json").stdout)
+    assert listed["items"] == []
+
+
 def test_rolling_update_keeps_replicas_ready_and_surges_by_one(
     cluster: DevClusterProcess,
 ) -> None:
@@ -345,3 +361,20 @@ def test_scale_and_delete(cluster: DevClusterProcess) -> None:
     wait_for(lambda: not _pods(cluster, "sized"), 60,
              message="garbage collection of the pods")
 
+
+
+def test_a_stuck_rollout_exceeds_its_progress_deadline(cluster: DevClusterProcess) -> None:
+    manifest = json.loads(_manifest("stuck", 1, {"type": "RollingUpdate"}, "x"))
+    spec = manifest["spec"]
+    spec["progressDeadlineSeconds"] = 2
+    spec["template"]["spec"]["containers"][0]["readinessProbe"] = {
+        "exec": {"command": ["false"]}, "periodSeconds": 1}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    result = cluster.kubectl("rollout", "status", "deployment/stuck", "--timeout=60s",
+                             check=False, timeout=90)
+    assert result.returncode != 0
+    assert "exceeded its progress deadline" in result.stderr
+    deployment = json.loads(cluster.kubectl("get", "deployment", "stuck", "-o", "json").stdout)
+    progressing = {c["type"]: c for c in deployment["status"]["conditions"]}["Progressing"]
+    assert (progressing["status"], progressing["reason"]) == ("False",
+                                                              "ProgressDeadlineExceeded")

@@ -407,3 +407,63 @@ def test_resource_admitted_by_the_crd_builds_the_same_pod_as_one_with_explicit_d
     explicit = resource()
     explicit["spec"]["replication"]["minSyncStandbys"] = 1
     assert desired.pod(admitted, 0) == desired.pod(explicit, 0)
+
+
+# -- keeping children as built ------------------------------------------------------------------
+
+
+def as_stored(child: dict[str, Any]) -> dict[str, Any]:
+    """`child` as the API server returns it: metadata filled in, defaults added."""
+    stored = copy.deepcopy(child)
+    stored["metadata"].update(uid="child-uid", resourceVersion="7")
+    if child["kind"] == "Service":
+        stored["spec"].update(sessionAffinity="None", ipFamilies=["IPv4"])
+        stored["spec"].setdefault("clusterIP", "10.0.0.7")
+    return stored
+
+
+def test_children_as_stored_have_not_drifted() -> None:
+    cluster = resource(3)
+    for child in desired.static_children(cluster, TOKEN):
+        assert desired.controlled_by(as_stored(child), cluster), child["kind"]
+        assert desired.drift_patch(child, as_stored(child)) is None, child["kind"]
+
+
+def test_role_follows_the_pods_after_a_scale_up() -> None:
+    before = as_stored(desired.role(resource(3)))
+    wanted = desired.role(resource(5))
+    patch = desired.drift_patch(wanted, before)
+    assert patch == {"rules": wanted["rules"]}
+    assert patch["rules"][2]["resourceNames"] == [f"id-{o}" for o in range(5)]
+
+
+def test_service_selector_is_replaced_whole_and_ports_follow_the_spec() -> None:
+    stored = as_stored(desired.client_service(resource(3)))
+    stored["spec"]["selector"]["extra"] = "x"
+    stored["metadata"]["labels"].pop(names.CLUSTER_LABEL)
+    wanted = desired.client_service(resource(3, port=7000))
+    patch = desired.drift_patch(wanted, stored)
+    assert patch is not None
+    assert patch["spec"]["selector"] == {**wanted["spec"]["selector"], "extra": None}
+    assert patch["spec"]["ports"][0]["port"] == 7000
+    assert patch["metadata"]["labels"][names.CLUSTER_LABEL] == "id"
+
+
+def test_lease_and_secret_are_never_patched() -> None:
+    """The runtime owns the Lease once created; the Secret is immutable."""
+    cluster = resource(3)
+    lease = as_stored(desired.lease(cluster))
+    lease["spec"].update(holderIdentity="id-1", leaseTransitions=4, leaseDurationSeconds=30)
+    assert desired.drift_patch(desired.lease(cluster), lease) is None
+    secret = as_stored(desired.peer_token_secret(cluster, TOKEN))
+    assert desired.drift_patch(desired.peer_token_secret(cluster, "u" * 43), secret) is None
+
+
+def test_an_object_of_someone_else_is_not_controlled() -> None:
+    cluster = resource(3)
+    foreign = as_stored(desired.client_service(cluster))
+    foreign["metadata"]["ownerReferences"] = []
+    assert not desired.controlled_by(foreign, cluster)
+    other = as_stored(desired.client_service(cluster))
+    other["metadata"]["ownerReferences"][0]["uid"] = "another-uid"
+    assert not desired.controlled_by(other, cluster)

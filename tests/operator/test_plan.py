@@ -802,11 +802,17 @@ def test_config_error_exit_is_read_from_the_last_termination_while_waiting() -> 
                                NAME)
     assert waiting.container.state == WAITING and waiting.container.reason == "CrashLoopBackOff"
     assert waiting.server_not_runnable == "No module named 'id_server'"
-    recovered = server_status(state={"running": {"startedAt": "2026-11-25T11:50:00Z"}},
+    restarted = server_status(state={"running": {"startedAt": "2026-11-25T11:50:00Z"}},
                               lastState=crash["lastState"])
-    (running,) = observed_pods([api_pod("id-0", phase="Running",
-                                        containerStatuses=[recovered])], NAME)
-    assert running.server_not_runnable is None
+    (restarting,) = observed_pods([api_pod("id-0", phase="Running",
+                                           containerStatuses=[restarted])], NAME)
+    # The crash loop's next run, before it exits with 78 again: still not runnable.
+    assert restarting.running and not restarting.ready
+    assert restarting.server_not_runnable == "No module named 'id_server'"
+    (serving,) = observed_pods([api_pod("id-0", phase="Running", containerStatuses=[restarted],
+                                        conditions=[{"type": "Ready", "status": "True"}])],
+                               NAME)
+    assert serving.server_not_runnable is None
 
 
 def test_lease_is_read_from_api_json() -> None:

@@ -287,7 +287,7 @@ def test_unimportable_server_is_degraded_failed_and_reported_once() -> None:
     assert result["phase"] == "Failed"
     degraded = condition(result, ConditionType.DEGRADED)
     assert (degraded["status"], degraded["reason"]) == ("True", "ServerNotRunnable")
-    assert message in degraded["message"]
+    assert degraded["message"] == f"id-0, id-1, id-2: {message}"
     assert summary(result)["Ready"] == ("False", "ServerNotRunnable")
     events = events_between(first, result)
     assert [(e.reason, e.type) for e in events] == [(EventReason.INVALID_SERVER,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from gencluster import AsyncClient, Client
+from gencluster import AsyncClient, Client, RemoteError
 
 from tests.devcluster_process import DevClusterProcess, wait_for
 from tests.runtime.test_cluster_idserver import IdCluster
@@ -62,13 +62,17 @@ def subscribe_blocking(client: Client, collector: Collector) -> None:
 def subscribe_async(addresses: str, collector: Collector, stop: threading.Event) -> None:
     async def run() -> None:
         async with AsyncClient(addresses, timeout=30) as client:
-            subscription = client.subscribe(TOPIC).__aiter__()
-            while not stop.is_set():
-                try:
-                    event = await asyncio.wait_for(subscription.__anext__(), 0.5)
-                except TimeoutError:
-                    continue
-                collector.add(event)
+
+            async def consume() -> None:
+                async for event in client.subscribe(TOPIC):
+                    collector.add(event)
+
+            consumer = asyncio.create_task(consume())
+            while not stop.is_set() and not consumer.done():
+                await asyncio.sleep(0.1)
+            if consumer.done():
+                consumer.result()
+            consumer.cancel()
 
     try:
         asyncio.run(run())
@@ -116,3 +120,15 @@ def test_subscribers_get_every_message_once_across_a_failover(chat: IdCluster) -
     assert live_numbers == list(range(live_numbers[0], live_numbers[0] + len(live_numbers)))
     assert live.messages() == texts[len(texts) - len(live.messages()):]
     assert len(live.messages()) == MESSAGES
+
+    async def history_through_the_asyncio_client() -> Any:
+        async with AsyncClient(addresses, timeout=30) as async_client:
+            return await async_client.call({"op": "history", "room": ROOM})
+
+    history = asyncio.run(history_through_the_asyncio_client())
+    assert [message["text"] for message in history] == texts[-100:]
+    # A handler that raises (bob never joined) answers an error and changes nothing.
+    with pytest.raises(RemoteError) as raised:
+        client.call({"op": "say", "room": ROOM, "user": "bob", "text": "hi"})
+    assert raised.value.type == "PermissionError"
+    assert client.call({"op": "history", "room": ROOM}) == history

@@ -9,6 +9,7 @@ that passes the timing rules), so a crash failover without the operator takes ab
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import secrets
@@ -24,6 +25,7 @@ from gencluster import Client, RemoteError
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.wellknown import PEER_TOKEN_METADATA
+from gencluster.wire import snapshot_from_chunks, snapshot_to_chunks
 
 from tests.devcluster_process import DevClusterProcess, wait_for
 
@@ -173,6 +175,11 @@ def test_three_replicas_elect_one_active(cluster: IdCluster) -> None:
     labels = cluster.dev.kubectl("get", "pods", "-l", "gencluster.io/role=active", "-o",
                                  "jsonpath={.items[*].metadata.name}").stdout.split()
     assert labels == [active]
+    # A client that knows only a standby is redirected to the active.
+    standby = next(cluster.pod_name(i) for i in range(cluster.replicas)
+                   if cluster.pod_name(i) != active)
+    with Client(cluster.address(standby), timeout=20) as redirected:
+        assert redirected.call("current") >= 1
 
 
 class Load:
@@ -428,3 +435,167 @@ def test_active_cut_off_from_the_api_server_stops_serving_before_its_lease_expir
     assert last_ok < stopped_serving < acquired_at
     print(f"fenced {acquired_at - stopped_serving:.3f}s before the new active took the Lease")
     cluster.ready_cluster()  # the old active rejoins as a standby
+
+
+def admin(cluster: IdCluster, pod: str) -> pb_grpc.AdminStub:
+    return pb_grpc.AdminStub(grpc.insecure_channel(cluster.address(pod)))
+
+
+def test_switchover_to_a_named_standby_under_load(cluster: IdCluster) -> None:
+    old_active = cluster.ready_cluster()
+    target = next(cluster.pod_name(i) for i in range(cluster.replicas)
+                  if cluster.pod_name(i) != old_active)
+    probe = Client(cluster.addresses(), timeout=20)
+    before = current_value(probe)
+    epoch = cluster.lease()["spec"]["leaseTransitions"]
+    token = ((PEER_TOKEN_METADATA, cluster.token),)
+    with Load(cluster.addresses()) as load:
+        load.wait_for_more(100)
+        reply = admin(cluster, old_active).Switchover(
+            pb.SwitchoverRequest(target=target), metadata=token, timeout=10
+        )
+        load.wait_for_more(100)
+    assert not load.failures, load.failures
+    assert (reply.active, reply.epoch) == (target, epoch + 1)
+    assert cluster.holder() == target
+    assert_no_gap(load.values, before)
+    # The old active follows the new one as a standby and comes back in sync.
+    assert cluster.ready_cluster() == target
+    old_status = cluster.status(old_active)
+    assert old_status is not None and old_status.role == pb.ROLE_STANDBY
+    # A switchover to a pod that is not an in-sync standby is refused, and changes nothing.
+    with pytest.raises(grpc.RpcError) as raised:
+        admin(cluster, target).Switchover(
+            pb.SwitchoverRequest(target="no-such-pod"), metadata=token, timeout=10
+        )
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert cluster.holder() == target
+    assert probe.call("next_value") == max(load.values) + 1
+
+
+def test_export_state_and_merge_go_through_the_servers_merge(cluster: IdCluster) -> None:
+    active = cluster.ready_cluster()
+    token = ((PEER_TOKEN_METADATA, cluster.token),)
+    client = Client(cluster.addresses(), timeout=20)
+    current = current_value(client)
+    exported = list(admin(cluster, active).ExportState(
+        pb.ExportStateRequest(), metadata=token, timeout=10
+    ))
+    snapshot, _ = snapshot_from_chunks(exported)
+    assert json.loads(snapshot.state) == current
+    other_side = dataclasses.replace(snapshot, state=json.dumps(current + 1000).encode())
+    chunks = [pb.MergeChunk(origin=pb.MergeOrigin(request_id="merge-1", source="other"))]
+    chunks += [pb.MergeChunk(snapshot=chunk)
+               for chunk in snapshot_to_chunks(other_side, epoch=1)]
+    stub = admin(cluster, active)
+    first = stub.Merge(iter(chunks), metadata=token, timeout=10)
+    again = stub.Merge(iter(chunks), metadata=token, timeout=10)
+    assert not first.HasField("error") and not first.duplicate
+    assert again.duplicate and again.seq == first.seq  # a retried merge applies once
+    assert client.call("next_value") == current + 1001  # IdServer.merge is max()
+
+
+def test_health_and_reflection(cluster: IdCluster) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    active = cluster.ready_cluster()
+    for ordinal in range(cluster.replicas):
+        pod = cluster.pod_name(ordinal)
+        with grpc.insecure_channel(cluster.address(pod)) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for service in ("", "gencluster.liveness"):
+                status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+                assert status.status == health_pb2.HealthCheckResponse.SERVING, (pod, service)
+    with grpc.insecure_channel(cluster.address(active)) as channel:
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        answers = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
+        names = {s.name for answer in answers for s in answer.list_services_response.service}
+    assert {"gencluster.v1.Client", "gencluster.v1.Peer", "gencluster.v1.Admin",
+            "grpc.health.v1.Health"} <= names
+
+
+def test_killed_standby_rejoins_by_snapshot_while_the_active_keeps_serving(
+    cluster: IdCluster,
+) -> None:
+    active = cluster.ready_cluster()
+    standby = next(cluster.pod_name(i) for i in range(cluster.replicas)
+                   if cluster.pod_name(i) != active)
+    restarts_before = restart_count(cluster, standby)
+    probe = Client(cluster.addresses(), timeout=20)
+    before = current_value(probe)
+    with Load(cluster.addresses()) as load:
+        load.wait_for_more(100)
+        cluster.dev.gencluster("dev", "fault", "--dir", str(cluster.dev.dir), "kill", standby)
+        load.wait_for_more(300)
+        wait_for(lambda: restart_count(cluster, standby) > restarts_before, 20, 0.1,
+                 "the kubelet to restart the standby")
+        wait_for(lambda: "joined by snapshot" in cluster.logs(standby), 20, 0.1,
+                 "the restarted standby to join by snapshot")
+        load.wait_for_more(100)
+    assert not load.failures, load.failures
+    assert_no_gap(load.values, before)
+    assert cluster.ready_cluster() == active  # no failover happened
+    assert state_of(cluster, standby) == state_of(cluster, active)
+
+
+def restart_count(cluster: IdCluster, pod: str) -> int:
+    statuses = json.loads(cluster.dev.kubectl("get", "pod", pod, "-o", "json").stdout)
+    return sum(c.get("restartCount", 0) for c in statuses["status"].get("containerStatuses", []))
+
+
+def test_cli_call_and_status_through_the_client_service(cluster: IdCluster) -> None:
+    active = cluster.ready_cluster()
+    service = {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": cluster.name},
+        "spec": {"selector": {"gencluster.io/cluster": cluster.name,
+                              "gencluster.io/role": "active"},
+                 "ports": [{"name": "grpc", "port": PORT, "targetPort": "grpc"}]},
+    }
+    cluster.dev.kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(service))
+    wait_for(lambda: cluster.dev.kubectl(
+        "get", "service", cluster.name, "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"
+    ).stdout, 20, 0.1, "the Service proxy to publish the Service")
+    before = current_value(Client(cluster.addresses(), timeout=20))
+    # The Service routes to the pod labelled active (the proxy needs it Ready first).
+    def call_through_the_service() -> str:
+        result = cluster.dev.gencluster("call", cluster.name, '"next_value"', check=False)
+        return result.stdout if result.returncode == 0 else ""
+
+    assert json.loads(wait_for(call_through_the_service, 20, 0.2, "gencluster call")) == (
+        before + 1
+    )
+    status = json.loads(cluster.dev.gencluster("status", cluster.name).stdout)
+    roles = {replica["identity"]: replica["role"] for replica in status["replicas"]}
+    assert roles == {cluster.pod_name(i): "active" if cluster.pod_name(i) == active
+                     else "standby" for i in range(cluster.replicas)}
+    failed = cluster.dev.gencluster("call", cluster.name, "{not json", check=False)
+    assert failed.returncode == 1 and "REQUEST is not valid JSON" in failed.stderr
+
+
+def test_init_refusing_its_args_exits_78_without_taking_the_lease(
+    dev_cluster: DevClusterProcess,
+) -> None:
+    broken = IdCluster(dev_cluster, "badargs", secrets.token_urlsafe(32), 1,
+                       extra_env={"GENCLUSTER_ARGS": '{"start":-1}'})
+    broken.create()
+    pod = broken.pod_name(0)
+
+    def exit_code() -> int | None:
+        status = json.loads(dev_cluster.kubectl("get", "pod", pod, "-o", "json").stdout)
+        for container in status["status"].get("containerStatuses", []):
+            state = container.get("lastState", {}).get("terminated") or container.get(
+                "state", {}).get("terminated")
+            if state:
+                return state["exitCode"]
+        return None
+
+    assert wait_for(exit_code, 30, 0.2, "the container to exit") == 78
+    logs = dev_cluster.kubectl("logs", pod, check=False).stdout + dev_cluster.kubectl(
+        "logs", pod, "--previous", check=False).stdout
+    assert "GENCLUSTER_ARGS: gencluster_examples.id_server:IdServer init(args) raised " \
+           "ValueError: args.start must be a non-negative integer" in logs
+    assert not broken.holder()
+    dev_cluster.kubectl("delete", "pod", pod, "--wait=false")

@@ -1,0 +1,195 @@
+"""`gencluster call`, `gencluster cast` and `gencluster status`: a ClusteredServer from a shell.
+
+    gencluster call id-server '"next_value"'          # -> 1
+    gencluster status id-server                       # every pod's Admin.Status, as JSON
+    gencluster call --address 10.0.0.7:50051 '"current"'
+
+Without `--address`, the cluster is found through the kubeconfig: its client Service `NAME`
+(which selects the active pod) is reached at `status.loadBalancer.ingress[0]` when published
+(the local control plane's Service proxy does), else at its clusterIP. `status` asks every pod
+of the cluster (label `gencluster.io/cluster=NAME`) on its pod IP, with the peer token read
+from the Secret `NAME-peer-token` (or `--token-file`). Output is JSON on stdout; errors go to
+stderr with exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from gencluster.client import Client, ClusterUnavailable, RemoteError
+from gencluster.proto import gencluster_pb2 as pb
+from gencluster.proto import gencluster_pb2_grpc as pb_grpc
+from gencluster.replication import peer_metadata
+
+DEFAULT_PORT = 50051
+CLUSTER_LABEL = "gencluster.io/cluster"
+
+
+class CommandError(Exception):
+    """Something the user can fix; printed without a traceback."""
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gencluster")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("call", "send a call and print the reply as JSON"),
+        ("cast", "send a cast (no reply)"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("name", nargs="?", help="the ClusteredServer (or use --address)")
+        command.add_argument("request", help="the request, as JSON")
+        _common(command)
+    status = commands.add_parser("status", help="every replica's role, epoch and lag as JSON")
+    status.add_argument("name", nargs="?", help="the ClusteredServer (or use --address)")
+    status.add_argument("--token-file", help="a file holding the peer token")
+    _common(status)
+    return parser
+
+
+def _common(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--address", help="HOST:PORT[,HOST:PORT...] instead of the Service")
+    command.add_argument("--namespace", "-n", default=None, help="default: the kubeconfig's")
+    command.add_argument("--kubeconfig", default=None)
+    command.add_argument("--timeout", type=float, default=30.0)
+
+
+def _kubernetes(kubeconfig: str | None) -> tuple[Any, str]:
+    from kubernetes import client, config
+
+    try:
+        config.load_kube_config(config_file=kubeconfig)
+        _, current = config.list_kube_config_contexts(config_file=kubeconfig)
+        namespace = (current or {}).get("context", {}).get("namespace") or "default"
+    except Exception:
+        config.load_incluster_config()
+        namespace = "default"
+    return client.CoreV1Api(), namespace
+
+
+def service_address(core: Any, name: str, namespace: str) -> str:
+    """Where the client Service `name` can be reached from here."""
+    try:
+        service = core.read_namespaced_service(name, namespace)
+    except Exception as error:
+        raise CommandError(f"cannot read Service {namespace}/{name}: {error}") from None
+    ports = service.spec.ports or []
+    port = ports[0].port if ports else DEFAULT_PORT
+    ingress = (service.status.load_balancer.ingress or []) if service.status.load_balancer else []
+    host = (ingress[0].ip or ingress[0].hostname) if ingress else service.spec.cluster_ip
+    if not host or host == "None":
+        raise CommandError(f"Service {namespace}/{name} has no address; use --address")
+    return f"{host}:{port}"
+
+
+def _peer_token(core: Any, name: str, namespace: str, token_file: str | None) -> str:
+    if token_file:
+        return Path(token_file).read_text().strip()
+    secret_name = f"{name}-peer-token"
+    try:
+        secret = core.read_namespaced_secret(secret_name, namespace)
+    except Exception as error:
+        raise CommandError(
+            f"cannot read Secret {namespace}/{secret_name} for the peer token ({error}); "
+            "use --token-file"
+        ) from None
+    return base64.b64decode((secret.data or {}).get("token", "")).decode().strip()
+
+
+def _status_json(reply: pb.StatusReply) -> dict[str, Any]:
+    return {
+        "identity": reply.identity,
+        "role": pb.Role.Name(reply.role).removeprefix("ROLE_").lower(),
+        "epoch": reply.epoch,
+        "appliedSeq": reply.applied_seq,
+        "active": reply.active,
+        "activeAddress": reply.active_address,
+        "standbys": [
+            {
+                "identity": standby.identity,
+                "address": standby.address,
+                "ackedSeq": standby.acked_seq,
+                "lag": standby.lag,
+                "inSync": standby.in_sync,
+            }
+            for standby in reply.standbys
+        ],
+    }
+
+
+def _status_of(address: str, token: str, timeout: float) -> dict[str, Any]:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = pb_grpc.AdminStub(channel).Status(
+                pb.StatusRequest(), metadata=peer_metadata(token), timeout=timeout
+            )
+        except grpc.RpcError as error:
+            return {"address": address, "error": f"{error.code().name}: {error.details()}"}
+    return {"address": address, **_status_json(reply)}
+
+
+def run(arguments: argparse.Namespace) -> Any:
+    core = namespace = None
+    if arguments.address is None or arguments.command == "status":
+        if arguments.address is None and not arguments.name:
+            raise CommandError("give the ClusteredServer's NAME or --address")
+        if arguments.address is None or (
+            arguments.command == "status" and not arguments.token_file
+        ):
+            core, default_namespace = _kubernetes(arguments.kubeconfig)
+            namespace = arguments.namespace or default_namespace
+    if arguments.command == "status":
+        token = _peer_token(core, arguments.name, namespace or "default", arguments.token_file)
+        if arguments.address:
+            addresses = arguments.address.split(",")
+        else:
+            pods = core.list_namespaced_pod(
+                namespace, label_selector=f"{CLUSTER_LABEL}={arguments.name}"
+            ).items
+            addresses = [f"{pod.status.pod_ip}:{_pod_port(pod)}" for pod in pods
+                         if pod.status and pod.status.pod_ip]
+        return {"replicas": [_status_of(a, token, arguments.timeout) for a in addresses]}
+    address = arguments.address or service_address(core, arguments.name, namespace or "default")
+    try:
+        request = json.loads(arguments.request)
+    except ValueError as error:
+        raise CommandError(f"REQUEST is not valid JSON: {error}") from None
+    with Client(address, timeout=arguments.timeout) as client:
+        if arguments.command == "call":
+            return client.call(request)
+        client.cast(request)
+        return None
+
+
+def _pod_port(pod: Any) -> int:
+    for container in pod.spec.containers or []:
+        for port in container.ports or []:
+            if port.name == "grpc":
+                return int(port.container_port)
+    return DEFAULT_PORT
+
+
+def main(argv: list[str]) -> int:
+    arguments = parser().parse_args(argv)
+    try:
+        result = run(arguments)
+    except (CommandError, ClusterUnavailable, OSError) as error:
+        print(f"gencluster {arguments.command}: {error}", file=sys.stderr)
+        return 1
+    except RemoteError as error:
+        print(json.dumps({"error": {"type": error.type, "message": error.message}}))
+        return 1
+    except grpc.RpcError as error:
+        print(f"gencluster {arguments.command}: {error.code().name}: {error.details()}",
+              file=sys.stderr)
+        return 1
+    if result is not None or arguments.command == "call":
+        print(json.dumps(result, indent=2 if arguments.command == "status" else None))
+    return 0

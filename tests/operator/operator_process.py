@@ -1,0 +1,148 @@
+"""The operator as a real subprocess beside a `gencluster dev up`, and what its tests read.
+
+Tests see the operator only the way users do: `kubectl`, Events, the status, and the
+Prometheus text on its metrics port.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.devcluster_process import DevClusterProcess, wait_for
+
+PROJECT = Path(__file__).resolve().parents[2]
+ID_SERVER = PROJECT / "examples" / "id-server.yaml"
+STOP_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class OperatorProcess:
+    """`python -m gencluster_operator.main --all-namespaces` against `cluster`."""
+
+    def __init__(self, cluster: DevClusterProcess) -> None:
+        self.cluster = cluster
+        self.metrics_port = free_port()
+        self.log_path = cluster.dir.parent / "operator.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "gencluster_operator.main", "--all-namespaces",
+                "--kubeconfig", str(cluster.kubeconfig),
+                "--metrics-port", str(self.metrics_port), "--metrics-host", "127.0.0.1",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(self._serving_metrics, 30, message=f"operator to start:\n{self.output()}")
+
+    def _serving_metrics(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"the operator exited with {self.process.returncode}:\n"
+                                 f"{self.output()}")
+        try:
+            self.metrics()
+        except OSError:
+            return False
+        return True
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=5) as response:
+            return response.read().decode()
+
+    def stop(self) -> int | None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+# -- reading what the operator wrote ------------------------------------------------------------
+
+
+def get_json(cluster: DevClusterProcess, *args: str) -> Any:
+    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+
+
+def clustered_server(cluster: DevClusterProcess, namespace: str, name: str) -> dict[str, Any]:
+    return get_json(cluster, "csrv", name, "-n", namespace)
+
+
+def condition(resource: dict[str, Any], kind: str) -> dict[str, Any]:
+    conditions = (resource.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == kind), {})
+
+
+def pod_names(cluster: DevClusterProcess, namespace: str, name: str) -> list[str]:
+    pods = get_json(cluster, "pods", "-n", namespace, "-l", f"gencluster.io/cluster={name}")
+    return sorted(p["metadata"]["name"] for p in pods["items"]
+                  if not p["metadata"].get("deletionTimestamp"))
+
+
+def events(cluster: DevClusterProcess, namespace: str, reason: str) -> list[dict[str, Any]]:
+    """Events on ClusteredServers of `namespace` with `reason`."""
+    listing = get_json(
+        cluster, "events", "-n", namespace,
+        "--field-selector", f"involvedObject.kind=ClusteredServer,reason={reason}",
+    )
+    return listing["items"]
+
+
+def serving(cluster: DevClusterProcess, namespace: str, name: str) -> dict[str, Any] | None:
+    """The ClusteredServer once Ready=True for its current generation with every standby in
+    sync, else None."""
+    resource = clustered_server(cluster, namespace, name)
+    status = resource.get("status") or {}
+    ready = condition(resource, "Ready")
+    standbys = status.get("standbys") or []
+    if (
+        ready.get("status") == "True"
+        and status.get("observedGeneration") == resource["metadata"]["generation"]
+        and len(standbys) == resource["spec"]["replicas"] - 1
+        and all(s.get("inSync") for s in standbys)
+    ):
+        return resource
+    return None
+
+
+def create_namespace(cluster: DevClusterProcess, namespace: str) -> str:
+    cluster.kubectl("create", "namespace", namespace)
+    return namespace
+
+
+def namespace_for(test_name: str) -> str:
+    """A namespace name (DNS label) derived from a test's name."""
+    return re.sub(r"[^a-z0-9]+", "-", test_name.lower())[:50].strip("-")
+
+
+def start_id_server(
+    cluster: DevClusterProcess, operator: OperatorProcess, namespace: str,
+    deadline: float = 60.0,
+) -> dict[str, Any]:
+    """`examples/id-server.yaml` applied in a new `namespace`, once serving."""
+    create_namespace(cluster, namespace)
+    cluster.kubectl("apply", "-n", namespace, "-f", str(ID_SERVER))
+    return wait_for(lambda: serving(cluster, namespace, "id-server"), deadline,
+                    message=f"id-server Ready in {namespace}\n{operator.output()[-3000:]}")

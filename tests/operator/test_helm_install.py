@@ -1,0 +1,211 @@
+"""`helm install` for real: the Helm v4 engine (helm-python-sdk) installs charts/gencluster on a
+`gencluster dev up` instance through its kubeconfig, waits for the operator Deployment, runs
+`helm test`, lets the operator reconcile a ClusteredServer applied with kubectl, upgrades, and
+uninstalls.
+
+The instance starts without CRDs (`--crds` of an empty folder), so Helm itself installs the CRD
+from the chart's `crds/` (the symlink to the repository's single file) and, as Helm always
+does, leaves it in place on uninstall.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.devcluster_process import GENCLUSTER, DevClusterProcess, wait_for
+
+helm = pytest.importorskip("helm_python")
+
+
+def _operator_command_exists() -> bool:
+    """The chart's Deployment runs `gencluster operator`; without it nothing here can work."""
+    result = subprocess.run([GENCLUSTER, "operator", "--help"], capture_output=True, timeout=60)
+    return result.returncode == 0
+
+
+pytestmark = pytest.mark.timeout(600)
+needs_operator = pytest.mark.skipif(
+    not _operator_command_exists(), reason="`gencluster operator` is not a gencluster command yet"
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "gencluster"
+CRD_FILE = ROOT / "crds" / "clusteredservers.gencluster.io.yaml"
+EXAMPLE = ROOT / "examples" / "id-server.yaml"
+RELEASE = "gencluster"
+NAMESPACE = "gencluster-system"
+WAIT_SECONDS = 120
+# Images are recorded, never pulled, on gencluster dev: the chart's explicit command runs.
+VALUES = {
+    "image": {"repository": "registry.example/gencluster-operator", "tag": "dev"},
+    "runtimeImage": {"repository": "registry.example/gencluster", "tag": "dev"},
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevClusterProcess]:
+    base = tmp_path_factory.mktemp("helm")
+    no_crds = base / "no-crds"
+    no_crds.mkdir()
+    instance = DevClusterProcess(base / "dev", "--restart-backoff", "0.5",
+                                 "--crds", str(no_crds))
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="module")
+def helm_config(cluster: DevClusterProcess) -> Iterator[Any]:
+    config = helm.Config(kubeconfig_path=str(cluster.kubeconfig), namespace=NAMESPACE)
+    yield config
+    config.close()
+
+
+def _get(cluster: DevClusterProcess, *args: str) -> dict[str, Any] | None:
+    result = cluster.kubectl("get", *args, "-o", "json", check=False)
+    if result.returncode != 0:
+        assert "NotFound" in result.stderr, result.stderr
+        return None
+    return json.loads(result.stdout)
+
+
+def _operator_pods(cluster: DevClusterProcess) -> list[dict[str, Any]]:
+    listed = _get(cluster, "pods", "-n", NAMESPACE, "-l",
+                  "app.kubernetes.io/component=operator,app.kubernetes.io/instance=" + RELEASE)
+    return [] if listed is None else listed["items"]
+
+
+def _release_secrets(cluster: DevClusterProcess, release: str = RELEASE,
+                     namespace: str = NAMESPACE) -> list[str]:
+    listed = _get(cluster, "secrets", "-n", namespace, "-l", f"owner=helm,name={release}")
+    return [] if listed is None else [s["metadata"]["name"] for s in listed["items"]]
+
+
+def test_helm_storage_apply_and_uninstall_without_waiting(
+    start_dev_cluster: Callable[..., DevClusterProcess],
+) -> None:
+    """What Helm itself does to the API, whatever the operator's state: server-side apply of
+    every object, release Secrets written with protobuf bodies, upgrade, uninstall (which
+    deletes the Secrets with protobuf DeleteOptions)."""
+    instance = start_dev_cluster(name="storage")
+    config = helm.Config(kubeconfig_path=str(instance.kubeconfig), namespace="ops")
+    try:
+        first = config.install(str(CHART), "ops", VALUES, namespace="ops",
+                               create_namespace=True)
+        assert first["status"] == "deployed"
+        deployment = _get(instance, "deployment", "ops-gencluster", "-n", "ops",
+                          "--show-managed-fields")
+        assert deployment is not None
+        operations = {entry["operation"] for entry in deployment["metadata"]["managedFields"]}
+        assert "Apply" in operations  # Helm 4 creates and updates by server-side apply
+        assert deployment["metadata"]["annotations"]["meta.helm.sh/release-name"] == "ops"
+        second = config.upgrade(str(CHART), "ops", {**VALUES, "metrics": {"port": 9300}},
+                                namespace="ops")
+        assert second["revision"] == 2
+        service = _get(instance, "service", "ops-gencluster-metrics", "-n", "ops")
+        assert service is not None and service["spec"]["ports"][0]["port"] == 9300
+        assert len(_release_secrets(instance, "ops", "ops")) == 2
+        config.uninstall("ops")
+        assert _release_secrets(instance, "ops", "ops") == []
+        assert _get(instance, "deployment", "ops-gencluster", "-n", "ops") is None
+        assert _get(instance, "clusterrole", "ops-gencluster") is None
+        assert config.list(all_states=True) == []
+    finally:
+        config.close()
+
+
+@needs_operator
+def test_install_waits_for_the_operator_deployment(
+    cluster: DevClusterProcess, helm_config: Any
+) -> None:
+    assert _get(cluster, "crd", "clusteredservers.gencluster.io") is None
+    release = helm_config.install(str(CHART), RELEASE, VALUES, namespace=NAMESPACE,
+                                  create_namespace=True, wait="watcher", timeout=WAIT_SECONDS)
+    assert release["status"] == "deployed" and release["revision"] == 1
+    assert "kubectl apply" in release["notes"]
+
+    crd = _get(cluster, "crd", "clusteredservers.gencluster.io")
+    assert crd is not None
+    assert crd["spec"]["versions"] == yaml.safe_load(CRD_FILE.read_text())["spec"]["versions"]
+
+    deployment = _get(cluster, "deployment", RELEASE, "-n", NAMESPACE)
+    assert deployment is not None
+    status = deployment["status"]
+    assert status["observedGeneration"] == deployment["metadata"]["generation"]
+    assert status["availableReplicas"] == status["readyReplicas"] == 1
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["Progressing"] == (
+        "NewReplicaSetAvailable")
+    (pod,) = _operator_pods(cluster)
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == "registry.example/gencluster-operator:dev"
+    assert container["command"] == ["gencluster", "operator"]
+    assert pod["status"]["phase"] == "Running"
+    assert pod["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
+    for kind in ("serviceaccount", "service"):
+        name = RELEASE if kind == "serviceaccount" else f"{RELEASE}-metrics"
+        assert _get(cluster, kind, name, "-n", NAMESPACE) is not None
+    for kind in ("clusterrole", "clusterrolebinding"):
+        assert _get(cluster, kind, RELEASE) is not None
+
+
+@needs_operator
+def test_helm_test_reaches_the_operator_metrics(helm_config: Any) -> None:
+    result = helm_config.test(RELEASE, timeout=WAIT_SECONDS, logs=True)
+    assert "lines of Prometheus metrics" in result["logs"]
+
+
+@needs_operator
+def test_the_operator_reconciles_a_cluster_applied_with_kubectl(
+    cluster: DevClusterProcess,
+) -> None:
+    cluster.kubectl("apply", "-f", str(EXAMPLE))
+    expected = {f"id-server-{ordinal}" for ordinal in range(3)}
+
+    def pods_created() -> bool:
+        listed = _get(cluster, "pods", "-l", "gencluster.io/cluster=id-server")
+        return listed is not None and {
+            p["metadata"]["name"] for p in listed["items"]} >= expected
+
+    wait_for(pods_created, WAIT_SECONDS, interval=0.5,
+             message="the operator (the chart's pod) to create the id-server pods")
+    # Gone before the operator is uninstalled (its pods then stop gracefully, which takes a
+    # lease duration; garbage collection of children is the operator tests' subject).
+    cluster.kubectl("delete", "-f", str(EXAMPLE), "--wait=true", timeout=WAIT_SECONDS)
+
+
+@needs_operator
+def test_upgrade_rolls_the_operator_pod(cluster: DevClusterProcess, helm_config: Any) -> None:
+    (before,) = _operator_pods(cluster)
+    values = {**VALUES, "podAnnotations": {"example.com/upgraded": "yes"}}
+    release = helm_config.upgrade(str(CHART), RELEASE, values, namespace=NAMESPACE,
+                                  wait="watcher", timeout=WAIT_SECONDS)
+    assert release["status"] == "deployed" and release["revision"] == 2
+    pods = _operator_pods(cluster)
+    assert [p["metadata"]["name"] for p in pods] != [before["metadata"]["name"]]
+    (after,) = pods
+    assert after["metadata"]["annotations"]["example.com/upgraded"] == "yes"
+    assert after["status"]["phase"] == "Running"
+    history = helm_config.history(RELEASE)
+    assert [entry["revision"] for entry in history] == [1, 2]
+
+
+@needs_operator
+def test_uninstall_removes_the_release_but_keeps_the_crd(
+    cluster: DevClusterProcess, helm_config: Any
+) -> None:
+    helm_config.uninstall(RELEASE, wait="watcher", timeout=WAIT_SECONDS)
+    assert _get(cluster, "deployment", RELEASE, "-n", NAMESPACE) is None
+    for kind, name in (("serviceaccount", RELEASE), ("service", f"{RELEASE}-metrics")):
+        assert _get(cluster, kind, name, "-n", NAMESPACE) is None
+    for kind in ("clusterrole", "clusterrolebinding"):
+        assert _get(cluster, kind, RELEASE) is None
+    wait_for(lambda: not _operator_pods(cluster), WAIT_SECONDS, interval=0.5,
+             message="the operator pod to be garbage-collected")
+    assert _release_secrets(cluster) == []
+    assert _get(cluster, "crd", "clusteredservers.gencluster.io") is not None
