@@ -12,5 +12,12 @@ The pure core (no sockets, no clocks, no kopf):
 - `status`: the status subresource and the Events its transitions deserve;
 - `events`: the fixed vocabulary of Event, failover and condition reasons.
 
-The shells (`handlers`, `merge`) observe, call these functions and perform their results.
+The shell observes, calls these functions and performs their results:
+
+- `handlers`: kopf wiring (which events reconcile which ClusteredServer) and kopf's settings;
+- `reconciler`: one pass per cluster (observe, plan, act, status, Events) and the little the
+  shell remembers between passes;
+- `cluster_io`: the Kubernetes API calls; `runtime_admin`: the pods' Admin gRPC calls
+  (status, switchover, demote, and the merge of partition recovery);
+- `metrics`: Prometheus metrics; `main`: the command line (`gencluster operator`).
 """

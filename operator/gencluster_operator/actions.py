@@ -66,7 +66,8 @@ class Switchover:
 @dataclass(frozen=True)
 class MergeStates:
     """Partition recovery (partitionPolicy Available): export `loser`'s state, run the user's
-    merge on `winner` as a replicated command, then demote `loser` (see `merge.py`)."""
+    merge on `winner` as a replicated command, then demote `loser`
+    (`runtime_admin.RuntimeAdmin.merge_states`)."""
 
     winner: str
     loser: str

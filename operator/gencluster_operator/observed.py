@@ -149,7 +149,7 @@ class Handover:
 
 @dataclass(frozen=True)
 class MergeOutcome:
-    """How the shell's last merge attempt ended (see `merge.py`)."""
+    """How the shell's last merge attempt ended (`runtime_admin.RuntimeAdmin.merge_states`)."""
 
     winner: str
     loser: str

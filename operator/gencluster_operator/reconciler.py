@@ -185,25 +185,7 @@ class Reconciler:
         spec = cluster_spec(resource)
         pod_objects = self.api.list_pods(namespace, name)
         token = self._peer_token(resource)
-        lease_object = self.api.read_lease(namespace, names.lease_name(name))
-        if lease_object is not None:
-            memory.lease_seen = _lease_fingerprint(lease_object)
-        addresses = _admin_addresses(pod_objects, spec.port)
-        reports = self.admin.statuses(token, addresses) if token else {}
-        self.admin.forget_except(set(addresses.values()))
-        if memory.handover is not None and now - memory.handover.started_at >= timedelta(
-            seconds=spec.lease.duration_seconds
-        ):
-            memory.handover = None
-        observed = Observed(
-            resource=resource,
-            pods=observed_pods(pod_objects, name, reports),
-            lease=lease_state(lease_object) if lease_object is not None else None,
-            now=now,
-            handover=memory.handover,
-            last_merge=memory.last_merge,
-            reconcile_error=memory.reconcile_error,
-        )
+        observed = self._observe(resource, pod_objects, token, memory, now)
         error: ActionFailed | None = None
         try:
             token = self._ensure_children(resource, token, assess(observed).ordinals_in_use)
@@ -232,6 +214,35 @@ class Reconciler:
         return new_generation, "error" if failed else "ok"
 
     # -- observation helpers -------------------------------------------------------------------
+
+    def _observe(
+        self,
+        resource: Mapping[str, Any],
+        pod_objects: list[dict[str, Any]],
+        token: str | None,
+        memory: ClusterMemory,
+        now: datetime,
+    ) -> Observed:
+        """The Lease, each running pod's own report, and the shell's memory, as `Observed`."""
+        spec = cluster_spec(resource)
+        lease_object = self.api.read_lease(spec.namespace, names.lease_name(spec.name))
+        if lease_object is not None:
+            memory.lease_seen = _lease_fingerprint(lease_object)
+        addresses = _admin_addresses(pod_objects, spec.port)
+        reports = self.admin.statuses(token, addresses) if token else {}
+        self.admin.forget_except(set(addresses.values()))
+        lease_duration = timedelta(seconds=spec.lease.duration_seconds)
+        if memory.handover is not None and now - memory.handover.started_at >= lease_duration:
+            memory.handover = None
+        return Observed(
+            resource=resource,
+            pods=observed_pods(pod_objects, spec.name, reports),
+            lease=lease_state(lease_object) if lease_object is not None else None,
+            now=now,
+            handover=memory.handover,
+            last_merge=memory.last_merge,
+            reconcile_error=memory.reconcile_error,
+        )
 
     def _peer_token(self, resource: Mapping[str, Any]) -> str | None:
         metadata = resource["metadata"]
@@ -311,14 +322,16 @@ class Reconciler:
                 case ClearLease():
                     self.api.patch_lease(namespace, names.lease_name(name), action.lease_patch())
                 case Switchover(from_pod=source, to_pod=target, reason=reason):
+                    # Remembered even when the call fails: a refusal may come after the Lease
+                    # moved (the handover was written, the target's confirmation came late),
+                    # and the status must still name the planned reason. If the Lease did not
+                    # move, `plan` waits at most one lease duration before asking again.
                     memory.handover = Handover(source, target, reason, now)
                     try:
                         self.admin.switchover(
                             token, address(source), target, spec.lease.renew_deadline_seconds
                         )
                     except AdminError as error:
-                        if not error.ambiguous:
-                            memory.handover = None  # nothing happened: plan it again
                         raise ActionFailed(str(error)) from error
                 case Demote(pod=pod, epoch=epoch, follow=winner):
                     try:

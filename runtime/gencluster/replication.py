@@ -301,6 +301,8 @@ async def follow(node: Node, address: str) -> None:
         replica = node.replica
         assert replica is not None
         call = stub.Replicate(metadata=metadata)
+        applied = asyncio.Event()
+        acker = asyncio.create_task(_send_acks(node, replica, call, applied))
         try:
             await call.write(
                 pb.ReplicateUp(
@@ -339,11 +341,28 @@ async def follow(node: Node, address: str) -> None:
                     node.needs_snapshot = True
                     return
                 node.standby_caught_up(replica.applied_seq >= batch.last_seq)
-                await call.write(
-                    pb.ReplicateUp(ack=pb.Ack(epoch=node.epoch, applied_seq=replica.applied_seq))
-                )
+                applied.set()
+                if acker.done():
+                    acker.result()  # the ack direction failed: end this stream
+                    return
         finally:
+            acker.cancel()
             call.cancel()
+
+
+async def _send_acks(
+    node: Node, replica: Replica, call: grpc.aio.StreamStreamCall, applied: asyncio.Event
+) -> None:
+    """Acknowledge cumulatively, off the receiving path: batches applied while an ack is
+    being written are covered by the next one (one ack for many batches under load)."""
+    acknowledged = replica.applied_seq
+    while True:
+        await applied.wait()
+        applied.clear()
+        seq = replica.applied_seq
+        if seq != acknowledged:
+            await call.write(pb.ReplicateUp(ack=pb.Ack(epoch=node.epoch, applied_seq=seq)))
+            acknowledged = seq
 
 
 async def join(node: Node, stub: pb_grpc.PeerStub, metadata: tuple[tuple[str, str], ...]) -> None:

@@ -30,16 +30,17 @@ def free_port() -> int:
 
 
 class OperatorProcess:
-    """`python -m gencluster_operator.main --all-namespaces` against `cluster`."""
+    """`python -m gencluster_operator.main` against `cluster`, watching `scope` (default
+    every namespace)."""
 
-    def __init__(self, cluster: DevClusterProcess) -> None:
+    def __init__(self, cluster: DevClusterProcess, *scope: str) -> None:
         self.cluster = cluster
         self.metrics_port = free_port()
-        self.log_path = cluster.dir.parent / "operator.log"
+        self.log_path = cluster.dir.parent / f"operator-{self.metrics_port}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "gencluster_operator.main", "--all-namespaces",
+                sys.executable, "-m", "gencluster_operator.main", *(scope or ["--all-namespaces"]),
                 "--kubeconfig", str(cluster.kubeconfig),
                 "--metrics-port", str(self.metrics_port), "--metrics-host", "127.0.0.1",
             ],

@@ -505,8 +505,11 @@ def test_health_and_reflection(cluster: IdCluster) -> None:
         with grpc.insecure_channel(cluster.address(pod)) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             for service in ("", "gencluster.liveness"):
-                status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-                assert status.status == health_pb2.HealthCheckResponse.SERVING, (pod, service)
+                # A standby learns that it is in the in-sync set from its next Lease read.
+                wait_for(lambda health=health, service=service: health.Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=5
+                ).status == health_pb2.HealthCheckResponse.SERVING, 10, 0.1,
+                    f"{pod} to report {service or 'readiness'} SERVING")
     with grpc.insecure_channel(cluster.address(active)) as channel:
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
         answers = reflection.ServerReflectionInfo(
@@ -515,6 +518,13 @@ def test_health_and_reflection(cluster: IdCluster) -> None:
         names = {s.name for answer in answers for s in answer.list_services_response.service}
     assert {"gencluster.v1.Client", "gencluster.v1.Peer", "gencluster.v1.Admin",
             "grpc.health.v1.Health"} <= names
+    # Prometheus text format on the metrics port of the pod's own address.
+    import urllib.request
+
+    metrics_url = f"http://{cluster.pod_ip(active)}:9090/metrics"
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    assert f'gencluster_active{{cluster="{cluster.name}",pod="{active}"}} 1.0' in text
 
 
 def test_killed_standby_rejoins_by_snapshot_while_the_active_keeps_serving(
@@ -599,3 +609,5 @@ def test_init_refusing_its_args_exits_78_without_taking_the_lease(
            "ValueError: args.start must be a non-negative integer" in logs
     assert not broken.holder()
     dev_cluster.kubectl("delete", "pod", pod, "--wait=false")
+    wait_for(lambda: dev_cluster.kubectl("get", "pod", pod, check=False).returncode != 0,
+             30, 0.2, "the crash-looping pod to be deleted")
