@@ -15,8 +15,10 @@ def start_dev_cluster(tmp_path: Path) -> Iterator[Callable[..., DevClusterProces
     """Start `gencluster dev up` instances for one test; every one is stopped afterwards."""
     started: list[DevClusterProcess] = []
 
-    def start(*extra: str, name: str = "dev") -> DevClusterProcess:
-        cluster = DevClusterProcess(tmp_path / name, "--restart-backoff", "0.5", *extra)
+    def start(*extra: str, name: str = "dev", operator: bool = False) -> DevClusterProcess:
+        cluster = DevClusterProcess(
+            tmp_path / name, "--restart-backoff", "0.5", *extra, operator=operator
+        )
         started.append(cluster)
         return cluster
 

@@ -42,13 +42,18 @@ def wait_for(
 class DevClusterProcess:
     """Starts `gencluster dev up --dir DIR`, waits for its kubeconfig, stops it on exit."""
 
-    def __init__(self, directory: Path, *extra: str) -> None:
+    def __init__(self, directory: Path, *extra: str, operator: bool = False) -> None:
+        """`operator=False` runs the control plane alone (`--no-operator`), for tests that start
+        their own operator or none."""
         self.dir = directory
         self.kubeconfig = directory / "kubeconfig"
         self.log_path = directory.parent / f"{directory.name}-up.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        command = [GENCLUSTER, "dev", "up", "--dir", str(directory), *extra]
+        if not operator:
+            command.append("--no-operator")
         self.process = subprocess.Popen(
-            [GENCLUSTER, "dev", "up", "--dir", str(directory), *extra],
+            command,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

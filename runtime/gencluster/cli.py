@@ -15,7 +15,9 @@ commands:
   run                                      run the runtime in a pod (docs/runtime-config.md)
   call NAME REQUEST_JSON                   call a ClusteredServer, print the reply as JSON
   status NAME                              a ClusteredServer's runtime status as JSON
-  dev up [--dir DIR] [--apply FILE ...]   run the local control plane (API server, kubelet, proxy)
+  operator [--namespace NS | -A] ...       run the operator (kopf) against the current kubeconfig
+  dev up [--dir DIR] [--apply FILE ...]   run the local control plane (API server, kubelet,
+         [--no-operator]                   proxy) and the operator beside it
   dev fault KIND ...                       inject a real fault (kill, pause, resume, partition,
                                            isolate, cut-apiserver, heal)
 
@@ -29,12 +31,22 @@ def project_crds_dir() -> Path | None:
     return candidate if candidate.is_dir() else None
 
 
+def operator_command() -> str:
+    """The operator as `dev up` runs it: this interpreter, metrics off (instances run side by
+    side in tests, and a fixed metrics port would collide)."""
+    return f"{sys.executable} -m gencluster_operator.main --all-namespaces --metrics-port 0"
+
+
 def dev_arguments(args: list[str]) -> list[str]:
-    """`gencluster dev up` installs gencluster's own CRDs unless told which to install."""
+    """`gencluster dev up` installs gencluster's CRDs and runs the operator, unless told not to."""
+    if args[:1] != ["up"]:
+        return args
     crds = project_crds_dir()
-    if args[:1] == ["up"] and "--crds" not in args and crds is not None:
-        return [*args, "--crds", str(crds)]
-    return args
+    if "--crds" not in args and crds is not None:
+        args = [*args, "--crds", str(crds)]
+    if "--no-operator" in args:
+        return [arg for arg in args if arg != "--no-operator"]
+    return [*args, "--controller", operator_command()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         from gencluster.commands import main as commands_main
 
         return commands_main([command, *rest])
+    if command == "operator":
+        from gencluster_operator.main import main as operator_main
+
+        return operator_main(rest)
     if command == "dev":
         from gencluster_dev.cli import main as dev_main
 

@@ -131,7 +131,6 @@ class Node:
         self.role = Role.JOINING
         self.epoch = 0
         """Highest epoch seen (Lease transitions, entries, snapshots)."""
-        self.active_epoch = 0
         self.term: Term | None = None
         self.leadership: Leadership | None = None
         self.observation: Observation | None = None
@@ -383,7 +382,6 @@ class Node:
         if self.replica is None:
             self.replica = self._initial_replica()
         self.epoch = max(self.epoch, epoch)
-        self.active_epoch = epoch
         tracker = AckTracker(
             me=self.config.identity,
             mode=self.config.mode,
@@ -540,9 +538,6 @@ class Node:
         if holder == self.active_identity:
             self.active_address = address
         return address
-
-    def forget_address(self, identity: str) -> None:
-        self._pod_addresses.pop(identity, None)
 
     # -- handover -----------------------------------------------------------------------------
 

@@ -332,7 +332,6 @@ async def follow(node: Node, address: str) -> None:
                         f"replica has seen epoch {node.epoch}"
                     )
                 node.epoch = batch.epoch
-                node.active_epoch = batch.epoch
                 try:
                     for entry in batch.entries:
                         replica.receive(entry_from_message(entry))

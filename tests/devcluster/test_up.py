@@ -152,3 +152,22 @@ def test_controller_runs_with_the_instance_kubeconfig_and_stops_with_it(
 
     assert cluster.stop() == 0
     assert not process_exists(controller_pid)
+
+
+def test_up_runs_the_operator_and_brings_up_the_example(start_dev_cluster) -> None:
+    """`gencluster dev up --apply examples/id-server.yaml`: the main job of `make dev`."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "id-server.yaml"
+    cluster = start_dev_cluster("--apply", str(example), operator=True)
+
+    def ready() -> dict | None:
+        result = cluster.kubectl("get", "csrv", "id-server", "-o", "json", check=False)
+        if result.returncode != 0:
+            return None
+        status = json.loads(result.stdout).get("status", {})
+        conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
+        return status if conditions.get("Ready") == "True" else None
+
+    status = wait_for(ready, 120, interval=0.5, message="id-server to become Ready")
+    assert status["activePod"].startswith("id-server-")
+    assert status["readyReplicas"] == 3
+    assert (cluster.dir / "controllers").is_dir()
