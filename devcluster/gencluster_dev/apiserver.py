@@ -11,7 +11,8 @@ Choices where Kubernetes leaves room or where this server is simpler:
   ignored, as `resourceVersionMatch=NotOlderThan` would for any version already reached); a
   watch from a future resourceVersion waits until the counter passes it.
 - Discovery is the legacy per-group documents (kubectl falls back from aggregated discovery);
-  `/openapi/v2` is 404, `/openapi/v3` serves every group/version with the CRD schemas.
+  `/openapi/v2` is an empty protobuf document (see `discovery.openapi_v2_document`),
+  `/openapi/v3` serves every group/version with the CRD schemas.
 - Responses are JSON only; protobuf request bodies are understood for the kinds kubectl's
   imperative `create` commands send (see `protobuf`).
 """
@@ -318,6 +319,11 @@ class ApiServer:
         request[IDENTITY_KEY] = identity
 
     def _openapi(self, parts: list[str]) -> web.Response:
+        if parts == ["v2"]:
+            return web.Response(
+                body=discovery.openapi_v2_document(),
+                content_type=discovery.OPENAPI_V2_CONTENT_TYPE,
+            )
         if parts[:1] != ["v3"]:
             raise resource_not_found_for_path()
         if len(parts) == 1:

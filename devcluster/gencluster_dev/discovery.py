@@ -250,6 +250,47 @@ def openapi_path(group: str, version: str) -> str:
     return _gv_path(group, version)
 
 
+# -- OpenAPI v2 ------------------------------------------------------------------------------
+# What kube-apiserver answers (clients ask with "...spec.v2@v1.0+protobuf", which is not a
+# valid media type to answer with).
+OPENAPI_V2_CONTENT_TYPE = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+
+
+def _protobuf_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _protobuf_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2): strings and embedded messages."""
+    return _protobuf_varint(number << 3 | 2) + _protobuf_varint(len(payload)) + payload
+
+
+def openapi_v2_document() -> bytes:
+    """`GET /openapi/v2`: an empty Swagger 2.0 document in gnostic's protobuf encoding.
+
+    kubectl validates a `v1` `List` on the client with OpenAPI v2 (its server-side field
+    validation check does not cover List) and reads this document as protobuf only. Kinds
+    missing from it are skipped by that validation, and every item still reaches the server
+    with `fieldValidation=Strict`, so an empty document keeps `kubectl apply -f list.yaml`
+    working without a second copy of the schemas `/openapi/v3` serves. Field numbers are
+    those of gnostic's `openapi.v2.Document` (swagger 1, info 2, paths 8, definitions 9).
+    """
+    info = _protobuf_field(1, b"Kubernetes") + _protobuf_field(
+        2, KUBERNETES_VERSION["gitVersion"].encode()
+    )
+    return (
+        _protobuf_field(1, b"2.0")
+        + _protobuf_field(2, info)
+        + _protobuf_field(8, b"")
+        + _protobuf_field(9, b"")
+    )
+
+
 # -- aggregated discovery (apidiscovery.k8s.io/v2) ----------------------------------------------
 AGGREGATED_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 

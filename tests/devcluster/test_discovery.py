@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from gencluster_dev.discovery import (
     aggregated_discovery,
     api_group_list,
@@ -86,8 +88,22 @@ def test_version_and_openapi_v3(apiserver: RunningApiServer) -> None:
     assert '"minor": "32"' in version
     status, index = apiserver.request("GET", "/openapi/v3")
     assert status == 200 and "apis/apps/v1" in index["paths"]
-    status, _ = apiserver.request("GET", "/openapi/v2")
-    assert status == 404
+
+
+
+def test_kubectl_applies_a_list_with_client_side_validation(apiserver: RunningApiServer) -> None:
+    """kubectl validates a v1 List with /openapi/v2 (protobuf) before sending its items."""
+    items = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "listed-a"}},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "listed-b"}},
+        ],
+    }
+    result = apiserver.kubectl("apply", "-f", "-", input=json.dumps(items))
+    assert "configmap/listed-a created" in result.stdout
+    assert "configmap/listed-b created" in result.stdout
 
 
 def test_aggregated_discovery_lists_groups_resources_and_subresources() -> None:

@@ -58,9 +58,7 @@ class IdCluster:
         ]
         objects += [self.pod(ordinal) for ordinal in range(self.replicas)]
         items = {"apiVersion": "v1", "kind": "List", "items": objects}
-        # --validate=false: kubectl's client-side validation asks the local control plane for
-        # an OpenAPI document it does not serve for every group yet.
-        self.dev.kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(items))
+        self.dev.kubectl("apply", "-f", "-", input=json.dumps(items))
 
     def pod(self, ordinal: int) -> dict[str, Any]:
         env = {
@@ -301,7 +299,7 @@ def test_graceful_stop_of_the_active_hands_over_without_a_failed_call(
     # Put the deleted replica back (no operator here) for the tests that follow.
     wait_for(lambda: cluster.dev.kubectl("get", "pod", old_active, check=False).returncode != 0,
              30, 0.2, "the old pod to be gone")
-    cluster.dev.kubectl("apply", "--validate=false", "-f", "-",
+    cluster.dev.kubectl("apply", "-f", "-",
                         input=json.dumps(cluster.pod(int(old_active.rsplit("-", 1)[1]))))
     cluster.ready_cluster()
 
@@ -564,7 +562,7 @@ def test_cli_call_and_status_through_the_client_service(cluster: IdCluster) -> N
                               "gencluster.io/role": "active"},
                  "ports": [{"name": "grpc", "port": PORT, "targetPort": "grpc"}]},
     }
-    cluster.dev.kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(service))
+    cluster.dev.kubectl("apply", "-f", "-", input=json.dumps(service))
     wait_for(lambda: cluster.dev.kubectl(
         "get", "service", cluster.name, "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"
     ).stdout, 20, 0.1, "the Service proxy to publish the Service")
