@@ -584,15 +584,19 @@ def _service_external_ip(service: Mapping[str, Any]) -> str:
     spec = service.get("spec") or {}
     external_ips = [str(ip) for ip in _list(spec.get("externalIPs"))]
     service_type = spec.get("type") or "ClusterIP"
+    ingress = _list(_get(service, "status", "loadBalancer", "ingress"))
+    balancer = [
+        str(entry.get("ip") or entry.get("hostname"))
+        for entry in ingress
+        if isinstance(entry, Mapping) and (entry.get("ip") or entry.get("hostname"))
+    ]
     if service_type in ("ClusterIP", "NodePort"):
-        return ",".join(external_ips) if external_ips else "<none>"
+        # Unlike a real cluster, the local Service proxy makes every Service reachable from the
+        # host at the address it publishes in status.loadBalancer.ingress: show it, so
+        # `kubectl get svc` tells users where to connect.
+        shown = external_ips or balancer
+        return ",".join(shown) if shown else "<none>"
     if service_type == "LoadBalancer":
-        ingress = _list(_get(service, "status", "loadBalancer", "ingress"))
-        balancer = [
-            str(entry.get("ip") or entry.get("hostname"))
-            for entry in ingress
-            if isinstance(entry, Mapping) and (entry.get("ip") or entry.get("hostname"))
-        ]
         if external_ips:
             return ",".join(balancer + external_ips)
         return ",".join(balancer) if balancer else "<pending>"

@@ -203,6 +203,13 @@ def test_service_row() -> None:
     ]
     pending = {"metadata": {"name": "p"}, "spec": {"type": "LoadBalancer"}}
     assert _table([pending], "Service")["rows"][0]["cells"][3:5] == ["<pending>", "<none>"]
+    proxied = {
+        "metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"type": "ClusterIP", "clusterIP": "127.2.128.1"},
+        "status": {"loadBalancer": {"ingress": [{"ip": "127.2.128.1"}]}},
+    }
+    # The local proxy's address is shown for ClusterIP Services too (see _service_external_ip).
+    assert _table([proxied], "Service")["rows"][0]["cells"][3] == "127.2.128.1"
     plain = {"metadata": {"name": "c"}, "spec": {"clusterIP": "None"}}
     plain_cells = _table([plain], "Service")["rows"][0]["cells"]
     assert plain_cells[:4] == ["c", "ClusterIP", "None", "<none>"]

@@ -3,15 +3,15 @@
 `helm test`, lets the operator reconcile a ClusteredServer applied with kubectl, upgrades, and
 uninstalls.
 
-The instance starts without CRDs (`--crds` of an empty folder), so Helm itself installs the CRD
-from the chart's `crds/` (the symlink to the repository's single file) and, as Helm always
-does, leaves it in place on uninstall.
+The instance starts without CRDs (`--crds` of an empty folder) and without its own operator
+(`--no-operator`), so Helm itself installs the CRD from the chart's `crds/` (the symlink to the
+repository's single file) and, as Helm always does, leaves it in place on uninstall, and the
+only operator is the chart's pod.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,21 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.devcluster_process import GENCLUSTER, DevClusterProcess, wait_for
+from tests.devcluster_process import DevClusterProcess, wait_for
 
 helm = pytest.importorskip("helm_python")
 
-
-def _operator_command_exists() -> bool:
-    """The chart's Deployment runs `gencluster operator`; without it nothing here can work."""
-    result = subprocess.run([GENCLUSTER, "operator", "--help"], capture_output=True, timeout=60)
-    return result.returncode == 0
-
-
 pytestmark = pytest.mark.timeout(600)
-needs_operator = pytest.mark.skipif(
-    not _operator_command_exists(), reason="`gencluster operator` is not a gencluster command yet"
-)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "gencluster"
@@ -54,8 +44,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevClusterProc
     base = tmp_path_factory.mktemp("helm")
     no_crds = base / "no-crds"
     no_crds.mkdir()
+    # --no-operator: the chart's pod must be the only operator, so that what reconciles the
+    # ClusteredServer below is the pod Helm installed.
     instance = DevClusterProcess(base / "dev", "--restart-backoff", "0.5",
-                                 "--crds", str(no_crds))
+                                 "--crds", str(no_crds), "--no-operator")
     yield instance
     instance.stop()
 
@@ -93,7 +85,7 @@ def test_helm_storage_apply_and_uninstall_without_waiting(
     """What Helm itself does to the API, whatever the operator's state: server-side apply of
     every object, release Secrets written with protobuf bodies, upgrade, uninstall (which
     deletes the Secrets with protobuf DeleteOptions)."""
-    instance = start_dev_cluster(name="storage")
+    instance = start_dev_cluster("--no-operator", name="storage")
     config = helm.Config(kubeconfig_path=str(instance.kubeconfig), namespace="ops")
     try:
         first = config.install(str(CHART), "ops", VALUES, namespace="ops",
@@ -120,7 +112,6 @@ def test_helm_storage_apply_and_uninstall_without_waiting(
         config.close()
 
 
-@needs_operator
 def test_install_waits_for_the_operator_deployment(
     cluster: DevClusterProcess, helm_config: Any
 ) -> None:
@@ -154,13 +145,11 @@ def test_install_waits_for_the_operator_deployment(
         assert _get(cluster, kind, RELEASE) is not None
 
 
-@needs_operator
 def test_helm_test_reaches_the_operator_metrics(helm_config: Any) -> None:
     result = helm_config.test(RELEASE, timeout=WAIT_SECONDS, logs=True)
     assert "lines of Prometheus metrics" in result["logs"]
 
 
-@needs_operator
 def test_the_operator_reconciles_a_cluster_applied_with_kubectl(
     cluster: DevClusterProcess,
 ) -> None:
@@ -174,12 +163,19 @@ def test_the_operator_reconciles_a_cluster_applied_with_kubectl(
 
     wait_for(pods_created, WAIT_SECONDS, interval=0.5,
              message="the operator (the chart's pod) to create the id-server pods")
+
+    def status_observed() -> bool:
+        resource = _get(cluster, "csrv", "id-server") or {}
+        observed = (resource.get("status") or {}).get("observedGeneration")
+        return observed == resource.get("metadata", {}).get("generation")
+
+    wait_for(status_observed, WAIT_SECONDS, interval=0.5,
+             message="the operator to report the id-server's status")
     # Gone before the operator is uninstalled (its pods then stop gracefully, which takes a
     # lease duration; garbage collection of children is the operator tests' subject).
     cluster.kubectl("delete", "-f", str(EXAMPLE), "--wait=true", timeout=WAIT_SECONDS)
 
 
-@needs_operator
 def test_upgrade_rolls_the_operator_pod(cluster: DevClusterProcess, helm_config: Any) -> None:
     (before,) = _operator_pods(cluster)
     values = {**VALUES, "podAnnotations": {"example.com/upgraded": "yes"}}
@@ -195,7 +191,6 @@ def test_upgrade_rolls_the_operator_pod(cluster: DevClusterProcess, helm_config:
     assert [entry["revision"] for entry in history] == [1, 2]
 
 
-@needs_operator
 def test_uninstall_removes_the_release_but_keeps_the_crd(
     cluster: DevClusterProcess, helm_config: Any
 ) -> None:
