@@ -81,6 +81,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # A failed handler (an unexpected exception) is retried after 10 s rather than kopf's
     # 60 s: the timer would retry within RECONCILE_INTERVAL_SECONDS anyway.
     settings.execution.default_backoff = 10
+    # A deleted ClusteredServer waits for its timer to exit before kopf drops the finalizer;
+    # kopf checks for that exit every 60 s by default, so a delete could hang for a minute.
+    settings.background.cancellation_polling = 1.0
 
     configuration = load_configuration(memo.get("kubeconfig"))
     memo["configuration"] = configuration

@@ -27,9 +27,14 @@ from gencluster.client import Client, ClusterUnavailable, RemoteError
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.replication import peer_metadata
+from gencluster.wellknown import (
+    CLUSTER_LABEL,
+    GRPC_PORT_NAME,
+    PEER_TOKEN_KEY,
+    peer_token_secret_name,
+)
 
 DEFAULT_PORT = 50051
-CLUSTER_LABEL = "gencluster.io/cluster"
 
 
 class CommandError(Exception):
@@ -58,20 +63,42 @@ def _common(command: argparse.ArgumentParser) -> None:
     command.add_argument("--address", help="HOST:PORT[,HOST:PORT...] instead of the Service")
     command.add_argument("--namespace", "-n", default=None, help="default: the kubeconfig's")
     command.add_argument("--kubeconfig", default=None)
+    command.add_argument("--context", default=None, help="default: the kubeconfig's current")
     command.add_argument("--timeout", type=float, default=30.0)
 
 
-def _kubernetes(kubeconfig: str | None) -> tuple[Any, str]:
+def kubernetes_api(kubeconfig: str | None, context: str | None = None) -> tuple[Any, str]:
+    """An API client for the kubeconfig (or, without one, the pod's service account) and the
+    namespace to default to: the chosen context's, as kubectl would use it.
+
+    Shared with the kubectl plugin, so `gencluster status` and `kubectl gencluster status`
+    resolve a cluster and its namespace the same way.
+    """
     from kubernetes import client, config
 
     try:
-        config.load_kube_config(config_file=kubeconfig)
-        _, current = config.list_kube_config_contexts(config_file=kubeconfig)
-        namespace = (current or {}).get("context", {}).get("namespace") or "default"
-    except Exception:
-        config.load_incluster_config()
-        namespace = "default"
-    return client.CoreV1Api(), namespace
+        api = config.new_client_from_config(config_file=kubeconfig, context=context)
+        contexts, current = config.list_kube_config_contexts(config_file=kubeconfig)
+    except Exception as error:
+        if kubeconfig or context:
+            raise CommandError(f"cannot load kubeconfig: {error}") from None
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            raise CommandError(f"no kubeconfig and not in a pod: {error}") from None
+        return client.ApiClient(), _in_cluster_namespace()
+    if context:
+        current = next((c for c in contexts or [] if c.get("name") == context), current)
+    namespace = (current or {}).get("context", {}).get("namespace") or "default"
+    return api, namespace
+
+
+def _in_cluster_namespace() -> str:
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    try:
+        return path.read_text().strip() or "default"
+    except OSError:
+        return "default"
 
 
 def service_address(core: Any, name: str, namespace: str) -> str:
@@ -89,10 +116,11 @@ def service_address(core: Any, name: str, namespace: str) -> str:
     return f"{host}:{port}"
 
 
-def _peer_token(core: Any, name: str, namespace: str, token_file: str | None) -> str:
+def peer_token(core: Any, name: str, namespace: str, token_file: str | None = None) -> str:
+    """The token every Admin call must carry: from `token_file`, else the cluster's Secret."""
     if token_file:
         return Path(token_file).read_text().strip()
-    secret_name = f"{name}-peer-token"
+    secret_name = peer_token_secret_name(name)
     try:
         secret = core.read_namespaced_secret(secret_name, namespace)
     except Exception as error:
@@ -100,7 +128,7 @@ def _peer_token(core: Any, name: str, namespace: str, token_file: str | None) ->
             f"cannot read Secret {namespace}/{secret_name} for the peer token ({error}); "
             "use --token-file"
         ) from None
-    return base64.b64decode((secret.data or {}).get("token", "")).decode().strip()
+    return base64.b64decode((secret.data or {}).get(PEER_TOKEN_KEY, "")).decode().strip()
 
 
 def _status_json(reply: pb.StatusReply) -> dict[str, Any]:
@@ -124,7 +152,9 @@ def _status_json(reply: pb.StatusReply) -> dict[str, Any]:
     }
 
 
-def _status_of(address: str, token: str, timeout: float) -> dict[str, Any]:
+def replica_status(address: str, token: str, timeout: float) -> dict[str, Any]:
+    """One replica's Admin.Status as JSON; a replica that does not answer yields `error`
+    instead of raising, so one dead pod never hides the others."""
     with grpc.insecure_channel(address) as channel:
         try:
             reply = pb_grpc.AdminStub(channel).Status(
@@ -143,19 +173,19 @@ def run(arguments: argparse.Namespace) -> Any:
         if arguments.address is None or (
             arguments.command == "status" and not arguments.token_file
         ):
-            core, default_namespace = _kubernetes(arguments.kubeconfig)
+            from kubernetes import client
+
+            api, default_namespace = kubernetes_api(arguments.kubeconfig, arguments.context)
+            core = client.CoreV1Api(api)
             namespace = arguments.namespace or default_namespace
     if arguments.command == "status":
-        token = _peer_token(core, arguments.name, namespace or "default", arguments.token_file)
+        token = peer_token(core, arguments.name, namespace or "default", arguments.token_file)
         if arguments.address:
             addresses = arguments.address.split(",")
         else:
-            pods = core.list_namespaced_pod(
-                namespace, label_selector=f"{CLUSTER_LABEL}={arguments.name}"
-            ).items
-            addresses = [f"{pod.status.pod_ip}:{_pod_port(pod)}" for pod in pods
-                         if pod.status and pod.status.pod_ip]
-        return {"replicas": [_status_of(a, token, arguments.timeout) for a in addresses]}
+            pods = cluster_pods(core, arguments.name, namespace or "default")
+            addresses = [address for address in map(pod_address, pods) if address]
+        return {"replicas": [replica_status(a, token, arguments.timeout) for a in addresses]}
     address = arguments.address or service_address(core, arguments.name, namespace or "default")
     try:
         request = json.loads(arguments.request)
@@ -168,10 +198,25 @@ def run(arguments: argparse.Namespace) -> Any:
         return None
 
 
+def cluster_pods(core: Any, name: str, namespace: str) -> list[Any]:
+    """The pods of ClusteredServer `name` (by its cluster label), in name order."""
+    pods = core.list_namespaced_pod(namespace, label_selector=f"{CLUSTER_LABEL}={name}").items
+    return sorted(pods, key=lambda pod: pod.metadata.name)
+
+
+def pod_address(pod: Any) -> str | None:
+    """`host:port` of a pod's gRPC port (IPv6 bracketed); None while it has no IP."""
+    ip = pod.status.pod_ip if pod.status else None
+    if not ip:
+        return None
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"{host}:{_pod_port(pod)}"
+
+
 def _pod_port(pod: Any) -> int:
     for container in pod.spec.containers or []:
         for port in container.ports or []:
-            if port.name == "grpc":
+            if port.name == GRPC_PORT_NAME:
                 return int(port.container_port)
     return DEFAULT_PORT
 

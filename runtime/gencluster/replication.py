@@ -71,6 +71,30 @@ GRPC_CHANNEL_OPTIONS = [
 """Peer channels: keepalive notices a silent peer; large messages for catch-up batches."""
 
 
+@dataclass
+class ReplicationCounters:
+    """What this process wrote as active on `Replicate` streams, over all terms and standbys.
+
+    Exposed as Prometheus counters (run.py) so "per-call cost O(size of the change), never
+    O(size of the state)" can be measured from outside (bench/replication.py) without a relay
+    on the socket. Sizes are protobuf message sizes (`ByteSize`), not counting HTTP/2 framing.
+    """
+
+    bytes_sent: int = 0
+    messages_sent: int = 0
+    entries_sent: int = 0
+
+    def count(self, message: pb.ReplicateDown) -> None:
+        self.bytes_sent += message.ByteSize()
+        self.messages_sent += 1
+        if message.WhichOneof("message") == "entries":
+            self.entries_sent += len(message.entries.entries)
+
+
+COUNTERS = ReplicationCounters()
+"""Process-wide: one node per `gencluster run` process, and counters must survive terms."""
+
+
 class NotActive(Exception):
     """This replica stopped being active while a caller waited: the outcome is unknown to the
     caller, who retries with the same request id (and gets the recorded reply if it was
@@ -191,10 +215,15 @@ class Term:
     ) -> None:
         """The active's side of one `Replicate` stream, after its Hello was checked."""
         identity = hello.identity
+
+        async def send(message: pb.ReplicateDown) -> None:
+            COUNTERS.count(message)
+            await write(message)  # type: ignore[misc]
+
         position = self.replica.catch_up(hello.applied_seq, hello.applied_epoch)
         if isinstance(position, NeedSnapshot):
             log.info("standby %s needs a snapshot: %s", identity, position.reason)
-            await write(
+            await send(
                 pb.ReplicateDown(
                     need_snapshot=pb.NeedSnapshot(epoch=self.epoch, reason=position.reason)
                 )
@@ -229,7 +258,7 @@ class Term:
                 wake.clear()
                 position = self.replica.catch_up(sent, limit=MAX_ENTRIES_PER_BATCH)
                 if isinstance(position, NeedSnapshot):
-                    await write(
+                    await send(
                         pb.ReplicateDown(
                             need_snapshot=pb.NeedSnapshot(epoch=self.epoch, reason=position.reason)
                         )
@@ -237,14 +266,14 @@ class Term:
                     return
                 assert isinstance(position, CatchUp)
                 if position.entries:
-                    await write(self._batch(position))
+                    await send(self._batch(position))
                     sent = position.entries[-1].seq
                     in_flight.append(sent)
                     continue
                 try:
                     await asyncio.wait_for(wake.wait(), self.heartbeat_interval)
                 except TimeoutError:
-                    await write(self._batch(CatchUp(())))
+                    await send(self._batch(CatchUp(())))
         finally:
             self.entries_appended.forget(wake)
             reader.cancel()

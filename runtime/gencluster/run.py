@@ -24,6 +24,7 @@ from typing import Any
 from gencluster.acks import ReplicationMode
 from gencluster.election import ElectionConfig, lease_timing_problems
 from gencluster.node import Node, NodeConfig, PartitionPolicy, ServerInitFailed
+from gencluster.replication import COUNTERS
 from gencluster.server import GenServer, ServerLoadError, load_server_class
 
 EX_CONFIG = 78
@@ -218,7 +219,7 @@ def config_failure(message: str) -> int:
 def start_metrics(node: Node, config: NodeConfig) -> None:
     """Prometheus text format at `/metrics` on the metrics port (read at scrape time)."""
     from prometheus_client import start_http_server
-    from prometheus_client.core import REGISTRY, GaugeMetricFamily
+    from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
 
     class NodeCollector:
         def collect(self) -> Any:
@@ -235,6 +236,18 @@ def start_metrics(node: Node, config: NodeConfig) -> None:
                 family = GaugeMetricFamily(name, help_text, labels=labels)
                 family.add_metric(values, value)
                 yield family
+            for name, help_text, total in (
+                ("gencluster_replication_sent_bytes",
+                 "bytes of Replicate stream messages sent to standbys as active",
+                 COUNTERS.bytes_sent),
+                ("gencluster_replication_sent_messages",
+                 "Replicate stream messages sent to standbys as active", COUNTERS.messages_sent),
+                ("gencluster_replication_sent_entries",
+                 "log entries sent to standbys as active", COUNTERS.entries_sent),
+            ):
+                counter = CounterMetricFamily(name, help_text, labels=labels)
+                counter.add_metric(values, total)
+                yield counter
 
     REGISTRY.register(NodeCollector())
     try:

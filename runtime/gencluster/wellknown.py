@@ -21,3 +21,26 @@ EPOCH_METADATA = "gencluster-epoch"
 
 ACTIVE_ADDRESS_METADATA = "gencluster-active-address"
 """gRPC trailing metadata on UNAVAILABLE from a standby: where the active can be reached."""
+
+CLUSTER_LABEL = "gencluster.io/cluster"
+"""On every object the operator creates for a ClusteredServer (pods included): its name."""
+
+SWITCHOVER_TO_ANNOTATION = "gencluster.io/switchover-to"
+"""On the ClusteredServer: asks the operator to hand the active role to this pod; the operator
+removes it once the switchover is done or rejected."""
+
+GRPC_PORT_NAME = "grpc"
+"""Name of the container port serving the Client, Peer and Admin services."""
+
+PEER_TOKEN_KEY = "token"
+"""Key of the peer token in the cluster's peer-token Secret."""
+
+CRD_GROUP = "gencluster.io"
+CRD_VERSION = "v1alpha1"
+CRD_PLURAL = "clusteredservers"
+"""Where the ClusteredServer resource lives in the API, for clients that read it."""
+
+
+def peer_token_secret_name(cluster: str) -> str:
+    """The Secret holding the token peers and Admin callers authenticate with."""
+    return f"{cluster}-peer-token"

@@ -71,8 +71,8 @@ app.kubernetes.io/component: operator
 {{- end }}
 
 {{/*
-The namespace the operator's own objects live in: the release namespace. The watched namespace
-(watchNamespace) may be another one.
+The operator's scope flags: every namespace, or only watchNamespace (which may differ from the
+release namespace the operator itself runs in).
 */}}
 {{- define "gencluster.watchArgs" -}}
 {{- if .Values.watchNamespace }}
