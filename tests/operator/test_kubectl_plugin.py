@@ -218,6 +218,40 @@ def test_command_line_takes_kubectl_style_flags() -> None:
     assert plugin.parser().parse_args(["status", NAME, "-o", "json"]).output == "json"
 
 
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {server: "http://127.0.0.1:1"}
+users:
+- name: u
+  user: {token: t}
+contexts:
+- name: alpha
+  context: {cluster: c, user: u, namespace: team-a}
+- name: beta
+  context: {cluster: c, user: u, namespace: team-b}
+- name: plain
+  context: {cluster: c, user: u}
+current-context: alpha
+"""
+
+
+def test_namespace_defaults_to_the_chosen_contexts(tmp_path: Path) -> None:
+    from gencluster.commands import CommandError, kubernetes_api
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG)
+    assert kubernetes_api(str(kubeconfig))[1] == "team-a"
+    assert kubernetes_api(str(kubeconfig), "beta")[1] == "team-b"
+    assert kubernetes_api(str(kubeconfig), "plain")[1] == "default"
+    with pytest.raises(CommandError, match="cannot load kubeconfig"):
+        kubernetes_api(str(kubeconfig), "missing")
+    with pytest.raises(CommandError, match="cannot load kubeconfig"):
+        kubernetes_api(str(tmp_path / "absent"))
+
+
 def test_shared_names_agree_with_the_operator() -> None:
     names = pytest.importorskip("gencluster_operator.names")
     assert wellknown.CLUSTER_LABEL == names.CLUSTER_LABEL
@@ -242,6 +276,8 @@ def operator(dev_cluster: DevClusterProcess) -> Iterator[OperatorProcess]:
 @pytest.fixture(scope="module")
 def id_server(dev_cluster: DevClusterProcess, operator: OperatorProcess) -> dict[str, Any]:
     """One id-server for the module: every test leaves it serving with all pods in sync."""
+    if not (Path(VENV_BIN) / "kubectl-gencluster").exists():
+        pytest.fail(f"no kubectl-gencluster in {VENV_BIN}: `pip install -e .` creates it")
     return start_id_server(dev_cluster, operator, NAMESPACE, DEADLINE)
 
 
