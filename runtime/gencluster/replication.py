@@ -218,7 +218,7 @@ class Term:
 
         async def send(message: pb.ReplicateDown) -> None:
             COUNTERS.count(message)
-            await write(message)  # type: ignore[misc]
+            await write(message)
 
         position = self.replica.catch_up(hello.applied_seq, hello.applied_epoch)
         if isinstance(position, NeedSnapshot):
