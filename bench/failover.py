@@ -1,0 +1,231 @@
+"""Failover benchmark WITH the operator: the client-side outage when the active is SIGKILLed.
+
+    python bench/failover.py               # 10 trials
+    python bench/failover.py --trials 3
+
+What runs (see bench/README.md for the figures):
+
+- `gencluster dev up --dir TMP --apply examples/id-server.yaml` in a temporary directory, with
+  the operator (no `--no-operator`) and the example exactly as shipped: 3 replicas, Sync with
+  minSyncStandbys 1, and the CRD's default lease (15 s duration);
+- one caller thread looping on `next_value` through `gencluster.Client`, addressed to the
+  Service `id-server` (`status.loadBalancer.ingress` IP and the Service port), as a user
+  outside the cluster would;
+- N trials: SIGKILL the active (`gencluster dev fault kill POD --dir TMP`; the kubelet restarts
+  the container per restartPolicy), outage = from the last successful reply before the kill to
+  the first successful reply after it; then wait until the ClusteredServer is Ready again
+  (3 ready replicas, an active, every standby in sync) before the next trial.
+
+Without the operator's failover assist, a killed active whose pod does not come back is
+replaced only once its lease expires (15 s here). The kubelet's restart back-off is set
+(`--restart-backoff`, default 2 s and doubling per crash of the same container) longer than
+the outage it would otherwise explain: the restarted process also releases the Lease it finds
+in its own name, so with a shorter back-off the restart, not the operator, could end the
+outage. An outage well under the back-off is the operator's doing.
+
+Progress goes to stderr; stdout is a short report and, as the LAST line, one JSON object
+(`summary()`): {"trials", "outage_min", "outage_median", "outage_max",
+"lease_duration_seconds"} (outages in seconds). Nothing here is a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+ID_SERVER = REPO / "examples" / "id-server.yaml"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # tests.*, when run as a script
+
+NAME = "id-server"
+NAMESPACE = "default"
+LEASE_DURATION_SECONDS = 15
+"""The CRD's default `spec.lease.durationSeconds` (examples/id-server.yaml leaves it out)."""
+
+REQUIRED_KEYS = ("trials", "outage_min", "outage_median", "outage_max", "lease_duration_seconds")
+"""What the last line always holds."""
+
+
+def summary(outages: list[float], lease_duration_seconds: float) -> dict[str, Any]:
+    """The machine-readable result (the last line). Pure, so
+    tests/operator/test_bench_failover.py can check its keys without running anything.
+    With no trial measured the outage figures are None (never a made-up number)."""
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 3)
+
+    return {
+        "trials": len(outages),
+        "outage_min": rounded(min(outages)) if outages else None,
+        "outage_median": rounded(statistics.median(outages)) if outages else None,
+        "outage_max": rounded(max(outages)) if outages else None,
+        "lease_duration_seconds": lease_duration_seconds,
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    """The human-readable part, printed before the JSON line."""
+    if not result["trials"]:
+        return "no trial completed"
+    return (
+        f"SIGKILL of the active, with the operator, {result['trials']} trials: client-side "
+        f"outage min {result['outage_min']} s, median {result['outage_median']} s, max "
+        f"{result['outage_max']} s (lease duration it would otherwise take: "
+        f"{result['lease_duration_seconds']} s)"
+    )
+
+
+class Caller:
+    """One thread looping on `next_value` through `gencluster.Client`; records when each
+    successful reply arrived (monotonic)."""
+
+    def __init__(self, address: str) -> None:
+        from gencluster import Client
+
+        self.client = Client(address, timeout=60)
+        self.successes: list[float] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="failover-caller", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.client.call("next_value")
+            except Exception as error:  # counted as a gap; the next call tries again
+                self.errors.append(f"{type(error).__name__}: {error}")
+                time.sleep(0.05)
+                continue
+            self.successes.append(time.monotonic())
+
+    def count(self) -> int:
+        return len(self.successes)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(90)
+        self.client.close()
+
+
+def outage_after(successes: list[float], fault_at: float) -> float | None:
+    """From the last success before `fault_at` to the first one after it."""
+    before = [t for t in successes if t <= fault_at]
+    after = [t for t in successes if t > fault_at]
+    if not before or not after:
+        return None
+    # The longest gap ending after the fault (a reply in flight at the kill may land late).
+    gaps = [b - a for a, b in itertools.pairwise(sorted(successes)) if b > fault_at]
+    return max(gaps)
+
+
+def wait(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def bench(trials: int, restart_backoff: float, log: Callable[[str], None]) -> dict[str, Any]:
+    from tests.devcluster_process import DevClusterProcess
+    from tests.operator.operator_process import clustered_server, get_json, serving
+
+    started = time.monotonic()
+    outages: list[float] = []
+
+    def note(message: str) -> None:
+        log(f"[{time.monotonic() - started:6.1f}s] {message}")
+
+    def ready() -> dict[str, Any] | None:
+        """Ready again: 3 ready replicas, an active, every standby in sync."""
+        resource = serving(dev, NAMESPACE, NAME)
+        status = (resource or {}).get("status") or {}
+        if resource and status.get("readyReplicas") == 3 and status.get("activePod"):
+            return status
+        return None
+
+    def service_address() -> str:
+        service = get_json(dev, "service", NAME, "-n", NAMESPACE)
+        ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress")
+        if not ingress or not ingress[0].get("ip"):
+            return ""
+        return f"{ingress[0]['ip']}:{service['spec']['ports'][0]['port']}"
+
+    with tempfile.TemporaryDirectory(prefix="gencluster-failover-") as tmp:
+        dev = DevClusterProcess(
+            Path(tmp) / "dev", "--apply", str(ID_SERVER),
+            "--restart-backoff", str(restart_backoff), operator=True,
+        )
+        caller: Caller | None = None
+        try:
+            status = wait(ready, 180, "id-server Ready", interval=0.2)
+            address = wait(service_address, 60, "the Service's loadBalancer ingress")
+            note(f"id-server Ready, active {status['activePod']}, Service at {address}")
+            caller = Caller(address)
+            for trial in range(trials):
+                status = wait(ready, 300, "id-server Ready again", interval=0.2)
+                active, epoch = status["activePod"], status["epoch"]
+                count = caller.count()
+                wait(lambda c=count: caller.count() >= c + 50, 60, "calls before the kill", 0.01)
+                fault_at = time.monotonic()
+                dev.gencluster("dev", "fault", "--dir", str(dev.dir), "kill",
+                               f"{NAMESPACE}/{active}")
+                # A successful reply after the kill, well past the outage.
+                wait(lambda f=fault_at: any(t > f for t in caller.successes), 120,
+                     "a reply after the kill", 0.01)
+                after = caller.count()
+                wait(lambda a=after: caller.count() >= a + 50, 60, "calls after the kill", 0.01)
+                outage = outage_after(list(caller.successes), fault_at)
+                if outage is None:
+                    note(f"trial {trial + 1}: no reply on one side of the kill; not counted")
+                    continue
+                outages.append(outage)
+                def moved(e: int = epoch) -> dict[str, Any] | None:
+                    now = clustered_server(dev, NAMESPACE, NAME).get("status") or {}
+                    return now if now.get("epoch", 0) > e else None
+
+                reason = wait(moved, 120, "a new epoch").get("lastFailoverReason")
+                note(f"trial {trial + 1}: killed {active}, outage {outage:.3f}s "
+                     f"(reason {reason}, {len(caller.errors)} caller errors so far)")
+            wait(ready, 300, "id-server Ready at the end", interval=0.2)
+        except Exception as error:  # report the trials that were measured
+            note(f"stopped: {type(error).__name__}: {error}")
+        finally:
+            if caller is not None:
+                caller.stop()
+            dev.stop()  # SIGTERM to the `gencluster dev up` process, by PID
+    result = summary(outages, LEASE_DURATION_SECONDS)
+    note(f"done: {result}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=10, help="SIGKILLs of the active")
+    parser.add_argument("--restart-backoff", type=float, default=2.0,
+                        help="the dev kubelet's first crash-loop back-off in seconds")
+    args = parser.parse_args(argv)
+    result = bench(args.trials, args.restart_backoff,
+                   lambda line: print(line, file=sys.stderr, flush=True))
+    print(report(result))
+    print(json.dumps(result, sort_keys=True), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

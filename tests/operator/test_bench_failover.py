@@ -1,0 +1,36 @@
+"""`bench/failover.py` ends with one JSON object; the bench itself (a dev cluster, the
+operator, ten SIGKILLs) is too heavy and too noisy for CI, so this checks only the pure
+summary builder."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "failover.py"
+
+
+def load_bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_failover", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_summary_has_the_keys_of_the_last_line() -> None:
+    bench = load_bench()
+    result = bench.summary([1.2, 0.4, 0.9], 15)
+    assert set(result) == set(bench.REQUIRED_KEYS)
+    assert result == {"trials": 3, "outage_min": 0.4, "outage_median": 0.9,
+                      "outage_max": 1.2, "lease_duration_seconds": 15}
+    assert json.loads(json.dumps(result)) == result
+
+
+def test_summary_without_a_trial_makes_no_number_up() -> None:
+    result = load_bench().summary([], 15)
+    assert result["trials"] == 0 and result["outage_median"] is None
