@@ -33,6 +33,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gencluster import wire
+from gencluster.call_metrics import measured
 from gencluster.codec import CodecError, MessageTooLarge
 from gencluster.log import CommandKind, StaleEpoch
 from gencluster.machine import Outcome, SubscriptionError
@@ -131,17 +132,23 @@ class ClientService(pb_grpc.ClientServicer):
     async def Call(
         self, request: pb.CallRequest, context: grpc.aio.ServicerContext
     ) -> pb.CallReply:
-        outcome, epoch = await submit(
-            self.node, context, CommandKind.CALL, request.request_id, request.payload, request.codec
-        )
+        async with measured("call") as measurement:
+            outcome, epoch = await submit(
+                self.node, context, CommandKind.CALL, request.request_id, request.payload,
+                request.codec,
+            )
+            measurement.handler_raised = outcome.record.error is not None
         return wire.call_reply(outcome.record, epoch=epoch, duplicate=outcome.duplicate)
 
     async def Cast(
         self, request: pb.CastRequest, context: grpc.aio.ServicerContext
     ) -> pb.CastReply:
-        outcome, epoch = await submit(
-            self.node, context, CommandKind.CAST, request.request_id, request.payload, request.codec
-        )
+        async with measured("cast") as measurement:
+            outcome, epoch = await submit(
+                self.node, context, CommandKind.CAST, request.request_id, request.payload,
+                request.codec,
+            )
+            measurement.handler_raised = outcome.record.error is not None
         return wire.cast_reply(outcome.record, epoch=epoch, duplicate=outcome.duplicate)
 
     async def Subscribe(

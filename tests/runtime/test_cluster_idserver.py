@@ -520,9 +520,29 @@ def test_health_and_reflection(cluster: IdCluster) -> None:
     import urllib.request
 
     metrics_url = f"http://{cluster.pod_ip(active)}:9090/metrics"
-    with urllib.request.urlopen(metrics_url, timeout=5) as response:
-        text = response.read().decode()
-    assert f'gencluster_active{{cluster="{cluster.name}",pod="{active}"}} 1.0' in text
+
+    def scrape() -> str:
+        with urllib.request.urlopen(metrics_url, timeout=5) as response:
+            return response.read().decode()
+
+    def sample(text: str, series: str) -> float:
+        values = [
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series)
+        ]
+        return values[0] if values else 0.0
+
+    before = scrape()
+    assert f'gencluster_active{{cluster="{cluster.name}",pod="{active}"}} 1.0' in before
+    # Client calls are counted by outcome and timed, on the replica that answered them.
+    with Client(cluster.address(active), timeout=20) as direct:
+        direct.call("next_value")
+        with pytest.raises(RemoteError):
+            direct.call("no such request")
+    after = scrape()
+    for series in ('gencluster_calls_total{kind="call",outcome="ok"}',
+                   'gencluster_calls_total{kind="call",outcome="error"}',
+                   'gencluster_call_duration_seconds_count{kind="call"}'):
+        assert sample(after, series) >= sample(before, series) + 1, series
 
 
 def test_killed_standby_rejoins_by_snapshot_while_the_active_keeps_serving(
