@@ -4,25 +4,9 @@ These words are a public contract (users alert on them, `kubectl get events
 --field-selector reason=FailoverStarted` finds them), so they live here once and nowhere else;
 docs/clusteredserver.md documents the condition reasons with the same spelling.
 
-Event reasons, and who emits them:
-
-| reason | type | emitted when | by |
-| --- | --- | --- | --- |
-| ActiveElected | Normal | the first active of the cluster took the Lease | status diff |
-| FailoverStarted | Warning | the operator cleared the Lease of a dead holder | plan |
-| FailoverCompleted | Normal | a new active holds the Lease after the old was lost | status diff |
-| SwitchoverStarted | Normal | the operator asked the active to hand over to a standby | plan |
-| SwitchoverCompleted | Normal | the Lease moved to the switchover's target | status diff |
-| SwitchoverRejected | Warning | a requested switchover target cannot take over | plan |
-| ScaledUp | Normal | pods are created to reach `spec.replicas` | plan |
-| ScaledDown | Normal | a surplus standby is deleted | plan |
-| RollingUpdate | Normal | a pod built from an older spec is replaced | plan |
-| PodReplaced | Warning / Normal | a failed pod is deleted / a missing pod is created again | plan |
-| SplitBrainDetected | Warning | two pods report being active | status diff |
-| StatesMerged | Normal | the loser's state was merged into the winner's | status diff |
-| MergeFailed | Warning | the user's merge raised; retried with back-off | status diff |
-| InvalidServer | Warning | the server cannot run (exit code 78 of `gencluster run`) | status diff |
-| ReconcileFailed | Warning | an API call of the operator failed; retried | shell |
+docs/clusteredserver.md ("Events") lists every Event reason with its type and meaning; the
+plan emits FailoverStarted, SwitchoverStarted/Rejected, ScaledUp/Down, RollingUpdate and
+PodReplaced, the status diff (`status.events_between`) the others, the shell ReconcileFailed.
 """
 
 from __future__ import annotations

@@ -362,6 +362,8 @@ def test_operator_vocabulary_is_documented():
     for reason in events.FailoverReason:
         assert reason.value in failover, f"failover reason {reason.value} not in the CRD"
         assert f"`{reason.value}`" in doc, f"failover reason {reason.value} is not documented"
+    for reason in events.EventReason:
+        assert f"| `{reason.value}` |" in doc, f"Event reason {reason.value} is not documented"
 
 
 # --------------------------------------------------------------------------- admission
