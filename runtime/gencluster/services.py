@@ -132,24 +132,29 @@ class ClientService(pb_grpc.ClientServicer):
     async def Call(
         self, request: pb.CallRequest, context: grpc.aio.ServicerContext
     ) -> pb.CallReply:
-        async with measured("call") as measurement:
-            outcome, epoch = await submit(
-                self.node, context, CommandKind.CALL, request.request_id, request.payload,
-                request.codec,
-            )
-            measurement.handler_raised = outcome.record.error is not None
+        outcome, epoch = await self._submit_measured("call", CommandKind.CALL, request, context)
         return wire.call_reply(outcome.record, epoch=epoch, duplicate=outcome.duplicate)
 
     async def Cast(
         self, request: pb.CastRequest, context: grpc.aio.ServicerContext
     ) -> pb.CastReply:
-        async with measured("cast") as measurement:
+        outcome, epoch = await self._submit_measured("cast", CommandKind.CAST, request, context)
+        return wire.cast_reply(outcome.record, epoch=epoch, duplicate=outcome.duplicate)
+
+    async def _submit_measured(
+        self,
+        kind: str,
+        command_kind: CommandKind,
+        request: pb.CallRequest | pb.CastRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> tuple[Outcome, int]:
+        async with measured(kind) as measurement:
             outcome, epoch = await submit(
-                self.node, context, CommandKind.CAST, request.request_id, request.payload,
+                self.node, context, command_kind, request.request_id, request.payload,
                 request.codec,
             )
             measurement.handler_raised = outcome.record.error is not None
-        return wire.cast_reply(outcome.record, epoch=epoch, duplicate=outcome.duplicate)
+        return outcome, epoch
 
     async def Subscribe(
         self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
