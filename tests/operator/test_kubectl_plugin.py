@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -264,13 +263,6 @@ def test_shared_names_agree_with_the_operator() -> None:
 
 
 # -- end to end: the real kubectl runs the plugin -----------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def operator(dev_cluster: DevClusterProcess) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(dev_cluster)
-    yield process
-    process.stop()
 
 
 @pytest.fixture(scope="module")

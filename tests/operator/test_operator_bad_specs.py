@@ -4,8 +4,6 @@ pods crash-loop in silence."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.devcluster_process import DevClusterProcess, wait_for
@@ -30,12 +28,6 @@ spec:
 {spec}
 """
 
-
-@pytest.fixture(scope="module")
-def operator(dev_cluster: DevClusterProcess) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(dev_cluster)
-    yield process
-    process.stop()
 
 FOREIGN_SERVICE = """
 apiVersion: v1

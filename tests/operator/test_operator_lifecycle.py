@@ -7,10 +7,7 @@ Each test applies `examples/id-server.yaml` in a namespace of its own, so the te
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from tests.devcluster_process import DevClusterProcess, wait_for
 from tests.operator.operator_process import (
@@ -18,10 +15,8 @@ from tests.operator.operator_process import (
     clustered_server,
     events,
     get_json,
-    namespace_for,
     pod_names,
     serving,
-    start_id_server,
 )
 
 NAME = "id-server"
@@ -38,21 +33,6 @@ CHILDREN = [
     ("lease", NAME),
     ("secret", f"{NAME}-peer-token"),
 ]
-
-
-@pytest.fixture(scope="module")
-def operator(dev_cluster: DevClusterProcess) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(dev_cluster)
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-def id_server(
-    dev_cluster: DevClusterProcess, operator: OperatorProcess, request: pytest.FixtureRequest
-) -> dict[str, Any]:
-    """`examples/id-server.yaml` applied in a fresh namespace and serving."""
-    return start_id_server(dev_cluster, operator, namespace_for(request.node.name), DEADLINE)
 
 
 def namespace_of(resource: dict[str, Any]) -> str:

@@ -46,13 +46,6 @@ spec:
 """
 
 
-@pytest.fixture(scope="module")
-def operator(dev_cluster: DevClusterProcess) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(dev_cluster)
-    yield process
-    process.stop()
-
-
 @pytest.fixture
 def heal(dev_cluster: DevClusterProcess) -> Iterator[None]:
     yield

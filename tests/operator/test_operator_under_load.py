@@ -14,13 +14,10 @@ from gencluster.client import Client
 
 from tests.devcluster_process import DevClusterProcess, wait_for
 from tests.operator.operator_process import (
-    OperatorProcess,
     clustered_server,
     events,
     get_json,
-    namespace_for,
     serving,
-    start_id_server,
 )
 
 NAME = "id-server"
@@ -52,20 +49,6 @@ class Load:
         self._stop.set()
         self._thread.join(40.0)
         self.client.close()
-
-
-@pytest.fixture(scope="module")
-def operator(dev_cluster: DevClusterProcess) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(dev_cluster)
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-def id_server(
-    dev_cluster: DevClusterProcess, operator: OperatorProcess, request: pytest.FixtureRequest
-) -> dict[str, Any]:
-    return start_id_server(dev_cluster, operator, namespace_for(request.node.name), DEADLINE)
 
 
 @pytest.fixture

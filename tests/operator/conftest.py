@@ -1,0 +1,31 @@
+"""Fixtures of the operator's end-to-end tests: an operator process beside each module's dev
+cluster, and the example id-server applied in a namespace of the test's own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.devcluster_process import DevClusterProcess
+from tests.operator.operator_process import OperatorProcess, namespace_for, start_id_server
+
+ID_SERVER_DEADLINE = 60.0
+
+
+@pytest.fixture(scope="module")
+def operator(dev_cluster: DevClusterProcess) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(dev_cluster)
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def id_server(
+    dev_cluster: DevClusterProcess, operator: OperatorProcess, request: pytest.FixtureRequest
+) -> dict[str, Any]:
+    """`examples/id-server.yaml` applied in a fresh namespace and serving."""
+    return start_id_server(
+        dev_cluster, operator, namespace_for(request.node.name), ID_SERVER_DEADLINE
+    )
