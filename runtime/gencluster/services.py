@@ -121,6 +121,11 @@ async def submit(
         await term.wait_acknowledged(submission.outcome.record.seq)
     except NotActive as error:
         await _unavailable(node, context, f"{error}; retry with the same request id")
+    if node.term is not term or not node.may_serve():
+        # Fenced between submit and answer (a SIGSTOP past the lease, a lost renewal): the
+        # entry may not survive on the side that now holds the Lease, so the outcome is
+        # unknown; the caller's retry with the same request id settles it exactly once.
+        await _unavailable(node, context, "fenced before the reply; retry with the same request id")
     context.set_trailing_metadata(((EPOCH_METADATA, str(term.epoch)),))
     return submission.outcome, term.epoch
 
