@@ -27,6 +27,7 @@ from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.wellknown import PEER_TOKEN_METADATA
 from gencluster.wire import snapshot_from_chunks, snapshot_to_chunks
 
+from tests import without_operator
 from tests.devcluster_process import DevClusterProcess, wait_for
 
 PORT = 50051
@@ -35,78 +36,37 @@ LEASE = {"duration": 3, "renew": 2, "retry": 1}
 
 @dataclass
 class IdCluster:
-    """The pods of one ClusteredServer-like group, created by hand (what the operator makes)."""
+    """The pods of one ClusteredServer, created without the operator: its own builders make
+    them (tests/without_operator.py), but nothing heals a killed pod or clears the Lease."""
 
     dev: DevClusterProcess
     name: str
     token: str
     replicas: int
     server: str = "gencluster_examples.id_server:IdServer"
-    extra_env: dict[str, str] = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)
+    resource: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.resource = without_operator.clustered_server(
+            self.name,
+            server=self.server,
+            replicas=self.replicas,
+            args=self.args,
+            port=PORT,
+            replication={"mode": "Sync", "minSyncStandbys": 1},
+            lease={"durationSeconds": LEASE["duration"], "renewDeadlineSeconds": LEASE["renew"],
+                   "retryPeriodSeconds": LEASE["retry"]},
+        )
 
     def pod_name(self, ordinal: int) -> str:
         return f"{self.name}-{ordinal}"
 
     def create(self) -> None:
-        objects = [
-            {"apiVersion": "v1", "kind": "ServiceAccount",
-             "metadata": {"name": f"{self.name}-gencluster"}},
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{self.name}-peer-token"},
-             "stringData": {"token": self.token}},
-            {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-             "metadata": {"name": self.name}, "spec": {}},
-        ]
-        objects += [self.pod(ordinal) for ordinal in range(self.replicas)]
-        items = {"apiVersion": "v1", "kind": "List", "items": objects}
-        self.dev.kubectl("apply", "-f", "-", input=json.dumps(items))
+        without_operator.create(self.dev, self.resource, self.token)
 
     def pod(self, ordinal: int) -> dict[str, Any]:
-        env = {
-            "GENCLUSTER_SERVER": self.server,
-            "GENCLUSTER_CLUSTER": self.name,
-            "GENCLUSTER_POD_SELECTOR": f"gencluster.io/cluster={self.name}",
-            "GENCLUSTER_LEASE_NAME": self.name,
-            "GENCLUSTER_PORT": str(PORT),
-            "GENCLUSTER_LEASE_DURATION_SECONDS": str(LEASE["duration"]),
-            "GENCLUSTER_RENEW_DEADLINE_SECONDS": str(LEASE["renew"]),
-            "GENCLUSTER_RETRY_PERIOD_SECONDS": str(LEASE["retry"]),
-            "GENCLUSTER_REPLICATION_MODE": "Sync",
-            "GENCLUSTER_MIN_SYNC_STANDBYS": "1",
-            "PYTHONPATH": str(EXAMPLES),
-            **self.extra_env,
-        }
-        env_list: list[dict[str, Any]] = [
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "POD_NAMESPACE",
-             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-            {"name": "GENCLUSTER_PEER_TOKEN", "valueFrom": {
-                "secretKeyRef": {"name": f"{self.name}-peer-token", "key": "token"}}},
-        ]
-        env_list += [{"name": key, "value": value} for key, value in env.items()]
-        return {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": self.pod_name(ordinal),
-                "labels": {"gencluster.io/cluster": self.name, "gencluster.io/role": "standby"},
-            },
-            "spec": {
-                "serviceAccountName": f"{self.name}-gencluster",
-                "restartPolicy": "Always",
-                "terminationGracePeriodSeconds": 30,
-                "enableServiceLinks": False,
-                "containers": [{
-                    "name": "server",
-                    "image": "ghcr.io/gencluster/gencluster:0.1.0",
-                    "command": ["gencluster", "run"],
-                    "ports": [{"name": "grpc", "containerPort": PORT}],
-                    "env": env_list,
-                    "readinessProbe": {"grpc": {"port": PORT, "service": ""},
-                                       "periodSeconds": 1, "failureThreshold": 2},
-                }],
-            },
-        }
+        return without_operator.pod(self.resource, ordinal)
 
     def pod_ip(self, pod: str) -> str:
         return self.dev.kubectl("get", "pod", pod, "-o", "jsonpath={.status.podIP}").stdout
@@ -153,9 +113,6 @@ class IdCluster:
 
     def logs(self, pod: str) -> str:
         return self.dev.kubectl("logs", pod, check=False).stdout
-
-
-EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -607,7 +564,7 @@ def test_init_refusing_its_args_exits_78_without_taking_the_lease(
     dev_cluster: DevClusterProcess,
 ) -> None:
     broken = IdCluster(dev_cluster, "badargs", secrets.token_urlsafe(32), 1,
-                       extra_env={"GENCLUSTER_ARGS": '{"start":-1}'})
+                       args={"start": -1})
     broken.create()
     pod = broken.pod_name(0)
 
