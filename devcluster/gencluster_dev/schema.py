@@ -156,6 +156,28 @@ def _child(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+def _check_count(
+    schema: Mapping[str, Any], keyword: str, noun: str, count: int, path: str,
+    errors: list[FieldError],
+) -> None:
+    """`maxItems`/`minItems` or `maxProperties`/`minProperties`, worded as the Kubernetes API
+    server words them (its "at most" message says "items" for both, its "at least" message
+    names the noun)."""
+    most = schema.get(f"max{keyword}")
+    if most is not None and count > most:
+        errors.append(
+            FieldError(path, TOO_MANY, f"Too many: {count}: must have at most {most} items")
+        )
+    least = schema.get(f"min{keyword}")
+    if least is not None and count < least:
+        errors.append(
+            FieldError(
+                path, INVALID,
+                f"Invalid value: {count}: {path} in body should have at least {least} {noun}",
+            )
+        )
+
+
 def _index(path: str, index: int) -> str:
     return f"{path}[{index}]"
 
@@ -576,23 +598,7 @@ class Schema:
     def _validate_array(
         self, schema: Mapping[str, Any], value: list[Any], path: str, errors: list[FieldError]
     ) -> None:
-        max_items = schema.get("maxItems")
-        if max_items is not None and len(value) > max_items:
-            errors.append(
-                FieldError(
-                    path, TOO_MANY,
-                    f"Too many: {len(value)}: must have at most {max_items} items",
-                )
-            )
-        min_items = schema.get("minItems")
-        if min_items is not None and len(value) < min_items:
-            errors.append(
-                FieldError(
-                    path, INVALID,
-                    f"Invalid value: {len(value)}: {path} in body should have at least "
-                    f"{min_items} items",
-                )
-            )
+        _check_count(schema, "Items", "items", len(value), path, errors)
         list_type = schema.get("x-kubernetes-list-type")
         if schema.get("uniqueItems") or list_type == "set":
             seen: list[Any] = []
@@ -630,23 +636,7 @@ class Schema:
         self, schema: Mapping[str, Any], value: Mapping[str, Any], path: str,
         errors: list[FieldError],
     ) -> None:
-        max_properties = schema.get("maxProperties")
-        if max_properties is not None and len(value) > max_properties:
-            errors.append(
-                FieldError(
-                    path, TOO_MANY,
-                    f"Too many: {len(value)}: must have at most {max_properties} items",
-                )
-            )
-        min_properties = schema.get("minProperties")
-        if min_properties is not None and len(value) < min_properties:
-            errors.append(
-                FieldError(
-                    path, INVALID,
-                    f"Invalid value: {len(value)}: {path} in body should have at least "
-                    f"{min_properties} properties",
-                )
-            )
+        _check_count(schema, "Properties", "properties", len(value), path, errors)
         skip = _RESOURCE_ROOT_FIELDS if schema.get("x-kubernetes-embedded-resource") else ()
         self._validate_object_members(schema, value, path, errors, skip=skip)
 
