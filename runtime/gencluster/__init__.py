@@ -1,6 +1,6 @@
 """gencluster: highly available, stateful Python servers on Kubernetes."""
 
-from gencluster.client import AsyncClient, Client, ClusterUnavailable, RemoteError
+from gencluster.client import AsyncClient, CallDetails, Client, ClusterUnavailable, RemoteError
 from gencluster.codec import CodecError
 from gencluster.server import (
     Context,
@@ -13,6 +13,7 @@ from gencluster.server import (
 
 __all__ = [
     "AsyncClient",
+    "CallDetails",
     "Client",
     "ClusterUnavailable",
     "CodecError",

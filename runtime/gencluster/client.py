@@ -10,7 +10,9 @@ What makes calls survive failover:
 - Every call gets a request id once, reused on every retry: the replicated reply table makes a
   retried request apply once and answer with the original reply, even on a new active.
 - UNAVAILABLE, connection failures and a shutting-down server's CANCELLED are retried until
-  the call's deadline. A standby answers
+  the call's deadline. So is an attempt that got no answer within `attempt_timeout` (a
+  replica that accepts connections but never answers: paused, hung): the next address gets
+  its chance instead of one stuck replica eating the whole deadline. A standby answers
   UNAVAILABLE with `gencluster-active-address`: the client goes there at once; without a
   redirect it tries the next address after a short back-off.
 - A handler's exception is not retried: it raises `RemoteError` (type and message of the
@@ -19,6 +21,9 @@ What makes calls survive failover:
 - `subscribe` resumes after a reconnect from the last event number + 1 (or, before the first
   event, from the number the server announced), so no event is lost or repeated.
 - Channels use HTTP/2 keepalive, so a silently dead connection is noticed.
+- `call_with_details` returns, besides the value, the epoch of the term that answered, the
+  address that answered and whether the reply was a recorded duplicate: what a test or an
+  auditor needs to check that two terms never served at once.
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ NEXT_EVENT_METADATA = "gencluster-next-event"
 DEFAULT_TIMEOUT = 30.0
 RETRY_BACKOFF_START = 0.02
 RETRY_BACKOFF_MAX = 0.25
+ATTEMPT_TIMEOUT = 2.0
+"""The longest one attempt of a call may take before the next address is tried (with the same
+request id, so it is still applied once: a retry that reaches the active while the first
+attempt's entry waits for acknowledgements waits for that same entry)."""
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 """Retried with the same request id (so applied once). CANCELLED is in because this library
 never cancels a call it will not retry, while a gRPC server that shuts down answers CANCELLED
@@ -91,6 +100,22 @@ class Event:
     missed: int
 
 
+@dataclass(frozen=True, slots=True)
+class CallDetails:
+    """A call's reply with where it came from.
+
+    `epoch` is the answering active's term (the Lease's leaseTransitions); `served_by` the
+    `host:port` that answered (after redirects); `duplicate` is True when the request id had
+    been applied before (a retry across failover) and `value` is the recorded reply, applied
+    in an earlier term than `epoch` possibly.
+    """
+
+    value: Any
+    epoch: int
+    served_by: str
+    duplicate: bool
+
+
 class _Addresses:
     """Where to send the next attempt: the redirect target first, then the list in turn."""
 
@@ -135,10 +160,34 @@ def _code(error: grpc.RpcError) -> grpc.StatusCode | None:
         return None
 
 
+def _retryable(error: grpc.RpcError, time_left: bool) -> bool:
+    """Worth another attempt: UNAVAILABLE/CANCELLED, or an attempt that timed out while the
+    call itself still has time (the replica did not answer; another may)."""
+    code = _code(error)
+    return code in RETRYABLE or (code is grpc.StatusCode.DEADLINE_EXCEEDED and time_left)
+
+
 def _result_of_call(codec: Codec, reply: pb.CallReply) -> Any:
     if reply.WhichOneof("outcome") == "error":
         raise RemoteError(reply.error.type, reply.error.message)
     return codec.decode(reply.reply, what="reply", bounded=False)
+
+
+def _details_of_call(codec: Codec, reply: pb.CallReply, served_by: str) -> CallDetails:
+    return CallDetails(
+        value=_result_of_call(codec, reply),
+        epoch=reply.epoch,
+        served_by=served_by,
+        duplicate=reply.duplicate,
+    )
+
+
+def _call_request(codec: Codec, request: Any, request_id: str | None) -> pb.CallRequest:
+    return pb.CallRequest(
+        request_id=request_id or uuid.uuid4().hex,
+        payload=codec.encode(request, what="request"),
+        codec=codec.name,
+    )
 
 
 def _event(codec: Codec, message: pb.Event) -> Event:
@@ -174,11 +223,13 @@ class Client:
     """A blocking client of a gencluster cluster (thread-safe, as gRPC channels are)."""
 
     def __init__(
-        self, addresses: str, *, codec: str = "json", timeout: float = DEFAULT_TIMEOUT
+        self, addresses: str, *, codec: str = "json", timeout: float = DEFAULT_TIMEOUT,
+        attempt_timeout: float = ATTEMPT_TIMEOUT,
     ) -> None:
         self._addresses = _Addresses(addresses)
         self.codec = get_codec(codec)
         self.timeout = timeout
+        self.attempt_timeout = attempt_timeout
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -191,7 +242,11 @@ class Client:
                 self._channels[address] = channel
         return pb_grpc.ClientStub(channel)
 
-    def _retrying(self, attempt: Callable[[pb_grpc.ClientStub, float], T], timeout: float) -> T:
+    def _retrying(
+        self, attempt: Callable[[pb_grpc.ClientStub, float], T], timeout: float
+    ) -> tuple[T, str]:
+        """Run `attempt` against the current address until it succeeds, a non-retryable error
+        or the deadline; return its result and the address that answered."""
         deadline = time.monotonic() + timeout
         backoff = RETRY_BACKOFF_START
         last_error: BaseException | None = None
@@ -201,10 +256,12 @@ class Client:
                 raise ClusterUnavailable(
                     f"no active answered within {timeout}s ({last_error})", last_error
                 )
+            address = self._addresses.current()
+            attempt_deadline = min(remaining, self.attempt_timeout)
             try:
-                return attempt(self._stub(self._addresses.current()), remaining)
+                return attempt(self._stub(address), attempt_deadline), address
             except grpc.RpcError as error:
-                if _code(error) not in RETRYABLE:
+                if not _retryable(error, attempt_deadline < remaining):
                     raise
                 last_error = error
                 if self._addresses.failed(error):
@@ -214,16 +271,21 @@ class Client:
 
     def call(self, request: Any, timeout: float | None = None) -> Any:
         """Send `request` to the active and return its reply (retried across failover)."""
-        message = pb.CallRequest(
-            request_id=uuid.uuid4().hex,
-            payload=self.codec.encode(request, what="request"),
-            codec=self.codec.name,
-        )
-        reply = self._retrying(
+        return self.call_with_details(request, timeout).value
+
+    def call_with_details(
+        self, request: Any, timeout: float | None = None, *, request_id: str | None = None
+    ) -> CallDetails:
+        """As `call`, and say which term and address answered (see `CallDetails`).
+
+        `request_id` (default: a fresh one) is what makes retries apply once; pass your own
+        to record it, or to retry a call whose outcome you do not know."""
+        message = _call_request(self.codec, request, request_id)
+        reply, served_by = self._retrying(
             lambda stub, remaining: stub.Call(message, timeout=remaining),
             self.timeout if timeout is None else timeout,
         )
-        return _result_of_call(self.codec, reply)
+        return _details_of_call(self.codec, reply, served_by)
 
     def cast(self, msg: Any, timeout: float | None = None) -> None:
         """Send `msg` without a reply; returns once the active accepted (and replicated) it."""
@@ -232,7 +294,7 @@ class Client:
             payload=self.codec.encode(msg, what="message"),
             codec=self.codec.name,
         )
-        reply = self._retrying(
+        reply, _ = self._retrying(
             lambda stub, remaining: stub.Cast(message, timeout=remaining),
             self.timeout if timeout is None else timeout,
         )
@@ -248,7 +310,7 @@ class Client:
         next_event = from_event
         while True:
             request = _subscribe_request(topic, next_event, accept_gap)
-            stream, metadata = self._retrying(
+            (stream, metadata), _ = self._retrying(
                 lambda stub, remaining, request=request: _open_stream(stub, request),
                 self.timeout,
             )
@@ -287,11 +349,13 @@ class AsyncClient:
     """The asyncio twin of `Client`: the same retries, redirects and resumption."""
 
     def __init__(
-        self, addresses: str, *, codec: str = "json", timeout: float = DEFAULT_TIMEOUT
+        self, addresses: str, *, codec: str = "json", timeout: float = DEFAULT_TIMEOUT,
+        attempt_timeout: float = ATTEMPT_TIMEOUT,
     ) -> None:
         self._addresses = _Addresses(addresses)
         self.codec = get_codec(codec)
         self.timeout = timeout
+        self.attempt_timeout = attempt_timeout
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._closed = False
 
@@ -304,7 +368,8 @@ class AsyncClient:
 
     async def _retrying(
         self, attempt: Callable[[pb_grpc.ClientStub, float], Any], timeout: float
-    ) -> Any:
+    ) -> tuple[Any, str]:
+        """As `Client._retrying`: the result and the address that answered."""
         deadline = time.monotonic() + timeout
         backoff = RETRY_BACKOFF_START
         last_error: BaseException | None = None
@@ -314,10 +379,12 @@ class AsyncClient:
                 raise ClusterUnavailable(
                     f"no active answered within {timeout}s ({last_error})", last_error
                 )
+            address = self._addresses.current()
+            attempt_deadline = min(remaining, self.attempt_timeout)
             try:
-                return await attempt(self._stub(self._addresses.current()), remaining)
+                return await attempt(self._stub(address), attempt_deadline), address
             except grpc.RpcError as error:
-                if _code(error) not in RETRYABLE:
+                if not _retryable(error, attempt_deadline < remaining):
                     raise
                 last_error = error
                 if self._addresses.failed(error):
@@ -326,16 +393,17 @@ class AsyncClient:
             backoff = min(backoff * 2, RETRY_BACKOFF_MAX)
 
     async def call(self, request: Any, timeout: float | None = None) -> Any:
-        message = pb.CallRequest(
-            request_id=uuid.uuid4().hex,
-            payload=self.codec.encode(request, what="request"),
-            codec=self.codec.name,
-        )
-        reply = await self._retrying(
+        return (await self.call_with_details(request, timeout)).value
+
+    async def call_with_details(
+        self, request: Any, timeout: float | None = None, *, request_id: str | None = None
+    ) -> CallDetails:
+        message = _call_request(self.codec, request, request_id)
+        reply, served_by = await self._retrying(
             lambda stub, remaining: stub.Call(message, timeout=remaining),
             self.timeout if timeout is None else timeout,
         )
-        return _result_of_call(self.codec, reply)
+        return _details_of_call(self.codec, reply, served_by)
 
     async def cast(self, msg: Any, timeout: float | None = None) -> None:
         message = pb.CastRequest(
@@ -343,7 +411,7 @@ class AsyncClient:
             payload=self.codec.encode(msg, what="message"),
             codec=self.codec.name,
         )
-        reply = await self._retrying(
+        reply, _ = await self._retrying(
             lambda stub, remaining: stub.Cast(message, timeout=remaining),
             self.timeout if timeout is None else timeout,
         )
@@ -356,7 +424,7 @@ class AsyncClient:
         next_event = from_event
         while True:
             request = _subscribe_request(topic, next_event, accept_gap)
-            stream, metadata = await self._retrying(
+            (stream, metadata), _ = await self._retrying(
                 lambda stub, remaining, request=request: _open_stream_async(stub, request),
                 self.timeout,
             )

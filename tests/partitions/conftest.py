@@ -1,0 +1,32 @@
+"""Fixtures of the partition tests: one dev cluster and one operator per module (shared by its
+tests, each in a namespace of its own), and a fault-healing guard."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from tests.devcluster_process import DevClusterProcess
+from tests.operator.operator_process import OperatorProcess
+
+needs_root_nft = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("nft") is None,
+    reason="network faults need root (nftables rules keyed on one uid per pod)",
+)
+
+
+@pytest.fixture(scope="module")
+def operator(dev_cluster: DevClusterProcess) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(dev_cluster)
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def healed(dev_cluster: DevClusterProcess) -> Iterator[None]:
+    """Remove every nftables rule of the instance after the test, whatever happened."""
+    yield
+    dev_cluster.gencluster("dev", "fault", "--dir", str(dev_cluster.dir), "heal", check=False)

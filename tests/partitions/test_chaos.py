@@ -1,0 +1,158 @@
+"""Seeded random chaos against a Fenced id_server, judged by every Fenced checker.
+
+A schedule of random faults (SIGKILL, SIGSTOP, cut from the API server, partition from the
+standbys, isolation, a partition between two pods), each held for a random time, then healed,
+runs under concurrent clients for `GENCLUSTER_CHAOS_SECONDS` (default 60). At the end every
+fault is healed, the cluster must converge, and the history must pass
+`checkers.all_fenced_checks`.
+
+The seed is printed at the start (and in the failure message); replay a failure with
+
+    GENCLUSTER_CHAOS_SEED=<seed> GENCLUSTER_CHAOS_SECONDS=<seconds> \\
+        .venv/bin/pytest -s tests/partitions/test_chaos.py
+
+The same seed gives the same schedule (kinds, targets by role, hold times); the cluster's own
+timing still varies, so a replay reproduces the scenario, not every interleaving.
+
+The hold times are the schedule's input (how long a fault lasts), not a synchronisation: what
+the test relies on (progress after each heal, convergence at the end) is waited for as a
+condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.devcluster_process import DevClusterProcess
+from tests.operator.operator_process import OperatorProcess, namespace_for
+from tests.partitions.checkers import all_fenced_checks, unavailability
+from tests.partitions.cluster import IdServerUnderTest
+from tests.partitions.conftest import needs_root_nft
+from tests.partitions.history import LoadRecorder
+
+DEFAULT_SECONDS = 60.0
+PROGRESS_DEADLINE = 40.0
+CONVERGE_DEADLINE = 90.0
+KINDS = ("kill", "pause", "cut-apiserver", "partition-from-standbys", "isolate",
+         "partition-pair")
+
+
+
+def chaos_seconds() -> float:
+    return float(os.environ.get("GENCLUSTER_CHAOS_SECONDS", DEFAULT_SECONDS))
+
+
+pytestmark = [needs_root_nft, pytest.mark.timeout(chaos_seconds() + 240)]
+
+
+def chaos_seed() -> int:
+    value = os.environ.get("GENCLUSTER_CHAOS_SEED")
+    return int(value) if value else random.SystemRandom().randrange(2**32)
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str
+    target_active: bool  # the active at injection time, else a random standby
+    hold: float  # seconds the fault lasts before it is healed
+
+    def __str__(self) -> str:
+        return f"{self.kind}({'active' if self.target_active else 'standby'}, {self.hold:.1f}s)"
+
+
+def schedule(rng: random.Random) -> Iterator[Step]:
+    """An endless random schedule; the test takes steps until its time is up."""
+    while True:
+        kind = rng.choice(KINDS)
+        yield Step(kind, rng.random() < 0.75, round(rng.uniform(0.5, 7.0), 1))
+
+
+@pytest.fixture
+def ids(
+    dev_cluster: DevClusterProcess, operator: OperatorProcess, healed: None,
+    request: pytest.FixtureRequest,
+) -> Iterator[IdServerUnderTest]:
+    namespace = namespace_for(request.node.name)
+    server = IdServerUnderTest.create(dev_cluster, namespace, deadline=90)
+    yield server
+    server.heal()
+    dev_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def pick_targets(
+    server: IdServerUnderTest, step: Step, rng: random.Random
+) -> tuple[str, list[str]]:
+    """(the pod the fault hits, the other pods), by role as the pods report it now."""
+    pods = sorted(server.pods())
+    active = server.active()
+    active_pod = active["identity"] if active and active["identity"] in pods else None
+    if step.target_active and active_pod:
+        target = active_pod
+    else:
+        candidates = [p for p in pods if p != active_pod] or pods
+        target = rng.choice(candidates)
+    return target, [p for p in pods if p != target]
+
+
+def inject(server: IdServerUnderTest, step: Step, target: str, others: list[str],
+           rng: random.Random) -> None:
+    if step.kind in ("kill", "pause", "cut-apiserver", "isolate"):
+        server.fault(step.kind, target)
+    elif step.kind == "partition-from-standbys":
+        for other in others:
+            server.fault("partition", target, other)
+    elif step.kind == "partition-pair":
+        server.fault("partition", target, rng.choice(others))
+
+
+def test_random_faults_keep_every_fenced_promise(ids: IdServerUnderTest, tmp_path: Path) -> None:
+    seed, seconds = chaos_seed(), chaos_seconds()
+    print(f"\nGENCLUSTER_CHAOS_SEED={seed} GENCLUSTER_CHAOS_SECONDS={seconds:g}", flush=True)
+    rng = random.Random(seed)
+    ids.wait_converged(CONVERGE_DEADLINE)
+    done: list[str] = []
+    hold = threading.Event()  # never set: waiting on it is the fault's hold time
+    with LoadRecorder(ids.addresses, clients=4, call_timeout=5.0) as load:
+        load.wait_for_ok_calls(10, PROGRESS_DEADLINE)
+        ends = time.monotonic() + seconds
+        for step in schedule(rng):
+            if time.monotonic() >= ends:
+                break
+            target, others = pick_targets(ids, step, rng)
+            load.mark(f"fault {step} on {target}")
+            inject(ids, step, target, others, rng)
+            hold.wait(step.hold)
+            load.mark(f"heal {step}")
+            ids.heal()
+            done.append(f"{step} on {target}")
+            try:
+                load.wait_for_ok_calls(5, PROGRESS_DEADLINE)
+            except AssertionError as error:
+                raise AssertionError(
+                    f"seed {seed}: no progress after healing {step} (steps: {done})\n{error}\n"
+                    f"{ids.diagnostics()}") from None
+        load.mark("end")
+    history = load.stop()
+    print(f"steps: {done}\n{history.summary()}")
+    try:
+        ids.wait_converged(CONVERGE_DEADLINE)
+    except AssertionError as error:
+        path = history.to_jsonl(tmp_path / "history.jsonl")
+        raise AssertionError(f"seed {seed}: {error}\nhistory: {path}\nsteps: {done}\n"
+                             f"{ids.diagnostics()}") from None
+    final = ids.read_counter()
+    violations = all_fenced_checks(history, final)
+    if violations:
+        path = history.to_jsonl(tmp_path / "history.jsonl")
+        pytest.fail(f"seed {seed} ({seconds:g}s): {len(violations)} violations; steps {done}; "
+                    f"history in {path}:\n" + "\n".join(violations[:30]))
+    first_fault = next(m.label for m in history.markers if m.label.startswith("fault"))
+    print(f"final {final}; longest outage {unavailability(history, first_fault, 'end'):.2f}s")
