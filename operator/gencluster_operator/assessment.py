@@ -49,6 +49,20 @@ class Assessment:
         return len(self.reporting_active) > 1
 
     @property
+    def split_pair(self) -> tuple[ObservedPod, ObservedPod] | None:
+        """(winner, loser) of a split brain: the best and the worst claim (`claim_order`); a
+        third active, if any, is handled in a later pass."""
+        if not self.split_brain:
+            return None
+        return self.reporting_active[0], self.reporting_active[-1]
+
+    @property
+    def loser_reconnected(self) -> bool:
+        """Whether the split brain's loser shows that connectivity returned (`reconnected`)."""
+        pair = self.split_pair
+        return pair is not None and reconnected(pair[1], self.spec.lease.retry_period_seconds)
+
+    @property
     def wanted(self) -> tuple[ObservedPod, ...]:
         """Pods that should stay: ordinal below spec.replicas and not deleting."""
         return tuple(
@@ -111,6 +125,40 @@ def holder_loss(observed: Observed) -> FailoverReason | None:
     if started is not None and acquired is not None and started > acquired:
         return FailoverReason.ACTIVE_CONTAINER_TERMINATED
     return None
+
+
+RECONNECTED_WITHIN_RETRY_PERIODS = 2
+"""How recent (in retry periods) the loser's last successful Lease read must be. A runtime
+that reaches the API server reads the Lease at least once per retry period (client-go's
+jitter adds up to 20 %; an active that lost the Lease reads five times as often), so two
+periods never miss a connected pod, and a pod cut off again stops qualifying two periods
+after its last read."""
+
+
+def reconnected(loser: ObservedPod, retry_period_seconds: int) -> bool:
+    """Whether the loser of a split brain shows that connectivity has returned, so that
+    merging it (and so demoting it) no longer takes its side's only active away from the
+    clients that reach nothing else (`partitionPolicy: Available`).
+
+    The evidence is the loser's own Admin Status: its last successful Lease read is at most
+    `RECONNECTED_WITHIN_RETRY_PERIODS` retry periods old (by its own clock) and shows the Lease
+    held by another pod, at an epoch not below the loser's (taking a Lease raises its epoch,
+    so in practice it is above). A loser still cut off from the API server cannot show that:
+    its last successful read is older, and it was made before the other side took the
+    Lease, so it names the loser itself. Reaching the API server is the
+    signal because it is what the partition took away and what the operator can verify from
+    one Status call; the operator itself reaching both pods proves nothing (on the local
+    control plane it always does, and on a real cluster it may sit on either side). A runtime
+    that does not report its Lease view (None) is never merged automatically.
+    """
+    runtime = loser.runtime
+    if runtime is None or runtime.lease_read_age_seconds is None:
+        return False
+    return (
+        runtime.lease_read_age_seconds <= RECONNECTED_WITHIN_RETRY_PERIODS * retry_period_seconds
+        and runtime.lease_holder not in ("", loser.name)
+        and runtime.lease_epoch >= runtime.epoch
+    )
 
 
 def claim_order(observed: Observed, pod: ObservedPod) -> tuple[int, int, int, int]:

@@ -67,12 +67,19 @@ class RuntimeStatus:
     `joining` (snapshot or catch-up under way) or `stopped` (fenced, demoted, shutting down).
     `standby_lag` is filled from the active's reply only: (pod name, entries not yet
     acknowledged) per standby it streams to.
+
+    `lease_holder` and `lease_epoch` are the Lease as the pod last read it successfully, and
+    `lease_read_age_seconds` how long ago by its own clock (None: it never read it, or the
+    runtime is too old to say): the evidence `assessment.reconnected` merges on.
     """
 
     role: str
     epoch: int
     applied_sequence: int
     standby_lag: tuple[tuple[str, int], ...] = ()
+    lease_holder: str = ""
+    lease_epoch: int = 0
+    lease_read_age_seconds: float | None = None
 
 
 @dataclass(frozen=True)

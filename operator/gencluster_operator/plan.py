@@ -11,9 +11,11 @@ action of the plan; later ones wait for a later pass):
    runs is never cleared, however silent it is: that is the Lease expiry's job.
 2. **Split brain** (two pods report active). Seen first by `status_for` (the SplitBrain
    condition and a SplitBrainDetected Event); once the previous status already says so, the
-   loser is merged into the winner (Available) or demoted (Fenced). Winner: higher epoch;
-   at equal epochs the Lease holder, then more applied entries, then the lower ordinal.
-   Failed merges are retried with exponential back-off. Nothing else disruptive meanwhile.
+   loser is demoted (Fenced) or merged into the winner (Available), the latter only once the
+   loser shows that connectivity returned (`assessment.reconnected`): until then it still
+   serves the clients of its side. Winner: higher epoch; at equal epochs the Lease holder,
+   then more applied entries, then the lower ordinal. Failed merges are retried with
+   exponential back-off. Nothing else disruptive meanwhile.
 3. **In flight** — a handover the shell started that the Lease has not yet reflected (for up
    to one lease duration), a pod still terminating, or a pod other than the holder still
    saying it is active: wait.
@@ -138,12 +140,14 @@ def merge_backoff(consecutive_failures: int, retry_period_seconds: int) -> timed
 
 
 def _split_brain(observed: Observed, facts: Assessment) -> Step:
-    if not _split_brain_recorded(observed):
+    if not _split_brain_recorded(observed) or facts.split_pair is None:
         return []
-    winner, loser = facts.reporting_active[0], facts.reporting_active[-1]
+    winner, loser = facts.split_pair
     assert winner.runtime is not None and loser.runtime is not None
     if facts.spec.partition_policy != AVAILABLE:
         return [Demote(loser.name, loser.runtime.epoch, winner.name)]
+    if not facts.loser_reconnected:
+        return []  # the partition has not healed: the loser still serves its side
     last = observed.last_merge
     if (
         last is not None and not last.succeeded

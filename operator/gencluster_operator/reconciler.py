@@ -85,6 +85,9 @@ class ClusterMemory:
     running: bool = False
     pending: bool = False
     conflicts_in_a_row: int = 0
+    split_brain: bool = False
+    """The last pass saw two actives: every Lease renewal then triggers a pass, so a merge
+    follows within about a retry period of the loser reconnecting (not at the next timer)."""
 
 
 class ActionFailed(Exception):
@@ -147,10 +150,11 @@ class Reconciler:
 
     def lease_changed(self, namespace: str, cluster: str, lease: Mapping[str, Any]) -> bool:
         """Whether a Lease event says something new (holder, epoch, in-sync set, acquisition),
-        as opposed to one of the active's renewals every retry period."""
+        as opposed to one of the active's renewals every retry period. During a split brain
+        every renewal counts: it is the clock that re-checks whether the loser reconnected."""
         memory = self.memory((namespace, cluster))
         seen = _lease_fingerprint(lease)
-        if seen == memory.lease_seen:
+        if seen == memory.lease_seen and not memory.split_brain:
             return False
         memory.lease_seen = seen
         return True
@@ -187,14 +191,18 @@ class Reconciler:
         token = self._peer_token(resource)
         observed = self._observe(resource, pod_objects, token, memory, now)
         error: ActionFailed | None = None
+        facts = assess(observed)
+        memory.split_brain = facts.split_brain
         try:
-            token = self._ensure_children(resource, token, assess(observed).ordinals_in_use)
+            token = self._ensure_children(resource, token, facts.ordinals_in_use)
             self._perform(resource, plan(observed), token, pod_objects, memory, now)
         except ActionFailed as failure:
             error = failure
         except ApiError as failure:
             error = ActionFailed(str(failure), conflict=failure.conflict)
         failed = error is not None and not error.conflict
+        if failed:
+            log.warning("%s/%s: action failed: %s", namespace, name, error)
         self._report_error(resource, memory, str(error) if failed else None, now)
         previous = resource.get("status") or {}
         status = status_for(replace(observed, reconcile_error=memory.reconcile_error),

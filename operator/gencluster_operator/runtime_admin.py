@@ -12,6 +12,7 @@ runtime answers UNAUTHENTICATED without it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,12 @@ bounds how long one unreachable pod can delay a reconcile pass (calls run concur
 DEMOTE_TIMEOUT_SECONDS = 5.0
 MERGE_TIMEOUT_SECONDS = 30.0
 """Export, merge and demote of a whole state: bounded by the state's size, not by a timer."""
+
+MERGE_PAUSE_SECONDS = 2 * MERGE_TIMEOUT_SECONDS + DEMOTE_TIMEOUT_SECONDS
+"""How long the loser refuses client calls for one merge attempt (Admin.PauseWrites): longer
+than export, merge and demote can take, so it never resumes between its export and its
+demotion (which would lose the calls it answered meanwhile). A failed attempt resumes it at
+once; only an operator that dies mid-merge leaves the pause to run out."""
 
 SWITCHOVER_MARGIN_SECONDS = 5.0
 """Added to the renew deadline, which is how long the runtime may wait for the target to
@@ -83,6 +90,11 @@ def runtime_status(reply: pb.StatusReply) -> RuntimeStatus | None:
         epoch=reply.epoch,
         applied_sequence=reply.applied_seq,
         standby_lag=tuple((standby.identity, standby.lag) for standby in reply.standbys),
+        lease_holder=reply.lease_holder,
+        lease_epoch=reply.lease_epoch,
+        lease_read_age_seconds=(
+            reply.lease_read_age_seconds if reply.HasField("lease_read_age_seconds") else None
+        ),
     )
 
 
@@ -163,15 +175,47 @@ class RuntimeAdmin:
         loser_address: str,
         loser_epoch: int,
     ) -> MergeResult:
-        """Partition recovery: export the loser's state, merge it into the winner through the
-        user's `merge` (a replicated MERGE entry), then demote the loser to follow the winner.
+        """Partition recovery: pause the loser's client calls, export its state, merge it
+        into the winner through the user's `merge` (a replicated MERGE entry, which also
+        carries the loser's reply table), then demote the loser to follow the winner.
 
-        The merge's request id names the exported position (loser, epoch, applied sequence),
-        so a retry of the same export is applied once, while a later export of a loser that
-        kept serving is a new merge. The loser is demoted only after the winner holds the
-        merged state; a failed merge changes nothing on either side.
+        The pause makes the export final: a call the loser answered after it would vanish
+        when the loser resyncs from the winner. The merge's request id names the exported
+        position (loser, epoch, applied sequence), so a retry of the same export is applied
+        once, while a later export of a loser that kept serving is a new merge. The loser is
+        demoted only after the winner holds the merged state; a failed merge changes nothing
+        on either side and resumes the loser's calls.
         """
         metadata = ((PEER_TOKEN_METADATA, token),)
+        self._call("PauseWrites", loser_address, token,
+                   pb.PauseWritesRequest(seconds=MERGE_PAUSE_SECONDS), DEMOTE_TIMEOUT_SECONDS)
+        try:
+            result = self._export_and_merge(
+                metadata, winner_address=winner_address, loser=loser,
+                loser_address=loser_address, loser_epoch=loser_epoch,
+            )
+        except AdminError:
+            self._resume(token, loser_address)
+            raise
+        self.demote(token, loser_address, winner_address, "merged into the winner")
+        return result
+
+    def _resume(self, token: str, loser_address: str) -> None:
+        """After a failed merge: the loser serves its side again (best effort: its pause runs
+        out by itself otherwise)."""
+        with contextlib.suppress(AdminError):
+            self._call("PauseWrites", loser_address, token, pb.PauseWritesRequest(seconds=0),
+                       DEMOTE_TIMEOUT_SECONDS)
+
+    def _export_and_merge(
+        self,
+        metadata: tuple[tuple[str, str], ...],
+        *,
+        winner_address: str,
+        loser: str,
+        loser_address: str,
+        loser_epoch: int,
+    ) -> MergeResult:
         try:
             chunks = list(
                 self._stub(loser_address).ExportState(
@@ -201,7 +245,6 @@ class RuntimeAdmin:
             raise _admin_error("Merge", winner_address, error) from error
         if reply.HasField("error"):
             raise AdminError(f"merge() raised {reply.error.type}: {reply.error.message}")
-        self.demote(token, loser_address, winner_address, "merged into the winner")
         return MergeResult(epoch=reply.epoch, sequence=reply.seq, duplicate=reply.duplicate)
 
     def _call(self, method: str, address: str, token: str, request: object, timeout: float) -> Any:

@@ -205,7 +205,15 @@ def _split_message(facts: Assessment) -> str:
     claims = [
         f"{p.name} (epoch {p.runtime.epoch})" for p in facts.reporting_active if p.runtime
     ]
-    return f"pods acting as active: {_pod_list(claims)}"
+    message = f"pods acting as active: {_pod_list(claims)}"
+    pair = facts.split_pair
+    if pair is None or facts.spec.partition_policy != AVAILABLE:
+        return message
+    winner, loser = pair
+    if facts.loser_reconnected:
+        return f"{message}; merging {loser.name} into {winner.name}"
+    return (f"{message}; {loser.name} keeps serving its side until it reaches the API server "
+            f"again, then it is merged into {winner.name}")
 
 
 def _not_runnable_message(facts: Assessment) -> str:

@@ -81,6 +81,7 @@ class AckTracker:
         self._desired = set(self._published)
         self._acked: dict[str, int] = dict.fromkeys(self._published, 0)
         self._connected: set[str] = set()
+        self._required: frozenset[str] | None = None
 
     @property
     def last_seq(self) -> int:
@@ -97,23 +98,29 @@ class AckTracker:
 
     @property
     def required(self) -> frozenset[str]:
-        """Standbys whose acks gate acknowledgement: published, being published, or added."""
-        if self.mode is ReplicationMode.ASYNC:
-            return frozenset()
-        return self._published | self._in_flight | self._desired
+        """Standbys whose acks gate acknowledgement: published, being published, or added.
+
+        Cached between changes of those sets: it is read after every append and ack."""
+        if self._required is None:
+            if self.mode is ReplicationMode.ASYNC:
+                self._required = frozenset()
+            else:
+                self._required = self._published | self._in_flight | frozenset(self._desired)
+        return self._required
 
     def desired_in_sync(self) -> tuple[str, ...]:
         """The in-sync set the Lease should carry."""
         return normalize_members(self._desired)
 
     def publish_needed(self) -> bool:
-        return frozenset(self._desired) != self._published
+        return self._desired != self._published
 
     def begin_publish(self) -> tuple[str, ...]:
         """The set to write into the Lease now; its members stay required until `published`
         reports what the Lease carries."""
         members = self.desired_in_sync()
         self._in_flight |= frozenset(members)
+        self._required = None
         return members
 
     def appended(self, seq: int) -> None:
@@ -146,6 +153,7 @@ class AckTracker:
         or written last is what the Lease holds.)"""
         self._published = frozenset(members) - {self.me}
         self._in_flight = frozenset()
+        self._required = None
         self._update()
 
     def standbys(self) -> list[StandbyProgress]:
@@ -162,15 +170,22 @@ class AckTracker:
         ]
 
     def _update(self) -> None:
-        for standby in sorted(self._connected - self._desired):
-            if self._may_join(standby):
-                self._desired.add(standby)
-        for member in sorted(self._desired):
-            if self._keeps_up(member):
-                continue
+        # Runs after every append and ack: the usual case (every member keeps up, nobody
+        # joins) allocates and sorts nothing.
+        joining = self._connected - self._desired
+        if joining:
+            for standby in sorted(joining):
+                if self._may_join(standby):
+                    self._desired.add(standby)
+                    self._required = None
+        laggards = [member for member in self._desired if not self._keeps_up(member)]
+        for member in sorted(laggards):
             if self.mode is ReplicationMode.ASYNC or len(self._desired) > self.min_sync_standbys:
                 self._desired.discard(member)
-        self._acknowledged = max(self._acknowledged, self._acknowledgeable())
+                self._required = None
+        acknowledgeable = self._acknowledgeable()
+        if acknowledgeable > self._acknowledged:
+            self._acknowledged = acknowledgeable
 
     def _may_join(self, standby: str) -> bool:
         """Sync: it holds every acknowledged entry. Async: nothing is guaranteed anyway, so
@@ -192,4 +207,5 @@ class AckTracker:
         required = self.required
         if not required:
             return self._last_seq
-        return min(self._acked.get(member, 0) for member in required)
+        acked = self._acked
+        return min([acked.get(member, 0) for member in required])

@@ -1,16 +1,13 @@
 """Client-call counters and latency histograms of one runtime process (`/metrics`).
 
-Kept apart from the servicers so the servicers stay about the protocol: `measured(kind)` wraps
-one Call or Cast, counts its outcome and records how long the caller waited, including the wait
+Kept apart from the servicers so the servicers stay about the protocol: a `CallMeter` per kind
+counts each Call or Cast's outcome and records how long the caller waited, including the wait
 for standby acknowledgements in Sync mode (which is what a client experiences).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
@@ -29,22 +26,27 @@ CALL_DURATION = Histogram(
 )
 
 
-@dataclass
-class CallOutcome:
-    """Set by the caller once it knows whether the handler raised."""
+class CallMeter:
+    """The metric children of one kind (call, cast), resolved once: `labels()` takes a lock
+    and validates its arguments, a measurable share of a replicated call's cost when done on
+    every call. The servicer reads the clock itself and reports the outcome."""
 
-    handler_raised: bool = False
+    def __init__(self, kind: str) -> None:
+        self._ok = CALLS.labels(kind, "ok")
+        self._error = CALLS.labels(kind, "error")
+        self._rejected = CALLS.labels(kind, "rejected")
+        self._duration = CALL_DURATION.labels(kind)
 
+    @staticmethod
+    def start() -> float:
+        return time.perf_counter()
 
-@asynccontextmanager
-async def measured(kind: str) -> AsyncIterator[CallOutcome]:
-    outcome = CallOutcome()
-    started = time.perf_counter()
-    try:
-        yield outcome
-    except BaseException:
-        CALLS.labels(kind, "rejected").inc()
-        raise
-    else:
-        CALLS.labels(kind, "error" if outcome.handler_raised else "ok").inc()
-        CALL_DURATION.labels(kind).observe(time.perf_counter() - started)
+    def answered(self, started: float, *, handler_raised: bool) -> None:
+        """Answered: counted as ok or error, and how long the caller waited (including the
+        wait for standby acknowledgements in Sync mode)."""
+        (self._error if handler_raised else self._ok).inc()
+        self._duration.observe(time.perf_counter() - started)
+
+    def rejected(self) -> None:
+        """Not answered: not the active, bad input, or the caller left."""
+        self._rejected.inc()

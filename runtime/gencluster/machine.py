@@ -19,10 +19,12 @@ What applying an entry guarantees:
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
+from gencluster import wire
 from gencluster.codec import Codec, CodecError
 from gencluster.log import (
     CommandKind,
@@ -88,6 +90,14 @@ class Backlog:
     events: tuple[Event, ...]
     missed: int
     next_number: int
+
+
+@dataclass(frozen=True, slots=True)
+class MergeRequest:
+    """A decoded MERGE payload: the other side's state and its recent reply records."""
+
+    state: Any
+    replies: tuple[ReplyRecord, ...] = ()
 
 
 class SubscriptionError(Exception):
@@ -193,10 +203,15 @@ class StateMachine:
         """Decode a command's payload (raises CodecError: the caller maps it to a clear error).
 
         Requests are bounded by the codec's size limit; a MERGE payload is a whole state and
-        is not (it arrives as a chunked snapshot).
+        is not (it arrives as a chunked snapshot): it decodes to a `MergeRequest`.
         """
         if kind is CommandKind.MERGE:
-            return self.codec.decode(payload, what="merged state", bounded=False)
+            try:
+                state, replies = wire.merge_payload_parts(payload)
+            except wire.WireError as error:
+                raise CodecError(str(error)) from error
+            decoded = self.codec.decode(state, what="merged state", bounded=False)
+            return MergeRequest(decoded, replies)
         return self.codec.decode(payload, what="request")
 
     def is_read_only(self, request: Any) -> bool:
@@ -311,13 +326,25 @@ class StateMachine:
             elif command.kind is CommandKind.CAST:
                 new_state = self.server.handle_cast(request, ctx, state)
             else:
-                new_state = self.server.merge(state, request)
+                new_state = self._merged(state, request, entry.seq)
             events = self._number_events(ctx, entry.seq, command.time)
         except Exception as error:
             record = ReplyRecord(command.request_id, entry.seq, error=_handler_error(error))
             return Outcome(record)
         self._state = new_state
         return Outcome(ReplyRecord(command.request_id, entry.seq, reply=reply_bytes), events)
+
+    def _merged(self, state: Any, request: MergeRequest, seq: int) -> Any:
+        """The MERGE command: the server's `merge(winner_state, loser_state)`, then the loser's
+        reply records join the table (renumbered to this entry, the one that makes them
+        durable here), except for request ids this replica already answered itself. Only
+        after `merge` returned: a `merge` that raises changes nothing. Nothing after this can
+        fail for a MERGE (`merge` gets no ctx, so it publishes no events)."""
+        merged = self.server.merge(state, request.state)
+        for record in request.replies:
+            if record.request_id and record.request_id not in self._replies:
+                self._remember_reply(dataclasses.replace(record, seq=seq))
+        return merged
 
     def _state_for_handler(self) -> Any:
         if self.server.copy_state_before_handling:

@@ -135,6 +135,10 @@ class Node:
         self.leadership: Leadership | None = None
         self.observation: Observation | None = None
         self.lease_object: dict[str, Any] | None = None
+        self.lease_read_at: float | None = None
+        """Monotonic time of the last successful Lease read (Admin Status reports its age)."""
+        self._pause: object | None = None
+        """The latest Admin.PauseWrites, so an earlier pause's timer does not end a later one."""
         self.in_sync_members: tuple[str, ...] = ()
         self.needs_snapshot = False
         self.follow_override: str | None = None
@@ -239,7 +243,8 @@ class Node:
             record, raw = await self.api.get_lease(self.config.lease_name)
         except LeaseMissing:
             record, raw = None, None
-        self.observation = election.observe(self.observation, record, time.monotonic())
+        self.lease_read_at = time.monotonic()
+        self.observation = election.observe(self.observation, record, self.lease_read_at)
         self.lease_object = raw
         if record is not None:
             self.epoch = max(self.epoch, record.transitions)
@@ -412,6 +417,31 @@ class Node:
         self._spawn(self._fence_watchdog(self.term))
         self._wake.set()
 
+    def pause_writes(self, seconds: float) -> bool:
+        """Partition recovery (Admin.PauseWrites): an active stops accepting client calls for
+        `seconds`, so that the state the operator exports next is final (a call acknowledged
+        after the export would vanish when this replica resyncs from the winner); `seconds`
+        <= 0 resumes. The pause ends by itself after `seconds`, so an operator that dies
+        mid-merge cannot leave this side paused for good. Returns whether it is paused."""
+        term = self.term
+        if term is None or self.leaving or self.stopping:
+            return False
+        self._pause = pause = object()
+        self.accepting = seconds <= 0
+        self._role_changed()
+        if seconds > 0:
+
+            async def resume_later() -> None:
+                await asyncio.sleep(seconds)
+                if self.term is term and self._pause is pause and not self.leaving:
+                    log.warning("no merge followed the pause of %.1fs; accepting calls again",
+                                seconds)
+                    self.accepting = True
+                    self._role_changed()
+
+            self._spawn(resume_later())
+        return not self.accepting
+
     def step_down(self, *, follow_address: str | None = None) -> None:
         """Stop serving at once and follow the Lease holder (or `follow_address`)."""
         term = self.term
@@ -473,14 +503,24 @@ class Node:
 
     def follow_instead(self, address: str) -> None:
         """Replicate from `address` from now on (Admin.Demote after a partition): the current
-        stream is dropped at once. The override ends when this replica becomes active or the
-        address turns out stale."""
+        stream is dropped at once. The override ends once a stream from `address` delivered
+        (from then on the Lease says whom to follow, as for any standby: a later failover or
+        merge must not leave this replica following an address that is no longer the
+        active), or when this replica becomes active or the address turns out stale."""
         self.follow_override = address
 
         async def restart() -> None:
             await self._stop_following()
-            if self.term is None and not self.stopping:
-                self._start_following()
+            if self.term is not None or self.stopping:
+                return
+            self.active_reachable = False
+            self._start_following()
+            poll = self.config.election.retry_period / FAILOVER_POLL_DIVISOR
+            while self.follow_override == address and self.term is None and not self.stopping:
+                if self.active_reachable:
+                    self.follow_override = None
+                    return
+                await asyncio.sleep(poll)
 
         self._spawn(restart())
 

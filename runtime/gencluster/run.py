@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import json
 import logging
@@ -276,6 +277,25 @@ def main(argv: list[str]) -> int:
         return 0
 
 
+GC_THRESHOLDS = (20_000, 20, 100)
+"""Young-generation collections 30 times rarer and full ones 10 times rarer than Python's
+default (700, 10, 10). A replicated call allocates hundreds of short-lived container objects
+(gRPC, asyncio, protobuf, log entry, reply record) while the retained log and reply table are
+large and long-lived; with the defaults the collector's scans were several percent of the
+active's CPU and its full collections showed as p99 spikes (two paired runs, 3 replicas at
+64 calls in flight: 4.3k and 4.4k calls/s with p99 45 ms without, 4.5k and 5.0k with p99
+24-29 ms with)."""
+
+
+def tune_garbage_collector() -> None:
+    """Freeze what start-up allocated (modules, gRPC, the Kubernetes client, the user's
+    server): it lives as long as the process, so no collection needs to scan it again. Then
+    raise the thresholds (`GC_THRESHOLDS`). For `gencluster run` processes only: it changes
+    the whole interpreter."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def serve(config: NodeConfig, server: GenServer) -> int:
     """Bind, start the services and the node; on SIGTERM hand over and exit 0."""
     from gencluster.leases import KubernetesApi, load_configuration
@@ -293,6 +313,7 @@ async def serve(config: NodeConfig, server: GenServer) -> int:
     )
     node = Node(config, server, api)
     health_reporter = HealthReporter(node)
+    tune_garbage_collector()
     grpc_server = build_server(node, health_reporter)
     address = host_port(config.listen_host, config.port)
     try:

@@ -21,6 +21,7 @@ key `gencluster-epoch`.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import random
@@ -33,7 +34,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gencluster import wire
-from gencluster.call_metrics import measured
+from gencluster.call_metrics import CallMeter
 from gencluster.codec import CodecError, MessageTooLarge
 from gencluster.log import CommandKind, StaleEpoch
 from gencluster.machine import Outcome, SubscriptionError
@@ -126,39 +127,50 @@ async def submit(
         # entry may not survive on the side that now holds the Lease, so the outcome is
         # unknown; the caller's retry with the same request id settles it exactly once.
         await _unavailable(node, context, "fenced before the reply; retry with the same request id")
-    context.set_trailing_metadata(((EPOCH_METADATA, str(term.epoch)),))
+    context.set_trailing_metadata(_epoch_trailer(term.epoch))
     return submission.outcome, term.epoch
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_trailer(epoch: int) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata of every reply in a term, built once per epoch, not per call."""
+    return ((EPOCH_METADATA, str(epoch)),)
 
 
 class ClientService(pb_grpc.ClientServicer):
     def __init__(self, node: Node) -> None:
         self.node = node
+        self._meters = {CommandKind.CALL: CallMeter("call"), CommandKind.CAST: CallMeter("cast")}
 
     async def Call(
         self, request: pb.CallRequest, context: grpc.aio.ServicerContext
     ) -> pb.CallReply:
-        outcome, epoch = await self._submit_measured("call", CommandKind.CALL, request, context)
+        outcome, epoch = await self._submit_measured(CommandKind.CALL, request, context)
         return wire.call_reply(outcome.record, epoch=epoch, duplicate=outcome.duplicate)
 
     async def Cast(
         self, request: pb.CastRequest, context: grpc.aio.ServicerContext
     ) -> pb.CastReply:
-        outcome, epoch = await self._submit_measured("cast", CommandKind.CAST, request, context)
+        outcome, epoch = await self._submit_measured(CommandKind.CAST, request, context)
         return wire.cast_reply(outcome.record, epoch=epoch, duplicate=outcome.duplicate)
 
     async def _submit_measured(
         self,
-        kind: str,
         command_kind: CommandKind,
         request: pb.CallRequest | pb.CastRequest,
         context: grpc.aio.ServicerContext,
     ) -> tuple[Outcome, int]:
-        async with measured(kind) as measurement:
+        meter = self._meters[command_kind]
+        started = meter.start()
+        try:
             outcome, epoch = await submit(
                 self.node, context, command_kind, request.request_id, request.payload,
                 request.codec,
             )
-            measurement.handler_raised = outcome.record.error is not None
+        except BaseException:
+            meter.rejected()
+            raise
+        meter.answered(started, handler_raised=outcome.record.error is not None)
         return outcome, epoch
 
     async def Subscribe(
@@ -272,6 +284,12 @@ class AdminService(pb_grpc.AdminServicer):
             server_version=node.server.version,
             codec=node.codec.name,
         )
+        record = node.observation.record if node.observation is not None else None
+        if record is not None:
+            reply.lease_holder = record.holder
+            reply.lease_epoch = record.transitions
+        if node.lease_read_at is not None:
+            reply.lease_read_age_seconds = max(0.0, time.monotonic() - node.lease_read_at)
         if term is not None:
             addresses = term.standby_addresses
             for standby in term.tracker.standbys():
@@ -332,6 +350,9 @@ class AdminService(pb_grpc.AdminServicer):
         node.step_down(follow_address=request.follow_address or None)
         if request.follow_address:
             node.follow_instead(request.follow_address)
+            # Redirect this side's clients there as soon as the stream from it works (the
+            # Lease, read again after a partition, names the holder but not its address).
+            node.active_address = request.follow_address
         applied = node.replica.applied_seq if node.replica is not None else 0
         return pb.DemoteReply(epoch=epoch, applied_seq=applied)
 
@@ -368,13 +389,26 @@ class AdminService(pb_grpc.AdminServicer):
         except wire.WireError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         log.info("merging the state of %s (epoch %d)", origin.source, origin.source_epoch)
+        payload = wire.merge_payload(snapshot)
         outcome, epoch = await submit(
-            node, context, CommandKind.MERGE, origin.request_id, snapshot.state, snapshot.codec
+            node, context, CommandKind.MERGE, origin.request_id, payload, snapshot.codec
         )
         reply = pb.MergeReply(epoch=epoch, seq=outcome.record.seq, duplicate=outcome.duplicate)
         if outcome.record.error is not None:
             reply.error.CopyFrom(wire.error_to_message(outcome.record.error))
         return reply
+
+    async def PauseWrites(
+        self, request: pb.PauseWritesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PauseWritesReply:
+        node = self.node
+        await _require_peer_token(node, context)
+        paused = node.pause_writes(request.seconds)
+        log.warning("%s client calls (Admin.PauseWrites %.1fs)",
+                    "refusing" if paused else "accepting", request.seconds)
+        epoch = node.term.epoch if node.term is not None else node.epoch
+        applied = node.replica.applied_seq if node.replica is not None else 0
+        return pb.PauseWritesReply(epoch=epoch, applied_seq=applied, paused=paused)
 
 
 class HealthReporter:

@@ -207,3 +207,23 @@ def snapshot_from_chunks(chunks: Iterable[pb.SnapshotChunk]) -> tuple[Snapshot, 
         next_event={position.topic: position.next_event for position in header.topics},
     )
     return snapshot, epoch
+
+
+def merge_payload(snapshot: Snapshot) -> bytes:
+    """The payload of the MERGE entry that merges an exported `snapshot` (a split brain's
+    loser) into this replica: its encoded state and its reply table (`pb.MergePayload`)."""
+    message = pb.MergePayload(
+        state=snapshot.state,
+        replies=[reply_record_to_message(record) for record in snapshot.replies],
+    )
+    return message.SerializeToString()
+
+
+def merge_payload_parts(payload: bytes) -> tuple[bytes, tuple[ReplyRecord, ...]]:
+    """(encoded state, reply records) of a MERGE entry's payload; WireError if malformed."""
+    message = pb.MergePayload()
+    try:
+        message.ParseFromString(payload)
+    except Exception as error:  # protobuf's DecodeError has no stable import path
+        raise WireError(f"malformed merge payload: {error}") from error
+    return message.state, tuple(reply_record_from_message(r) for r in message.replies)

@@ -18,7 +18,12 @@ import pytest
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster_operator.observed import RuntimeStatus
-from gencluster_operator.runtime_admin import AdminError, RuntimeAdmin, pod_address
+from gencluster_operator.runtime_admin import (
+    MERGE_PAUSE_SECONDS,
+    AdminError,
+    RuntimeAdmin,
+    pod_address,
+)
 
 TOKEN = "peer-token-" + "x" * 32
 
@@ -66,6 +71,13 @@ class FakeAdmin(pb_grpc.AdminServicer):
         yield pb.SnapshotChunk(epoch=3, header=pb.SnapshotHeader(applied_seq=41, state_size=5))
         yield pb.SnapshotChunk(epoch=3, state=b"st")
         yield pb.SnapshotChunk(epoch=3, state=b"ate")
+
+    def PauseWrites(
+        self, request: pb.PauseWritesRequest, context: grpc.ServicerContext
+    ) -> pb.PauseWritesReply:
+        self._check(context)
+        self.calls.append(("PauseWrites", request.seconds))
+        return pb.PauseWritesReply(epoch=self.status.epoch, paused=request.seconds > 0)
 
     def Merge(
         self, request_iterator: Iterator[pb.MergeChunk], context: grpc.ServicerContext
@@ -137,6 +149,22 @@ def test_status_maps_roles_and_lag_and_leaves_out_pods_that_do_not_answer(
     }
 
 
+def test_status_carries_the_pods_own_view_of_the_lease(
+    serve: Any, client: RuntimeAdmin
+) -> None:
+    """What `assessment.reconnected` decides from: an absent age (never read) stays None,
+    which is not the same as a read just now (0.0)."""
+    fresh = serve(FakeAdmin(pb.StatusReply(
+        role=pb.ROLE_ACTIVE, epoch=3, lease_holder="id-0", lease_epoch=4,
+        lease_read_age_seconds=0.0,
+    )))
+    never = serve(FakeAdmin(pb.StatusReply(role=pb.ROLE_STANDBY, epoch=3)))
+    reports = client.statuses(TOKEN, {"id-1": fresh.address, "id-2": never.address})
+    assert reports["id-1"] == RuntimeStatus("active", 3, 0, lease_holder="id-0",
+                                            lease_epoch=4, lease_read_age_seconds=0.0)
+    assert reports["id-2"].lease_read_age_seconds is None
+
+
 def test_status_with_the_wrong_token_reads_as_not_reporting(
     serve: Any, client: RuntimeAdmin
 ) -> None:
@@ -173,7 +201,8 @@ def test_merge_exports_the_loser_merges_into_the_winner_then_demotes_the_loser(
     assert (origin.request_id, origin.source, origin.source_epoch) == ("merge/id-1/3/41",
                                                                         "id-1", 3)
     assert b"".join(c.snapshot.state for c in chunks[1:]) == b"state"
-    assert loser.admin.calls == [("ExportState", None), ("Demote", winner.address)]
+    assert loser.admin.calls == [("PauseWrites", MERGE_PAUSE_SECONDS), ("ExportState", None),
+                                 ("Demote", winner.address)]
 
 
 def test_a_merge_the_user_refuses_demotes_nobody(serve: Any, client: RuntimeAdmin) -> None:
@@ -183,4 +212,6 @@ def test_a_merge_the_user_refuses_demotes_nobody(serve: Any, client: RuntimeAdmi
     with pytest.raises(AdminError, match="merge\\(\\) raised ValueError: no"):
         client.merge_states(TOKEN, winner_address=winner.address, loser="id-1",
                             loser_address=loser.address, loser_epoch=3)
-    assert loser.admin.calls == [("ExportState", None)]
+    # The loser was paused for the export and serves its side again: both sides as before.
+    assert loser.admin.calls == [("PauseWrites", MERGE_PAUSE_SECONDS), ("ExportState", None),
+                                 ("PauseWrites", 0.0)]

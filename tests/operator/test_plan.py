@@ -24,7 +24,7 @@ from gencluster_operator.actions import (
     RemoveAnnotation,
     Switchover,
 )
-from gencluster_operator.assessment import assess
+from gencluster_operator.assessment import assess, reconnected
 from gencluster_operator.events import EventReason, EventType, FailoverReason
 from gencluster_operator.observed import (
     RUNNING,
@@ -464,10 +464,22 @@ SPLIT_RECORDED = {"conditions": [{"type": "SplitBrain", "status": "True",
                                   "lastTransitionTime": "2026-11-25T11:59:00Z"}]}
 
 
-def split_pods() -> list[ObservedPod]:
-    """id-2 was cut off at epoch 1 and kept serving; id-0 won the Lease at epoch 2."""
+def sees_lease(
+    observed_pod: ObservedPod, holder: str, epoch: int, age: float | None = 0.3
+) -> ObservedPod:
+    """`observed_pod` reporting that it read the Lease (held by `holder` at `epoch`) `age`
+    seconds ago (None: it never did)."""
+    assert observed_pod.runtime is not None
+    runtime = replace(observed_pod.runtime, lease_holder=holder, lease_epoch=epoch,
+                      lease_read_age_seconds=age)
+    return replace(observed_pod, runtime=runtime)
+
+
+def split_pods(loser_sees: tuple[str, int, float | None] = ("id-0", 2, 0.3)) -> list[ObservedPod]:
+    """id-2 was cut off at epoch 1 and kept serving; id-0 won the Lease at epoch 2. By default
+    the partition has healed: id-2 has just read the Lease (held by id-0 at epoch 2)."""
     return [pod(0, role="active", epoch=2, applied=50), pod(1, epoch=2),
-            pod(2, role="active", epoch=1, applied=80)]
+            sees_lease(pod(2, role="active", epoch=1, applied=80), *loser_sees)]
 
 
 def test_split_brain_is_recorded_before_anything_is_merged() -> None:
@@ -481,6 +493,40 @@ def test_split_brain_in_available_mode_merges_the_lower_epoch_into_the_higher() 
     assert disruptive(actions) == [MergeStates("id-0", "id-2", 2, 1)]
 
 
+@pytest.mark.parametrize(
+    ("loser_sees", "why"),
+    [
+        (("id-2", 1, 0.3), "its last read was before the other side took the Lease"),
+        (("id-0", 2, 12.0), "its last successful read is old: still cut off"),
+        (("id-0", 2, 4.1), "just over two retry periods (2 s each)"),
+        (("id-0", 2, None), "it never read the Lease (or is too old to report it)"),
+        (("", 2, 0.3), "the Lease is free: nobody to merge into on the API server's side"),
+        (("id-1", 0, 0.3), "a Lease epoch below the loser's own is no evidence"),
+    ],
+)
+def test_available_merge_waits_until_the_loser_reaches_the_api_server_again(
+    loser_sees: tuple[str, int, float | None], why: str
+) -> None:
+    res = resource(partitionPolicy="Available", status=SPLIT_RECORDED)
+    observed = observe(res, split_pods(loser_sees), lease(transitions=2))
+    assert disruptive(plan(observed)) == [], why
+    assert not reconnected(observed.pod("id-2"), 2), why  # type: ignore[arg-type]
+
+
+def test_available_merge_follows_once_the_loser_read_the_winners_lease_recently() -> None:
+    res = resource(partitionPolicy="Available", status=SPLIT_RECORDED)
+    fresh = observe(res, split_pods(("id-0", 2, 3.9)), lease(transitions=2))
+    assert reconnected(fresh.pod("id-2"), 2)  # type: ignore[arg-type]
+    assert disruptive(plan(fresh)) == [MergeStates("id-0", "id-2", 2, 1)]
+
+
+def test_fenced_mode_demotes_without_waiting_for_the_loser_to_reconnect() -> None:
+    """A Fenced loser stopped serving at its renew deadline: nothing to wait for."""
+    res = resource(status=SPLIT_RECORDED)
+    observed = observe(res, split_pods(("id-2", 1, 30.0)), lease(transitions=2))
+    assert disruptive(plan(observed)) == [Demote("id-2", 1, "id-0")]
+
+
 def test_split_brain_in_fenced_mode_demotes_the_stale_active() -> None:
     res = resource(status=SPLIT_RECORDED)
     assert disruptive(plan(observe(res, split_pods(), lease(transitions=2)))) == [
@@ -492,6 +538,7 @@ def test_split_brain_tie_break_at_equal_epochs_favours_the_lease_holder() -> Non
     res = resource(partitionPolicy="Available", status=SPLIT_RECORDED)
     pods = [pod(0, role="active", epoch=3, applied=10), pod(1),
             pod(2, role="active", epoch=3, applied=90)]
+    pods[2] = sees_lease(pods[2], "id-0", 3)  # id-2 reads the Lease again: reconnected
     actions = plan(observe(res, pods, lease("id-0", transitions=3)))
     assert disruptive(actions) == [MergeStates("id-0", "id-2", 3, 3)]
 
@@ -729,7 +776,8 @@ def test_scale_three_to_five_and_back_to_two() -> None:
 
 def test_source_of_a_completed_handover_is_not_a_split_brain_for_a_lease_duration() -> None:
     res = resource(partitionPolicy="Available", status=SPLIT_RECORDED)
-    pods = [pod(0, role="active", epoch=1), pod(1), pod(2, role="active", epoch=2)]
+    pods = [sees_lease(pod(0, role="active", epoch=1), "id-2", 2), pod(1),
+            pod(2, role="active", epoch=2)]
     moved = lease("id-2", transitions=2, in_sync=("id-0", "id-1"))
     recent = Handover("id-0", "id-2", FailoverReason.SWITCHOVER, NOW - timedelta(seconds=2))
     assert disruptive(plan(observe(res, pods, moved, handover=recent))) == []

@@ -351,6 +351,30 @@ def test_split_brain_is_detected_and_reported() -> None:
     ]
 
 
+def test_split_brain_of_a_loser_still_cut_off_is_reported_at_once_and_says_it_waits() -> None:
+    """Detection does not wait for the heal (the condition and Event come at once); the
+    message says why nothing is merged yet, and changes when the loser reconnects."""
+    before = settled(healthy())
+    cut_off = observe(resource(partitionPolicy="Available"),
+                      split_pods(("id-2", 1, 9.0)), lease(transitions=2))
+    result = status(cut_off, before)
+    split_brain = condition(result, ConditionType.SPLIT_BRAIN)
+    assert (split_brain["status"], split_brain["reason"]) == ("True", "SplitBrainDetected")
+    assert "id-2 keeps serving its side until it reaches the API server again" in split_brain[
+        "message"
+    ]
+    assert [e.reason for e in events_between(before, result)] == [
+        EventReason.SPLIT_BRAIN_DETECTED
+    ]
+    healed = status(split(), result)
+    message = condition(healed, ConditionType.SPLIT_BRAIN)["message"]
+    assert message.endswith("merging id-2 into id-0")
+    assert condition(healed, ConditionType.SPLIT_BRAIN)["lastTransitionTime"] == split_brain[
+        "lastTransitionTime"
+    ]
+    assert events_between(result, healed) == []  # one SplitBrainDetected per split
+
+
 def test_successful_merge_counts_once_and_clears_the_split_brain() -> None:
     detected = status(split(), settled(healthy()))
     merged = MergeOutcome("id-0", "id-2", 2, 1, succeeded=True, finished_at=LATER)

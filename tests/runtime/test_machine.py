@@ -15,6 +15,7 @@ from gencluster.log import (
     HandlerError,
     LogEntry,
     OutOfOrder,
+    ReplyRecord,
     Snapshot,
     StaleEpoch,
 )
@@ -25,6 +26,7 @@ from gencluster.machine import (
     StateMachine,
     SubscriptionError,
 )
+from gencluster.wire import merge_payload
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -51,7 +53,17 @@ class Feeder:
     ) -> LogEntry:
         self.seq += 1
         rid = f"req-{self.seq}" if request_id is None else request_id
-        return LogEntry(self.seq, self.epoch, Command(kind, rid, CODEC.encode(payload), time, seed))
+        encoded = CODEC.encode(payload)
+        if kind is CommandKind.MERGE:
+            encoded = merge_bytes(encoded)
+        return LogEntry(self.seq, self.epoch, Command(kind, rid, encoded, time, seed))
+
+
+def merge_bytes(state: bytes, replies: tuple[ReplyRecord, ...] = ()) -> bytes:
+    """A MERGE entry's payload for the other side's encoded `state` and reply table, as the
+    winner's Admin.Merge builds it from the exported snapshot."""
+    return merge_payload(Snapshot(applied_seq=1, applied_epoch=1, server_version=1,
+                                  codec=CODEC.name, state=state, replies=replies))
 
 
 def machine(limits: MachineLimits | None = None, args: Any = 0) -> StateMachine:
@@ -250,6 +262,44 @@ def test_a_merge_entry_runs_the_servers_merge() -> None:
     assert retry.duplicate and m.state["total"] == 42
 
 
+def test_a_merge_carries_the_other_sides_replies_once_merge_succeeded() -> None:
+    """A call the loser applied and answered (or whose answer was lost) and that the client
+    retries on the winner after the merge gets the loser's outcome, not a second
+    application; ids the winner answered itself keep the winner's outcome."""
+    m, feed = machine(), Feeder()
+    m.apply(feed.entry(["add", 2], request_id="both-sides"))
+    mine = m.reply_for("both-sides")
+    theirs = (ReplyRecord("lost-reply", 77, reply=CODEC.encode(40)),
+              ReplyRecord("both-sides", 78, reply=CODEC.encode(-1)),
+              ReplyRecord("failed-there", 79, error=HandlerError("ValueError", "no")))
+    feed.seq += 1
+    entry = LogEntry(feed.seq, 1, Command(CommandKind.MERGE, "merge-1", merge_bytes(
+        CODEC.encode({"total": 40, "items": []}), theirs), 1.0, 1))
+    assert m.apply(entry).ok
+    carried = m.reply_for("lost-reply")
+    assert carried is not None and carried.seq == entry.seq
+    assert json.loads(carried.reply or b"null") == 40
+    assert m.reply_for("both-sides") == mine
+    failed = m.reply_for("failed-there")
+    assert failed is not None and failed.error == HandlerError("ValueError", "no")
+    assert m.snapshot().replies == StateMachine.restore(Ledger(), CODEC, m.snapshot()).snapshot(
+    ).replies  # the carried records are replicated state like any other
+
+
+def test_a_merge_that_raises_carries_no_replies() -> None:
+    class Refuses(Ledger):
+        def merge(self, state_a: Any, state_b: Any) -> Any:
+            raise ValueError("refused")
+
+    m = StateMachine.from_init(Refuses(), CODEC, 0)
+    theirs = (ReplyRecord("lost-reply", 5, reply=CODEC.encode(1)),)
+    entry = LogEntry(1, 1, Command(CommandKind.MERGE, "merge-1", merge_bytes(
+        CODEC.encode({"total": 1, "items": []}), theirs), 1.0, 1))
+    outcome = m.apply(entry)
+    assert outcome.record.error == HandlerError("ValueError", "refused")
+    assert m.reply_for("lost-reply") is None and m.state == {"total": 0, "items": []}
+
+
 def test_a_merge_without_merge_support_is_an_error() -> None:
     class NoMerge(GenServer):
         def init(self, args: Any) -> Any:
@@ -375,7 +425,8 @@ def test_states_are_not_bound_by_the_message_size_limit() -> None:
     small = JsonCodec(max_bytes=64)
     m = StateMachine.from_init(Ledger(), small, 0)
     big_other = {"total": 1, "items": ["x" * 100]}
-    merge = LogEntry(1, 1, Command(CommandKind.MERGE, "m", CODEC.encode(big_other), 1.0, 1))
+    merge = LogEntry(1, 1, Command(CommandKind.MERGE, "m", merge_bytes(CODEC.encode(big_other)),
+                                   1.0, 1))
     assert m.apply(merge).ok
     restored = StateMachine.restore(Ledger(), small, m.snapshot())
     assert restored.state == m.state

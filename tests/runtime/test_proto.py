@@ -45,7 +45,8 @@ def test_package_and_services() -> None:
     assert methods == {
         "Client": {"Call", "Cast", "Subscribe"},
         "Peer": {"Snapshot", "Replicate"},
-        "Admin": {"Status", "GetState", "Switchover", "Demote", "ExportState", "Merge"},
+        "Admin": {"Status", "GetState", "Switchover", "Demote", "ExportState", "Merge",
+                  "PauseWrites"},
     }
     streaming = {
         (service, method.name): (method.client_streaming, method.server_streaming)

@@ -291,7 +291,7 @@ class StandbyStatus(_message.Message):
     def __init__(self, identity: _Optional[str] = ..., address: _Optional[str] = ..., acked_seq: _Optional[int] = ..., lag: _Optional[int] = ..., in_sync: _Optional[bool] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("identity", "role", "epoch", "applied_seq", "active", "active_address", "standbys", "mode", "server", "server_version", "codec")
+    __slots__ = ("identity", "role", "epoch", "applied_seq", "active", "active_address", "standbys", "mode", "server", "server_version", "codec", "lease_holder", "lease_epoch", "lease_read_age_seconds")
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -303,6 +303,9 @@ class StatusReply(_message.Message):
     SERVER_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
+    LEASE_HOLDER_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LEASE_READ_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     identity: str
     role: Role
     epoch: int
@@ -314,7 +317,10 @@ class StatusReply(_message.Message):
     server: str
     server_version: int
     codec: str
-    def __init__(self, identity: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., epoch: _Optional[int] = ..., applied_seq: _Optional[int] = ..., active: _Optional[str] = ..., active_address: _Optional[str] = ..., standbys: _Optional[_Iterable[_Union[StandbyStatus, _Mapping]]] = ..., mode: _Optional[_Union[ReplicationMode, str]] = ..., server: _Optional[str] = ..., server_version: _Optional[int] = ..., codec: _Optional[str] = ...) -> None: ...
+    lease_holder: str
+    lease_epoch: int
+    lease_read_age_seconds: float
+    def __init__(self, identity: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., epoch: _Optional[int] = ..., applied_seq: _Optional[int] = ..., active: _Optional[str] = ..., active_address: _Optional[str] = ..., standbys: _Optional[_Iterable[_Union[StandbyStatus, _Mapping]]] = ..., mode: _Optional[_Union[ReplicationMode, str]] = ..., server: _Optional[str] = ..., server_version: _Optional[int] = ..., codec: _Optional[str] = ..., lease_holder: _Optional[str] = ..., lease_epoch: _Optional[int] = ..., lease_read_age_seconds: _Optional[float] = ...) -> None: ...
 
 class GetStateRequest(_message.Message):
     __slots__ = ()
@@ -395,3 +401,27 @@ class MergeReply(_message.Message):
     error: HandlerError
     duplicate: bool
     def __init__(self, epoch: _Optional[int] = ..., seq: _Optional[int] = ..., error: _Optional[_Union[HandlerError, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class PauseWritesRequest(_message.Message):
+    __slots__ = ("seconds",)
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    seconds: float
+    def __init__(self, seconds: _Optional[float] = ...) -> None: ...
+
+class PauseWritesReply(_message.Message):
+    __slots__ = ("epoch", "applied_seq", "paused")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    applied_seq: int
+    paused: bool
+    def __init__(self, epoch: _Optional[int] = ..., applied_seq: _Optional[int] = ..., paused: _Optional[bool] = ...) -> None: ...
+
+class MergePayload(_message.Message):
+    __slots__ = ("state", "replies")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    state: bytes
+    replies: _containers.RepeatedCompositeFieldContainer[ReplyRecord]
+    def __init__(self, state: _Optional[bytes] = ..., replies: _Optional[_Iterable[_Union[ReplyRecord, _Mapping]]] = ...) -> None: ...

@@ -379,6 +379,11 @@ class AdminStub:
                 request_serializer=gencluster_dot_proto_dot_gencluster__pb2.MergeChunk.SerializeToString,
                 response_deserializer=gencluster_dot_proto_dot_gencluster__pb2.MergeReply.FromString,
                 _registered_method=True)
+        self.PauseWrites = channel.unary_unary(
+                '/gencluster.v1.Admin/PauseWrites',
+                request_serializer=gencluster_dot_proto_dot_gencluster__pb2.PauseWritesRequest.SerializeToString,
+                response_deserializer=gencluster_dot_proto_dot_gencluster__pb2.PauseWritesReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -431,6 +436,17 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseWrites(self, request, context):
+        """Partition recovery: the split's loser stops accepting client calls for `seconds` (or
+        until demoted), so that the state ExportState returns next is its final one and no
+        call it acknowledges is lost when it resyncs from the winner; `seconds` <= 0 resumes
+        (after a failed merge). The pause ends by itself, so an operator that dies mid-merge
+        leaves no active paused for good.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -463,6 +479,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Merge,
                     request_deserializer=gencluster_dot_proto_dot_gencluster__pb2.MergeChunk.FromString,
                     response_serializer=gencluster_dot_proto_dot_gencluster__pb2.MergeReply.SerializeToString,
+            ),
+            'PauseWrites': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseWrites,
+                    request_deserializer=gencluster_dot_proto_dot_gencluster__pb2.PauseWritesRequest.FromString,
+                    response_serializer=gencluster_dot_proto_dot_gencluster__pb2.PauseWritesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -631,6 +652,33 @@ class Admin:
             '/gencluster.v1.Admin/Merge',
             gencluster_dot_proto_dot_gencluster__pb2.MergeChunk.SerializeToString,
             gencluster_dot_proto_dot_gencluster__pb2.MergeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseWrites(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gencluster.v1.Admin/PauseWrites',
+            gencluster_dot_proto_dot_gencluster__pb2.PauseWritesRequest.SerializeToString,
+            gencluster_dot_proto_dot_gencluster__pb2.PauseWritesReply.FromString,
             options,
             channel_credentials,
             insecure,

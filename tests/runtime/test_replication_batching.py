@@ -1,0 +1,145 @@
+"""The active's adaptive batching on `Replicate` streams: the pure decision (`sender_step`)
+and what a standby receives from a `Term` (every entry once, in order, in fewer messages than
+entries under a burst), and how a stream ends when the term closes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gencluster.acks import AckTracker, ReplicationMode
+from gencluster.codec import JsonCodec
+from gencluster.log import CommandKind
+from gencluster.proto import gencluster_pb2 as pb
+from gencluster.replica import Replica
+from gencluster.replication import SendStep, Term, sender_step
+
+from tests.runtime.servers import Ledger
+
+CODEC = JsonCodec()
+GAP = 0.001
+MAX_HOLD = 0.005
+
+
+def decide(**changes: object) -> tuple[SendStep, float]:
+    """`sender_step` for a loaded stream with entries pending, with `changes` applied."""
+    arguments: dict[str, object] = {
+        "pending": True,
+        "in_flight": 1,
+        "window": 2,
+        "idle": False,
+        "since_sent": 0.001,
+        "since_append": 0.0002,
+        "heartbeat_interval": 0.5,
+        "gap": GAP,
+        "max_hold": MAX_HOLD,
+    }
+    arguments.update(changes)
+    decision = sender_step(**arguments)  # type: ignore[arg-type]
+    return decision.step, decision.hold
+
+
+def test_a_full_window_waits_for_an_ack() -> None:
+    assert decide(in_flight=2)[0] is SendStep.WAIT
+    assert decide(in_flight=2, idle=True, since_sent=1.0)[0] is SendStep.WAIT
+
+
+def test_an_idle_stream_sends_at_once() -> None:
+    assert decide(idle=True, in_flight=0) == (SendStep.SEND, 0.0)
+
+
+def test_a_loaded_stream_holds_while_entries_keep_arriving() -> None:
+    step, hold = decide(since_sent=0.001, since_append=0.0002)
+    assert step is SendStep.HOLD
+    assert hold == min(GAP - 0.0002, MAX_HOLD - 0.001)
+    assert hold > 0
+
+
+def test_a_loaded_stream_sends_once_arrivals_pause() -> None:
+    assert decide(since_append=GAP)[0] is SendStep.SEND
+
+
+def test_holding_never_exceeds_the_maximum() -> None:
+    assert decide(since_sent=MAX_HOLD, since_append=0.0)[0] is SendStep.SEND
+    step, hold = decide(since_sent=MAX_HOLD - 0.0001, since_append=0.0)
+    assert step is SendStep.HOLD
+    assert hold <= 0.0001 + 1e-12
+
+
+def test_silence_gets_a_heartbeat_and_nothing_else_waits() -> None:
+    assert decide(pending=False, since_sent=0.5)[0] is SendStep.HEARTBEAT
+    assert decide(pending=False, since_sent=0.1)[0] is SendStep.WAIT
+    assert decide(pending=False, in_flight=0, idle=True, since_sent=0.1)[0] is SendStep.WAIT
+
+
+class FakeStandby:
+    """Acks every batch it is sent, as a standby that applied it would."""
+
+    def __init__(self) -> None:
+        self.sent: list[pb.ReplicateDown] = []
+        self.acks: asyncio.Queue[pb.ReplicateUp] = asyncio.Queue()
+
+    async def write(self, message: pb.ReplicateDown) -> None:
+        self.sent.append(message)
+        if message.WhichOneof("message") == "entries" and message.entries.entries:
+            ack = pb.Ack(epoch=1, applied_seq=message.entries.entries[-1].seq)
+            await self.acks.put(pb.ReplicateUp(ack=ack))
+
+    def received_seqs(self) -> list[int]:
+        return [
+            entry.seq
+            for message in self.sent
+            if message.WhichOneof("message") == "entries"
+            for entry in message.entries.entries
+        ]
+
+
+async def connected_term(standby: FakeStandby) -> tuple[Term, Replica, asyncio.Task[None]]:
+    replica = Replica.from_init(Ledger(), CODEC, 0)
+    tracker = AckTracker(
+        me="active", mode=ReplicationMode.SYNC, min_sync_standbys=0, max_lag_entries=1000,
+        last_seq=0,
+    )
+    term = Term(replica=replica, tracker=tracker, epoch=1, heartbeat_interval=5.0,
+                on_change=lambda: None)
+    hello = pb.Hello(identity="standby", address="127.0.0.1:1", epoch=1)
+    server = asyncio.create_task(term.serve_standby(hello, standby.acks.get, standby.write))
+    while not any(progress.connected for progress in tracker.standbys()):
+        await asyncio.sleep(0)
+    return term, replica, server
+
+
+def append(term: Term, replica: Replica, number: int) -> int:
+    submission = replica.submit(CommandKind.CALL, f"r{number}", CODEC.encode(["add", 1]),
+                                epoch=1, time=1.0, seed=1)
+    assert submission.entry is not None
+    term.appended(submission.entry.seq)
+    return submission.entry.seq
+
+
+async def burst_then_close(calls: int) -> tuple[FakeStandby, asyncio.Task[None]]:
+    standby = FakeStandby()
+    term, replica, server = await connected_term(standby)
+    last = 0
+    for number in range(calls):
+        last = append(term, replica, number)
+        if number % 10 == 9:
+            await asyncio.sleep(0)  # calls arrive a few per event-loop iteration
+    await asyncio.wait_for(term.wait_acknowledged(last), 30)
+    term.close()
+    await asyncio.wait_for(asyncio.gather(server, return_exceptions=True), 30)
+    return standby, server
+
+
+def test_a_burst_arrives_complete_in_order_and_batched() -> None:
+    standby, _ = asyncio.run(burst_then_close(200))
+    assert standby.received_seqs() == list(range(1, 201))
+    entry_messages = [m for m in standby.sent if m.WhichOneof("message") == "entries"]
+    assert len(entry_messages) < 200 / 4
+
+
+def test_closing_the_term_ends_an_idle_stream_normally() -> None:
+    """The standby must see the stream end (status OK) at once to look for the new active;
+    a cancelled handler left the RPC open on its side until its silence limit."""
+    _, server = asyncio.run(burst_then_close(3))
+    assert server.done() and not server.cancelled()
+    assert server.exception() is None
