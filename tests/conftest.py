@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.devcluster_process import DevClusterProcess
+from tests.operator.operator_process import OperatorProcess
 
 
 @pytest.fixture
@@ -35,3 +36,12 @@ def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster
     )
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(dev_cluster: DevClusterProcess) -> Iterator[OperatorProcess]:
+    """One operator process for a module's shared dev cluster (started `--no-operator`, so the
+    test owns the operator's lifetime and can read its output)."""
+    process = OperatorProcess(dev_cluster)
+    yield process
+    process.stop()

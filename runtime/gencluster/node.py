@@ -153,6 +153,10 @@ class Node:
         """False while a standby has no working stream from the active: it then reads the
         Lease more often, to see the holder's release (or a new holder) sooner."""
         self._wake = asyncio.Event()
+        self._holder_changed = asyncio.Event()
+        """Set when a Lease read names a new holder: ends the follow loop's back-off at once,
+        so a standby that was retrying a dead active connects to its successor without
+        waiting out a back-off grown while the old holder was unreachable."""
         self._follower: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._pod_addresses: dict[str, str] = {}
@@ -252,6 +256,7 @@ class Node:
             if record.holder and record.holder != self.active_identity:
                 self.active_identity = record.holder
                 self.active_address = ""
+                self._holder_changed.set()
             self._role_changed()
         return record
 
@@ -535,9 +540,10 @@ class Node:
     async def _follow_loop(self) -> None:
         backoff = 0.05
         while self.following:
+            self._holder_changed.clear()  # from here on, a new holder ends the back-off below
             address = self.follow_override or await self._active_address()
             if not address:
-                await asyncio.sleep(self.config.election.retry_period / 2)
+                await self._until_holder_changes(self.config.election.retry_period / 2)
                 continue
             try:
                 await follow(self, address)
@@ -555,8 +561,25 @@ class Node:
             if self.role is Role.STANDBY and self.term is None:
                 self.role = Role.JOINING if self.needs_snapshot else Role.STANDBY
             self._wake.set()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self.config.election.retry_period / 2)
+            if await self._until_holder_changes(backoff):
+                backoff = 0.05
+            else:
+                backoff = min(backoff * 2, self.config.election.retry_period / 2)
+
+    async def _until_holder_changes(self, timeout: float) -> bool:
+        """Wait until a Lease read names a new holder (True) or `timeout` passed (False).
+
+        `asyncio.timeout`, not `asyncio.wait_for`: on Python 3.11, wait_for swallows a
+        cancellation that arrives as the event is set, and exactly that happens when this
+        replica reads the Lease in its own name (setting the event) and `_acquire` cancels
+        the follower at once: the follower then loops on and `_acquire` waits for it forever
+        (seen as graceful handovers stalling until the Lease expired)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._holder_changed.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def _active_address(self) -> str:
         """The Lease holder's `podIP:port`, from the pod list (no DNS on the dev cluster)."""

@@ -3,7 +3,6 @@ cluster, and the example id-server applied in a namespace of the test's own."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,13 +11,6 @@ from tests.devcluster_process import DevClusterProcess
 from tests.operator.operator_process import OperatorProcess, namespace_for, start_id_server
 
 ID_SERVER_DEADLINE = 60.0
-
-
-@pytest.fixture(scope="module")
-def operator(dev_cluster: DevClusterProcess) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(dev_cluster)
-    yield process
-    process.stop()
 
 
 @pytest.fixture

@@ -45,6 +45,25 @@ def _int_values(ops: Iterable[Operation]) -> tuple[list[Operation], list[str]]:
     return good, bad
 
 
+def real_time_order_violations(
+    operations: Sequence[Operation],
+) -> list[tuple[Operation, Operation]]:
+    """Pairs (a, b) where b was invoked after a completed but got a value not above a's: what
+    one counter can never do. For each b, a is the op with the largest value among those
+    completed before b was invoked (one sort and a running maximum: O(n log n))."""
+    by_completion = sorted(operations, key=lambda op: op.completed_at)
+    completions = [op.completed_at for op in by_completion]
+    running_max: list[Operation] = list(
+        itertools.accumulate(by_completion, lambda best, op: op if op.value > best.value else best)
+    )
+    pairs = []
+    for b in operations:
+        index = bisect.bisect_left(completions, b.invoked_at) - 1
+        if index >= 0 and running_max[index].value >= b.value:
+            pairs.append((running_max[index], b))
+    return pairs
+
+
 def counter_linearizable(history: History) -> list[str]:
     """The ok replies are consistent with one linearizable counter.
 
@@ -77,19 +96,11 @@ def counter_linearizable(history: History) -> list[str]:
     ]
     violations += _capped(duplicates, "duplicate values")
 
-    # Real time: for each b, the largest value among ops completed before b was invoked.
-    by_completion = sorted(oks, key=lambda op: op.completed_at)
-    completions = [op.completed_at for op in by_completion]
-    running_max: list[Operation] = list(
-        itertools.accumulate(by_completion, lambda best, op: op if op.value > best.value else best)
-    )
-    stale = []
-    for b in oks:
-        index = bisect.bisect_left(completions, b.invoked_at) - 1
-        if index >= 0 and running_max[index].value >= b.value:
-            a = running_max[index]
-            stale.append(f"{_describe(b, origin)} returned {b.value} although "
-                         f"{_describe(a, origin)} had already returned {a.value}")
+    stale = [
+        f"{_describe(b, origin)} returned {b.value} although {_describe(a, origin)} had "
+        f"already returned {a.value}"
+        for a, b in real_time_order_violations(oks)
+    ]
     violations += _capped(stale, "real-time order violations")
 
     violations += _unexplained_gaps(history, sorted(by_value), by_value)

@@ -10,19 +10,11 @@ from collections.abc import Iterator
 import pytest
 
 from tests.devcluster_process import DevClusterProcess
-from tests.operator.operator_process import OperatorProcess
 
 needs_root_nft = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("nft") is None,
     reason="network faults need root (nftables rules keyed on one uid per pod)",
 )
-
-
-@pytest.fixture(scope="module")
-def operator(dev_cluster: DevClusterProcess) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(dev_cluster)
-    yield process
-    process.stop()
 
 
 @pytest.fixture

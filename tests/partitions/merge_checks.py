@@ -12,13 +12,11 @@ The marker labels are the test's: "split" (the fault), "heal" (the fault removed
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
-import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from tests.partitions.checkers import unavailability
+from tests.partitions.checkers import real_time_order_violations, unavailability
 from tests.partitions.history import History, Operation
 
 MAX_REPORTED = 10
@@ -97,16 +95,9 @@ def each_term_is_a_counter(history: History) -> list[str]:
                                   f"{_describe(seen[op.value], origin)} and "
                                   f"{_describe(op, origin)}")
             seen.setdefault(op.value, op)
-        ordered = sorted(ops, key=lambda op: op.completed_at)
-        completions = [op.completed_at for op in ordered]
-        highest_so_far = list(itertools.accumulate(
-            ordered, lambda best, op: op if op.value > best.value else best))
-        for later in ops:
-            index = bisect.bisect_left(completions, later.invoked_at) - 1
-            if index >= 0 and highest_so_far[index].value >= later.value:
-                top = highest_so_far[index]
-                violations.append(f"epoch {epoch}: {_describe(later, origin)} invoked after "
-                                  f"{_describe(top, origin)} completed, with a value not above")
+        for top, later in real_time_order_violations(ops):
+            violations.append(f"epoch {epoch}: {_describe(later, origin)} invoked after "
+                              f"{_describe(top, origin)} completed, with a value not above")
     return _capped(violations)
 
 
