@@ -11,9 +11,9 @@ here is a pass/fail test (BRIEF section 8: never timed assertions in tests).
 What runs (see bench/README.md for the figures):
 
 - a `gencluster dev up --no-operator` control plane in a temporary directory; every replica is
-  a real pod running `gencluster run` on its own loopback address, with the Lease, Secret and
-  ServiceAccount created here (what the operator would make), as in
-  tests/runtime/test_cluster_idserver.py;
+  a real pod running `gencluster run` on its own loopback address; the pods, Lease, Secret and
+  the rest are built by the operator's own builders (`tests/without_operator.py`, as in
+  tests/runtime/test_cluster_idserver.py), but no operator runs;
 - (a) `next_value` through `gencluster.AsyncClient` at 1 and 64 calls in flight against: a bare
   grpc.aio server in its own process implementing the same `gencluster.v1.Client/Call` with
   "the same work" (decode the CallRequest and its JSON payload, increment a counter, JSON-encode
@@ -335,8 +335,8 @@ async def poll(
 
 @dataclass
 class BenchCluster:
-    """A ClusteredServer-like group created by hand (what the operator makes), as in
-    tests/runtime/test_cluster_idserver.py."""
+    """The pods of one ClusteredServer without the operator (nothing heals a killed pod or
+    clears the Lease behind the bench), as in tests/runtime/test_cluster_idserver.py."""
 
     dev: Any  # tests.devcluster_process.DevClusterProcess
     name: str
@@ -345,6 +345,7 @@ class BenchCluster:
     server: str = "gencluster_examples.id_server:IdServer"
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     _ips: dict[str, str] = field(default_factory=dict)
+    _resource: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from kubernetes import client
@@ -360,68 +361,37 @@ class BenchCluster:
     def pods(self) -> list[str]:
         return [self.pod_name(i) for i in range(self.replicas)]
 
+    def resource(self) -> dict[str, Any]:
+        """The ClusteredServer this group stands for (never stored: no operator runs here);
+        its children are built by the operator's own builders (tests/without_operator.py)."""
+        from tests import without_operator
+
+        return without_operator.clustered_server(
+            self.name,
+            server=self.server,
+            replicas=self.replicas,
+            port=PORT,
+            replication={"mode": "Sync", "minSyncStandbys": self.min_sync},
+            lease={"durationSeconds": LEASE["duration"], "renewDeadlineSeconds": LEASE["renew"],
+                   "retryPeriodSeconds": LEASE["retry"]},
+            template={"spec": {"env": [
+                # Per-call INFO logging would be part of every figure.
+                {"name": "GENCLUSTER_LOG_LEVEL", "value": "WARNING"},
+                # bench_server.FillServer lives beside this script.
+                {"name": "PYTHONPATH", "value": f"{EXAMPLES}{os.pathsep}{BENCH}"},
+            ]}},
+        )
+
     def create(self) -> None:
-        objects: list[dict[str, Any]] = [
-            {"apiVersion": "v1", "kind": "ServiceAccount",
-             "metadata": {"name": f"{self.name}-gencluster"}},
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{self.name}-peer-token"},
-             "stringData": {"token": self.token}},
-            {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-             "metadata": {"name": self.name}, "spec": {}},
-        ]
-        objects += [self.pod(ordinal) for ordinal in range(self.replicas)]
-        self.dev.kubectl("apply", "-f", "-",
-                         input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+        from tests import without_operator
+
+        self._resource = self.resource()
+        without_operator.create(self.dev, self._resource, self.token)
 
     def pod(self, ordinal: int) -> dict[str, Any]:
-        env = {
-            "GENCLUSTER_SERVER": self.server,
-            "GENCLUSTER_CLUSTER": self.name,
-            "GENCLUSTER_POD_SELECTOR": f"gencluster.io/cluster={self.name}",
-            "GENCLUSTER_LEASE_NAME": self.name,
-            "GENCLUSTER_PORT": str(PORT),
-            "GENCLUSTER_METRICS_PORT": str(METRICS_PORT),
-            "GENCLUSTER_LEASE_DURATION_SECONDS": str(LEASE["duration"]),
-            "GENCLUSTER_RENEW_DEADLINE_SECONDS": str(LEASE["renew"]),
-            "GENCLUSTER_RETRY_PERIOD_SECONDS": str(LEASE["retry"]),
-            "GENCLUSTER_REPLICATION_MODE": "Sync",
-            "GENCLUSTER_MIN_SYNC_STANDBYS": str(self.min_sync),
-            "GENCLUSTER_LOG_LEVEL": "WARNING",
-            "PYTHONPATH": f"{EXAMPLES}{os.pathsep}{BENCH}",
-        }
-        env_list: list[dict[str, Any]] = [
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "POD_NAMESPACE",
-             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-            {"name": "GENCLUSTER_PEER_TOKEN", "valueFrom": {
-                "secretKeyRef": {"name": f"{self.name}-peer-token", "key": "token"}}},
-        ]
-        env_list += [{"name": key, "value": value} for key, value in env.items()]
-        return {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": self.pod_name(ordinal),
-                "labels": {"gencluster.io/cluster": self.name, "gencluster.io/role": "standby"},
-            },
-            "spec": {
-                "serviceAccountName": f"{self.name}-gencluster",
-                "restartPolicy": "Always",
-                "terminationGracePeriodSeconds": 30,
-                "enableServiceLinks": False,
-                "containers": [{
-                    "name": "server",
-                    "image": "ghcr.io/gencluster/gencluster:0.1.0",
-                    "command": ["gencluster", "run"],
-                    "ports": [{"name": "grpc", "containerPort": PORT},
-                              {"name": "metrics", "containerPort": METRICS_PORT}],
-                    "env": env_list,
-                    "readinessProbe": {"grpc": {"port": PORT, "service": ""},
-                                       "periodSeconds": 1, "failureThreshold": 2},
-                }],
-            },
-        }
+        from tests import without_operator
+
+        return without_operator.pod(self._resource, ordinal)
 
     def delete(self) -> None:
         self.dev.kubectl("delete", "pod", *self.pods, "--wait=false", "--ignore-not-found",
