@@ -201,12 +201,15 @@ def _switchover_request(observed: Observed, facts: Assessment) -> tuple[Step, St
 
 
 def _switchover(active: ObservedPod, target: str, reason: FailoverReason, why: str) -> Step:
+    """The Event first: the Switchover call can fail after the Lease already moved (the
+    target confirmed late), and actions stop at the first failure, so an Event placed after
+    it would be lost although the switchover happened."""
     return [
-        Switchover(active.name, target, reason),
         RecordEvent(
             EventReason.SWITCHOVER_STARTED,
             f"handing the active role from {active.name} to {target} ({why})",
         ),
+        Switchover(active.name, target, reason),
     ]
 
 
