@@ -64,6 +64,22 @@ FAILOVER_POLL_DIVISOR = 5
 period until it reaches an active again: failover then waits less for the next read."""
 
 
+async def set_within(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until `event` is set (True) or `timeout` passed (False).
+
+    `asyncio.timeout`, not `asyncio.wait_for`: on Python 3.11, wait_for swallows a
+    cancellation that arrives as the event is set. That happens when a replica reads the Lease
+    in its own name (setting `_holder_changed`) and `_acquire` cancels the follower at once:
+    the follower then looped on and `_acquire` waited for it forever (graceful handovers
+    stalled until the Lease expired). Every wait of this module goes through here."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 class ServerInitFailed(Exception):
     """The user's `init(args)` raised: the configuration cannot run (exit code 78)."""
 
@@ -233,8 +249,7 @@ class Node:
                 break
             if self._publish_now or (self.term is not None and self.term.tracker.publish_needed()):
                 delay = 0.0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            await set_within(self._wake, delay)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coroutine)
@@ -543,7 +558,7 @@ class Node:
             self._holder_changed.clear()  # from here on, a new holder ends the back-off below
             address = self.follow_override or await self._active_address()
             if not address:
-                await self._until_holder_changes(self.config.election.retry_period / 2)
+                await set_within(self._holder_changed, self.config.election.retry_period / 2)
                 continue
             try:
                 await follow(self, address)
@@ -561,25 +576,10 @@ class Node:
             if self.role is Role.STANDBY and self.term is None:
                 self.role = Role.JOINING if self.needs_snapshot else Role.STANDBY
             self._wake.set()
-            if await self._until_holder_changes(backoff):
+            if await set_within(self._holder_changed, backoff):
                 backoff = 0.05
             else:
                 backoff = min(backoff * 2, self.config.election.retry_period / 2)
-
-    async def _until_holder_changes(self, timeout: float) -> bool:
-        """Wait until a Lease read names a new holder (True) or `timeout` passed (False).
-
-        `asyncio.timeout`, not `asyncio.wait_for`: on Python 3.11, wait_for swallows a
-        cancellation that arrives as the event is set, and exactly that happens when this
-        replica reads the Lease in its own name (setting the event) and `_acquire` cancels
-        the follower at once: the follower then loops on and `_acquire` waits for it forever
-        (seen as graceful handovers stalling until the Lease expired)."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._holder_changed.wait()
-        except TimeoutError:
-            return False
-        return True
 
     async def _active_address(self) -> str:
         """The Lease holder's `podIP:port`, from the pod list (no DNS on the dev cluster)."""
@@ -633,8 +633,7 @@ class Node:
                     self.accepting = not term.closed
                     return None
                 wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), remaining)
+                await set_within(wake, remaining)
         finally:
             term.acknowledged.forget(wake)
         target_address = term.standby_addresses.get(target, "")

@@ -468,7 +468,10 @@ async def follow(node: Node, address: str) -> None:
         # 20 s connect timeout, and meanwhile this standby neither follows the new Lease
         # holder nor acknowledges its entries (Sync writes stall for those 20 s).
         try:
-            await asyncio.wait_for(_connected(channel), timeout=silence_limit)
+            # asyncio.timeout, not wait_for: this task is cancelled by `_acquire`, and 3.11's
+            # wait_for can swallow that cancellation (node.set_within).
+            async with asyncio.timeout(silence_limit):
+                await _connected(channel)
         except TimeoutError:
             # Raised, not returned: the follow loop then also forgets the pods' addresses,
             # since the holder may be a re-created pod with a new IP (returning kept retrying
