@@ -128,6 +128,23 @@ def serving(cluster: DevClusterProcess, namespace: str, name: str) -> dict[str, 
     return None
 
 
+def kill_active_and_wait(
+    cluster: DevClusterProcess, namespace: str, name: str, before: dict[str, Any],
+    deadline: float, message: str,
+) -> dict[str, Any]:
+    """SIGKILL the active named in the status `before` and wait until the status names an
+    active at a higher epoch; return that status."""
+    cluster.gencluster("dev", "fault", "--dir", str(cluster.dir), "kill",
+                       f"{namespace}/{before['activePod']}")
+
+    def new_active() -> dict[str, Any] | None:
+        status = clustered_server(cluster, namespace, name).get("status") or {}
+        return status if status.get("epoch", 0) > before["epoch"] and status.get(
+            "activePod") else None
+
+    return wait_for(new_active, deadline, message=message)
+
+
 def create_namespace(cluster: DevClusterProcess, namespace: str) -> str:
     cluster.kubectl("create", "namespace", namespace)
     return namespace

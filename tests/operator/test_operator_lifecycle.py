@@ -15,6 +15,7 @@ from tests.operator.operator_process import (
     clustered_server,
     events,
     get_json,
+    kill_active_and_wait,
     pod_names,
     serving,
 )
@@ -98,16 +99,9 @@ def test_killed_active_is_cleared_from_the_lease_at_once(
 ) -> None:
     namespace = namespace_of(id_server)
     before = id_server["status"]
-    dev_cluster.gencluster("dev", "fault", "--dir", str(dev_cluster.dir), "kill",
-                           f"{namespace}/{before['activePod']}")
-
-    def new_active() -> dict[str, Any] | None:
-        status = clustered_server(dev_cluster, namespace, NAME).get("status") or {}
-        return status if status.get("epoch", 0) > before["epoch"] and status.get(
-            "activePod") else None
-
     # Well before the 15 s lease would expire: the operator saw the container die.
-    after = wait_for(new_active, 10.0, message="a new active before the lease expires")
+    after = kill_active_and_wait(dev_cluster, namespace, NAME, before, 10.0,
+                                 "a new active before the lease expires")
     (started,) = events(dev_cluster, namespace, "FailoverStarted")
     assert before["activePod"] in started["message"]
     assert started["type"] == "Warning"

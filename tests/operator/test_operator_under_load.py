@@ -14,9 +14,9 @@ from gencluster.client import Client
 
 from tests.devcluster_process import DevClusterProcess, wait_for
 from tests.operator.operator_process import (
-    clustered_server,
     events,
     get_json,
+    kill_active_and_wait,
     serving,
 )
 
@@ -113,16 +113,8 @@ def test_killed_active_loses_no_acknowledged_call(
     dev_cluster: DevClusterProcess, id_server: dict[str, Any], load: Load
 ) -> None:
     namespace = id_server["metadata"]["namespace"]
-    before = id_server["status"]
-    dev_cluster.gencluster("dev", "fault", "--dir", str(dev_cluster.dir), "kill",
-                           f"{namespace}/{before['activePod']}")
-
-    def new_active() -> dict[str, Any] | None:
-        status = clustered_server(dev_cluster, namespace, NAME).get("status") or {}
-        return status if status.get("epoch", 0) > before["epoch"] and status.get(
-            "activePod") else None
-
-    wait_for(new_active, DEADLINE, message="a new active")
+    kill_active_and_wait(dev_cluster, namespace, NAME, id_server["status"], DEADLINE,
+                         "a new active")
     calls_before = len(load.values)
     wait_for(lambda: load.answered(calls_before + 20), DEADLINE, message="calls after failover")
     assert_nothing_lost(load)
