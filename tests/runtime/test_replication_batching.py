@@ -6,16 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
-from gencluster.acks import AckTracker, ReplicationMode
-from gencluster.codec import JsonCodec
-from gencluster.log import CommandKind
-from gencluster.proto import gencluster_pb2 as pb
-from gencluster.replica import Replica
-from gencluster.replication import SendStep, Term, sender_step
+from gencluster.replication import SendStep, sender_step
 
-from tests.runtime.servers import Ledger
+from tests.runtime.replication_harness import FakeStandby, append, connected_term
 
-CODEC = JsonCodec()
 GAP = 0.001
 MAX_HOLD = 0.005
 
@@ -69,51 +63,6 @@ def test_silence_gets_a_heartbeat_and_nothing_else_waits() -> None:
     assert decide(pending=False, since_sent=0.5)[0] is SendStep.HEARTBEAT
     assert decide(pending=False, since_sent=0.1)[0] is SendStep.WAIT
     assert decide(pending=False, in_flight=0, idle=True, since_sent=0.1)[0] is SendStep.WAIT
-
-
-class FakeStandby:
-    """Acks every batch it is sent, as a standby that applied it would."""
-
-    def __init__(self) -> None:
-        self.sent: list[pb.ReplicateDown] = []
-        self.acks: asyncio.Queue[pb.ReplicateUp] = asyncio.Queue()
-
-    async def write(self, message: pb.ReplicateDown) -> None:
-        self.sent.append(message)
-        if message.WhichOneof("message") == "entries" and message.entries.entries:
-            ack = pb.Ack(epoch=1, applied_seq=message.entries.entries[-1].seq)
-            await self.acks.put(pb.ReplicateUp(ack=ack))
-
-    def received_seqs(self) -> list[int]:
-        return [
-            entry.seq
-            for message in self.sent
-            if message.WhichOneof("message") == "entries"
-            for entry in message.entries.entries
-        ]
-
-
-async def connected_term(standby: FakeStandby) -> tuple[Term, Replica, asyncio.Task[None]]:
-    replica = Replica.from_init(Ledger(), CODEC, 0)
-    tracker = AckTracker(
-        me="active", mode=ReplicationMode.SYNC, min_sync_standbys=0, max_lag_entries=1000,
-        last_seq=0,
-    )
-    term = Term(replica=replica, tracker=tracker, epoch=1, heartbeat_interval=5.0,
-                on_change=lambda: None)
-    hello = pb.Hello(identity="standby", address="127.0.0.1:1", epoch=1)
-    server = asyncio.create_task(term.serve_standby(hello, standby.acks.get, standby.write))
-    while not any(progress.connected for progress in tracker.standbys()):
-        await asyncio.sleep(0)
-    return term, replica, server
-
-
-def append(term: Term, replica: Replica, number: int) -> int:
-    submission = replica.submit(CommandKind.CALL, f"r{number}", CODEC.encode(["add", 1]),
-                                epoch=1, time=1.0, seed=1)
-    assert submission.entry is not None
-    term.appended(submission.entry.seq)
-    return submission.entry.seq
 
 
 async def burst_then_close(calls: int) -> tuple[FakeStandby, asyncio.Task[None]]:

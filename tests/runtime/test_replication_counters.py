@@ -6,51 +6,22 @@ from __future__ import annotations
 
 import asyncio
 
-from gencluster.acks import AckTracker, ReplicationMode
-from gencluster.codec import JsonCodec
-from gencluster.log import CommandKind
 from gencluster.proto import gencluster_pb2 as pb
-from gencluster.replica import Replica
-from gencluster.replication import COUNTERS, Term
+from gencluster.replication import COUNTERS
 
-from tests.runtime.servers import Ledger
-
-CODEC = JsonCodec()
+from tests.runtime.replication_harness import FakeStandby, append, connected_term
 
 
 async def stream_entries(calls: int) -> list[pb.ReplicateDown]:
-    """One Term serving one fake standby that acks everything; returns what it was sent."""
-    replica = Replica.from_init(Ledger(), CODEC, 0)
-    # Sync with no minimum: no Lease to publish an in-sync set in, yet every entry waits
-    # for the connected standby's ack (so all of them are on the stream before close()).
-    tracker = AckTracker(
-        me="active", mode=ReplicationMode.SYNC, min_sync_standbys=0, max_lag_entries=1000,
-        last_seq=0,
-    )
-    term = Term(replica=replica, tracker=tracker, epoch=1, heartbeat_interval=5.0,
-                on_change=lambda: None)
-    sent: list[pb.ReplicateDown] = []
-    acks: asyncio.Queue[pb.ReplicateUp] = asyncio.Queue()
-
-    async def write(message: pb.ReplicateDown) -> None:
-        sent.append(message)
-        if message.WhichOneof("message") == "entries":
-            ack = pb.Ack(epoch=1, applied_seq=message.entries.last_seq)
-            await acks.put(pb.ReplicateUp(ack=ack))
-
-    hello = pb.Hello(identity="standby", address="127.0.0.1:1", epoch=1)
-    server = asyncio.create_task(term.serve_standby(hello, acks.get, write))
-    while not any(standby.connected for standby in tracker.standbys()):
-        await asyncio.sleep(0)
+    """One Term serving one fake standby that acks everything; returns what it was sent
+    (every entry waited for its ack, so all of them are on the stream before close())."""
+    standby = FakeStandby()
+    term, replica, server = await connected_term(standby)
     for number in range(calls):
-        submission = replica.submit(CommandKind.CALL, f"r{number}", CODEC.encode(["add", 1]),
-                                    epoch=1, time=1.0, seed=1)
-        assert submission.entry is not None
-        term.appended(submission.entry.seq)
-        await term.wait_acknowledged(submission.entry.seq)
+        await term.wait_acknowledged(append(term, replica, number))
     term.close()
     await asyncio.gather(server, return_exceptions=True)
-    return sent
+    return standby.sent
 
 
 def test_counters_add_up_what_the_stream_wrote() -> None:
