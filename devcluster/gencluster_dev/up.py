@@ -27,11 +27,11 @@ from typing import IO, Any
 import aiohttp
 import yaml
 
-from gencluster_dev.apiserver import ApiServer
-from gencluster_dev.controllers import SupervisedController
-from gencluster_dev.deployments import DeploymentController
-from gencluster_dev.kubelet import Kubelet
-from gencluster_dev.proxy import ServiceProxy
+from gencluster_dev.apiserver.server import ApiServer
+from gencluster_dev.controllers.deployments import DeploymentController
+from gencluster_dev.controllers.supervised import SupervisedController
+from gencluster_dev.network.proxy import ServiceProxy
+from gencluster_dev.node.kubelet import Kubelet
 
 SLOT_LOCK_DIR = Path("/tmp/gencluster-dev-slots")
 FIRST_SLOT = 2

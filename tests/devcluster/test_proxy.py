@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gencluster_dev.proxy import (
+from gencluster_dev.network.proxy import (
     desired_endpoints,
     endpoints_backends,
     endpoints_differ,

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .addresses import Pool, pod_ip_pool, uid_pool
-from .apiclient import ApiClient, ApiError, Informer
-from .podspec import DEFAULT_IMAGE_ENTRYPOINTS, now_rfc3339, pod_key
-from .podworker import PodWorker
+from gencluster_dev.client.apiclient import ApiClient, ApiError, Informer
+from gencluster_dev.node.addresses import Pool, pod_ip_pool, uid_pool
+from gencluster_dev.node.podspec import DEFAULT_IMAGE_ENTRYPOINTS, now_rfc3339, pod_key
+from gencluster_dev.node.podworker import PodWorker
 
 log = logging.getLogger(__name__)
 

@@ -16,21 +16,10 @@ import socket
 import struct
 from typing import Any
 
-from .apiclient import ApiClient, ApiError, Informer
-from .podspec import resolve_port
+from gencluster_dev.client.apiclient import ApiClient, ApiError, Informer
+from gencluster_dev.machinery.pods import pod_is_ready, resolve_port
 
 log = logging.getLogger(__name__)
-
-
-def pod_is_ready(pod: dict) -> bool:
-    """Ready condition True, an IP, and not terminating (like EndpointSlice `ready`)."""
-    if pod.get("metadata", {}).get("deletionTimestamp"):
-        return False
-    status = pod.get("status") or {}
-    if not status.get("podIP"):
-        return False
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in status.get("conditions") or [])
 
 
 def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:

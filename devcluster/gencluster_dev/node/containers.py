@@ -11,8 +11,9 @@ import shutil
 import signal
 from typing import TYPE_CHECKING
 
-from .apiclient import ApiError
-from .podspec import (
+from gencluster_dev.client.apiclient import ApiError
+from gencluster_dev.machinery.pods import resolve_port
+from gencluster_dev.node.podspec import (
     ContainerConfigError,
     ContainerView,
     ImageError,
@@ -21,15 +22,14 @@ from .podspec import (
     exit_details,
     log_tail,
     now_rfc3339,
-    resolve_port,
     restart_delay,
     should_restart,
 )
-from .probes import check, probe_loop, run_command
+from gencluster_dev.node.probes import check, probe_loop, run_command
 
 if TYPE_CHECKING:
-    from .kubelet import Kubelet
-    from .podworker import PodWorker
+    from gencluster_dev.node.kubelet import Kubelet
+    from gencluster_dev.node.podworker import PodWorker
 
 log = logging.getLogger(__name__)
 

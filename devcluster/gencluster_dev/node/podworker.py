@@ -12,10 +12,10 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .addresses import PoolExhausted
-from .apiclient import ApiError
-from .containers import ContainerRunner
-from .podspec import (
+from gencluster_dev.client.apiclient import ApiError
+from gencluster_dev.node.addresses import PoolExhausted
+from gencluster_dev.node.containers import ContainerRunner
+from gencluster_dev.node.podspec import (
     EnvSources,
     PodFacts,
     mount_env,
@@ -30,7 +30,7 @@ from .podspec import (
 )
 
 if TYPE_CHECKING:
-    from .kubelet import Kubelet
+    from gencluster_dev.node.kubelet import Kubelet
 
 log = logging.getLogger(__name__)
 

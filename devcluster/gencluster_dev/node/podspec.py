@@ -589,18 +589,6 @@ def pod_kubeconfig(
 # ports
 
 
-def resolve_port(pod: dict, port: int | str, container: dict | None = None) -> int | None:
-    """A port number, or a named port looked up in the container (or every container)."""
-    if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
-        return int(port)
-    containers = [container] if container else (pod.get("spec", {}).get("containers") or [])
-    for candidate in containers:
-        for declared in candidate.get("ports") or []:
-            if declared.get("name") == port:
-                return int(declared["containerPort"])
-    return None
-
-
 # --------------------------------------------------------------------------------------------
 # status
 
