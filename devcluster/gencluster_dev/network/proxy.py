@@ -14,6 +14,7 @@ import itertools
 import logging
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from gencluster_dev.client.apiclient import ApiClient, ApiError, Informer
@@ -175,12 +176,14 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 class _Listener:
-    """One clusterIP:port socket, forwarding to whatever backends are ready at accept time."""
+    """One clusterIP:port socket, forwarding to whatever backends are ready at accept time.
 
-    def __init__(self, proxy: ServiceProxy, service_key: tuple[str, str], port_name: str) -> None:
-        self.proxy = proxy
-        self.service_key = service_key
-        self.port_name = port_name
+    It asks `backends` on every accepted connection (rather than holding a list, or the
+    proxy), so a new connection follows label and readiness changes at once.
+    """
+
+    def __init__(self, backends: Callable[[], list[tuple[str, int]]]) -> None:
+        self.backends = backends
         self.server: asyncio.AbstractServer | None = None
         self.counter = itertools.count()
         self.connections: set[asyncio.Task] = set()
@@ -190,7 +193,7 @@ class _Listener:
         if task is not None:
             self.connections.add(task)
         try:
-            backends = self.proxy.backends(self.service_key, self.port_name)
+            backends = self.backends()
             if not backends:
                 _reset(writer)
                 return
@@ -302,7 +305,7 @@ class ServiceProxy:
 
     async def _listen(self, address: tuple[str, int], key: tuple[str, str],
                       port_name: str) -> None:
-        listener = _Listener(self, key, port_name)
+        listener = _Listener(lambda: self.backends(key, port_name))
         try:
             listener.server = await asyncio.start_server(listener.handle, address[0], address[1],
                                                          reuse_address=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,7 +115,7 @@ def image_repository(image: str) -> str:
 
 
 def container_argv(
-    container: dict, env: dict[str, str], image_entrypoints: dict[str, list[str]]
+    container: dict, env: dict[str, str], image_entrypoints: Mapping[str, list[str]]
 ) -> list[str]:
     """The process argv for a container: command + args, `$(VAR)` expanded with `env`.
 
