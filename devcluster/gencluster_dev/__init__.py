@@ -1,10 +1,12 @@
 """A local Kubernetes control plane: API server, process kubelet, Service proxy, faults.
 
-Layers, each a sub-package; an arrow is "may import", and nothing imports against them:
+Layers, each a sub-package; the arrow lists what a layer may import, nothing imports the
+other way:
 
     machinery/    the API's rules as pure functions and data: objects and resourceVersions
                   (store), schemas, CEL, defaults, validation, patches, server-side apply,
-                  selectors, Tables, discovery, CRDs, Status errors, protobuf bodies.
+                  selectors, Tables, discovery, CRDs, Status errors, protobuf bodies,
+                  Pod facts (readiness, named ports, a Service's pods).
                   Imports no other layer.
     apiserver/    the kube-apiserver: HTTP surface, verbs (operations), authentication,
                   watch streams, SQLite persistence, the in-process garbage collector.
@@ -13,9 +15,9 @@ Layers, each a sub-package; an arrow is "may import", and nothing imports agains
                   Imports no other layer.
     node/         the process kubelet: pods, containers, probes, addresses.
                   -> machinery, client
-    network/      the Service proxy (and Endpoints), nftables faults.
+    network/      the Service proxy, nftables faults.
                   -> machinery, client
-    controllers/  the Deployment controller; supervised operator processes.
+    controllers/  the Deployment and Endpoints controllers; supervised operator processes.
                   -> machinery, client
 
 `up` (start and stop everything in order) and `cli` (`gencluster dev`, `python -m
