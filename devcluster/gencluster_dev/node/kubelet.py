@@ -65,18 +65,17 @@ class Kubelet:
         stop_grace: float = 2.0,
         ca_pem: bytes | None = None,
     ) -> None:
-        self.api_url = api_url.rstrip("/")
         self.api = ApiClient(api_url, token)
         self.node_name = node_name
         self.pods_dir = Path(dev_dir) / "pods"
         self.bin_dir = Path(bin_dir)
         self.heartbeat_interval = heartbeat_interval
         self.stop_grace = stop_grace
-        self.ca_pem = ca_pem or None
-        parsed = urlparse(self.api_url)
-        self.api_host = parsed.hostname or "127.0.0.1"
-        self.api_port = parsed.port or 80
-        self.host_ip = self.api_host
+        parsed = urlparse(api_url.rstrip("/"))
+        #: how pods reach the API server; its host is the node's address too (hostIP)
+        self.endpoint = ApiEndpoint(url=api_url.rstrip("/"), host=parsed.hostname or "127.0.0.1",
+                                    port=parsed.port or 80, ca_pem=ca_pem or None)
+        self.host_ip = self.endpoint.host
         if run_as_users is not None and os.geteuid() != 0:
             log.warning("kubelet: not root, pods run as the current user")
             run_as_users = None
@@ -108,7 +107,7 @@ class Kubelet:
         )
         self._pod_host = PodHost(
             api=self.api,
-            endpoint=ApiEndpoint(self.api_url, self.api_host, self.api_port, self.ca_pem),
+            endpoint=self.endpoint,
             events=self,
             runtime=self.runtime,
             pods_dir=self.pods_dir,
