@@ -113,7 +113,7 @@ def run_up(arguments: argparse.Namespace) -> int:
 
 
 def run_fault(arguments: argparse.Namespace) -> int:
-    from gencluster_dev.faults import FaultError, FaultInjector
+    from gencluster_dev.network.faults import FaultError, FaultInjector
 
     try:
         injector = FaultInjector(arguments.dir)

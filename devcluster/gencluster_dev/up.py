@@ -27,11 +27,12 @@ from typing import IO, Any
 import aiohttp
 import yaml
 
-from gencluster_dev.apiserver import ApiServer
-from gencluster_dev.controllers import SupervisedController
-from gencluster_dev.deployments import DeploymentController
-from gencluster_dev.kubelet import Kubelet
-from gencluster_dev.proxy import ServiceProxy
+from gencluster_dev.apiserver.server import ApiServer
+from gencluster_dev.controllers.deployments import DeploymentController
+from gencluster_dev.controllers.endpoints import EndpointsController
+from gencluster_dev.controllers.supervised import SupervisedController
+from gencluster_dev.network.proxy import ServiceProxy
+from gencluster_dev.node.kubelet import Kubelet
 
 SLOT_LOCK_DIR = Path("/tmp/gencluster-dev-slots")
 FIRST_SLOT = 2
@@ -258,6 +259,7 @@ class DevCluster:
         self._api: ApiServer | None = None
         self._kubelet: Kubelet | None = None
         self._proxy: ServiceProxy | None = None
+        self._endpoints: EndpointsController | None = None
         self._deployments: DeploymentController | None = None
         self._plan: AddressPlan | None = None
         self._owns_dir = False
@@ -338,6 +340,8 @@ class DevCluster:
         await self._kubelet.start()
         self._proxy = ServiceProxy(api_url=self._api.url, token=admin_token)
         await self._proxy.start()
+        self._endpoints = EndpointsController(api_url=self._api.url, token=admin_token)
+        await self._endpoints.start()
         self._deployments = DeploymentController(api_url=self._api.url, token=admin_token)
         await self._deployments.start()
 
@@ -397,7 +401,8 @@ class DevCluster:
         for controller in self._controllers:
             with contextlib.suppress(Exception):
                 await controller.stop()
-        for part in (self._deployments, self._proxy, self._kubelet, self._api):
+        for part in (self._deployments, self._endpoints, self._proxy, self._kubelet,
+                     self._api):
             if part is not None:
                 with contextlib.suppress(Exception):
                     await part.stop()

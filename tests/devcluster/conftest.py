@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from gencluster_dev.apiserver import ApiServer
+from gencluster_dev.apiserver.server import ApiServer
 
 API_HOST = "127.0.250.1"
 ADMIN_TOKEN = "test-admin-token"

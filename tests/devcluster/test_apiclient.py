@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from gencluster_dev.apiclient import ApiClient, ApiError, Informer, WatchExpired
-from gencluster_dev.apiserver import ApiServer
+from gencluster_dev.apiserver.server import ApiServer
+from gencluster_dev.client.apiclient import ApiClient, ApiError, Informer, WatchExpired
 
 pytestmark = pytest.mark.timeout(60)
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"

@@ -11,9 +11,9 @@ from urllib.parse import urlparse
 
 import aiohttp
 import pytest
-from gencluster_dev import watch as watch_module
-from gencluster_dev.apiserver import ApiServer
-from gencluster_dev.resources import BUILTINS
+from gencluster_dev.apiserver import watch as watch_module
+from gencluster_dev.apiserver.server import ApiServer
+from gencluster_dev.machinery.resources import BUILTINS
 
 from tests.devcluster.conftest import RunningApiServer, poll
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gencluster_dev.apply import prune_list_items
-from gencluster_dev.patch import list_merge_key
+from gencluster_dev.machinery.apply import prune_list_items
+from gencluster_dev.machinery.patch import list_merge_key
 
 from tests.devcluster.conftest import RunningApiServer
 

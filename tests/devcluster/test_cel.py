@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from gencluster_dev.cel import (
+from gencluster_dev.machinery.cel import (
     CelCompileError,
     CelEvaluationError,
     compile_expression,
     compile_rule,
     to_cel,
 )
-from gencluster_dev.schema import RULES_NOT_CHECKED, FieldError, Schema, admit
+from gencluster_dev.machinery.schema import RULES_NOT_CHECKED, FieldError, Schema, admit
 
 
 def _schema_with_rules(rules: list[dict[str, Any]], **extra: Any) -> Schema:

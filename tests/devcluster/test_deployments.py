@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from gencluster_dev.deployments import (
+from gencluster_dev.controllers.deployments import (
     POD_TEMPLATE_HASH_LABEL,
     RolloutLimits,
     deployment_status,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from gencluster_dev.discovery import (
+from gencluster_dev.machinery.discovery import (
     aggregated_discovery,
     api_group_list,
     api_resource_list,
     wants_aggregated,
 )
-from gencluster_dev.resources import Registry, resource_types_from_crd
+from gencluster_dev.machinery.resources import Registry, resource_types_from_crd
 
 from tests.devcluster.conftest import RunningApiServer
 

@@ -12,7 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gencluster_dev.faults import FaultError, FaultInjector, ip_ranges_excluding, parse_pod_ref
+from gencluster_dev.network.faults import (
+    FaultError,
+    FaultInjector,
+    ip_ranges_excluding,
+    parse_pod_ref,
+)
 
 from tests.devcluster.devplane import DevPlane, pid_alive, python_pod, wait_for
 
@@ -228,7 +233,7 @@ def test_fault_errors(plane: DevPlane, agents: dict[str, str],
         injector.kill("done")
     plane.delete_pod("done")
     script = ("import sys\nfrom pathlib import Path\n"
-              "from gencluster_dev.faults import FaultError, FaultInjector\n"
+              "from gencluster_dev.network.faults import FaultError, FaultInjector\n"
               "try:\n    FaultInjector(Path(sys.argv[1])).partition('a', 'b')\n"
               "except FaultError as e:\n    print(e)\n")
     no_nft = subprocess.run([sys.executable, "-c", script, str(plane.dev_dir)],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from gencluster_dev.gc import (
+from gencluster_dev.apiserver.gc import (
     DeleteObject,
     FinalizeNamespace,
     RemoveFinalizer,

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gencluster_dev.apiserver import ApiServer
-from gencluster_dev.kubelet import Kubelet
+from gencluster_dev.apiserver.server import ApiServer
+from gencluster_dev.node.kubelet import Kubelet
 from gencluster_dev.up import AddressPlan, SlotLease
 
 from tests.devcluster.devplane import DevPlane, python_pod, wait_for

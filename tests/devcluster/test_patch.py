@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 import pytest
-from gencluster_dev.patch import (
+from gencluster_dev.machinery.patch import (
     PatchError,
     apply_json_patch,
     apply_merge_patch,

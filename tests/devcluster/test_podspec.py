@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from gencluster_dev.addresses import PoolExhausted, pod_ip_pool, uid_pool
-from gencluster_dev.podspec import (
+from gencluster_dev.machinery.pods import resolve_port
+from gencluster_dev.node.addresses import PoolExhausted, pod_ip_pool, uid_pool
+from gencluster_dev.node.podspec import (
     DEFAULT_IMAGE_ENTRYPOINTS,
     ContainerConfigError,
     ContainerView,
@@ -28,7 +29,6 @@ from gencluster_dev.podspec import (
     pod_kubeconfig,
     pod_phase,
     referenced_objects,
-    resolve_port,
     resource_field_value,
     restart_delay,
     service_env,

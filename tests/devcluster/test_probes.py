@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from aiohttp import web
-from gencluster_dev.probes import ProbeSettings, ProbeState, check, run_command
+from gencluster_dev.node.probes import ProbeSettings, ProbeState, check, run_command
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tests.devcluster.devplane import DevPlane, python_pod, wait_for

@@ -7,7 +7,7 @@ Helm's release storage (a typed Secrets client) deletes every release Secret thi
 from __future__ import annotations
 
 import pytest
-from gencluster_dev.protobuf import MAGIC, ProtobufError, decode_delete_options
+from gencluster_dev.machinery.protobuf import MAGIC, ProtobufError, decode_delete_options
 
 from tests.devcluster.conftest import RunningApiServer
 

@@ -8,13 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gencluster_dev.proxy import (
-    desired_endpoints,
-    endpoints_backends,
-    endpoints_differ,
-    listen_targets,
-    ready_backends,
-)
+from gencluster_dev.controllers.endpoints import desired_endpoints, endpoints_differ
+from gencluster_dev.network.proxy import endpoints_backends, listen_targets, ready_backends
 
 from tests.devcluster.devplane import DevPlane, python_pod, wait_for
 

@@ -6,7 +6,13 @@ import copy
 from typing import Any
 
 import pytest
-from gencluster_dev.schema import RULES_NOT_CHECKED, FieldError, Schema, SchemaError, admit
+from gencluster_dev.machinery.schema import (
+    RULES_NOT_CHECKED,
+    FieldError,
+    Schema,
+    SchemaError,
+    admit,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

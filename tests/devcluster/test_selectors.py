@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from gencluster_dev.selectors import (
+from gencluster_dev.machinery.selectors import (
     SelectorError,
     label_selector_from_object,
     label_selector_from_set,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from gencluster_dev.errors import ApiError
-from gencluster_dev.store import Store, parse_resource_version
+from gencluster_dev.machinery.errors import ApiError
+from gencluster_dev.machinery.store import Store, parse_resource_version
 
 LEASES = ("coordination.k8s.io", "leases")
 PODS = ("", "pods")

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from gencluster_dev.tables import (
+from gencluster_dev.machinery.tables import (
     JsonPathError,
     evaluate_jsonpath,
     human_duration,

@@ -452,7 +452,7 @@ def test_dockerfiles_run_gencluster_as_a_numeric_non_root_user(
 
 
 def test_the_dev_kubelet_starts_the_runtime_image_like_its_entrypoint(chart: Any) -> None:
-    podspec = pytest.importorskip("gencluster_dev.podspec")
+    podspec = pytest.importorskip("gencluster_dev.node.podspec")
     runtime = chart.values["runtimeImage"]["repository"]
     entrypoint = json.loads(last(dockerfile_instructions(ROOT / "Dockerfile"), "ENTRYPOINT"))
     assert podspec.DEFAULT_IMAGE_ENTRYPOINTS[runtime] == entrypoint

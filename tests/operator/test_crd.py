@@ -5,9 +5,10 @@ Two halves:
 * the CRD's structure: names, subresources, printer columns, a description on every field,
   the structural-schema rules the API server enforces, CEL rules that compile and mean what
   they say (evaluated with cel-python directly);
-* admission through the local control plane's schema module (`gencluster_dev.schema`: prune,
-  default, validate incl. CEL), exactly what `kubectl apply` meets: the examples are admitted
-  and defaulted, invalid specs are rejected with the field named.
+* admission through the local control plane's schema module
+  (`gencluster_dev.machinery.schema`: prune, default, validate incl. CEL), exactly what
+  `kubectl apply` meets: the examples are admitted and defaulted, invalid specs are rejected
+  with the field named.
 """
 
 from __future__ import annotations
@@ -372,7 +373,7 @@ def test_operator_vocabulary_is_documented():
 @pytest.fixture(scope="module")
 def admit():
     """admit(obj) -> (admitted obj, errors), through the local control plane's schema module."""
-    schema_module = pytest.importorskip("gencluster_dev.schema")
+    schema_module = pytest.importorskip("gencluster_dev.machinery.schema")
     schema = schema_module.Schema(copy.deepcopy(SCHEMA))
 
     def _admit(obj: dict[str, Any], old: dict[str, Any] | None = None):

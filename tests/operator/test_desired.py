@@ -397,7 +397,7 @@ def test_builders_are_deterministic() -> None:
 
 
 def test_resource_admitted_by_the_crd_builds_the_same_pod_as_one_with_explicit_defaults() -> None:
-    schema_module = pytest.importorskip("gencluster_dev.schema")
+    schema_module = pytest.importorskip("gencluster_dev.machinery.schema")
     crd = yaml.safe_load(CRD_PATH.read_text())
     schema = schema_module.Schema(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
     minimal = resource()

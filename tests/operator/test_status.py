@@ -88,7 +88,7 @@ def assert_admitted_by_crd(result: dict[str, Any]) -> None:
     """The CRD's own validation (the local control plane's schema module) accepts the status
     once None fields are dropped, as a merge patch drops them; nothing would be pruned."""
     global _SCHEMA
-    schema_module = pytest.importorskip("gencluster_dev.schema")
+    schema_module = pytest.importorskip("gencluster_dev.machinery.schema")
     if _SCHEMA is None:
         crd = yaml.safe_load(CRD_PATH.read_text())
         _SCHEMA = schema_module.Schema(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])

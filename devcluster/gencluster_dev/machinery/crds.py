@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gencluster_dev import schema as schemas
-from gencluster_dev.errors import invalid
-from gencluster_dev.resources import resource_types_from_crd
-from gencluster_dev.tables import JsonPathError, evaluate_jsonpath
+from gencluster_dev.machinery import schema as schemas
+from gencluster_dev.machinery.errors import invalid
+from gencluster_dev.machinery.resources import resource_types_from_crd
+from gencluster_dev.machinery.tables import JsonPathError, evaluate_jsonpath
 
 
 def crd_status(

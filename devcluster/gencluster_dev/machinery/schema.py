@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gencluster_dev.cel import (
+from gencluster_dev.machinery.cel import (
     CelCompileError,
     CelEvaluationError,
     CompiledRule,

@@ -16,9 +16,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gencluster_dev.errors import ApiError
-from gencluster_dev.resources import ResourceType
-from gencluster_dev.store import Store, StoreEvent
+from gencluster_dev.machinery.errors import ApiError
+from gencluster_dev.machinery.resources import ResourceType
+from gencluster_dev.machinery.store import Store, StoreEvent
 
 CLIENT_CHECK_INTERVAL = 5.0
 Matcher = Callable[[Mapping[str, Any]], bool]

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .addresses import Pool, pod_ip_pool, uid_pool
-from .apiclient import ApiClient, ApiError, Informer
-from .podspec import DEFAULT_IMAGE_ENTRYPOINTS, now_rfc3339, pod_key
-from .podworker import PodWorker
+from gencluster_dev.client.apiclient import ApiClient, ApiError, Informer
+from gencluster_dev.node.addresses import Pool, pod_ip_pool, uid_pool
+from gencluster_dev.node.containers import ContainerRuntimeSettings
+from gencluster_dev.node.podspec import DEFAULT_IMAGE_ENTRYPOINTS, now_rfc3339, pod_key
+from gencluster_dev.node.podworker import ApiEndpoint, PodHost, PodWorker
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +65,17 @@ class Kubelet:
         stop_grace: float = 2.0,
         ca_pem: bytes | None = None,
     ) -> None:
-        self.api_url = api_url.rstrip("/")
         self.api = ApiClient(api_url, token)
         self.node_name = node_name
         self.pods_dir = Path(dev_dir) / "pods"
         self.bin_dir = Path(bin_dir)
-        self.restart_backoff_base = restart_backoff_base
-        self.restart_backoff_max = restart_backoff_max
-        self.image_entrypoints = dict(image_entrypoints or DEFAULT_IMAGE_ENTRYPOINTS)
         self.heartbeat_interval = heartbeat_interval
         self.stop_grace = stop_grace
-        self.ca_pem = ca_pem or None
-        parsed = urlparse(self.api_url)
-        self.api_host = parsed.hostname or "127.0.0.1"
-        self.api_port = parsed.port or 80
-        self.host_ip = self.api_host
+        parsed = urlparse(api_url.rstrip("/"))
+        #: how pods reach the API server; its host is the node's address too (hostIP)
+        self.endpoint = ApiEndpoint(url=api_url.rstrip("/"), host=parsed.hostname or "127.0.0.1",
+                                    port=parsed.port or 80, ca_pem=ca_pem or None)
+        self.host_ip = self.endpoint.host
         if run_as_users is not None and os.geteuid() != 0:
             log.warning("kubelet: not root, pods run as the current user")
             run_as_users = None
@@ -101,6 +98,25 @@ class Kubelet:
         self._binding: set[str] = set()
         self._informer = Informer(self.api, "/api/v1/pods", self._on_pod)
         self.services = Informer(self.api, "/api/v1/services", lambda kind, obj: None)
+        self.runtime = ContainerRuntimeSettings(
+            host_ip=self.host_ip,
+            image_entrypoints=dict(image_entrypoints or DEFAULT_IMAGE_ENTRYPOINTS),
+            wrap_argv=self.wrap_argv,
+            restart_backoff_base=restart_backoff_base,
+            restart_backoff_max=restart_backoff_max,
+        )
+        self._pod_host = PodHost(
+            api=self.api,
+            endpoint=self.endpoint,
+            events=self,
+            runtime=self.runtime,
+            pods_dir=self.pods_dir,
+            bin_dir=self.bin_dir,
+            ips=self.ips,
+            uids=self.uids,
+            services=lambda: list(self.services.cache.values()),
+            on_finished=self._forget_worker,
+        )
         self._tasks: set[asyncio.Task] = set()
         self._heartbeat: asyncio.Task | None = None
         self._ready_since = now_rfc3339()
@@ -244,11 +260,17 @@ class Kubelet:
         if worker is None:
             if uid in self.finished_uids:
                 return  # late events of a pod this kubelet already stopped and deleted
-            worker = PodWorker(self, pod)
+            worker = PodWorker(self._pod_host, pod)
             self.workers[uid] = worker
             worker.start()
         else:
             worker.update(pod)
+
+    def _forget_worker(self, worker: PodWorker) -> None:
+        """A pod stopped and deleted for good: drop its worker, ignore its late events."""
+        if self.workers.get(worker.uid) is worker:
+            del self.workers[worker.uid]
+            self.finished_uids.append(worker.uid)
 
     async def _schedule(self, pod: dict) -> None:
         meta = pod["metadata"]

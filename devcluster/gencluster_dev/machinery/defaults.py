@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from gencluster_dev.errors import ApiError, invalid
+from gencluster_dev.machinery.errors import ApiError, invalid
 
 
 def fold_string_data(obj: dict[str, Any]) -> None:

@@ -1,5 +1,9 @@
 """One pod on the node: IP, uid, directory, ServiceAccount kubeconfig, volumes, the status
-pushed to the API server, and graceful deletion. Its containers run in `containers`."""
+pushed to the API server, and graceful deletion. Its containers run in `containers`.
+
+What a pod worker uses of its node comes in as one `PodHost` value (the API client, the
+address pools, the settings, and a callback for when the pod is gone), not as the `Kubelet`.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,15 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .addresses import PoolExhausted
-from .apiclient import ApiError
-from .containers import ContainerRunner
-from .podspec import (
+from gencluster_dev.client.apiclient import ApiClient, ApiError
+from gencluster_dev.node.addresses import Pool, PoolExhausted
+from gencluster_dev.node.containers import ContainerRunner, ContainerRuntimeSettings, PodEvents
+from gencluster_dev.node.podspec import (
     EnvSources,
     PodFacts,
     mount_env,
@@ -29,9 +35,6 @@ from .podspec import (
     volume_files,
 )
 
-if TYPE_CHECKING:
-    from .kubelet import Kubelet
-
 log = logging.getLogger(__name__)
 
 
@@ -42,25 +45,59 @@ def _write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
+@dataclass(frozen=True)
+class ApiEndpoint:
+    """How a pod reaches the API server: its kubeconfig and `KUBERNETES_SERVICE_*`."""
+
+    url: str
+    host: str
+    port: int
+    ca_pem: bytes | None = None
+
+    def server_for_pods(self) -> str:
+        """HTTPS when there is a CA to trust (kubectl sends tokens only over TLS)."""
+        return f"https://{self.host}:{self.port}" if self.ca_pem else self.url
+
+
+@dataclass(frozen=True)
+class PodHost:
+    """Everything a pod worker uses of the node that runs it, and nothing more.
+
+    The pools are shared by every pod of the node (a worker allocates and releases only its
+    own uid's entry); `services` reads the node's Service cache at the moment a container
+    starts; `on_finished` tells the node a pod is gone for good so it forgets the worker.
+    """
+
+    api: ApiClient
+    endpoint: ApiEndpoint
+    events: PodEvents
+    runtime: ContainerRuntimeSettings
+    pods_dir: Path
+    bin_dir: Path
+    ips: Pool[str]
+    uids: Pool[int] | None
+    services: Callable[[], list[dict]]
+    on_finished: Callable[[PodWorker], None]
+
+
 class PodWorker:
     """Runs one pod bound to the node: setup, containers, status, graceful deletion."""
 
-    def __init__(self, kubelet: Kubelet, pod: dict) -> None:
-        self.kubelet = kubelet
+    def __init__(self, host: PodHost, pod: dict) -> None:
+        self.host = host
         self.pod = pod
         meta = pod["metadata"]
         self.uid: str = meta["uid"]
         self.namespace: str = meta.get("namespace", "default")
         self.name: str = meta["name"]
-        self.dir = kubelet.pods_dir / pod_dir_name(pod)
+        self.dir = host.pods_dir / pod_dir_name(pod)
         self.ip: str | None = None
         self.run_as: int | None = None
         self.start_time: str | None = None
         spec = pod.get("spec", {})
         self.restart_policy: str = spec.get("restartPolicy", "Always")
-        self.init_runners = [ContainerRunner(self, c, init=True)
-                             for c in spec.get("initContainers") or []]
-        self.runners = [ContainerRunner(self, c) for c in spec.get("containers") or []]
+        self.init_runners = [self._runner(c, init=True) for c in spec.get("initContainers") or []]
+        self.runners = [self._runner(c) for c in spec.get("containers") or []]
         self.init_done = not self.init_runners
         status = pod.get("status") or {}
         self.finished = status.get("phase") in ("Succeeded", "Failed")
@@ -75,6 +112,10 @@ class PodWorker:
         self._task: asyncio.Task | None = None
         self._mount_messages: set[str] = set()
         self.token: str | None = None
+
+    def _runner(self, container: dict, *, init: bool = False) -> ContainerRunner:
+        return ContainerRunner(self, container, runtime=self.host.runtime,
+                               events=self.host.events, init=init)
 
     # ---------------------------------------------------------------- control
 
@@ -146,8 +187,8 @@ class PodWorker:
         status: dict[str, Any] = {
             "phase": phase,
             "conditions": self.conditions,
-            "hostIP": self.kubelet.host_ip,
-            "hostIPs": [{"ip": self.kubelet.host_ip}],
+            "hostIP": self.host.runtime.host_ip,
+            "hostIPs": [{"ip": self.host.runtime.host_ip}],
             "podIP": self.ip,
             "podIPs": [{"ip": self.ip}] if self.ip else None,
             "startTime": self.start_time,
@@ -165,7 +206,7 @@ class PodWorker:
             self._dirty.clear()
             version = self._version
             try:
-                await self.kubelet.api.merge_patch(path, {"status": self.status()})
+                await self.host.api.merge_patch(path, {"status": self.status()})
             except ApiError as exc:
                 if exc.status == 404:
                     return
@@ -228,14 +269,13 @@ class PodWorker:
                 self._release()
             else:
                 self.write_state()
-            if self.kubelet.workers.get(self.uid) is self and self.halting is None:
-                del self.kubelet.workers[self.uid]
-                self.kubelet.finished_uids.append(self.uid)
+            if self.halting is None:
+                self.host.on_finished(self)
 
     def _release(self) -> None:
-        self.kubelet.ips.release(self.uid)
-        if self.kubelet.uids is not None:
-            self.kubelet.uids.release(self.uid)
+        self.host.ips.release(self.uid)
+        if self.host.uids is not None:
+            self.host.uids.release(self.uid)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     async def _stop_containers(self, grace: float, *, hooks: bool = False) -> None:
@@ -245,14 +285,14 @@ class PodWorker:
         if grace > 0 and any(r.pid for r in runners):
             for runner in runners:
                 if runner.pid:
-                    self.kubelet.emit(self.pod, "Normal", "Killing",
-                                      f"Stopping container {runner.name}", runner.name)
+                    self.host.events.emit(self.pod, "Normal", "Killing",
+                                          f"Stopping container {runner.name}", runner.name)
         await asyncio.gather(*(r.stop(grace, hooks=hooks) for r in runners),
                              return_exceptions=True)
 
     async def _delete_from_api(self) -> None:
         try:
-            await self.kubelet.api.delete(
+            await self.host.api.delete(
                 f"/api/v1/namespaces/{self.namespace}/pods/{self.name}",
                 {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
                  "preconditions": {"uid": self.uid}},
@@ -263,10 +303,10 @@ class PodWorker:
 
     async def _setup(self) -> None:
         """IP, uid, pod directory, ServiceAccount kubeconfig and volumes (retried)."""
-        kubelet = self.kubelet
+        host = self.host
         try:
-            self.ip = kubelet.ips.allocate(self.uid)
-            self.run_as = kubelet.uids.allocate(self.uid) if kubelet.uids else None
+            self.ip = host.ips.allocate(self.uid)
+            self.run_as = host.uids.allocate(self.uid) if host.uids else None
         except PoolExhausted as exc:
             self._waiting_all("ContainerCreating", f"no free pod address or uid: {exc}")
             await self.terminating.wait()
@@ -288,7 +328,7 @@ class PodWorker:
                 self._waiting_all("ContainerCreating", message)
                 if message not in self._mount_messages:
                     self._mount_messages.add(message)
-                    kubelet.emit(self.pod, "Warning", "FailedMount", message)
+                    host.events.emit(self.pod, "Warning", "FailedMount", message)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.terminating.wait(), 2.0)
 
@@ -313,7 +353,7 @@ class PodWorker:
     async def fetch_sources(self) -> EnvSources:
         """The Secrets and ConfigMaps the pod refers to, as they are now (None if missing)."""
         secrets, configmaps = referenced_objects(self.pod)
-        api = self.kubelet.api
+        api = self.host.api
         base = f"/api/v1/namespaces/{self.namespace}"
         sources = EnvSources()
         for name in secrets:
@@ -333,7 +373,7 @@ class PodWorker:
         """A TokenRequest token of the pod's ServiceAccount (also for projected token volumes)
         and, unless automount is off, the kubeconfig and serviceaccount/ files with it."""
         account = self.pod.get("spec", {}).get("serviceAccountName") or "default"
-        reply = await self.kubelet.api.create(
+        reply = await self.host.api.create(
             f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{account}/token",
             {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
              "spec": {"audiences": [], "expirationSeconds": 86400 * 365,
@@ -343,26 +383,25 @@ class PodWorker:
         token = self.token = reply["status"]["token"]
         if not self.automount():
             return
-        kubelet = self.kubelet
-        server = (f"https://{kubelet.api_host}:{kubelet.api_port}" if kubelet.ca_pem
-                  else kubelet.api_url)
-        kubeconfig = pod_kubeconfig(server=server, token=token, namespace=self.namespace,
-                                    account=account, ca_pem=kubelet.ca_pem)
+        endpoint = self.host.endpoint
+        kubeconfig = pod_kubeconfig(server=endpoint.server_for_pods(), token=token,
+                                    namespace=self.namespace, account=account,
+                                    ca_pem=endpoint.ca_pem)
         _write_json_atomic(self.dir / "kubeconfig", kubeconfig, 0o600)
         self._chown(self.dir / "kubeconfig")
         sa_dir = self.service_account_dir
         sa_dir.mkdir(exist_ok=True)
         (sa_dir / "token").write_text(token)
         (sa_dir / "namespace").write_text(self.namespace)
-        if kubelet.ca_pem:
-            (sa_dir / "ca.crt").write_bytes(kubelet.ca_pem)
+        if endpoint.ca_pem:
+            (sa_dir / "ca.crt").write_bytes(endpoint.ca_pem)
         self._chown_tree(sa_dir)
 
     def _materialize_volumes(self, sources: EnvSources) -> None:
         volumes_dir = self.dir / "volumes"
         for volume in self.pod.get("spec", {}).get("volumes") or []:
             files = volume_files(volume, sources, PodFacts(
-                self.pod, self.ip or "", self.kubelet.host_ip, self.token))
+                self.pod, self.ip or "", self.host.runtime.host_ip, self.token))
             if "hostPath" in volume:  # used in place; created only when asked to, like k8s
                 if volume["hostPath"].get("type") == "DirectoryOrCreate":
                     Path(volume["hostPath"]["path"]).mkdir(parents=True, exist_ok=True)
@@ -386,19 +425,19 @@ class PodWorker:
 
     def base_env(self, container: dict) -> dict[str, str]:
         """The env every container starts from, before envFrom and env (see docs "Pods")."""
-        kubelet = self.kubelet
+        host = self.host
         env: dict[str, str] = {}
         if self.pod.get("spec", {}).get("enableServiceLinks", True) is not False:
-            env.update(service_env(list(kubelet.services.cache.values()), self.namespace))
+            env.update(service_env(host.services(), self.namespace))
         env |= {
-            "PATH": f"{kubelet.bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
+            "PATH": f"{host.bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
                     "/sbin:/bin",
             "HOME": str(self.dir),
             "HOSTNAME": self.pod.get("spec", {}).get("hostname") or self.name,
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
-            "KUBERNETES_SERVICE_HOST": kubelet.api_host,
-            "KUBERNETES_SERVICE_PORT": str(kubelet.api_port),
+            "KUBERNETES_SERVICE_HOST": host.endpoint.host,
+            "KUBERNETES_SERVICE_PORT": str(host.endpoint.port),
             "GENCLUSTER_DEV_POD_DIR": str(self.dir),
         }
         if self.automount():

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from gencluster_dev.errors import ApiError, already_exists, conflict, expired, not_found
-from gencluster_dev.resources import ResourceKey
+from gencluster_dev.machinery.errors import ApiError, already_exists, conflict, expired, not_found
+from gencluster_dev.machinery.resources import ResourceKey
 
 ObjectId = tuple[ResourceKey, str, str]  # (resource key, namespace or "", name)
 

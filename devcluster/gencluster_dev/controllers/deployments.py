@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .apiclient import ApiClient, ApiError, Informer, object_key
-from .proxy import pod_is_ready
+from gencluster_dev.client.apiclient import ApiClient, ApiError, Informer, object_key
+from gencluster_dev.machinery.pods import pod_is_ready
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,7 +115,7 @@ def image_repository(image: str) -> str:
 
 
 def container_argv(
-    container: dict, env: dict[str, str], image_entrypoints: dict[str, list[str]]
+    container: dict, env: dict[str, str], image_entrypoints: Mapping[str, list[str]]
 ) -> list[str]:
     """The process argv for a container: command + args, `$(VAR)` expanded with `env`.
 
@@ -587,18 +588,6 @@ def pod_kubeconfig(
 
 # --------------------------------------------------------------------------------------------
 # ports
-
-
-def resolve_port(pod: dict, port: int | str, container: dict | None = None) -> int | None:
-    """A port number, or a named port looked up in the container (or every container)."""
-    if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
-        return int(port)
-    containers = [container] if container else (pod.get("spec", {}).get("containers") or [])
-    for candidate in containers:
-        for declared in candidate.get("ports") or []:
-            if declared.get("name") == port:
-                return int(declared["containerPort"])
-    return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,19 +21,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gencluster_dev import apply as server_side_apply
-from gencluster_dev import patch as patching
-from gencluster_dev import schema as schemas
-from gencluster_dev.auth import Authenticator
-from gencluster_dev.conversion import from_storage, to_storage
-from gencluster_dev.crds import crd_status, validate_crd
-from gencluster_dev.defaults import (
+from gencluster_dev.apiserver.auth import Authenticator
+from gencluster_dev.machinery import apply as server_side_apply
+from gencluster_dev.machinery import patch as patching
+from gencluster_dev.machinery import schema as schemas
+from gencluster_dev.machinery.conversion import from_storage, to_storage
+from gencluster_dev.machinery.crds import crd_status, validate_crd
+from gencluster_dev.machinery.defaults import (
     default_pod,
     default_service,
     fold_string_data,
     used_cluster_ips,
 )
-from gencluster_dev.errors import (
+from gencluster_dev.machinery.errors import (
     ApiError,
     already_exists,
     bad_request,
@@ -42,7 +42,7 @@ from gencluster_dev.errors import (
     not_found,
     unsupported_media_type,
 )
-from gencluster_dev.resources import (
+from gencluster_dev.machinery.resources import (
     CRD_KEY,
     NAMESPACES_KEY,
     PODS_KEY,
@@ -53,9 +53,13 @@ from gencluster_dev.resources import (
     ResourceType,
     resource_types_from_crd,
 )
-from gencluster_dev.selectors import SelectorError, parse_field_selector, parse_label_selector
-from gencluster_dev.store import Store
-from gencluster_dev.validation import (
+from gencluster_dev.machinery.selectors import (
+    SelectorError,
+    parse_field_selector,
+    parse_label_selector,
+)
+from gencluster_dev.machinery.store import Store
+from gencluster_dev.machinery.validation import (
     drop_fields,
     metadata_causes,
     name_causes,

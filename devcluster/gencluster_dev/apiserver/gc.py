@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from gencluster_dev.errors import ApiError
-from gencluster_dev.operations import (
+from gencluster_dev.apiserver.operations import (
     CRD_CLEANUP_FINALIZER,
     FOREGROUND,
     NAMESPACE_FINALIZER,
@@ -26,8 +25,9 @@ from gencluster_dev.operations import (
     DeleteOptions,
     Operations,
 )
-from gencluster_dev.resources import CRD_KEY, NAMESPACES_KEY, ResourceKey
-from gencluster_dev.store import StoreEvent
+from gencluster_dev.machinery.errors import ApiError
+from gencluster_dev.machinery.resources import CRD_KEY, NAMESPACES_KEY, ResourceKey
+from gencluster_dev.machinery.store import StoreEvent
 
 log = logging.getLogger(__name__)
 EVENT_SWEEP_INTERVAL = 60.0

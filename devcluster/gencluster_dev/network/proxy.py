@@ -1,9 +1,10 @@
-"""Service proxy and Endpoints controller.
+"""Service proxy: clusterIP:port listeners forwarding to ready pods.
 
 For every Service with a cluster IP, listen on clusterIP:port and forward each new connection
 to a ready pod chosen round-robin at accept time, so new connections follow label and
-readiness changes at once. Endpoints objects are kept equal to what the proxy would use.
-The decisions (`ready_backends`, `desired_endpoints`) are pure functions of the cached objects.
+readiness changes at once. The decisions (`ready_backends`, `endpoints_backends`,
+`listen_targets`) are pure functions of the cached objects. The Endpoints objects are written by
+`controllers.endpoints`, from the same `service_pods` choice.
 """
 
 from __future__ import annotations
@@ -14,40 +15,12 @@ import itertools
 import logging
 import socket
 import struct
-from typing import Any
+from collections.abc import Callable
 
-from .apiclient import ApiClient, ApiError, Informer
-from .podspec import resolve_port
+from gencluster_dev.client.apiclient import ApiClient, ApiError, Informer
+from gencluster_dev.machinery.pods import pod_is_ready, resolve_port, service_pods
 
 log = logging.getLogger(__name__)
-
-
-def pod_is_ready(pod: dict) -> bool:
-    """Ready condition True, an IP, and not terminating (like EndpointSlice `ready`)."""
-    if pod.get("metadata", {}).get("deletionTimestamp"):
-        return False
-    status = pod.get("status") or {}
-    if not status.get("podIP"):
-        return False
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in status.get("conditions") or [])
-
-
-def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
-    return all(labels.get(key) == value for key, value in selector.items())
-
-
-def service_pods(service: dict, pods: list[dict]) -> list[dict]:
-    """Pods in the Service's namespace matched by its (non-empty) selector, by name."""
-    selector = (service.get("spec") or {}).get("selector") or {}
-    if not selector:
-        return []
-    namespace = service["metadata"].get("namespace", "default")
-    chosen = [p for p in pods
-              if p["metadata"].get("namespace", "default") == namespace
-              and _matches(selector, p["metadata"].get("labels") or {})
-              and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
-    return sorted(chosen, key=lambda p: p["metadata"]["name"])
 
 
 def ready_backends(service: dict, port: dict, pods: list[dict]) -> list[tuple[str, int]]:
@@ -75,84 +48,6 @@ def endpoints_backends(endpoints: dict | None, port: dict) -> list[tuple[str, in
         for entry in match:
             out += [(a["ip"], int(entry["port"])) for a in subset.get("addresses") or []]
     return out
-
-
-def desired_endpoints(service: dict, pods: list[dict]) -> dict | None:
-    """The Endpoints object for a Service with a selector (None: not managed here).
-
-    Pods are grouped into subsets by their resolved port numbers (named target ports may
-    differ per pod), ready ones in `addresses` and the others in `notReadyAddresses`.
-    """
-    spec = service.get("spec") or {}
-    if not spec.get("selector"):
-        return None
-    meta = service["metadata"]
-    publish_not_ready = bool(spec.get("publishNotReadyAddresses"))
-    groups: dict[tuple, dict[str, list]] = {}
-    for pod in service_pods(service, pods):
-        status = pod.get("status") or {}
-        ip = status.get("podIP")
-        if not ip:
-            continue
-        ports = []
-        for port in spec.get("ports") or []:
-            number = resolve_port(pod, port.get("targetPort", port.get("port")))
-            if number is None:
-                continue
-            entry = {"port": number, "protocol": port.get("protocol", "TCP")}
-            if port.get("name"):
-                entry["name"] = port["name"]
-            ports.append(entry)
-        key = tuple(sorted((p.get("name", ""), p["port"], p["protocol"]) for p in ports))
-        group = groups.setdefault(key, {"ports": ports, "addresses": [], "notReady": []})
-        pod_meta = pod["metadata"]
-        address = {"ip": ip, "targetRef": {"kind": "Pod", "namespace": pod_meta["namespace"],
-                                          "name": pod_meta["name"], "uid": pod_meta["uid"]}}
-        if pod.get("spec", {}).get("nodeName"):
-            address["nodeName"] = pod["spec"]["nodeName"]
-        ready = pod_is_ready(pod) or (publish_not_ready
-                                      and not pod_meta.get("deletionTimestamp"))
-        group["addresses" if ready else "notReady"].append(address)
-    subsets = []
-    for key in sorted(groups):
-        group = groups[key]
-        subset: dict[str, Any] = {}
-        if group["addresses"]:
-            subset["addresses"] = group["addresses"]
-        if group["notReady"]:
-            subset["notReadyAddresses"] = group["notReady"]
-        if group["ports"]:
-            subset["ports"] = group["ports"]
-        subsets.append(subset)
-    return {
-        "apiVersion": "v1", "kind": "Endpoints",
-        "metadata": {"name": meta["name"], "namespace": meta.get("namespace", "default"),
-                     "labels": dict(meta.get("labels") or {})},
-        "subsets": subsets,
-    }
-
-
-def _subsets_signature(subsets: list[dict] | None) -> list:
-    """What matters in Endpoints subsets, insensitive to fields a server may default."""
-    def addresses(items: list[dict] | None) -> list:
-        return sorted((a.get("ip"), (a.get("targetRef") or {}).get("uid"), a.get("nodeName"))
-                      for a in items or [])
-
-    return sorted(
-        (addresses(s.get("addresses")), addresses(s.get("notReadyAddresses")),
-         sorted((p.get("name", ""), int(p["port"]), p.get("protocol", "TCP"))
-                for p in s.get("ports") or []))
-        for s in subsets or []
-    )
-
-
-def endpoints_differ(current: dict | None, desired: dict) -> bool:
-    """Whether writing `desired` would change anything (subsets and labels)."""
-    if current is None:
-        return True
-    return _subsets_signature(current.get("subsets")) != _subsets_signature(
-        desired["subsets"]
-    ) or (current.get("metadata", {}).get("labels") or {}) != desired["metadata"]["labels"]
 
 
 def listen_targets(service: dict) -> list[tuple[str, int, dict]]:
@@ -186,12 +81,14 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 class _Listener:
-    """One clusterIP:port socket, forwarding to whatever backends are ready at accept time."""
+    """One clusterIP:port socket, forwarding to whatever backends are ready at accept time.
 
-    def __init__(self, proxy: ServiceProxy, service_key: tuple[str, str], port_name: str) -> None:
-        self.proxy = proxy
-        self.service_key = service_key
-        self.port_name = port_name
+    It asks `backends` on every accepted connection (rather than holding a list, or the
+    proxy), so a new connection follows label and readiness changes at once.
+    """
+
+    def __init__(self, backends: Callable[[], list[tuple[str, int]]]) -> None:
+        self.backends = backends
         self.server: asyncio.AbstractServer | None = None
         self.counter = itertools.count()
         self.connections: set[asyncio.Task] = set()
@@ -201,7 +98,7 @@ class _Listener:
         if task is not None:
             self.connections.add(task)
         try:
-            backends = self.proxy.backends(self.service_key, self.port_name)
+            backends = self.backends()
             if not backends:
                 _reset(writer)
                 return
@@ -229,16 +126,16 @@ class _Listener:
 
 
 class ServiceProxy:
-    """Listens on Service IPs, forwards to ready pods, writes Endpoints and Service status."""
+    """Listens on Service IPs, forwards to ready pods, publishes the Service's ingress IP."""
 
     def __init__(self, *, api_url: str, token: str) -> None:
         self.api = ApiClient(api_url, token)
         self.services = Informer(self.api, "/api/v1/services", self._changed)
-        self.pods = Informer(self.api, "/api/v1/pods", self._changed)
+        # pods and Endpoints are read live per connection (`backends`); no reconcile needed
+        self.pods = Informer(self.api, "/api/v1/pods", lambda kind, obj: None)
         self.endpoints = Informer(self.api, "/api/v1/endpoints", lambda kind, obj: None)
         self._listeners: dict[tuple[str, int], _Listener] = {}
         self._wanted_ports: dict[tuple[str, int], tuple[tuple[str, str], str]] = {}
-        self._managed: set[tuple[str, str]] = set()
         self._dirty = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -293,7 +190,6 @@ class ServiceProxy:
 
     async def _reconcile(self) -> None:
         services = list(self.services.cache.values())
-        pods = list(self.pods.cache.values())
         wanted: dict[tuple[str, int], tuple[tuple[str, str], str]] = {}
         for service in services:
             key = (service["metadata"].get("namespace", "default"), service["metadata"]["name"])
@@ -308,12 +204,10 @@ class ServiceProxy:
         self._wanted_ports = wanted
         for service in services:
             await self._publish_status(service)
-            await self._write_endpoints(service, pods)
-        await self._delete_orphan_endpoints(services)
 
     async def _listen(self, address: tuple[str, int], key: tuple[str, str],
                       port_name: str) -> None:
-        listener = _Listener(self, key, port_name)
+        listener = _Listener(lambda: self.backends(key, port_name))
         try:
             listener.server = await asyncio.start_server(listener.handle, address[0], address[1],
                                                          reuse_address=True)
@@ -337,46 +231,3 @@ class ServiceProxy:
         except ApiError as exc:
             if exc.status != 404:
                 log.warning("service status %s: %s", path, exc)
-
-    async def _write_endpoints(self, service: dict, pods: list[dict]) -> None:
-        desired = desired_endpoints(service, pods)
-        if desired is None:
-            return
-        meta = desired["metadata"]
-        key = (meta["namespace"], meta["name"])
-        self._managed.add(key)
-        current = self.endpoints.cache.get(key)
-        if not endpoints_differ(current, desired):
-            return
-        base = f"/api/v1/namespaces/{meta['namespace']}/endpoints"
-        try:
-            if current is None:
-                written = await self.api.create(base, desired)
-            else:
-                desired["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-                written = await self.api.replace(f"{base}/{meta['name']}", desired)
-            self.endpoints.cache[key] = written
-        except ApiError as exc:
-            if exc.status in (404, 409):
-                fresh = await self.api.get_or_none(f"{base}/{meta['name']}")
-                if fresh is None:
-                    self.endpoints.cache.pop(key, None)
-                else:
-                    self.endpoints.cache[key] = fresh
-                self._dirty.set()
-            else:
-                log.warning("endpoints %s/%s: %s", *key, exc)
-
-    async def _delete_orphan_endpoints(self, services: list[dict]) -> None:
-        """Delete the Endpoints this proxy wrote for Services that are gone (never the
-        Endpoints of selector-less Services, which their owners manage)."""
-        present = {(s["metadata"].get("namespace", "default"), s["metadata"]["name"])
-                   for s in services}
-        for key in list(self._managed - present):
-            self._managed.discard(key)
-            try:
-                await self.api.delete(f"/api/v1/namespaces/{key[0]}/endpoints/{key[1]}")
-            except ApiError as exc:
-                if exc.status != 404:
-                    log.warning("endpoints %s/%s delete: %s", *key, exc)
-            self.endpoints.cache.pop(key, None)

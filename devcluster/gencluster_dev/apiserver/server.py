@@ -36,18 +36,10 @@ import yaml
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gencluster_dev import discovery, protobuf, watch
-from gencluster_dev.auth import Authenticator, Identity
-from gencluster_dev.errors import (
-    ApiError,
-    bad_request,
-    method_not_allowed,
-    resource_not_found_for_path,
-    unauthorized,
-    unsupported_media_type,
-)
-from gencluster_dev.gc import GarbageCollector
-from gencluster_dev.operations import (
+from gencluster_dev.apiserver import watch
+from gencluster_dev.apiserver.auth import Authenticator, Identity
+from gencluster_dev.apiserver.gc import GarbageCollector
+from gencluster_dev.apiserver.operations import (
     APPLY_PATCH,
     JSON_PATCH,
     MERGE_PATCH,
@@ -56,16 +48,25 @@ from gencluster_dev.operations import (
     Operations,
     parse_rfc3339,
 )
-from gencluster_dev.persistence import Journal
-from gencluster_dev.resources import (
+from gencluster_dev.apiserver.persistence import Journal
+from gencluster_dev.machinery import discovery, protobuf
+from gencluster_dev.machinery.errors import (
+    ApiError,
+    bad_request,
+    method_not_allowed,
+    resource_not_found_for_path,
+    unauthorized,
+    unsupported_media_type,
+)
+from gencluster_dev.machinery.resources import (
     CRD_KEY,
     PODS_KEY,
     SERVICEACCOUNTS_KEY,
     Registry,
     ResourceType,
 )
-from gencluster_dev.store import Store, StoreEvent, parse_resource_version
-from gencluster_dev.tables import table_for
+from gencluster_dev.machinery.store import Store, StoreEvent, parse_resource_version
+from gencluster_dev.machinery.tables import table_for
 
 log = logging.getLogger(__name__)
 UNAUTHENTICATED_PATHS = {"/version", "/healthz", "/readyz", "/livez"}

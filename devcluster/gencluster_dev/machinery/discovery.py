@@ -15,7 +15,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from gencluster_dev.resources import SUBRESOURCE_KINDS, SUBRESOURCE_VERBS, Registry, ResourceType
+from gencluster_dev.machinery.resources import (
+    SUBRESOURCE_KINDS,
+    SUBRESOURCE_VERBS,
+    Registry,
+    ResourceType,
+)
 
 KUBERNETES_VERSION = {
     "major": "1",

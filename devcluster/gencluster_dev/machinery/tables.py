@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gencluster_dev.selectors import SelectorError, label_selector_from_object
+from gencluster_dev.machinery.selectors import SelectorError, label_selector_from_object
 
 __all__ = ["JsonPathError", "evaluate_jsonpath", "human_duration", "table_for"]
 

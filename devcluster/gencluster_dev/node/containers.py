@@ -1,5 +1,10 @@
 """One container of a pod: its process (one session, one process group), its probes, its
-exit report and its restarts with back-off."""
+exit report and its restarts with back-off.
+
+A container sees its node and its pod only through the narrow interfaces below
+(`ContainerRuntimeSettings`, `PodEvents`, `ContainerPod`), never the `Kubelet` or `PodWorker`
+classes: it can be read, and run in a test, without the whole node behind it.
+"""
 
 from __future__ import annotations
 
@@ -9,27 +14,27 @@ import logging
 import os
 import shutil
 import signal
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
-from .apiclient import ApiError
-from .podspec import (
+from gencluster_dev.client.apiclient import ApiError
+from gencluster_dev.machinery.pods import resolve_port
+from gencluster_dev.node.podspec import (
     ContainerConfigError,
     ContainerView,
+    EnvSources,
     ImageError,
     build_env,
     container_argv,
     exit_details,
     log_tail,
     now_rfc3339,
-    resolve_port,
     restart_delay,
     should_restart,
 )
-from .probes import check, probe_loop, run_command
-
-if TYPE_CHECKING:
-    from .kubelet import Kubelet
-    from .podworker import PodWorker
+from gencluster_dev.node.probes import check, probe_loop, run_command
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,63 @@ log = logging.getLogger(__name__)
 BACKOFF_RESET_FACTOR = 2.0
 #: Time a process still gets after a preStop hook that used up the grace period (kubelet's).
 PRE_STOP_EXTRA_GRACE = 2.0
+
+
+#: Turns a command into the argv that runs it as a pod's uid (None: the node's own user).
+ArgvWrapper = Callable[[list[str], int | None], list[str]]
+
+
+@dataclass(frozen=True)
+class ContainerRuntimeSettings:
+    """The node-wide facts a container's process and restarts depend on.
+
+    Fixed for the node's life, so a frozen value rather than a reference to the node: the
+    container cannot reach anything else of it, and a test can build one in a line.
+    """
+
+    host_ip: str
+    image_entrypoints: Mapping[str, list[str]]
+    wrap_argv: ArgvWrapper
+    restart_backoff_base: float = 10.0
+    restart_backoff_max: float = 300.0
+
+
+class PodEvents(Protocol):
+    """Where pods and containers report what happened to them, as Kubernetes Events.
+
+    Fire-and-forget from synchronous code: Events are informative, so a container must neither
+    wait for one nor fail because one could not be written.
+    """
+
+    def emit(self, pod: dict, kind: str, reason: str, message: str,
+             container: str | None = None) -> None: ...
+
+
+class ContainerPod(Protocol):
+    """What a container needs of the pod worker that runs it (`PodWorker` is the one).
+
+    The pod object, its address, uid and directory, when the status must be pushed, and the
+    pod-level inputs of the container's environment.
+    """
+
+    pod: dict
+    name: str
+    namespace: str
+    uid: str
+    ip: str | None
+    run_as: int | None
+    dir: Path
+    restart_policy: str
+
+    def grace_period(self) -> float: ...
+
+    def mark_dirty(self) -> None: ...
+
+    async def flush(self, timeout: float) -> None: ...
+
+    async def fetch_sources(self) -> EnvSources: ...
+
+    def base_env(self, container: dict) -> dict[str, str]: ...
 
 
 def signal_group(pid: int | None, sig: int) -> None:
@@ -50,8 +112,11 @@ def signal_group(pid: int | None, sig: int) -> None:
 class ContainerRunner:
     """Runs one container: spawn, probes, exit report, restart with back-off."""
 
-    def __init__(self, worker: PodWorker, container: dict, *, init: bool = False) -> None:
+    def __init__(self, worker: ContainerPod, container: dict, *, runtime: ContainerRuntimeSettings,
+                 events: PodEvents, init: bool = False) -> None:
         self.worker = worker
+        self.runtime = runtime
+        self.events = events
         self.container = container
         self.name: str = container["name"]
         self.init = init
@@ -66,10 +131,6 @@ class ContainerRunner:
         self._backoff_count = 0
         self._env: dict[str, str] = {}
         self._kill_task: asyncio.Task | None = None
-
-    @property
-    def kubelet(self) -> Kubelet:
-        return self.worker.kubelet
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"container {self.name}")
@@ -128,8 +189,8 @@ class ContainerRunner:
             exec_fn=self._exec, timeout=worker.grace_period(),
         )
         if not ok:
-            self.kubelet.emit(worker.pod, "Warning", "FailedPreStopHook",
-                              f"PreStopHook failed: {message}", self.name)
+            self.events.emit(worker.pod, "Warning", "FailedPreStopHook",
+                             f"PreStopHook failed: {message}", self.name)
 
     # ---------------------------------------------------------------- loop
 
@@ -170,10 +231,10 @@ class ContainerRunner:
             if returncode is None or not should_restart(self._policy(), exit_code):
                 return exit_code
             await worker.flush(2.0)
-            if ran_for >= BACKOFF_RESET_FACTOR * self.kubelet.restart_backoff_max:
+            if ran_for >= BACKOFF_RESET_FACTOR * self.runtime.restart_backoff_max:
                 self._backoff_count = 0
-            delay = restart_delay(self._backoff_count, self.kubelet.restart_backoff_base,
-                                  self.kubelet.restart_backoff_max)
+            delay = restart_delay(self._backoff_count, self.runtime.restart_backoff_base,
+                                  self.runtime.restart_backoff_max)
             self._backoff_count += 1
             self.view.last_terminated = self.view.terminated_dict()
             if delay > 0:
@@ -183,8 +244,8 @@ class ContainerRunner:
                                      f"{self.name} pod={worker.name}_{worker.namespace}"
                                      f"({worker.uid})")
                 worker.mark_dirty()
-                self.kubelet.emit(worker.pod, "Warning", "BackOff",
-                                  "Back-off restarting failed container", self.name)
+                self.events.emit(worker.pod, "Warning", "BackOff",
+                                 "Back-off restarting failed container", self.name)
                 await self._sleep(delay)
         return None
 
@@ -194,16 +255,16 @@ class ContainerRunner:
         self.view.reason, self.view.message = reason, message
         if changed:
             self.worker.mark_dirty()
-            self.kubelet.emit(self.worker.pod, "Warning", "Failed", f"Error: {message}",
-                              self.name)
+            self.events.emit(self.worker.pod, "Warning", "Failed", f"Error: {message}",
+                             self.name)
         await self._sleep(2.0)
 
     async def _prepare(self) -> tuple[list[str], dict[str, str]]:
         worker = self.worker
         sources = await worker.fetch_sources()
         env = build_env(worker.pod, self.container, base=worker.base_env(self.container),
-                        sources=sources, pod_ip=worker.ip or "", host_ip=self.kubelet.host_ip)
-        return container_argv(self.container, env, self.kubelet.image_entrypoints), env
+                        sources=sources, pod_ip=worker.ip or "", host_ip=self.runtime.host_ip)
+        return container_argv(self.container, env, self.runtime.image_entrypoints), env
 
     def _rotate_log(self) -> int:
         logs = self.worker.dir / "logs"
@@ -231,7 +292,7 @@ class ContainerRunner:
                 raise FileNotFoundError(
                     f'exec: "{argv[0] if argv else ""}": executable file not found in $PATH')
             self.process = await asyncio.create_subprocess_exec(
-                *self.kubelet.wrap_argv(argv, worker.run_as), env=env, cwd=self._cwd(),
+                *self.runtime.wrap_argv(argv, worker.run_as), env=env, cwd=self._cwd(),
                 stdin=asyncio.subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
                 start_new_session=True,
             )
@@ -243,7 +304,7 @@ class ContainerRunner:
             view.reason, view.message = "StartError", message
             view.finished_at = now_rfc3339()
             worker.mark_dirty()
-            self.kubelet.emit(worker.pod, "Warning", "Failed", view.message, self.name)
+            self.events.emit(worker.pod, "Warning", "Failed", view.message, self.name)
             return 128
         os.close(log_fd)
         self._env = env
@@ -259,8 +320,8 @@ class ContainerRunner:
         view.started = probes["startupProbe"] is None or self.init
         view.ready = view.started and probes["readinessProbe"] is None and not self.init
         worker.mark_dirty()
-        self.kubelet.emit(worker.pod, "Normal", "Started", f"Started container {self.name}",
-                          self.name)
+        self.events.emit(worker.pod, "Normal", "Started", f"Started container {self.name}",
+                         self.name)
         if not self.init:
             self._start_probes(probes)
         returncode = await self.process.wait()
@@ -333,14 +394,14 @@ class ContainerRunner:
                 self._start_running_probes(probes)
             else:
                 what = "startup" if kind == "startup" else "liveness"
-                self.kubelet.emit(worker.pod, "Normal", "Killing",
-                                  f"Container {self.name} failed {what} probe, will be "
-                                  f"restarted", self.name)
+                self.events.emit(worker.pod, "Normal", "Killing",
+                                 f"Container {self.name} failed {what} probe, will be "
+                                 f"restarted", self.name)
                 self._kill_for_restart()
 
         def on_failure(message: str) -> None:
-            self.kubelet.emit(worker.pod, "Warning", "Unhealthy",
-                              f"{kind.capitalize()} probe failed: {message}", self.name)
+            self.events.emit(worker.pod, "Warning", "Unhealthy",
+                             f"{kind.capitalize()} probe failed: {message}", self.name)
 
         self._probes.append(asyncio.create_task(
             probe_loop(kind, probe, run_once=run_once, on_change=on_change,
@@ -370,5 +431,5 @@ class ContainerRunner:
 
     async def _exec(self, argv: list[str], timeout: float) -> tuple[int, str]:
         """exec probes run like the container: same env, same uid."""
-        return await run_command(self.kubelet.wrap_argv(argv, self.worker.run_as),
+        return await run_command(self.runtime.wrap_argv(argv, self.worker.run_as),
                                  env=self._env, cwd=self._cwd(), timeout=timeout)

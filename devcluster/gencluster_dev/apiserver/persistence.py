@@ -15,9 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gencluster_dev.auth import Authenticator, IssuedToken
-from gencluster_dev.resources import ResourceKey
-from gencluster_dev.store import Store, StoreEvent
+from gencluster_dev.apiserver.auth import Authenticator, IssuedToken
+from gencluster_dev.machinery.resources import ResourceKey
+from gencluster_dev.machinery.store import Store, StoreEvent
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
