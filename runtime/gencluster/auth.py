@@ -9,10 +9,13 @@ Every call passes `PeerTokenGate`, a server interceptor that looks its method up
   the kubectl plugin) need the cluster's peer token in the `gencluster-peer-token` metadata;
   without it, or with another one, the call fails with UNAUTHENTICATED and a message naming
   that key;
-- any method not in the table fails with PERMISSION_DENIED, whether or not a servicer is
-  registered for it. Failing closed is the point of the table: a service added to the server
-  without an entry here is refused, never silently open. PERMISSION_DENIED (not
-  UNAUTHENTICATED) because no credential would help: the method is not served to anyone.
+- a method not in the table never runs (the gate fails closed). If a servicer is registered
+  for it (a service added to the server without an entry here), the call fails with
+  PERMISSION_DENIED naming the method: not UNAUTHENTICATED, because no credential would help,
+  the method is served to no one until it is classified. If nothing implements it, the answer
+  is UNIMPLEMENTED, exactly what gRPC says without the gate: there is nothing to protect, and
+  tools depend on it (grpcurl and other reflection clients ask grpc.reflection.v1 first and
+  fall back to v1alpha, the one grpcio serves, only on UNIMPLEMENTED).
 
 The table is derived from the services' descriptors, so a method added to the `.proto` takes
 its service's access without an edit here, and a service is classified in exactly one place
@@ -78,15 +81,15 @@ def method_access_table(
 
 
 METHOD_ACCESS = method_access_table(SERVICE_ACCESS)
-"""The gate's table: a method path missing here is refused."""
+"""The gate's table: a method path missing here never runs."""
 
 UNAUTHENTICATED_MESSAGE = (
     f"Peer and Admin calls need the cluster's peer token in {PEER_TOKEN_METADATA!r}"
 )
 
 
-def unknown_method_message(method: str) -> str:
-    return f"{method} is not in this server's access table: refused"
+def unclassified_method_message(method: str) -> str:
+    return f"{method} is served but not in the access table (gencluster.auth): refused"
 
 
 def _refusal(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
@@ -116,9 +119,11 @@ class PeerTokenGate(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler | None:
         access = self._table.get(handler_call_details.method)
         if access is Access.PUBLIC:
             return await continuation(handler_call_details)
@@ -126,9 +131,10 @@ class PeerTokenGate(grpc.aio.ServerInterceptor):
             if self._token_presented(handler_call_details.invocation_metadata):
                 return await continuation(handler_call_details)
             return self._unauthenticated
-        return _refusal(
-            grpc.StatusCode.PERMISSION_DENIED, unknown_method_message(handler_call_details.method)
-        )
+        if await continuation(handler_call_details) is None:
+            return None  # nothing implements it: gRPC answers UNIMPLEMENTED
+        message = unclassified_method_message(handler_call_details.method)
+        return _refusal(grpc.StatusCode.PERMISSION_DENIED, message)
 
     def _token_presented(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> bool:
         for key, value in metadata or ():

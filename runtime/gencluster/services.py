@@ -11,8 +11,9 @@ do without parsing messages:
 - request over the codec's size limit: RESOURCE_EXHAUSTED (nothing changed);
 - the handler raised, or has no clause for the request: OK with `error` set in the reply
   (state unchanged, server alive);
-- Peer/Admin call without the peer token: UNAUTHENTICATED, and a method the access table does
-  not know: PERMISSION_DENIED (both decided by `auth.PeerTokenGate` before any servicer runs);
+- Peer/Admin call without the peer token: UNAUTHENTICATED; a served method the access table
+  does not classify: PERMISSION_DENIED (both decided by `auth.PeerTokenGate` before any
+  servicer runs);
 - Peer message from a higher epoch than the active's: FAILED_PRECONDITION (this active is
   stale).
 

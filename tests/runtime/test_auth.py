@@ -63,24 +63,29 @@ class FakeDetails:
         self.invocation_metadata = metadata
 
 
-def decide(method: str, metadata: tuple[tuple[str, str], ...] = ()) -> str:
-    """'through' when the gate continues to the servicer, else the refusal's status code."""
-    passed = object()
+def decide(
+    method: str, metadata: tuple[tuple[str, str], ...] = (), *, implemented: bool = True
+) -> str:
+    """'through' when the gate continues to the servicer, 'unimplemented' when it lets gRPC say
+    nothing implements the method, else the refusal's status code."""
+    servicer_handler = object()
 
     async def continuation(details: Any) -> Any:
-        return passed
+        return servicer_handler if implemented else None
 
     async def run() -> Any:
         gate = PeerTokenGate(TOKEN)
         return await gate.intercept_service(
-            cast(Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+            cast(Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
                  continuation),
             cast(grpc.HandlerCallDetails, FakeDetails(method, metadata)),
         )
 
     handler = asyncio.run(run())
-    if handler is passed:
+    if handler is servicer_handler:
         return "through"
+    if handler is None:
+        return "unimplemented"
     assert handler.request_streaming and handler.response_streaming
     context = RecordingContext()
     with pytest.raises(Aborted):
@@ -111,13 +116,18 @@ def test_the_gate_decides_every_method_by_its_table_entry(path: str) -> None:
         assert decide(path, (("other", "x"), (PEER_TOKEN_METADATA, TOKEN))) == "through"
 
 
-@pytest.mark.parametrize(
-    "path",
-    ["/gencluster.v1.Admin/Backdoor", "/gencluster.v1.Secret/Call", "", "Admin/Status"],
-)
-def test_a_method_not_in_the_table_is_refused_even_with_the_token(path: str) -> None:
+UNLISTED = ["/gencluster.v1.Admin/Backdoor", "/gencluster.v1.Secret/Call", "", "Admin/Status"]
+
+
+@pytest.mark.parametrize("path", UNLISTED)
+def test_a_served_method_not_in_the_table_is_refused_even_with_the_token(path: str) -> None:
     assert decide(path) == "PERMISSION_DENIED"
     assert decide(path, ((PEER_TOKEN_METADATA, TOKEN),)) == "PERMISSION_DENIED"
+
+
+@pytest.mark.parametrize("path", UNLISTED)
+def test_a_method_nothing_implements_is_left_to_grpcs_unimplemented(path: str) -> None:
+    assert decide(path, implemented=False) == "unimplemented"
 
 
 def test_an_empty_peer_token_is_refused_at_construction() -> None:
@@ -152,7 +162,11 @@ class EchoClient(pb_grpc.ClientServicer):
         return pb.CallReply(epoch=3)
 
 
-def _unregistered_handler() -> grpc.GenericRpcHandler:
+MADE_UP = "/gencluster.v1.Admin/MadeUp"
+UNLISTED_SERVED = "/gencluster.v1.Unlisted/Leak"
+
+
+def _unlisted_handler() -> grpc.GenericRpcHandler:
     """A servicer registered on the server but absent from the table: must stay unreachable."""
     handler = grpc.unary_unary_rpc_method_handler(lambda request, context: b"secret")
     return grpc.method_handlers_generic_handler("gencluster.v1.Unlisted", {"Leak": handler})
@@ -199,7 +213,7 @@ async def _against_a_real_server() -> dict[str, Any]:
     pb_grpc.add_AdminServicer_to_server(EchoAdmin(), server)
     pb_grpc.add_PeerServicer_to_server(EchoPeer(), server)
     pb_grpc.add_ClientServicer_to_server(EchoClient(), server)
-    server.add_generic_rpc_handlers((_unregistered_handler(),))
+    server.add_generic_rpc_handlers((_unlisted_handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     results: dict[str, Any] = {}
@@ -212,8 +226,7 @@ async def _against_a_real_server() -> dict[str, Any]:
             results["token"] = await _each_shape(channel, ((PEER_TOKEN_METADATA, TOKEN),))
             reply = await pb_grpc.ClientStub(channel).Call(pb.CallRequest(), timeout=5)
             results["client call"] = reply.epoch
-            for name, path in (("made up", "/gencluster.v1.Admin/MadeUp"),
-                               ("unlisted", "/gencluster.v1.Unlisted/Leak")):
+            for name, path in (("made up", MADE_UP), ("unlisted", UNLISTED_SERVED)):
                 try:
                     await channel.unary_unary(path)(b"", metadata=((PEER_TOKEN_METADATA, TOKEN),),
                                                     timeout=5)
@@ -233,11 +246,10 @@ def test_a_real_server_enforces_the_gate_for_all_four_rpc_shapes() -> None:
     assert PEER_TOKEN_METADATA in UNAUTHENTICATED_MESSAGE
     assert results["token"] == dict.fromkeys(shapes, grpc.StatusCode.OK)
     assert results["client call"] == 3
-    for name, path in (("made up", "/gencluster.v1.Admin/MadeUp"),
-                       ("unlisted", "/gencluster.v1.Unlisted/Leak")):
-        code, details = results[name]
-        assert code is grpc.StatusCode.PERMISSION_DENIED
-        assert path in details
+    code, details = results["unlisted"]
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+    assert UNLISTED_SERVED in details
+    assert results["made up"][0] is grpc.StatusCode.UNIMPLEMENTED
 
 
 async def _build_server_refuses_a_tokenless_admin_call() -> tuple[Any, Any]:
