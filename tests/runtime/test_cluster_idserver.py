@@ -489,6 +489,9 @@ def test_health_and_reflection(cluster: IdCluster) -> None:
         return values[0] if values else 0.0
 
     before = scrape()
+    ours = {line.split("{")[0].split(" ")[0] for line in before.splitlines()
+            if line.startswith("gencluster_")}
+    assert ours and all(name.startswith("gencluster_runtime_") for name in ours), ours
     assert f'gencluster_runtime_active{{cluster="{cluster.name}",pod="{active}"}} 1.0' in before
     # Client calls are counted by outcome and timed, on the replica that answered them.
     with Client(cluster.address(active), timeout=20) as direct:
