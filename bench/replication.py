@@ -27,7 +27,7 @@ What runs (see bench/README.md for the figures):
 - (c) join of a standby with a large state: SIGKILL a standby (it restarts without state) and
   time until it reports ROLE_STANDBY at the active's applied sequence;
 - (d) replication bytes per call with a 1 KB and a large state, from the active's
-  `gencluster_replication_sent_bytes_total` counter (protobuf message bytes on Replicate
+  `gencluster_runtime_replication_sent_bytes_total` counter (protobuf message bytes on Replicate
   streams, all standbys, heartbeats included).
 
 The LAST line printed is one JSON object (`summary()`), which other checks read: at least
@@ -458,7 +458,7 @@ class BenchCluster:
         return await poll(settled, timeout, 0.1, f"{self.name}: an active with all in sync")
 
     async def replication_counters(self, pod: str) -> dict[str, float]:
-        """The active's gencluster_replication_sent_*_total counters from /metrics."""
+        """The active's gencluster_runtime_replication_sent_*_total counters from /metrics."""
         ip = (await self.address(pod)).rsplit(":", 1)[0]
 
         def scrape() -> str:
@@ -470,10 +470,12 @@ class BenchCluster:
         counters = {}
         for name in ("bytes", "messages", "entries"):
             match = re.search(
-                rf"^gencluster_replication_sent_{name}_total\{{[^}}]*\}} (\S+)$", text, re.M
+                rf"^gencluster_runtime_replication_sent_{name}_total\{{[^}}]*\}} (\S+)$", text, re.M
             )
             if match is None:
-                raise RuntimeError(f"no gencluster_replication_sent_{name}_total in /metrics")
+                raise RuntimeError(
+                    f"no gencluster_runtime_replication_sent_{name}_total in /metrics"
+                )
             counters[name] = float(match.group(1))
         return counters
 

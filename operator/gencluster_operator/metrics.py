@@ -3,22 +3,26 @@
 Cluster metrics are derived from the status the operator has just written, so a dashboard
 never disagrees with `kubectl get csrv`:
 
-- `gencluster_active{namespace, cluster, pod}` (gauge): 1 for the pod that holds the Lease and
-  serves, 0 for the other pods;
-- `gencluster_epoch{namespace, cluster}` (gauge): the Lease's leaseTransitions;
-- `gencluster_failovers_total{namespace, cluster, kind}` (counter): moves of the active role
-  this operator saw, by `lastFailoverReason` (ActivePodDeleted, Switchover, ...);
-- `gencluster_last_failover_timestamp_seconds{namespace, cluster}` (gauge):
+- `gencluster_operator_active{namespace, cluster, pod}` (gauge): 1 for the pod that holds the
+  Lease and serves, 0 for the other pods;
+- `gencluster_operator_epoch{namespace, cluster}` (gauge): the Lease's leaseTransitions;
+- `gencluster_operator_failovers_total{namespace, cluster, kind}` (counter): moves of the
+  active role this operator saw, by `lastFailoverReason` (ActivePodDeleted, Switchover, ...);
+- `gencluster_operator_last_failover_timestamp_seconds{namespace, cluster}` (gauge):
   `status.lastFailoverTime` as a Unix time;
-- `gencluster_replication_lag{namespace, cluster, pod}` (gauge): entries a standby is behind,
-  as the active reports it;
+- `gencluster_operator_replication_lag{namespace, cluster, pod}` (gauge): entries a standby is
+  behind, as the active reports it;
 - `gencluster_operator_reconciles_total{namespace, cluster, result}` (counter): reconcile
   passes, `ok`, `conflict` (409: planned again) or `error`;
 - `gencluster_operator_reconcile_duration_seconds` (histogram): one pass (observe, act, write).
 
 Series of pods that are gone, and of deleted clusters, are removed so that they do not linger
-with their last value. The metrics live in a registry of their own so that a process that also
-imports the runtime's metrics never sees a name collision.
+with their last value. Every name starts with `gencluster_operator_`, and the runtime pods'
+with `gencluster_runtime_`: the operator's view of a cluster (`gencluster_operator_epoch`, from
+the status) and a pod's own (`gencluster_runtime_epoch`, the highest it has seen) differ during
+a failover, so one Prometheus scraping both must never merge them into one series. The metrics
+live in a registry of their own so that a process that also imports the runtime's metrics
+exports only these.
 """
 
 from __future__ import annotations
@@ -38,31 +42,31 @@ CLUSTER_LABELS = ("namespace", "cluster")
 POD_LABELS = ("namespace", "cluster", "pod")
 
 ACTIVE = Gauge(
-    "gencluster_active",
+    "gencluster_operator_active",
     "1 for the pod that holds the Lease and serves client calls, 0 for the other pods.",
     POD_LABELS,
     registry=REGISTRY,
 )
 EPOCH = Gauge(
-    "gencluster_epoch",
+    "gencluster_operator_epoch",
     "The Lease's leaseTransitions: +1 at every failover or switchover.",
     CLUSTER_LABELS,
     registry=REGISTRY,
 )
 FAILOVERS = Counter(
-    "gencluster_failovers",
+    "gencluster_operator_failovers",
     "Moves of the active role seen by this operator, by reason (status.lastFailoverReason).",
     (*CLUSTER_LABELS, "kind"),
     registry=REGISTRY,
 )
 LAST_FAILOVER = Gauge(
-    "gencluster_last_failover_timestamp_seconds",
+    "gencluster_operator_last_failover_timestamp_seconds",
     "When the active role last moved (status.lastFailoverTime), as a Unix time.",
     CLUSTER_LABELS,
     registry=REGISTRY,
 )
 REPLICATION_LAG = Gauge(
-    "gencluster_replication_lag",
+    "gencluster_operator_replication_lag",
     "Log entries a standby has not acknowledged yet, as the active reports it.",
     POD_LABELS,
     registry=REGISTRY,

@@ -12,14 +12,14 @@ import time
 from prometheus_client import Counter, Histogram
 
 CALLS = Counter(
-    "gencluster_calls",
+    "gencluster_runtime_calls",
     "client requests handled by this replica, by kind (call, cast) and outcome: ok, "
     "error (the handler raised; state unchanged), rejected (not answered: not the active, "
     "bad input, or the caller left)",
     ["kind", "outcome"],
 )
 CALL_DURATION = Histogram(
-    "gencluster_call_duration_seconds",
+    "gencluster_runtime_call_duration_seconds",
     "time from receiving a client request to answering it, by kind",
     ["kind"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),

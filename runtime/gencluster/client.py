@@ -20,7 +20,10 @@ What makes calls survive failover:
   undecodable input, RESOURCE_EXHAUSTED for oversized input, ...) raise `grpc.RpcError` as is.
 - `subscribe` resumes after a reconnect from the last event number + 1 (or, before the first
   event, from the number the server announced), so no event is lost or repeated.
-- Channels use HTTP/2 keepalive, so a silently dead connection is noticed.
+- Channels use HTTP/2 keepalive, so a silently dead connection is noticed. One channel and
+  one stub per address, made on first use and closed by `close()`.
+- The decisions (which address, how long to back off, when to give up) are
+  `gencluster.retry`'s, shared by both clients; the clients only call, sleep and raise.
 - `call_with_details` returns, besides the value, the epoch of the term that answered, the
   address that answered and whether the reply was a recorded duplicate: what a test or an
   auditor needs to check that two terms never served at once.
@@ -32,7 +35,7 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -41,21 +44,38 @@ import grpc
 from gencluster.codec import Codec, get_codec
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
-from gencluster.wellknown import ACTIVE_ADDRESS_METADATA
+from gencluster.retry import (
+    ATTEMPT_TIMEOUT,
+    RETRY_BACKOFF_MAX,
+    RETRY_BACKOFF_START,
+    RETRYABLE,
+    Attempt,
+    CallRetries,
+    ClusterUnavailable,
+    Failure,
+    GiveUp,
+    Route,
+    Wait,
+    after_stream_break,
+)
+
+__all__ = [
+    "ATTEMPT_TIMEOUT",
+    "CHANNEL_OPTIONS",
+    "DEFAULT_TIMEOUT",
+    "RETRYABLE",
+    "RETRY_BACKOFF_MAX",
+    "RETRY_BACKOFF_START",
+    "AsyncClient",
+    "CallDetails",
+    "Client",
+    "ClusterUnavailable",
+    "Event",
+    "RemoteError",
+]
 
 NEXT_EVENT_METADATA = "gencluster-next-event"
 DEFAULT_TIMEOUT = 30.0
-RETRY_BACKOFF_START = 0.02
-RETRY_BACKOFF_MAX = 0.25
-ATTEMPT_TIMEOUT = 2.0
-"""The longest one attempt of a call may take before the next address is tried (with the same
-request id, so it is still applied once: a retry that reaches the active while the first
-attempt's entry waits for acknowledgements waits for that same entry)."""
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
-"""Retried with the same request id (so applied once). CANCELLED is in because this library
-never cancels a call it will not retry, while a gRPC server that shuts down answers CANCELLED
-for calls it had not handed to a handler yet (grpc/grpc#41785): a graceful handover must not
-surface that to the caller."""
 
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 5000),
@@ -77,14 +97,6 @@ class RemoteError(Exception):
         super().__init__(f"{error_type}: {message}")
         self.type = error_type
         self.message = message
-
-
-class ClusterUnavailable(Exception):
-    """No replica answered as active before the deadline; `last_error` is the last failure."""
-
-    def __init__(self, message: str, last_error: BaseException | None) -> None:
-        super().__init__(message)
-        self.last_error = last_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,57 +128,6 @@ class CallDetails:
     duplicate: bool
 
 
-class _Addresses:
-    """Where to send the next attempt: the redirect target first, then the list in turn."""
-
-    def __init__(self, addresses: str) -> None:
-        self.addresses = [part.strip() for part in addresses.split(",") if part.strip()]
-        if not self.addresses:
-            raise ValueError("Client needs at least one host:port address")
-        self._index = 0
-        self.redirect: str | None = None
-
-    def current(self) -> str:
-        return self.redirect or self.addresses[self._index % len(self.addresses)]
-
-    def failed(self, error: grpc.RpcError) -> bool:
-        """Record a retryable failure; True when the server named the active (go at once)."""
-        target = _trailing(error, ACTIVE_ADDRESS_METADATA)
-        if target and target != self.current():
-            self.redirect = target
-            return True
-        if self.redirect:
-            self.redirect = None
-        else:
-            self._index += 1
-        return False
-
-
-def _trailing(error: grpc.RpcError, key: str) -> str:
-    try:
-        metadata = error.trailing_metadata() or ()  # type: ignore[attr-defined]
-    except Exception:
-        return ""
-    for item_key, value in metadata:
-        if item_key == key:
-            return value if isinstance(value, str) else value.decode()
-    return ""
-
-
-def _code(error: grpc.RpcError) -> grpc.StatusCode | None:
-    try:
-        return error.code()  # type: ignore[attr-defined]
-    except Exception:
-        return None
-
-
-def _retryable(error: grpc.RpcError, time_left: bool) -> bool:
-    """Worth another attempt: UNAVAILABLE/CANCELLED, or an attempt that timed out while the
-    call itself still has time (the replica did not answer; another may)."""
-    code = _code(error)
-    return code in RETRYABLE or (code is grpc.StatusCode.DEADLINE_EXCEEDED and time_left)
-
-
 def _result_of_call(codec: Codec, reply: pb.CallReply) -> Any:
     if reply.WhichOneof("outcome") == "error":
         raise RemoteError(reply.error.type, reply.error.message)
@@ -188,6 +149,19 @@ def _call_request(codec: Codec, request: Any, request_id: str | None) -> pb.Call
         payload=codec.encode(request, what="request"),
         codec=codec.name,
     )
+
+
+def _cast_request(codec: Codec, msg: Any) -> pb.CastRequest:
+    return pb.CastRequest(
+        request_id=uuid.uuid4().hex,
+        payload=codec.encode(msg, what="message"),
+        codec=codec.name,
+    )
+
+
+def _check_cast(reply: pb.CastReply) -> None:
+    if reply.HasField("error"):
+        raise RemoteError(reply.error.type, reply.error.message)
 
 
 def _event(codec: Codec, message: pb.Event) -> Event:
@@ -226,48 +200,50 @@ class Client:
         self, addresses: str, *, codec: str = "json", timeout: float = DEFAULT_TIMEOUT,
         attempt_timeout: float = ATTEMPT_TIMEOUT,
     ) -> None:
-        self._addresses = _Addresses(addresses)
+        self._route = Route(addresses)
         self.codec = get_codec(codec)
         self.timeout = timeout
         self.attempt_timeout = attempt_timeout
         self._channels: dict[str, grpc.Channel] = {}
+        self._stubs: dict[str, pb_grpc.ClientStub] = {}
         self._lock = threading.Lock()
         self._closed = False
 
     def _stub(self, address: str) -> pb_grpc.ClientStub:
+        # Lock-free when cached (every call but the first per address): a dict read is atomic.
+        stub = self._stubs.get(address)
+        return stub if stub is not None else self._connect(address)
+
+    def _connect(self, address: str) -> pb_grpc.ClientStub:
         with self._lock:
-            channel = self._channels.get(address)
-            if channel is None:
+            stub = self._stubs.get(address)
+            if stub is None:
                 channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
                 self._channels[address] = channel
-        return pb_grpc.ClientStub(channel)
+                stub = self._stubs[address] = pb_grpc.ClientStub(channel)
+        return stub
 
     def _retrying(
         self, attempt: Callable[[pb_grpc.ClientStub, float], T], timeout: float
     ) -> tuple[T, str]:
-        """Run `attempt` against the current address until it succeeds, a non-retryable error
-        or the deadline; return its result and the address that answered."""
-        deadline = time.monotonic() + timeout
-        backoff = RETRY_BACKOFF_START
-        last_error: BaseException | None = None
+        """Run `attempt` as `CallRetries` directs until it succeeds or the policy gives up;
+        return its result and the address that answered."""
+        now = time.monotonic()
+        retries = CallRetries(
+            self._route, timeout=timeout, now=now, attempt_timeout=self.attempt_timeout
+        )
+        step = retries.next_attempt(now)
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ClusterUnavailable(
-                    f"no active answered within {timeout}s ({last_error})", last_error
-                )
-            address = self._addresses.current()
-            attempt_deadline = min(remaining, self.attempt_timeout)
-            try:
-                return attempt(self._stub(address), attempt_deadline), address
-            except grpc.RpcError as error:
-                if not _retryable(error, attempt_deadline < remaining):
-                    raise
-                last_error = error
-                if self._addresses.failed(error):
-                    continue
-            time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
-            backoff = min(backoff * 2, RETRY_BACKOFF_MAX)
+            if isinstance(step, Attempt):
+                try:
+                    return attempt(self._stub(step.address), step.timeout), step.address
+                except grpc.RpcError as error:
+                    step = retries.after_failure(Failure.of(error), time.monotonic())
+            elif isinstance(step, Wait):
+                time.sleep(step.seconds)
+                step = retries.next_attempt(time.monotonic())
+            else:
+                raise step.error
 
     def call(self, request: Any, timeout: float | None = None) -> Any:
         """Send `request` to the active and return its reply (retried across failover)."""
@@ -289,17 +265,12 @@ class Client:
 
     def cast(self, msg: Any, timeout: float | None = None) -> None:
         """Send `msg` without a reply; returns once the active accepted (and replicated) it."""
-        message = pb.CastRequest(
-            request_id=uuid.uuid4().hex,
-            payload=self.codec.encode(msg, what="message"),
-            codec=self.codec.name,
-        )
+        message = _cast_request(self.codec, msg)
         reply, _ = self._retrying(
             lambda stub, remaining: stub.Cast(message, timeout=remaining),
             self.timeout if timeout is None else timeout,
         )
-        if reply.HasField("error"):
-            raise RemoteError(reply.error.type, reply.error.message)
+        _check_cast(reply)
 
     def subscribe(
         self, topic: str, from_event: int | None = None, *, accept_gap: bool = False
@@ -324,19 +295,22 @@ class Client:
             except grpc.RpcError as error:
                 if self._closed:
                     return
-                if _code(error) not in RETRYABLE:
+                step = after_stream_break(self._route, Failure.of(error))
+                if isinstance(step, GiveUp):
                     raise
-                if not self._addresses.failed(error):
-                    time.sleep(RETRY_BACKOFF_MAX / 5)
+                time.sleep(step.seconds)
             finally:
                 stream.cancel()
 
     def close(self) -> None:
         """Close every channel; a `subscribe` iterator in another thread then ends."""
         self._closed = True
-        for channel in self._channels.values():
+        with self._lock:
+            channels = list(self._channels.values())
+            self._channels.clear()
+            self._stubs.clear()
+        for channel in channels:
             channel.close()
-        self._channels.clear()
 
     def __enter__(self) -> Client:
         return self
@@ -346,51 +320,48 @@ class Client:
 
 
 class AsyncClient:
-    """The asyncio twin of `Client`: the same retries, redirects and resumption."""
+    """The asyncio twin of `Client`: the same policy (`gencluster.retry`), awaited."""
 
     def __init__(
         self, addresses: str, *, codec: str = "json", timeout: float = DEFAULT_TIMEOUT,
         attempt_timeout: float = ATTEMPT_TIMEOUT,
     ) -> None:
-        self._addresses = _Addresses(addresses)
+        self._route = Route(addresses)
         self.codec = get_codec(codec)
         self.timeout = timeout
         self.attempt_timeout = attempt_timeout
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, pb_grpc.ClientStub] = {}
         self._closed = False
 
     def _stub(self, address: str) -> pb_grpc.ClientStub:
-        channel = self._channels.get(address)
-        if channel is None:
+        stub = self._stubs.get(address)
+        if stub is None:
             channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
             self._channels[address] = channel
-        return pb_grpc.ClientStub(channel)
+            stub = self._stubs[address] = pb_grpc.ClientStub(channel)
+        return stub
 
     async def _retrying(
-        self, attempt: Callable[[pb_grpc.ClientStub, float], Any], timeout: float
-    ) -> tuple[Any, str]:
+        self, attempt: Callable[[pb_grpc.ClientStub, float], Awaitable[T]], timeout: float
+    ) -> tuple[T, str]:
         """As `Client._retrying`: the result and the address that answered."""
-        deadline = time.monotonic() + timeout
-        backoff = RETRY_BACKOFF_START
-        last_error: BaseException | None = None
+        now = time.monotonic()
+        retries = CallRetries(
+            self._route, timeout=timeout, now=now, attempt_timeout=self.attempt_timeout
+        )
+        step = retries.next_attempt(now)
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ClusterUnavailable(
-                    f"no active answered within {timeout}s ({last_error})", last_error
-                )
-            address = self._addresses.current()
-            attempt_deadline = min(remaining, self.attempt_timeout)
-            try:
-                return await attempt(self._stub(address), attempt_deadline), address
-            except grpc.RpcError as error:
-                if not _retryable(error, attempt_deadline < remaining):
-                    raise
-                last_error = error
-                if self._addresses.failed(error):
-                    continue
-            await asyncio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
-            backoff = min(backoff * 2, RETRY_BACKOFF_MAX)
+            if isinstance(step, Attempt):
+                try:
+                    return await attempt(self._stub(step.address), step.timeout), step.address
+                except grpc.RpcError as error:
+                    step = retries.after_failure(Failure.of(error), time.monotonic())
+            elif isinstance(step, Wait):
+                await asyncio.sleep(step.seconds)
+                step = retries.next_attempt(time.monotonic())
+            else:
+                raise step.error
 
     async def call(self, request: Any, timeout: float | None = None) -> Any:
         return (await self.call_with_details(request, timeout)).value
@@ -406,17 +377,12 @@ class AsyncClient:
         return _details_of_call(self.codec, reply, served_by)
 
     async def cast(self, msg: Any, timeout: float | None = None) -> None:
-        message = pb.CastRequest(
-            request_id=uuid.uuid4().hex,
-            payload=self.codec.encode(msg, what="message"),
-            codec=self.codec.name,
-        )
+        message = _cast_request(self.codec, msg)
         reply, _ = await self._retrying(
             lambda stub, remaining: stub.Cast(message, timeout=remaining),
             self.timeout if timeout is None else timeout,
         )
-        if reply.HasField("error"):
-            raise RemoteError(reply.error.type, reply.error.message)
+        _check_cast(reply)
 
     async def subscribe(
         self, topic: str, from_event: int | None = None, *, accept_gap: bool = False
@@ -438,18 +404,20 @@ class AsyncClient:
             except grpc.RpcError as error:
                 if self._closed:
                     return
-                if _code(error) not in RETRYABLE:
+                step = after_stream_break(self._route, Failure.of(error))
+                if isinstance(step, GiveUp):
                     raise
-                if not self._addresses.failed(error):
-                    await asyncio.sleep(RETRY_BACKOFF_MAX / 5)
+                await asyncio.sleep(step.seconds)
             finally:
                 stream.cancel()
 
     async def close(self) -> None:
         self._closed = True
-        for channel in self._channels.values():
-            await channel.close()
+        channels = list(self._channels.values())
         self._channels.clear()
+        self._stubs.clear()
+        for channel in channels:
+            await channel.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -18,15 +18,18 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gencluster.acks import ReplicationMode
 from gencluster.election import ElectionConfig, lease_timing_problems
 from gencluster.node import Node, NodeConfig, PartitionPolicy, ServerInitFailed
 from gencluster.replication import COUNTERS
 from gencluster.server import GenServer, ServerLoadError, load_server_class
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 EX_CONFIG = 78
 TERMINATION_LOG = Path("/dev/termination-log")
@@ -217,40 +220,54 @@ def config_failure(message: str) -> int:
     return EX_CONFIG
 
 
+class NodeCollector:
+    """The pod's role and replication figures, read from the node at scrape time (nothing on
+    the call path updates a gauge). Every name starts with `gencluster_runtime_`: the operator
+    exports its own view of the same cluster as `gencluster_operator_*`, and the two differ
+    (during a failover a pod's epoch is not yet the status's), so they must never share a
+    name in one Prometheus."""
+
+    def __init__(self, node: Node, config: NodeConfig) -> None:
+        self.node = node
+        self.labels = ["cluster", "pod"]
+        self.label_values = [config.cluster, config.identity]
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        node = self.node
+        for name, help_text, value in (
+            ("gencluster_runtime_active", "1 while this replica is the serving active",
+             1 if node.may_serve() else 0),
+            ("gencluster_runtime_epoch", "highest epoch seen", node.epoch),
+            ("gencluster_runtime_applied_seq", "last applied log sequence number",
+             node.replica.applied_seq if node.replica is not None else 0),
+            ("gencluster_runtime_ready", "1 while readiness is SERVING",
+             1 if node.ready() else 0),
+        ):
+            family = GaugeMetricFamily(name, help_text, labels=self.labels)
+            family.add_metric(self.label_values, value)
+            yield family
+        for name, help_text, total in (
+            ("gencluster_runtime_replication_sent_bytes",
+             "bytes of Replicate stream messages sent to standbys as active",
+             COUNTERS.bytes_sent),
+            ("gencluster_runtime_replication_sent_messages",
+             "Replicate stream messages sent to standbys as active", COUNTERS.messages_sent),
+            ("gencluster_runtime_replication_sent_entries",
+             "log entries sent to standbys as active", COUNTERS.entries_sent),
+        ):
+            counter = CounterMetricFamily(name, help_text, labels=self.labels)
+            counter.add_metric(self.label_values, total)
+            yield counter
+
+
 def start_metrics(node: Node, config: NodeConfig) -> None:
-    """Prometheus text format at `/metrics` on the metrics port (read at scrape time)."""
-    from prometheus_client import start_http_server
-    from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+    """Prometheus text format at `/metrics` on the metrics port (read at scrape time): the
+    node's figures, the client-call meters (`call_metrics`) and the process collectors."""
+    from prometheus_client import REGISTRY, start_http_server
 
-    class NodeCollector:
-        def collect(self) -> Any:
-            labels = ["cluster", "pod"]
-            values = [config.cluster, config.identity]
-            for name, help_text, value in (
-                ("gencluster_active", "1 while this replica is the serving active",
-                 1 if node.may_serve() else 0),
-                ("gencluster_epoch", "highest epoch seen", node.epoch),
-                ("gencluster_applied_seq", "last applied log sequence number",
-                 node.replica.applied_seq if node.replica is not None else 0),
-                ("gencluster_ready", "1 while readiness is SERVING", 1 if node.ready() else 0),
-            ):
-                family = GaugeMetricFamily(name, help_text, labels=labels)
-                family.add_metric(values, value)
-                yield family
-            for name, help_text, total in (
-                ("gencluster_replication_sent_bytes",
-                 "bytes of Replicate stream messages sent to standbys as active",
-                 COUNTERS.bytes_sent),
-                ("gencluster_replication_sent_messages",
-                 "Replicate stream messages sent to standbys as active", COUNTERS.messages_sent),
-                ("gencluster_replication_sent_entries",
-                 "log entries sent to standbys as active", COUNTERS.entries_sent),
-            ):
-                counter = CounterMetricFamily(name, help_text, labels=labels)
-                counter.add_metric(values, total)
-                yield counter
-
-    REGISTRY.register(NodeCollector())
+    REGISTRY.register(NodeCollector(node, config))
     try:
         start_http_server(config.metrics_port, addr=config.listen_host)
     except OSError as error:

@@ -11,7 +11,9 @@ do without parsing messages:
 - request over the codec's size limit: RESOURCE_EXHAUSTED (nothing changed);
 - the handler raised, or has no clause for the request: OK with `error` set in the reply
   (state unchanged, server alive);
-- Peer/Admin call without the peer token: UNAUTHENTICATED;
+- Peer/Admin call without the peer token: UNAUTHENTICATED; a served method the access table
+  does not classify: PERMISSION_DENIED (both decided by `auth.PeerTokenGate` before any
+  servicer runs);
 - Peer message from a higher epoch than the active's: FAILED_PRECONDITION (this active is
   stale).
 
@@ -22,7 +24,6 @@ key `gencluster-epoch`.
 from __future__ import annotations
 
 import functools
-import hmac
 import logging
 import random
 import time
@@ -34,6 +35,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gencluster import wire
+from gencluster.auth import PeerTokenGate
 from gencluster.call_metrics import CallMeter
 from gencluster.codec import CodecError, MessageTooLarge
 from gencluster.log import CommandKind, StaleEpoch
@@ -42,7 +44,7 @@ from gencluster.node import Node, Role
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.replication import NotActive
-from gencluster.wellknown import ACTIVE_ADDRESS_METADATA, EPOCH_METADATA, PEER_TOKEN_METADATA
+from gencluster.wellknown import ACTIVE_ADDRESS_METADATA, EPOCH_METADATA
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +74,6 @@ async def _unavailable(node: Node, context: grpc.aio.ServicerContext, why: str) 
         why = f"{why}; the active is {node.active_identity} at {address}"
     await context.abort(grpc.StatusCode.UNAVAILABLE, why, trailing_metadata=metadata)
     raise AssertionError("abort returned")  # pragma: no cover
-
-
-async def _require_peer_token(node: Node, context: grpc.aio.ServicerContext) -> None:
-    presented = dict(context.invocation_metadata() or ()).get(PEER_TOKEN_METADATA, "")
-    if not hmac.compare_digest(str(presented).encode(), node.config.peer_token.encode()):
-        await context.abort(
-            grpc.StatusCode.UNAUTHENTICATED,
-            f"Peer and Admin calls need the cluster's peer token in {PEER_TOKEN_METADATA!r}",
-        )
 
 
 async def submit(
@@ -220,7 +213,6 @@ class PeerService(pb_grpc.PeerServicer):
         self, request: pb.SnapshotRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.SnapshotChunk]:
         node = self.node
-        await _require_peer_token(node, context)
         term = node.term
         if term is None:
             await _unavailable(node, context, "snapshots come from the active")
@@ -233,7 +225,6 @@ class PeerService(pb_grpc.PeerServicer):
         self, request_iterator: Any, context: grpc.aio.ServicerContext
     ) -> None:
         node = self.node
-        await _require_peer_token(node, context)
         first = await context.read()
         if first is grpc.aio.EOF or first.WhichOneof("message") != "hello":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Replicate starts with Hello")
@@ -266,7 +257,6 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.StatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.StatusReply:
         node = self.node
-        await _require_peer_token(node, context)
         term = node.term
         reply = pb.StatusReply(
             identity=node.config.identity,
@@ -308,7 +298,6 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.GetStateRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStateReply:
         node = self.node
-        await _require_peer_token(node, context)
         replica = node.replica
         if replica is None:
             await _unavailable(node, context, f"{node.config.identity} holds no state yet")
@@ -325,7 +314,6 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.SwitchoverRequest, context: grpc.aio.ServicerContext
     ) -> pb.SwitchoverReply:
         node = self.node
-        await _require_peer_token(node, context)
         if node.term is None:
             await _unavailable(node, context, "switchover is asked of the active")
         result = await node.hand_over(
@@ -344,7 +332,6 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.DemoteRequest, context: grpc.aio.ServicerContext
     ) -> pb.DemoteReply:
         node = self.node
-        await _require_peer_token(node, context)
         log.warning("demoted: %s", request.reason or "by an Admin call")
         epoch = node.term.epoch if node.term is not None else node.epoch
         node.step_down(follow_address=request.follow_address or None)
@@ -360,7 +347,6 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.ExportStateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.SnapshotChunk]:
         node = self.node
-        await _require_peer_token(node, context)
         replica = node.replica
         if replica is None:
             await _unavailable(node, context, f"{node.config.identity} holds no state")
@@ -373,7 +359,6 @@ class AdminService(pb_grpc.AdminServicer):
         self, request_iterator: AsyncIterator[pb.MergeChunk], context: grpc.aio.ServicerContext
     ) -> pb.MergeReply:
         node = self.node
-        await _require_peer_token(node, context)
         origin: pb.MergeOrigin | None = None
         chunks = []
         async for chunk in request_iterator:
@@ -402,7 +387,6 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.PauseWritesRequest, context: grpc.aio.ServicerContext
     ) -> pb.PauseWritesReply:
         node = self.node
-        await _require_peer_token(node, context)
         paused = node.pause_writes(request.seconds)
         log.warning("%s client calls (Admin.PauseWrites %.1fs)",
                     "refusing" if paused else "accepting", request.seconds)
@@ -439,6 +423,7 @@ def build_server(node: Node, health_reporter: HealthReporter) -> grpc.aio.Server
     """A grpc.aio server with every service of the runtime (not yet bound or started)."""
     limit = node.codec.max_bytes + 64 * 1024
     server = grpc.aio.server(
+        interceptors=[PeerTokenGate(node.config.peer_token)],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),

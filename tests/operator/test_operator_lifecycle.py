@@ -69,8 +69,11 @@ def test_id_server_comes_up_with_every_child_owned(
     assert events(dev_cluster, namespace, "ScaledUp")
     text = operator.metrics()
     labels = f'cluster="{NAME}",namespace="{namespace}"'
-    assert f'gencluster_active{{{labels},pod="{active}"}} 1.0' in text
-    assert f"gencluster_epoch{{{labels}}} {float(status['epoch'])}" in text
+    assert f'gencluster_operator_active{{{labels},pod="{active}"}} 1.0' in text
+    ours = {line.split("{")[0].split(" ")[0] for line in text.splitlines()
+            if line.startswith("gencluster_")}
+    assert all(name.startswith("gencluster_operator_") for name in ours), ours
+    assert f"gencluster_operator_epoch{{{labels}}} {float(status['epoch'])}" in text
 
 
 def test_deleting_the_active_pod_fails_over_to_a_standby(

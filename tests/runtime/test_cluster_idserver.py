@@ -489,16 +489,19 @@ def test_health_and_reflection(cluster: IdCluster) -> None:
         return values[0] if values else 0.0
 
     before = scrape()
-    assert f'gencluster_active{{cluster="{cluster.name}",pod="{active}"}} 1.0' in before
+    ours = {line.split("{")[0].split(" ")[0] for line in before.splitlines()
+            if line.startswith("gencluster_")}
+    assert ours and all(name.startswith("gencluster_runtime_") for name in ours), ours
+    assert f'gencluster_runtime_active{{cluster="{cluster.name}",pod="{active}"}} 1.0' in before
     # Client calls are counted by outcome and timed, on the replica that answered them.
     with Client(cluster.address(active), timeout=20) as direct:
         direct.call("next_value")
         with pytest.raises(RemoteError):
             direct.call("no such request")
     after = scrape()
-    for series in ('gencluster_calls_total{kind="call",outcome="ok"}',
-                   'gencluster_calls_total{kind="call",outcome="error"}',
-                   'gencluster_call_duration_seconds_count{kind="call"}'):
+    for series in ('gencluster_runtime_calls_total{kind="call",outcome="ok"}',
+                   'gencluster_runtime_calls_total{kind="call",outcome="error"}',
+                   'gencluster_runtime_call_duration_seconds_count{kind="call"}'):
         assert sample(after, series) >= sample(before, series) + 1, series
 
 
