@@ -42,11 +42,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import clustered_server, get_json, serving
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 ID_SERVER = REPO / "examples" / "id-server.yaml"
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # tests.*, when run as a script
 
 NAME = "id-server"
 NAMESPACE = "default"
@@ -142,9 +143,6 @@ def wait(condition: Callable[[], Any], timeout: float, what: str, interval: floa
 
 
 def bench(trials: int, restart_backoff: float, log: Callable[[str], None]) -> dict[str, Any]:
-    from tests.devcluster_process import DevClusterProcess
-    from tests.operator.operator_process import clustered_server, get_json, serving
-
     started = time.monotonic()
     outages: list[float] = []
 

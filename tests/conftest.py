@@ -6,9 +6,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-from tests.devcluster_process import DevClusterProcess
-from tests.operator.operator_process import OperatorProcess
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import OperatorProcess
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from gencluster_dev.deployments import (
     rollout_limits,
     template_hash,
 )
-
-from tests.devcluster_process import DevClusterProcess, wait_for
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 

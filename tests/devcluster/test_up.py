@@ -9,8 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from tests.devcluster_process import GENCLUSTER, DevClusterProcess, wait_for
+from gencluster_testing.devcluster_process import GENCLUSTER, DevClusterProcess
+from gencluster_testing.waiting import wait_for
 
 SLEEPER_POD = """
 apiVersion: v1

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
-
-from tests.devcluster_process import DevClusterProcess, wait_for
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.waiting import wait_for
 
 helm = pytest.importorskip("helm_python")
 

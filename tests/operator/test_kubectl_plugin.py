@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 from gencluster import kubectl_plugin as plugin
 from gencluster import wellknown
-
-from tests.devcluster_process import KUBECTL, DevClusterProcess, wait_for
-from tests.operator.operator_process import (
+from gencluster_testing.devcluster_process import KUBECTL, DevClusterProcess
+from gencluster_testing.operator_process import (
     OperatorProcess,
     clustered_server,
     serving,
     start_id_server,
 )
+from gencluster_testing.waiting import wait_for
 
 NAME = "id-server"
 NAMESPACE = "kubectl-plugin"

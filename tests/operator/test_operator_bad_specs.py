@@ -5,9 +5,8 @@ pods crash-loop in silence."""
 from __future__ import annotations
 
 import pytest
-
-from tests.devcluster_process import DevClusterProcess, wait_for
-from tests.operator.operator_process import (
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import (
     OperatorProcess,
     clustered_server,
     condition,
@@ -16,6 +15,7 @@ from tests.operator.operator_process import (
     get_json,
     pod_names,
 )
+from gencluster_testing.waiting import wait_for
 
 DEADLINE = 60.0
 

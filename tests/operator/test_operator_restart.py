@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.devcluster_process import DevClusterProcess, wait_for
-from tests.operator.operator_process import (
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import (
     ID_SERVER,
     OperatorProcess,
     clustered_server,
@@ -16,6 +16,7 @@ from tests.operator.operator_process import (
     pod_names,
     serving,
 )
+from gencluster_testing.waiting import wait_for
 
 NAME = "id-server"
 DEADLINE = 60.0

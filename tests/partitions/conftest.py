@@ -8,8 +8,7 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-
-from tests.devcluster_process import DevClusterProcess
+from gencluster_testing.devcluster_process import DevClusterProcess
 
 needs_root_nft = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("nft") is None,

@@ -25,10 +25,9 @@ from typing import Any
 import pytest
 from gencluster.client import Client
 from gencluster.proto import gencluster_pb2 as pb
-
-from tests.devcluster_process import DevClusterProcess, wait_for
-from tests.operator.operator_process import OperatorProcess, condition, namespace_for
-from tests.partitions.available_run import (
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import OperatorProcess, condition, namespace_for
+from gencluster_testing.partitions.available_run import (
     DEADLINE,
     ISOLATED,
     OTHERS,
@@ -38,12 +37,14 @@ from tests.partitions.available_run import (
     SplitRun,
     run_split,
 )
-from tests.partitions.cluster import PORT
-from tests.partitions.conftest import needs_root_nft
-from tests.partitions.merge_checks import (
+from gencluster_testing.partitions.cluster import PORT
+from gencluster_testing.partitions.merge_checks import (
     all_available_checks,
     each_term_is_a_counter,
 )
+from gencluster_testing.waiting import wait_for
+
+from tests.partitions.conftest import needs_root_nft
 from tests.partitions.merge_servers import SWITCH_VARIABLE
 
 pytestmark = needs_root_nft

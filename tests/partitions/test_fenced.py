@@ -27,13 +27,14 @@ import pytest
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.wellknown import ACTIVE_ADDRESS_METADATA
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import OperatorProcess, namespace_for
+from gencluster_testing.partitions.checkers import all_fenced_checks, unavailability_by_group
+from gencluster_testing.partitions.cluster import IdServerUnderTest
+from gencluster_testing.partitions.history import History, LoadRecorder, Operation, Outcome
+from gencluster_testing.waiting import wait_for
 
-from tests.devcluster_process import DevClusterProcess, wait_for
-from tests.operator.operator_process import OperatorProcess, namespace_for
-from tests.partitions.checkers import all_fenced_checks, unavailability_by_group
-from tests.partitions.cluster import IdServerUnderTest
 from tests.partitions.conftest import needs_root_nft
-from tests.partitions.history import History, LoadRecorder, Operation, Outcome
 
 pytestmark = [needs_root_nft, pytest.mark.timeout(240)]
 

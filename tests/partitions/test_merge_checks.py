@@ -6,9 +6,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
-from tests.partitions.history import History, Marker, Operation, Outcome
-from tests.partitions.merge_checks import (
+from gencluster_testing.partitions.history import History, Marker, Operation, Outcome
+from gencluster_testing.partitions.merge_checks import (
     all_available_checks,
     both_sides_served,
     combine,

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 from gencluster import AsyncClient, Client, RemoteError
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.waiting import wait_for
 
-from tests.devcluster_process import DevClusterProcess, wait_for
 from tests.runtime.test_cluster_idserver import IdCluster
 
 ROOM = "lobby"

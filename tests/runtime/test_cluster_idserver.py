@@ -26,9 +26,9 @@ from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.wellknown import PEER_TOKEN_METADATA
 from gencluster.wire import snapshot_from_chunks, snapshot_to_chunks
-
-from tests import without_operator
-from tests.devcluster_process import DevClusterProcess, wait_for
+from gencluster_testing import without_operator
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.waiting import wait_for
 
 PORT = 50051
 LEASE = {"duration": 3, "renew": 2, "retry": 1}
@@ -37,7 +37,8 @@ LEASE = {"duration": 3, "renew": 2, "retry": 1}
 @dataclass
 class IdCluster:
     """The pods of one ClusteredServer, created without the operator: its own builders make
-    them (tests/without_operator.py), but nothing heals a killed pod or clears the Lease."""
+    them (gencluster_testing.without_operator), but nothing heals a killed pod or clears the
+    Lease."""
 
     dev: DevClusterProcess
     name: str

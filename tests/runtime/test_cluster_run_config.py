@@ -8,8 +8,7 @@ import subprocess
 
 import pytest
 from gencluster.run import EX_CONFIG, main
-
-from tests.devcluster_process import GENCLUSTER
+from gencluster_testing.devcluster_process import GENCLUSTER
 
 VALID = {
     "POD_NAME": "ids-0",

@@ -29,11 +29,12 @@ from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.wellknown import PEER_TOKEN_METADATA
 
-from tests.devcluster_process import DevClusterProcess, wait_for
-from tests.operator.operator_process import condition, create_namespace, get_json
-from tests.partitions.cluster import LEASE, PORT, IdServerUnderTest, id_server_manifest
-from tests.partitions.history import History, LoadRecorder, Marker
-from tests.partitions.merge_checks import combine
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import condition, create_namespace, get_json
+from gencluster_testing.partitions.cluster import LEASE, PORT, IdServerUnderTest, id_server_manifest
+from gencluster_testing.partitions.history import History, LoadRecorder, Marker
+from gencluster_testing.partitions.merge_checks import combine
+from gencluster_testing.waiting import wait_for
 
 ISOLATED, OTHERS = "isolated", "others"
 """Client groups: pinned to the faulted active / to every other pod."""

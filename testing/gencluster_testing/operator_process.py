@@ -16,7 +16,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.devcluster_process import DevClusterProcess, wait_for
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.waiting import wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
 ID_SERVER = PROJECT / "examples" / "id-server.yaml"
