@@ -14,6 +14,10 @@ dev: install
 test: install system-packages lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15 tests
 
+# The pure tests alone (pytest -m unit: no sockets, no subprocesses, no control plane).
+unit: install
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m unit tests
+
 lint: install
 	$(BIN)/ruff check .
 

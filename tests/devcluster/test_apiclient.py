@@ -10,7 +10,7 @@ import pytest
 from gencluster_dev.apiclient import ApiClient, ApiError, Informer, WatchExpired
 from gencluster_dev.apiserver import ApiServer
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 
 

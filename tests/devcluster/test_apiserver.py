@@ -17,6 +17,8 @@ from gencluster_dev.resources import BUILTINS
 
 from tests.devcluster.conftest import RunningApiServer, poll
 
+pytestmark = pytest.mark.integration
+
 
 def cm(name: str, data: dict[str, str] | None = None, **meta: Any) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, **meta},

@@ -11,6 +11,8 @@ import yaml
 
 from tests.devcluster.conftest import RunningApiServer, poll
 
+pytestmark = pytest.mark.integration
+
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "clusteredservers.gencluster.io.yaml"
 
 

@@ -21,7 +21,7 @@ from gencluster_dev.deployments import (
 from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.waiting import wait_for
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

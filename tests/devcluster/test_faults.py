@@ -16,7 +16,7 @@ from gencluster_dev.faults import FaultError, FaultInjector, ip_ranges_excluding
 
 from tests.devcluster.devplane import DevPlane, pid_alive, python_pod, wait_for
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 needs_root_nft = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("nft") is None, reason="network faults need root and nft"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from gencluster_dev.gc import (
     DeleteObject,
     FinalizeNamespace,
@@ -15,6 +16,8 @@ from gencluster_dev.gc import (
 )
 
 from tests.devcluster.conftest import RunningApiServer, poll
+
+pytestmark = pytest.mark.integration
 
 CM = ("", "configmaps")
 NS = ("", "namespaces")

@@ -14,6 +14,8 @@ import pytest
 
 from tests.devcluster.conftest import RunningApiServer, poll
 
+pytestmark = pytest.mark.integration
+
 WIDGET_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
     "kind": "CustomResourceDefinition",

@@ -17,7 +17,7 @@ import pytest
 
 from tests.devcluster.devplane import DevPlane, pid_alive, python_pod, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from gencluster_dev.up import AddressPlan, SlotLease
 
 from tests.devcluster.devplane import DevPlane, python_pod, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 class DirectPlane(DevPlane):

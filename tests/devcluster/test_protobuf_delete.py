@@ -11,6 +11,8 @@ from gencluster_dev.protobuf import MAGIC, ProtobufError, decode_delete_options
 
 from tests.devcluster.conftest import RunningApiServer
 
+pytestmark = pytest.mark.integration
+
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 
 

@@ -18,7 +18,7 @@ from gencluster_dev.proxy import (
 
 from tests.devcluster.devplane import DevPlane, python_pod, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def _pod(name: str, ip: str | None, ready: bool, port: int = 7000, **meta: object) -> dict:

@@ -10,6 +10,8 @@ from gencluster_dev.schema import RULES_NOT_CHECKED, FieldError, Schema, SchemaE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+pytestmark = pytest.mark.unit
+
 
 def _server_schema() -> dict[str, Any]:
     """Shaped like the ClusteredServer CRD: nested defaults and cross-field CEL rules."""

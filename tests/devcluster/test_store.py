@@ -6,6 +6,8 @@ import pytest
 from gencluster_dev.errors import ApiError
 from gencluster_dev.store import Store, parse_resource_version
 
+pytestmark = pytest.mark.unit
+
 LEASES = ("coordination.k8s.io", "leases")
 PODS = ("", "pods")
 

@@ -12,6 +12,8 @@ import pytest
 from gencluster_testing.devcluster_process import GENCLUSTER, DevClusterProcess
 from gencluster_testing.waiting import wait_for
 
+pytestmark = pytest.mark.integration
+
 SLEEPER_POD = """
 apiVersion: v1
 kind: Pod

@@ -24,6 +24,8 @@ import yaml
 from gencluster_dev import podspec
 from gencluster_operator import desired
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "gencluster"
 CRD_FILE = ROOT / "crds" / "clusteredservers.gencluster.io.yaml"

@@ -23,6 +23,8 @@ import yaml
 from gencluster_dev import schema as schema_module
 from gencluster_operator import events
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "clusteredservers.gencluster.io.yaml"
 EXAMPLES = {

@@ -19,6 +19,8 @@ from gencluster_operator.names import RuntimeEnv
 
 from tests.operator.test_plan import resource
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "clusteredservers.gencluster.io.yaml"
 RUNTIME_CONFIG_DOC = ROOT / "docs" / "runtime-config.md"

@@ -22,7 +22,7 @@ import yaml
 from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.waiting import wait_for
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "gencluster"

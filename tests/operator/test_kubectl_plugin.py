@@ -26,6 +26,8 @@ from gencluster_testing.operator_process import (
 )
 from gencluster_testing.waiting import wait_for
 
+pytestmark = pytest.mark.integration
+
 NAME = "id-server"
 NAMESPACE = "kubectl-plugin"
 DEADLINE = 60.0

@@ -17,6 +17,8 @@ from gencluster_testing.operator_process import (
 )
 from gencluster_testing.waiting import wait_for
 
+pytestmark = pytest.mark.integration
+
 DEADLINE = 60.0
 
 MANIFEST = """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.operator_process import (
     ID_SERVER,
@@ -17,6 +18,8 @@ from gencluster_testing.operator_process import (
     serving,
 )
 from gencluster_testing.waiting import wait_for
+
+pytestmark = pytest.mark.integration
 
 NAME = "id-server"
 DEADLINE = 60.0

@@ -20,6 +20,8 @@ from gencluster_testing.operator_process import (
 )
 from gencluster_testing.waiting import wait_for
 
+pytestmark = pytest.mark.integration
+
 NAME = "id-server"
 DEADLINE = 60.0
 

@@ -47,6 +47,8 @@ from tests.operator.test_plan import (
     split_pods,
 )
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "clusteredservers.gencluster.io.yaml"
 CLUSTERED_SERVER_DOC = ROOT / "docs" / "clusteredserver.md"

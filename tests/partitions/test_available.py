@@ -44,10 +44,9 @@ from gencluster_testing.partitions.merge_checks import (
 )
 from gencluster_testing.waiting import wait_for
 
-from tests.partitions.conftest import needs_root_nft
 from tests.partitions.merge_servers import SWITCH_VARIABLE
 
-pytestmark = needs_root_nft
+pytestmark = pytest.mark.fault
 
 PROJECT = Path(__file__).resolve().parents[2]
 RETRIED_REQUEST = "applied-on-the-loser-during-the-split"

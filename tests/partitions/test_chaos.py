@@ -35,8 +35,6 @@ from gencluster_testing.partitions.checkers import all_fenced_checks, unavailabi
 from gencluster_testing.partitions.cluster import IdServerUnderTest
 from gencluster_testing.partitions.history import LoadRecorder
 
-from tests.partitions.conftest import needs_root_nft
-
 DEFAULT_SECONDS = 60.0
 PROGRESS_DEADLINE = 40.0
 CONVERGE_DEADLINE = 90.0
@@ -49,7 +47,7 @@ def chaos_seconds() -> float:
     return float(os.environ.get("GENCLUSTER_CHAOS_SECONDS", DEFAULT_SECONDS))
 
 
-pytestmark = [needs_root_nft, pytest.mark.timeout(chaos_seconds() + 240)]
+pytestmark = [pytest.mark.fault, pytest.mark.timeout(chaos_seconds() + 240)]
 
 
 def chaos_seed() -> int:

@@ -19,6 +19,8 @@ from gencluster_testing.partitions.checkers import (
 )
 from gencluster_testing.partitions.history import History, Marker, Operation, Outcome
 
+pytestmark = pytest.mark.unit
+
 ACTIVE_A = "127.9.64.1:50051"
 ACTIVE_B = "127.9.64.2:50051"
 _ids = itertools.count()

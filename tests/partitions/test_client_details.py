@@ -17,6 +17,8 @@ from gencluster.client import CallDetails, Client, ClusterUnavailable
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 
+pytestmark = pytest.mark.integration
+
 EPOCH = 7
 
 

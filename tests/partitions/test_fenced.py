@@ -34,9 +34,7 @@ from gencluster_testing.partitions.cluster import IdServerUnderTest
 from gencluster_testing.partitions.history import History, LoadRecorder, Operation, Outcome
 from gencluster_testing.waiting import wait_for
 
-from tests.partitions.conftest import needs_root_nft
-
-pytestmark = [needs_root_nft, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.fault, pytest.mark.timeout(240)]
 
 READY_DEADLINE = 90.0
 PROGRESS_DEADLINE = 30.0

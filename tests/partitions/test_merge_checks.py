@@ -17,6 +17,8 @@ from gencluster_testing.partitions.merge_checks import (
     split_figures,
 )
 
+pytestmark = pytest.mark.unit
+
 LOSER = "127.9.64.1:50051"
 WINNER = "127.9.64.2:50051"
 _ids = itertools.count()

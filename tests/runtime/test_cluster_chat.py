@@ -16,6 +16,8 @@ from gencluster_testing.waiting import wait_for
 
 from tests.runtime.test_cluster_idserver import IdCluster
 
+pytestmark = pytest.mark.integration
+
 ROOM = "lobby"
 WARM_UP = "warm-up"
 TOPIC = f"room:{ROOM}"

@@ -30,6 +30,8 @@ from gencluster_testing import without_operator
 from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.waiting import wait_for
 
+pytestmark = pytest.mark.integration
+
 PORT = 50051
 LEASE = {"duration": 3, "renew": 2, "retry": 1}
 

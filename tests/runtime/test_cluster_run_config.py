@@ -10,6 +10,8 @@ import pytest
 from gencluster.run import EX_CONFIG, main
 from gencluster_testing.devcluster_process import GENCLUSTER
 
+pytestmark = pytest.mark.integration
+
 VALID = {
     "POD_NAME": "ids-0",
     "POD_NAMESPACE": "default",
