@@ -78,7 +78,8 @@ def subscribe_async(addresses: str, collector: Collector, stop: threading.Event)
 
             consumer = asyncio.create_task(consume())
             while not stop.is_set() and not consumer.done():
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)  # polls a flag set from another thread: no deadline,
+                # the test decides when the subscription ends
             if consumer.done():
                 consumer.result()
             consumer.cancel()

@@ -317,6 +317,9 @@ class StaleActive(pb_grpc.PeerServicer):
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
         self.hellos: list[pb.Hello] = []
+        self.release = threading.Event()
+        """Set by the test once it saw the outcome: until then the stream stays open, so the
+        standby judges the entries themselves, not a stream that ended."""
 
     def Replicate(self, request_iterator: Any, context: Any) -> Iterator[pb.ReplicateDown]:
         hello = next(request_iterator).hello
@@ -331,7 +334,7 @@ class StaleActive(pb_grpc.PeerServicer):
         yield pb.ReplicateDown(
             entries=pb.EntryBatch(epoch=self.epoch, entries=[entry], last_seq=entry.seq)
         )
-        time.sleep(2)
+        self.release.wait(60)
 
 
 def test_standby_refuses_replication_from_a_stale_epoch(cluster: IdCluster) -> None:
@@ -355,6 +358,7 @@ def test_standby_refuses_replication_from_a_stale_epoch(cluster: IdCluster) -> N
         wait_for(lambda: "refused: this replica has seen epoch" in cluster.logs(standby), 20, 0.2,
                  "the standby to refuse the stale entries")
     finally:
+        stale.release.set()
         server.stop(0)
     assert stale.hellos[0].epoch >= epoch
     assert state_of(cluster, standby) == before
