@@ -10,7 +10,6 @@ that passes the timing rules), so a crash failover without the operator takes ab
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import secrets
 import threading
@@ -146,7 +145,6 @@ class Load:
     def __init__(self, addresses: str, clients: int = 6) -> None:
         self.addresses = addresses
         self.values: list[int] = []
-        self.times: list[float] = []
         self.failures: list[BaseException] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -173,7 +171,6 @@ class Load:
                     return
                 with self._lock:
                     self.values.append(value)
-                    self.times.append(time.monotonic())
 
     def count(self) -> int:
         with self._lock:
@@ -184,11 +181,6 @@ class Load:
         wait_for(lambda: self.count() >= target or self.failures, timeout, 0.05,
                  f"{replies} more replies")
         assert not self.failures, self.failures
-
-    def longest_gap(self, since: float) -> float:
-        with self._lock:
-            times = sorted(t for t in self.times if t >= since)
-        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
 
 def current_value(client: Client) -> int:
@@ -209,16 +201,13 @@ def test_sigkill_of_the_active_under_load_loses_no_acknowledged_value(
     before = current_value(probe)
     with Load(cluster.addresses()) as load:
         load.wait_for_more(200)
-        killed_at = time.monotonic()
         cluster.dev.gencluster("dev", "fault", "--dir", str(cluster.dev.dir), "kill", old_active)
         wait_for(lambda: cluster.holder() not in ("", old_active), 20, 0.1, "a new holder")
         load.wait_for_more(200)
-        outage = load.longest_gap(killed_at)
     assert not load.failures, load.failures
     assert_no_gap(load.values, before)
     # The new active continues right after the last value any client was given.
     assert probe.call("next_value") == max(load.values) + 1
-    print(f"SIGKILL outage seen by clients (no operator): {outage:.3f}s")
     # The killed pod restarts without state and rejoins by snapshot.
     new_active = cluster.ready_cluster()
     assert new_active != old_active
@@ -246,16 +235,13 @@ def test_graceful_stop_of_the_active_hands_over_without_a_failed_call(
     old_epoch = cluster.lease()["spec"]["leaseTransitions"]
     with Load(cluster.addresses()) as load:
         load.wait_for_more(200)
-        stopped_at = time.monotonic()
         cluster.dev.kubectl("delete", "pod", old_active, "--wait=false")
         wait_for(lambda: cluster.holder() not in ("", old_active), 20, 0.05, "the handover")
         load.wait_for_more(200)
-        outage = load.longest_gap(stopped_at)
     assert not load.failures, load.failures
     assert_no_gap(load.values, before)
     lease = cluster.lease()
     assert lease["spec"]["leaseTransitions"] == old_epoch + 1
-    print(f"graceful handover outage seen by clients: {outage:.3f}s")
     # Put the deleted replica back (no operator here) for the tests that follow.
     wait_for(lambda: cluster.dev.kubectl("get", "pod", old_active, check=False).returncode != 0,
              30, 0.2, "the old pod to be gone")
