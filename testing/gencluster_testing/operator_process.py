@@ -49,7 +49,7 @@ class OperatorProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_for(self._serving_metrics, 30, message=f"operator to start:\n{self.output()}")
+        wait_for(self._serving_metrics, 30, message=lambda: f"operator to start:\n{self.output()}")
 
     def _serving_metrics(self) -> bool:
         if self.process.poll() is not None:
@@ -164,4 +164,4 @@ def start_id_server(
     create_namespace(cluster, namespace)
     cluster.kubectl("apply", "-n", namespace, "-f", str(ID_SERVER))
     return wait_for(lambda: serving(cluster, namespace, "id-server"), deadline,
-                    message=f"id-server Ready in {namespace}\n{operator.output()[-3000:]}")
+                    message=lambda: f"id-server Ready in {namespace}\n{operator.output()[-3000:]}")

@@ -8,17 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
+
+
+Message = str | Callable[[], str]
+"""What a timeout says: a string, or a function called only at the deadline, so diagnostics
+(a process's output, a cluster's status) describe the moment of failure and cost nothing on
+success."""
+
+
+def _text(message: Message) -> str:
+    return message() if callable(message) else message
 
 
 def wait_for(
     condition: Callable[[], T],
     timeout: float,
     interval: float = 0.1,
-    message: str = "",
+    message: Message = "",
     *,
     retry_on: tuple[type[BaseException], ...] = (),
 ) -> T:
@@ -29,35 +39,38 @@ def wait_for(
     connections); any other exception propagates at once, since it is a real failure.
     """
     deadline = time.monotonic() + timeout
-    last: Any = None
     while True:
+        last: object
         try:
-            last = condition()
+            value = condition()
         except retry_on as error:
             last = error
         else:
-            if last:
-                return last
+            if value:
+                return value
+            last = value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s: {message} (last: {last!r})")
+            raise AssertionError(
+                f"timed out after {timeout}s: {_text(message)} (last: {last!r})"
+            )
         time.sleep(interval)
 
 
 async def wait_for_async(
-    condition: Callable[[], T | Awaitable[T]],
+    condition: Callable[[], T],
     timeout: float,
     interval: float = 0.05,
-    message: str = "",
+    message: Message = "",
 ) -> T:
-    """`wait_for` inside an event loop: yields to the loop between polls instead of blocking it.
-    `condition` may be a plain function or return an awaitable."""
+    """`wait_for` inside an event loop: yields to the loop between polls instead of blocking
+    it, so the code under test (on the same loop) makes progress."""
     deadline = time.monotonic() + timeout
-    last: Any = None
     while True:
         value = condition()
-        last = await value if isinstance(value, Awaitable) else value
-        if last:
-            return last
+        if value:
+            return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s: {message} (last: {last!r})")
+            raise AssertionError(
+                f"timed out after {timeout}s: {_text(message)} (last: {value!r})"
+            )
         await asyncio.sleep(interval)

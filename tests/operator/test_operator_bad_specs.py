@@ -79,7 +79,7 @@ def test_unimportable_server_is_degraded_with_a_message_and_one_event(
         found = condition(resource, "Degraded")
         return found if found.get("reason") == "ServerNotRunnable" else None
 
-    found = wait_for(degraded, DEADLINE, message=f"Degraded\n{operator.output()[-3000:]}")
+    found = wait_for(degraded, DEADLINE, message=lambda: f"Degraded\n{operator.output()[-3000:]}")
     assert found["status"] == "True"
     assert "no_such_module" in found["message"] and "GENCLUSTER_SERVER" in found["message"]
     resource = clustered_server(dev_cluster, namespace, "broken")
@@ -124,7 +124,8 @@ def test_a_same_named_object_of_someone_else_is_reported_not_taken_over(
         found = condition(clustered_server(dev_cluster, namespace, "taken"), "Degraded")
         return found if found.get("reason") == "ReconcileFailed" else None
 
-    found = wait_for(failed, DEADLINE, message=f"ReconcileFailed\n{operator.output()[-3000:]}")
+    found = wait_for(failed, DEADLINE,
+                     message=lambda: f"ReconcileFailed\n{operator.output()[-3000:]}")
     assert "Service taken exists and is not controlled by ClusteredServer taken" in (
         found["message"])
     service = get_json(dev_cluster, "service", "taken", "-n", namespace)

@@ -96,7 +96,7 @@ def not_merged_while_split(
     and still answers its clients."""
     split = wait_for(lambda: (c := server.split_condition()).get("status") == "True" and c,
                      DEADLINE, interval=POLL,
-                     message=f"SplitBrain=True\n{operator.output()[-3000:]}")
+                     message=lambda: f"SplitBrain=True\n{operator.output()[-3000:]}")
     assert split["reason"] == "SplitBrainDetected", split
     assert f"{loser} keeps serving its side" in split["message"], split
     passes = reconcile_passes(operator, server.namespace)
@@ -258,7 +258,8 @@ def test_a_merge_that_raises_changes_neither_side_and_is_retried_until_it_succee
         degraded = wait_for(
             lambda: (c := condition(server.resource(), "Degraded")).get("reason")
             == "MergeFailed" and "(3 in a row)" in c["message"] and c,
-            DEADLINE, interval=POLL, message=f"3 failed merges\n{operator.output()[-3000:]}")
+            DEADLINE, interval=POLL,
+            message=lambda: f"3 failed merges\n{operator.output()[-3000:]}")
         assert f"merge refused while {switch} exists" in degraded["message"], degraded
         assert degraded["status"] == "True"
         failures = sorted(server.events("MergeFailed"), key=lambda e: e["firstTimestamp"])

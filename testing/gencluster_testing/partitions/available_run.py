@@ -274,7 +274,7 @@ def run_split(
             if after_heal is not None:
                 observed |= after_heal(server, loser, winner)
             wait_for(lambda: server.merges() > merges_before, DEADLINE, interval=POLL,
-                     message=f"a merge after the heal\n{server.diagnostics()}")
+                     message=lambda: f"a merge after the heal\n{server.diagnostics()}")
             merged_seen_at = time.monotonic()
             for load in (isolated_load, other_load):
                 load.mark("merged")
@@ -311,7 +311,7 @@ def _wait_other_side_elected(
         return None
 
     return wait_for(elected, DEADLINE, interval=POLL,
-                    message=f"the other side elects its own active\n{server.diagnostics()}")
+                    message=lambda: f"the other side elects its own active\n{server.diagnostics()}")
 
 
 def _heal(server: AvailableIdServer, fault: str, loser: str, *loads: LoadRecorder) -> float:
