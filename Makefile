@@ -6,16 +6,24 @@ DEV_DIR ?= .gencluster/dev
 EXAMPLE ?= examples/id-server.yaml
 PYTEST_WORKERS ?= 2
 
-.PHONY: dev test install system-packages lint unit
+.PHONY: dev test install system-packages lint typecheck unit
 
 dev: install
 	$(BIN)/gencluster dev up --dir $(DEV_DIR) --apply $(EXAMPLE)
 
-test: install system-packages lint
+test: install system-packages lint typecheck
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15 tests
+
+# The pure tests alone (pytest -m unit: no sockets, no subprocesses, no control plane).
+unit: install
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m unit tests
 
 lint: install
 	$(BIN)/ruff check .
+
+# mypy over the pure core of each component (the file list is [tool.mypy] in pyproject.toml).
+typecheck: install
+	$(BIN)/mypy
 
 install: $(VENV)/.installed
 

@@ -42,11 +42,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import clustered_server, get_json, serving
+from gencluster_testing.waiting import wait_for
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 ID_SERVER = REPO / "examples" / "id-server.yaml"
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # tests.*, when run as a script
 
 NAME = "id-server"
 NAMESPACE = "default"
@@ -130,21 +132,7 @@ def outage_after(successes: list[float], fault_at: float) -> float | None:
     return max(gaps)
 
 
-def wait(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
 def bench(trials: int, restart_backoff: float, log: Callable[[str], None]) -> dict[str, Any]:
-    from tests.devcluster_process import DevClusterProcess
-    from tests.operator.operator_process import clustered_server, get_json, serving
-
     started = time.monotonic()
     outages: list[float] = []
 
@@ -173,23 +161,25 @@ def bench(trials: int, restart_backoff: float, log: Callable[[str], None]) -> di
         )
         caller: Caller | None = None
         try:
-            status = wait(ready, 180, "id-server Ready", interval=0.2)
-            address = wait(service_address, 60, "the Service's loadBalancer ingress")
+            status = wait_for(ready, 180, message="id-server Ready", interval=0.2)
+            address = wait_for(service_address, 60, message="the Service's loadBalancer ingress")
             note(f"id-server Ready, active {status['activePod']}, Service at {address}")
             caller = Caller(address)
             for trial in range(trials):
-                status = wait(ready, 300, "id-server Ready again", interval=0.2)
+                status = wait_for(ready, 300, message="id-server Ready again", interval=0.2)
                 active, epoch = status["activePod"], status["epoch"]
                 count = caller.count()
-                wait(lambda c=count: caller.count() >= c + 50, 60, "calls before the kill", 0.01)
+                wait_for(lambda c=count: caller.count() >= c + 50, 60, 0.01,
+                         message="calls before the kill")
                 fault_at = time.monotonic()
                 dev.gencluster("dev", "fault", "--dir", str(dev.dir), "kill",
                                f"{NAMESPACE}/{active}")
                 # A successful reply after the kill, well past the outage.
-                wait(lambda f=fault_at: any(t > f for t in caller.successes), 120,
-                     "a reply after the kill", 0.01)
+                wait_for(lambda f=fault_at: any(t > f for t in caller.successes), 120,
+                         message="a reply after the kill", interval=0.01)
                 after = caller.count()
-                wait(lambda a=after: caller.count() >= a + 50, 60, "calls after the kill", 0.01)
+                wait_for(lambda a=after: caller.count() >= a + 50, 60, 0.01,
+                         message="calls after the kill")
                 outage = outage_after(list(caller.successes), fault_at)
                 if outage is None:
                     note(f"trial {trial + 1}: no reply on one side of the kill; not counted")
@@ -199,10 +189,10 @@ def bench(trials: int, restart_backoff: float, log: Callable[[str], None]) -> di
                     now = clustered_server(dev, NAMESPACE, NAME).get("status") or {}
                     return now if now.get("epoch", 0) > e else None
 
-                reason = wait(moved, 120, "a new epoch").get("lastFailoverReason")
+                reason = wait_for(moved, 120, message="a new epoch").get("lastFailoverReason")
                 note(f"trial {trial + 1}: killed {active}, outage {outage:.3f}s "
                      f"(reason {reason}, {len(caller.errors)} caller errors so far)")
-            wait(ready, 300, "id-server Ready at the end", interval=0.2)
+            wait_for(ready, 300, message="id-server Ready at the end", interval=0.2)
         except Exception as error:  # report the trials that were measured
             note(f"stopped: {type(error).__name__}: {error}")
         finally:

@@ -8,8 +8,8 @@ What runs: its own `gencluster dev up --no-operator` in a temporary directory an
 beside it (both stopped at the end, also on error; run as root: the faults are nftables rules
 keyed on each pod's uid); per scenario an id_server (3 replicas, Async, lease 4/3/1 s,
 `partitionPolicy: Available`) in a namespace of its own, then N trials of the tests' own run
-(`tests/partitions/available_run.run_split`): clients pinned to the active, fault the active
-(`isolate`: cut from its peers and the API server; `pause`: SIGSTOP past its lease), wait
+(`gencluster_testing.partitions.available_run.run_split`): clients pinned to the active, fault
+the active (`isolate`: cut from its peers and the API server; `pause`: SIGSTOP past its lease), wait
 until the other side has its own active (clients pinned to the other pods start then) and
 both sides served, heal (`gencluster dev fault heal` / `resume`), stop the clients, wait for
 the operator's merge and for convergence.
@@ -26,8 +26,8 @@ Figures per scenario, min / median / max over the trials, in seconds:
 - `others_unavailable`: the longest stretch without an ok reply on the other side once it had
   its own active, until the heal.
 
-Each trial's history is also checked (`tests/partitions/merge_checks.py`) and the counter is
-called once after convergence (it must continue above every value handed out); violations
+Each trial's history is also checked (`gencluster_testing.partitions.merge_checks`) and the
+counter is called once after convergence (it must continue above every value handed out); violations
 are reported. Progress goes to stderr; stdout is a table and, as the LAST line, one JSON
 object: {"trials", "scenarios": {name: {"convergence_min", "convergence_median",
 "convergence_max", "isolated_unavailable_...", "others_failover_...",
@@ -45,22 +45,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # tests.*, when run as a script
-
-from gencluster.client import Client  # noqa: E402
-
-from tests.devcluster_process import DevClusterProcess  # noqa: E402
-from tests.operator.operator_process import OperatorProcess  # noqa: E402
-from tests.partitions.available_run import (  # noqa: E402
+from gencluster.client import Client
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import OperatorProcess
+from gencluster_testing.partitions.available_run import (
     ISOLATED,
     OTHERS,
     PORT,
     AvailableIdServer,
     run_split,
 )
-from tests.partitions.merge_checks import (  # noqa: E402
+from gencluster_testing.partitions.merge_checks import (
     both_sides_served,
     duplicates_only_across_the_split,
     each_term_is_a_counter,

@@ -10,8 +10,8 @@ minSyncStandbys 1, lease 4/3/1 s) in a namespace of its own, then N trials of: l
 hits; both follow redirects, as the client library does), fault with `gencluster dev fault`,
 wait until the majority side makes progress again (or, for faults that stop every write,
 until every client saw a call time out), heal, wait for progress, converge. The recording and
-the checkers are the tests' own (`tests/partitions/history.py`, `checkers.py`): every trial's
-history is also checked, and violations are reported (a bench that measured a broken run
+the checkers are the tests' own (`gencluster_testing.partitions.history`, `.checkers`): every
+trial's history is also checked, and violations are reported (a bench that measured a broken run
 would be measuring the wrong thing).
 
 Unavailability of a side = the longest gap between two consecutive ok replies of that side's
@@ -38,15 +38,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # tests.*, when run as a script
-
-from tests.devcluster_process import DevClusterProcess, wait_for  # noqa: E402
-from tests.operator.operator_process import OperatorProcess  # noqa: E402
-from tests.partitions.checkers import all_fenced_checks, unavailability  # noqa: E402
-from tests.partitions.cluster import IdServerUnderTest  # noqa: E402
-from tests.partitions.history import LoadRecorder, Outcome  # noqa: E402
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import OperatorProcess
+from gencluster_testing.partitions.checkers import all_fenced_checks, unavailability
+from gencluster_testing.partitions.cluster import IdServerUnderTest
+from gencluster_testing.partitions.history import LoadRecorder, Outcome
+from gencluster_testing.waiting import wait_for
 
 OK_CALLS = 15
 DEADLINE = 60.0

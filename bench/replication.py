@@ -12,7 +12,7 @@ What runs (see bench/README.md for the figures):
 
 - a `gencluster dev up --no-operator` control plane in a temporary directory; every replica is
   a real pod running `gencluster run` on its own loopback address; the pods, Lease, Secret and
-  the rest are built by the operator's own builders (`tests/without_operator.py`, as in
+  the rest are built by the operator's own builders (`gencluster_testing/without_operator.py`, as in
   tests/runtime/test_cluster_idserver.py), but no operator runs;
 - (a) `next_value` through `gencluster.AsyncClient` at 1 and 64 calls in flight against: a bare
   grpc.aio server in its own process implementing the same `gencluster.v1.Client/Call` with
@@ -57,11 +57,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gencluster_testing import without_operator
+from gencluster_testing.devcluster_process import DevClusterProcess
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 EXAMPLES = REPO / "examples"
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # tests.devcluster_process, when run as a script
 
 PORT = 50051
 METRICS_PORT = 9090
@@ -338,7 +339,7 @@ class BenchCluster:
     """The pods of one ClusteredServer without the operator (nothing heals a killed pod or
     clears the Lease behind the bench), as in tests/runtime/test_cluster_idserver.py."""
 
-    dev: Any  # tests.devcluster_process.DevClusterProcess
+    dev: Any  # gencluster_testing.devcluster_process.DevClusterProcess
     name: str
     replicas: int
     min_sync: int
@@ -363,9 +364,8 @@ class BenchCluster:
 
     def resource(self) -> dict[str, Any]:
         """The ClusteredServer this group stands for (never stored: no operator runs here);
-        its children are built by the operator's own builders (tests/without_operator.py)."""
-        from tests import without_operator
-
+        its children are built by the operator's own builders
+        (gencluster_testing.without_operator)."""
         return without_operator.clustered_server(
             self.name,
             server=self.server,
@@ -383,14 +383,10 @@ class BenchCluster:
         )
 
     def create(self) -> None:
-        from tests import without_operator
-
         self._resource = self.resource()
         without_operator.create(self.dev, self._resource, self.token)
 
     def pod(self, ordinal: int) -> dict[str, Any]:
-        from tests import without_operator
-
         return without_operator.pod(self._resource, ordinal)
 
     def delete(self) -> None:
@@ -625,8 +621,6 @@ async def join_trial(cluster: BenchCluster) -> dict[str, float]:
 
 
 async def bench(settings: Settings, log: Callable[[str], None]) -> dict[str, Any]:
-    from tests.devcluster_process import DevClusterProcess
-
     load_before = os.getloadavg()[0]
     throughput: dict[str, dict[int, LoadResult]] = {}
     outages: dict[str, list[float]] = {"sigkill": [], "graceful": []}

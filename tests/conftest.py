@@ -1,14 +1,109 @@
-"""Fixtures shared by every test folder."""
+"""Fixtures shared by every test folder, and the test layers.
+
+Every test module carries exactly one layer marker (`pytestmark = pytest.mark.unit`, ...):
+
+- `unit`: pure tests (no sockets, no subprocesses, no control plane); `make unit` runs them all
+  in well under a minute. While a unit test runs, starting a process or opening a connection
+  fails the test, so the marker cannot quietly become untrue.
+- `integration`: real processes, sockets or a local control plane.
+- `fault`: needs root and nftables (network faults keyed on a pod's uid); skipped elsewhere.
+
+A module without a layer marker (or with two) fails collection, so the split stays complete.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import grpc
+import grpc.aio
 import pytest
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import OperatorProcess
 
-from tests.devcluster_process import DevClusterProcess
-from tests.operator.operator_process import OperatorProcess
+LAYERS = ("unit", "integration", "fault")
+
+ROOT_AND_NFT = os.geteuid() == 0 and shutil.which("nft") is not None
+
+IO_ENTRY_POINTS: tuple[tuple[Any, str, str], ...] = (
+    (subprocess.Popen, "__init__", "started a subprocess"),
+    (os, "fork", "forked"),
+    (os, "posix_spawn", "spawned a process"),
+    (os, "posix_spawnp", "spawned a process"),
+    (socket.socket, "bind", "bound a socket"),
+    (socket.socket, "connect", "connected a socket"),
+    (socket.socket, "connect_ex", "connected a socket"),
+    (grpc, "server", "started a gRPC server"),
+    (grpc.aio, "server", "started a gRPC server"),
+    (grpc, "insecure_channel", "opened a gRPC channel"),
+    (grpc, "secure_channel", "opened a gRPC channel"),
+    (grpc.aio, "insecure_channel", "opened a gRPC channel"),
+    (grpc.aio, "secure_channel", "opened a gRPC channel"),
+)
+"""What a unit test must never reach. (asyncio's own self-pipe is a socketpair: neither bound
+nor connected through these, so pure asyncio code stays allowed.)"""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Fail collection, before `-m` deselects anything, for a test without exactly one layer."""
+    wrong: dict[str, list[str]] = {}
+    for item in items:
+        layers = sorted({mark.name for mark in item.iter_markers() if mark.name in LAYERS})
+        if len(layers) != 1:
+            wrong.setdefault(str(item.path), layers)
+    if wrong:
+        lines = [f"  {path}: {found or 'no layer marker'}" for path, found in sorted(wrong.items())]
+        raise pytest.UsageError(
+            "every test module needs exactly one of "
+            + ", ".join(f"pytest.mark.{layer}" for layer in LAYERS)
+            + " (pytestmark = ...):\n"
+            + "\n".join(lines)
+        )
+
+
+@contextlib.contextmanager
+def no_processes_or_sockets(item: pytest.Item) -> Iterator[None]:
+    """Replace every entry point of IO_ENTRY_POINTS with one that fails naming the test."""
+    if item.get_closest_marker("unit") is None:
+        yield
+        return
+
+    def refusal(what: str) -> Callable[..., Any]:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(
+                f"{item.nodeid} is marked unit but {what}: mark its module integration"
+            )
+
+        return refuse
+
+    with pytest.MonkeyPatch.context() as patch:
+        for owner, name, what in IO_ENTRY_POINTS:
+            patch.setattr(owner, name, refusal(what))
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """Skip `fault` tests without root and nft; hold the fixtures a unit test sets up (module
+    scoped ones included, which are set up here for a module's first test) to the unit rule."""
+    if item.get_closest_marker("fault") is not None and not ROOT_AND_NFT:
+        pytest.skip("network faults need root and nft (nftables rules keyed on one uid per pod)")
+    with no_processes_or_sockets(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with no_processes_or_sockets(item):
+        return (yield)
 
 
 @pytest.fixture

@@ -546,7 +546,7 @@ def _covers(actual: Any, wanted: Any) -> bool:
             isinstance(actual, list) and len(actual) == len(wanted)
             and all(_covers(a, w) for a, w in zip(actual, wanted, strict=True))
         )
-    return actual == wanted
+    return bool(actual == wanted)
 
 
 def drift_patch(wanted: Mapping[str, Any], actual: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -188,7 +188,7 @@ class Observed:
 
     @property
     def name(self) -> str:
-        return self.resource["metadata"]["name"]
+        return str(self.resource["metadata"]["name"])
 
     @property
     def previous_status(self) -> Mapping[str, Any]:

@@ -129,7 +129,8 @@ class MsgpackCodec(Codec):
             # msgpack can carry NaN, but JSON peers and merge functions compare values: keep
             # both codecs accepting the same value space.
             raise ValueError(f"non-finite float {value!r}")
-        return msgpack.packb(value, use_bin_type=True)
+        packed: bytes = msgpack.packb(value, use_bin_type=True)  # msgpack ships no types
+        return packed
 
     def _decode(self, data: bytes) -> Any:
         return msgpack.unpackb(

@@ -11,9 +11,8 @@ import base64
 import json
 import subprocess
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,23 +24,6 @@ from gencluster_dev.apiserver.server import ApiServer
 API_HOST = "127.0.250.1"
 ADMIN_TOKEN = "test-admin-token"
 T = TypeVar("T")
-
-
-def poll(check: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.05,
-         message: str = "condition") -> T:
-    """Call `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as error:  # the condition may raise until it holds
-            last_error = error
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {message}" + (
-        f" (last error: {last_error!r})" if last_error else ""))
 
 
 @dataclass

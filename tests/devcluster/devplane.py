@@ -11,30 +11,17 @@ import json
 import os
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from gencluster_dev.up import DevCluster
+from gencluster_testing.waiting import wait_for
 
 T = TypeVar("T")
 PYTHON = "python"
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
-    """Poll `predicate` until it returns something truthy; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 class DevPlane:
@@ -118,10 +105,11 @@ class DevPlane:
     def wait_running(self, name: str, timeout: float = 20) -> dict:
         return wait_for(lambda: (p := self.pod(name)) and (p.get("status") or {}).get(
             "phase") == "Running" and self.container_status(name).get("state", {}).get(
-            "running") and p, timeout, f"pod {name} running")
+            "running") and p, timeout, message=f"pod {name} running")
 
     def wait_ready(self, name: str, timeout: float = 20) -> dict:
-        wait_for(lambda: self.condition(name, "Ready") == "True", timeout, f"pod {name} ready")
+        wait_for(lambda: self.condition(name, "Ready") == "True", timeout,
+                 message=f"pod {name} ready")
         return self.pod(name) or {}
 
     def delete_pod(self, name: str, grace: int | None = None, namespace: str = "default") -> None:
@@ -129,7 +117,7 @@ class DevPlane:
         self.call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", body)
 
     def wait_gone(self, name: str, timeout: float = 20) -> None:
-        wait_for(lambda: self.pod(name) is None, timeout, f"pod {name} deleted")
+        wait_for(lambda: self.pod(name) is None, timeout, message=f"pod {name} deleted")
 
     def state(self, name: str, namespace: str = "default") -> dict:
         """pods/<ns>_<name>_<uid>/state.json of the current pod."""

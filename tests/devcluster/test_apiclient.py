@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from gencluster_dev.apiserver.server import ApiServer
 from gencluster_dev.client.apiclient import ApiClient, ApiError, Informer, WatchExpired
+from gencluster_testing.waiting import wait_for_async
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 
 
@@ -68,10 +69,7 @@ def test_informer_follows_changes(tmp_path: Path) -> None:
         await api.create(CONFIGMAPS, cm("after"))
         await api.merge_patch(f"{CONFIGMAPS}/before", {"data": {"v": "2"}})
         await api.delete(f"{CONFIGMAPS}/after")
-        for _ in range(100):
-            if len(events) >= 4:
-                break
-            await asyncio.sleep(0.05)
+        await wait_for_async(lambda: len(events) >= 4, 5, message=f"four events ({events})")
         await informer.stop()
         assert events == [("ADDED", "before"), ("ADDED", "after"), ("MODIFIED", "before"),
                           ("DELETED", "after")]

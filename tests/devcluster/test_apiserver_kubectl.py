@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from gencluster_testing.waiting import wait_for
 
-from tests.devcluster.conftest import RunningApiServer, poll
+from tests.devcluster.conftest import RunningApiServer
+
+pytestmark = pytest.mark.integration
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "clusteredservers.gencluster.io.yaml"
 
@@ -87,11 +89,14 @@ def test_wait_for_a_condition_set_through_status(
     apiserver: RunningApiServer, namespace: str, crd: None
 ) -> None:
     apiserver.kubectl("apply", "-n", namespace, "-f", "-", input=csrv("w"))
+    watchers = apiserver.server.store.watcher_count
     waiting = subprocess.Popen(
         ["kubectl", "--kubeconfig", str(apiserver.kubeconfig), "--cache-dir",
          str(apiserver.cache_dir), "wait", "-n", namespace, "--for=condition=Ready",
          "csrv/w", "--timeout=20s"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.5)  # let kubectl start watching before the condition appears
+    # The condition must appear while kubectl watches (not be there at its first read).
+    wait_for(lambda: apiserver.server.store.watcher_count > watchers, 20, 0.05,
+             "kubectl wait to start its watch")
     status, body = apiserver.request(
         "PATCH", f"/apis/gencluster.io/v1alpha1/namespaces/{namespace}/clusteredservers/w/status",
         {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Up",
@@ -136,18 +141,20 @@ def test_delete_is_held_by_a_finalizer_until_it_is_removed(
     got = yaml.safe_load(apiserver.kubectl("get", "csrv", "held", "-n", namespace,
                                            "-o", "yaml").stdout)
     assert got["metadata"]["deletionTimestamp"]
+    watchers = apiserver.server.store.watcher_count
     deleting = subprocess.Popen(
         ["kubectl", "--kubeconfig", str(apiserver.kubeconfig), "--cache-dir",
          str(apiserver.cache_dir), "delete", "csrv", "held", "-n", namespace,
          "--timeout=20s"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.5)
+    wait_for(lambda: apiserver.server.store.watcher_count > watchers, 20, 0.05,
+             "kubectl delete to watch for the object to go")
     assert deleting.poll() is None  # kubectl waits for the object to go
     apiserver.kubectl("patch", "csrv", "held", "-n", namespace, "--type", "json",
                       "-p", '[{"op":"remove","path":"/metadata/finalizers"}]')
     _, err = deleting.communicate(timeout=30)
     assert deleting.returncode == 0, err
-    poll(lambda: apiserver.kubectl("get", "csrv", "held", "-n", namespace,
-                                   check=False).returncode != 0, message="gone")
+    wait_for(lambda: apiserver.kubectl("get", "csrv", "held", "-n", namespace,
+                                   check=False).returncode != 0, 10, message="gone")
 
 
 def test_builtin_client_side_apply_server_side_apply_and_describe(

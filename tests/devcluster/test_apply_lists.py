@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from gencluster_dev.machinery.apply import prune_list_items
 from gencluster_dev.machinery.patch import list_merge_key
 
 from tests.devcluster.conftest import RunningApiServer
+
+pytestmark = pytest.mark.integration
 
 
 def _deployment_keys(path: tuple[str, ...]) -> str | None:

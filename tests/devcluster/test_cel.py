@@ -14,6 +14,8 @@ from gencluster_dev.machinery.cel import (
 )
 from gencluster_dev.machinery.schema import RULES_NOT_CHECKED, FieldError, Schema, admit
 
+pytestmark = pytest.mark.unit
+
 
 def _schema_with_rules(rules: list[dict[str, Any]], **extra: Any) -> Schema:
     return Schema(

@@ -18,10 +18,10 @@ from gencluster_dev.controllers.deployments import (
     rollout_limits,
     template_hash,
 )
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.waiting import wait_for
 
-from tests.devcluster_process import DevClusterProcess, wait_for
-
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

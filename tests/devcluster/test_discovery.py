@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from gencluster_dev.machinery.discovery import (
     aggregated_discovery,
     api_group_list,
@@ -13,6 +14,8 @@ from gencluster_dev.machinery.discovery import (
 from gencluster_dev.machinery.resources import Registry, resource_types_from_crd
 
 from tests.devcluster.conftest import RunningApiServer
+
+pytestmark = pytest.mark.integration
 
 CRD = {
     "metadata": {"name": "gadgets.example.com"},

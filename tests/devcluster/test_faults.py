@@ -18,10 +18,11 @@ from gencluster_dev.network.faults import (
     ip_ranges_excluding,
     parse_pod_ref,
 )
+from gencluster_testing.waiting import wait_for
 
-from tests.devcluster.devplane import DevPlane, pid_alive, python_pod, wait_for
+from tests.devcluster.devplane import DevPlane, pid_alive, python_pod
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 needs_root_nft = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("nft") is None, reason="network faults need root and nft"
@@ -84,7 +85,7 @@ while True:
         print("api ok", flush=True)
     except Exception as exc:
         print("api timeout" if "timed out" in str(exc) else f"api error {exc}", flush=True)
-    time.sleep(0.2)
+    time.sleep(0.2)  # pacing of the agent's probes, not a wait for anything
 """
 
 
@@ -135,7 +136,7 @@ def expect(plane: DevPlane, pod: str, kind: str, outcome: str, timeout: float = 
     """Wait until the pod's newest `kind` outcome is `outcome` (after a fresh attempt)."""
     mark = len(plane.log(pod).splitlines())
     wait_for(lambda: len(plane.log(pod).splitlines()) > mark + 2 and
-             latest(plane, pod, kind) == outcome, timeout, f"{pod}: {kind} {outcome}")
+             latest(plane, pod, kind) == outcome, timeout, message=f"{pod}: {kind} {outcome}")
 
 
 def nft_rules(table: str) -> list[str]:
@@ -208,12 +209,12 @@ def test_kill_restarts_and_pause_resume(
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
     injector.pause("b")
-    wait_for(lambda: state() == "T", 5, "stopped")
+    wait_for(lambda: state() == "T", 5, message="stopped")
     injector.resume("b")
-    wait_for(lambda: state() != "T", 5, "resumed")
+    wait_for(lambda: state() != "T", 5, message="resumed")
     injector.kill("b")
     status = wait_for(lambda: (s := plane.container_status("b")).get("restartCount") == 1
-                      and s.get("state", {}).get("running") and s, 15, "restart after kill")
+                      and s.get("state", {}).get("running") and s, 15, message="restart after kill")
     assert status["lastState"]["terminated"]["signal"] == 9
     assert status["lastState"]["terminated"]["exitCode"] == 137
     assert not pid_alive(pid)
@@ -228,7 +229,7 @@ def test_fault_errors(plane: DevPlane, agents: dict[str, str],
         injector.kill("nope")
     plane.create(python_pod("done", "print(1)", restartPolicy="Never"))
     wait_for(lambda: ((plane.pod("done") or {}).get("status") or {}).get(
-        "phase") == "Succeeded", 15, "done")
+        "phase") == "Succeeded", 15, message="done")
     with pytest.raises(FaultError, match="not running"):
         injector.kill("done")
     plane.delete_pod("done")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from gencluster_dev.apiserver.gc import (
     DeleteObject,
     FinalizeNamespace,
@@ -13,8 +14,11 @@ from gencluster_dev.apiserver.gc import (
     expired_events,
     plan_collection,
 )
+from gencluster_testing.waiting import wait_for
 
-from tests.devcluster.conftest import RunningApiServer, poll
+from tests.devcluster.conftest import RunningApiServer
+
+pytestmark = pytest.mark.integration
 
 CM = ("", "configmaps")
 NS = ("", "namespaces")
@@ -100,7 +104,7 @@ def test_background_deletion_collects_dependents(
     child = create_cm(apiserver, namespace, "child", [ref_to(parent)])
     create_cm(apiserver, namespace, "grandchild", [ref_to(child)])
     apiserver.request("DELETE", f"/api/v1/namespaces/{namespace}/configmaps/parent")
-    poll(lambda: not exists(apiserver, namespace, "grandchild"), message="cascade")
+    wait_for(lambda: not exists(apiserver, namespace, "grandchild"), 10, message="cascade")
     assert not exists(apiserver, namespace, "child")
 
 
@@ -117,14 +121,14 @@ def test_foreground_deletion_keeps_the_owner_until_blocking_dependents_are_gone(
         {"propagationPolicy": "Foreground"})
     assert status in (200, 202)
     assert "foregroundDeletion" in body["metadata"]["finalizers"]
-    poll(lambda: apiserver.request(
+    wait_for(lambda: apiserver.request(
         "GET", f"/api/v1/namespaces/{namespace}/configmaps/child")[1]["metadata"].get(
-        "deletionTimestamp"), message="child deleting")
+        "deletionTimestamp"), 10, message="child deleting")
     assert exists(apiserver, namespace, "parent")
     apiserver.request("PATCH", f"/api/v1/namespaces/{namespace}/configmaps/child",
                       {"metadata": {"finalizers": None}},
                       content_type="application/merge-patch+json")
-    poll(lambda: not exists(apiserver, namespace, "parent"), message="owner deleted")
+    wait_for(lambda: not exists(apiserver, namespace, "parent"), 10, message="owner deleted")
     assert not exists(apiserver, namespace, "child")
 
 
@@ -135,7 +139,7 @@ def test_orphan_deletion_keeps_dependents_without_the_reference(
     create_cm(apiserver, namespace, "child", [ref_to(parent)])
     apiserver.request("DELETE",
                       f"/api/v1/namespaces/{namespace}/configmaps/parent?propagationPolicy=Orphan")
-    poll(lambda: not exists(apiserver, namespace, "parent"), message="owner deleted")
+    wait_for(lambda: not exists(apiserver, namespace, "parent"), 10, message="owner deleted")
     _, child = apiserver.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/child")
     assert "ownerReferences" not in child["metadata"]
 

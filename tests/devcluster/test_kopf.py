@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gencluster_testing.waiting import wait_for
 
-from tests.devcluster.conftest import RunningApiServer, poll
+from tests.devcluster.conftest import RunningApiServer
+
+pytestmark = pytest.mark.integration
 
 WIDGET_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
@@ -115,10 +118,10 @@ def test_kopf_handlers_fire_and_the_finalizer_is_honoured(
         "spec": {"size": 3}})
     assert status == 201
     try:
-        created = poll(lambda: configmap(apiserver, namespace, "created-w"), timeout=30,
+        created = wait_for(lambda: configmap(apiserver, namespace, "created-w"), timeout=30,
                        message="create handler side effect")
         assert created["data"] == {"size": "3"}
-        poll(lambda: (widget(apiserver, namespace, "w")[1].get("status") or {}).get(
+        wait_for(lambda: (widget(apiserver, namespace, "w")[1].get("status") or {}).get(
             "created", {}).get("observedSize") == 3
             or (widget(apiserver, namespace, "w")[1].get("status") or {}).get(
             "observedSize") == 3, timeout=30, message="status written by the create handler")
@@ -132,10 +135,10 @@ def test_kopf_handlers_fire_and_the_finalizer_is_honoured(
             return (status.get("updated") or {}).get("observedSize") == 5 or \
                 status.get("observedSize") == 5
 
-        poll(observed_size, timeout=30, message="update handler")
+        wait_for(observed_size, timeout=30, message="update handler")
         status, _ = apiserver.request("DELETE", f"{base}/w")
         assert status in (200, 202)
-        poll(lambda: widget(apiserver, namespace, "w")[0] == 404, timeout=30,
+        wait_for(lambda: widget(apiserver, namespace, "w")[0] == 404, timeout=30,
              message="finalizer removed by kopf after the delete handler")
         assert configmap(apiserver, namespace, "deleted-w") is not None
     except AssertionError:

@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from gencluster_testing.waiting import wait_for
 
-from tests.devcluster.devplane import DevPlane, pid_alive, python_pod, wait_for
+from tests.devcluster.devplane import DevPlane, pid_alive, python_pod
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,7 @@ def test_pod_gets_ip_uid_env_volumes_and_token(plane: DevPlane) -> None:
     ])
     plane.create(pod)
     running = plane.wait_running("report")
-    line = wait_for(lambda: plane.log("report").strip(), 20, "report output")
+    line = wait_for(lambda: plane.log("report").strip(), 20, message="report output")
     report = json.loads(line.splitlines()[0])
     env = report["env"]
     status = running["status"]
@@ -154,11 +155,11 @@ sys.exit(3)
 def test_crash_restarts_with_backoff_and_previous_logs(plane: DevPlane) -> None:
     plane.create(python_pod("crasher", CRASH))
     status = wait_for(lambda: (s := plane.container_status("crasher")).get(
-        "restartCount", 0) >= 2 and s, 30, "two restarts")
+        "restartCount", 0) >= 2 and s, 30, message="two restarts")
     assert status["lastState"]["terminated"]["exitCode"] == 3
     assert status["lastState"]["terminated"]["reason"] == "Error"
     wait_for(lambda: plane.container_status("crasher").get("state", {}).get(
-        "waiting", {}).get("reason") == "CrashLoopBackOff", 20, "CrashLoopBackOff")
+        "waiting", {}).get("reason") == "CrashLoopBackOff", 20, message="CrashLoopBackOff")
     assert (plane.pod("crasher") or {})["status"]["phase"] == "Running"
     logs = plane.pod_dir(plane.pod("crasher")) / "logs"
     assert (logs / "main.previous.log").read_text() == "run\n"
@@ -171,12 +172,12 @@ def test_restart_policy_never_and_on_failure(plane: DevPlane) -> None:
     plane.create(python_pod("fails", "import sys; sys.exit(4)", restartPolicy="Never"))
     plane.create(python_pod("succeeds", "print('done')", restartPolicy="OnFailure"))
     wait_for(lambda: ((plane.pod("fails") or {}).get("status") or {}).get("phase") == "Failed",
-             20, "phase Failed")
+             20, message="phase Failed")
     terminated = plane.container_status("fails")["state"]["terminated"]
     assert terminated["exitCode"] == 4 and terminated["reason"] == "Error"
     assert terminated["startedAt"] and terminated["finishedAt"]
     wait_for(lambda: ((plane.pod("succeeds") or {}).get("status") or {}).get(
-        "phase") == "Succeeded", 20, "phase Succeeded")
+        "phase") == "Succeeded", 20, message="phase Succeeded")
     status = plane.container_status("succeeds")
     assert status["state"]["terminated"]["reason"] == "Completed"
     assert status["restartCount"] == 0
@@ -187,18 +188,17 @@ def test_restart_policy_never_and_on_failure(plane: DevPlane) -> None:
         plane.wait_gone(name)
 
 
-def test_termination_is_reported_at_once(plane: DevPlane) -> None:
-    """A SIGKILLed process shows up as terminated (signal 9) through the API quickly."""
+def test_termination_is_reported_with_its_signal(plane: DevPlane) -> None:
+    """A SIGKILLed process shows up through the API as terminated by signal 9 (exit code 137,
+    as a container runtime reports it). How fast is not asserted here: speed is bench's."""
     plane.create(python_pod("victim", "import time; time.sleep(600)", restartPolicy="Never"))
     plane.wait_running("victim")
     pid = plane.state("victim")["containers"]["main"]["pid"]
-    began = time.monotonic()
     os.killpg(pid, 9)
     status = wait_for(lambda: plane.container_status("victim").get("state", {}).get(
-        "terminated"), 5, "terminated state", interval=0.02)
-    elapsed = time.monotonic() - began
+        "terminated"), 5, message="terminated state", interval=0.02)
     assert status["exitCode"] == 137 and status["signal"] == 9
-    assert elapsed < 1.0, elapsed
+    assert not pid_alive(pid)
     plane.delete_pod("victim")
     plane.wait_gone("victim")
 
@@ -226,18 +226,17 @@ def test_watchers_see_terminated_before_the_restart(plane: DevPlane) -> None:
                     break
         done.set()
 
+    # The watch starts from the running pod's resourceVersion, so it replays every change after
+    # it whether it connects before or after the kill: no need to wait for it to connect.
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    time.sleep(0.3)  # let the watch connect before the crash (its start is not observable)
-    began = time.monotonic()
     os.killpg(pid, 9)
     assert done.wait(10), seen
-    took = time.monotonic() - began
     terminated = [s for s in seen if s["state"].get("terminated")]
     assert terminated and terminated[0]["state"]["terminated"]["signal"] == 9
     assert terminated[0]["restartCount"] == 0
     assert seen[-1]["lastState"]["terminated"]["exitCode"] == 137
-    assert took < 3, took
+    assert seen[-1]["restartCount"] == 1 and seen[-1]["state"].get("running")
     plane.delete_pod("watched")
     plane.wait_gone("watched")
 
@@ -254,6 +253,18 @@ print("ready", flush=True)
 time.sleep(600)
 """
 
+NOTE_TERM_AND_STAY = r"""
+import os, signal, time
+def on_term(*_):
+    with open(os.environ["MARKER"], "a") as f:
+        f.write("SIGTERM\n")
+signal.signal(signal.SIGTERM, on_term)
+print("ready", flush=True)
+while True:
+    time.sleep(600)
+"""
+"""Notes SIGTERM in $MARKER and keeps running: only SIGKILL ends it."""
+
 IGNORE = r"""
 import signal, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -263,38 +274,47 @@ time.sleep(600)
 
 
 def test_graceful_delete_sigterm_then_sigkill(plane: DevPlane, tmp_path: Path) -> None:
+    """SIGTERM first; a process that exits on it ends its pod's deletion at once (before a
+    shorter grace period elsewhere ran out), one that survives it is SIGKILLed only once its
+    grace period has passed."""
     tmp_path.chmod(0o777)
     marker = tmp_path / "marker"
+    stubborn_marker = tmp_path / "stubborn-marker"
     plane.create(python_pod("trapper", TRAP, terminationGracePeriodSeconds=10, container={
         "env": [{"name": "MARKER", "value": str(marker)}]}))
-    plane.create(python_pod("stubborn", IGNORE, terminationGracePeriodSeconds=2))
+    plane.create(python_pod("stubborn", NOTE_TERM_AND_STAY, terminationGracePeriodSeconds=2,
+                            container={"env": [{"name": "MARKER", "value": str(stubborn_marker)}]}))
     for name in ("trapper", "stubborn"):
         plane.wait_running(name)
-        wait_for(lambda name=name: "ready" in plane.log(name), 20, f"{name} ready")
+        wait_for(lambda name=name: "ready" in plane.log(name), 20, message=f"{name} ready")
     trap_pid = plane.state("trapper")["containers"]["main"]["pid"]
     stubborn_pid = plane.state("stubborn")["containers"]["main"]["pid"]
     began = time.monotonic()
     plane.delete_pod("trapper")
     plane.delete_pod("stubborn")
     plane.wait_gone("trapper", 15)
-    trapper_took = time.monotonic() - began
     assert marker.read_text() == "SIGTERM"
-    assert trapper_took < 5, trapper_took
     assert not pid_alive(trap_pid)
+    # The trapper's pod went away while the stubborn one (grace 2 s, against the trapper's
+    # 10 s) still ran: the trapper's deletion ended when its process exited on SIGTERM, not
+    # when its grace period ran out.
     assert pid_alive(stubborn_pid)
+    wait_for(lambda: stubborn_marker.exists() and stubborn_marker.read_text() == "SIGTERM\n",
+             15, message="the stubborn process noted its SIGTERM")
     plane.wait_gone("stubborn", 15)
     stubborn_took = time.monotonic() - began
-    assert 1.8 <= stubborn_took < 6, stubborn_took
-    wait_for(lambda: not pid_alive(stubborn_pid), 5, "stubborn process gone")
+    assert stubborn_took >= 1.8, stubborn_took  # SIGKILL waited for the grace period
+    # It survives SIGTERM by design, so only the SIGKILL that followed can have ended it.
+    wait_for(lambda: not pid_alive(stubborn_pid), 5, message="stubborn process gone")
 
 
 def test_force_delete_kills_at_once(plane: DevPlane) -> None:
     plane.create(python_pod("forced", IGNORE, terminationGracePeriodSeconds=30))
     plane.wait_running("forced")
-    wait_for(lambda: "ready" in plane.log("forced"), 20, "forced ready")
+    wait_for(lambda: "ready" in plane.log("forced"), 20, message="forced ready")
     pid = plane.state("forced")["containers"]["main"]["pid"]
     plane.delete_pod("forced", grace=0)
-    wait_for(lambda: not pid_alive(pid), 5, "force-deleted process gone")
+    wait_for(lambda: not pid_alive(pid), 5, message="force-deleted process gone")
 
 
 def test_kubectl_logs_and_get(plane: DevPlane) -> None:
@@ -304,12 +324,12 @@ def test_kubectl_logs_and_get(plane: DevPlane) -> None:
     plane.create(python_pod("crashlog", CRASH))
     plane.wait_running("talker")
     wait_for(lambda: plane.kubectl("logs", "talker", check=False).stdout ==
-             "line 0\nline 1\nline 2\n", 15, "kubectl logs")
+             "line 0\nline 1\nline 2\n", 15, message="kubectl logs")
     listed = plane.kubectl("get", "pods", "talker", "-o", "wide").stdout
     assert "Running" in listed and plane.pod("talker")["status"]["podIP"] in listed
     assert "Ready" in plane.kubectl("get", "nodes").stdout
     wait_for(lambda: plane.container_status("crashlog").get("restartCount", 0) >= 1, 20,
-             "a restart")
+             message="a restart")
     assert plane.kubectl("logs", "crashlog", "--previous", "-c", "main").stdout == "run\n"
     for name in ("talker", "crashlog"):
         plane.delete_pod(name)
@@ -321,21 +341,21 @@ def test_unknown_image_and_missing_secret_wait(plane: DevPlane) -> None:
                   "spec": {"containers": [{"name": "main", "image": "nginx:1.25"}]}})
     waiting = wait_for(lambda: plane.container_status("noimage").get("state", {}).get(
         "waiting", {}).get("reason") == "ErrImageNeverPull" and plane.container_status(
-        "noimage")["state"]["waiting"], 15, "ErrImageNeverPull")
+        "noimage")["state"]["waiting"], 15, message="ErrImageNeverPull")
     assert "nginx:1.25" in waiting["message"] and "command" in waiting["message"]
     wait_for(lambda: any(e["reason"] == "Failed" for e in plane.events("noimage")), 10,
-             "Failed event")
+             message="Failed event")
 
     plane.create(python_pod("needsecret", "print('got', __import__('os').environ['S'])\n"
                                           "import time; time.sleep(600)", container={
         "env": [{"name": "S", "valueFrom": {"secretKeyRef": {"name": "later", "key": "k"}}}]}))
     wait_for(lambda: plane.container_status("needsecret").get("state", {}).get(
         "waiting", {}).get("reason") == "CreateContainerConfigError", 15,
-        "CreateContainerConfigError")
+        message="CreateContainerConfigError")
     plane.create({"kind": "Secret", "metadata": {"name": "later"},
                   "stringData": {"k": "v"}, "data": {"k": base64.b64encode(b"v").decode()}})
     plane.wait_running("needsecret")
-    wait_for(lambda: "got v" in plane.log("needsecret"), 10, "secret value")
+    wait_for(lambda: "got v" in plane.log("needsecret"), 10, message="secret value")
     for name in ("noimage", "needsecret"):
         plane.delete_pod(name)
         plane.wait_gone(name)
@@ -345,7 +365,7 @@ def test_node_selector_and_init_containers(plane: DevPlane) -> None:
     pod = python_pod("elsewhere", "print(1)", nodeSelector={"disk": "ssd"})
     plane.create(pod)
     wait_for(lambda: plane.condition("elsewhere", "PodScheduled") == "False", 10,
-             "Unschedulable")
+             message="Unschedulable")
     assert not (plane.pod("elsewhere") or {})["spec"].get("nodeName")
     plane.delete_pod("elsewhere")
     plane.wait_gone("elsewhere")
@@ -373,11 +393,11 @@ def test_stop_leaves_no_process(tmp_path: Path) -> None:
         plane.wait_running("b")
         pids = [plane.state(n)["containers"]["main"]["pid"] for n in ("a", "b")]
         child = wait_for(lambda: [int(p) for p in os.popen(f"pgrep -g {pids[1]}").read().split()
-                                  if int(p) != pids[1]], 10, "grandchild")
+                                  if int(p) != pids[1]], 10, message="grandchild")
     finally:
         plane.stop()
     for pid in [*pids, *child]:
-        wait_for(lambda pid=pid: not pid_alive(pid), 5, f"pid {pid} gone")
+        wait_for(lambda pid=pid: not pid_alive(pid), 5, message=f"pid {pid} gone")
 
 
 def test_missing_volume_source_waits_then_mounts(plane: DevPlane) -> None:
@@ -388,16 +408,16 @@ def test_missing_volume_source_waits_then_mounts(plane: DevPlane) -> None:
                      volumes=[{"name": "cfg", "configMap": {"name": "arrives-later"}}])
     plane.create(pod)
     waiting = wait_for(lambda: plane.container_status("needsvolume").get("state", {}).get(
-        "waiting", {}).get("message"), 15, "waiting on the volume")
+        "waiting", {}).get("message"), 15, message="waiting on the volume")
     assert "arrives-later" in waiting
     assert plane.container_status("needsvolume")["state"]["waiting"]["reason"] == \
         "ContainerCreating"
     wait_for(lambda: any(e["reason"] == "FailedMount" for e in plane.events("needsvolume")),
-             10, "FailedMount event")
+             10, message="FailedMount event")
     plane.create({"kind": "ConfigMap", "metadata": {"name": "arrives-later"},
                   "data": {"k": "value"}})
     plane.wait_running("needsvolume")
-    wait_for(lambda: "value" in plane.log("needsvolume"), 10, "volume content")
+    wait_for(lambda: "value" in plane.log("needsvolume"), 10, message="volume content")
     plane.delete_pod("needsvolume")
     plane.wait_gone("needsvolume")
 
@@ -410,14 +430,14 @@ def test_pods_in_another_namespace(plane: DevPlane) -> None:
                                 {"name": "NS", "valueFrom": {"fieldRef": {
                                     "fieldPath": "metadata.namespace"}}}]}), namespace="team")
     pod = wait_for(lambda: (p := plane.pod("worker", "team")) and (p.get("status") or {}).get(
-        "phase") == "Running" and p, 20, "worker running")
+        "phase") == "Running" and p, 20, message="worker running")
     assert plane.pod_dir(pod).name.startswith("team_worker_")
     state = plane.state("worker", "team")
     assert state["namespace"] == "team"
     wait_for(lambda: (plane.pod_dir(pod) / "logs" / "main.log").read_text() == "team\n", 10,
-             "namespace in env")
+             message="namespace in env")
     plane.delete_pod("worker", namespace="team")
-    wait_for(lambda: plane.pod("worker", "team") is None, 10, "worker deleted")
+    wait_for(lambda: plane.pod("worker", "team") is None, 10, message="worker deleted")
 
 
 def test_gencluster_image_runs_the_project_entrypoint(plane: DevPlane) -> None:
@@ -426,7 +446,7 @@ def test_gencluster_image_runs_the_project_entrypoint(plane: DevPlane) -> None:
         "containers": [{"name": "main", "image": "ghcr.io/gencluster/gencluster:0.1.0",
                         "args": ["--help"]}]}})
     wait_for(lambda: ((plane.pod("entry") or {}).get("status") or {}).get("phase") ==
-             "Succeeded", 30, "gencluster --help ran")
+             "Succeeded", 30, message="gencluster --help ran")
     assert "usage" in plane.log("entry").lower()
     assert plane.container_status("entry")["image"] == "ghcr.io/gencluster/gencluster:0.1.0"
     plane.delete_pod("entry")
@@ -438,7 +458,7 @@ def test_missing_executable_is_a_start_error(plane: DevPlane) -> None:
         "restartPolicy": "Never",
         "containers": [{"name": "main", "image": "x", "command": ["no-such-program"]}]}})
     wait_for(lambda: ((plane.pod("noexec") or {}).get("status") or {}).get("phase") ==
-             "Failed", 15, "phase Failed")
+             "Failed", 15, message="phase Failed")
     terminated = plane.container_status("noexec")["state"]["terminated"]
     assert terminated["reason"] == "StartError" and terminated["exitCode"] == 128
     assert "no-such-program" in terminated["message"]
@@ -466,12 +486,16 @@ def test_pre_stop_hook_runs_before_sigterm(plane: DevPlane, tmp_path: Path) -> N
         "env": [{"name": "MARKER", "value": str(marker)}],
         "lifecycle": {"preStop": {"exec": {"command": [
             "sh", "-c", "echo prestop-$(id -u) >> $MARKER"]}}}}))
-    plane.create(python_pod("sleepy", IGNORE, terminationGracePeriodSeconds=3, container={
+    sleepy_marker = tmp_path / "sleepy-marker"
+    plane.create(python_pod("sleepy", NOTE_TERM_AND_STAY, terminationGracePeriodSeconds=3,
+                            container={
+        "env": [{"name": "MARKER", "value": str(sleepy_marker)}],
         "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}}))
     for name in ("hooked", "sleepy"):
         plane.wait_running(name)
-        wait_for(lambda name=name: "ready" in plane.log(name), 20, f"{name} ready")
+        wait_for(lambda name=name: "ready" in plane.log(name), 20, message=f"{name} ready")
     uid = plane.state("hooked")["runAsUser"]
+    sleepy_pid = plane.state("sleepy")["containers"]["main"]["pid"]
     began = time.monotonic()
     plane.delete_pod("hooked")
     plane.delete_pod("sleepy")
@@ -480,8 +504,11 @@ def test_pre_stop_hook_runs_before_sigterm(plane: DevPlane, tmp_path: Path) -> N
     assert marker.read_text() == f"prestop-{expected_uid}\nSIGTERM\n"
     plane.wait_gone("sleepy")
     took = time.monotonic() - began
-    # the sleeping hook, then SIGTERM (ignored), then SIGKILL at the end of the grace period
-    assert 2.8 <= took < 6, took
+    # The sleeping hook, then SIGTERM (noted, survived), then SIGKILL once the grace period,
+    # which the hook's second counts against, had passed.
+    assert sleepy_marker.read_text() == "SIGTERM\n"
+    assert took >= 2.8, took
+    wait_for(lambda: not pid_alive(sleepy_pid), 5, message="the sleepy process gone")
 
 
 def test_fallback_to_logs_on_error(plane: DevPlane) -> None:
@@ -490,7 +517,7 @@ def test_fallback_to_logs_on_error(plane: DevPlane) -> None:
                             restartPolicy="Never",
                             container={"terminationMessagePolicy": "FallbackToLogsOnError"}))
     wait_for(lambda: ((plane.pod("explains") or {}).get("status") or {}).get("phase") ==
-             "Failed", 15, "phase Failed")
+             "Failed", 15, message="phase Failed")
     terminated = plane.container_status("explains")["state"]["terminated"]
     assert terminated["message"] == "first\nboom: disk full"
     plane.delete_pod("explains")

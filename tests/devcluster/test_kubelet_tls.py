@@ -17,10 +17,11 @@ import pytest
 from gencluster_dev.apiserver.server import ApiServer
 from gencluster_dev.node.kubelet import Kubelet
 from gencluster_dev.up import AddressPlan, SlotLease
+from gencluster_testing.waiting import wait_for
 
-from tests.devcluster.devplane import DevPlane, python_pod, wait_for
+from tests.devcluster.devplane import DevPlane, python_pod
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 class DirectPlane(DevPlane):
@@ -85,7 +86,7 @@ def test_pod_kubeconfig_is_tls_for_kubectl_and_python(plane: DirectPlane) -> Non
         {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}))
     pod = plane.wait_running("tlsclient")
     ip = pod["status"]["podIP"]
-    wait_for(lambda: f"ip {ip}" in plane.log("tlsclient"), 20, "python client through TLS")
+    wait_for(lambda: f"ip {ip}" in plane.log("tlsclient"), 20, message="python client through TLS")
     pod_dir = plane.pod_dir(pod)
     config = json.loads((pod_dir / "kubeconfig").read_text())
     assert config["clusters"][0]["cluster"]["server"].startswith("https://")
@@ -107,7 +108,8 @@ def test_pod_kubeconfig_is_tls_for_kubectl_and_python(plane: DirectPlane) -> Non
 def test_node_selector_follows_node_labels(plane: DirectPlane) -> None:
     plane.create(python_pod("picky", "import time; time.sleep(600)",
                             nodeSelector={"disk": "ssd"}))
-    wait_for(lambda: plane.condition("picky", "PodScheduled") == "False", 10, "Unschedulable")
+    wait_for(lambda: plane.condition("picky", "PodScheduled") == "False", 10,
+             message="Unschedulable")
     assert any(e["reason"] == "FailedScheduling" for e in plane.events("picky"))
     plane.ok("PATCH", "/api/v1/nodes/tls-node", {"metadata": {"labels": {"disk": "ssd"}}},
              content_type="application/merge-patch+json")

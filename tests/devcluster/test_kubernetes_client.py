@@ -12,6 +12,8 @@ from kubernetes.client.rest import ApiException
 
 from tests.devcluster.conftest import RunningApiServer
 
+pytestmark = pytest.mark.integration
+
 
 def lease_body(name: str, holder: str) -> client.V1Lease:
     return client.V1Lease(

@@ -15,6 +15,8 @@ from gencluster_dev.machinery.patch import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+pytestmark = pytest.mark.unit
+
 scalars = st.one_of(
     st.booleans(), st.integers(-5, 5), st.text("abc", max_size=3)
 )

@@ -36,6 +36,8 @@ from gencluster_dev.node.podspec import (
     volume_files,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()

@@ -11,11 +11,12 @@ import grpc
 import pytest
 from aiohttp import web
 from gencluster_dev.node.probes import ProbeSettings, ProbeState, check, run_command
+from gencluster_testing.waiting import wait_for
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from tests.devcluster.devplane import DevPlane, python_pod, wait_for
+from tests.devcluster.devplane import DevPlane, python_pod
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def test_thresholds_need_consecutive_outcomes() -> None:
@@ -81,7 +82,7 @@ def test_http_handler_status_codes_and_headers() -> None:
     async def scenario() -> list[tuple[bool, str]]:
         async def handle(request: web.Request) -> web.Response:
             if request.path == "/slow":
-                await asyncio.sleep(3)
+                await asyncio.sleep(3)  # the scenario: an endpoint slower than the timeout
             if request.path == "/ok" and request.headers.get("X-Probe") == "yes":
                 return web.Response(text="fine")
             if request.path == "/redirect":
@@ -146,7 +147,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevPlane]:
 
 HTTP_LATE = r"""
 import http.server, os, time
-time.sleep(float(os.environ.get("DELAY", "1.5")))
+time.sleep(float(os.environ.get("DELAY", "1.5")))  # the scenario: a server that starts late
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         healthy = not os.path.exists(os.environ["HOME"] + "/unhealthy")
@@ -183,7 +184,7 @@ def test_readiness_by_http_probe_follows_the_server(plane: DevPlane) -> None:
     assert plane.container_status("web")["ready"] is True
     home = plane.pod_dir(plane.pod("web"))
     (home / "unhealthy").write_text("")
-    wait_for(lambda: plane.condition("web", "Ready") == "False", 10, "unready again")
+    wait_for(lambda: plane.condition("web", "Ready") == "False", 10, message="unready again")
     assert plane.container_status("web")["restartCount"] == 0
     (home / "unhealthy").unlink()
     plane.wait_ready("web")
@@ -211,12 +212,12 @@ def test_liveness_failure_restarts_and_startup_gates(plane: DevPlane) -> None:
                           "periodSeconds": 1, "failureThreshold": 2},
         "env": [{"name": "EXPECTED_UID", "value": "-1"}]}))
     status = wait_for(lambda: (s := plane.container_status("unlive")).get(
-        "restartCount", 0) >= 1 and s, 30, "restart by liveness")
+        "restartCount", 0) >= 1 and s, 30, message="restart by liveness")
     assert status["lastState"]["terminated"]["signal"] == 15
     # repeated failures are one aggregated Event, as the kubelet's correlator does it
     unhealthy = wait_for(lambda: [e for e in plane.events("unlive")
                                   if e["reason"] == "Unhealthy" and e["count"] >= 2], 10,
-                         "an aggregated Unhealthy event")
+                         message="an aggregated Unhealthy event")
     assert len([e for e in plane.events("unlive") if e["reason"] == "Unhealthy"]) == 1
     assert unhealthy[0]["type"] == "Warning" and "exit code 1" in unhealthy[0]["message"]
     plane.delete_pod("unlive")
@@ -255,7 +256,7 @@ def test_startup_probe_failure_restarts(plane: DevPlane) -> None:
         "startupProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1, "failureThreshold": 2},
         "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}}))
     status = wait_for(lambda: (s := plane.container_status("neverstarts")).get(
-        "restartCount", 0) >= 1 and s, 30, "restart by the startup probe")
+        "restartCount", 0) >= 1 and s, 30, message="restart by the startup probe")
     assert status["lastState"]["terminated"]["signal"] == 15
     assert status["started"] is False and status["ready"] is False
     assert any("failed startup probe" in e["message"] for e in plane.events("neverstarts"))

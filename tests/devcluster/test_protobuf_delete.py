@@ -11,6 +11,8 @@ from gencluster_dev.machinery.protobuf import MAGIC, ProtobufError, decode_delet
 
 from tests.devcluster.conftest import RunningApiServer
 
+pytestmark = pytest.mark.integration
+
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 
 

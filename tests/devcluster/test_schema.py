@@ -16,6 +16,8 @@ from gencluster_dev.machinery.schema import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+pytestmark = pytest.mark.unit
+
 
 def _server_schema() -> dict[str, Any]:
     """Shaped like the ClusteredServer CRD: nested defaults and cross-field CEL rules."""

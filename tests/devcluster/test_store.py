@@ -6,6 +6,8 @@ import pytest
 from gencluster_dev.machinery.errors import ApiError
 from gencluster_dev.machinery.store import Store, parse_resource_version
 
+pytestmark = pytest.mark.unit
+
 LEASES = ("coordination.k8s.io", "leases")
 PODS = ("", "pods")
 

@@ -15,6 +15,8 @@ from gencluster_dev.machinery.tables import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+pytestmark = pytest.mark.unit
+
 NOW = datetime(2024, 5, 6, 12, 0, 0, tzinfo=UTC)
 CREATED = "2024-05-06T11:55:00Z"  # five minutes before NOW
 

@@ -9,8 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from gencluster_testing.devcluster_process import GENCLUSTER, DevClusterProcess
+from gencluster_testing.waiting import wait_for
 
-from tests.devcluster_process import GENCLUSTER, DevClusterProcess, wait_for
+pytestmark = pytest.mark.integration
 
 SLEEPER_POD = """
 apiVersion: v1

@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from tests.devcluster_process import DevClusterProcess
-from tests.operator.operator_process import OperatorProcess, namespace_for, start_id_server
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import OperatorProcess, namespace_for, start_id_server
 
 ID_SERVER_DEADLINE = 60.0
 

@@ -17,11 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helm_python as helm
+import kubernetes_validate
 import pytest
 import yaml
+from gencluster_dev.node import podspec
+from gencluster_operator import desired
 
-helm = pytest.importorskip("helm_python")
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
+pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "gencluster"
@@ -293,7 +296,6 @@ def needed_by_operator() -> set[tuple[str, str, str]]:
     update and delete every kind of child (desired.py), and hold every permission of the Role
     it grants the pods (RBAC's escalation check refuses to create a Role granting more than
     its creator holds)."""
-    desired = pytest.importorskip("gencluster_operator.desired")
     resource = sample_cluster()
     children = [*desired.static_children(resource, "t" * 32), desired.pod(resource, 0)]
     needed = set()
@@ -452,7 +454,6 @@ def test_dockerfiles_run_gencluster_as_a_numeric_non_root_user(
 
 
 def test_the_dev_kubelet_starts_the_runtime_image_like_its_entrypoint(chart: Any) -> None:
-    podspec = pytest.importorskip("gencluster_dev.node.podspec")
     runtime = chart.values["runtimeImage"]["repository"]
     entrypoint = json.loads(last(dockerfile_instructions(ROOT / "Dockerfile"), "ENTRYPOINT"))
     assert podspec.DEFAULT_IMAGE_ENTRYPOINTS[runtime] == entrypoint

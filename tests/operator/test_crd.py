@@ -21,6 +21,10 @@ from typing import Any
 
 import pytest
 import yaml
+from gencluster_dev.machinery import schema as schema_module
+from gencluster_operator import events
+
+pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "clusteredservers.gencluster.io.yaml"
@@ -353,7 +357,6 @@ def test_example_servers_load(name, monkeypatch):
 
 def test_operator_vocabulary_is_documented():
     """The reasons the operator writes are the ones docs/clusteredserver.md and the CRD list."""
-    events = pytest.importorskip("gencluster_operator.events")
     doc = (ROOT / "docs" / "clusteredserver.md").read_text()
     for reason in events.ConditionReason:
         assert f"`{reason.value}`" in doc, f"condition reason {reason.value} is not documented"
@@ -373,7 +376,6 @@ def test_operator_vocabulary_is_documented():
 @pytest.fixture(scope="module")
 def admit():
     """admit(obj) -> (admitted obj, errors), through the local control plane's schema module."""
-    schema_module = pytest.importorskip("gencluster_dev.machinery.schema")
     schema = schema_module.Schema(copy.deepcopy(SCHEMA))
 
     def _admit(obj: dict[str, Any], old: dict[str, Any] | None = None):

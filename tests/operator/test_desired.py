@@ -12,10 +12,14 @@ from typing import Any
 
 import pytest
 import yaml
+from gencluster import wellknown
+from gencluster_dev.machinery import schema as schema_module
 from gencluster_operator import desired, names, spec
 from gencluster_operator.names import RuntimeEnv
 
 from tests.operator.test_plan import resource
+
+pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "clusteredservers.gencluster.io.yaml"
@@ -64,7 +68,6 @@ def test_child_names_follow_the_documented_rules() -> None:
 
 
 def test_keys_shared_with_the_runtime_are_spelled_alike() -> None:
-    wellknown = pytest.importorskip("gencluster.wellknown")
     assert names.IN_SYNC_ANNOTATION == wellknown.IN_SYNC_ANNOTATION
     assert names.ROLE_LABEL == wellknown.ROLE_LABEL
     assert names.ROLE_ACTIVE == wellknown.ROLE_ACTIVE
@@ -397,7 +400,6 @@ def test_builders_are_deterministic() -> None:
 
 
 def test_resource_admitted_by_the_crd_builds_the_same_pod_as_one_with_explicit_defaults() -> None:
-    schema_module = pytest.importorskip("gencluster_dev.machinery.schema")
     crd = yaml.safe_load(CRD_PATH.read_text())
     schema = schema_module.Schema(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
     minimal = resource()

@@ -16,14 +16,17 @@ from typing import Any
 import pytest
 from gencluster import kubectl_plugin as plugin
 from gencluster import wellknown
-
-from tests.devcluster_process import KUBECTL, DevClusterProcess, wait_for
-from tests.operator.operator_process import (
+from gencluster_operator import names
+from gencluster_testing.devcluster_process import KUBECTL, DevClusterProcess
+from gencluster_testing.operator_process import (
     OperatorProcess,
     clustered_server,
     serving,
     start_id_server,
 )
+from gencluster_testing.waiting import wait_for
+
+pytestmark = pytest.mark.integration
 
 NAME = "id-server"
 NAMESPACE = "kubectl-plugin"
@@ -252,7 +255,6 @@ def test_namespace_defaults_to_the_chosen_contexts(tmp_path: Path) -> None:
 
 
 def test_shared_names_agree_with_the_operator() -> None:
-    names = pytest.importorskip("gencluster_operator.names")
     assert wellknown.CLUSTER_LABEL == names.CLUSTER_LABEL
     assert wellknown.SWITCHOVER_TO_ANNOTATION == names.SWITCHOVER_TO_ANNOTATION
     assert wellknown.PEER_TOKEN_KEY == names.PEER_TOKEN_KEY

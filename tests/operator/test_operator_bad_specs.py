@@ -5,9 +5,8 @@ pods crash-loop in silence."""
 from __future__ import annotations
 
 import pytest
-
-from tests.devcluster_process import DevClusterProcess, wait_for
-from tests.operator.operator_process import (
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import (
     OperatorProcess,
     clustered_server,
     condition,
@@ -16,6 +15,9 @@ from tests.operator.operator_process import (
     get_json,
     pod_names,
 )
+from gencluster_testing.waiting import wait_for
+
+pytestmark = pytest.mark.integration
 
 DEADLINE = 60.0
 
@@ -77,7 +79,7 @@ def test_unimportable_server_is_degraded_with_a_message_and_one_event(
         found = condition(resource, "Degraded")
         return found if found.get("reason") == "ServerNotRunnable" else None
 
-    found = wait_for(degraded, DEADLINE, message=f"Degraded\n{operator.output()[-3000:]}")
+    found = wait_for(degraded, DEADLINE, message=lambda: f"Degraded\n{operator.output()[-3000:]}")
     assert found["status"] == "True"
     assert "no_such_module" in found["message"] and "GENCLUSTER_SERVER" in found["message"]
     resource = clustered_server(dev_cluster, namespace, "broken")
@@ -122,7 +124,8 @@ def test_a_same_named_object_of_someone_else_is_reported_not_taken_over(
         found = condition(clustered_server(dev_cluster, namespace, "taken"), "Degraded")
         return found if found.get("reason") == "ReconcileFailed" else None
 
-    found = wait_for(failed, DEADLINE, message=f"ReconcileFailed\n{operator.output()[-3000:]}")
+    found = wait_for(failed, DEADLINE,
+                     message=lambda: f"ReconcileFailed\n{operator.output()[-3000:]}")
     assert "Service taken exists and is not controlled by ClusteredServer taken" in (
         found["message"])
     service = get_json(dev_cluster, "service", "taken", "-n", namespace)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.devcluster_process import DevClusterProcess, wait_for
-from tests.operator.operator_process import (
+import pytest
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import (
     OperatorProcess,
     clustered_server,
     events,
@@ -19,6 +20,9 @@ from tests.operator.operator_process import (
     pod_names,
     serving,
 )
+from gencluster_testing.waiting import wait_for
+
+pytestmark = pytest.mark.integration
 
 NAME = "id-server"
 DEADLINE = 60.0

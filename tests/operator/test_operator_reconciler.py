@@ -22,6 +22,8 @@ from gencluster_operator.runtime_admin import AdminError
 
 from tests.operator.test_plan import resource
 
+pytestmark = pytest.mark.unit
+
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 NAMESPACE = "default"
 KEY = (NAMESPACE, "id")

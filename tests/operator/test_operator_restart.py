@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.devcluster_process import DevClusterProcess, wait_for
-from tests.operator.operator_process import (
+import pytest
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import (
     ID_SERVER,
     OperatorProcess,
     clustered_server,
@@ -16,6 +17,9 @@ from tests.operator.operator_process import (
     pod_names,
     serving,
 )
+from gencluster_testing.waiting import wait_for
+
+pytestmark = pytest.mark.integration
 
 NAME = "id-server"
 DEADLINE = 60.0
@@ -29,8 +33,10 @@ def test_a_restarted_operator_resumes_where_the_cluster_is(dev_cluster: DevClust
         dev_cluster.kubectl("apply", "-n", namespace, "-f", str(ID_SERVER))
     first = OperatorProcess(dev_cluster, "--namespace", watched)
     try:
-        before = wait_for(lambda: serving(dev_cluster, watched, NAME), DEADLINE,
-                          message=f"serving in {watched}\n{first.output()[-3000:]}")["status"]
+        before = wait_for(
+            lambda: serving(dev_cluster, watched, NAME), DEADLINE,
+            message=lambda: f"serving in {watched}\n{first.output()[-3000:]}",
+        )["status"]
         assert pod_names(dev_cluster, other, NAME) == []
         assert "status" not in clustered_server(dev_cluster, other, NAME)
         token_uid = secret_uid(dev_cluster, watched)
@@ -48,14 +54,14 @@ def test_a_restarted_operator_resumes_where_the_cluster_is(dev_cluster: DevClust
             found = serving(dev_cluster, watched, NAME)
             return found if found and pod_names(dev_cluster, watched, NAME) == PODS else None
 
-        after = wait_for(whole_again, DEADLINE, message=f"{standby} back\n"
+        after = wait_for(whole_again, DEADLINE, message=lambda: f"{standby} back\n"
                          f"{second.output()[-3000:]}")["status"]
         assert (after["activePod"], after["epoch"]) == (before["activePod"], before["epoch"])
         assert len(events(dev_cluster, watched, "ActiveElected")) == 1
         replaced = [e["message"] for e in events(dev_cluster, watched, "PodReplaced")]
         assert any(standby in message for message in replaced)
         wait_for(lambda: serving(dev_cluster, other, NAME), DEADLINE,
-                 message=f"the other namespace reconciled too\n{second.output()[-3000:]}")
+                 message=lambda: f"the other namespace reconciled too\n{second.output()[-3000:]}")
         assert secret_uid(dev_cluster, watched) == token_uid, "the peer token is drawn once"
     finally:
         second.stop()

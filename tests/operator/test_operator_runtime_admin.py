@@ -25,6 +25,8 @@ from gencluster_operator.runtime_admin import (
     pod_address,
 )
 
+pytestmark = pytest.mark.integration
+
 TOKEN = "peer-token-" + "x" * 32
 
 

@@ -11,14 +11,16 @@ from typing import Any
 
 import pytest
 from gencluster.client import Client
-
-from tests.devcluster_process import DevClusterProcess, wait_for
-from tests.operator.operator_process import (
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import (
     events,
     get_json,
     kill_active_and_wait,
     serving,
 )
+from gencluster_testing.waiting import wait_for
+
+pytestmark = pytest.mark.integration
 
 NAME = "id-server"
 DEADLINE = 60.0

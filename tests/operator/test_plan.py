@@ -45,6 +45,8 @@ from gencluster_operator.plan import merge_backoff, plan
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+pytestmark = pytest.mark.unit
+
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 STARTED = NOW - timedelta(minutes=10)
 ACQUIRED = NOW - timedelta(minutes=5)

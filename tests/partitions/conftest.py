@@ -3,18 +3,10 @@ tests, each in a namespace of its own), and a fault-healing guard."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 
 import pytest
-
-from tests.devcluster_process import DevClusterProcess
-
-needs_root_nft = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("nft") is None,
-    reason="network faults need root (nftables rules keyed on one uid per pod)",
-)
+from gencluster_testing.devcluster_process import DevClusterProcess
 
 
 @pytest.fixture

@@ -25,10 +25,9 @@ from typing import Any
 import pytest
 from gencluster.client import Client
 from gencluster.proto import gencluster_pb2 as pb
-
-from tests.devcluster_process import DevClusterProcess, wait_for
-from tests.operator.operator_process import OperatorProcess, condition, namespace_for
-from tests.partitions.available_run import (
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import OperatorProcess, condition, namespace_for
+from gencluster_testing.partitions.available_run import (
     DEADLINE,
     ISOLATED,
     OTHERS,
@@ -38,15 +37,16 @@ from tests.partitions.available_run import (
     SplitRun,
     run_split,
 )
-from tests.partitions.cluster import PORT
-from tests.partitions.conftest import needs_root_nft
-from tests.partitions.merge_checks import (
+from gencluster_testing.partitions.cluster import PORT
+from gencluster_testing.partitions.merge_checks import (
     all_available_checks,
     each_term_is_a_counter,
 )
+from gencluster_testing.waiting import wait_for
+
 from tests.partitions.merge_servers import SWITCH_VARIABLE
 
-pytestmark = needs_root_nft
+pytestmark = pytest.mark.fault
 
 PROJECT = Path(__file__).resolve().parents[2]
 RETRIED_REQUEST = "applied-on-the-loser-during-the-split"
@@ -96,7 +96,7 @@ def not_merged_while_split(
     and still answers its clients."""
     split = wait_for(lambda: (c := server.split_condition()).get("status") == "True" and c,
                      DEADLINE, interval=POLL,
-                     message=f"SplitBrain=True\n{operator.output()[-3000:]}")
+                     message=lambda: f"SplitBrain=True\n{operator.output()[-3000:]}")
     assert split["reason"] == "SplitBrainDetected", split
     assert f"{loser} keeps serving its side" in split["message"], split
     passes = reconcile_passes(operator, server.namespace)
@@ -258,7 +258,8 @@ def test_a_merge_that_raises_changes_neither_side_and_is_retried_until_it_succee
         degraded = wait_for(
             lambda: (c := condition(server.resource(), "Degraded")).get("reason")
             == "MergeFailed" and "(3 in a row)" in c["message"] and c,
-            DEADLINE, interval=POLL, message=f"3 failed merges\n{operator.output()[-3000:]}")
+            DEADLINE, interval=POLL,
+            message=lambda: f"3 failed merges\n{operator.output()[-3000:]}")
         assert f"merge refused while {switch} exists" in degraded["message"], degraded
         assert degraded["status"] == "True"
         failures = sorted(server.events("MergeFailed"), key=lambda e: e["firstTimestamp"])

@@ -29,13 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from tests.devcluster_process import DevClusterProcess
-from tests.operator.operator_process import OperatorProcess, namespace_for
-from tests.partitions.checkers import all_fenced_checks, unavailability
-from tests.partitions.cluster import IdServerUnderTest
-from tests.partitions.conftest import needs_root_nft
-from tests.partitions.history import LoadRecorder
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import OperatorProcess, namespace_for
+from gencluster_testing.partitions.checkers import all_fenced_checks, unavailability
+from gencluster_testing.partitions.cluster import IdServerUnderTest
+from gencluster_testing.partitions.history import LoadRecorder
 
 DEFAULT_SECONDS = 60.0
 PROGRESS_DEADLINE = 40.0
@@ -49,7 +47,7 @@ def chaos_seconds() -> float:
     return float(os.environ.get("GENCLUSTER_CHAOS_SECONDS", DEFAULT_SECONDS))
 
 
-pytestmark = [needs_root_nft, pytest.mark.timeout(chaos_seconds() + 240)]
+pytestmark = [pytest.mark.fault, pytest.mark.timeout(chaos_seconds() + 240)]
 
 
 def chaos_seed() -> int:

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.partitions.checkers import (
+from gencluster_testing.partitions.checkers import (
     all_fenced_checks,
     counter_linearizable,
     no_lost_acknowledged,
@@ -18,7 +17,9 @@ from tests.partitions.checkers import (
     unavailability,
     unavailability_by_group,
 )
-from tests.partitions.history import History, Marker, Operation, Outcome
+from gencluster_testing.partitions.history import History, Marker, Operation, Outcome
+
+pytestmark = pytest.mark.unit
 
 ACTIVE_A = "127.9.64.1:50051"
 ACTIVE_B = "127.9.64.2:50051"

@@ -27,22 +27,20 @@ import pytest
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.wellknown import ACTIVE_ADDRESS_METADATA
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import OperatorProcess, namespace_for
+from gencluster_testing.partitions.checkers import all_fenced_checks, unavailability_by_group
+from gencluster_testing.partitions.cluster import IdServerUnderTest
+from gencluster_testing.partitions.history import History, LoadRecorder, Operation, Outcome
+from gencluster_testing.waiting import wait_for
 
-from tests.devcluster_process import DevClusterProcess, wait_for
-from tests.operator.operator_process import OperatorProcess, namespace_for
-from tests.partitions.checkers import all_fenced_checks, unavailability_by_group
-from tests.partitions.cluster import IdServerUnderTest
-from tests.partitions.conftest import needs_root_nft
-from tests.partitions.history import History, LoadRecorder, Operation, Outcome
-
-pytestmark = [needs_root_nft, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.fault, pytest.mark.timeout(240)]
 
 READY_DEADLINE = 90.0
 PROGRESS_DEADLINE = 30.0
 FAILOVER_DEADLINE = 30.0
 CONVERGE_DEADLINE = 60.0
 OK_CALLS = 15
-PAUSE_OUTAGE_BOUND = 12.0
 """ok calls that show progress: before the fault, under it (on the majority side) and after
 the heal."""
 
@@ -167,6 +165,13 @@ def test_sigstop_past_the_lease_then_the_woken_active_refuses_writes(
         new = ids.wait_new_active(active["epoch"], FAILOVER_DEADLINE, not_pod=old)
         load.wait_for_ok_calls(OK_CALLS, PROGRESS_DEADLINE, group="majority",
                                epoch_above=active["epoch"])
+        # "A standby takes over after D" (docs/partitions.md) must mean writes, not only the
+        # Lease: the new active needs its in-sync standby, which must follow the new Lease
+        # holder while the old active is still paused, not keep reconnecting to the paused
+        # pod. (How long writes stopped is bench/partitions.py's `pause` figure.)
+        wait_for(lambda: remaining_standby_in_sync(ids, new["identity"], active["identity"]),
+                 FAILOVER_DEADLINE, 0.3,
+                 "the remaining standby in sync with the new active while the old one sleeps")
         load.mark("heal")
         ids.fault("resume", old)
         # At once, while it may still believe it is active:
@@ -188,17 +193,18 @@ def test_sigstop_past_the_lease_then_the_woken_active_refuses_writes(
     judge(ids, history, tmp_path)
     statuses = {r["identity"]: r for r in ids.status()}
     assert statuses[old]["role"] == "standby" and statuses[old]["epoch"] == new["epoch"]
-    # "A standby takes over after D" (docs/partitions.md) must mean writes, not only the
-    # Lease: the new active needs its in-sync standby, which must stop following the paused
-    # pod. Generous bound (3 lease durations); a kill or an isolation of the active recovers
-    # in under 5 s on these machines.
-    outage = unavailability_by_group(history, "fault", "heal")["majority"]
-    assert outage < PAUSE_OUTAGE_BOUND, (
-        f"writes resumed {outage:.1f}s after the active was paused (new active "
-        f"{new['identity']} elected at epoch {new['epoch']}): the remaining standby kept "
-        f"reconnecting to the paused pod instead of following the new Lease holder\n"
-        f"{ids.diagnostics()}"
-    )
+
+
+def remaining_standby_in_sync(ids: IdServerUnderTest, new: str, old: str) -> bool:
+    """True when `new` answers as the active and lists every other answering replica but `old`
+    (the remaining standby) as in sync."""
+    replicas = [r for r in ids.status() if "error" not in r]
+    leader = next((r for r in replicas if r["identity"] == new), None)
+    if leader is None or leader["role"] != "active":
+        return False
+    others = {r["identity"] for r in replicas} - {new, old}
+    in_sync = {s["identity"] for s in leader["standbys"] if s["inSync"]}
+    return bool(others) and others <= in_sync
 
 
 def uid_of(dev: DevClusterProcess, namespace: str, pod: str) -> int:

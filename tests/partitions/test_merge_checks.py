@@ -6,9 +6,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
-from tests.partitions.history import History, Marker, Operation, Outcome
-from tests.partitions.merge_checks import (
+from gencluster_testing.partitions.history import History, Marker, Operation, Outcome
+from gencluster_testing.partitions.merge_checks import (
     all_available_checks,
     both_sides_served,
     combine,
@@ -17,6 +16,8 @@ from tests.partitions.merge_checks import (
     merged_counter_continues_above,
     split_figures,
 )
+
+pytestmark = pytest.mark.unit
 
 LOSER = "127.9.64.1:50051"
 WINNER = "127.9.64.2:50051"

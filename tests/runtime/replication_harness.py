@@ -11,6 +11,7 @@ from gencluster.log import CommandKind
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.replica import Replica
 from gencluster.replication import Term
+from gencluster_testing.waiting import wait_for_async
 
 from tests.runtime.servers import Ledger
 
@@ -51,8 +52,8 @@ async def connected_term(standby: FakeStandby) -> tuple[Term, Replica, asyncio.T
                 on_change=lambda: None)
     hello = pb.Hello(identity="standby", address="127.0.0.1:1", epoch=1)
     server = asyncio.create_task(term.serve_standby(hello, standby.acks.get, standby.write))
-    while not any(progress.connected for progress in tracker.standbys()):
-        await asyncio.sleep(0)
+    await wait_for_async(lambda: any(progress.connected for progress in tracker.standbys()),
+                         5, interval=0, message="the standby connected to the term")
     return term, replica, server
 
 

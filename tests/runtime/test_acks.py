@@ -10,6 +10,8 @@ from gencluster.acks import AckTracker, ReplicationMode, StandbyProgress
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+pytestmark = pytest.mark.unit
+
 
 def tracker(
     mode: ReplicationMode = ReplicationMode.SYNC,

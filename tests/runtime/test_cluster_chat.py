@@ -11,9 +11,12 @@ from typing import Any
 
 import pytest
 from gencluster import AsyncClient, Client, RemoteError
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.waiting import wait_for
 
-from tests.devcluster_process import DevClusterProcess, wait_for
 from tests.runtime.test_cluster_idserver import IdCluster
+
+pytestmark = pytest.mark.integration
 
 ROOM = "lobby"
 WARM_UP = "warm-up"
@@ -75,7 +78,8 @@ def subscribe_async(addresses: str, collector: Collector, stop: threading.Event)
 
             consumer = asyncio.create_task(consume())
             while not stop.is_set() and not consumer.done():
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)  # polls a flag set from another thread: no deadline,
+                # the test decides when the subscription ends
             if consumer.done():
                 consumer.result()
             consumer.cancel()

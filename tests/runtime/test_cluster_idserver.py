@@ -10,7 +10,6 @@ that passes the timing rules), so a crash failover without the operator takes ab
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import secrets
 import threading
@@ -26,9 +25,11 @@ from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.wellknown import PEER_TOKEN_METADATA
 from gencluster.wire import snapshot_from_chunks, snapshot_to_chunks
+from gencluster_testing import without_operator
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.waiting import wait_for
 
-from tests import without_operator
-from tests.devcluster_process import DevClusterProcess, wait_for
+pytestmark = pytest.mark.integration
 
 PORT = 50051
 LEASE = {"duration": 3, "renew": 2, "retry": 1}
@@ -37,7 +38,8 @@ LEASE = {"duration": 3, "renew": 2, "retry": 1}
 @dataclass
 class IdCluster:
     """The pods of one ClusteredServer, created without the operator: its own builders make
-    them (tests/without_operator.py), but nothing heals a killed pod or clears the Lease."""
+    them (gencluster_testing.without_operator), but nothing heals a killed pod or clears the
+    Lease."""
 
     dev: DevClusterProcess
     name: str
@@ -143,7 +145,6 @@ class Load:
     def __init__(self, addresses: str, clients: int = 6) -> None:
         self.addresses = addresses
         self.values: list[int] = []
-        self.times: list[float] = []
         self.failures: list[BaseException] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -170,7 +171,6 @@ class Load:
                     return
                 with self._lock:
                     self.values.append(value)
-                    self.times.append(time.monotonic())
 
     def count(self) -> int:
         with self._lock:
@@ -181,11 +181,6 @@ class Load:
         wait_for(lambda: self.count() >= target or self.failures, timeout, 0.05,
                  f"{replies} more replies")
         assert not self.failures, self.failures
-
-    def longest_gap(self, since: float) -> float:
-        with self._lock:
-            times = sorted(t for t in self.times if t >= since)
-        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
 
 def current_value(client: Client) -> int:
@@ -206,16 +201,13 @@ def test_sigkill_of_the_active_under_load_loses_no_acknowledged_value(
     before = current_value(probe)
     with Load(cluster.addresses()) as load:
         load.wait_for_more(200)
-        killed_at = time.monotonic()
         cluster.dev.gencluster("dev", "fault", "--dir", str(cluster.dev.dir), "kill", old_active)
         wait_for(lambda: cluster.holder() not in ("", old_active), 20, 0.1, "a new holder")
         load.wait_for_more(200)
-        outage = load.longest_gap(killed_at)
     assert not load.failures, load.failures
     assert_no_gap(load.values, before)
     # The new active continues right after the last value any client was given.
     assert probe.call("next_value") == max(load.values) + 1
-    print(f"SIGKILL outage seen by clients (no operator): {outage:.3f}s")
     # The killed pod restarts without state and rejoins by snapshot.
     new_active = cluster.ready_cluster()
     assert new_active != old_active
@@ -243,16 +235,13 @@ def test_graceful_stop_of_the_active_hands_over_without_a_failed_call(
     old_epoch = cluster.lease()["spec"]["leaseTransitions"]
     with Load(cluster.addresses()) as load:
         load.wait_for_more(200)
-        stopped_at = time.monotonic()
         cluster.dev.kubectl("delete", "pod", old_active, "--wait=false")
         wait_for(lambda: cluster.holder() not in ("", old_active), 20, 0.05, "the handover")
         load.wait_for_more(200)
-        outage = load.longest_gap(stopped_at)
     assert not load.failures, load.failures
     assert_no_gap(load.values, before)
     lease = cluster.lease()
     assert lease["spec"]["leaseTransitions"] == old_epoch + 1
-    print(f"graceful handover outage seen by clients: {outage:.3f}s")
     # Put the deleted replica back (no operator here) for the tests that follow.
     wait_for(lambda: cluster.dev.kubectl("get", "pod", old_active, check=False).returncode != 0,
              30, 0.2, "the old pod to be gone")
@@ -314,6 +303,9 @@ class StaleActive(pb_grpc.PeerServicer):
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
         self.hellos: list[pb.Hello] = []
+        self.release = threading.Event()
+        """Set by the test once it saw the outcome: until then the stream stays open, so the
+        standby judges the entries themselves, not a stream that ended."""
 
     def Replicate(self, request_iterator: Any, context: Any) -> Iterator[pb.ReplicateDown]:
         hello = next(request_iterator).hello
@@ -328,7 +320,7 @@ class StaleActive(pb_grpc.PeerServicer):
         yield pb.ReplicateDown(
             entries=pb.EntryBatch(epoch=self.epoch, entries=[entry], last_seq=entry.seq)
         )
-        time.sleep(2)
+        self.release.wait(60)
 
 
 def test_standby_refuses_replication_from_a_stale_epoch(cluster: IdCluster) -> None:
@@ -352,6 +344,7 @@ def test_standby_refuses_replication_from_a_stale_epoch(cluster: IdCluster) -> N
         wait_for(lambda: "refused: this replica has seen epoch" in cluster.logs(standby), 20, 0.2,
                  "the standby to refuse the stale entries")
     finally:
+        stale.release.set()
         server.stop(0)
     assert stale.hellos[0].epoch >= epoch
     assert state_of(cluster, standby) == before

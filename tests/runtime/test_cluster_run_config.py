@@ -8,8 +8,9 @@ import subprocess
 
 import pytest
 from gencluster.run import EX_CONFIG, main
+from gencluster_testing.devcluster_process import GENCLUSTER
 
-from tests.devcluster_process import GENCLUSTER
+pytestmark = pytest.mark.integration
 
 VALID = {
     "POD_NAME": "ids-0",

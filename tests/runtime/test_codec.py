@@ -18,6 +18,8 @@ from gencluster.codec import (
 from hypothesis import given
 from hypothesis import strategies as st
 
+pytestmark = pytest.mark.unit
+
 json_values = st.recursive(
     st.none()
     | st.booleans()

@@ -39,6 +39,8 @@ from gencluster.wellknown import IN_SYNC_ANNOTATION
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+pytestmark = pytest.mark.unit
+
 CONFIG = ElectionConfig(lease_duration=10, renew_deadline=6.0, retry_period=2.0)
 WALL = 1_700_000_000.0
 STAMP = micro_time(WALL)

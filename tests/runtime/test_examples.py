@@ -16,6 +16,8 @@ from gencluster_examples.id_server import IdServer
 from hypothesis import given
 from hypothesis import strategies as st
 
+pytestmark = pytest.mark.unit
+
 CODEC = JsonCodec()
 
 

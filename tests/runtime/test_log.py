@@ -18,6 +18,8 @@ from gencluster.log import (
 from hypothesis import given
 from hypothesis import strategies as st
 
+pytestmark = pytest.mark.unit
+
 
 def command(payload: bytes = b'"next_value"', request_id: str = "r") -> Command:
     return Command(CommandKind.CALL, request_id, payload, time=1.5, seed=7)

@@ -32,6 +32,8 @@ from hypothesis import strategies as st
 
 from tests.runtime.servers import Ledger
 
+pytestmark = pytest.mark.unit
+
 CODEC = JsonCodec()
 
 

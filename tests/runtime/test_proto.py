@@ -10,6 +10,8 @@ from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.proto.generate import GENERATED, PACKAGE_ROOT, PROTO, generate, main
 
+pytestmark = pytest.mark.unit
+
 COMMITTED = PACKAGE_ROOT / PROTO.parent
 
 

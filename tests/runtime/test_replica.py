@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from tests.runtime.servers import Ledger
 
+pytestmark = pytest.mark.unit
+
 CODEC = JsonCodec(max_bytes=1024)
 
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from gencluster.replication import SendStep, sender_step
 
 from tests.runtime.replication_harness import FakeStandby, append, connected_term
+
+pytestmark = pytest.mark.unit
 
 GAP = 0.001
 MAX_HOLD = 0.005

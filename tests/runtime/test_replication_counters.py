@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.replication import COUNTERS
 
 from tests.runtime.replication_harness import FakeStandby, append, connected_term
+
+pytestmark = pytest.mark.unit
 
 
 async def stream_entries(calls: int) -> list[pb.ReplicateDown]:

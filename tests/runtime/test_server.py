@@ -22,6 +22,8 @@ from gencluster.server import (
     supports_merge,
 )
 
+pytestmark = pytest.mark.unit
+
 _module_numbers = itertools.count()
 
 

@@ -33,6 +33,8 @@ from hypothesis import strategies as st
 
 from tests.runtime.servers import Ledger
 
+pytestmark = pytest.mark.unit
+
 texts = st.text(max_size=10)
 records = st.builds(
     ReplyRecord,

@@ -99,7 +99,7 @@ def _evaluation_message(error: Any) -> str:
 
     celpy's CELEvalError carries (message, Python exception class, exception args).
     """
-    arguments = getattr(error, "args", ())
+    arguments: tuple[Any, ...] = getattr(error, "args", ())
     text = str(arguments[0]) if arguments else str(error)
     cause = arguments[1] if len(arguments) > 1 else None
     cause_arguments = arguments[2] if len(arguments) > 2 else ()

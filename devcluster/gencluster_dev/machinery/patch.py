@@ -278,7 +278,7 @@ def _template_metadata(prefix: tuple[str, ...]) -> dict[tuple[str, ...], ListStr
     return {prefix + path: strategy for path, strategy in _METADATA.items()}
 
 
-_CONDITIONS = {("status", "conditions"): _by("type")}
+_CONDITIONS: dict[tuple[str, ...], ListStrategy] = {("status", "conditions"): _by("type")}
 
 _STRATEGIES_BY_KIND: dict[str, dict[tuple[str, ...], ListStrategy]] = {
     "Pod": {
@@ -344,20 +344,30 @@ def _strip_directives(value: Any) -> Any:
     Maps marked ``$patch: delete`` inside new values vanish, like Kubernetes does.
     """
     if isinstance(value, Mapping):
-        return {
-            key: _strip_directives(item)
-            for key, item in value.items()
-            if not _is_directive(key) and item is not None
-        }
+        return _strip_map(value)
     if isinstance(value, list):
-        return [
-            _strip_directives(item)
-            for item in value
-            if not (isinstance(item, Mapping) and item.get(PATCH_DIRECTIVE) == "delete")
-            and not (isinstance(item, Mapping) and item.get(PATCH_DIRECTIVE) == "replace"
-                     and len(item) == 1)
-        ]
+        return _strip_list(value)
     return copy.deepcopy(value)
+
+
+def _strip_map(value: Mapping[str, Any]) -> dict[str, Any]:
+    """`_strip_directives` of a map (typed as one for the callers that know it is)."""
+    return {
+        key: _strip_directives(item)
+        for key, item in value.items()
+        if not _is_directive(key) and item is not None
+    }
+
+
+def _strip_list(value: list[Any]) -> list[Any]:
+    """`_strip_directives` of a list (typed as one for the callers that know it is)."""
+    return [
+        _strip_directives(item)
+        for item in value
+        if not (isinstance(item, Mapping) and item.get(PATCH_DIRECTIVE) == "delete")
+        and not (isinstance(item, Mapping) and item.get(PATCH_DIRECTIVE) == "replace"
+                 and len(item) == 1)
+    ]
 
 
 def _path_text(path: tuple[str, ...]) -> str:
@@ -370,7 +380,7 @@ def _merge_map(
     directive = patch.get(PATCH_DIRECTIVE)
     if directive is not None:
         if directive == "replace":
-            return _strip_directives(patch)
+            return _strip_map(patch)
         if directive == "delete":
             return {}
         if directive != "merge":
@@ -417,8 +427,8 @@ def _merge_map(
             result[key] = _merge_map(base, value, kind, child)
         elif isinstance(value, list):
             current = result.get(key)
-            base = current if isinstance(current, list) else []
-            result[key] = _merge_list(base, value, kind, child)
+            items = current if isinstance(current, list) else []
+            result[key] = _merge_list(items, value, kind, child)
         else:
             result[key] = copy.deepcopy(value)
 
@@ -468,13 +478,13 @@ def _merge_list(
 ) -> list[Any]:
     strategy = _strategy(kind, path)
     if strategy.atomic:
-        return _strip_directives(patch)
+        return _strip_list(patch)
     replace_markers = [
         item for item in patch
         if isinstance(item, Mapping) and item.get(PATCH_DIRECTIVE) == "replace"
     ]
     if replace_markers:
-        return _strip_directives(
+        return _strip_list(
             [item for item in patch if not any(item is marker for marker in replace_markers)]
         )
     if strategy.merge_key is None:

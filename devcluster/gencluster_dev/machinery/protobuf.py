@@ -50,6 +50,7 @@ def _fields(data: bytes) -> list[tuple[int, Any]]:
     while offset < len(data):
         key, offset = _read_varint(data, offset)
         number, wire = key >> 3, key & 7
+        value: int | bytes
         if wire == 0:
             value, offset = _read_varint(data, offset)
         elif wire == 2:

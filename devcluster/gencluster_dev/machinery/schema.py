@@ -473,7 +473,8 @@ class Schema:
         any_of = [self._branch_errors(sub, value, path) for sub in schema.get("anyOf") or []]
         if any_of and all(any_of):
             errors.append(composite("must validate at least one schema (anyOf)"))
-            errors.extend(min(any_of, key=len))
+            closest = min(any_of, key=len)
+            errors.extend(closest)
         one_of = [self._branch_errors(sub, value, path) for sub in schema.get("oneOf") or []]
         if one_of:
             passing = sum(1 for branch in one_of if not branch)
@@ -481,7 +482,8 @@ class Schema:
                 errors.append(
                     composite("must validate one and only one schema (oneOf). Found none valid")
                 )
-                errors.extend(min(one_of, key=len))
+                closest = min(one_of, key=len)
+                errors.extend(closest)
             elif passing > 1:
                 errors.append(
                     composite(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,7 +168,7 @@ class Store:
         for listener in list(self.listeners):
             listener(event)
 
-    def restore(self, objects: list[tuple[ResourceKey, dict[str, Any]]], resource_version: int
+    def restore(self, objects: Iterable[tuple[ResourceKey, dict[str, Any]]], resource_version: int
                 ) -> None:
         """Load persisted objects; the (empty) history starts at `resource_version`, so a
         watch from an older version gets 410 and relists, as after an etcd compaction."""

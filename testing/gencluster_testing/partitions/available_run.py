@@ -29,11 +29,12 @@ from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.wellknown import PEER_TOKEN_METADATA
 
-from tests.devcluster_process import DevClusterProcess, wait_for
-from tests.operator.operator_process import condition, create_namespace, get_json
-from tests.partitions.cluster import LEASE, PORT, IdServerUnderTest, id_server_manifest
-from tests.partitions.history import History, LoadRecorder, Marker
-from tests.partitions.merge_checks import combine
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import condition, create_namespace, get_json
+from gencluster_testing.partitions.cluster import LEASE, PORT, IdServerUnderTest, id_server_manifest
+from gencluster_testing.partitions.history import History, LoadRecorder, Marker
+from gencluster_testing.partitions.merge_checks import combine
+from gencluster_testing.waiting import wait_for
 
 ISOLATED, OTHERS = "isolated", "others"
 """Client groups: pinned to the faulted active / to every other pod."""
@@ -273,7 +274,7 @@ def run_split(
             if after_heal is not None:
                 observed |= after_heal(server, loser, winner)
             wait_for(lambda: server.merges() > merges_before, DEADLINE, interval=POLL,
-                     message=f"a merge after the heal\n{server.diagnostics()}")
+                     message=lambda: f"a merge after the heal\n{server.diagnostics()}")
             merged_seen_at = time.monotonic()
             for load in (isolated_load, other_load):
                 load.mark("merged")
@@ -310,7 +311,7 @@ def _wait_other_side_elected(
         return None
 
     return wait_for(elected, DEADLINE, interval=POLL,
-                    message=f"the other side elects its own active\n{server.diagnostics()}")
+                    message=lambda: f"the other side elects its own active\n{server.diagnostics()}")
 
 
 def _heal(server: AvailableIdServer, fault: str, loser: str, *loads: LoadRecorder) -> float:

@@ -12,8 +12,9 @@ from typing import Any
 
 from gencluster.client import Client
 
-from tests.devcluster_process import DevClusterProcess, wait_for
-from tests.operator.operator_process import clustered_server, create_namespace, get_json
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import clustered_server, create_namespace, get_json
+from gencluster_testing.waiting import wait_for
 
 NAME = "ids"
 PORT = 50051

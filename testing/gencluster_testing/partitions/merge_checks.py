@@ -16,8 +16,8 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from tests.partitions.checkers import real_time_order_violations, unavailability
-from tests.partitions.history import History, Operation
+from gencluster_testing.partitions.checkers import real_time_order_violations, unavailability
+from gencluster_testing.partitions.history import History, Operation
 
 MAX_REPORTED = 10
 

@@ -11,33 +11,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+
+from gencluster_testing.waiting import wait_for
 
 GENCLUSTER = str(Path(sys.executable).parent / "gencluster")
 KUBECTL = "kubectl"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 60.0
-
-T = TypeVar("T")
-
-
-def wait_for(
-    condition: Callable[[], T], timeout: float, interval: float = 0.1, message: str = ""
-) -> T:
-    """Poll until `condition()` is truthy; at the deadline, fail with `message`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = condition()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s: {message} (last: {last!r})")
-        time.sleep(interval)
-
 
 class DevClusterProcess:
     """Starts `gencluster dev up --dir DIR`, waits for its kubeconfig, stops it on exit."""

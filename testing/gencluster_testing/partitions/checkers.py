@@ -14,7 +14,7 @@ import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from tests.partitions.history import History, Operation, Outcome
+from gencluster_testing.partitions.history import History, Operation, Outcome
 
 MAX_REPORTED = 10
 """Violations of one kind listed one by one before the rest are summed up."""

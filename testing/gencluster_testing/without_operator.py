@@ -18,7 +18,7 @@ from typing import Any
 
 from gencluster_operator import desired
 
-from tests.devcluster_process import DevClusterProcess
+from gencluster_testing.devcluster_process import DevClusterProcess
 
 
 def clustered_server(

@@ -16,7 +16,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.devcluster_process import DevClusterProcess, wait_for
+from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.waiting import wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
 ID_SERVER = PROJECT / "examples" / "id-server.yaml"
@@ -48,7 +49,7 @@ class OperatorProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_for(self._serving_metrics, 30, message=f"operator to start:\n{self.output()}")
+        wait_for(self._serving_metrics, 30, message=lambda: f"operator to start:\n{self.output()}")
 
     def _serving_metrics(self) -> bool:
         if self.process.poll() is not None:
@@ -163,4 +164,4 @@ def start_id_server(
     create_namespace(cluster, namespace)
     cluster.kubectl("apply", "-n", namespace, "-f", str(ID_SERVER))
     return wait_for(lambda: serving(cluster, namespace, "id-server"), deadline,
-                    message=f"id-server Ready in {namespace}\n{operator.output()[-3000:]}")
+                    message=lambda: f"id-server Ready in {namespace}\n{operator.output()[-3000:]}")
