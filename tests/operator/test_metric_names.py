@@ -22,6 +22,8 @@ from gencluster_operator import metrics as operator_metrics
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+pytestmark = pytest.mark.unit
+
 CLUSTER = ("metric-names-ns", "metric-names")
 
 

@@ -19,6 +19,8 @@ from gencluster.retry import (
 )
 from gencluster.wellknown import ACTIVE_ADDRESS_METADATA
 
+pytestmark = pytest.mark.unit
+
 A, B, C = "10.0.0.1:50051", "10.0.0.2:50051", "10.0.0.3:50051"
 
 

@@ -41,14 +41,16 @@ REPLICATION_MODE_SYNC: ReplicationMode
 REPLICATION_MODE_ASYNC: ReplicationMode
 
 class CallRequest(_message.Message):
-    __slots__ = ("request_id", "payload", "codec")
+    __slots__ = ("request_id", "payload", "codec", "first_attempt_unix_ms")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
+    FIRST_ATTEMPT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     payload: bytes
     codec: str
-    def __init__(self, request_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., codec: _Optional[str] = ...) -> None: ...
+    first_attempt_unix_ms: int
+    def __init__(self, request_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., codec: _Optional[str] = ..., first_attempt_unix_ms: _Optional[int] = ...) -> None: ...
 
 class HandlerError(_message.Message):
     __slots__ = ("type", "message")
@@ -73,14 +75,16 @@ class CallReply(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., seq: _Optional[int] = ..., reply: _Optional[bytes] = ..., error: _Optional[_Union[HandlerError, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class CastRequest(_message.Message):
-    __slots__ = ("request_id", "payload", "codec")
+    __slots__ = ("request_id", "payload", "codec", "first_attempt_unix_ms")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
+    FIRST_ATTEMPT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     payload: bytes
     codec: str
-    def __init__(self, request_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., codec: _Optional[str] = ...) -> None: ...
+    first_attempt_unix_ms: int
+    def __init__(self, request_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., codec: _Optional[str] = ..., first_attempt_unix_ms: _Optional[int] = ...) -> None: ...
 
 class CastReply(_message.Message):
     __slots__ = ("epoch", "seq", "error", "duplicate")
@@ -291,7 +295,7 @@ class StandbyStatus(_message.Message):
     def __init__(self, identity: _Optional[str] = ..., address: _Optional[str] = ..., acked_seq: _Optional[int] = ..., lag: _Optional[int] = ..., in_sync: _Optional[bool] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("identity", "role", "epoch", "applied_seq", "active", "active_address", "standbys", "mode", "server", "server_version", "codec", "lease_holder", "lease_epoch", "lease_read_age_seconds")
+    __slots__ = ("identity", "role", "epoch", "applied_seq", "active", "active_address", "standbys", "mode", "server", "server_version", "codec", "lease_holder", "lease_epoch", "lease_read_age_seconds", "state_lost", "applied_epoch")
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -306,6 +310,8 @@ class StatusReply(_message.Message):
     LEASE_HOLDER_FIELD_NUMBER: _ClassVar[int]
     LEASE_EPOCH_FIELD_NUMBER: _ClassVar[int]
     LEASE_READ_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STATE_LOST_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_EPOCH_FIELD_NUMBER: _ClassVar[int]
     identity: str
     role: Role
     epoch: int
@@ -320,7 +326,9 @@ class StatusReply(_message.Message):
     lease_holder: str
     lease_epoch: int
     lease_read_age_seconds: float
-    def __init__(self, identity: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., epoch: _Optional[int] = ..., applied_seq: _Optional[int] = ..., active: _Optional[str] = ..., active_address: _Optional[str] = ..., standbys: _Optional[_Iterable[_Union[StandbyStatus, _Mapping]]] = ..., mode: _Optional[_Union[ReplicationMode, str]] = ..., server: _Optional[str] = ..., server_version: _Optional[int] = ..., codec: _Optional[str] = ..., lease_holder: _Optional[str] = ..., lease_epoch: _Optional[int] = ..., lease_read_age_seconds: _Optional[float] = ...) -> None: ...
+    state_lost: bool
+    applied_epoch: int
+    def __init__(self, identity: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., epoch: _Optional[int] = ..., applied_seq: _Optional[int] = ..., active: _Optional[str] = ..., active_address: _Optional[str] = ..., standbys: _Optional[_Iterable[_Union[StandbyStatus, _Mapping]]] = ..., mode: _Optional[_Union[ReplicationMode, str]] = ..., server: _Optional[str] = ..., server_version: _Optional[int] = ..., codec: _Optional[str] = ..., lease_holder: _Optional[str] = ..., lease_epoch: _Optional[int] = ..., lease_read_age_seconds: _Optional[float] = ..., state_lost: _Optional[bool] = ..., applied_epoch: _Optional[int] = ...) -> None: ...
 
 class GetStateRequest(_message.Message):
     __slots__ = ()
@@ -425,3 +433,29 @@ class MergePayload(_message.Message):
     state: bytes
     replies: _containers.RepeatedCompositeFieldContainer[ReplyRecord]
     def __init__(self, state: _Optional[bytes] = ..., replies: _Optional[_Iterable[_Union[ReplyRecord, _Mapping]]] = ...) -> None: ...
+
+class RestoreOrigin(_message.Message):
+    __slots__ = ("request_id", "force", "source")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    force: bool
+    source: str
+    def __init__(self, request_id: _Optional[str] = ..., force: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
+
+class RestoreChunk(_message.Message):
+    __slots__ = ("origin", "snapshot")
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    origin: RestoreOrigin
+    snapshot: SnapshotChunk
+    def __init__(self, origin: _Optional[_Union[RestoreOrigin, _Mapping]] = ..., snapshot: _Optional[_Union[SnapshotChunk, _Mapping]] = ...) -> None: ...
+
+class RestoreReply(_message.Message):
+    __slots__ = ("epoch", "applied_seq")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    applied_seq: int
+    def __init__(self, epoch: _Optional[int] = ..., applied_seq: _Optional[int] = ...) -> None: ...

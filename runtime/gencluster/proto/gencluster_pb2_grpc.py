@@ -384,6 +384,11 @@ class AdminStub:
                 request_serializer=gencluster_dot_proto_dot_gencluster__pb2.PauseWritesRequest.SerializeToString,
                 response_deserializer=gencluster_dot_proto_dot_gencluster__pb2.PauseWritesReply.FromString,
                 _registered_method=True)
+        self.Restore = channel.stream_unary(
+                '/gencluster.v1.Admin/Restore',
+                request_serializer=gencluster_dot_proto_dot_gencluster__pb2.RestoreChunk.SerializeToString,
+                response_deserializer=gencluster_dot_proto_dot_gencluster__pb2.RestoreReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -447,6 +452,15 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Restore(self, request_iterator, context):
+        """Load a backup (RestoreOrigin, then SnapshotChunks in the Snapshot stream format): into a
+        replica that holds no state (a new cluster, or one whose state was lost), or, with
+        `force`, into the serving active as a replicated entry that replaces the state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -484,6 +498,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.PauseWrites,
                     request_deserializer=gencluster_dot_proto_dot_gencluster__pb2.PauseWritesRequest.FromString,
                     response_serializer=gencluster_dot_proto_dot_gencluster__pb2.PauseWritesReply.SerializeToString,
+            ),
+            'Restore': grpc.stream_unary_rpc_method_handler(
+                    servicer.Restore,
+                    request_deserializer=gencluster_dot_proto_dot_gencluster__pb2.RestoreChunk.FromString,
+                    response_serializer=gencluster_dot_proto_dot_gencluster__pb2.RestoreReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -679,6 +698,33 @@ class Admin:
             '/gencluster.v1.Admin/PauseWrites',
             gencluster_dot_proto_dot_gencluster__pb2.PauseWritesRequest.SerializeToString,
             gencluster_dot_proto_dot_gencluster__pb2.PauseWritesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Restore(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/gencluster.v1.Admin/Restore',
+            gencluster_dot_proto_dot_gencluster__pb2.RestoreChunk.SerializeToString,
+            gencluster_dot_proto_dot_gencluster__pb2.RestoreReply.FromString,
             options,
             channel_credentials,
             insecure,
