@@ -48,7 +48,7 @@ def test_package_and_services() -> None:
         "Client": {"Call", "Cast", "Subscribe"},
         "Peer": {"Snapshot", "Replicate"},
         "Admin": {"Status", "GetState", "Switchover", "Demote", "ExportState", "Merge",
-                  "PauseWrites"},
+                  "PauseWrites", "Restore"},
     }
     streaming = {
         (service, method.name): (method.client_streaming, method.server_streaming)
