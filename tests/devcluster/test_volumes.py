@@ -164,8 +164,68 @@ def test_bound_claim_spec_is_immutable(plane: DevPlane, tmp_path: Path) -> None:
                                 content_type="application/merge-patch+json")
     assert status == 422, answer
     assert "spec.resources.requests.storage" in answer["message"]
-    plane.ok("PATCH", f"{CLAIMS}/fixed", {"spec": {"resources": {"requests": {
-        "storage": "3Gi"}}}}, content_type="application/merge-patch+json")
+    status, answer = plane.call("PATCH", f"{CLAIMS}/fixed",
+                                {"spec": {"resources": {"requests": {"storage": "3Gi"}}}},
+                                content_type="application/merge-patch+json")
+    assert status == 403, answer
+    assert answer["message"] == (
+        'persistentvolumeclaims "fixed" is forbidden: only dynamically provisioned pvc can be '
+        "resized and the storageclass that provisions the pvc must support resize")
+
+
+def test_a_class_that_allows_expansion_lets_a_bound_claim_grow(
+        plane: DevPlane, tmp_path: Path) -> None:
+    _apply(plane, tmp_path, {
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "growable"}, "provisioner": "gencluster.dev/local-path",
+        "allowVolumeExpansion": True})
+    _apply(plane, tmp_path, _claim("growing", storageClassName="growable"))
+    claim = _bound(plane, "growing")
+    _apply(plane, tmp_path, _claim("growing", "3Gi", storageClassName="growable"))
+    wait_for(lambda: ((_get(plane, f"{CLAIMS}/growing") or {}).get("status") or {}).get(
+        "capacity") == {"storage": "3Gi"}, 20, message="claim grown")
+    assert _volume_of(plane, claim)["spec"]["capacity"] == {"storage": "3Gi"}
+    row = plane.kubectl("get", "pvc", "growing").stdout.splitlines()[1].split()
+    assert row[3] == "3Gi"
+
+
+def test_wait_for_first_consumer_binds_when_a_pod_uses_the_claim(
+        plane: DevPlane, tmp_path: Path) -> None:
+    _apply(plane, tmp_path, {
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "lazy"}, "provisioner": "gencluster.dev/local-path",
+        "volumeBindingMode": "WaitForFirstConsumer"})
+    _apply(plane, tmp_path, _claim("deferred", storageClassName="lazy"))
+    wait_for(lambda: any(e["reason"] == "WaitForFirstConsumer"
+                         for e in plane.events("deferred")), 20, message="waiting event")
+    assert (_get(plane, f"{CLAIMS}/deferred") or {})["status"]["phase"] == "Pending"
+    plane.create(_claim_pod("consumer", "deferred", APPEND))
+    _bound(plane, "deferred")
+    plane.wait_running("consumer")
+    plane.delete_pod("consumer", grace=0)
+    plane.wait_gone("consumer")
+
+
+def test_the_kubernetes_client_reads_claims_volumes_and_classes(plane: DevPlane) -> None:
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(str(plane.kubectl_config))
+    try:
+        classes = client.StorageV1Api(api_client).list_storage_class().items
+        standard = next(c for c in classes if c.metadata.name == "standard")
+        assert standard.provisioner == "gencluster.dev/local-path"
+        assert standard.volume_binding_mode == "Immediate"
+        core = client.CoreV1Api(api_client)
+        claims = core.list_persistent_volume_claim_for_all_namespaces().items
+        volumes = {v.metadata.name: v for v in core.list_persistent_volume().items}
+        bound = [c for c in claims if c.status.phase == "Bound"]
+        assert bound
+        for claim in bound:
+            volume = volumes[claim.spec.volume_name]
+            assert volume.spec.claim_ref.uid == claim.metadata.uid
+            assert volume.spec.host_path.path
+    finally:
+        api_client.close()
 
 
 def test_files_survive_a_pod_recreated_with_another_uid(plane: DevPlane, tmp_path: Path) -> None:

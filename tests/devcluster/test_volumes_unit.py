@@ -18,6 +18,7 @@ from gencluster_dev.controllers.volumes import (
     ClaimVolume,
     DeleteVolume,
     Event,
+    ExpandVolume,
     Provision,
     RemoveFinalizer,
     SetClaimPhase,
@@ -37,6 +38,7 @@ from gencluster_dev.machinery.storage import (
     access_modes_text,
     default_class_name,
     parse_quantity,
+    resize_refusal,
 )
 from gencluster_dev.machinery.store import Store
 from gencluster_dev.machinery.tables import table_for
@@ -472,3 +474,33 @@ def test_a_bound_claim_whose_volume_vanished_is_lost() -> None:
     actions = _plan([claim], [])
     assert actions[0] == SetClaimPhase("default", "data", "Lost")
     assert isinstance(actions[1], Event) and actions[1].reason == "ClaimLost"
+
+
+def test_growing_a_claim_needs_a_bound_claim_and_an_expandable_class() -> None:
+    growable = _class("growable")
+    growable["allowVolumeExpansion"] = True
+    bound = _claim(volume="pv-1", phase="Bound", cls="growable")
+    bigger = _claim(volume="pv-1", phase="Bound", cls="growable", size="2Gi")
+    assert resize_refusal(bound, bigger, [growable]) is None
+    assert resize_refusal(bound, bound, []) is None  # no growth, nothing to admit
+    assert "must support resize" in (resize_refusal(bound, bigger, [_class("growable")]) or "")
+    assert "must support resize" in (resize_refusal(bound, bigger, []) or "")
+    pending, pending_bigger = _claim(cls="growable"), _claim(cls="growable", size="2Gi")
+    assert resize_refusal(pending, pending_bigger, [growable]) == \
+        "Only bound persistent volume claims can be expanded"
+
+
+def test_a_local_path_volume_grows_with_its_claim() -> None:
+    growable = _class("growable")
+    growable["allowVolumeExpansion"] = True
+    claim = _claim(volume="pvc-uid-data", phase="Bound", cls="growable", size="2Gi")
+    claim["status"]["capacity"] = {"storage": "1Gi"}
+    volume = _volume("pvc-uid-data", claim=claim, phase="Bound", cls="growable",
+                     provisioned=True)
+    actions = _plan([claim], [volume], [growable])
+    assert actions[0] == ExpandVolume("pvc-uid-data", "default", "data", "2Gi")
+    assert isinstance(actions[1], Event) and actions[1].reason == "VolumeResizeSuccessful"
+    assert _plan([claim], [volume], [_class("growable")]) == []  # the class does not allow it
+    claim["status"]["capacity"] = {"storage": "2Gi"}
+    volume["spec"]["capacity"] = {"storage": "2Gi"}
+    assert _plan([claim], [volume], [growable]) == []

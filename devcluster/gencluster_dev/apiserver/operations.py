@@ -43,6 +43,7 @@ from gencluster_dev.machinery.errors import (
     already_exists,
     bad_request,
     conflict,
+    forbidden,
     invalid,
     not_found,
     unsupported_media_type,
@@ -66,7 +67,7 @@ from gencluster_dev.machinery.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from gencluster_dev.machinery.storage import default_class_name
+from gencluster_dev.machinery.storage import default_class_name, resize_refusal
 from gencluster_dev.machinery.store import Store
 from gencluster_dev.machinery.validation import (
     claim_causes,
@@ -430,6 +431,10 @@ class Operations:
             storage_causes = storage_class_causes(obj, old)
         if storage_causes:
             raise invalid(t.kind, t.group, name, storage_causes)
+        if t.key == CLAIMS_KEY and old is not None:
+            refusal = resize_refusal(old, obj, self.store.list(STORAGE_CLASSES_KEY))
+            if refusal:
+                raise forbidden(f'persistentvolumeclaims "{name}" is forbidden: {refusal}')
         if t.key == PODS_KEY and old is None:
             containers = (obj.get("spec") or {}).get("containers")
             if not isinstance(containers, list) or not containers:

@@ -14,6 +14,8 @@ local-path-provisioner do, cut to one node:
 - a volume whose claim is gone turns `Released`; with reclaim policy `Delete` the controller
   then removes its directory (only one it provisioned, inside the volumes directory) and the
   volume; with `Retain` both stay;
+- a bound claim of a local-path class with `allowVolumeExpansion` that asks for more gets it
+  (the capacity of volume and claim become the request: a directory has no size);
 - `kubernetes.io/pvc-protection` leaves a deleted claim Terminating until no pod that is not
   finished uses it; `kubernetes.io/pv-protection` leaves a deleted volume until it is not Bound.
 
@@ -88,6 +90,17 @@ class BindClaim:
 
 
 @dataclass(frozen=True)
+class ExpandVolume:
+    """A bound local-path claim asks for more: a directory has no size to grow, so the
+    volume's capacity and the claim's `status.capacity` simply become the request."""
+
+    volume: str
+    namespace: str
+    name: str
+    storage: str
+
+
+@dataclass(frozen=True)
 class SetVolumePhase:
     volume: str
     phase: str
@@ -135,8 +148,8 @@ class Event:
     component: str = "persistentvolume-controller"
 
 
-Action = (Provision | ClaimVolume | BindClaim | SetVolumePhase | SetClaimPhase | DeleteVolume
-          | RemoveFinalizer | Event)
+Action = (Provision | ClaimVolume | BindClaim | ExpandVolume | SetVolumePhase | SetClaimPhase
+          | DeleteVolume | RemoveFinalizer | Event)
 
 
 # -- the decision --------------------------------------------------------------------------------
@@ -239,6 +252,23 @@ def _owned_directory(volume: Mapping[str, Any], volumes_dir: Path) -> str | None
     return str(resolved) if resolved.parent == root else None
 
 
+def _expandable(claim: Mapping[str, Any], volume: Mapping[str, Any],
+                class_by_name: Mapping[str, Mapping[str, Any]]) -> bool:
+    """A bound claim of a local-path class that allows expansion asks for more than it has."""
+    if _phase(claim) != "Bound" or _deleting(claim):
+        return False
+    if (_meta(volume).get("annotations") or {}).get(
+            PROVISIONED_BY_ANNOTATION) != LOCAL_PATH_PROVISIONER:
+        return False
+    storage_class = class_by_name.get(claim_class(claim)) or {}
+    if storage_class.get("allowVolumeExpansion") is not True:
+        return False
+    wanted = _size(requested_storage(claim))
+    have = _size(((claim.get("status") or {}).get("capacity") or {}).get("storage"))
+    offered = _size(((volume.get("spec") or {}).get("capacity") or {}).get("storage"))
+    return wanted is not None and any(x is None or x < wanted for x in (have, offered))
+
+
 def plan_bindings(
     claims: Iterable[Mapping[str, Any]],
     volumes: Iterable[Mapping[str, Any]],
@@ -291,6 +321,14 @@ def plan_bindings(
                     bound_by_controller=not spec.get("volumeName")))
             if _phase(volume) != "Bound" and not _deleting(volume):
                 actions.append(SetVolumePhase(vname, "Bound"))
+            elif _expandable(claim, volume, class_by_name):
+                size = str(requested_storage(claim))
+                actions.append(ExpandVolume(vname, namespace, name, size))
+                actions.append(Event("PersistentVolumeClaim", namespace, name, uid, "Normal",
+                                     "VolumeResizeSuccessful",
+                                     f'resize volume "{vname}" by resizer '
+                                     f'"{LOCAL_PATH_PROVISIONER}" finished successfully',
+                                     component=LOCAL_PATH_PROVISIONER))
             continue
         if _phase(claim) == "Bound":
             if spec.get("volumeName") and spec["volumeName"] not in volume_by_name:
@@ -478,6 +516,14 @@ class VolumeController:
                 "phase": "Bound", "capacity": action.capacity,
                 "accessModes": list(action.access_modes)}})
             self.claims.cache[object_key(claim)] = claim
+        elif isinstance(action, ExpandVolume):
+            volume = await api.merge_patch(f"/api/v1/persistentvolumes/{action.volume}",
+                                           {"spec": {"capacity": {"storage": action.storage}}})
+            self.volumes.cache[object_key(volume)] = volume
+            claim = await api.merge_patch(
+                f"/api/v1/namespaces/{action.namespace}/persistentvolumeclaims/{action.name}"
+                "/status", {"status": {"capacity": {"storage": action.storage}}})
+            self.claims.cache[object_key(claim)] = claim
         elif isinstance(action, SetVolumePhase):
             status: dict[str, Any] = {"phase": action.phase, "lastPhaseTransitionTime": _now()}
             if action.message:
@@ -530,8 +576,7 @@ class VolumeController:
 
 
 __all__ = [
-    "LOCAL_PATH_PROVISIONER", "Action", "BindClaim",
-    "ClaimVolume", "DeleteVolume", "Event", "Provision", "RemoveFinalizer", "SetClaimPhase",
-    "SetVolumePhase", "VolumeController", "plan_bindings", "provisioned_volume",
-    "volume_matches",
+    "LOCAL_PATH_PROVISIONER", "Action", "BindClaim", "ClaimVolume", "DeleteVolume", "Event",
+    "ExpandVolume", "Provision", "RemoveFinalizer", "SetClaimPhase", "SetVolumePhase",
+    "VolumeController", "plan_bindings", "provisioned_volume", "volume_matches",
 ]

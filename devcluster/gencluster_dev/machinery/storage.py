@@ -137,3 +137,24 @@ def pod_claim_names(pod: Mapping[str, Any]) -> list[str]:
         if isinstance(claim, str) and claim and claim not in names:
             names.append(claim)
     return names
+
+
+def resize_refusal(old: Mapping[str, Any], new: Mapping[str, Any],
+                   classes: Iterable[Mapping[str, Any]]) -> str | None:
+    """Why the PersistentVolumeClaimResize admission plugin refuses a claim update (403), or
+    None: growing a request needs a bound claim whose class sets `allowVolumeExpansion`."""
+    try:
+        grows = parse_quantity(requested_storage(new)) > parse_quantity(requested_storage(old))
+    except (QuantityError, TypeError):
+        return None  # validation reports malformed sizes
+    if not grows:
+        return None
+    if (old.get("status") or {}).get("phase") != "Bound":
+        return "Only bound persistent volume claims can be expanded"
+    name = claim_class(old)
+    storage_class = next((c for c in classes if (c.get("metadata") or {}).get("name") == name),
+                         None) if name else None
+    if storage_class is None or storage_class.get("allowVolumeExpansion") is not True:
+        return ("only dynamically provisioned pvc can be resized and the storageclass that "
+                "provisions the pvc must support resize")
+    return None
