@@ -478,7 +478,10 @@ class VolumeController:
                 except ApiError as exc:
                     if exc.status not in (404, 409):
                         log.warning("volume controller: %s: %s", action, exc)
-                    self._dirty.set()  # look again with fresher caches
+                    # Look again once the informers have caught up (a stale cache is the
+                    # usual cause); the pause keeps a persistent refusal from spinning.
+                    self._dirty.set()
+                    await asyncio.sleep(0.2)
                     break
                 except Exception:
                     log.exception("volume controller: %s", action)

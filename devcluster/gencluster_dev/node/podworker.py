@@ -326,6 +326,8 @@ class PodWorker:
                 self.claim_paths = await self.resolve_claims()
                 await self._write_kubeconfig()
                 self._materialize_volumes(sources)
+                # A claim may hold many files: chown them off the event loop.
+                await asyncio.to_thread(self._mount_claims)
                 return
             except Exception as exc:  # a missing object, the API unreachable: retried
                 message = f"MountVolume.SetUp failed: {exc}"
@@ -431,8 +433,7 @@ class PodWorker:
                     Path(volume["hostPath"]["path"]).mkdir(parents=True, exist_ok=True)
                 continue
             if "persistentVolumeClaim" in volume:
-                self._mount_claim(volume)
-                continue
+                continue  # the claim's own directory: `_mount_claims`
             target = volumes_dir / volume["name"]
             if files is None:
                 target.mkdir(exist_ok=True)
@@ -449,6 +450,11 @@ class PodWorker:
             self._chown_tree(staging)
             shutil.rmtree(target, ignore_errors=True)
             os.replace(staging, target)
+
+    def _mount_claims(self) -> None:
+        for volume in self.pod.get("spec", {}).get("volumes") or []:
+            if "persistentVolumeClaim" in volume:
+                self._mount_claim(volume)
 
     def _mount_claim(self, volume: dict) -> None:
         """Hand a claim's directory to this pod: as root every pod runs as a uid of its own,
