@@ -309,6 +309,8 @@ def test_claim_columns_show_capacity_only_once_bound() -> None:
     bound["status"].update(capacity={"storage": "1Gi"}, accessModes=["ReadWriteOnce"])
     assert _cells("PersistentVolumeClaim", bound)[1][:5] == ["data", "Bound", "pv-1", "1Gi",
                                                              "RWO"]
+    named = _claim(volume="pv-1")  # the binder named the volume, status not written yet
+    assert _cells("PersistentVolumeClaim", named)[1][2:5] == ["pv-1", "0", ""]
     deleting = _claim(deleting=True, phase="Bound")
     assert _cells("PersistentVolumeClaim", deleting)[1][1] == "Terminating"
 

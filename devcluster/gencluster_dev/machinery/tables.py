@@ -825,7 +825,8 @@ def _storage_text(value: Any) -> str:
 
 
 def _claim_cells(claim: Mapping[str, Any], now: datetime) -> list[Any]:
-    """printPersistentVolumeClaim: capacity and access modes only once a volume is named."""
+    """printPersistentVolumeClaim: capacity and access modes only once a volume is named
+    (then a missing capacity prints as the zero quantity, "0")."""
     spec = claim.get("spec") or {}
     status = claim.get("status") or {}
     phase = "Terminating" if _metadata(claim).get("deletionTimestamp") else status.get(
@@ -833,7 +834,7 @@ def _claim_cells(claim: Mapping[str, Any], now: datetime) -> list[Any]:
     capacity = modes = ""
     if spec.get("volumeName"):
         modes = access_modes_text(status.get("accessModes"))
-        capacity = _storage_text((status.get("capacity") or {}).get("storage"))
+        capacity = _storage_text((status.get("capacity") or {}).get("storage")) or "0"
     return [
         _metadata(claim).get("name", ""), phase, spec.get("volumeName") or "", capacity, modes,
         claim_class(claim), spec.get("volumeAttributesClassName") or "<unset>",
