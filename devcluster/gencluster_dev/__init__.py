@@ -17,7 +17,7 @@ other way:
                   -> machinery, client
     network/      the Service proxy, nftables faults.
                   -> machinery, client
-    controllers/  the Deployment and Endpoints controllers; supervised operator processes.
+    controllers/  the Deployment, Endpoints and volume controllers; supervised operators.
                   -> machinery, client
 
 `up` (start and stop everything in order) and `cli` (`gencluster dev`, `python -m

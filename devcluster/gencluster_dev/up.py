@@ -31,6 +31,7 @@ from gencluster_dev.apiserver.server import ApiServer
 from gencluster_dev.controllers.deployments import DeploymentController
 from gencluster_dev.controllers.endpoints import EndpointsController
 from gencluster_dev.controllers.supervised import SupervisedController
+from gencluster_dev.controllers.volumes import LOCAL_PATH_PROVISIONER, VolumeController
 from gencluster_dev.network.proxy import ServiceProxy
 from gencluster_dev.node.kubelet import Kubelet
 
@@ -41,6 +42,17 @@ API_SERVER_PORT = 6443
 UID_BASE = 200_000
 UIDS_PER_SLOT = 1024
 CRD_ESTABLISH_TIMEOUT = 30.0
+DEFAULT_STORAGE_CLASS: dict[str, Any] = {
+    "apiVersion": "storage.k8s.io/v1",
+    "kind": "StorageClass",
+    "metadata": {"name": "standard",
+                 "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+    "provisioner": LOCAL_PATH_PROVISIONER,
+    "reclaimPolicy": "Delete",
+    # Immediate, not kind's WaitForFirstConsumer: with one node there is no placement to wait
+    # for, and a claim is Bound as soon as it is applied (what scripts and tests expect).
+    "volumeBindingMode": "Immediate",
+}
 
 
 class DevClusterError(Exception):
@@ -261,6 +273,7 @@ class DevCluster:
         self._proxy: ServiceProxy | None = None
         self._endpoints: EndpointsController | None = None
         self._deployments: DeploymentController | None = None
+        self._volumes: VolumeController | None = None
         self._plan: AddressPlan | None = None
         self._owns_dir = False
         self._controllers: list[SupervisedController] = []
@@ -271,6 +284,11 @@ class DevCluster:
         if self._api is None:
             raise DevClusterError("the control plane is not started")
         return self._api.url
+
+    @property
+    def volumes_dir(self) -> Path:
+        """Where local-path volumes live; kept across restarts (Retain means kept)."""
+        return self.dev_dir / "volumes"
 
     @property
     def kubeconfig_path(self) -> Path:
@@ -344,10 +362,14 @@ class DevCluster:
         await self._endpoints.start()
         self._deployments = DeploymentController(api_url=self._api.url, token=admin_token)
         await self._deployments.start()
+        self._volumes = VolumeController(api_url=self._api.url, token=admin_token,
+                                         volumes_dir=self.volumes_dir)
+        await self._volumes.start()
 
         headers = {"Authorization": f"Bearer {admin_token}"}
         async with aiohttp.ClientSession(headers=headers) as session:
             applier = ManifestApplier(session, self._api.url)
+            await applier.apply(json.loads(json.dumps(DEFAULT_STORAGE_CLASS)))
             for crd in crds:
                 await applier.apply(crd)
             for crd in crds:
@@ -401,8 +423,8 @@ class DevCluster:
         for controller in self._controllers:
             with contextlib.suppress(Exception):
                 await controller.stop()
-        for part in (self._deployments, self._endpoints, self._proxy, self._kubelet,
-                     self._api):
+        for part in (self._volumes, self._deployments, self._endpoints, self._proxy,
+                     self._kubelet, self._api):
             if part is not None:
                 with contextlib.suppress(Exception):
                     await part.stop()

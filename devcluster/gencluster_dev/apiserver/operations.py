@@ -28,8 +28,13 @@ from gencluster_dev.machinery import schema as schemas
 from gencluster_dev.machinery.conversion import from_storage, to_storage
 from gencluster_dev.machinery.crds import crd_status, validate_crd
 from gencluster_dev.machinery.defaults import (
+    default_claim,
+    default_claim_spec,
     default_pod,
     default_service,
+    default_storage_class,
+    default_volume,
+    default_volume_spec,
     fold_string_data,
     used_cluster_ips,
 )
@@ -38,16 +43,20 @@ from gencluster_dev.machinery.errors import (
     already_exists,
     bad_request,
     conflict,
+    forbidden,
     invalid,
     not_found,
     unsupported_media_type,
 )
 from gencluster_dev.machinery.resources import (
+    CLAIMS_KEY,
     CRD_KEY,
     NAMESPACES_KEY,
     PODS_KEY,
     SERVICEACCOUNTS_KEY,
     SERVICES_KEY,
+    STORAGE_CLASSES_KEY,
+    VOLUMES_KEY,
     Registry,
     ResourceKey,
     ResourceType,
@@ -58,13 +67,18 @@ from gencluster_dev.machinery.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
+from gencluster_dev.machinery.storage import default_class_name, resize_refusal
 from gencluster_dev.machinery.store import Store
 from gencluster_dev.machinery.validation import (
+    claim_causes,
+    claim_update_causes,
     drop_fields,
     metadata_causes,
     name_causes,
     shape_error,
+    storage_class_causes,
     unknown_fields,
+    volume_causes,
 )
 
 Clock = Callable[[], datetime]
@@ -383,7 +397,24 @@ class Operations:
             finalizers = obj["metadata"].setdefault("finalizers", [])
             if CRD_CLEANUP_FINALIZER not in finalizers:
                 finalizers.append(CRD_CLEANUP_FINALIZER)
+        elif t.key == CLAIMS_KEY:
+            default_claim(obj, default_class_name(self.store.list(STORAGE_CLASSES_KEY)))
+        elif t.key == VOLUMES_KEY:
+            default_volume(obj, rfc3339(self.clock()))
+        elif t.key == STORAGE_CLASSES_KEY:
+            default_storage_class(obj)
         return obj
+
+    @staticmethod
+    def _defaults_on_update(t: ResourceType, obj: dict[str, Any]) -> None:
+        """Defaults kube-apiserver applies at every decode, so leaving them out of a PUT is
+        not a change (immutable fields would otherwise refuse it)."""
+        if t.key == CLAIMS_KEY:
+            default_claim_spec(obj)
+        elif t.key == VOLUMES_KEY:
+            default_volume_spec(obj)
+        elif t.key == STORAGE_CLASSES_KEY:
+            default_storage_class(obj)
 
     def _validate_builtin(
         self, t: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None
@@ -391,6 +422,19 @@ class Operations:
         name = obj["metadata"]["name"]
         if t.key == CRD_KEY:
             validate_crd(obj)
+        storage_causes = None
+        if t.key == CLAIMS_KEY:
+            storage_causes = claim_causes(obj) if old is None else claim_update_causes(old, obj)
+        elif t.key == VOLUMES_KEY:
+            storage_causes = volume_causes(obj)
+        elif t.key == STORAGE_CLASSES_KEY:
+            storage_causes = storage_class_causes(obj, old)
+        if storage_causes:
+            raise invalid(t.kind, t.group, name, storage_causes)
+        if t.key == CLAIMS_KEY and old is not None:
+            refusal = resize_refusal(old, obj, self.store.list(STORAGE_CLASSES_KEY))
+            if refusal:
+                raise forbidden(f'persistentvolumeclaims "{name}" is forbidden: {refusal}')
         if t.key == PODS_KEY and old is None:
             containers = (obj.get("spec") or {}).get("containers")
             if not isinstance(containers, list) or not containers:
@@ -549,6 +593,7 @@ class Operations:
         if t.key == NAMESPACES_KEY and subresource is None:
             new.setdefault("spec", old.get("spec", {}))
         if subresource is None:
+            self._defaults_on_update(t, new)
             new = self._admit_custom(t, new, old, strict=strict)
         elif not t.builtin and t.schema is not None:
             admitted = self._admit_custom(t, new, old, strict=False)

@@ -12,6 +12,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gencluster_dev.machinery.errors import ApiError, invalid
+from gencluster_dev.machinery.storage import (
+    BETA_CLASS_ANNOTATION,
+    PV_PROTECTION_FINALIZER,
+    PVC_PROTECTION_FINALIZER,
+)
 
 
 def fold_string_data(obj: dict[str, Any]) -> None:
@@ -112,3 +117,55 @@ def default_service(
                            "full")
     spec["clusterIP"] = ip
     spec["clusterIPs"] = [ip]
+
+
+def default_claim_spec(obj: dict[str, Any]) -> None:
+    """PersistentVolumeClaim spec defaults, on create and on update (kube-apiserver defaults
+    at decode, so a PUT that leaves `volumeMode` out does not count as changing it)."""
+    spec = obj.setdefault("spec", {})
+    if isinstance(spec, dict):
+        spec.setdefault("volumeMode", "Filesystem")
+
+
+def default_claim(obj: dict[str, Any], default_class: str | None) -> None:
+    """A new claim: spec defaults, the DefaultStorageClass admission plugin (a claim that
+    names no class, neither `spec.storageClassName` nor the beta annotation, gets the default
+    class; an explicit "" means "no class" and stays), the `kubernetes.io/pvc-protection`
+    finalizer (StorageObjectInUseProtection) and phase Pending."""
+    default_claim_spec(obj)
+    spec = obj["spec"]
+    annotations = obj["metadata"].get("annotations") or {}
+    if (default_class and spec.get("storageClassName") is None
+            and BETA_CLASS_ANNOTATION not in annotations):
+        spec["storageClassName"] = default_class
+    _add_finalizer(obj, PVC_PROTECTION_FINALIZER)
+    obj["status"] = {"phase": "Pending"}
+
+
+def default_volume_spec(obj: dict[str, Any]) -> None:
+    """PersistentVolume spec defaults: reclaim policy Retain (what a manually created volume
+    gets; provisioners copy their class's policy in) and volumeMode Filesystem."""
+    spec = obj.setdefault("spec", {})
+    if isinstance(spec, dict):
+        spec.setdefault("persistentVolumeReclaimPolicy", "Retain")
+        spec.setdefault("volumeMode", "Filesystem")
+
+
+def default_volume(obj: dict[str, Any], now: str) -> None:
+    """A new PersistentVolume: spec defaults, the `kubernetes.io/pv-protection` finalizer and
+    phase Pending (the volume controller makes it Available or Bound)."""
+    default_volume_spec(obj)
+    _add_finalizer(obj, PV_PROTECTION_FINALIZER)
+    obj["status"] = {"phase": "Pending", "lastPhaseTransitionTime": now}
+
+
+def default_storage_class(obj: dict[str, Any]) -> None:
+    """StorageClass defaults: reclaimPolicy Delete, volumeBindingMode Immediate."""
+    obj.setdefault("reclaimPolicy", "Delete")
+    obj.setdefault("volumeBindingMode", "Immediate")
+
+
+def _add_finalizer(obj: dict[str, Any], finalizer: str) -> None:
+    finalizers = obj["metadata"].setdefault("finalizers", [])
+    if finalizer not in finalizers:
+        finalizers.append(finalizer)

@@ -137,6 +137,10 @@ BUILTINS: tuple[ResourceType, ...] = (
     _builtin("", "v1", "Secret", "secrets"),
     _builtin("", "v1", "ServiceAccount", "serviceaccounts", short_names=["sa"],
              subresources=["token"]),
+    _builtin("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", short_names=["pvc"],
+             subresources=["status"]),
+    _builtin("", "v1", "PersistentVolume", "persistentvolumes", namespaced=False,
+             short_names=["pv"], subresources=["status"]),
     _builtin("", "v1", "Event", "events", short_names=["ev"]),
     replace(_builtin("events.k8s.io", "v1", "Event", "events", short_names=["ev"]),
             shared_storage=("", "events")),
@@ -147,6 +151,8 @@ BUILTINS: tuple[ResourceType, ...] = (
              namespaced=False),
     _builtin("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings",
              namespaced=False),
+    _builtin("storage.k8s.io", "v1", "StorageClass", "storageclasses", namespaced=False,
+             short_names=["sc"]),
     _builtin("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets",
              short_names=["pdb"], subresources=["status"]),
     _builtin("apps", "v1", "Deployment", "deployments", short_names=["deploy"],
@@ -172,6 +178,7 @@ GROUP_ORDER: tuple[str, ...] = (
     "autoscaling",
     "policy",
     "rbac.authorization.k8s.io",
+    "storage.k8s.io",
     "coordination.k8s.io",
     "apiextensions.k8s.io",
 )
@@ -180,6 +187,9 @@ NAMESPACES_KEY: ResourceKey = ("", "namespaces")
 PODS_KEY: ResourceKey = ("", "pods")
 SERVICES_KEY: ResourceKey = ("", "services")
 SERVICEACCOUNTS_KEY: ResourceKey = ("", "serviceaccounts")
+CLAIMS_KEY: ResourceKey = ("", "persistentvolumeclaims")
+VOLUMES_KEY: ResourceKey = ("", "persistentvolumes")
+STORAGE_CLASSES_KEY: ResourceKey = ("storage.k8s.io", "storageclasses")
 
 
 def resource_types_from_crd(crd: Mapping[str, Any], schema_factory: Any) -> list[ResourceType]:

@@ -16,6 +16,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gencluster_dev.machinery.selectors import SelectorError, label_selector_from_object
+from gencluster_dev.machinery.storage import (
+    access_modes_text,
+    claim_class,
+    is_default_class,
+    volume_class,
+)
 
 __all__ = ["JsonPathError", "evaluate_jsonpath", "human_duration", "table_for"]
 
@@ -814,6 +820,57 @@ def _role_binding_cells(binding: Mapping[str, Any], now: datetime) -> list[Any]:
     ]
 
 
+def _storage_text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _claim_cells(claim: Mapping[str, Any], now: datetime) -> list[Any]:
+    """printPersistentVolumeClaim: capacity and access modes only once a volume is named
+    (then a missing capacity prints as the zero quantity, "0")."""
+    spec = claim.get("spec") or {}
+    status = claim.get("status") or {}
+    phase = "Terminating" if _metadata(claim).get("deletionTimestamp") else status.get(
+        "phase", "")
+    capacity = modes = ""
+    if spec.get("volumeName"):
+        modes = access_modes_text(status.get("accessModes"))
+        capacity = _storage_text((status.get("capacity") or {}).get("storage")) or "0"
+    return [
+        _metadata(claim).get("name", ""), phase, spec.get("volumeName") or "", capacity, modes,
+        claim_class(claim), spec.get("volumeAttributesClassName") or "<unset>",
+        _age(claim, now), spec.get("volumeMode") or "<unset>",
+    ]
+
+
+def _volume_cells(volume: Mapping[str, Any], now: datetime) -> list[Any]:
+    """printPersistentVolume: CLAIM is namespace/name of `claimRef`."""
+    spec = volume.get("spec") or {}
+    status = volume.get("status") or {}
+    ref = spec.get("claimRef")
+    claim = f"{ref.get('namespace', '')}/{ref.get('name', '')}" if isinstance(ref, Mapping) \
+        else ""
+    phase = "Terminating" if _metadata(volume).get("deletionTimestamp") else status.get(
+        "phase", "")
+    return [
+        _metadata(volume).get("name", ""),
+        _storage_text((spec.get("capacity") or {}).get("storage")) or "0",
+        access_modes_text(spec.get("accessModes")),
+        spec.get("persistentVolumeReclaimPolicy", ""), phase, claim, volume_class(volume),
+        spec.get("volumeAttributesClassName") or "<unset>", status.get("reason", ""),
+        _age(volume, now), spec.get("volumeMode") or "<unset>",
+    ]
+
+
+def _storage_class_cells(sc: Mapping[str, Any], now: datetime) -> list[Any]:
+    """printStorageClass: " (default)" after the default class's name."""
+    name = str(_metadata(sc).get("name", ""))
+    if is_default_class(sc):
+        name += " (default)"
+    return [name, sc.get("provisioner", ""), sc.get("reclaimPolicy") or "Delete",
+            sc.get("volumeBindingMode") or "Immediate", bool(sc.get("allowVolumeExpansion")),
+            _age(sc, now)]
+
+
 def _created_at(item: Mapping[str, Any]) -> str:
     parsed = _parse_timestamp(_metadata(item).get("creationTimestamp"))
     if parsed is None:
@@ -991,6 +1048,64 @@ _BUILT_IN: dict[str, tuple[list[dict[str, Any]], _CellsFunction]] = {
                     "roleBinding"),
         ],
         _role_binding_cells,
+    ),
+    "PersistentVolumeClaim": (
+        [
+            _name_column(),
+            _column("Status", description="phase represents the current phase of "
+                    "PersistentVolumeClaim."),
+            _column("Volume", description="volumeName is the binding reference to the "
+                    "PersistentVolume backing this claim."),
+            _column("Capacity", description="capacity represents the actual resources of the "
+                    "underlying volume."),
+            _column("Access Modes", description="accessModes contains the actual access modes "
+                    "the volume backing the PVC has."),
+            _column("StorageClass", description="StorageClass of the pvc"),
+            _column("VolumeAttributesClass", description="VolumeAttributesClass of the pvc"),
+            _age_column(),
+            _column("VolumeMode", priority=1, description="volumeMode defines what type of "
+                    "volume is required by the claim."),
+        ],
+        _claim_cells,
+    ),
+    "PersistentVolume": (
+        [
+            _name_column(),
+            _column("Capacity", description="capacity is the description of the persistent "
+                    "volume's resources and capacity."),
+            _column("Access Modes", description="accessModes contains all ways the volume can "
+                    "be mounted."),
+            _column("Reclaim Policy", description="persistentVolumeReclaimPolicy defines what "
+                    "happens to a persistent volume when released from its claim."),
+            _column("Status", description="phase indicates if a volume is available, bound to "
+                    "a claim, or released by a claim."),
+            _column("Claim", description="claimRef is part of a bi-directional binding between "
+                    "PersistentVolume and PersistentVolumeClaim."),
+            _column("StorageClass", description="StorageClass of the pv"),
+            _column("VolumeAttributesClass", description="VolumeAttributesClass of the pv"),
+            _column("Reason", description="reason is a brief CamelCase string that describes "
+                    "any failure and is meant for machine parsing and tidy display in the CLI."),
+            _age_column(),
+            _column("VolumeMode", priority=1, description="volumeMode defines if a volume is "
+                    "intended to be used with a formatted filesystem or to remain in raw block "
+                    "state."),
+        ],
+        _volume_cells,
+    ),
+    "StorageClass": (
+        [
+            _name_column(),
+            _column("Provisioner", description="provisioner indicates the type of the "
+                    "provisioner."),
+            _column("ReclaimPolicy", description="reclaimPolicy controls the reclaimPolicy for "
+                    "dynamically provisioned PersistentVolumes of this storage class."),
+            _column("VolumeBindingMode", description="volumeBindingMode indicates how "
+                    "PersistentVolumeClaims should be provisioned and bound."),
+            _column("AllowVolumeExpansion", description="allowVolumeExpansion shows whether the "
+                    "storage class allow volume expand."),
+            _age_column(),
+        ],
+        _storage_class_cells,
     ),
 }
 _BUILT_IN["ClusterRoleBinding"] = _BUILT_IN["RoleBinding"]

@@ -6,8 +6,20 @@ paste them into searches, and tests compare them.
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 from typing import Any
+
+from gencluster_dev.machinery.storage import (
+    ACCESS_MODES,
+    BINDING_MODES,
+    RECLAIM_POLICIES,
+    VOLUME_MODES,
+    QuantityError,
+    parse_quantity,
+    requested_storage,
+)
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -120,6 +132,21 @@ KIND_SHAPES: dict[str, dict[str, str]] = {
     "PodDisruptionBudget": {"spec.selector": OBJECT, "spec.minAvailable": INT_OR_STRING,
                             "spec.maxUnavailable": INT_OR_STRING},
     "Binding": {"target": OBJECT, "target.name": STRING},
+    "PersistentVolumeClaim": {
+        "spec.accessModes": ARRAY, "spec.accessModes[]": STRING, "spec.resources": OBJECT,
+        "spec.resources.requests": OBJECT, "spec.storageClassName": STRING,
+        "spec.volumeName": STRING, "spec.volumeMode": STRING, "spec.selector": OBJECT,
+        "status.phase": STRING, "status.capacity": OBJECT, "status.accessModes": ARRAY,
+    },
+    "PersistentVolume": {
+        "spec.accessModes": ARRAY, "spec.accessModes[]": STRING, "spec.capacity": OBJECT,
+        "spec.claimRef": OBJECT, "spec.hostPath": OBJECT, "spec.hostPath.path": STRING,
+        "spec.local": OBJECT, "spec.local.path": STRING, "spec.storageClassName": STRING,
+        "spec.persistentVolumeReclaimPolicy": STRING, "status.phase": STRING,
+    },
+    "StorageClass": {"provisioner": STRING, "parameters": OBJECT, "reclaimPolicy": STRING,
+                     "volumeBindingMode": STRING, "allowVolumeExpansion": BOOLEAN,
+                     "mountOptions": ARRAY, "allowedTopologies": ARRAY},
     "Endpoints": {"subsets": ARRAY, "subsets[]": OBJECT},
     "CustomResourceDefinition": {
         "spec.group": STRING, "spec.scope": STRING, "spec.names": OBJECT,
@@ -231,6 +258,10 @@ TOP_LEVEL_FIELDS: dict[str, frozenset[str]] = {
         "ClusterRoleBinding": ("subjects", "roleRef"),
         "PodDisruptionBudget": ("spec", "status"),
         "Deployment": ("spec", "status"),
+        "PersistentVolumeClaim": ("spec", "status"),
+        "PersistentVolume": ("spec", "status"),
+        "StorageClass": ("provisioner", "parameters", "reclaimPolicy", "mountOptions",
+                         "allowVolumeExpansion", "volumeBindingMode", "allowedTopologies"),
         "CustomResourceDefinition": ("spec", "status"),
     }.items()
 }
@@ -253,3 +284,144 @@ def drop_fields(obj: dict[str, Any], paths: list[str]) -> None:
             obj.get("metadata", {}).pop(path[len("metadata."):], None)
         else:
             obj.pop(path, None)
+
+
+# -- storage: claims, volumes, classes ---------------------------------------------------------
+def _unsupported(field: str, value: Any, allowed: tuple[str, ...]) -> Cause:
+    supported = ", ".join(f'"{v}"' for v in sorted(allowed))
+    return ("FieldValueNotSupported", field,
+            f'Unsupported value: "{value}": supported values: {supported}')
+
+
+def _access_mode_causes(modes: Any, field: str, message: str) -> list[Cause]:
+    if not isinstance(modes, list) or not modes:
+        return [("FieldValueRequired", field, message)]
+    return [_unsupported(field, m, ACCESS_MODES) for m in modes if m not in ACCESS_MODES]
+
+
+def _size_causes(value: Any, field: str) -> list[Cause]:
+    if value is None:
+        return [("FieldValueRequired", field, "Required value")]
+    try:
+        size = parse_quantity(value)
+    except QuantityError as error:
+        return [("FieldValueInvalid", field, f'Invalid value: "{value}": {error}')]
+    if size <= 0:
+        return [("FieldValueInvalid", field, f'Invalid value: "{value}": must be greater than '
+                 "zero")]
+    return []
+
+
+def claim_causes(claim: dict[str, Any]) -> list[Cause]:
+    """ValidatePersistentVolumeClaim: access modes, a positive `resources.requests.storage`,
+    a known volumeMode."""
+    spec = claim.get("spec") or {}
+    causes = _access_mode_causes(spec.get("accessModes"), "spec.accessModes",
+                                 "Required value: at least 1 access mode is required")
+    causes += _size_causes(requested_storage(claim), "spec.resources[storage]")
+    mode = spec.get("volumeMode")
+    if mode is not None and mode not in VOLUME_MODES:
+        causes.append(_unsupported("spec.volumeMode", mode, VOLUME_MODES))
+    return causes
+
+
+def _spec_diff(old: Any, new: Any, path: str) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        lines: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            lines += _spec_diff(old.get(key), new.get(key), f"{path}.{key}")
+        return lines
+    if old == new:
+        return []
+    return [f"{path}: {json.dumps(old)} -> {json.dumps(new)}"]
+
+
+def claim_update_causes(old: dict[str, Any], new: dict[str, Any]) -> list[Cause]:
+    """ValidatePersistentVolumeClaimUpdate: a claim's spec is immutable after creation, except
+    that `volumeName` and `storageClassName` may each be set once while empty (the binder and
+    the retroactive default class do that), and `resources.requests` may grow once the claim
+    is bound (expansion), never shrink. The message lists what changed, so the field that was
+    refused is named."""
+    causes = claim_causes(new)
+    old_spec = copy.deepcopy(old.get("spec") or {})
+    new_spec = copy.deepcopy(new.get("spec") or {})
+    if not old_spec.get("volumeName"):
+        old_spec["volumeName"] = new_spec.get("volumeName")
+    if old_spec.get("storageClassName") is None:
+        old_spec["storageClassName"] = new_spec.get("storageClassName")
+    old_size, new_size = requested_storage(old), requested_storage(new)
+    bound = (old.get("status") or {}).get("phase") == "Bound"
+    if bound and isinstance(new_spec.get("resources"), dict):
+        requests = new_spec["resources"].get("requests")
+        if isinstance(requests, dict) and "storage" in requests:
+            requests["storage"] = old_size
+    changed = _spec_diff(old_spec, new_spec, "spec")
+    if changed:
+        causes.append(("FieldValueForbidden", "spec",
+                       "Forbidden: spec is immutable after creation except resources.requests "
+                       "and volumeAttributesClassName for bound claims\n" + "\n".join(changed)))
+    try:
+        shrinks = parse_quantity(new_size) < parse_quantity(old_size)
+    except (QuantityError, TypeError):
+        shrinks = False
+    if shrinks:
+        causes.append(("FieldValueForbidden", "spec.resources.requests.storage",
+                       "Forbidden: field can not be less than previous value"))
+    return causes
+
+
+VOLUME_SOURCES = ("hostPath", "local", "nfs", "csi", "iscsi", "fc", "rbd", "cephfs",
+                  "awsElasticBlockStore", "gcePersistentDisk", "azureDisk", "azureFile")
+
+
+def volume_causes(volume: dict[str, Any]) -> list[Cause]:
+    """ValidatePersistentVolume: capacity, access modes, reclaim policy, one volume source."""
+    spec = volume.get("spec") or {}
+    causes: list[Cause] = []
+    capacity = spec.get("capacity")
+    if not isinstance(capacity, dict) or not capacity:
+        causes.append(("FieldValueRequired", "spec.capacity", "Required value"))
+    else:
+        causes += _size_causes(capacity.get("storage"), "spec.capacity[storage]")
+    causes += _access_mode_causes(spec.get("accessModes"), "spec.accessModes",
+                                  "Required value")
+    policy = spec.get("persistentVolumeReclaimPolicy")
+    if policy is not None and policy not in RECLAIM_POLICIES:
+        causes.append(_unsupported("spec.persistentVolumeReclaimPolicy", policy,
+                                   RECLAIM_POLICIES))
+    sources = [s for s in VOLUME_SOURCES if spec.get(s) is not None]
+    if not sources:
+        causes.append(("FieldValueRequired", "spec", "Required value: must specify a volume "
+                       "type"))
+    elif len(sources) > 1:
+        causes.append(("FieldValueForbidden", f"spec.{sources[1]}",
+                       "Forbidden: may not specify more than 1 volume type"))
+    for source in ("hostPath", "local"):
+        path = (spec.get(source) or {}).get("path") if isinstance(spec.get(source), dict) \
+            else None
+        if source in sources and not (isinstance(path, str) and path):
+            causes.append(("FieldValueRequired", f"spec.{source}.path", "Required value"))
+    return causes
+
+
+def storage_class_causes(sc: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+    """ValidateStorageClass(Update): a provisioner, known policy and binding mode; provisioner,
+    parameters, reclaimPolicy and volumeBindingMode never change."""
+    causes: list[Cause] = []
+    if not sc.get("provisioner"):
+        causes.append(("FieldValueRequired", "provisioner", "Required value"))
+    if sc.get("reclaimPolicy") not in (None, "Retain", "Delete"):
+        causes.append(_unsupported("reclaimPolicy", sc["reclaimPolicy"], ("Delete", "Retain")))
+    if sc.get("volumeBindingMode") not in (None, *BINDING_MODES):
+        causes.append(_unsupported("volumeBindingMode", sc["volumeBindingMode"],
+                                   BINDING_MODES))
+    if old is not None:
+        for field in ("provisioner", "parameters", "reclaimPolicy"):
+            if sc.get(field) != old.get(field):
+                causes.append(("FieldValueForbidden", field,
+                               f"Forbidden: updates to {field} are forbidden."))
+        if sc.get("volumeBindingMode") != old.get("volumeBindingMode"):
+            causes.append(("FieldValueInvalid", "volumeBindingMode",
+                           f'Invalid value: "{sc.get("volumeBindingMode")}": field is '
+                           "immutable"))
+    return causes

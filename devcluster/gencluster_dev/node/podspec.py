@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gencluster_dev.machinery.storage import volume_host_path as volume_host_path_of
+
 #: Images whose entrypoint the dev kubelet knows, by repository (tag and digest ignored).
 DEFAULT_IMAGE_ENTRYPOINTS: dict[str, list[str]] = {
     "ghcr.io/gencluster/gencluster": ["gencluster"],
@@ -487,15 +489,49 @@ def mount_env_name(mount_path: str) -> str:
     return MOUNT_ENV_PREFIX + re.sub(r"[^A-Z0-9]+", "_", mount_path.upper()).strip("_")
 
 
-def volume_host_path(volume: dict, volumes_dir: Path) -> Path:
-    """The host directory that backs a volume: hostPath as is, others under the pod dir."""
+def volume_host_path(volume: dict, volumes_dir: Path,
+                     claim_paths: Mapping[str, Path] | None = None) -> Path:
+    """The host directory that backs a volume: hostPath as is, a persistentVolumeClaim's
+    bound volume's directory (`claim_paths`, by volume name), others under the pod dir."""
     if "hostPath" in volume:
         return Path(volume["hostPath"]["path"])
+    if "persistentVolumeClaim" in volume:
+        path = (claim_paths or {}).get(volume["name"])
+        if path is None:
+            raise ContainerConfigError(
+                f'volume {volume["name"]!r}: persistentvolumeclaim '
+                f'"{volume["persistentVolumeClaim"].get("claimName", "")}" is not mounted')
+        return path
     return volumes_dir / volume["name"]
 
 
+def claim_host_path(claim_name: str, claim: dict | None, volume: dict | None) -> Path:
+    """Where a pod's claim lives on this node, or why it cannot be mounted yet (raises
+    `ContainerConfigError` with the scheduler's and kubelet's wording; the pod worker keeps
+    retrying, so the pod starts once the claim is bound)."""
+    if claim is None:
+        raise ContainerConfigError(f'persistentvolumeclaim "{claim_name}" not found')
+    if claim.get("metadata", {}).get("deletionTimestamp"):
+        raise ContainerConfigError(f'persistentvolumeclaim "{claim_name}" is being deleted')
+    volume_name = (claim.get("spec") or {}).get("volumeName")
+    if not volume_name or (claim.get("status") or {}).get("phase") != "Bound":
+        raise ContainerConfigError(
+            f'pod has unbound immediate PersistentVolumeClaims: persistentvolumeclaim '
+            f'"{claim_name}" is not bound')
+    if volume is None:
+        raise ContainerConfigError(
+            f'persistentvolume "{volume_name}" of claim "{claim_name}" not found')
+    path = volume_host_path_of(volume)
+    if path is None:
+        raise ContainerConfigError(
+            f'persistentvolume "{volume_name}" has no hostPath or local path this node can '
+            "mount")
+    return Path(path)
+
+
 def mount_env(
-    container: dict, volumes: list[dict], volumes_dir: Path, service_account_dir: Path | None
+    container: dict, volumes: list[dict], volumes_dir: Path, service_account_dir: Path | None,
+    claim_paths: Mapping[str, Path] | None = None,
 ) -> dict[str, str]:
     """Env vars telling the process where its mounts are on the host (processes share the
     host filesystem, so `/etc/config` cannot be made to point at the volume).
@@ -510,7 +546,7 @@ def mount_env(
         volume = by_name.get(mount["name"])
         if volume is None:
             raise ContainerConfigError(f"volumeMount {mount['name']!r}: no such volume")
-        host = volume_host_path(volume, volumes_dir)
+        host = volume_host_path(volume, volumes_dir, claim_paths)
         if mount.get("subPath"):
             host = host / _safe_relpath(mount["subPath"])
         mounts[mount["mountPath"]] = str(host)

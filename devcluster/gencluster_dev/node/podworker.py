@@ -24,6 +24,7 @@ from gencluster_dev.node.containers import ContainerRunner, ContainerRuntimeSett
 from gencluster_dev.node.podspec import (
     EnvSources,
     PodFacts,
+    claim_host_path,
     mount_env,
     now_rfc3339,
     pod_conditions,
@@ -112,6 +113,8 @@ class PodWorker:
         self._task: asyncio.Task | None = None
         self._mount_messages: set[str] = set()
         self.token: str | None = None
+        #: volume name -> host directory of the PersistentVolume its claim is bound to
+        self.claim_paths: dict[str, Path] = {}
 
     def _runner(self, container: dict, *, init: bool = False) -> ContainerRunner:
         return ContainerRunner(self, container, runtime=self.host.runtime,
@@ -320,8 +323,11 @@ class PodWorker:
         while not self.terminating.is_set():
             try:
                 sources = await self.fetch_sources()
+                self.claim_paths = await self.resolve_claims()
                 await self._write_kubeconfig()
                 self._materialize_volumes(sources)
+                # A claim may hold many files: chown them off the event loop.
+                await asyncio.to_thread(self._mount_claims)
                 return
             except Exception as exc:  # a missing object, the API unreachable: retried
                 message = f"MountVolume.SetUp failed: {exc}"
@@ -361,6 +367,26 @@ class PodWorker:
         for name in configmaps:
             sources.configmaps[name] = await api.get_or_none(f"{base}/configmaps/{name}")
         return sources
+
+    async def resolve_claims(self) -> dict[str, Path]:
+        """The host directory of every persistentVolumeClaim volume: claim → bound volume →
+        its path. Raises (so `_setup` retries, with a FailedMount Event) while a claim is
+        missing, unbound or being deleted."""
+        api = self.host.api
+        paths: dict[str, Path] = {}
+        for volume in self.pod.get("spec", {}).get("volumes") or []:
+            source = volume.get("persistentVolumeClaim")
+            if not isinstance(source, dict):
+                continue
+            claim_name = str(source.get("claimName") or "")
+            claim = await api.get_or_none(
+                f"/api/v1/namespaces/{self.namespace}/persistentvolumeclaims/{claim_name}")
+            bound = None
+            volume_name = ((claim or {}).get("spec") or {}).get("volumeName")
+            if volume_name:
+                bound = await api.get_or_none(f"/api/v1/persistentvolumes/{volume_name}")
+            paths[volume["name"]] = claim_host_path(claim_name, claim, bound)
+        return paths
 
     @property
     def service_account_dir(self) -> Path:
@@ -406,6 +432,8 @@ class PodWorker:
                 if volume["hostPath"].get("type") == "DirectoryOrCreate":
                     Path(volume["hostPath"]["path"]).mkdir(parents=True, exist_ok=True)
                 continue
+            if "persistentVolumeClaim" in volume:
+                continue  # the claim's own directory: `_mount_claims`
             target = volumes_dir / volume["name"]
             if files is None:
                 target.mkdir(exist_ok=True)
@@ -422,6 +450,27 @@ class PodWorker:
             self._chown_tree(staging)
             shutil.rmtree(target, ignore_errors=True)
             os.replace(staging, target)
+
+    def _mount_claims(self) -> None:
+        for volume in self.pod.get("spec", {}).get("volumes") or []:
+            if "persistentVolumeClaim" in volume:
+                self._mount_claim(volume)
+
+    def _mount_claim(self, volume: dict) -> None:
+        """Hand a claim's directory to this pod: as root every pod runs as a uid of its own,
+        and a pod re-created later gets another, so everything in the directory is chowned
+        to the mounting pod's uid (what fsGroup's recursive ownership change achieves in
+        Kubernetes). Read-only mounts are left as they are: pods can read any file."""
+        path = self.claim_paths[volume["name"]]
+        path.mkdir(parents=True, exist_ok=True)
+        if self.run_as is None or volume["persistentVolumeClaim"].get("readOnly"):
+            return
+        # Never through a symlink: a pod could otherwise plant one to get any file chowned.
+        os.chown(path, self.run_as, self.run_as, follow_symlinks=False)
+        for root, dirs, files in os.walk(path):
+            for entry in [*dirs, *files]:
+                os.chown(os.path.join(root, entry), self.run_as, self.run_as,
+                         follow_symlinks=False)
 
     def base_env(self, container: dict) -> dict[str, str]:
         """The env every container starts from, before envFrom and env (see docs "Pods")."""
@@ -444,7 +493,8 @@ class PodWorker:
             env["KUBECONFIG"] = str(self.dir / "kubeconfig")
         env.update(mount_env(container, self.pod.get("spec", {}).get("volumes") or [],
                              self.dir / "volumes",
-                             self.service_account_dir if self.automount() else None))
+                             self.service_account_dir if self.automount() else None,
+                             self.claim_paths))
         return env
 
     async def _run_init_containers(self) -> None:
