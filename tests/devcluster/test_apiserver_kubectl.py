@@ -27,7 +27,16 @@ def csrv(name: str, replicas: int = 3, **spec: object) -> str:
 
 @pytest.fixture(scope="module")
 def crd(apiserver: RunningApiServer) -> None:
+    """The CRD applied and known to kubectl's discovery cache: the apply itself cached the
+    discovery of a server without it, and `kubectl explain` (unlike `get`) does not refresh a
+    cache that lacks a resource, so a test running first in its worker failed on "no resource
+    type csrv". `api-resources` always reads discovery afresh and rewrites the cache."""
     apiserver.kubectl("apply", "-f", str(CRD_FILE))
+    wait_for(
+        lambda: "clusteredservers" in apiserver.kubectl(
+            "api-resources", "--api-group=gencluster.io", "-o", "name").stdout,
+        timeout=30, message="kubectl discovery never listed clusteredservers",
+    )
 
 
 def test_apply_create_then_change_and_printer_columns(
