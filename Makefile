@@ -11,8 +11,11 @@ PYTEST_WORKERS ?= 2
 dev: install
 	$(BIN)/gencluster dev up --dir $(DEV_DIR) --apply $(EXAMPLE)
 
+# --dist loadfile: a module's tests run on one worker, in order, so a module-scoped control
+# plane starts once, and scenario modules (helm install, then upgrade, then uninstall) keep
+# their order instead of being split across workers.
 test: install system-packages lint typecheck
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15 tests
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15 tests
 
 # The pure tests alone (pytest -m unit: no sockets, no subprocesses, no control plane).
 unit: install
