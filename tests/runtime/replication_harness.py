@@ -8,9 +8,10 @@ import asyncio
 from gencluster.acks import AckTracker, ReplicationMode
 from gencluster.codec import JsonCodec
 from gencluster.log import CommandKind
+from gencluster.machine import Outcome
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.replica import Replica
-from gencluster.replication import Term
+from gencluster.term import Term
 
 from tests.runtime.servers import Ledger
 
@@ -48,6 +49,7 @@ async def connected_term(standby: FakeStandby) -> tuple[Term, Replica, asyncio.T
         last_seq=0,
     )
     term = Term(replica=replica, tracker=tracker, epoch=1, heartbeat_interval=5.0,
+                codec_name=CODEC.name, identity="active", may_serve=lambda: True,
                 on_change=lambda: None)
     hello = pb.Hello(identity="standby", address="127.0.0.1:1", epoch=1)
     server = asyncio.create_task(term.serve_standby(hello, standby.acks.get, standby.write))
@@ -56,9 +58,8 @@ async def connected_term(standby: FakeStandby) -> tuple[Term, Replica, asyncio.T
     return term, replica, server
 
 
-def append(term: Term, replica: Replica, number: int) -> int:
-    submission = replica.submit(CommandKind.CALL, f"r{number}", CODEC.encode(["add", 1]),
-                                epoch=1, time=1.0, seed=1)
-    assert submission.entry is not None
-    term.appended(submission.entry.seq)
-    return submission.entry.seq
+async def call(term: Term, number: int) -> Outcome:
+    """One call through the active's call path (`Term.submit`), as the Client service makes
+    it: answered once the standby acknowledged it."""
+    outcome, _ = await term.submit(CommandKind.CALL, f"r{number}", CODEC.encode(["add", 1]))
+    return outcome
