@@ -232,7 +232,7 @@ def _following(role: Joining | Standby, event: Event) -> Role:
 def _active(role: Active, event: Event, policy: PartitionPolicy) -> Role:
     leaving = role.writes is Writes.LEAVING
     if isinstance(event, LeaseWon) and role.leadership is None:
-        return Active(event.leadership.epoch, event.leadership)
+        return Active(event.leadership.epoch, event.leadership, role.writes)
     if isinstance(event, Renewed) and role.leadership is not None:
         return replace(role, leadership=Leadership(role.leadership.epoch, event.renewed_at))
     if isinstance(event, LeaseLost):

@@ -148,7 +148,7 @@ class Term:
             raise CodecMismatch(
                 f"payload encoded with {codec_name!r}, this cluster uses {self._codec_name!r}"
             )
-        if not self._may_serve():
+        if self.closed or not self._may_serve():
             raise NotServing(self._not_serving)
         try:
             submission = self.replica.submit(
