@@ -99,8 +99,9 @@ class Follower:
                 await task
 
     def retarget(self) -> None:
-        """Drop the current stream (not the loop): the next one goes where the node's follow
-        override now points."""
+        """Drop the current stream, or end the back-off between two (not the loop): the next
+        stream goes where the node's follow override now points, at once."""
+        self._holder_changed.set()
         if self._stream is not None:
             self._stream.cancel()
 

@@ -161,7 +161,14 @@ class Term:
             self._appended(submission.entry.seq)
         seq = submission.outcome.record.seq
         if self.tracker.acknowledged_seq < seq:
-            await self._wait_acknowledged(seq)
+            # Waited for here rather than in a helper coroutine: this is every Sync call.
+            if self.closed:
+                raise NotServing(
+                    "this replica is no longer active; retry with the same request id"
+                )
+            future: asyncio.Future[None] = self._loop.create_future()
+            heapq.heappush(self._waiters, (seq, next(self._waiter_order), future))
+            await future
         if self.closed or not self._may_serve():
             # Fenced between submit and answer (a SIGSTOP past the lease, a lost renewal):
             # the entry may not survive on the side that now holds the Lease, so the outcome
@@ -186,13 +193,6 @@ class Term:
                 future.set_result(None)
         self.acknowledged.notify()
         self._on_change()
-
-    async def _wait_acknowledged(self, seq: int) -> None:
-        if self.closed:
-            raise NotServing("this replica is no longer active; retry with the same request id")
-        future: asyncio.Future[None] = self._loop.create_future()
-        heapq.heappush(self._waiters, (seq, next(self._waiter_order), future))
-        await future
 
     async def caught_up(self, standby: str, deadline: float) -> bool:
         """Wait until `standby` acknowledged every entry (True), or until `deadline`
