@@ -86,8 +86,9 @@ class Serving(NodeState):
     def publish_due(self) -> bool:
         return self._term is not None and self._term.tracker.publish_needed()
 
-    def lease_won(self, leadership: Leadership, record: LeaseRecord, initial: Replica | None
-                  ) -> None:
+    def lease_won(
+        self, leadership: Leadership, record: LeaseRecord, initial: Replica | None
+    ) -> None:
         before = self._role
         if isinstance(before, Stopped):
             log.warning("took the Lease while stopping; it expires or the operator clears it")

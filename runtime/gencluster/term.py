@@ -76,7 +76,9 @@ class _Ticker:
     """Sets `event` every `interval` seconds (the sender's heartbeat clock): one timer per
     stream instead of a timeout (a task and a timer) around every wait."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float, event: asyncio.Event):
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, interval: float, event: asyncio.Event
+    ) -> None:
         self._loop = loop
         self._interval = interval
         self._event = event

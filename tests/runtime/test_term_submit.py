@@ -1,0 +1,82 @@
+"""`Term.submit`, the one call path of Call, Cast and Merge: it answers once the standby
+acknowledged, and refuses with typed errors that the services map to gRPC codes (services.py
+docstring): `NotServing` (UNAVAILABLE), `CodecMismatch` and other `CodecError`s
+(INVALID_ARGUMENT, or RESOURCE_EXHAUSTED when too large)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from gencluster.codec import CodecError
+from gencluster.log import CommandKind
+from gencluster.term import CodecMismatch, NotServing
+
+from tests.runtime.replication_harness import CODEC, FakeStandby, call, connected_term
+
+ADD = CODEC.encode(["add", 1])
+
+
+def test_a_call_is_answered_once_acknowledged_and_a_retry_gets_the_same_reply() -> None:
+    async def scenario() -> None:
+        term, replica, server = await connected_term(FakeStandby())
+        first, epoch = await term.submit(CommandKind.CALL, "r1", ADD)
+        again, _ = await term.submit(CommandKind.CALL, "r1", ADD)
+        assert epoch == 1
+        assert not first.duplicate and again.duplicate
+        assert again.record == first.record
+        assert term.tracker.acknowledged_seq == replica.log.last_seq == 1
+        term.close()
+        await asyncio.gather(server, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_refusals_before_anything_is_applied() -> None:
+    async def scenario() -> None:
+        serving = True
+        term, replica, server = await connected_term(FakeStandby(), lambda: serving)
+        with pytest.raises(CodecMismatch, match="'msgpack'"):
+            await term.submit(CommandKind.CALL, "r1", ADD, "msgpack")
+        with pytest.raises(CodecError):
+            await term.submit(CommandKind.CALL, "r2", b"{not json")
+        serving = False
+        with pytest.raises(NotServing, match="active is not the serving active"):
+            await term.submit(CommandKind.CALL, "r3", ADD)
+        assert replica.log.last_seq == 0
+        term.close()
+        await asyncio.gather(server, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_a_caller_waiting_when_the_term_closes_is_told_to_retry() -> None:
+    async def scenario() -> None:
+        term, _, server = await connected_term(FakeStandby(acking=False))
+        waiting = asyncio.create_task(call(term, 1))
+        await asyncio.sleep(0.01)
+        term.close()
+        with pytest.raises(NotServing, match="stopped being active; retry with the same"):
+            await waiting
+        await asyncio.gather(server, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_fenced_while_waiting_for_the_ack_is_not_answered() -> None:
+    """The entry may not survive where the Lease now is: the caller must retry (same id)."""
+
+    async def scenario() -> None:
+        serving = True
+        standby = FakeStandby(acking=False)
+        term, _, server = await connected_term(standby, lambda: serving)
+        waiting = asyncio.create_task(call(term, 1))
+        await asyncio.sleep(0.01)
+        serving = False
+        standby.ack_all()
+        with pytest.raises(NotServing, match="fenced before the reply"):
+            await waiting
+        term.close()
+        await asyncio.gather(server, return_exceptions=True)
+
+    asyncio.run(scenario())
