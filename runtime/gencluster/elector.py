@@ -89,6 +89,8 @@ class ElectionHost(Protocol):
 
 
 class Elector:
+    """The election loop of one replica; owns the Lease's last read (`observation`)."""
+
     def __init__(self, *, config: NodeConfig, api: KubernetesApi, host: ElectionHost) -> None:
         self._config = config
         self._api = api
@@ -115,24 +117,26 @@ class Elector:
         self._wake.set()
 
     async def run(self) -> None:
-        """Elect until the replica stops."""
-        while not isinstance(self._host.role, Stopped):
-            # Cleared before the step, so a wake-up that arrives during it is not lost.
-            self._wake.clear()
-            try:
-                delay = await self._step()
-            except ServerInitFailed:
-                raise
-            except Exception:
-                log.exception("election step failed")
-                delay = self._config.election.retry_period
-            if isinstance(self._host.role, Stopped):
-                break
-            if self._publish_now or self._host.publish_due():
-                delay = 0.0
-            await set_within(self._wake, delay)
-        for watchdog in self._watchdogs:
-            watchdog.cancel()
+        """Elect until the replica stops (or this task is cancelled)."""
+        try:
+            while not isinstance(self._host.role, Stopped):
+                # Cleared before the step, so a wake-up that arrives during it is not lost.
+                self._wake.clear()
+                try:
+                    delay = await self._step()
+                except ServerInitFailed:
+                    raise
+                except Exception:
+                    log.exception("election step failed")
+                    delay = self._config.election.retry_period
+                if isinstance(self._host.role, Stopped):
+                    break
+                if self._publish_now or self._host.publish_due():
+                    delay = 0.0
+                await set_within(self._wake, delay)
+        finally:
+            for watchdog in self._watchdogs:
+                watchdog.cancel()
 
     async def read(self) -> LeaseRecord | None:
         try:

@@ -69,6 +69,9 @@ class FollowerHost(Protocol):
 
 
 class Follower:
+    """The follow loop and its one stream at a time; owns what only the standby side needs
+    (whether a snapshot is due, the pods' addresses, the back-off's wake-up)."""
+
     def __init__(
         self, *, config: NodeConfig, api: KubernetesApi, host: FollowerHost, epochs: HighestEpoch
     ) -> None:

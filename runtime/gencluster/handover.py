@@ -35,6 +35,8 @@ class HandoverHost(Protocol):
 
 
 class Handover:
+    """The Lease writes and waits of a handover; the node decides when one runs."""
+
     def __init__(self, *, config: NodeConfig, api: KubernetesApi, host: HandoverHost) -> None:
         self._config = config
         self._api = api

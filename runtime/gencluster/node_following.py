@@ -14,6 +14,10 @@ from gencluster.replica import Replica
 
 
 class FollowingReports(NodeState):
+    """The `FollowerHost` side of the node. A report can arrive after the role stopped
+    following (a stream ends asynchronously after its cancellation), so each checks the role
+    before it becomes an event: `roles.transition` treats such an event as a bug."""
+
     def follows(self) -> bool:
         return roles.follows(self._role)
 

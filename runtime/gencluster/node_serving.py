@@ -27,6 +27,9 @@ MAX_LAG_ENTRIES = 10_000
 
 
 class Serving(NodeState):
+    """The call path, admin pause and switchover, and the `HandoverHost` side of the node,
+    plus the election's reports that open, renew and publish a term."""
+
     _pause: object | None = None
     """The latest Admin.PauseWrites, so an earlier pause's timer does not end a later one."""
 
