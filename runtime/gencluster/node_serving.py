@@ -18,7 +18,7 @@ from gencluster.machine import Outcome
 from gencluster.node_state import KnownActive, NodeState
 from gencluster.replica import Replica
 from gencluster.roles import Active, Stopped, Writes
-from gencluster.term import CodecMismatch, NotServing, Term
+from gencluster.term import CodecMismatch, EventFeed, NotServing, Term
 from gencluster.wellknown import ROLE_ACTIVE
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,12 @@ class Serving(NodeState):
         if term is None:
             return self._refuse(codec_name)
         return term.submit(kind, request_id, payload, codec_name)
+
+    def subscribe(self, topic: str, from_event: int | None, *, accept_gap: bool) -> EventFeed:
+        """A Subscribe stream from the serving term (see `Term.subscribe`)."""
+        if self._term is None:
+            raise NotServing(f"{self.config.identity} is not the serving active")
+        return self._term.subscribe(topic, from_event, accept_gap=accept_gap)
 
     async def _refuse(self, codec_name: str) -> tuple[Outcome, int]:
         if codec_name and codec_name != self.codec.name:

@@ -22,6 +22,7 @@ key `gencluster-epoch`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hmac
 import logging
@@ -152,39 +153,22 @@ class ClientService(pb_grpc.ClientServicer):
         self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Event]:
         node = self.node
-        term = node.term
-        if term is None or not node.may_serve():
-            await _unavailable(node, context, f"{node.config.identity} is not the serving active")
-        assert term is not None
-        machine = term.replica.machine
         from_event = request.from_event if request.HasField("from_event") else None
         try:
-            backlog = machine.backlog(request.topic, from_event, accept_gap=request.accept_gap)
+            feed = node.subscribe(request.topic, from_event, accept_gap=request.accept_gap)
+        except NotServing as error:
+            await _unavailable(node, context, str(error))
         except SubscriptionError as error:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(error))
-        next_number = backlog.next_number if from_event is None else max(from_event, 1)
-        if backlog.events:
-            next_number = backlog.events[0].number
-        missed = backlog.missed
         await context.send_initial_metadata(
-            ((NEXT_EVENT_METADATA, str(next_number)), (EPOCH_METADATA, str(term.epoch)))
+            ((NEXT_EVENT_METADATA, str(feed.first_number)), (EPOCH_METADATA, str(feed.epoch)))
         )
-        wake = term.acknowledged.listen()
-        try:
-            while True:
-                wake.clear()
-                if term.closed:
-                    await _unavailable(node, context, "the active stepped down; resubscribe")
-                acknowledged = term.tracker.acknowledged_seq
-                for event in machine.events_from(request.topic, next_number).events:
-                    if event.seq > acknowledged:
-                        break
-                    yield wire.event_to_message(event, epoch=term.epoch, missed=missed)
-                    missed = 0
-                    next_number = event.number + 1
-                await wake.wait()
-        finally:
-            term.acknowledged.forget(wake)
+        async with contextlib.aclosing(feed.events()) as events:
+            try:
+                async for event, missed in events:
+                    yield wire.event_to_message(event, epoch=feed.epoch, missed=missed)
+            except NotServing as error:
+                await _unavailable(node, context, str(error))
 
 
 class PeerService(pb_grpc.PeerServicer):

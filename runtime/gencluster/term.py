@@ -12,6 +12,8 @@
   read per standby, which dominated its per-call cost in Sync mode. An empty batch is a
   heartbeat, sent after `heartbeat_interval` of silence. A standby whose position is outside
   the retained log (or diverged from it) gets `NeedSnapshot` and calls `Snapshot` again.
+- `subscribe` starts an `EventFeed`: a Subscribe stream's events, each sent only once its
+  entry is acknowledged (a subscriber never sees an event the next active may not have).
 - cumulative acks feed the `AckTracker`, the one record of each standby's position (the
   sender and the handover read it there); `on_change` tells the node when the in-sync set
   must be published in the Lease.
@@ -26,7 +28,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -34,7 +36,7 @@ import grpc
 from gencluster.acks import AckTracker
 from gencluster.codec import CodecError
 from gencluster.log import CatchUp, CommandKind, NeedSnapshot, StaleEpoch
-from gencluster.machine import Outcome
+from gencluster.machine import Event, Outcome
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.replica import Replica
 from gencluster.replication import (
@@ -177,6 +179,13 @@ class Term:
             # is unknown; the caller's retry with the same request id settles it exactly once.
             raise NotServing("fenced before the reply; retry with the same request id")
         return submission.outcome, self.epoch
+
+    def subscribe(self, topic: str, from_event: int | None, *, accept_gap: bool) -> EventFeed:
+        """Start a Subscribe stream (raises `NotServing`, or `SubscriptionError` for a start
+        this replica cannot serve)."""
+        if self.closed or not self._may_serve():
+            raise NotServing(self._not_serving)
+        return EventFeed(self, topic, from_event, accept_gap=accept_gap)
 
     def _appended(self, seq: int) -> None:
         """A new entry is in the log: wake the streams and update the tracker."""
@@ -379,3 +388,42 @@ class Term:
             self.tracker.acked(identity, min(message.ack.applied_seq, self.tracker.last_seq))
             wake.set()
             self.tracker_changed()
+
+
+class EventFeed:
+    """One Subscribe stream on the active: where it starts (`first_number`, sent to the client
+    before any event so that it knows where to resume after a failover), then the events."""
+
+    def __init__(
+        self, term: Term, topic: str, from_event: int | None, *, accept_gap: bool
+    ) -> None:
+        backlog = term.replica.machine.backlog(topic, from_event, accept_gap=accept_gap)
+        first = backlog.next_number if from_event is None else max(from_event, 1)
+        self.first_number = backlog.events[0].number if backlog.events else first
+        self.epoch = term.epoch
+        self._term = term
+        self._topic = topic
+        self._missed = backlog.missed
+
+    async def events(self) -> AsyncIterator[tuple[Event, int]]:
+        """(event, events missed just before it) as their entries are acknowledged; raises
+        `NotServing` once the term ends (the client resubscribes at the new active)."""
+        term = self._term
+        machine = term.replica.machine
+        next_number, missed = self.first_number, self._missed
+        wake = term.acknowledged.listen()
+        try:
+            while True:
+                wake.clear()
+                if term.closed:
+                    raise NotServing("the active stepped down; resubscribe")
+                acknowledged = term.tracker.acknowledged_seq
+                for event in machine.events_from(self._topic, next_number).events:
+                    if event.seq > acknowledged:
+                        break
+                    yield event, missed
+                    missed = 0
+                    next_number = event.number + 1
+                await wake.wait()
+        finally:
+            term.acknowledged.forget(wake)

@@ -1,7 +1,8 @@
 """`Term.submit`, the one call path of Call, Cast and Merge: it answers once the standby
 acknowledged, and refuses with typed errors that the services map to gRPC codes (services.py
 docstring): `NotServing` (UNAVAILABLE), `CodecMismatch` and other `CodecError`s
-(INVALID_ARGUMENT, or RESOURCE_EXHAUSTED when too large)."""
+(INVALID_ARGUMENT, or RESOURCE_EXHAUSTED when too large). Subscribe's `EventFeed` shares its
+rule: nothing reaches a client before its entry is acknowledged."""
 
 from __future__ import annotations
 
@@ -77,6 +78,29 @@ def test_fenced_while_waiting_for_the_ack_is_not_answered() -> None:
         with pytest.raises(NotServing, match="fenced before the reply"):
             await waiting
         term.close()
+        await asyncio.gather(server, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_a_subscriber_gets_acknowledged_events_then_is_told_to_resubscribe() -> None:
+    async def scenario() -> None:
+        standby = FakeStandby(acking=False)
+        term, _, server = await connected_term(standby)
+        feed = term.subscribe("totals", None, accept_gap=False)
+        assert feed.first_number == 1
+        events = feed.events()
+        waiting = asyncio.create_task(call(term, 1))
+        following = asyncio.create_task(anext(events))
+        await asyncio.sleep(0.01)
+        assert not following.done()  # the entry is not acknowledged yet
+        standby.ack_all()
+        event, missed = await asyncio.wait_for(following, 5)
+        await waiting
+        assert (event.number, event.topic, missed) == (1, "totals", 0)
+        term.close()
+        with pytest.raises(NotServing, match="resubscribe"):
+            await anext(events)
         await asyncio.gather(server, return_exceptions=True)
 
     asyncio.run(scenario())
