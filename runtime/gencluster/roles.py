@@ -82,7 +82,6 @@ class Stopped:
 
 
 Role = Joining | Standby | Active | Stopped
-Following = Joining | Standby
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -270,11 +269,6 @@ illegal (a pause during a handover, a second concurrent switchover)."""
 
 def _writes_after(writes: Writes, event: Event) -> Writes | None:
     return _WRITES.get((type(event), writes))
-
-
-def serves(role: Role) -> bool:
-    """Holds a term (answers calls unless paused or fenced)."""
-    return isinstance(role, Active)
 
 
 def follows(role: Role) -> bool:

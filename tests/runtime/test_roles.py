@@ -31,7 +31,6 @@ from gencluster.roles import (
     WritesResumed,
     follow_override,
     follows,
-    serves,
     transition,
 )
 
@@ -71,7 +70,6 @@ def test_losing_the_lease_fenced_steps_down_available_keeps_serving() -> None:
     assert run(ACTIVE, LeaseLost("moved")) == Standby()
     kept = run(ACTIVE, LeaseLost("moved"), policy=AVAILABLE)
     assert kept == Active(3, None)
-    assert serves(kept)
     # ... until demoted; it may also regain the Lease (then with a leadership again)
     assert run(kept, LeaseWon(Leadership(5, 20.0))) == Active(5, Leadership(5, 20.0))
     leaving = run(kept, SigTerm(), LeaseWon(Leadership(5, 20.0)))
