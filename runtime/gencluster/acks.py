@@ -147,6 +147,11 @@ class AckTracker:
         self._acked[standby] = max(self._acked.get(standby, 0), seq)
         self._update()
 
+    def acked_by(self, standby: str) -> int:
+        """The last entry `standby` acknowledged (its position when it connected, before any
+        ack): the one record of it, which the active's sender and handover read too."""
+        return self._acked.get(standby, 0)
+
     def published(self, members: Iterable[str]) -> None:
         """The Lease is known to carry `members`: a write of them succeeded, or the active
         read its own Lease. (Lease writes are serialized by resourceVersion, so what was read

@@ -10,7 +10,7 @@ one place, and tested without sockets:
 - standby: `receive` each entry from the active, in order, with its epoch checked.
 - both: `catch_up` for a reconnecting standby, `snapshot` and `from_snapshot` for joins.
 
-How the active's shell uses a `Submission` (with `acks.AckTracker`):
+How the active's shell (`term.Term.submit`) uses a `Submission` (with `acks.AckTracker`):
 
 1. Submit requests one at a time, in arrival order (gen_server semantics); the handler runs
    here, synchronously, and the entry is appended before the next request is submitted.

@@ -24,8 +24,11 @@ from typing import TYPE_CHECKING
 
 from gencluster.acks import ReplicationMode
 from gencluster.election import ElectionConfig, lease_timing_problems
-from gencluster.node import Node, NodeConfig, PartitionPolicy, ServerInitFailed
+from gencluster.elector import ServerInitFailed
+from gencluster.node import Node
+from gencluster.node_config import NodeConfig
 from gencluster.replication import COUNTERS
+from gencluster.roles import PartitionPolicy
 from gencluster.server import GenServer, ServerLoadError, load_server_class
 
 if TYPE_CHECKING:
@@ -316,7 +319,7 @@ def tune_garbage_collector() -> None:
 async def serve(config: NodeConfig, server: GenServer) -> int:
     """Bind, start the services and the node; on SIGTERM hand over and exit 0."""
     from gencluster.leases import KubernetesApi, load_configuration
-    from gencluster.node import host_port
+    from gencluster.node_config import host_port
     from gencluster.services import HealthReporter, build_server
 
     try:

@@ -2,8 +2,9 @@
 
 Each servicer is a thin translation between protobuf and the node: the decisions (is this a
 duplicate? may this replica answer? which entries does a standby need?) are made by the core
-(`Replica`, `AckTracker`, `election`) through `Node`. Error mapping, so clients can tell what to
-do without parsing messages:
+(`Replica`, `AckTracker`, `election`, `roles`) through `Node`. Calls, casts and merges take one
+path, `Node.submit` (`Term.submit`), whose typed errors are translated here. Error mapping, so
+clients can tell what to do without parsing messages:
 
 - not the (serving) active: UNAVAILABLE, with trailing metadata `gencluster-active-address`
   when the active is known (retry there, with the same request id);
@@ -23,9 +24,9 @@ key `gencluster-epoch`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
@@ -38,12 +39,13 @@ from gencluster import wire
 from gencluster.auth import PeerTokenGate
 from gencluster.call_metrics import CallMeter
 from gencluster.codec import CodecError, MessageTooLarge
-from gencluster.log import CommandKind, StaleEpoch
+from gencluster.log import CommandKind
 from gencluster.machine import Outcome, SubscriptionError
-from gencluster.node import Node, Role
+from gencluster.node import Node
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
-from gencluster.replication import NotActive
+from gencluster.roles import Active, Joining, Standby, Stopped
+from gencluster.term import NotServing
 from gencluster.wellknown import ACTIVE_ADDRESS_METADATA, EPOCH_METADATA
 
 log = logging.getLogger(__name__)
@@ -54,11 +56,11 @@ NEXT_EVENT_METADATA = "gencluster-next-event"
 """Initial metadata of Subscribe: the number of the first event this stream will deliver, so a
 client that subscribed for live events only knows where to resume after a failover."""
 
-_ROLE_TO_WIRE = {
-    Role.ACTIVE: pb.ROLE_ACTIVE,
-    Role.STANDBY: pb.ROLE_STANDBY,
-    Role.JOINING: pb.ROLE_JOINING,
-    Role.STOPPED: pb.ROLE_STOPPED,
+_ROLE_TO_WIRE: dict[type, int] = {
+    Active: pb.ROLE_ACTIVE,
+    Standby: pb.ROLE_STANDBY,
+    Joining: pb.ROLE_JOINING,
+    Stopped: pb.ROLE_STOPPED,
 }
 
 
@@ -66,12 +68,13 @@ async def _unavailable(node: Node, context: grpc.aio.ServicerContext, why: str) 
     # Redirect only to an active this standby is replicating from right now: during a
     # failover the last known address is the dead active's, and a client sent there would
     # only bounce back.
-    known = node.active_identity != node.config.identity and node.active_reachable
-    address = node.active_address if known else ""
+    active = node.known_active
+    known = active.identity != node.config.identity and active.reachable
+    address = active.address if known else ""
     metadata: tuple[tuple[str, str], ...] = ((EPOCH_METADATA, str(node.epoch)),)
     if address:
         metadata += ((ACTIVE_ADDRESS_METADATA, address),)
-        why = f"{why}; the active is {node.active_identity} at {address}"
+        why = f"{why}; the active is {active.identity} at {address}"
     await context.abort(grpc.StatusCode.UNAVAILABLE, why, trailing_metadata=metadata)
     raise AssertionError("abort returned")  # pragma: no cover
 
@@ -84,44 +87,17 @@ async def submit(
     payload: bytes,
     codec_name: str = "",
 ) -> tuple[Outcome, int]:
-    """Run one request through the active's replica and wait until it may be answered."""
-    if codec_name and codec_name != node.codec.name:
-        await context.abort(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"payload encoded with {codec_name!r}, this cluster uses {node.codec.name!r}",
-        )
-    term = node.term
-    if term is None or not node.may_serve():
-        await _unavailable(node, context, f"{node.config.identity} is not the serving active")
-    assert term is not None
+    """One request through the node's call path, its typed errors as gRPC status codes."""
     try:
-        submission = term.replica.submit(
-            kind,
-            request_id,
-            payload,
-            epoch=term.epoch,
-            time=time.time(),
-            seed=random.getrandbits(63),
-        )
+        outcome, epoch = await node.submit(kind, request_id, payload, codec_name)
+    except NotServing as error:
+        await _unavailable(node, context, str(error))
     except MessageTooLarge as error:
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
     except CodecError as error:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-    except StaleEpoch as error:
-        await _unavailable(node, context, str(error))
-    if submission.entry is not None:
-        term.appended(submission.entry.seq)
-    try:
-        await term.wait_acknowledged(submission.outcome.record.seq)
-    except NotActive as error:
-        await _unavailable(node, context, f"{error}; retry with the same request id")
-    if node.term is not term or not node.may_serve():
-        # Fenced between submit and answer (a SIGSTOP past the lease, a lost renewal): the
-        # entry may not survive on the side that now holds the Lease, so the outcome is
-        # unknown; the caller's retry with the same request id settles it exactly once.
-        await _unavailable(node, context, "fenced before the reply; retry with the same request id")
-    context.set_trailing_metadata(_epoch_trailer(term.epoch))
-    return submission.outcome, term.epoch
+    context.set_trailing_metadata(_epoch_trailer(epoch))
+    return outcome, epoch
 
 
 @functools.lru_cache(maxsize=4)
@@ -170,39 +146,22 @@ class ClientService(pb_grpc.ClientServicer):
         self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Event]:
         node = self.node
-        term = node.term
-        if term is None or not node.may_serve():
-            await _unavailable(node, context, f"{node.config.identity} is not the serving active")
-        assert term is not None
-        machine = term.replica.machine
         from_event = request.from_event if request.HasField("from_event") else None
         try:
-            backlog = machine.backlog(request.topic, from_event, accept_gap=request.accept_gap)
+            feed = node.subscribe(request.topic, from_event, accept_gap=request.accept_gap)
+        except NotServing as error:
+            await _unavailable(node, context, str(error))
         except SubscriptionError as error:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(error))
-        next_number = backlog.next_number if from_event is None else max(from_event, 1)
-        if backlog.events:
-            next_number = backlog.events[0].number
-        missed = backlog.missed
         await context.send_initial_metadata(
-            ((NEXT_EVENT_METADATA, str(next_number)), (EPOCH_METADATA, str(term.epoch)))
+            ((NEXT_EVENT_METADATA, str(feed.first_number)), (EPOCH_METADATA, str(feed.epoch)))
         )
-        wake = term.acknowledged.listen()
-        try:
-            while True:
-                wake.clear()
-                if term.closed:
-                    await _unavailable(node, context, "the active stepped down; resubscribe")
-                acknowledged = term.tracker.acknowledged_seq
-                for event in machine.events_from(request.topic, next_number).events:
-                    if event.seq > acknowledged:
-                        break
-                    yield wire.event_to_message(event, epoch=term.epoch, missed=missed)
-                    missed = 0
-                    next_number = event.number + 1
-                await wake.wait()
-        finally:
-            term.acknowledged.forget(wake)
+        async with contextlib.aclosing(feed.events()) as events:
+            try:
+                async for event, missed in events:
+                    yield wire.event_to_message(event, epoch=feed.epoch, missed=missed)
+            except NotServing as error:
+                await _unavailable(node, context, str(error))
 
 
 class PeerService(pb_grpc.PeerServicer):
@@ -260,11 +219,11 @@ class AdminService(pb_grpc.AdminServicer):
         term = node.term
         reply = pb.StatusReply(
             identity=node.config.identity,
-            role=_ROLE_TO_WIRE[node.role],
+            role=_ROLE_TO_WIRE[type(node.role)],
             epoch=term.epoch if term is not None else node.epoch,
             applied_seq=node.replica.applied_seq if node.replica is not None else 0,
-            active=node.active_identity,
-            active_address=node.active_address,
+            active=node.known_active.identity,
+            active_address=node.known_active.address,
             mode=(
                 pb.REPLICATION_MODE_SYNC
                 if node.config.mode.value == "Sync"
@@ -274,7 +233,7 @@ class AdminService(pb_grpc.AdminServicer):
             server_version=node.server.version,
             codec=node.codec.name,
         )
-        record = node.observation.record if node.observation is not None else None
+        record = node.lease_record
         if record is not None:
             reply.lease_holder = record.holder
             reply.lease_epoch = record.transitions
@@ -334,12 +293,7 @@ class AdminService(pb_grpc.AdminServicer):
         node = self.node
         log.warning("demoted: %s", request.reason or "by an Admin call")
         epoch = node.term.epoch if node.term is not None else node.epoch
-        node.step_down(follow_address=request.follow_address or None)
-        if request.follow_address:
-            node.follow_instead(request.follow_address)
-            # Redirect this side's clients there as soon as the stream from it works (the
-            # Lease, read again after a partition, names the holder but not its address).
-            node.active_address = request.follow_address
+        node.demote(request.follow_address or None)
         applied = node.replica.applied_seq if node.replica is not None else 0
         return pb.DemoteReply(epoch=epoch, applied_seq=applied)
 

@@ -1,16 +1,18 @@
-"""One active `Term` serving one in-process fake standby: the replication stream without
-sockets, shared by the tests of batching and of the replication counters."""
+"""One active `Term` serving one in-process fake standby: the replication stream and the call
+path without sockets, shared by the tests of batching, of the counters and of `Term.submit`."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from gencluster.acks import AckTracker, ReplicationMode
 from gencluster.codec import JsonCodec
 from gencluster.log import CommandKind
+from gencluster.machine import Outcome
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.replica import Replica
-from gencluster.replication import Term
+from gencluster.term import Term
 from gencluster_testing.waiting import wait_for_async
 
 from tests.runtime.servers import Ledger
@@ -19,17 +21,24 @@ CODEC = JsonCodec()
 
 
 class FakeStandby:
-    """Acks every batch it is sent, as a standby that applied it would."""
+    """Acks every batch it is sent, as a standby that applied it would (or, when not
+    `acking`, only once `ack_all` is called: a slow standby)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, acking: bool = True) -> None:
+        self.acking = acking
         self.sent: list[pb.ReplicateDown] = []
         self.acks: asyncio.Queue[pb.ReplicateUp] = asyncio.Queue()
 
     async def write(self, message: pb.ReplicateDown) -> None:
         self.sent.append(message)
-        if message.WhichOneof("message") == "entries" and message.entries.entries:
-            ack = pb.Ack(epoch=1, applied_seq=message.entries.entries[-1].seq)
-            await self.acks.put(pb.ReplicateUp(ack=ack))
+        if self.acking:
+            self.ack_all()
+
+    def ack_all(self) -> None:
+        seqs = self.received_seqs()
+        if seqs:
+            ack = pb.Ack(epoch=1, applied_seq=seqs[-1])
+            self.acks.put_nowait(pb.ReplicateUp(ack=ack))
 
     def received_seqs(self) -> list[int]:
         return [
@@ -40,15 +49,19 @@ class FakeStandby:
         ]
 
 
-async def connected_term(standby: FakeStandby) -> tuple[Term, Replica, asyncio.Task[None]]:
+async def connected_term(
+    standby: FakeStandby, may_serve: Callable[[], bool] = lambda: True
+) -> tuple[Term, Replica, asyncio.Task[None]]:
     """A term whose standby is connected. Sync with no minimum: no Lease to publish an in-sync
-    set in, yet every entry waits for the connected standby's ack."""
+    set in, yet every entry waits for the connected standby's ack. `may_serve` stands for the
+    node's check (accepting, within the renew deadline)."""
     replica = Replica.from_init(Ledger(), CODEC, 0)
     tracker = AckTracker(
         me="active", mode=ReplicationMode.SYNC, min_sync_standbys=0, max_lag_entries=1000,
         last_seq=0,
     )
     term = Term(replica=replica, tracker=tracker, epoch=1, heartbeat_interval=5.0,
+                codec_name=CODEC.name, identity="active", may_serve=may_serve,
                 on_change=lambda: None)
     hello = pb.Hello(identity="standby", address="127.0.0.1:1", epoch=1)
     server = asyncio.create_task(term.serve_standby(hello, standby.acks.get, standby.write))
@@ -57,9 +70,8 @@ async def connected_term(standby: FakeStandby) -> tuple[Term, Replica, asyncio.T
     return term, replica, server
 
 
-def append(term: Term, replica: Replica, number: int) -> int:
-    submission = replica.submit(CommandKind.CALL, f"r{number}", CODEC.encode(["add", 1]),
-                                epoch=1, time=1.0, seed=1)
-    assert submission.entry is not None
-    term.appended(submission.entry.seq)
-    return submission.entry.seq
+async def call(term: Term, number: int) -> Outcome:
+    """One call through the active's call path (`Term.submit`), as the Client service makes
+    it: answered once the standby acknowledged it."""
+    outcome, _ = await term.submit(CommandKind.CALL, f"r{number}", CODEC.encode(["add", 1]))
+    return outcome

@@ -35,6 +35,16 @@ from gencluster.election import (
     record_from_lease,
     release,
 )
+from gencluster.roles import (
+    Active,
+    LeaseLost,
+    LeaseWon,
+    PartitionPolicy,
+    Renewed,
+    Role,
+    Standby,
+    transition,
+)
 from gencluster.wellknown import IN_SYNC_ANNOTATION
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -411,14 +421,21 @@ class SimulatedApiServer:
 
 @dataclass
 class SimulatedReplica:
+    """One replica as the runtime's shell runs it: `election.decide` picks the Lease action,
+    `roles.transition` (Fenced policy) turns its outcome into the replica's role."""
+
     name: str
     clock_rate: float
     clock_offset: float
     cut_off: list[tuple[float, float]]
     observation: Observation | None = None
-    leadership: Leadership | None = None
+    role: Role = field(default_factory=Standby)
     next_step_at: float = 0.0
     terms: list[int] = field(default_factory=list)
+
+    @property
+    def leadership(self) -> Leadership | None:
+        return self.role.leadership if isinstance(self.role, Active) else None
 
     def clock(self, real_time: float) -> float:
         return self.clock_offset + self.clock_rate * real_time
@@ -427,15 +444,20 @@ class SimulatedReplica:
         return not any(start <= real_time < end for start, end in self.cut_off)
 
     def serving(self, real_time: float, config: ElectionConfig) -> bool:
-        return may_serve(self.leadership, self.clock(real_time), config)
+        return isinstance(self.role, Active) and may_serve(
+            self.role.leadership, self.clock(real_time), config
+        )
+
+    def become(self, event: LeaseWon | Renewed | LeaseLost) -> None:
+        self.role = transition(self.role, event, policy=PartitionPolicy.FENCED)
 
     def act(self, real_time: float, api: SimulatedApiServer, config: ElectionConfig) -> None:
         now = self.clock(real_time)
         if now < self.next_step_at:
             return
         self.next_step_at = now + config.retry_period
-        if not self.serving(real_time, config):
-            self.leadership = None  # the shell's fencing timer
+        if isinstance(self.role, Active) and not self.serving(real_time, config):
+            self.become(LeaseLost("renew deadline passed"))  # the shell's fence watchdog
         if not self.reachable(real_time):
             return
         record = api.read()
@@ -450,13 +472,12 @@ class SimulatedReplica:
             leadership=self.leadership,
         )
         if isinstance(action, Acquire) and api.write(action.record, action.create):
-            self.leadership = Leadership(action.epoch, renewed_at=now)
+            self.become(LeaseWon(Leadership(action.epoch, renewed_at=now)))
             self.terms.append(action.epoch)
         elif isinstance(action, Renew) and api.write(action.record, create=False):
-            assert self.leadership is not None
-            self.leadership = replace(self.leadership, renewed_at=now)
+            self.become(Renewed(now))
         elif isinstance(action, StepDown):
-            self.leadership = None
+            self.become(LeaseLost(action.reason))
         elif isinstance(action, Release):
             api.write(action.record, create=False)
         elif isinstance(action, StandBy):
@@ -484,7 +505,7 @@ def simulate(
         serving = [r for r in replicas if r.serving(real_time, config)]
         assert len(serving) <= 1, f"two actives at t={real_time:.2f}"
         if serving:
-            epoch = serving[0].leadership.epoch  # type: ignore[union-attr]
+            epoch = serving[0].role.epoch  # type: ignore[union-attr]
             if not serving_epochs or serving_epochs[-1] != epoch:
                 assert not serving_epochs or epoch >= serving_epochs[-1]
                 serving_epochs.append(epoch)

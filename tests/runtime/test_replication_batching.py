@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from gencluster.replication import SendStep, sender_step
 
-from tests.runtime.replication_harness import FakeStandby, append, connected_term
+from tests.runtime.replication_harness import FakeStandby, call, connected_term
 
 pytestmark = pytest.mark.unit
 
@@ -70,13 +70,13 @@ def test_silence_gets_a_heartbeat_and_nothing_else_waits() -> None:
 
 async def burst_then_close(calls: int) -> tuple[FakeStandby, asyncio.Task[None]]:
     standby = FakeStandby()
-    term, replica, server = await connected_term(standby)
-    last = 0
+    term, _, server = await connected_term(standby)
+    answers = []
     for number in range(calls):
-        last = append(term, replica, number)
+        answers.append(asyncio.create_task(call(term, number)))
         if number % 10 == 9:
             await asyncio.sleep(0)  # calls arrive a few per event-loop iteration
-    await asyncio.wait_for(term.wait_acknowledged(last), 30)
+    await asyncio.wait_for(asyncio.gather(*answers), 30)
     term.close()
     await asyncio.wait_for(asyncio.gather(server, return_exceptions=True), 30)
     return standby, server

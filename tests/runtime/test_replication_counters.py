@@ -10,7 +10,7 @@ import pytest
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.replication import COUNTERS
 
-from tests.runtime.replication_harness import FakeStandby, append, connected_term
+from tests.runtime.replication_harness import FakeStandby, call, connected_term
 
 pytestmark = pytest.mark.unit
 
@@ -19,9 +19,9 @@ async def stream_entries(calls: int) -> list[pb.ReplicateDown]:
     """One Term serving one fake standby that acks everything; returns what it was sent
     (every entry waited for its ack, so all of them are on the stream before close())."""
     standby = FakeStandby()
-    term, replica, server = await connected_term(standby)
+    term, _, server = await connected_term(standby)
     for number in range(calls):
-        await term.wait_acknowledged(append(term, replica, number))
+        await call(term, number)
     term.close()
     await asyncio.gather(server, return_exceptions=True)
     return standby.sent

@@ -1,0 +1,269 @@
+"""The election loop: read the Lease, `election.decide`, write, and the fence watchdog.
+
+Every retry period (with client-go's jitter), and at once whenever something changed that the
+Lease must carry (the in-sync set) or a replication stream ended (the active may be gone),
+the `Elector` reads the Lease and performs what `election.decide` says. It owns the Lease's
+last read and the object to write it back with (optimistic concurrency); what the outcome
+means for the replica's role it reports to its `ElectionHost` (the node), which runs the role
+transition.
+
+Fencing (`Fenced` policy): every call checks `election.may_serve` itself, so the active stops
+answering exactly at its renew deadline even if this loop is stuck in an API call; the
+watchdog then reports the lost Lease. `lease_duration >= renew_deadline + retry_period`
+guarantees this happens before anyone else may take the Lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any, Protocol
+
+from gencluster import election
+from gencluster.election import (
+    Acquire,
+    Leadership,
+    LeaseRecord,
+    Observation,
+    Release,
+    Renew,
+    StandBy,
+    StepDown,
+)
+from gencluster.leases import KubernetesApi, KubernetesError, LeaseConflict, LeaseMissing
+from gencluster.node_config import NodeConfig
+from gencluster.replica import Replica
+from gencluster.roles import Active, PartitionPolicy, Role, Stopped
+from gencluster.wakeups import set_within
+
+log = logging.getLogger(__name__)
+
+FAILOVER_POLL_DIVISOR = 5
+"""A standby that lost its stream from the active reads the Lease this many times per retry
+period until it reaches an active again: failover then waits less for the next read."""
+
+
+class ServerInitFailed(Exception):
+    """The user's `init(args)` raised: the configuration cannot run (exit code 78)."""
+
+
+class ElectionHost(Protocol):
+    """What the election loop asks of, and reports to, the replica it belongs to."""
+
+    @property
+    def role(self) -> Role: ...
+
+    def holds_state(self) -> bool: ...
+
+    def active_reachable(self) -> bool: ...
+
+    def in_sync_to_publish(self) -> tuple[str, ...] | None:
+        """As active: the in-sync set to write with the next renewal (None otherwise)."""
+        ...
+
+    def publish_due(self) -> bool: ...
+
+    def lease_read(self, record: LeaseRecord | None) -> None: ...
+
+    async def prepare_to_lead(self) -> Replica | None:
+        """Stop following before the Lease write; returns the state from `init(args)` when
+        this replica holds none (raises `ServerInitFailed`)."""
+        ...
+
+    def lease_won(
+        self, leadership: Leadership, record: LeaseRecord, initial: Replica | None
+    ) -> None: ...
+
+    def lead_refused(self) -> None: ...
+
+    def renewed(self, renewed_at: float, members: tuple[str, ...]) -> None: ...
+
+    def lease_lost(self, reason: str) -> None: ...
+
+    def standing_by(self) -> None: ...
+
+    def may_serve(self) -> bool: ...
+
+
+class Elector:
+    """The election loop of one replica; owns the Lease's last read (`observation`)."""
+
+    def __init__(self, *, config: NodeConfig, api: KubernetesApi, host: ElectionHost) -> None:
+        self._config = config
+        self._api = api
+        self._host = host
+        self.observation: Observation | None = None
+        self.read_at: float | None = None
+        """Monotonic time of the last successful Lease read (Admin Status reports its age)."""
+        self._lease_object: dict[str, Any] | None = None
+        self._publish_now = False
+        self._wake = asyncio.Event()
+        self._watchdogs: set[asyncio.Task[None]] = set()
+
+    @property
+    def holder(self) -> str:
+        record = self.observation.record if self.observation is not None else None
+        return record.holder if record is not None else ""
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def publish_soon(self) -> None:
+        """A new term must publish its in-sync set before relying on it."""
+        self._publish_now = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Elect until the replica stops (or this task is cancelled)."""
+        try:
+            while not isinstance(self._host.role, Stopped):
+                # Cleared before the step, so a wake-up that arrives during it is not lost.
+                self._wake.clear()
+                try:
+                    delay = await self._step()
+                except ServerInitFailed:
+                    raise
+                except Exception:
+                    log.exception("election step failed")
+                    delay = self._config.election.retry_period
+                if isinstance(self._host.role, Stopped):
+                    break
+                if self._publish_now or self._host.publish_due():
+                    delay = 0.0
+                await set_within(self._wake, delay)
+        finally:
+            for watchdog in self._watchdogs:
+                watchdog.cancel()
+
+    async def read(self) -> LeaseRecord | None:
+        try:
+            record, raw = await self._api.get_lease(self._config.lease_name)
+        except LeaseMissing:
+            record, raw = None, None
+        self.read_at = time.monotonic()
+        self.observation = election.observe(self.observation, record, self.read_at)
+        self._lease_object = raw
+        self._host.lease_read(record)
+        return record
+
+    async def _step(self) -> float:
+        retry = self._config.election.retry_period
+        jittered = election.jittered(retry, random.random())
+        try:
+            record = await self.read()
+        except KubernetesError as error:
+            log.warning("cannot read the Lease: %s", error)
+            self._check_fence()
+            return min(jittered, retry / 2)
+        role = self._host.role
+        in_sync = self._host.in_sync_to_publish()
+        action = election.decide(
+            self.observation,
+            now=time.monotonic(),
+            wall_time=time.time(),
+            config=self._config.election,
+            me=self._config.identity,
+            candidate=election.candidacy(
+                record, self._config.identity, holds_state=self._host.holds_state()
+            ),
+            leadership=role.leadership if isinstance(role, Active) else None,
+            in_sync=in_sync,
+        )
+        if isinstance(action, Renew):
+            return await self._renew(action, in_sync or (), jittered)
+        if isinstance(action, Acquire):
+            if record is None:
+                # Never create it: the pod's Role cannot, and the operator creates it first.
+                log.warning("Lease %s not found; waiting for it", self._config.lease_name)
+                return jittered
+            return await self._acquire(action, jittered)
+        if isinstance(action, StepDown):
+            self._host.lease_lost(action.reason)
+            return 0.0
+        if isinstance(action, Release):
+            await self._write_release(action.record, action.reason)
+            return 0.0
+        assert isinstance(action, StandBy)
+        self._host.standing_by()
+        delay = election.jittered(action.retry_after, random.random())
+        if not self._host.active_reachable():
+            delay = min(delay, retry / FAILOVER_POLL_DIVISOR)
+        return delay
+
+    async def _renew(self, action: Renew, members: tuple[str, ...], retry: float) -> float:
+        sent_at = time.monotonic()
+        assert self._lease_object is not None
+        try:
+            _, raw = await self._api.update_lease(
+                self._config.lease_name, self._lease_object, action.record
+            )
+        except LeaseConflict:
+            return 0.0
+        except KubernetesError as error:
+            log.warning("cannot renew the Lease: %s", error)
+            self._check_fence()
+            return min(retry, self._config.election.retry_period / 2)
+        self._lease_object = raw
+        self._publish_now = False
+        if isinstance(self._host.role, Active):
+            self._host.renewed(sent_at, members)
+        return retry
+
+    async def _acquire(self, action: Acquire, retry: float) -> float:
+        # The first active of a cluster without state runs init(args) before taking the
+        # Lease, so that a server whose init refuses its args never holds it. The result is
+        # kept only if the Lease is won: until then this replica holds no state.
+        initial = await self._host.prepare_to_lead()
+        sent_at = time.monotonic()
+        assert self._lease_object is not None
+        try:
+            record, raw = await self._api.update_lease(
+                self._config.lease_name, self._lease_object, action.record
+            )
+        except KubernetesError as error:
+            if not isinstance(error, LeaseConflict):
+                log.warning("cannot take the Lease: %s", error)
+            self._host.lead_refused()
+            return 0.0 if isinstance(error, LeaseConflict) else retry
+        self._lease_object = raw
+        leadership = Leadership(action.epoch, sent_at)
+        self._host.lease_won(leadership, record, initial)
+        self.publish_soon()
+        task = asyncio.create_task(self._fence_watchdog(action.epoch))
+        self._watchdogs.add(task)
+        task.add_done_callback(self._watchdogs.discard)
+        return 0.0
+
+    async def _write_release(self, record: LeaseRecord, reason: str) -> None:
+        assert self._lease_object is not None
+        log.info("releasing the Lease: %s", reason)
+        with contextlib.suppress(KubernetesError):
+            _, self._lease_object = await self._api.update_lease(
+                self._config.lease_name, self._lease_object, record
+            )
+
+    def _check_fence(self) -> None:
+        if isinstance(self._host.role, Active) and not self._host.may_serve():
+            self._host.lease_lost("no successful renewal within the renew deadline")
+
+    async def _fence_watchdog(self, epoch: int) -> None:
+        """Report the Lease lost once the renew deadline passed without a renewal (Fenced)."""
+        if self._config.partition_policy is not PartitionPolicy.FENCED:
+            return
+        config = self._config.election
+        while True:
+            role = self._host.role
+            if not isinstance(role, Active) or role.epoch != epoch or role.leadership is None:
+                return
+            deadline = role.leadership.renewed_at + config.renew_deadline
+            await asyncio.sleep(max(0.01, deadline - time.monotonic()))
+            role = self._host.role
+            if (
+                isinstance(role, Active)
+                and role.epoch == epoch
+                and not election.may_serve(role.leadership, time.monotonic(), config)
+            ):
+                self._host.lease_lost("renew deadline passed without a successful renewal")

@@ -1,0 +1,56 @@
+"""The validated configuration of one runtime process (built by `gencluster run`), apart from
+the node so that every piece of the node can read it without importing the node."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from gencluster.acks import ReplicationMode
+from gencluster.election import ElectionConfig
+from gencluster.roles import PartitionPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything `gencluster run` validated (docs/runtime-config.md)."""
+
+    identity: str
+    namespace: str
+    pod_ip: str
+    listen_host: str
+    port: int
+    metrics_port: int
+    server_spec: str
+    args: Any
+    cluster: str
+    pod_selector: str
+    peer_token: str
+    lease_name: str
+    election: ElectionConfig
+    mode: ReplicationMode
+    min_sync_standbys: int
+    partition_policy: PartitionPolicy
+    kubeconfig: str | None
+    codec: str = "json"
+
+    @property
+    def advertise_address(self) -> str:
+        return host_port(self.pod_ip, self.port)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """How often an idle active sends a heartbeat batch; a standby gives up on a stream
+        after four of silence."""
+        return max(0.1, self.election.retry_period / 2)
+
+
+def host_port(host: str, port: int) -> str:
+    """`host:port`, with IPv6 addresses in brackets."""
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            return f"[{host}]:{port}"
+    except ValueError:
+        pass
+    return f"{host}:{port}"
