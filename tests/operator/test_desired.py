@@ -71,6 +71,7 @@ def test_keys_shared_with_the_runtime_are_spelled_alike() -> None:
     assert names.IN_SYNC_ANNOTATION == wellknown.IN_SYNC_ANNOTATION
     assert names.ROLE_LABEL == wellknown.ROLE_LABEL
     assert names.ROLE_ACTIVE == wellknown.ROLE_ACTIVE
+    assert names.INITIALIZED_ANNOTATION == wellknown.INITIALIZED_ANNOTATION
 
 
 def test_spec_fallbacks_equal_the_crd_defaults() -> None:
