@@ -34,6 +34,10 @@ action of the plan; later ones wait for a later pass):
    A single replica has no standby to hand over to: its pod is replaced (a Warning says its
    in-memory state is lost, as at any restart of a one-pod cluster).
 
+While the cluster is StateLost (`Assessment.state_lost`) only failed pods are replaced and
+switchover requests are rejected: there is no state to hand over, and a restore or a
+reinitialize request is what moves it on.
+
 Not disruptive, so alongside any of the above: creating the pods of missing ordinals (lowest
 first) and rejecting invalid switchover requests. With `spec.persistence`, each wanted
 ordinal's claim is created when missing, before its pod and in the same pass; a pod whose
@@ -105,6 +109,9 @@ def _disruptive_step(observed: Observed, facts: Assessment) -> tuple[Step, Step]
         return [], annotation
     if switchover:
         return switchover, annotation
+    if facts.state_lost:
+        # Nothing to hand over or roll: only a restore or a reinitialize request moves on.
+        return _replace_failed(observed, facts), annotation
     for rule in (_replace_failed, _scale_down, _rolling_update):
         step = rule(observed, facts)
         if step:
@@ -182,6 +189,8 @@ def _split_brain(observed: Observed, facts: Assessment) -> Step:
 def switchover_rejection(facts: Assessment, target: str) -> str | None:
     """Why `target` cannot take over now, or None when it can."""
     pod = next((p for p in facts.pods if p.name == target), None)
+    if facts.state_lost:
+        return "the cluster lost its state (StateLost): restore a backup or reinitialize first"
     if facts.active is None:
         return "no active pod to hand over from (a failover may be under way)"
     if pod is None:

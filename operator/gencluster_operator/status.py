@@ -381,11 +381,11 @@ def _condition(
 
 def _phase(facts: Assessment, verdicts: Mapping[ConditionType, Verdict], had_active: bool) -> str:
     progressing = verdicts[ConditionType.PROGRESSING].status == TRUE
+    if facts.state_lost and not facts.not_runnable:
+        return PHASE_STATE_LOST
     if facts.active is None:
         if facts.not_runnable:
             return PHASE_FAILED
-        if facts.state_lost:
-            return PHASE_STATE_LOST
         if not had_active:
             return PHASE_PENDING
         return PHASE_UPDATING if progressing else PHASE_FAILED

@@ -247,6 +247,20 @@ def test_state_lost_plans_no_disruption() -> None:
     assert actions == []
 
 
+def test_a_state_lost_lease_holder_is_neither_rolled_nor_switched_over() -> None:
+    """A runtime may hold the Lease while it reports state_lost (it never serves): the
+    rolling update and the switchover wait for a restore or a reinitialize request."""
+    outdated = [replace(p, template_hash="0ld0ld0ld0ld0ld0") for p in lost_pods()]
+    res = resource(annotations={names.SWITCHOVER_TO_ANNOTATION: "id-1"}, status=HAD_STATE)
+    actions = plan(observe(res, outdated, lease(holder="id-0", transitions=4)))
+    assert not [a for a in actions if isinstance(a, DISRUPTIVE)]
+    rejected = [a for a in actions if isinstance(a, RecordEvent)]
+    assert [e.reason for e in rejected] == [EventReason.SWITCHOVER_REJECTED]
+    assert "StateLost" in rejected[0].message
+    result = settled(observe(resource(), lost_pods(), lease(holder="id-0", transitions=4)))
+    assert result["phase"] == "StateLost"
+
+
 # -- reinitialize ------------------------------------------------------------------------------
 
 
