@@ -47,6 +47,7 @@ import grpc
 
 from gencluster.backup import (
     BackupError,
+    BackupHeader,
     RestoreRefused,
     read_backup,
     restore_chunks,
@@ -494,8 +495,8 @@ def backup(target: Target, path: str, timeout: float) -> str:
         except grpc.RpcError as error:
             raise _rpc_failure(pod, "Admin.ExportState", error) from None
     destination = Path(path)
-    directory = destination.parent if str(destination.parent) else Path(".")
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", dir=directory)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{destination.name}.",
+                                             dir=destination.parent)
     try:
         with os.fdopen(descriptor, "wb") as out:
             header = write_backup(
@@ -516,7 +517,7 @@ def backup(target: Target, path: str, timeout: float) -> str:
             f"{header.server_version}), sha256 {header.sha256[:16]}...")
 
 
-def load_backup(path: str) -> tuple[Any, list[pb.SnapshotChunk]]:
+def load_backup(path: str) -> tuple[BackupHeader, list[pb.SnapshotChunk]]:
     """Read and check a backup file; a CommandError says why it cannot be restored."""
     try:
         data = Path(path).read_bytes()
