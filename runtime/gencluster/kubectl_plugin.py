@@ -252,6 +252,7 @@ def pod_rows(
             "epoch": reply.get("epoch"),
             "ip": pod.status.pod_ip if pod.status else None,
             "restarts": _restarts(pod),
+            **({"stateLost": True} if reply.get("stateLost") else {}),
             **({"error": reply["error"]} if "error" in reply else {}),
         })
     return rows
@@ -311,6 +312,14 @@ POD_COLUMNS = (
 )
 
 
+def _cell(row: dict[str, Any], key: str) -> Any:
+    """A pod row's value for the table; a replica that lost the state says so in its role
+    (the cluster is StateLost: `kubectl gencluster restore` or the reinitialize annotation)."""
+    if key == "role" and row.get("stateLost"):
+        return f"{row['role']} (state lost)"
+    return row.get(key)
+
+
 def render_status(report: dict[str, Any]) -> str:
     """The report as `kubectl cnpg status` lays one out: a summary, then the pods."""
     cluster = report["cluster"]
@@ -347,7 +356,7 @@ def render_status(report: dict[str, Any]) -> str:
     if report["pods"]:
         lines.append(format_table(
             [header for header, _ in POD_COLUMNS],
-            [[row.get(key) for _, key in POD_COLUMNS] for row in report["pods"]],
+            [[_cell(row, key) for _, key in POD_COLUMNS] for row in report["pods"]],
         ))
     else:
         lines.append("No pods.")

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -215,3 +216,22 @@ def test_a_damaged_file_is_refused_before_any_cluster_is_contacted(
     assert "does not match its sha256" in capsys.readouterr().err
     assert plugin.main(["restore", "id", str(tmp_path / "missing.backup")]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_status_shows_the_replicas_that_lost_the_state() -> None:
+    pod = plugin_pod("id-0")
+    replies = {"id-0": {"role": "standby", "epoch": 4, "appliedSeq": 0, "stateLost": True}}
+    (row,) = plugin.pod_rows({"status": {}}, [pod], replies)
+    assert row["stateLost"] is True
+    report = {"name": "id", "namespace": "prod", "cluster": plugin.summary_of({}),
+              "pods": [row]}
+    assert "standby (state lost)" in plugin.render_status(report)
+    (healthy,) = plugin.pod_rows({"status": {}}, [pod], {"id-0": {"role": "standby"}})
+    assert "stateLost" not in healthy
+
+
+def plugin_pod(name: str) -> Any:
+    return SimpleNamespace(
+        metadata=SimpleNamespace(name=name),
+        status=SimpleNamespace(conditions=[], container_statuses=[], pod_ip="10.0.0.1"),
+    )
