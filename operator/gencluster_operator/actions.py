@@ -22,6 +22,26 @@ class CreatePod:
 
 
 @dataclass(frozen=True)
+class CreateClaim:
+    """Create `desired.claim(resource, ordinal)` (named `claim`): before the pod of that
+    ordinal, in the same pass (a WaitForFirstConsumer StorageClass binds it only once the
+    pod is scheduled)."""
+
+    claim: str
+    ordinal: int
+
+
+@dataclass(frozen=True)
+class SetClaimOwnership:
+    """Make the existing claim follow `persistence.retainOnDelete`: `retained` removes the
+    ClusteredServer's ownerReference (the data outlives it), otherwise it is added
+    (`desired.claim_ownership_patch`)."""
+
+    claim: str
+    retained: bool
+
+
+@dataclass(frozen=True)
 class DeletePod:
     """Delete the pod with a `uid` precondition, so that a pod recreated under the same name
     in the meantime is never the one deleted. `reason` is for logs."""
@@ -88,12 +108,25 @@ class Demote:
 
 @dataclass(frozen=True)
 class RemoveAnnotation:
-    """Remove an annotation from the ClusteredServer (a handled switchover request)."""
+    """Remove an annotation from the ClusteredServer (a handled switchover or reinitialize
+    request)."""
 
     key: str
 
     def resource_patch(self) -> dict[str, Any]:
         """The JSON merge patch for the ClusteredServer (null removes the key)."""
+        return {"metadata": {"annotations": {self.key: None}}}
+
+
+@dataclass(frozen=True)
+class RemoveLeaseAnnotation:
+    """Remove an annotation from the cluster's Lease (`gencluster.io/initialized` on a
+    reinitialize request). Unconditional: a merge patch touches that key only, and a runtime
+    writing the Lease meanwhile with an older resourceVersion gets a conflict and re-reads."""
+
+    key: str
+
+    def lease_patch(self) -> dict[str, Any]:
         return {"metadata": {"annotations": {self.key: None}}}
 
 
@@ -107,8 +140,8 @@ class RecordEvent:
 
 
 Action = (
-    CreatePod | DeletePod | ClearLease | Switchover | MergeStates | Demote | RemoveAnnotation
-    | RecordEvent
+    CreateClaim | SetClaimOwnership | CreatePod | DeletePod | ClearLease | Switchover
+    | MergeStates | Demote | RemoveLeaseAnnotation | RemoveAnnotation | RecordEvent
 )
 
 DISRUPTIVE = (DeletePod, ClearLease, Switchover, MergeStates, Demote)

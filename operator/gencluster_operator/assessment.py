@@ -43,6 +43,20 @@ class Assessment:
     not_runnable: tuple[tuple[str, str], ...]
     """(pod, message) for pods whose server cannot run (exit code 78)."""
     handover_pending: bool
+    state_lost_pods: tuple[ObservedPod, ...] = ()
+    """Running pods whose runtime reports `state_lost`."""
+    missing_claims: tuple[int, ...] = ()
+    """With persistence: wanted ordinals without a claim (deleting claims count as present:
+    the name is taken until they are gone)."""
+    waiting_for_claims: tuple[tuple[str, str, str], ...] = ()
+    """(pod, claim, claim phase) for wanted pods that do not run yet while their claim is not
+    Bound (or is missing, phase "Missing")."""
+
+    @property
+    def state_lost(self) -> bool:
+        """The cluster lost its state: a pod reports `state_lost` and no pod serves as active.
+        Only a restore or a reinitialize request ends it; the runtime never runs `init`."""
+        return bool(self.state_lost_pods) and not any(p.reports_active for p in self.pods)
 
     @property
     def split_brain(self) -> bool:
@@ -209,6 +223,25 @@ def assess(observed: Observed) -> Assessment:
     not_runnable = tuple(
         (p.name, message) for p in pods if (message := p.server_not_runnable) is not None
     )
+    state_lost_pods = tuple(
+        p for p in pods if p.running and p.runtime is not None and p.runtime.state_lost
+    )
+    missing_claims: tuple[int, ...] = ()
+    waiting: list[tuple[str, str, str]] = []
+    if spec.persistence.enabled:
+        claims = {c.name: c for c in observed.claims}
+        missing_claims = tuple(
+            o for o in range(spec.replicas) if names.claim_name(spec.name, o) not in claims
+        )
+        for p in pods:
+            if p.running or p.deleting or (p.ordinal or 0) >= spec.replicas:
+                continue
+            claim_name = names.claim_name(spec.name, p.ordinal or 0)
+            claim = claims.get(claim_name)
+            phase = "Missing" if claim is None else claim.phase
+            if claim is None or claim.phase != "Bound" or claim.deleting:
+                waiting.append((p.name, claim_name, "Deleting" if claim and claim.deleting
+                                else phase))
     return Assessment(
         spec=spec,
         desired_hash=desired_hash,
@@ -224,4 +257,7 @@ def assess(observed: Observed) -> Assessment:
         reporting_active=tuple(actives),
         not_runnable=not_runnable,
         handover_pending=pending,
+        state_lost_pods=state_lost_pods,
+        missing_claims=missing_claims,
+        waiting_for_claims=tuple(waiting),
     )

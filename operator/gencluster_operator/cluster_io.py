@@ -47,6 +47,7 @@ _PLURALS = {
     "RoleBinding": "rolebindings",
     "Lease": "leases",
     "PodDisruptionBudget": "poddisruptionbudgets",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
     names.KIND: names.PLURAL,
 }
 
@@ -165,6 +166,15 @@ class KubernetesApi:
         selector = f"{names.CLUSTER_LABEL}={cluster}"
         listing = self.request(
             "GET", object_path("v1", "Pod", namespace), query={"labelSelector": selector}
+        )
+        return list(listing.get("items") or [])
+
+    def list_claims(self, namespace: str, cluster: str) -> list[dict[str, Any]]:
+        """The PersistentVolumeClaims labelled with the cluster's name (spec.persistence)."""
+        selector = f"{names.CLUSTER_LABEL}={cluster}"
+        listing = self.request(
+            "GET", object_path("v1", "PersistentVolumeClaim", namespace),
+            query={"labelSelector": selector},
         )
         return list(listing.get("items") or [])
 

@@ -22,8 +22,10 @@ from gencluster_operator import names
 from gencluster_operator.names import RuntimeEnv
 from gencluster_operator.spec import ClusterSpec, cluster_spec
 
-POD_SHAPE_VERSION = 1
-"""Part of every template hash. Raise it when this module changes the pods it builds in a way
+POD_SHAPE_VERSION = 2
+"""2: GENCLUSTER_DEDUPLICATION_WINDOW_SECONDS on every pod (durable state, #11).
+
+Part of every template hash. Raise it when this module changes the pods it builds in a way
 running pods must pick up (a new variable, probe or volume): the next operator rolls them."""
 
 TEMPLATE_HASH_LENGTH = 16
@@ -81,9 +83,10 @@ def template_hash(resource: Mapping[str, Any]) -> str:
     """A digest of everything that, when changed, needs the pods replaced.
 
     It covers the spec fields that reach the pod (server, image, args, port, replication,
-    partition policy, lease timings, template) and `POD_SHAPE_VERSION`, and leaves out
-    `replicas` (scaling never restarts a pod). JSON with sorted keys makes equal specs hash
-    equal whatever their key order.
+    partition policy, lease timings, persistence, the runtime settings, template) and
+    `POD_SHAPE_VERSION`, and leaves out `replicas` (scaling never restarts a pod) and
+    `persistence.retainOnDelete` (it changes the claims' owner, not the pods). JSON with
+    sorted keys makes equal specs hash equal whatever their key order.
     """
     spec = cluster_spec(resource)
     inputs = {
@@ -98,6 +101,12 @@ def template_hash(resource: Mapping[str, Any]) -> str:
             "renewDeadlineSeconds": spec.lease.renew_deadline_seconds,
             "retryPeriodSeconds": spec.lease.retry_period_seconds,
         },
+        "persistence": {
+            "enabled": spec.persistence.enabled,
+            "size": spec.persistence.size,
+            "storageClassName": spec.persistence.storage_class,
+        },
+        "runtime": {"deduplicationWindowSeconds": spec.deduplication_window_seconds},
         "template": spec.template,
         "podShape": POD_SHAPE_VERSION,
     }
@@ -130,7 +139,10 @@ def runtime_env(spec: ClusterSpec) -> list[dict[str, Any]]:
         RuntimeEnv.REPLICATION_MODE: spec.replication_mode,
         RuntimeEnv.MIN_SYNC_STANDBYS: str(spec.min_sync_standbys),
         RuntimeEnv.PARTITION_POLICY: spec.partition_policy,
+        RuntimeEnv.DEDUPLICATION_WINDOW_SECONDS: str(spec.deduplication_window_seconds),
     }
+    if spec.persistence.enabled:
+        value_env[RuntimeEnv.DATA_DIR] = names.DATA_DIR
     return [
         _field_env(RuntimeEnv.POD_NAME, "metadata.name"),
         _field_env(RuntimeEnv.POD_NAMESPACE, "metadata.namespace"),
@@ -213,6 +225,37 @@ def pod_labels(spec: ClusterSpec, ordinal: int) -> dict[str, str]:
     }
 
 
+def _volume_mounts(spec: ClusterSpec) -> list[dict[str, Any]]:
+    mounts = [{"name": names.TMP_VOLUME, "mountPath": "/tmp"}]
+    if spec.persistence.enabled:
+        mounts.append({"name": names.DATA_VOLUME, "mountPath": names.DATA_DIR})
+    return mounts
+
+
+def _pod_security(spec: ClusterSpec) -> dict[str, Any]:
+    """Non-root with the runtime default seccomp profile; with persistence, the volume is
+    given the runtime image's group (`fsGroup`), so that its non-root user may write a fresh
+    volume, and ownership is fixed only when the volume's root does not match already (a large
+    volume is not walked at every start)."""
+    security: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    if spec.persistence.enabled:
+        security["fsGroup"] = names.RUNTIME_GID
+        security["fsGroupChangePolicy"] = "OnRootMismatch"
+    return security
+
+
+def _volumes(spec: ClusterSpec, ordinal: int) -> list[dict[str, Any]]:
+    """`tmp` (the root filesystem is read-only) and, with persistence, the ordinal's claim: a
+    pod recreated under the same name mounts the same data again."""
+    volumes: list[dict[str, Any]] = [{"name": names.TMP_VOLUME, "emptyDir": {}}]
+    if spec.persistence.enabled:
+        volumes.append({
+            "name": names.DATA_VOLUME,
+            "persistentVolumeClaim": {"claimName": names.claim_name(spec.name, ordinal)},
+        })
+    return volumes
+
+
 def pod(resource: Mapping[str, Any], ordinal: int) -> dict[str, Any]:
     """The pod of `ordinal`, created as a standby (the runtime relabels itself when it takes
     the Lease). Restart policy Always: a crashed process restarts in place with the same name
@@ -254,7 +297,7 @@ def pod(resource: Mapping[str, Any], ordinal: int) -> dict[str, Any]:
             READINESS_FAILURE_THRESHOLD, 1,
         ),
         "securityContext": container_security,
-        "volumeMounts": [{"name": names.TMP_VOLUME, "mountPath": "/tmp"}],
+        "volumeMounts": _volume_mounts(spec),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if overrides.get("resources"):
@@ -268,8 +311,8 @@ def pod(resource: Mapping[str, Any], ordinal: int) -> dict[str, Any]:
         "restartPolicy": "Always",
         "terminationGracePeriodSeconds": termination_grace_seconds(spec),
         "enableServiceLinks": False,
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-        "volumes": [{"name": names.TMP_VOLUME, "emptyDir": {}}],
+        "securityContext": _pod_security(spec),
+        "volumes": _volumes(spec, ordinal),
         "affinity": copy.deepcopy(overrides.get("affinity")) or default_affinity(spec.name),
     }
     if overrides.get("nodeSelector"):
@@ -292,6 +335,63 @@ def pod(resource: Mapping[str, Any], ordinal: int) -> dict[str, Any]:
         },
         "spec": pod_spec,
     }
+
+
+# -- durable storage ------------------------------------------------------------------------------
+
+
+def claim(resource: Mapping[str, Any], ordinal: int) -> dict[str, Any]:
+    """The PersistentVolumeClaim of `ordinal` (spec.persistence), created before its pod.
+
+    Never deleted by the operator: scale-down, rolling updates and pod restarts leave it, so a
+    pod of the same ordinal finds its log and snapshots again (a StatefulSet's claims behave
+    alike). It carries the controller reference unless `retainOnDelete`, so garbage collection
+    removes it with the ClusteredServer only when the user did not ask to keep the data.
+    Filesystem mode, ReadWriteOnce: one pod writes it.
+    """
+    spec = cluster_spec(resource)
+    persistence = spec.persistence
+    if not persistence.enabled:
+        raise ValueError(f"ClusteredServer {spec.name} does not ask for persistence")
+    claim_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "volumeMode": "Filesystem",
+        "resources": {"requests": {"storage": persistence.size}},
+    }
+    if persistence.storage_class is not None:
+        claim_spec["storageClassName"] = persistence.storage_class
+    metadata = _metadata(resource, names.claim_name(spec.name, ordinal))
+    metadata["labels"][names.ORDINAL_LABEL] = str(ordinal)
+    if persistence.retain_on_delete:
+        del metadata["ownerReferences"]
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": metadata,
+        "spec": claim_spec,
+    }
+
+
+def claim_ownership_patch(
+    resource: Mapping[str, Any], existing: Mapping[str, Any], retained: bool
+) -> dict[str, Any] | None:
+    """The merge patch that makes an existing claim follow `retainOnDelete`: without our
+    controller reference when `retained`, with it otherwise; None when it already does, or
+    when another object controls the claim (a claim has one controller; taking it over would
+    let two owners' garbage collection fight over the data).
+
+    Other owner references are kept (a merge patch replaces the whole list)."""
+    references = list((existing.get("metadata") or {}).get("ownerReferences") or [])
+    uid = resource["metadata"].get("uid")
+    ours = [r for r in references if r.get("uid") == uid]
+    others = [r for r in references if r.get("uid") != uid]
+    if retained:
+        if not ours:
+            return None
+        return {"metadata": {"ownerReferences": others or None}}
+    if ours or any(r.get("controller") for r in others):
+        return None
+    return {"metadata": {"ownerReferences": [*others, owner_reference(resource)]}}
 
 
 # -- Services -----------------------------------------------------------------------------------

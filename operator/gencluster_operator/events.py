@@ -5,8 +5,9 @@ These words are a public contract (users alert on them, `kubectl get events
 docs/clusteredserver.md documents the condition reasons with the same spelling.
 
 docs/clusteredserver.md ("Events") lists every Event reason with its type and meaning; the
-plan emits FailoverStarted, SwitchoverStarted/Rejected, ScaledUp/Down, RollingUpdate and
-PodReplaced, the status diff (`status.events_between`) the others, the shell ReconcileFailed.
+plan emits FailoverStarted, SwitchoverStarted/Rejected, ScaledUp/Down, RollingUpdate,
+PodReplaced and Reinitialized/ReinitializeRejected, the status diff (`status.events_between`)
+the others, the shell ReconcileFailed.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class EventReason(StrEnum):
     MERGE_FAILED = "MergeFailed"
     INVALID_SERVER = "InvalidServer"
     RECONCILE_FAILED = "ReconcileFailed"
+    STATE_LOST = "StateLost"
+    REINITIALIZED = "Reinitialized"
+    REINITIALIZE_REJECTED = "ReinitializeRejected"
 
 
 class FailoverReason(StrEnum):
@@ -69,6 +73,7 @@ class ConditionReason(StrEnum):
     UPDATING = "Updating"
     SERVER_NOT_RUNNABLE = "ServerNotRunnable"
     SPLIT_BRAIN = "SplitBrain"
+    STATE_LOST = "StateLost"
     # Available
     ACTIVE_SERVING = "ActiveServing"
     # Progressing
@@ -79,6 +84,7 @@ class ConditionReason(StrEnum):
     SWITCHING_OVER = "SwitchingOver"
     FAILING_OVER = "FailingOver"
     MERGING = "Merging"
+    WAITING_FOR_STORAGE = "WaitingForStorage"
     RECONCILED = "Reconciled"
     # Degraded
     STANDBYS_OUT_OF_SYNC = "StandbysOutOfSync"

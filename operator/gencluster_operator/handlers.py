@@ -33,6 +33,7 @@ soon a failed pass is retried. Pod and Lease events trigger passes at once in be
 CLUSTERED_SERVERS = (names.GROUP, names.VERSION, names.PLURAL)
 PODS = ("v1", "pods")
 LEASES = ("coordination.k8s.io", "v1", "leases")
+CLAIMS = ("v1", "persistentvolumeclaims")
 OWNED = {names.CLUSTER_LABEL: kopf.PRESENT}
 
 # -- operator lifecycle -------------------------------------------------------------------------
@@ -67,6 +68,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # operator never holds every pod of the cluster in memory.
     settings.watching.label_selectors[PODS] = names.CLUSTER_LABEL
     settings.watching.label_selectors[LEASES] = names.CLUSTER_LABEL
+    settings.watching.label_selectors[CLAIMS] = names.CLUSTER_LABEL
     # Peering follows the command line (`--peering NAME`; standalone by default, see main.py):
     # the chart runs one replica, and peering would need its own CRD and RBAC.
     # Per-object event workers (`settings.queueing`, formerly `settings.batching`, whose time
@@ -154,6 +156,14 @@ def deleted(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(*PODS, labels=OWNED)
 async def pod_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    await memo["reconciler"].request(namespace, labels[names.CLUSTER_LABEL])
+
+
+@kopf.on.event(*CLAIMS, labels=OWNED)
+async def claim_changed(
+    namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+) -> None:
+    """A claim bound (its pod can start: Progressing changes) or went away."""
     await memo["reconciler"].request(namespace, labels[names.CLUSTER_LABEL])
 
 

@@ -52,6 +52,16 @@ IN_SYNC_ANNOTATION = f"{GROUP}/in-sync"
 """On the Lease: a JSON list of the names of the standby pods holding every acknowledged entry,
 published by the active before it relies on them (docs/runtime-config.md)."""
 
+INITIALIZED_ANNOTATION = f"{GROUP}/initialized"
+"""On the Lease: written by the first active when it runs `init`, atomically with taking the
+Lease. While it is present a replica without state never runs `init` (it reports
+`state_lost`); the operator removes it only on a `gencluster.io/reinitialize` request."""
+
+REINITIALIZE_ANNOTATION = f"{GROUP}/reinitialize"
+"""On the ClusteredServer: a user allows a cluster that lost its state (StateLost) to run `init`
+again. Any value; the operator removes the annotation once it acted on it or refused it (with
+a Reinitialized or ReinitializeRejected Event)."""
+
 TEMPLATE_HASH_ANNOTATION = f"{GROUP}/template-hash"
 """On a pod: the hash of the spec parts it was built from; a pod whose hash differs from the
 current spec's is replaced by the rolling update."""
@@ -80,6 +90,15 @@ PEER_TOKEN_KEY = "token"
 """Key of the peer token in the `<name>-peer-token` Secret."""
 
 TMP_VOLUME = "tmp"
+
+DATA_VOLUME = "data"
+"""The pod volume backed by the ordinal's PersistentVolumeClaim (spec.persistence)."""
+
+RUNTIME_GID = 65532
+"""The group of the runtime image's user (Dockerfile): the data volume's `fsGroup`."""
+
+DATA_DIR = "/var/lib/gencluster"
+"""Where the data volume is mounted and `GENCLUSTER_DATA_DIR` points."""
 
 # -- names of child objects -------------------------------------------------------------------
 
@@ -139,6 +158,23 @@ def peer_token_secret_name(cluster: str) -> str:
     return f"{cluster}-peer-token"
 
 
+def claim_name(cluster: str, ordinal: int) -> str:
+    """The PersistentVolumeClaim of `ordinal`: `<name>-data-<ordinal>`. Like a pod name, a
+    function of the ordinal only, so a recreated pod finds its data again."""
+    if ordinal < 0:
+        raise ValueError(f"ordinal must be >= 0, got {ordinal}")
+    return f"{cluster}-data-{ordinal}"
+
+
+def claim_ordinal_of(cluster: str, claim: str) -> int | None:
+    """The ordinal in a claim name built by `claim_name`, or None for any other name."""
+    prefix = f"{cluster}-data-"
+    if not claim.startswith(prefix):
+        return None
+    suffix = claim[len(prefix) :]
+    return int(suffix) if _ORDINAL_SUFFIX.match(suffix) else None
+
+
 def cluster_selector(cluster: str) -> dict[str, str]:
     """Labels matching every pod of a ClusteredServer (and nothing else)."""
     return {CLUSTER_LABEL: cluster}
@@ -176,6 +212,8 @@ class RuntimeEnv:
     REPLICATION_MODE = "GENCLUSTER_REPLICATION_MODE"
     MIN_SYNC_STANDBYS = "GENCLUSTER_MIN_SYNC_STANDBYS"
     PARTITION_POLICY = "GENCLUSTER_PARTITION_POLICY"
+    DEDUPLICATION_WINDOW_SECONDS = "GENCLUSTER_DEDUPLICATION_WINDOW_SECONDS"
+    DATA_DIR = "GENCLUSTER_DATA_DIR"
     POD_NAME = "POD_NAME"
     POD_NAMESPACE = "POD_NAMESPACE"
     POD_IP = "POD_IP"

@@ -71,6 +71,9 @@ class RuntimeStatus:
     `lease_holder` and `lease_epoch` are the Lease as the pod last read it successfully, and
     `lease_read_age_seconds` how long ago by its own clock (None: it never read it, or the
     runtime is too old to say): the evidence `assessment.reconnected` merges on.
+
+    `state_lost`: the replica holds no state while the Lease says the cluster had some (it
+    will not run `init` by itself; a restore or a reinitialize request ends it).
     """
 
     role: str
@@ -80,6 +83,20 @@ class RuntimeStatus:
     lease_holder: str = ""
     lease_epoch: int = 0
     lease_read_age_seconds: float | None = None
+    state_lost: bool = False
+
+
+@dataclass(frozen=True)
+class ObservedClaim:
+    """A PersistentVolumeClaim labelled with the cluster's name. `phase` is the API's
+    (Pending, Bound, Lost); `controller_uid` is the uid of the object named as its
+    controller, None when it has none (a retained claim, `persistence.retainOnDelete`)."""
+
+    name: str
+    ordinal: int | None = None
+    phase: str = "Pending"
+    deleting: bool = False
+    controller_uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,7 +192,8 @@ class Observed:
     `resource` is the ClusteredServer as read (its `status` is the previous status and its
     annotations carry switchover requests); `pods` are the pods labelled with its name;
     `reconcile_error` is the message of the shell's last failed API call, if the last pass
-    failed.
+    failed; `claims` are the PersistentVolumeClaims labelled with its name (read only when
+    `spec.persistence.enabled`).
     """
 
     resource: Mapping[str, Any]
@@ -185,6 +203,7 @@ class Observed:
     handover: Handover | None = None
     last_merge: MergeOutcome | None = None
     reconcile_error: str | None = None
+    claims: tuple[ObservedClaim, ...] = ()
 
     @property
     def name(self) -> str:
@@ -200,6 +219,9 @@ class Observed:
 
     def pod(self, name: str) -> ObservedPod | None:
         return next((pod for pod in self.pods if pod.name == name), None)
+
+    def claim(self, name: str) -> ObservedClaim | None:
+        return next((claim for claim in self.claims if claim.name == name), None)
 
 
 # -- parsers of API JSON -------------------------------------------------------------------
@@ -302,3 +324,24 @@ def observed_pods(
 
 def pod_order(pod: ObservedPod) -> tuple[int, int, str]:
     return (0, pod.ordinal, pod.name) if pod.ordinal is not None else (1, 0, pod.name)
+
+
+def observed_claim(claim: Mapping[str, Any], cluster: str) -> ObservedClaim:
+    """Read one PersistentVolumeClaim (API JSON) of the ClusteredServer named `cluster`."""
+    metadata = claim.get("metadata") or {}
+    references = metadata.get("ownerReferences") or []
+    return ObservedClaim(
+        name=metadata["name"],
+        ordinal=names.claim_ordinal_of(cluster, metadata["name"]),
+        phase=(claim.get("status") or {}).get("phase") or "Pending",
+        deleting=bool(metadata.get("deletionTimestamp")),
+        controller_uid=next((r.get("uid") for r in references if r.get("controller")), None),
+    )
+
+
+def observed_claims(
+    claims: Iterable[Mapping[str, Any]], cluster: str
+) -> tuple[ObservedClaim, ...]:
+    """Every claim, sorted by name so that every decision sees one order."""
+    parsed = (observed_claim(c, cluster) for c in claims)
+    return tuple(sorted(parsed, key=lambda c: c.name))

@@ -34,9 +34,24 @@ action of the plan; later ones wait for a later pass):
    A single replica has no standby to hand over to: its pod is replaced (a Warning says its
    in-memory state is lost, as at any restart of a one-pod cluster).
 
+While the cluster is StateLost (`Assessment.state_lost`) only failed pods are replaced and
+switchover requests are rejected: there is no state to hand over, and a restore or a
+reinitialize request is what moves it on.
+
 Not disruptive, so alongside any of the above: creating the pods of missing ordinals (lowest
-first) and rejecting invalid switchover requests. Output order is fixed: the disruptive
-action and its Event, then annotation handling, then pod creations and their Event.
+first) and rejecting invalid switchover requests. With `spec.persistence`, each wanted
+ordinal's claim is created when missing, before its pod and in the same pass; a pod whose
+claim is still being deleted waits. Claims are never deleted (scale-down and rolling updates
+keep them, as a StatefulSet's); their owner reference follows `retainOnDelete`.
+
+**Reinitialize request** (annotation `gencluster.io/reinitialize` on the ClusteredServer,
+any value): while the cluster is StateLost (`Assessment.state_lost`) the Lease's
+`gencluster.io/initialized` annotation is removed, so that the next active runs `init` again,
+with a Reinitialized Warning naming the value; otherwise a ReinitializeRejected Warning says
+why. Either way the annotation is removed, so one request is acted on at most once.
+
+Output order is fixed: the disruptive action and its Event, then annotation handling, then
+claim ownership, claim and pod creations and their Event.
 """
 
 from __future__ import annotations
@@ -48,12 +63,15 @@ from gencluster_operator import names
 from gencluster_operator.actions import (
     Action,
     ClearLease,
+    CreateClaim,
     CreatePod,
     DeletePod,
     Demote,
     MergeStates,
     RecordEvent,
     RemoveAnnotation,
+    RemoveLeaseAnnotation,
+    SetClaimOwnership,
     Switchover,
 )
 from gencluster_operator.assessment import Assessment, assess
@@ -73,7 +91,10 @@ def plan(observed: Observed) -> list[Action]:
         return []  # garbage collection removes the children; nothing to hand over to
     facts = assess(observed)
     step, annotation = _disruptive_step(observed, facts)
-    return [*step, *annotation, *_creations(observed, facts)]
+    return [
+        *step, *annotation, *_reinitialize_request(observed, facts),
+        *_claim_ownership(observed, facts), *_creations(observed, facts),
+    ]
 
 
 def _disruptive_step(observed: Observed, facts: Assessment) -> tuple[Step, Step]:
@@ -88,6 +109,9 @@ def _disruptive_step(observed: Observed, facts: Assessment) -> tuple[Step, Step]
         return [], annotation
     if switchover:
         return switchover, annotation
+    if facts.state_lost:
+        # Nothing to hand over or roll: only a restore or a reinitialize request moves on.
+        return _replace_failed(observed, facts), annotation
     for rule in (_replace_failed, _scale_down, _rolling_update):
         step = rule(observed, facts)
         if step:
@@ -165,6 +189,8 @@ def _split_brain(observed: Observed, facts: Assessment) -> Step:
 def switchover_rejection(facts: Assessment, target: str) -> str | None:
     """Why `target` cannot take over now, or None when it can."""
     pod = next((p for p in facts.pods if p.name == target), None)
+    if facts.state_lost:
+        return "the cluster lost its state (StateLost): restore a backup or reinitialize first"
     if facts.active is None:
         return "no active pod to hand over from (a failover may be under way)"
     if pod is None:
@@ -301,18 +327,93 @@ def _rolling_update(observed: Observed, facts: Assessment) -> Step:
     return _switchover(active, target.name, FailoverReason.ROLLING_UPDATE, "rolling update")
 
 
+# -- reinitialize on request ----------------------------------------------------------------------
+
+
+def reinitialize_rejection(facts: Assessment) -> str | None:
+    """Why a reinitialize request cannot be acted on now, or None when it can."""
+    if facts.state_lost:
+        return None
+    active = next((p for p in facts.pods if p.reports_active), None)
+    if active is not None:
+        return f"{active.name} is active and serves the cluster's state"
+    return ("no pod reports lost state (state_lost); the annotation only applies to a cluster "
+            "whose Ready condition says StateLost")
+
+
+def _reinitialize_request(observed: Observed, facts: Assessment) -> Step:
+    value = observed.annotations.get(names.REINITIALIZE_ANNOTATION)
+    if value is None:
+        return []
+    remove = RemoveAnnotation(names.REINITIALIZE_ANNOTATION)
+    request = f"{names.REINITIALIZE_ANNOTATION}={value!r}"
+    reason = reinitialize_rejection(facts)
+    if reason is not None:
+        return [
+            RecordEvent(EventReason.REINITIALIZE_REJECTED,
+                        f"{request} refused, nothing changed: {reason}", EventType.WARNING),
+            remove,
+        ]
+    lease = names.lease_name(facts.spec.name)
+    return [
+        RemoveLeaseAnnotation(names.INITIALIZED_ANNOTATION),
+        remove,
+        RecordEvent(
+            EventReason.REINITIALIZED,
+            f"{request}: removed {names.INITIALIZED_ANNOTATION} from Lease {lease}; the next "
+            "active runs init(spec.args) and starts from a new state (the lost state is gone)",
+            EventType.WARNING,
+        ),
+    ]
+
+
+# -- claims ---------------------------------------------------------------------------------------
+
+
+def _claim_ownership(observed: Observed, facts: Assessment) -> Step:
+    """Claims whose owner reference does not follow `retainOnDelete`: retained claims lose
+    the ClusteredServer's controller reference, kept ones get it (unless something else
+    controls them, which is left alone)."""
+    persistence = facts.spec.persistence
+    if not persistence.enabled:
+        return []
+    uid = facts.spec.uid
+    steps: Step = []
+    for claim in observed.claims:
+        if claim.ordinal is None or claim.deleting:
+            continue
+        if persistence.retain_on_delete and claim.controller_uid == uid:
+            steps.append(SetClaimOwnership(claim.name, retained=True))
+        elif not persistence.retain_on_delete and claim.controller_uid is None:
+            steps.append(SetClaimOwnership(claim.name, retained=False))
+    return steps
+
+
+def _claims_blocking(observed: Observed, ordinal: int) -> bool:
+    """The ordinal's claim is still being deleted: its pod would wait for a claim that goes."""
+    claim = observed.claim(names.claim_name(observed.name, ordinal))
+    return claim is not None and claim.deleting
+
+
 # -- creations ------------------------------------------------------------------------------------
 
 
 def _creations(observed: Observed, facts: Assessment) -> list[Action]:
-    if not facts.missing_ordinals:
-        return []
     spec = facts.spec
-    creations: list[Action] = [
-        CreatePod(names.pod_name(spec.name, ordinal), ordinal)
-        for ordinal in facts.missing_ordinals
+    claims: list[Action] = [
+        CreateClaim(names.claim_name(spec.name, ordinal), ordinal)
+        for ordinal in facts.missing_claims
     ]
-    created = ", ".join(names.pod_name(spec.name, o) for o in facts.missing_ordinals)
+    ordinals = [
+        o for o in facts.missing_ordinals
+        if not (spec.persistence.enabled and _claims_blocking(observed, o))
+    ]
+    if not ordinals:
+        return claims
+    creations: list[Action] = [
+        *claims, *(CreatePod(names.pod_name(spec.name, o), o) for o in ordinals)
+    ]
+    created = ", ".join(names.pod_name(spec.name, o) for o in ordinals)
     previous = observed.previous_status
     before = int(previous.get("replicas") or 0)
     spec_changed = previous.get("observedGeneration") != spec.generation

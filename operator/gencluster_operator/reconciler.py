@@ -29,12 +29,15 @@ from gencluster_operator import desired, metrics, names
 from gencluster_operator.actions import (
     Action,
     ClearLease,
+    CreateClaim,
     CreatePod,
     DeletePod,
     Demote,
     MergeStates,
     RecordEvent,
     RemoveAnnotation,
+    RemoveLeaseAnnotation,
+    SetClaimOwnership,
     Switchover,
 )
 from gencluster_operator.assessment import assess
@@ -47,6 +50,7 @@ from gencluster_operator.observed import (
     Observed,
     container_state,
     lease_state,
+    observed_claims,
     observed_pods,
 )
 from gencluster_operator.plan import plan
@@ -188,14 +192,21 @@ class Reconciler:
         now = self.clock()
         spec = cluster_spec(resource)
         pod_objects = self.api.list_pods(namespace, name)
+        claim_objects = (
+            self.api.list_claims(namespace, name) if spec.persistence.enabled else []
+        )
         token = self._peer_token(resource)
-        observed = self._observe(resource, pod_objects, token, memory, now)
+        observed = replace(
+            self._observe(resource, pod_objects, token, memory, now),
+            claims=observed_claims(claim_objects, name),
+        )
         error: ActionFailed | None = None
         facts = assess(observed)
         memory.split_brain = facts.split_brain
         try:
             token = self._ensure_children(resource, token, facts.ordinals_in_use)
-            self._perform(resource, plan(observed), token, pod_objects, memory, now)
+            self._perform(resource, plan(observed), token, pod_objects, memory, now,
+                          claim_objects)
         except ActionFailed as failure:
             error = failure
         except ApiError as failure:
@@ -306,8 +317,10 @@ class Reconciler:
         pod_objects: list[dict[str, Any]],
         memory: ClusterMemory,
         now: datetime,
+        claim_objects: list[dict[str, Any]] | None = None,
     ) -> None:
         """Perform `actions` in order, stopping at the first that fails."""
+        claims = {c["metadata"]["name"]: c for c in claim_objects or []}
         spec = cluster_spec(resource)
         namespace, name = spec.namespace, spec.name
         ips = {
@@ -323,6 +336,14 @@ class Reconciler:
         for action in actions:
             log.info("%s/%s: %s", namespace, name, _describe(action))
             match action:
+                case CreateClaim(ordinal=ordinal):
+                    self.api.create(desired.claim(resource, ordinal))
+                case SetClaimOwnership(claim=claim, retained=retained):
+                    existing = claims.get(claim)
+                    if existing is not None:
+                        patch = desired.claim_ownership_patch(resource, existing, retained)
+                        if patch is not None:
+                            self.api.patch(existing, patch)
                 case CreatePod(ordinal=ordinal):
                     self.api.create(desired.pod(resource, ordinal))
                 case DeletePod(pod=pod):
@@ -351,6 +372,8 @@ class Reconciler:
                         raise ActionFailed(str(error)) from error
                 case MergeStates():
                     self._merge(action, token, address, memory, now)
+                case RemoveLeaseAnnotation():
+                    self.api.patch_lease(namespace, names.lease_name(name), action.lease_patch())
                 case RemoveAnnotation():
                     self.api.patch_cluster(namespace, name, action.resource_patch())
                 case RecordEvent():

@@ -95,6 +95,7 @@ def runtime_status(reply: pb.StatusReply) -> RuntimeStatus | None:
         lease_read_age_seconds=(
             reply.lease_read_age_seconds if reply.HasField("lease_read_age_seconds") else None
         ),
+        state_lost=reply.state_lost,
     )
 
 

@@ -21,6 +21,10 @@ DEFAULT_PARTITION_POLICY = "Fenced"
 DEFAULT_LEASE_DURATION_SECONDS = 15
 DEFAULT_RENEW_DEADLINE_SECONDS = 10
 DEFAULT_RETRY_PERIOD_SECONDS = 2
+DEFAULT_PERSISTENCE_ENABLED = False
+DEFAULT_PERSISTENCE_SIZE = "1Gi"
+DEFAULT_RETAIN_ON_DELETE = False
+DEFAULT_DEDUPLICATION_WINDOW_SECONDS = 300
 
 SYNC = "Sync"
 ASYNC = "Async"
@@ -33,6 +37,20 @@ class LeaseTimings:
     duration_seconds: int
     renew_deadline_seconds: int
     retry_period_seconds: int
+
+
+@dataclass(frozen=True)
+class Persistence:
+    """`spec.persistence`: one PersistentVolumeClaim per ordinal when `enabled`.
+
+    `storage_class` None means the cluster's default StorageClass (the claim leaves
+    `storageClassName` out, which is not the same as an empty string: that asks for no class).
+    """
+
+    enabled: bool = DEFAULT_PERSISTENCE_ENABLED
+    size: str = DEFAULT_PERSISTENCE_SIZE
+    storage_class: str | None = None
+    retain_on_delete: bool = DEFAULT_RETAIN_ON_DELETE
 
 
 @dataclass(frozen=True)
@@ -53,6 +71,8 @@ class ClusterSpec:
     partition_policy: str
     lease: LeaseTimings
     template: Mapping[str, Any]
+    persistence: Persistence = Persistence()
+    deduplication_window_seconds: int = DEFAULT_DEDUPLICATION_WINDOW_SECONDS
 
     @property
     def template_labels(self) -> Mapping[str, str]:
@@ -79,6 +99,8 @@ def cluster_spec(resource: Mapping[str, Any]) -> ClusterSpec:
     spec = resource.get("spec") or {}
     replication = spec.get("replication") or {}
     lease = spec.get("lease") or {}
+    persistence = spec.get("persistence") or {}
+    runtime = spec.get("runtime") or {}
     return ClusterSpec(
         name=metadata["name"],
         namespace=metadata.get("namespace") or "default",
@@ -100,4 +122,13 @@ def cluster_spec(resource: Mapping[str, Any]) -> ClusterSpec:
             retry_period_seconds=int(lease.get("retryPeriodSeconds", DEFAULT_RETRY_PERIOD_SECONDS)),
         ),
         template=spec.get("template") or {},
+        persistence=Persistence(
+            enabled=bool(persistence.get("enabled", DEFAULT_PERSISTENCE_ENABLED)),
+            size=str(persistence.get("size") or DEFAULT_PERSISTENCE_SIZE),
+            storage_class=persistence.get("storageClassName") or None,
+            retain_on_delete=bool(persistence.get("retainOnDelete", DEFAULT_RETAIN_ON_DELETE)),
+        ),
+        deduplication_window_seconds=int(
+            runtime.get("deduplicationWindowSeconds", DEFAULT_DEDUPLICATION_WINDOW_SECONDS)
+        ),
     )

@@ -47,6 +47,7 @@ PHASE_RUNNING = "Running"
 PHASE_UPDATING = "Updating"
 PHASE_DEGRADED = "Degraded"
 PHASE_FAILED = "Failed"
+PHASE_STATE_LOST = "StateLost"
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,8 @@ def _progressing(observed: Observed, facts: Assessment, had_active: bool) -> Ver
     spec = facts.spec
     if facts.split_brain and spec.partition_policy == AVAILABLE:
         return Verdict(TRUE, ConditionReason.MERGING, _split_message(facts))
+    if facts.state_lost:
+        return Verdict(FALSE, ConditionReason.STATE_LOST, _state_lost_message(facts))
     if facts.active is None and had_active:
         return Verdict(TRUE, ConditionReason.FAILING_OVER, "no active; an in-sync standby is "
                        "taking over")
@@ -184,11 +187,13 @@ def _progressing(observed: Observed, facts: Assessment, had_active: bool) -> Ver
             names.SWITCHOVER_TO_ANNOTATION
         )
         return Verdict(TRUE, ConditionReason.SWITCHING_OVER, f"handing over to {target}")
+    storage = _storage_note(facts)
     if facts.missing_ordinals and not had_active:
-        return Verdict(TRUE, ConditionReason.CREATING, f"creating {spec.replicas} pods")
+        return Verdict(TRUE, ConditionReason.CREATING, f"creating {spec.replicas} pods{storage}")
     if facts.missing_ordinals:
         missing = [names.pod_name(spec.name, o) for o in facts.missing_ordinals]
-        return Verdict(TRUE, ConditionReason.SCALING_UP, f"creating {_pod_list(missing)}")
+        return Verdict(TRUE, ConditionReason.SCALING_UP,
+                       f"creating {_pod_list(missing)}{storage}")
     if facts.surplus or any(
         p.deleting and (p.ordinal or 0) >= spec.replicas for p in facts.pods
     ):
@@ -198,7 +203,31 @@ def _progressing(observed: Observed, facts: Assessment, had_active: bool) -> Ver
         pending = [p.name for p in facts.outdated]
         return Verdict(TRUE, ConditionReason.ROLLING_UPDATE,
                        f"pods to update: {_pod_list(pending) or 'replacement under way'}")
+    if facts.waiting_for_claims:
+        return Verdict(TRUE, ConditionReason.WAITING_FOR_STORAGE, _storage_note(facts)[2:])
     return Verdict(FALSE, ConditionReason.RECONCILED, "nothing in flight")
+
+
+def _storage_note(facts: Assessment) -> str:
+    """"; <pod> waits for PersistentVolumeClaim <claim> (<phase>)" per pod whose claim is not
+    bound yet (empty when none): the usual reason a pod of a persistent cluster stays Pending
+    (no default StorageClass, an exhausted quota, a provisioner that is slow or failing)."""
+    waits = [
+        f"{pod} waits for PersistentVolumeClaim {claim} ({phase})"
+        for pod, claim, phase in facts.waiting_for_claims
+    ]
+    return "".join(f"; {wait}" for wait in waits)
+
+
+def _state_lost_message(facts: Assessment) -> str:
+    name = facts.spec.name
+    pods = _pod_list([p.name for p in facts.state_lost_pods])
+    return (
+        f"no replica holds the state the cluster had ({pods} report state_lost) and init is "
+        f"never run again by itself: restore a backup (kubectl gencluster restore {name} FILE) "
+        f"or start from a new state (kubectl annotate csrv {name} "
+        f"{names.REINITIALIZE_ANNOTATION}=yes)"
+    )
 
 
 def _split_message(facts: Assessment) -> str:
@@ -240,6 +269,8 @@ def _ready(
         return Verdict(FALSE, ConditionReason.SERVER_NOT_RUNNABLE, _not_runnable_message(facts))
     if facts.split_brain:
         return Verdict(FALSE, ConditionReason.SPLIT_BRAIN, _split_message(facts))
+    if facts.state_lost:
+        return Verdict(FALSE, ConditionReason.STATE_LOST, _state_lost_message(facts))
     if facts.active is None:
         if not had_active:
             return Verdict(FALSE, ConditionReason.PENDING, "waiting for the first active")
@@ -260,6 +291,8 @@ def _ready(
 
 def _available(facts: Assessment) -> Verdict:
     active = facts.active
+    if facts.state_lost:
+        return Verdict(FALSE, ConditionReason.STATE_LOST, _state_lost_message(facts))
     if active is None or not active.ready:
         return Verdict(FALSE, ConditionReason.NO_ACTIVE, "no active pod serves client calls")
     in_sync, required = _in_sync_count(facts), facts.spec.sync_standbys_required
@@ -273,6 +306,8 @@ def _available(facts: Assessment) -> Verdict:
 def _degraded(observed: Observed, facts: Assessment, progressing: Verdict) -> Verdict:
     if facts.not_runnable:
         return Verdict(TRUE, ConditionReason.SERVER_NOT_RUNNABLE, _not_runnable_message(facts))
+    if facts.state_lost:
+        return Verdict(TRUE, ConditionReason.STATE_LOST, _state_lost_message(facts))
     last = observed.last_merge
     if facts.split_brain and last is not None and not last.succeeded:
         return Verdict(TRUE, ConditionReason.MERGE_FAILED,
@@ -346,6 +381,8 @@ def _condition(
 
 def _phase(facts: Assessment, verdicts: Mapping[ConditionType, Verdict], had_active: bool) -> str:
     progressing = verdicts[ConditionType.PROGRESSING].status == TRUE
+    if facts.state_lost and not facts.not_runnable:
+        return PHASE_STATE_LOST
     if facts.active is None:
         if facts.not_runnable:
             return PHASE_FAILED
@@ -362,7 +399,8 @@ def _phase(facts: Assessment, verdicts: Mapping[ConditionType, Verdict], had_act
 
 def events_between(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[RecordEvent]:
     """The Events that the move from `previous` to `current` status deserves, in a fixed order:
-    the active role, split brain, merges, then problems that need the user."""
+    the active role, split brain, merges, then problems that need the user (a lost state: one
+    StateLost per loss, when Available turns to StateLost)."""
     events: list[RecordEvent] = []
     before, after = previous.get("activePod"), current.get("activePod")
     epoch = current.get("epoch")
@@ -389,6 +427,15 @@ def events_between(previous: Mapping[str, Any], current: Mapping[str, Any]) -> l
                                   EventType.WARNING))
     if int(current.get("merges") or 0) > int(previous.get("merges") or 0) and split_now:
         events.append(RecordEvent(EventReason.STATES_MERGED, split_now["message"]))
+    available_before = _previous_condition(previous, ConditionType.AVAILABLE) or {}
+    available_now = _previous_condition(current, ConditionType.AVAILABLE) or {}
+    if available_now.get("reason") == ConditionReason.STATE_LOST and (
+        available_before.get("reason") != ConditionReason.STATE_LOST
+    ):
+        # Available, not Ready: Ready passes through Reconciling at every generation change,
+        # which would repeat the Event for one loss.
+        events.append(RecordEvent(EventReason.STATE_LOST, available_now["message"],
+                                  EventType.WARNING))
     degraded_before = _previous_condition(previous, ConditionType.DEGRADED) or {}
     degraded_now = _previous_condition(current, ConditionType.DEGRADED) or {}
     if degraded_now.get("status") == TRUE and (

@@ -137,6 +137,11 @@ def _status_json(reply: pb.StatusReply) -> dict[str, Any]:
         "role": pb.Role.Name(reply.role).removeprefix("ROLE_").lower(),
         "epoch": reply.epoch,
         "appliedSeq": reply.applied_seq,
+        "appliedEpoch": reply.applied_epoch,
+        "stateLost": reply.state_lost,
+        "server": reply.server,
+        "serverVersion": reply.server_version,
+        "codec": reply.codec,
         "active": reply.active,
         "activeAddress": reply.active_address,
         "standbys": [

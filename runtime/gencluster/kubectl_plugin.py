@@ -3,6 +3,8 @@
     kubectl gencluster status id-server [-n NS] [-o json]
     kubectl gencluster switchover id-server --to id-server-2 [--wait] [--timeout 60]
     kubectl gencluster state id-server
+    kubectl gencluster backup id-server -o id-server.backup
+    kubectl gencluster restore id-server id-server.backup [--force]
 
 kubectl runs the executable `kubectl-gencluster` with every argument after the plugin's name
 (it refuses flags placed before it), so `--kubeconfig`, `--context` and `-n/--namespace` are
@@ -14,6 +16,10 @@ the operator concluded), the pods (what the kubelet reports) and each pod's Admi
 shown as "unreachable"; it never fails the command. `switchover` only writes the annotation
 the operator acts on, so the plugin needs no more rights than `kubectl annotate`. `state`
 asks the active for the seed's get_target_state (Admin.GetState) and prints it as JSON.
+`backup` writes the active's Admin.ExportState to a `gencluster-backup/v1` file
+(`gencluster.backup`); `restore` checks such a file and streams it to Admin.Restore on the pod
+`backup.restore_target` picks (the active only with --force; else a pod that lost its state,
+or any pod of a new cluster). A refusal by the runtime prints its message and exits 1.
 
 Errors are one line on stderr with exit code 1. The runtime package must not import the
 operator, so the names shared with it come from `gencluster.wellknown`; the Kubernetes
@@ -25,15 +31,29 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import grpc
 
+from gencluster.backup import (
+    BackupError,
+    BackupHeader,
+    RestoreRefused,
+    read_backup,
+    restore_chunks,
+    restore_target,
+    write_backup,
+)
 from gencluster.codec import CodecError, get_codec
 from gencluster.commands import (
     CommandError,
@@ -60,6 +80,8 @@ STATUS_TIMEOUT_SECONDS = 2.0
 making the table wait long (the pods are asked concurrently)."""
 STATE_TIMEOUT_SECONDS = 10.0
 SWITCHOVER_TIMEOUT_SECONDS = 60.0
+BACKUP_TIMEOUT_SECONDS = 120.0
+"""Export or restore of a whole state: bounded by the state's size, not by a timer."""
 """Covers the operator's catch-up wait (the lease's renew deadline) with room to spare."""
 POLL_SECONDS = 0.5
 UNREACHABLE = "unreachable"
@@ -91,12 +113,27 @@ def parser() -> argparse.ArgumentParser:
     state = commands.add_parser("state", help="the active's state (get_target_state) as JSON")
     state.add_argument("--timeout", type=float, default=STATE_TIMEOUT_SECONDS,
                        help="deadline of the Admin.GetState call, in seconds")
-    for command in (status, switchover, state):
+    backup = commands.add_parser(
+        "backup", help="write the active's state to a backup file (gencluster-backup/v1)"
+    )
+    backup.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="the backup file to write (replaced atomically if it exists)")
+    backup.add_argument("--timeout", type=float, default=BACKUP_TIMEOUT_SECONDS,
+                        help="deadline of the Admin.ExportState call, in seconds")
+    restore = commands.add_parser(
+        "restore", help="load a backup file into a new cluster or one whose state was lost"
+    )
+    restore.add_argument("--force", action="store_true",
+                         help="replace the state of a cluster whose active serves one")
+    restore.add_argument("--timeout", type=float, default=BACKUP_TIMEOUT_SECONDS,
+                         help="deadline of the Admin.Restore call, in seconds")
+    for command in (status, switchover, state, backup, restore):
         command.add_argument("name", metavar="NAME", help="the ClusteredServer")
         command.add_argument("-n", "--namespace", default=None,
                              help="default: the kubeconfig context's namespace")
         command.add_argument("--kubeconfig", default=None)
         command.add_argument("--context", default=None)
+    restore.add_argument("file", metavar="FILE", help="a file written by `backup`")
     return top
 
 
@@ -215,6 +252,7 @@ def pod_rows(
             "epoch": reply.get("epoch"),
             "ip": pod.status.pod_ip if pod.status else None,
             "restarts": _restarts(pod),
+            **({"stateLost": True} if reply.get("stateLost") else {}),
             **({"error": reply["error"]} if "error" in reply else {}),
         })
     return rows
@@ -274,6 +312,14 @@ POD_COLUMNS = (
 )
 
 
+def _cell(row: dict[str, Any], key: str) -> Any:
+    """A pod row's value for the table; a replica that lost the state says so in its role
+    (the cluster is StateLost: `kubectl gencluster restore` or the reinitialize annotation)."""
+    if key == "role" and row.get("stateLost"):
+        return f"{row['role']} (state lost)"
+    return row.get(key)
+
+
 def render_status(report: dict[str, Any]) -> str:
     """The report as `kubectl cnpg status` lays one out: a summary, then the pods."""
     cluster = report["cluster"]
@@ -310,7 +356,7 @@ def render_status(report: dict[str, Any]) -> str:
     if report["pods"]:
         lines.append(format_table(
             [header for header, _ in POD_COLUMNS],
-            [[row.get(key) for _, key in POD_COLUMNS] for row in report["pods"]],
+            [[_cell(row, key) for _, key in POD_COLUMNS] for row in report["pods"]],
         ))
     else:
         lines.append("No pods.")
@@ -391,14 +437,18 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def active_state(target: Target, timeout: float) -> Any:
-    """The active's state: the pod whose runtime says it is active (highest epoch wins), so a
-    stale status.activePod is never believed."""
-    resource = target.resource()
+def _live_replies(target: Target, token: str, timeout: float) -> dict[str, dict[str, Any]]:
+    """Admin.Status of every pod of the cluster that is not being deleted."""
     pods = [p for p in cluster_pods(target.core, target.name, target.namespace)
             if not p.metadata.deletion_timestamp]
-    token = target.token()
-    replies = _ask_every_pod(pods, token, min(timeout, STATUS_TIMEOUT_SECONDS))
+    return _ask_every_pod(pods, token, min(timeout, STATUS_TIMEOUT_SECONDS))
+
+
+def _active_reply(
+    target: Target, resource: dict[str, Any], replies: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The Status reply of the pod whose runtime says it is active (highest epoch wins), so a
+    stale status.activePod is never believed."""
     actives = sorted(
         (reply for reply in replies.values() if reply.get("role") == ROLE_ACTIVE),
         key=lambda reply: reply.get("epoch", 0),
@@ -409,14 +459,22 @@ def active_state(target: Target, timeout: float) -> Any:
         if recorded and error:
             raise CommandError(f"active pod {recorded} is unreachable: {error}")
         raise CommandError(f"ClusteredServer {target.qualified} has no active pod")
-    address = actives[-1]["address"]
+    return actives[-1]
+
+
+def active_state(target: Target, timeout: float) -> Any:
+    """The active's state (Admin.GetState), decoded with its codec."""
+    resource = target.resource()
+    token = target.token()
+    active = _active_reply(target, resource, _live_replies(target, token, timeout))
+    address = active["address"]
     with grpc.insecure_channel(address) as channel:
         try:
             reply = pb_grpc.AdminStub(channel).GetState(
                 pb.GetStateRequest(), metadata=peer_metadata(token), timeout=timeout
             )
         except grpc.RpcError as error:
-            raise CommandError(f"active pod {actives[-1]['identity']} is unreachable: "
+            raise CommandError(f"active pod {active['identity']} is unreachable: "
                                f"{error.code().name}: {error.details()}") from None
     try:
         return get_codec(reply.codec).decode(reply.state, what="state", bounded=False)
@@ -424,11 +482,100 @@ def active_state(target: Target, timeout: float) -> Any:
         raise CommandError(f"cannot decode the state ({reply.codec}): {error}") from None
 
 
+# -- backup and restore ---------------------------------------------------------------------------
+
+
+def _rpc_failure(pod: str, what: str, error: grpc.RpcError) -> CommandError:
+    return CommandError(f"{what} on {pod} failed: {error.code().name}: {error.details()}")
+
+
+def backup(target: Target, path: str, timeout: float) -> str:
+    """Export the active's state into `path` (written to a temporary file beside it, then
+    renamed, so an interrupted backup never leaves a half file under the name asked for)."""
+    resource = target.resource()
+    token = target.token()
+    active = _active_reply(target, resource, _live_replies(target, token, timeout))
+    pod = str(active.get("identity") or active["address"])
+    with grpc.insecure_channel(active["address"]) as channel:
+        try:
+            chunks = list(pb_grpc.AdminStub(channel).ExportState(
+                pb.ExportStateRequest(), metadata=peer_metadata(token), timeout=timeout
+            ))
+        except grpc.RpcError as error:
+            raise _rpc_failure(pod, "Admin.ExportState", error) from None
+    destination = Path(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{destination.name}.",
+                                             dir=destination.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as out:
+            header = write_backup(
+                out, chunks, cluster=target.name, namespace=target.namespace,
+                server=str(active.get("server") or ""), taken_at=datetime.now(UTC),
+            )
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, destination)
+    except BackupError as error:
+        raise CommandError(f"the export of {pod} is not a valid snapshot: {error}") from None
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return (f"backup of {target.qualified} written to {path}: taken from {pod} at epoch "
+            f"{header.epoch}, applied_seq {header.applied_seq}, {header.state_size} bytes of "
+            f"state ({header.codec}, {header.server or 'server unknown'} version "
+            f"{header.server_version}), sha256 {header.sha256[:16]}...")
+
+
+def load_backup(path: str) -> tuple[BackupHeader, list[pb.SnapshotChunk]]:
+    """Read and check a backup file; a CommandError says why it cannot be restored."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise CommandError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        return read_backup(data)
+    except BackupError as error:
+        raise CommandError(f"{path}: {error}") from None
+
+
+def restore(target: Target, path: str, force: bool, timeout: float) -> str:
+    """Stream a checked backup to Admin.Restore on the pod `restore_target` picks, with a
+    fresh request id (a retried stream with the same id would be applied once)."""
+    header, chunks = load_backup(path)
+    target.resource()
+    token = target.token()
+    try:
+        chosen = restore_target(_live_replies(target, token, timeout), force)
+    except RestoreRefused as error:
+        raise CommandError(f"not restoring into {target.qualified}: {error}") from None
+    request_id = uuid.uuid4().hex
+    requests = restore_chunks(chunks, request_id=request_id, force=force,
+                              source=Path(path).name)
+    with grpc.insecure_channel(chosen.address) as channel:
+        try:
+            reply = pb_grpc.AdminStub(channel).Restore(
+                requests, metadata=peer_metadata(token), timeout=timeout
+            )
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise CommandError(
+                    f"{chosen.pod} refused the restore: {error.details()}"
+                ) from None
+            raise _rpc_failure(chosen.pod, "Admin.Restore", error) from None
+    return (f"restored {path} (cluster {header.namespace}/{header.cluster}, epoch "
+            f"{header.epoch}, applied_seq {header.applied_seq}, taken at {header.taken_at}) "
+            f"into {target.qualified} through {chosen.pod} ({chosen.why}), request id "
+            f"{request_id}: the cluster is at epoch {reply.epoch}, applied_seq "
+            f"{reply.applied_seq}")
+
+
 # -- entry point --------------------------------------------------------------------------------
 
 
 def run(arguments: argparse.Namespace) -> str:
     """The command's output; CommandError for anything the user should read in one line."""
+    if arguments.command == "restore":
+        load_backup(arguments.file)  # a bad file is refused before any cluster is contacted
     target = connect(arguments)
     if arguments.command == "status":
         report = status_report(target, arguments.timeout)
@@ -444,6 +591,10 @@ def run(arguments: argparse.Namespace) -> str:
         after = wait_for_switchover(target, arguments.to, arguments.timeout)
         return (f"switchover done: {arguments.to} is the active pod of {target.qualified} "
                 f"(epoch {(after.get('status') or {}).get('epoch')})")
+    if arguments.command == "backup":
+        return backup(target, arguments.output, arguments.timeout)
+    if arguments.command == "restore":
+        return restore(target, arguments.file, arguments.force, arguments.timeout)
     state = active_state(target, arguments.timeout)
     return json.dumps(state, indent=2, default=_jsonable)
 

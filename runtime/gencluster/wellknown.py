@@ -8,6 +8,10 @@ from __future__ import annotations
 IN_SYNC_ANNOTATION = "gencluster.io/in-sync"
 """On the Lease: JSON list of the standbys holding every acknowledged entry (see election)."""
 
+INITIALIZED_ANNOTATION = "gencluster.io/initialized"
+"""On the Lease: present once the first active ran init; a replica without state then never
+runs init by itself (it reports state_lost). The operator removes it on a reinitialize request."""
+
 ROLE_LABEL = "gencluster.io/role"
 """On a pod: `active` on the pod that serves; the client Service selects it."""
 

@@ -297,12 +297,17 @@ def needed_by_operator() -> set[tuple[str, str, str]]:
     it grants the pods (RBAC's escalation check refuses to create a Role granting more than
     its creator holds)."""
     resource = sample_cluster()
-    children = [*desired.static_children(resource, "t" * 32), desired.pod(resource, 0)]
+    persistent = {**resource, "spec": {**resource["spec"], "persistence": {"enabled": True}}}
+    children = [*desired.static_children(resource, "t" * 32), desired.pod(resource, 0),
+                desired.claim(persistent, 0)]
     needed = set()
     for child in children:
         group = child["apiVersion"].rpartition("/")[0]
         plural = child["kind"].lower() + "s"
         verbs = ("get", "create") if child["kind"] == "Secret" else (
+            # Claims: created, listed, watched and patched (ownerReference), never deleted.
+            "get", "list", "watch", "create", "patch",
+        ) if child["kind"] == "PersistentVolumeClaim" else (
             "get", "list", "watch", "create", "update", "patch", "delete")
         needed |= {(group, plural, verb) for verb in verbs}
     return needed | grants(desired.role(resource)["rules"])
@@ -355,6 +360,8 @@ def test_rbac_is_least_privilege(chart: Any, values: dict) -> None:
         assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
     held = grants(rules)
     assert {verb for group, resource, verb in held if resource == "secrets"} == {"get", "create"}
+    assert "delete" not in {verb for _, resource, verb in held
+                            if resource == "persistentvolumeclaims"}
     assert not {(g, r, v) for g, r, v in held if r == "events" and v in ("get", "list")}
 
 

@@ -35,6 +35,7 @@ EXAMPLES = {
 
 DEFAULT_IMAGE = "ghcr.io/gencluster/gencluster:0.1.0"
 DEFAULT_LEASE = {"durationSeconds": 15, "renewDeadlineSeconds": 10, "retryPeriodSeconds": 2}
+DEFAULT_PERSISTENCE = {"enabled": False, "size": "1Gi", "retainOnDelete": False}
 CONDITION_TYPES = ("Ready", "Available", "Progressing", "Degraded", "SplitBrain")
 
 
@@ -242,7 +243,7 @@ def test_cel_rules_are_documented_and_compile():
     import celpy
 
     rules = all_rules()
-    assert {path for path, _ in rules} == {"spec", "spec.lease"}
+    assert {path for path, _ in rules} == {"spec", "spec.lease", "spec.persistence"}
     env = celpy.Environment()
     for path, rule in rules:
         assert rule.get("message"), f"{path}: rule without a message: {rule['rule']}"
@@ -432,6 +433,8 @@ def test_minimal_spec_gets_every_default(admit):
         "replication": {"mode": "Sync", "minSyncStandbys": 1},
         "partitionPolicy": "Fenced",
         "lease": DEFAULT_LEASE,
+        "persistence": DEFAULT_PERSISTENCE,
+        "runtime": {"deduplicationWindowSeconds": 300},
     }
 
 
@@ -445,6 +448,9 @@ def test_full_spec_is_kept_as_written(admit):
         "replication": {"mode": "Async", "minSyncStandbys": 0},
         "partitionPolicy": "Available",
         "lease": {"durationSeconds": 6, "renewDeadlineSeconds": 4, "retryPeriodSeconds": 1},
+        "persistence": {"enabled": True, "size": "10Gi", "storageClassName": "fast",
+                        "retainOnDelete": True},
+        "runtime": {"deduplicationWindowSeconds": 86400},
         "template": {
             "metadata": {"labels": {"team": "chat"}, "annotations": {"a.example/b": "c"}},
             "spec": {
@@ -544,6 +550,25 @@ INVALID = {
     "bad quantity": (
         {"template": {"spec": {"resources": {"limits": {"cpu": "lots"}}}}},
         "spec.template.spec.resources.limits", None,
+    ),
+    "persistence size not a quantity": (
+        {"persistence": {"enabled": True, "size": "lots"}}, "spec.persistence.size", None,
+    ),
+    "persistence size negative": ({"persistence": {"size": "-1Gi"}}, "spec.persistence.size", None),
+    "persistence size zero": (
+        {"persistence": {"enabled": True, "size": "0Gi"}}, "spec.persistence.size",
+        "greater than zero",
+    ),
+    "empty storage class": (
+        {"persistence": {"storageClassName": ""}}, "spec.persistence.storageClassName", None,
+    ),
+    "deduplication window 0": (
+        {"runtime": {"deduplicationWindowSeconds": 0}}, "spec.runtime.deduplicationWindowSeconds",
+        None,
+    ),
+    "deduplication window above a day": (
+        {"runtime": {"deduplicationWindowSeconds": 86401}},
+        "spec.runtime.deduplicationWindowSeconds", None,
     ),
     "label value not a string": (
         {"template": {"metadata": {"labels": {"tier": 3}}}}, "spec.template.metadata.labels", None,
@@ -647,3 +672,64 @@ def test_condition_with_a_bad_status_is_rejected(admit):
     }
     _, errors = admit(cs({"server": "m:C"}, status={"conditions": [condition]}))
     assert any(e.field.startswith("status.conditions[0].status") for e in errors), describe(errors)
+
+
+# --------------------------------------------------------------------------- storage transitions
+
+
+def test_persistence_defaults_and_limits():
+    assert prop("spec.persistence")["default"] == {}
+    assert prop("spec.persistence.enabled")["default"] is False
+    assert prop("spec.persistence.size")["default"] == "1Gi"
+    assert prop("spec.persistence.retainOnDelete")["default"] is False
+    assert "default" not in prop("spec.persistence.storageClassName")
+    window = prop("spec.runtime.deduplicationWindowSeconds")
+    assert (window["default"], window["minimum"], window["maximum"]) == (300, 1, 86400)
+    assert prop("spec.runtime")["default"] == {}
+
+
+STORAGE_CHANGES = {
+    "enable": ({"enabled": False}, {"enabled": True}, "spec.persistence.enabled"),
+    "disable": ({"enabled": True}, {"enabled": False}, "spec.persistence.enabled"),
+    "size": ({"enabled": True}, {"enabled": True, "size": "2Gi"}, "spec.persistence.size"),
+    "add class": (
+        {"enabled": True}, {"enabled": True, "storageClassName": "fast"},
+        "spec.persistence.storageClassName",
+    ),
+    "change class": (
+        {"enabled": True, "storageClassName": "slow"},
+        {"enabled": True, "storageClassName": "fast"}, "spec.persistence.storageClassName",
+    ),
+    "remove class": (
+        {"enabled": True, "storageClassName": "slow"}, {"enabled": True},
+        "spec.persistence.storageClassName",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(STORAGE_CHANGES))
+def test_storage_cannot_change_on_an_existing_cluster(admit, case):
+    before, after, field = STORAGE_CHANGES[case]
+    old = admitted(admit, cs({"server": "m:C", "persistence": before}))
+    _, errors = admit(cs({"server": "m:C", "persistence": after}), old)
+    assert [(e.field, e.reason) for e in errors] == [(field, "FieldValueForbidden")], describe(
+        errors
+    )
+    assert "cannot be changed on an existing ClusteredServer" in errors[0].detail
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ({"enabled": True, "size": "1Gi"}, {"enabled": True, "size": "1Gi",
+                                            "retainOnDelete": True}),
+        ({"enabled": False}, {"enabled": False, "size": "5Gi", "storageClassName": "x"}),
+        ({"enabled": True, "storageClassName": "fast"},
+         {"enabled": True, "storageClassName": "fast"}),
+    ],
+)  # fmt: skip
+def test_storage_changes_that_touch_no_claim_are_admitted(admit, before, after):
+    """retainOnDelete follows at any time; size and class mean nothing while disabled."""
+    old = admitted(admit, cs({"server": "m:C", "persistence": before}))
+    _, errors = admit(cs({"server": "m:C", "persistence": after}), old)
+    assert not errors, describe(errors)

@@ -71,6 +71,7 @@ def test_keys_shared_with_the_runtime_are_spelled_alike() -> None:
     assert names.IN_SYNC_ANNOTATION == wellknown.IN_SYNC_ANNOTATION
     assert names.ROLE_LABEL == wellknown.ROLE_LABEL
     assert names.ROLE_ACTIVE == wellknown.ROLE_ACTIVE
+    assert names.INITIALIZED_ANNOTATION == wellknown.INITIALIZED_ANNOTATION
 
 
 def test_spec_fallbacks_equal_the_crd_defaults() -> None:
@@ -161,6 +162,7 @@ def test_runtime_environment_is_the_documented_contract() -> None:
         RuntimeEnv.REPLICATION_MODE: "Async",
         RuntimeEnv.MIN_SYNC_STANDBYS: "0",
         RuntimeEnv.PARTITION_POLICY: "Available",
+        RuntimeEnv.DEDUPLICATION_WINDOW_SECONDS: "300",
     }
     assert env_value(pod, RuntimeEnv.PEER_TOKEN) == {
         "secretKeyRef": {"name": "id-peer-token", "key": "token"}
@@ -469,3 +471,117 @@ def test_an_object_of_someone_else_is_not_controlled() -> None:
     other = as_stored(desired.client_service(cluster))
     other["metadata"]["ownerReferences"][0]["uid"] = "another-uid"
     assert not desired.controlled_by(other, cluster)
+
+
+# -- durable storage (spec.persistence) ------------------------------------------------------------
+
+
+def persistent(**persistence: Any) -> dict[str, Any]:
+    return resource(persistence={"enabled": True, "size": "2Gi", **persistence})
+
+
+def test_spec_fallbacks_for_storage_equal_the_crd_defaults() -> None:
+    properties = crd_spec_schema()["properties"]
+    storage = properties["persistence"]["properties"]
+    assert storage["enabled"]["default"] == spec.DEFAULT_PERSISTENCE_ENABLED
+    assert storage["size"]["default"] == spec.DEFAULT_PERSISTENCE_SIZE
+    assert storage["retainOnDelete"]["default"] == spec.DEFAULT_RETAIN_ON_DELETE
+    window = properties["runtime"]["properties"]["deduplicationWindowSeconds"]
+    assert window["default"] == spec.DEFAULT_DEDUPLICATION_WINDOW_SECONDS
+
+
+def test_claim_names_are_per_ordinal_and_read_back() -> None:
+    assert names.claim_name("id", 2) == "id-data-2"
+    assert names.claim_ordinal_of("id", "id-data-2") == 2
+    assert names.claim_ordinal_of("id", "id-data-02") is None
+    assert names.claim_ordinal_of("id", "id-2") is None
+    with pytest.raises(ValueError, match="ordinal"):
+        names.claim_name("id", -1)
+
+
+def test_claim_is_read_write_once_sized_labelled_and_owned() -> None:
+    claim = desired.claim(persistent(), 1)
+    assert claim["kind"] == "PersistentVolumeClaim"
+    assert claim["metadata"]["name"] == "id-data-1"
+    labels = claim["metadata"]["labels"]
+    assert labels[names.CLUSTER_LABEL] == "id"
+    assert labels[names.ORDINAL_LABEL] == "1"
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "volumeMode": "Filesystem",
+        "resources": {"requests": {"storage": "2Gi"}},
+    }  # no storageClassName: the cluster's default StorageClass
+    assert claim["metadata"]["ownerReferences"] == [desired.owner_reference(persistent())]
+
+
+def test_claim_names_its_storage_class_and_is_unowned_when_retained() -> None:
+    claim = desired.claim(persistent(storageClassName="fast", retainOnDelete=True), 0)
+    assert claim["spec"]["storageClassName"] == "fast"
+    assert "ownerReferences" not in claim["metadata"]
+
+
+def test_no_claim_without_persistence() -> None:
+    with pytest.raises(ValueError, match="persistence"):
+        desired.claim(resource(), 0)
+
+
+def test_persistent_pod_mounts_its_ordinals_claim_and_knows_its_data_dir() -> None:
+    pod = desired.pod(persistent(), 2)
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes[names.DATA_VOLUME] == {
+        "name": "data", "persistentVolumeClaim": {"claimName": "id-data-2"},
+    }
+    mounts = pod["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "data", "mountPath": "/var/lib/gencluster"} in mounts
+    assert env_value(pod, RuntimeEnv.DATA_DIR) == "/var/lib/gencluster"
+    assert pod["spec"]["securityContext"]["fsGroup"] == names.RUNTIME_GID
+    assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_pod_without_persistence_has_no_data_volume_nor_data_dir() -> None:
+    pod = desired.pod(resource(), 0)
+    assert [v["name"] for v in pod["spec"]["volumes"]] == [names.TMP_VOLUME]
+    assert RuntimeEnv.DATA_DIR not in [e["name"] for e in env_of(pod)]
+    assert "fsGroup" not in pod["spec"]["securityContext"]
+
+
+def test_deduplication_window_reaches_every_pod_and_rolls_them() -> None:
+    res = resource(runtime={"deduplicationWindowSeconds": 60})
+    assert env_value(desired.pod(res, 0), RuntimeEnv.DEDUPLICATION_WINDOW_SECONDS) == "60"
+    assert desired.template_hash(res) != desired.template_hash(resource())
+
+
+def test_retain_on_delete_does_not_roll_the_pods() -> None:
+    assert desired.template_hash(persistent(retainOnDelete=True)) == desired.template_hash(
+        persistent()
+    )
+    assert desired.template_hash(persistent()) != desired.template_hash(resource())
+
+
+def test_claim_ownership_follows_retain_on_delete() -> None:
+    res = persistent()
+    owned = desired.claim(res, 0)
+    retained = desired.claim(persistent(retainOnDelete=True), 0)
+    assert desired.claim_ownership_patch(res, owned, retained=False) is None
+    assert desired.claim_ownership_patch(res, retained, retained=True) is None
+    assert desired.claim_ownership_patch(res, owned, retained=True) == {
+        "metadata": {"ownerReferences": None}
+    }
+    assert desired.claim_ownership_patch(res, retained, retained=False) == {
+        "metadata": {"ownerReferences": [desired.owner_reference(res)]}
+    }
+
+
+def test_a_claim_controlled_by_someone_else_is_never_adopted() -> None:
+    res = persistent()
+    foreign = desired.claim(res, 0)
+    foreign["metadata"]["ownerReferences"] = [
+        {"apiVersion": "v1", "kind": "Thing", "name": "x", "uid": "other", "controller": True}
+    ]
+    assert desired.claim_ownership_patch(res, foreign, retained=False) is None
+    other_owner = {"apiVersion": "v1", "kind": "Thing", "name": "x", "uid": "other"}
+    shared = desired.claim(res, 0)
+    shared["metadata"]["ownerReferences"].append(other_owner)
+    assert desired.claim_ownership_patch(res, shared, retained=True) == {
+        "metadata": {"ownerReferences": [other_owner]}
+    }

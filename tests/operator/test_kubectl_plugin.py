@@ -412,3 +412,32 @@ def test_an_unknown_cluster_is_one_clear_error(
     assert result.stderr.strip().splitlines() == [
         f"error: ClusteredServer 'no-such-server' not found in namespace '{NAMESPACE}'"
     ]
+
+
+def test_backup_writes_the_actives_export_and_restore_refuses_a_serving_cluster(
+    dev_cluster: DevClusterProcess, id_server: dict[str, Any], tmp_path: Path
+) -> None:
+    """Backup against the real runtime's Admin.ExportState. Restore is checked only up to the
+    plugin's own refusal (a serving cluster without --force): the runtime's Restore is tested
+    with the runtime."""
+    from gencluster.backup import read_backup
+    from gencluster.codec import get_codec
+
+    resource = in_sync(dev_cluster)
+    dev_cluster.gencluster("call", NAME, '"next_value"', "-n", NAMESPACE)
+    path = tmp_path / "id-server.backup"
+    result = kubectl_gencluster(dev_cluster, "backup", NAME, "-n", NAMESPACE, "-o", str(path))
+    assert result.returncode == 0, result.stderr
+    assert f"taken from {resource['status']['activePod']}" in result.stdout
+    header, chunks = read_backup(path.read_bytes())
+    assert (header.cluster, header.namespace) == (NAME, NAMESPACE)
+    assert header.server == resource["spec"]["server"]
+    assert header.applied_seq >= 1 and header.epoch >= resource["status"]["epoch"]
+    state = b"".join(c.state for c in chunks if c.WhichOneof("part") == "state")
+    get_codec(header.codec).decode(state, what="state", bounded=False)
+
+    refused = kubectl_gencluster(dev_cluster, "restore", NAME, str(path), "-n", NAMESPACE)
+    assert refused.returncode == 1
+    assert "is active and serves the cluster's state" in refused.stderr
+    assert "--force" in refused.stderr
+    assert in_sync(dev_cluster)["status"]["epoch"] == resource["status"]["epoch"]

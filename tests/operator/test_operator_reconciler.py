@@ -40,6 +40,8 @@ class FakeApi:
         self.events: list[tuple[str, str, str]] = []
         self.fail: dict[str, ApiError] = {}
         self.deleted: list[tuple[str, dict[str, Any]]] = []
+        self.created: list[tuple[str, str]] = []
+        self.claim_patches: list[tuple[str, dict[str, Any]]] = []
 
     def _check(self, method: str) -> None:
         if method in self.fail:
@@ -71,17 +73,34 @@ class FakeApi:
         if key in self.objects:
             raise ApiError(409, f"{key} already exists")
         self.objects[key] = copy.deepcopy(body)
+        self.created.append(key)
         return body
 
+    def list_claims(self, namespace: str, cluster: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(o) for (kind, _), o in sorted(self.objects.items())
+                if kind == "PersistentVolumeClaim"]
+
     def patch(self, current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-        raise AssertionError(f"no drift expected, got {patch}")
+        if current["kind"] != "PersistentVolumeClaim":
+            raise AssertionError(f"no drift expected, got {patch}")
+        name = current["metadata"]["name"]
+        self.claim_patches.append((name, patch))
+        stored = self.objects[("PersistentVolumeClaim", name)]["metadata"]
+        stored["ownerReferences"] = patch["metadata"]["ownerReferences"] or []
+        return stored
 
     def delete_pod(self, namespace: str, name: str, options: dict[str, Any]) -> None:
         self.deleted.append((name, options))
         self.objects.pop(("Pod", name), None)
 
     def patch_lease(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        self.objects[("Lease", name)]["spec"]["holderIdentity"] = None
+        lease = self.objects[("Lease", name)]
+        if "spec" in patch:
+            lease["spec"]["holderIdentity"] = None
+        annotations = lease["metadata"].setdefault("annotations", {})
+        for key, value in ((patch.get("metadata") or {}).get("annotations") or {}).items():
+            if value is None:
+                annotations.pop(key, None)
 
     def patch_cluster(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         annotations = self.cluster["metadata"].setdefault("annotations", {})
@@ -237,3 +256,78 @@ def test_a_deleted_cluster_is_forgotten() -> None:
     del api.objects[("ClusteredServer", "id")]
     assert not shell.reconcile_once(KEY)
     assert shell.memory(KEY).reconcile_error is None
+
+
+# -- durable state --------------------------------------------------------------------------------
+
+
+def test_a_persistent_cluster_gets_each_claim_before_its_pod() -> None:
+    api = FakeApi(stored_cluster(persistence={"enabled": True, "size": "3Gi"}))
+    reconciler(api).reconcile_once(KEY)
+    order = [key for key in api.created if key[0] in ("Pod", "PersistentVolumeClaim")]
+    assert order == [
+        ("PersistentVolumeClaim", "id-data-0"), ("PersistentVolumeClaim", "id-data-1"),
+        ("PersistentVolumeClaim", "id-data-2"), ("Pod", "id-0"), ("Pod", "id-1"), ("Pod", "id-2"),
+    ]
+    assert api.objects[("PersistentVolumeClaim", "id-data-1")] == desired.claim(api.cluster, 1)
+    reconciler(api).reconcile_once(KEY)
+    assert len([k for k in api.created if k[0] == "PersistentVolumeClaim"]) == 3
+
+
+def test_retain_on_delete_moves_the_claims_owner_reference() -> None:
+    api = FakeApi(stored_cluster(persistence={"enabled": True}))
+    shell = reconciler(api)
+    shell.reconcile_once(KEY)
+    api.cluster["spec"]["persistence"]["retainOnDelete"] = True
+    shell.reconcile_once(KEY)
+    for ordinal in range(3):
+        claim = api.objects[("PersistentVolumeClaim", f"id-data-{ordinal}")]
+        assert claim["metadata"]["ownerReferences"] == []
+    patched = len(api.claim_patches)
+    shell.reconcile_once(KEY)
+    assert len(api.claim_patches) == patched, "nothing left to change"
+    api.cluster["spec"]["persistence"]["retainOnDelete"] = False
+    shell.reconcile_once(KEY)
+    claim = api.objects[("PersistentVolumeClaim", "id-data-0")]
+    assert claim["metadata"]["ownerReferences"] == [desired.owner_reference(api.cluster)]
+
+
+def test_reinitialize_on_a_lost_cluster_clears_the_lease_and_the_request() -> None:
+    api, admin = FakeApi(stored_cluster()), FakeAdmin()
+    shell = reconciler(api, admin)
+    shell.reconcile_once(KEY)
+    running_cluster(api, admin)
+    shell.reconcile_once(KEY)
+    lease = api.objects[("Lease", "id")]
+    lease["spec"]["holderIdentity"] = None
+    lease["metadata"]["annotations"][names.INITIALIZED_ANNOTATION] = "2026-11-25T11:01:00Z"
+    admin.reports = {pod: RuntimeStatus("standby", 1, 0, state_lost=True)
+                     for pod in ("id-0", "id-1", "id-2")}
+    shell.reconcile_once(KEY)
+    assert api.cluster["status"]["phase"] == "StateLost"
+    assert [e[:2] for e in api.events if e[0] == "StateLost"] == [("StateLost", "Warning")]
+    api.cluster["metadata"]["annotations"] = {names.REINITIALIZE_ANNOTATION: "go"}
+    shell.reconcile_once(KEY)
+    assert names.INITIALIZED_ANNOTATION not in lease["metadata"]["annotations"]
+    assert names.REINITIALIZE_ANNOTATION not in api.cluster["metadata"]["annotations"]
+    reinitialized = [e for e in api.events if e[0] == "Reinitialized"]
+    assert len(reinitialized) == 1 and "'go'" in reinitialized[0][2]
+    shell.reconcile_once(KEY)
+    assert len([e for e in api.events if e[0] in ("Reinitialized", "StateLost")]) == 2
+
+
+def test_reinitialize_on_a_serving_cluster_changes_nothing() -> None:
+    api, admin = FakeApi(stored_cluster()), FakeAdmin()
+    shell = reconciler(api, admin)
+    shell.reconcile_once(KEY)
+    running_cluster(api, admin)
+    lease = api.objects[("Lease", "id")]
+    lease["metadata"]["annotations"][names.INITIALIZED_ANNOTATION] = "2026-11-25T11:01:00Z"
+    before = copy.deepcopy(lease)
+    api.cluster["metadata"]["annotations"] = {names.REINITIALIZE_ANNOTATION: "oops"}
+    shell.reconcile_once(KEY)
+    assert api.objects[("Lease", "id")] == before
+    assert names.REINITIALIZE_ANNOTATION not in api.cluster["metadata"]["annotations"]
+    rejected = [e for e in api.events if e[0] == "ReinitializeRejected"]
+    assert len(rejected) == 1 and rejected[0][1] == "Warning"
+    assert "id-0 is active" in rejected[0][2]
