@@ -11,7 +11,8 @@ other way:
     apiserver/    the kube-apiserver: HTTP surface, verbs (operations), authentication,
                   watch streams, SQLite persistence, the in-process garbage collector.
                   -> machinery
-    client/       an ordinary asyncio REST client and informer, as any controller has.
+    client/       an ordinary asyncio REST client, informer and reconcile loop, as any
+                  controller has.
                   Imports no other layer.
     node/         the process kubelet: pods, containers, probes, addresses.
                   -> machinery, client

@@ -147,6 +147,14 @@ def _params(params: dict | None) -> dict | None:
     return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items()}
 
 
+async def cancel_and_wait(task: asyncio.Task) -> None:
+    """Cancel a background task and wait until it has finished unwinding, so nothing it does
+    (a request, a cache write) outlives the `stop` that cancelled it."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def object_key(obj: dict) -> tuple[str, str]:
     """(namespace, name) of an object."""
     meta = obj.get("metadata", {})
@@ -184,9 +192,7 @@ class Informer:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     def _emit(self, kind: str, obj: dict) -> None:

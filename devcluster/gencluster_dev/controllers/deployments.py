@@ -24,8 +24,6 @@ counts. The decisions are pure functions of the cached objects (`plan_deployment
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -35,7 +33,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gencluster_dev.client.apiclient import ApiClient, ApiError, Informer, object_key
+from gencluster_dev.client.apiclient import ApiClient, ApiError, object_key
+from gencluster_dev.client.reconcile_loop import ReconcileLoop
 from gencluster_dev.machinery.pods import pod_is_ready
 
 log = logging.getLogger(__name__)
@@ -369,47 +368,27 @@ class DeploymentController:
 
     def __init__(self, *, api_url: str, token: str, resync_seconds: float = RESYNC_SECONDS) -> None:
         self.api = ApiClient(api_url, token)
-        self.deployments = Informer(self.api, "/apis/apps/v1/deployments", self._changed)
-        self.pods = Informer(self.api, "/api/v1/pods", self._changed)
-        self._resync_seconds = resync_seconds
-        self._dirty = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._loop = ReconcileLoop(self.api, self._reconcile_all, name="deployment controller",
+                                   log=log, resync_seconds=resync_seconds)
+        self.deployments = self._loop.informer("/apis/apps/v1/deployments")
+        self.pods = self._loop.informer("/api/v1/pods")
 
     async def start(self) -> None:
         """Sync both caches, then reconcile on every change (and every resync period)."""
-        for informer in (self.deployments, self.pods):
-            informer.start()
-        await asyncio.wait_for(
-            asyncio.gather(self.deployments.synced.wait(), self.pods.synced.wait()), 30
-        )
-        self._task = asyncio.create_task(self._loop(), name="deployment controller")
+        await self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        for informer in (self.deployments, self.pods):
-            await informer.stop()
-        await self.api.close()
+        await self._loop.stop()
 
-    def _changed(self, kind: str, obj: dict) -> None:
-        self._dirty.set()
-
-    async def _loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), self._resync_seconds)
-            self._dirty.clear()
-            for deployment in list(self.deployments.cache.values()):
-                try:
-                    await self._reconcile(deployment)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("deployment %s/%s", *object_key(deployment))
-                    self._dirty.set()
+    async def _reconcile_all(self) -> None:
+        """One pass over every Deployment. A failing one is logged and looked at again on the
+        next pass, at once and without a pause: it must not hold up the others."""
+        for deployment in list(self.deployments.cache.values()):
+            try:
+                await self._reconcile(deployment)
+            except Exception:
+                log.exception("deployment %s/%s", *object_key(deployment))
+                self._loop.wake()
 
     async def _reconcile(self, deployment: dict[str, Any]) -> None:
         pods = list(self.pods.cache.values())

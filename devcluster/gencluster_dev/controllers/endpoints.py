@@ -9,12 +9,11 @@ decisions (`desired_endpoints`, `endpoints_differ`) are pure functions of the ca
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import Any
 
-from gencluster_dev.client.apiclient import ApiClient, ApiError, Informer
+from gencluster_dev.client.apiclient import ApiClient, ApiError
+from gencluster_dev.client.reconcile_loop import ReconcileLoop
 from gencluster_dev.machinery.pods import pod_is_ready, resolve_port, service_pods
 
 log = logging.getLogger(__name__)
@@ -105,45 +104,21 @@ class EndpointsController:
 
     def __init__(self, *, api_url: str, token: str) -> None:
         self.api = ApiClient(api_url, token)
-        self.services = Informer(self.api, "/api/v1/services", self._changed)
-        self.pods = Informer(self.api, "/api/v1/pods", self._changed)
-        self.endpoints = Informer(self.api, "/api/v1/endpoints", lambda kind, obj: None)
+        # start() returns after a first pass: every Service's Endpoints are written by then
+        self._loop = ReconcileLoop(self.api, self._reconcile, name="endpoints controller",
+                                   log=log, reconcile_in_start=True)
+        self.services = self._loop.informer("/api/v1/services")
+        self.pods = self._loop.informer("/api/v1/pods")
+        # read at pass time only (the current Endpoints to compare with): its changes need no pass
+        self.endpoints = self._loop.informer("/api/v1/endpoints", wakes=False)
         self._managed: set[tuple[str, str]] = set()
-        self._dirty = asyncio.Event()
-        self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
         """Sync the caches and write every Endpoints once, then keep them current."""
-        for informer in (self.services, self.pods, self.endpoints):
-            informer.start()
-        await asyncio.wait_for(asyncio.gather(self.services.synced.wait(),
-                                              self.pods.synced.wait(),
-                                              self.endpoints.synced.wait()), 30)
-        await self._reconcile()
-        self._task = asyncio.create_task(self._loop(), name="endpoints controller")
+        await self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for informer in (self.services, self.pods, self.endpoints):
-            await informer.stop()
-        await self.api.close()
-
-    def _changed(self, kind: str, obj: dict) -> None:
-        self._dirty.set()
-
-    async def _loop(self) -> None:
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            try:
-                await self._reconcile()
-            except Exception:
-                log.exception("endpoints reconcile")
-                await asyncio.sleep(1)
-                self._dirty.set()
+        await self._loop.stop()
 
     async def _reconcile(self) -> None:
         services = list(self.services.cache.values())
@@ -177,7 +152,7 @@ class EndpointsController:
                     self.endpoints.cache.pop(key, None)
                 else:
                     self.endpoints.cache[key] = fresh
-                self._dirty.set()
+                self._loop.wake()
             else:
                 log.warning("endpoints %s/%s: %s", *key, exc)
 

@@ -38,7 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gencluster_dev.client.apiclient import ApiClient, ApiError, Informer, object_key
+from gencluster_dev.client.apiclient import ApiClient, ApiError, object_key
+from gencluster_dev.client.reconcile_loop import ReconcileLoop
 from gencluster_dev.machinery.storage import (
     BIND_COMPLETED_ANNOTATION,
     BOUND_BY_CONTROLLER_ANNOTATION,
@@ -429,65 +430,44 @@ class VolumeController:
                  resync_seconds: float = RESYNC_SECONDS) -> None:
         self.api = ApiClient(api_url, token)
         self.volumes_dir = Path(volumes_dir)
-        self.claims = Informer(self.api, "/api/v1/persistentvolumeclaims", self._changed)
-        self.volumes = Informer(self.api, "/api/v1/persistentvolumes", self._changed)
-        self.classes = Informer(self.api, "/apis/storage.k8s.io/v1/storageclasses",
-                                self._changed)
-        self.pods = Informer(self.api, "/api/v1/pods", self._changed)
-        self._informers = (self.claims, self.volumes, self.classes, self.pods)
-        self._resync_seconds = resync_seconds
-        self._dirty = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._loop = ReconcileLoop(self.api, self._reconcile, name="volume controller", log=log,
+                                   resync_seconds=resync_seconds)
+        self.claims = self._loop.informer("/api/v1/persistentvolumeclaims")
+        self.volumes = self._loop.informer("/api/v1/persistentvolumes")
+        self.classes = self._loop.informer("/apis/storage.k8s.io/v1/storageclasses")
+        self.pods = self._loop.informer("/api/v1/pods")
         self._events_sent: set[tuple[str, str, str]] = set()
 
     async def start(self) -> None:
         """Sync every cache, then reconcile on every change (and every resync period)."""
         self.volumes_dir.mkdir(parents=True, exist_ok=True)
-        for informer in self._informers:
-            informer.start()
-        await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in self._informers)), 30)
-        self._task = asyncio.create_task(self._loop(), name="volume controller")
+        await self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        for informer in self._informers:
-            await informer.stop()
-        await self.api.close()
+        await self._loop.stop()
 
-    def _changed(self, kind: str, obj: dict) -> None:
-        self._dirty.set()
-
-    async def _loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), self._resync_seconds)
-            self._dirty.clear()
-            actions = plan_bindings(
-                list(self.claims.cache.values()), list(self.volumes.cache.values()),
-                list(self.classes.cache.values()), list(self.pods.cache.values()),
-                volumes_dir=self.volumes_dir)
-            for action in actions:
-                try:
-                    await self._perform(action)
-                except asyncio.CancelledError:
-                    raise
-                except ApiError as exc:
-                    if exc.status not in (404, 409):
-                        log.warning("volume controller: %s: %s", action, exc)
-                    # Look again once the informers have caught up (a stale cache is the
-                    # usual cause); the pause keeps a persistent refusal from spinning.
-                    self._dirty.set()
-                    await asyncio.sleep(0.2)
-                    break
-                except Exception:
-                    log.exception("volume controller: %s", action)
-                    self._dirty.set()
-                    await asyncio.sleep(1.0)
-                    break
+    async def _reconcile(self) -> None:
+        """Perform the plan's actions in order; the first that fails ends the pass (the rest
+        were planned from the same, now doubtful, caches) and asks for another."""
+        actions = plan_bindings(
+            list(self.claims.cache.values()), list(self.volumes.cache.values()),
+            list(self.classes.cache.values()), list(self.pods.cache.values()),
+            volumes_dir=self.volumes_dir)
+        for action in actions:
+            try:
+                await self._perform(action)
+            except ApiError as exc:
+                if exc.status not in (404, 409):
+                    log.warning("volume controller: %s: %s", action, exc)
+                # Look again once the informers have caught up (a stale cache is the
+                # usual cause); the pause keeps a persistent refusal from spinning.
+                self._loop.wake()
+                await asyncio.sleep(0.2)
+                return
+            except Exception as exc:
+                # the loop logs it and retries after its error delay
+                exc.add_note(f"volume controller: {action}")
+                raise
 
     async def _perform(self, action: Action) -> None:
         api = self.api

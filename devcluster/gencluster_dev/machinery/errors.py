@@ -38,51 +38,29 @@ class ApiError(Exception):
         self.retry_after_seconds = retry_after_seconds
 
     def status(self) -> dict[str, Any]:
-        """The `Status` body of this error."""
-        return failure_status(
-            self.code,
-            self.reason,
-            self.message,
-            name=self.name,
-            group=self.group,
-            kind=self.kind,
-            causes=self.causes,
-        )
-
-
-def failure_status(
-    code: int,
-    reason: str,
-    message: str,
-    *,
-    name: str | None = None,
-    group: str | None = None,
-    kind: str | None = None,
-    causes: Iterable[Mapping[str, str]] = (),
-) -> dict[str, Any]:
-    """A Status object as kube-apiserver renders it (empty details fields omitted)."""
-    details: dict[str, Any] = {}
-    if name:
-        details["name"] = name
-    if group:
-        details["group"] = group
-    if kind:
-        details["kind"] = kind
-    causes = list(causes)
-    if causes:
-        details["causes"] = causes
-    status: dict[str, Any] = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-    if details:
-        status["details"] = details
-    return status
+        """The `Status` body of this error, as kube-apiserver renders it (empty details
+        fields omitted)."""
+        details: dict[str, Any] = {}
+        if self.name:
+            details["name"] = self.name
+        if self.group:
+            details["group"] = self.group
+        if self.kind:
+            details["kind"] = self.kind
+        if self.causes:
+            details["causes"] = list(self.causes)
+        status: dict[str, Any] = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+        if details:
+            status["details"] = details
+        return status
 
 
 def qualified_resource(plural: str, group: str) -> str:

@@ -17,7 +17,8 @@ import socket
 import struct
 from collections.abc import Callable
 
-from gencluster_dev.client.apiclient import ApiClient, ApiError, Informer
+from gencluster_dev.client.apiclient import ApiClient, ApiError
+from gencluster_dev.client.reconcile_loop import ReconcileLoop
 from gencluster_dev.machinery.pods import pod_is_ready, resolve_port, service_pods
 
 log = logging.getLogger(__name__)
@@ -130,39 +131,25 @@ class ServiceProxy:
 
     def __init__(self, *, api_url: str, token: str) -> None:
         self.api = ApiClient(api_url, token)
-        self.services = Informer(self.api, "/api/v1/services", self._changed)
+        # start() returns after a first pass: the listeners are open by then
+        self._loop = ReconcileLoop(self.api, self._reconcile, name="service proxy", log=log,
+                                   reconcile_in_start=True)
+        self.services = self._loop.informer("/api/v1/services")
         # pods and Endpoints are read live per connection (`backends`); no reconcile needed
-        self.pods = Informer(self.api, "/api/v1/pods", lambda kind, obj: None)
-        self.endpoints = Informer(self.api, "/api/v1/endpoints", lambda kind, obj: None)
+        self.pods = self._loop.informer("/api/v1/pods", wakes=False)
+        self.endpoints = self._loop.informer("/api/v1/endpoints", wakes=False)
         self._listeners: dict[tuple[str, int], _Listener] = {}
         self._wanted_ports: dict[tuple[str, int], tuple[tuple[str, str], str]] = {}
-        self._dirty = asyncio.Event()
-        self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
         """Sync the caches, open the listeners, then keep everything current."""
-        for informer in (self.services, self.pods, self.endpoints):
-            informer.start()
-        await asyncio.wait_for(asyncio.gather(self.services.synced.wait(),
-                                              self.pods.synced.wait(),
-                                              self.endpoints.synced.wait()), 30)
-        await self._reconcile()
-        self._task = asyncio.create_task(self._loop(), name="service proxy")
+        await self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for informer in (self.services, self.pods, self.endpoints):
-            await informer.stop()
+        await self._loop.stop()
         for listener in list(self._listeners.values()):
             await listener.close()
         self._listeners.clear()
-        await self.api.close()
-
-    def _changed(self, kind: str, obj: dict) -> None:
-        self._dirty.set()
 
     def backends(self, service_key: tuple[str, str], port_name: str) -> list[tuple[str, int]]:
         """Ready backends right now, from the live caches (so new connections follow)."""
@@ -176,17 +163,6 @@ class ServiceProxy:
                     return endpoints_backends(self.endpoints.cache.get(service_key), port)
                 return ready_backends(service, port, list(self.pods.cache.values()))
         return []
-
-    async def _loop(self) -> None:
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            try:
-                await self._reconcile()
-            except Exception:
-                log.exception("service proxy reconcile")
-                await asyncio.sleep(1)
-                self._dirty.set()
 
     async def _reconcile(self) -> None:
         services = list(self.services.cache.values())
