@@ -5,7 +5,8 @@ decision about a request (duplicate? read-only? undecodable? which entry?) is ma
 one place, and tested without sockets:
 
 - active: `submit` a client call, cast or merge; it is checked against the reply table,
-  decoded, answered directly when read-only, otherwise appended to the log and applied. The
+  decoded, answered directly when read-only, refused when it is a retry older than the
+  table can vouch for (`replies.retry_refusal`), otherwise appended to the log and applied. The
   returned `Submission` holds the entry to replicate (None when nothing needs replicating).
 - standby: `receive` each entry from the active, in order, with its epoch checked.
 - both: `catch_up` for a reconnecting standby, `snapshot` and `from_snapshot` for joins.
