@@ -16,6 +16,12 @@ Records leave the table in insertion order, for two reasons:
 Either way `complete_after` (the newest time of any record that left) is raised, so the table
 can state what it proves: every request applied at an entry time after `complete_after` is in
 it. `retry_refusal` turns that into the decision about a request id the table does not hold.
+
+A record without a time (time 0: from a snapshot or merge of a version that did not record
+it) is of unknown age: when it leaves, `complete_after` becomes the time of the entry or record
+that pushed it out (later than the entry that applied it, but for clock skew between actives),
+so its retry is refused, not run. That time is part of the log, so this too is the same on
+every replica.
 """
 
 from __future__ import annotations
@@ -159,7 +165,7 @@ class ReplyTable:
         while len(self._records) > 1 and (
             self._bytes > self.max_bytes or len(self._records) > self.max_records
         ):
-            self._drop_oldest()
+            self._drop_oldest(pushed_by=record.time)
 
     def restore(self, records: Iterable[ReplyRecord], complete_after: float) -> None:
         """Load a snapshot's table (oldest first) and its completeness bound."""
@@ -176,7 +182,7 @@ class ReplyTable:
         """Drop records too old for any retry to still be accepted at `entry_time`."""
         cutoff = entry_time - self.window - MAX_CLOCK_SKEW_SECONDS
         while self._oldest_time < cutoff:
-            self._drop_oldest()
+            self._drop_oldest(pushed_by=entry_time)
 
     def refusal(self, first_attempt: float, now: float) -> str | None:
         """`retry_refusal` against this table (for a request id it does not hold)."""
@@ -187,10 +193,13 @@ class ReplyTable:
             complete_after=self._complete_after,
         )
 
-    def _drop_oldest(self) -> None:
+    def _drop_oldest(self, *, pushed_by: float) -> None:
+        """Drop the first record; `pushed_by` (the time of the entry or record that made
+        room) stands in for the time of a record that has none."""
         records = self._records
         _, record = records.popitem(last=False)
         self._bytes -= record_size(record)
-        if record.time > self._complete_after:
-            self._complete_after = record.time
+        left_at = record.time if record.time > 0 else pushed_by
+        if left_at > self._complete_after:
+            self._complete_after = left_at
         self._oldest_time = next(iter(records.values())).time if records else math.inf

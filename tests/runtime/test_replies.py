@@ -179,6 +179,17 @@ def test_eviction_keeps_insertion_order_when_times_go_backwards() -> None:
     assert table.complete_after == 2000.0
 
 
+def test_a_record_of_unknown_age_leaves_the_table_incomplete_up_to_the_newest_time_seen() -> None:
+    """A record restored from a snapshot of a version that kept no times (time 0) expires on
+    the next entry; a retry of it must then be refused, not taken for a new request."""
+    table = ReplyTable(window=WINDOW)
+    table.restore([ReplyRecord("legacy", 1, reply=b"1"), record("timed", NOW)], 0.0)
+    table.expire(NOW + 1)
+    assert table.get("legacy") is None and table.get("timed") is not None
+    assert table.complete_after == NOW + 1
+    assert table.refusal(NOW - 5, NOW + 2) is not None
+
+
 def test_a_restored_table_is_the_same_table() -> None:
     table = ReplyTable(window=WINDOW, max_records=3)
     for index in range(6):
