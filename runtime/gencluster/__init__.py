@@ -1,6 +1,13 @@
 """gencluster: highly available, stateful Python servers on Kubernetes."""
 
-from gencluster.client import AsyncClient, CallDetails, Client, ClusterUnavailable, RemoteError
+from gencluster.client import (
+    AsyncClient,
+    CallDetails,
+    Client,
+    ClusterUnavailable,
+    RemoteError,
+    RetryWindowExpired,
+)
 from gencluster.codec import CodecError
 from gencluster.server import (
     Context,
@@ -21,6 +28,7 @@ __all__ = [
     "GenServer",
     "MergeNotSupported",
     "RemoteError",
+    "RetryWindowExpired",
     "ServerLoadError",
     "UnknownRequest",
     "load_server_class",

@@ -15,6 +15,10 @@ What makes calls survive failover:
   its chance instead of one stuck replica eating the whole deadline. A standby answers
   UNAVAILABLE with `gencluster-active-address`: the client goes there at once; without a
   redirect it tries the next address after a short back-off.
+- Every attempt also carries the first attempt's wall-clock time: the cluster remembers
+  request ids for its deduplication window (docs/exactly-once.md), and refuses a retry older
+  than that instead of maybe applying it twice. That refusal raises `RetryWindowExpired` and
+  is not retried.
 - A handler's exception is not retried: it raises `RemoteError` (type and message of the
   server-side exception; the state did not change). Other gRPC errors (INVALID_ARGUMENT for
   undecodable input, RESOURCE_EXHAUSTED for oversized input, ...) raise `grpc.RpcError` as is.
@@ -54,6 +58,7 @@ from gencluster.retry import (
     ClusterUnavailable,
     Failure,
     GiveUp,
+    RetryWindowExpired,
     Route,
     Wait,
     after_stream_break,
@@ -72,6 +77,7 @@ __all__ = [
     "ClusterUnavailable",
     "Event",
     "RemoteError",
+    "RetryWindowExpired",
 ]
 
 NEXT_EVENT_METADATA = "gencluster-next-event"
@@ -143,11 +149,22 @@ def _details_of_call(codec: Codec, reply: pb.CallReply, served_by: str) -> CallD
     )
 
 
-def _call_request(codec: Codec, request: Any, request_id: str | None) -> pb.CallRequest:
+def _unix_ms(first_attempt: float | None) -> int:
+    """The first attempt's time as sent, rounded down: a retry may look older than it is
+    (which can only get it refused, safely), never younger."""
+    return int((time.time() if first_attempt is None else first_attempt) * 1000)
+
+
+def _call_request(
+    codec: Codec, request: Any, request_id: str | None, first_attempt: float | None
+) -> pb.CallRequest:
+    if first_attempt is not None and not first_attempt > 0:
+        raise ValueError(f"first_attempt must be a positive Unix time, got {first_attempt!r}")
     return pb.CallRequest(
         request_id=request_id or uuid.uuid4().hex,
         payload=codec.encode(request, what="request"),
         codec=codec.name,
+        first_attempt_unix_ms=_unix_ms(first_attempt),
     )
 
 
@@ -156,6 +173,7 @@ def _cast_request(codec: Codec, msg: Any) -> pb.CastRequest:
         request_id=uuid.uuid4().hex,
         payload=codec.encode(msg, what="message"),
         codec=codec.name,
+        first_attempt_unix_ms=_unix_ms(None),
     )
 
 
@@ -250,13 +268,21 @@ class Client:
         return self.call_with_details(request, timeout).value
 
     def call_with_details(
-        self, request: Any, timeout: float | None = None, *, request_id: str | None = None
+        self,
+        request: Any,
+        timeout: float | None = None,
+        *,
+        request_id: str | None = None,
+        first_attempt: float | None = None,
     ) -> CallDetails:
         """As `call`, and say which term and address answered (see `CallDetails`).
 
         `request_id` (default: a fresh one) is what makes retries apply once; pass your own
-        to record it, or to retry a call whose outcome you do not know."""
-        message = _call_request(self.codec, request, request_id)
+        to record it, or to retry a call whose outcome you do not know, and then pass
+        `first_attempt` too: the `time.time()` of that call's first attempt (default: now,
+        which tells the cluster the request is new). A retry older than the cluster's
+        deduplication window raises `RetryWindowExpired` (see docs/exactly-once.md)."""
+        message = _call_request(self.codec, request, request_id, first_attempt)
         reply, served_by = self._retrying(
             lambda stub, remaining: stub.Call(message, timeout=remaining),
             self.timeout if timeout is None else timeout,
@@ -367,9 +393,14 @@ class AsyncClient:
         return (await self.call_with_details(request, timeout)).value
 
     async def call_with_details(
-        self, request: Any, timeout: float | None = None, *, request_id: str | None = None
+        self,
+        request: Any,
+        timeout: float | None = None,
+        *,
+        request_id: str | None = None,
+        first_attempt: float | None = None,
     ) -> CallDetails:
-        message = _call_request(self.codec, request, request_id)
+        message = _call_request(self.codec, request, request_id, first_attempt)
         reply, served_by = await self._retrying(
             lambda stub, remaining: stub.Call(message, timeout=remaining),
             self.timeout if timeout is None else timeout,

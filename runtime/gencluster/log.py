@@ -77,13 +77,15 @@ class ReplyRecord:
 
     `reply` is the encoded reply of a successful call (None for a cast); `error` is set when the
     handler raised. `seq` is the entry that produced it: an active answering a retry in Sync
-    mode waits until that entry is acknowledged, exactly as for the original.
+    mode waits until that entry is acknowledged, exactly as for the original. `time` is that
+    entry's time: the reply table expires records by it (`replies.ReplyTable`).
     """
 
     request_id: str
     seq: int
     reply: bytes | None = None
     error: HandlerError | None = None
+    time: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +106,9 @@ class Snapshot:
     `state` is the codec-encoded user state; `replies` the exactly-once table (oldest first);
     `events` the retained events (in publication order) and `next_event` each topic's next
     event number, so subscriptions resume across failover. `server_version` lets a newer class
-    run `code_change` on an older state.
+    run `code_change` on an older state. `replies_complete_after` is the reply table's
+    completeness bound (`replies.ReplyTable.complete_after`), which decides what retries the
+    table can still vouch for.
     """
 
     applied_seq: int
@@ -115,6 +119,7 @@ class Snapshot:
     replies: tuple[ReplyRecord, ...] = ()
     events: tuple[Event, ...] = ()
     next_event: Mapping[str, int] = field(default_factory=dict)
+    replies_complete_after: float = 0.0
 
 
 class LogError(Exception):

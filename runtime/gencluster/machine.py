@@ -10,8 +10,9 @@ What applying an entry guarantees:
   changes nothing: the old state object is kept, its events are dropped, and the outcome is a
   `HandlerError` that is recorded like a reply, so a retry gets the same error.
 - A request id already in the reply table is not applied again: the original outcome is
-  returned, marked `duplicate`. The table is bounded (oldest evicted first), which bounds how
-  long a client may keep retrying one request.
+  returned, marked `duplicate`. The table (`replies.ReplyTable`) is bounded in time by the
+  entries' own times and in bytes, identically on every replica; `refuse_retry` is how the
+  active refuses a retry the table can no longer vouch for, before anything is logged.
 - Events published by a successful handler get per-topic numbers 1, 2, 3, ... and are retained
   (bounded, oldest first) so a subscriber that reconnects can resume from its last number.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,19 +36,41 @@ from gencluster.log import (
     Snapshot,
     check_next_entry,
 )
+from gencluster.replies import (
+    DEFAULT_DEDUPLICATION_WINDOW_SECONDS,
+    DEFAULT_MAX_REPLIES,
+    DEFAULT_MAX_REPLY_BYTES,
+    ReplyTable,
+    RetryRefused,
+)
 from gencluster.server import Context, GenServer
 
 
 @dataclass(frozen=True, slots=True)
 class MachineLimits:
-    """Bounds on the replicated bookkeeping (they are part of the replicated state)."""
+    """Bounds on the replicated bookkeeping (they are part of the replicated state): the
+    reply table's window (seconds of entry time), byte and count bounds, and the events."""
 
-    max_replies: int = 10_000
+    deduplication_window: float = DEFAULT_DEDUPLICATION_WINDOW_SECONDS
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
+    max_replies: int = DEFAULT_MAX_REPLIES
     max_events: int = 10_000
 
     def __post_init__(self) -> None:
-        if self.max_replies < 1 or self.max_events < 1:
+        if (
+            not self.deduplication_window > 0
+            or self.max_reply_bytes < 1
+            or self.max_replies < 1
+            or self.max_events < 1
+        ):
             raise ValueError(f"machine limits must be positive: {self}")
+
+    def reply_table(self) -> ReplyTable:
+        return ReplyTable(
+            window=self.deduplication_window,
+            max_bytes=self.max_reply_bytes,
+            max_records=self.max_replies,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +117,12 @@ class Backlog:
 
 @dataclass(frozen=True, slots=True)
 class MergeRequest:
-    """A decoded MERGE payload: the other side's state and its recent reply records."""
+    """A decoded MERGE payload: the other side's state, its recent reply records and their
+    table's completeness bound (the merged table vouches only for what both sides kept)."""
 
     state: Any
     replies: tuple[ReplyRecord, ...] = ()
+    replies_complete_after: float = 0.0
 
 
 class SubscriptionError(Exception):
@@ -130,7 +155,7 @@ class StateMachine:
         self._state = state
         self._applied_seq = applied_seq
         self._applied_epoch = applied_epoch
-        self._replies: OrderedDict[str, ReplyRecord] = OrderedDict()
+        self._replies = self.limits.reply_table()
         self._events: deque[Event] = deque()
         self._events_by_topic: dict[str, deque[Event]] = {}
         self._next_event: dict[str, int] = {}
@@ -176,8 +201,7 @@ class StateMachine:
             applied_epoch=snapshot.applied_epoch,
             limits=limits,
         )
-        for record in snapshot.replies:
-            machine._remember_reply(record)
+        machine._replies.restore(snapshot.replies, snapshot.replies_complete_after)
         for event in snapshot.events:
             machine._retain_event(event)
         machine._next_event.update(snapshot.next_event)
@@ -197,7 +221,21 @@ class StateMachine:
 
     def reply_for(self, request_id: str) -> ReplyRecord | None:
         """The recorded outcome of `request_id`, if it is still in the table."""
-        return self._replies.get(request_id) if request_id else None
+        return self._replies.get(request_id)
+
+    def refuse_retry(self, request_id: str, first_attempt: float, *, now: float) -> None:
+        """Raise `RetryRefused` for a request (whose id the table does not hold) that may
+        have been applied already (`replies.retry_refusal`). The active asks before it
+        appends, against the replicated table, so any active decides the same way."""
+        if not request_id:
+            return
+        reason = self._replies.refusal(first_attempt, now)
+        if reason is not None:
+            raise RetryRefused(reason)
+
+    @property
+    def replies(self) -> ReplyTable:
+        return self._replies
 
     def decode_payload(self, kind: CommandKind, payload: bytes) -> Any:
         """Decode a command's payload (raises CodecError: the caller maps it to a clear error).
@@ -207,11 +245,11 @@ class StateMachine:
         """
         if kind is CommandKind.MERGE:
             try:
-                state, replies = wire.merge_payload_parts(payload)
+                state, replies, complete_after = wire.merge_payload_parts(payload)
             except wire.WireError as error:
                 raise CodecError(str(error)) from error
             decoded = self.codec.decode(state, what="merged state", bounded=False)
-            return MergeRequest(decoded, replies)
+            return MergeRequest(decoded, replies, complete_after)
         return self.codec.decode(payload, what="request")
 
     def is_read_only(self, request: Any) -> bool:
@@ -228,12 +266,15 @@ class StateMachine:
         self._applied_seq = entry.seq
         self._applied_epoch = entry.epoch
         command = entry.command
-        previous = self.reply_for(command.request_id)
+        previous = self._replies.get(command.request_id)
         if previous is not None:
-            return Outcome(previous, duplicate=True)
-        outcome = self._run(entry, request)
-        if command.request_id:
-            self._remember_reply(outcome.record)
+            outcome = Outcome(previous, duplicate=True)
+        else:
+            outcome = self._run(entry, request)
+            if command.request_id:
+                self._replies.remember(outcome.record)
+        # After the lookup: an id the active found in the table is still found here.
+        self._replies.expire(command.time)
         for event in outcome.events:
             self._retain_event(event)
         return outcome
@@ -297,9 +338,10 @@ class StateMachine:
             server_version=self.server.version,
             codec=self.codec.name,
             state=self.codec.encode(self._state, what="state", bounded=False),
-            replies=tuple(self._replies.values()),
+            replies=self._replies.records(),
             events=tuple(self._events),
             next_event=dict(self._next_event),
+            replies_complete_after=self._replies.complete_after,
         )
 
     def terminate(self, reason: str) -> HandlerError | None:
@@ -329,21 +371,27 @@ class StateMachine:
                 new_state = self._merged(state, request, entry.seq)
             events = self._number_events(ctx, entry.seq, command.time)
         except Exception as error:
-            record = ReplyRecord(command.request_id, entry.seq, error=_handler_error(error))
+            record = ReplyRecord(
+                command.request_id, entry.seq, error=_handler_error(error), time=command.time
+            )
             return Outcome(record)
         self._state = new_state
-        return Outcome(ReplyRecord(command.request_id, entry.seq, reply=reply_bytes), events)
+        record = ReplyRecord(command.request_id, entry.seq, reply=reply_bytes, time=command.time)
+        return Outcome(record, events)
 
     def _merged(self, state: Any, request: MergeRequest, seq: int) -> Any:
         """The MERGE command: the server's `merge(winner_state, loser_state)`, then the loser's
         reply records join the table (renumbered to this entry, the one that makes them
-        durable here), except for request ids this replica already answered itself. Only
-        after `merge` returned: a `merge` that raises changes nothing. Nothing after this can
-        fail for a MERGE (`merge` gets no ctx, so it publishes no events)."""
+        durable here; their own times kept, so they expire as they would have there), except
+        for request ids this replica already answered itself, and the table's completeness
+        bound becomes the later of both. Only after `merge` returned: a `merge` that raises
+        changes nothing. Nothing after this can fail for a MERGE (`merge` gets no ctx, so it
+        publishes no events)."""
         merged = self.server.merge(state, request.state)
         for record in request.replies:
-            if record.request_id and record.request_id not in self._replies:
-                self._remember_reply(dataclasses.replace(record, seq=seq))
+            if record.request_id and self._replies.get(record.request_id) is None:
+                self._replies.remember(dataclasses.replace(record, seq=seq))
+        self._replies.absorb_complete_after(request.replies_complete_after)
         return merged
 
     def _state_for_handler(self) -> Any:
@@ -370,12 +418,6 @@ class StateMachine:
             events.append(Event(topic, number, seq, time, encoded))
         self._next_event.update(numbers)
         return tuple(events)
-
-    def _remember_reply(self, record: ReplyRecord) -> None:
-        self._replies[record.request_id] = record
-        self._replies.move_to_end(record.request_id)
-        while len(self._replies) > self.limits.max_replies:
-            self._replies.popitem(last=False)
 
     def _retain_event(self, event: Event) -> None:
         self._events.append(event)

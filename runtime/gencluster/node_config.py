@@ -9,6 +9,7 @@ from typing import Any
 
 from gencluster.acks import ReplicationMode
 from gencluster.election import ElectionConfig
+from gencluster.replies import DEFAULT_DEDUPLICATION_WINDOW_SECONDS
 from gencluster.roles import PartitionPolicy
 
 
@@ -34,6 +35,9 @@ class NodeConfig:
     partition_policy: PartitionPolicy
     kubeconfig: str | None
     codec: str = "json"
+    deduplication_window: float = DEFAULT_DEDUPLICATION_WINDOW_SECONDS
+    """Seconds a request id is remembered for exactly-once retries (the reply table's
+    window; it must be the same on every replica, as the operator sets it)."""
 
     @property
     def advertise_address(self) -> str:

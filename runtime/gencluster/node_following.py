@@ -30,7 +30,7 @@ class FollowingReports(NodeState):
 
     def joined(self, snapshot: Snapshot) -> Replica:
         self._replica = Replica.from_snapshot(
-            self.server, self.codec, snapshot, retention=self._retention
+            self.server, self.codec, snapshot, retention=self._retention, limits=self._limits
         )
         return self._replica
 

@@ -34,13 +34,18 @@ class Serving(NodeState):
     """The latest Admin.PauseWrites, so an earlier pause's timer does not end a later one."""
 
     def submit(
-        self, kind: CommandKind, request_id: str, payload: bytes, codec_name: str = ""
+        self,
+        kind: CommandKind,
+        request_id: str,
+        payload: bytes,
+        codec_name: str = "",
+        first_attempt: float = 0.0,
     ) -> Awaitable[tuple[Outcome, int]]:
         """The call path: `Term.submit` of the serving term (see term.py for its errors)."""
         term = self._term
         if term is None:
             return self._refuse(codec_name)
-        return term.submit(kind, request_id, payload, codec_name)
+        return term.submit(kind, request_id, payload, codec_name, first_attempt)
 
     def subscribe(self, topic: str, from_event: int | None, *, accept_gap: bool) -> EventFeed:
         """A Subscribe stream from the serving term (see `Term.subscribe`)."""
@@ -168,7 +173,8 @@ class Serving(NodeState):
     def _initial_replica(self) -> Replica:
         try:
             return Replica.from_init(
-                self.server, self.codec, self.config.args, retention=self._retention
+                self.server, self.codec, self.config.args, retention=self._retention,
+                limits=self._limits,
             )
         except Exception as error:
             raise ServerInitFailed(

@@ -25,6 +25,7 @@ from gencluster.follower import Follower
 from gencluster.handover import Handover
 from gencluster.leases import KubernetesApi, KubernetesError
 from gencluster.log import Retention
+from gencluster.machine import MachineLimits
 from gencluster.node_config import NodeConfig
 from gencluster.replica import Replica
 from gencluster.replication import HighestEpoch
@@ -63,6 +64,7 @@ class NodeState:
         self.codec: Codec = get_codec(config.codec)
         self._api = api
         self._retention = Retention()
+        self._limits = MachineLimits(deduplication_window=config.deduplication_window)
         self.epochs = HighestEpoch()
         self._role: Role = Joining()
         self._replica: Replica | None = None

@@ -5,7 +5,8 @@ decision about a request (duplicate? read-only? undecodable? which entry?) is ma
 one place, and tested without sockets:
 
 - active: `submit` a client call, cast or merge; it is checked against the reply table,
-  decoded, answered directly when read-only, otherwise appended to the log and applied. The
+  decoded, answered directly when read-only, refused when it is a retry older than the
+  table can vouch for (`replies.retry_refusal`), otherwise appended to the log and applied. The
   returned `Submission` holds the entry to replicate (None when nothing needs replicating).
 - standby: `receive` each entry from the active, in order, with its epoch checked.
 - both: `catch_up` for a reconnecting standby, `snapshot` and `from_snapshot` for joins.
@@ -115,9 +116,12 @@ class Replica:
         epoch: int,
         time: float,
         seed: int,
+        first_attempt: float = 0.0,
     ) -> Submission:
         """Active side: handle one request. Raises `CodecError` for an undecodable or
-        oversized payload (nothing is logged) and `StaleEpoch` if `epoch` went backwards."""
+        oversized payload, `RetryRefused` for a retry the reply table cannot vouch for
+        (`first_attempt`: the client's time of its first attempt, 0 unknown; nothing is
+        logged for either) and `StaleEpoch` if `epoch` went backwards."""
         if epoch < self.log.last_epoch:
             raise StaleEpoch(f"epoch {epoch} is below the log's epoch {self.log.last_epoch}")
         previous = self.machine.reply_for(request_id)
@@ -127,6 +131,7 @@ class Replica:
         if kind is CommandKind.CALL and self.machine.is_read_only(request):
             record = self.machine.query(request, request_id=request_id, time=time, seed=seed)
             return Submission(Outcome(record), None)
+        self.machine.refuse_retry(request_id, first_attempt, now=time)
         entry = self.log.append(epoch, Command(kind, request_id, payload, time, seed))
         return Submission(self.machine.apply(entry, request=request), entry)
 

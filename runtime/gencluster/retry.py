@@ -10,7 +10,8 @@ A call is a sequence of steps:
 - `Attempt(address, timeout)`: call `address`, giving up on this attempt after `timeout`;
 - `Wait(seconds)`: back off, then ask `CallRetries.next_attempt` again;
 - `GiveUp(error)`: raise `error` (the attempt's own `grpc.RpcError` when it is not worth
-  retrying, `ClusterUnavailable` when the call's deadline passed).
+  retrying, `RetryWindowExpired` when the cluster refused a retry older than it remembers,
+  `ClusterUnavailable` when the call's deadline passed).
 
 `Route` is shared by all calls of a client, so that once a standby named the active every
 later call goes there first instead of bouncing off the same standby again.
@@ -46,6 +47,27 @@ class ClusterUnavailable(Exception):
     def __init__(self, message: str, last_error: BaseException | None) -> None:
         super().__init__(message)
         self.last_error = last_error
+
+
+class RetryWindowExpired(grpc.RpcError):
+    """The cluster refused the request: its request id is older than the reply table
+    remembers (the deduplication window, or less under heavy traffic), so the cluster cannot
+    tell whether an earlier attempt was applied, and it did not apply this one. Not retried:
+    the same request id would be refused again, and a new one might apply the request twice.
+    Check the state (a read), then send the request again, with a new request id, if it is
+    still needed. A `grpc.RpcError` with code FAILED_PRECONDITION, so handlers of gRPC
+    errors see it too."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self._details = _details(error)
+        super().__init__(self._details)
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.FAILED_PRECONDITION
+
+    def details(self) -> str:
+        return self._details
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +175,8 @@ class CallRetries:
     def after_failure(self, failure: Failure, now: float) -> Attempt | Wait | GiveUp:
         """After the attempt from `next_attempt` failed: retry (at once when redirected, else
         after a back-off that doubles up to `backoff_max`), or give up with its error."""
+        if failure.code is grpc.StatusCode.FAILED_PRECONDITION:
+            return GiveUp(RetryWindowExpired(failure.error))
         if not self._retryable(failure.code):
             return GiveUp(failure.error)
         self._last_error = failure.error
@@ -195,3 +219,11 @@ def _code(error: grpc.RpcError) -> grpc.StatusCode | None:
         return error.code()  # type: ignore[attr-defined]
     except Exception:
         return None
+
+
+def _details(error: BaseException) -> str:
+    try:
+        details = error.details()  # type: ignore[attr-defined]
+    except Exception:
+        return str(error)
+    return details if isinstance(details, str) else str(error)

@@ -67,6 +67,7 @@ SETTINGS: tuple[tuple[str, str, str | None], ...] = (
     ("GENCLUSTER_REPLICATION_MODE", "--replication-mode", "Sync"),
     ("GENCLUSTER_MIN_SYNC_STANDBYS", "--min-sync-standbys", "1"),
     ("GENCLUSTER_PARTITION_POLICY", "--partition-policy", "Fenced"),
+    ("GENCLUSTER_DEDUPLICATION_WINDOW_SECONDS", "--deduplication-window-seconds", "300"),
     ("KUBECONFIG", "--kubeconfig", None),
 )
 
@@ -190,6 +191,7 @@ def build_config(values: Mapping[str, str | None]) -> NodeConfig:
         raise ConfigError(
             f"GENCLUSTER_PARTITION_POLICY must be Fenced or Available, got {policy_text!r}"
         ) from None
+    window = _integer(values, "GENCLUSTER_DEDUPLICATION_WINDOW_SECONDS", 1, 86400)
     kubeconfig = (values.get("KUBECONFIG") or "").strip() or None
     if kubeconfig is not None and not Path(kubeconfig).is_file():
         raise ConfigError(f"KUBECONFIG {kubeconfig} is not a readable file")
@@ -211,6 +213,7 @@ def build_config(values: Mapping[str, str | None]) -> NodeConfig:
         min_sync_standbys=min_sync,
         partition_policy=policy,
         kubeconfig=kubeconfig,
+        deduplication_window=float(window),
     )
 
 

@@ -10,6 +10,9 @@ clients can tell what to do without parsing messages:
   when the active is known (retry there, with the same request id);
 - undecodable request, codec mismatch: INVALID_ARGUMENT (nothing changed);
 - request over the codec's size limit: RESOURCE_EXHAUSTED (nothing changed);
+- a retry whose request id is older than the reply table remembers (its
+  `first_attempt_unix_ms` before the table's horizon): FAILED_PRECONDITION (nothing changed;
+  it may or may not have been applied, so the client must not retry it blindly);
 - the handler raised, or has no clause for the request: OK with `error` set in the reply
   (state unchanged, server alive);
 - Peer/Admin call without the peer token: UNAUTHENTICATED; a served method the access table
@@ -44,6 +47,7 @@ from gencluster.machine import Outcome, SubscriptionError
 from gencluster.node import Node
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
+from gencluster.replies import RetryRefused
 from gencluster.roles import Active, Joining, Standby, Stopped
 from gencluster.term import NotServing
 from gencluster.wellknown import ACTIVE_ADDRESS_METADATA, EPOCH_METADATA
@@ -86,12 +90,17 @@ async def submit(
     request_id: str,
     payload: bytes,
     codec_name: str = "",
+    first_attempt_unix_ms: int = 0,
 ) -> tuple[Outcome, int]:
     """One request through the node's call path, its typed errors as gRPC status codes."""
     try:
-        outcome, epoch = await node.submit(kind, request_id, payload, codec_name)
+        outcome, epoch = await node.submit(
+            kind, request_id, payload, codec_name, first_attempt_unix_ms / 1000
+        )
     except NotServing as error:
         await _unavailable(node, context, str(error))
+    except RetryRefused as error:
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
     except MessageTooLarge as error:
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
     except CodecError as error:
@@ -134,7 +143,7 @@ class ClientService(pb_grpc.ClientServicer):
         try:
             outcome, epoch = await submit(
                 self.node, context, command_kind, request.request_id, request.payload,
-                request.codec,
+                request.codec, request.first_attempt_unix_ms,
             )
         except BaseException:
             meter.rejected()

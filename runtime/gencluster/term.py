@@ -144,10 +144,15 @@ class Term:
         return {name: stream.address for name, stream in self._streams.items()}
 
     async def submit(
-        self, kind: CommandKind, request_id: str, payload: bytes, codec_name: str = ""
+        self,
+        kind: CommandKind,
+        request_id: str,
+        payload: bytes,
+        codec_name: str = "",
+        first_attempt: float = 0.0,
     ) -> tuple[Outcome, int]:
         """Apply one request, replicate it, and return its outcome and this term's epoch once
-        the replication mode allows the answer."""
+        the replication mode allows the answer (`RetryRefused`: see `Replica.submit`)."""
         if codec_name and codec_name != self._codec_name:
             raise CodecMismatch(
                 f"payload encoded with {codec_name!r}, this cluster uses {self._codec_name!r}"
@@ -158,6 +163,7 @@ class Term:
             submission = self.replica.submit(
                 kind, request_id, payload,
                 epoch=self.epoch, time=time.time(), seed=random.getrandbits(63),
+                first_attempt=first_attempt,
             )
         except StaleEpoch as error:
             raise NotServing(str(error)) from None

@@ -74,7 +74,7 @@ def error_to_message(error: HandlerError) -> pb.HandlerError:
 
 
 def reply_record_to_message(record: ReplyRecord) -> pb.ReplyRecord:
-    message = pb.ReplyRecord(request_id=record.request_id, seq=record.seq)
+    message = pb.ReplyRecord(request_id=record.request_id, seq=record.seq, time=record.time)
     if record.error is not None:
         message.error.CopyFrom(error_to_message(record.error))
     elif record.reply is not None:
@@ -91,6 +91,7 @@ def reply_record_from_message(message: pb.ReplyRecord) -> ReplyRecord:
         error=(
             HandlerError(message.error.type, message.error.message) if outcome == "error" else None
         ),
+        time=message.time,
     )
 
 
@@ -148,6 +149,7 @@ def snapshot_to_chunks(
             pb.TopicPosition(topic=topic, next_event=number)
             for topic, number in sorted(snapshot.next_event.items())
         ],
+        replies_complete_after=snapshot.replies_complete_after,
     )
     yield pb.SnapshotChunk(epoch=epoch, header=header)
     for start in range(0, len(snapshot.replies), records_per_batch):
@@ -205,6 +207,7 @@ def snapshot_from_chunks(chunks: Iterable[pb.SnapshotChunk]) -> tuple[Snapshot, 
         replies=tuple(replies),
         events=tuple(events),
         next_event={position.topic: position.next_event for position in header.topics},
+        replies_complete_after=header.replies_complete_after,
     )
     return snapshot, epoch
 
@@ -215,15 +218,18 @@ def merge_payload(snapshot: Snapshot) -> bytes:
     message = pb.MergePayload(
         state=snapshot.state,
         replies=[reply_record_to_message(record) for record in snapshot.replies],
+        replies_complete_after=snapshot.replies_complete_after,
     )
     return message.SerializeToString()
 
 
-def merge_payload_parts(payload: bytes) -> tuple[bytes, tuple[ReplyRecord, ...]]:
-    """(encoded state, reply records) of a MERGE entry's payload; WireError if malformed."""
+def merge_payload_parts(payload: bytes) -> tuple[bytes, tuple[ReplyRecord, ...], float]:
+    """(encoded state, reply records, their table's completeness bound) of a MERGE entry's
+    payload; WireError if malformed."""
     message = pb.MergePayload()
     try:
         message.ParseFromString(payload)
     except Exception as error:  # protobuf's DecodeError has no stable import path
         raise WireError(f"malformed merge payload: {error}") from error
-    return message.state, tuple(reply_record_from_message(r) for r in message.replies)
+    records = tuple(reply_record_from_message(r) for r in message.replies)
+    return message.state, records, message.replies_complete_after

@@ -141,7 +141,6 @@ def test_retryable_codes_are_retried(code: grpc.StatusCode) -> None:
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.UNAUTHENTICATED,
-    grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.OUT_OF_RANGE,
     grpc.StatusCode.INTERNAL,
     None,

@@ -159,16 +159,18 @@ class LogEntry(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., epoch: _Optional[int] = ..., command: _Optional[_Union[Command, _Mapping]] = ...) -> None: ...
 
 class ReplyRecord(_message.Message):
-    __slots__ = ("request_id", "seq", "reply", "error")
+    __slots__ = ("request_id", "seq", "reply", "error", "time")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     REPLY_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     seq: int
     reply: bytes
     error: HandlerError
-    def __init__(self, request_id: _Optional[str] = ..., seq: _Optional[int] = ..., reply: _Optional[bytes] = ..., error: _Optional[_Union[HandlerError, _Mapping]] = ...) -> None: ...
+    time: float
+    def __init__(self, request_id: _Optional[str] = ..., seq: _Optional[int] = ..., reply: _Optional[bytes] = ..., error: _Optional[_Union[HandlerError, _Mapping]] = ..., time: _Optional[float] = ...) -> None: ...
 
 class TopicPosition(_message.Message):
     __slots__ = ("topic", "next_event")
@@ -179,20 +181,22 @@ class TopicPosition(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., next_event: _Optional[int] = ...) -> None: ...
 
 class SnapshotHeader(_message.Message):
-    __slots__ = ("applied_seq", "applied_epoch", "server_version", "codec", "state_size", "topics")
+    __slots__ = ("applied_seq", "applied_epoch", "server_version", "codec", "state_size", "topics", "replies_complete_after")
     APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
     APPLIED_EPOCH_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
     STATE_SIZE_FIELD_NUMBER: _ClassVar[int]
     TOPICS_FIELD_NUMBER: _ClassVar[int]
+    REPLIES_COMPLETE_AFTER_FIELD_NUMBER: _ClassVar[int]
     applied_seq: int
     applied_epoch: int
     server_version: int
     codec: str
     state_size: int
     topics: _containers.RepeatedCompositeFieldContainer[TopicPosition]
-    def __init__(self, applied_seq: _Optional[int] = ..., applied_epoch: _Optional[int] = ..., server_version: _Optional[int] = ..., codec: _Optional[str] = ..., state_size: _Optional[int] = ..., topics: _Optional[_Iterable[_Union[TopicPosition, _Mapping]]] = ...) -> None: ...
+    replies_complete_after: float
+    def __init__(self, applied_seq: _Optional[int] = ..., applied_epoch: _Optional[int] = ..., server_version: _Optional[int] = ..., codec: _Optional[str] = ..., state_size: _Optional[int] = ..., topics: _Optional[_Iterable[_Union[TopicPosition, _Mapping]]] = ..., replies_complete_after: _Optional[float] = ...) -> None: ...
 
 class SnapshotChunk(_message.Message):
     __slots__ = ("epoch", "header", "replies", "events", "state")
@@ -427,12 +431,14 @@ class PauseWritesReply(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., applied_seq: _Optional[int] = ..., paused: _Optional[bool] = ...) -> None: ...
 
 class MergePayload(_message.Message):
-    __slots__ = ("state", "replies")
+    __slots__ = ("state", "replies", "replies_complete_after")
     STATE_FIELD_NUMBER: _ClassVar[int]
     REPLIES_FIELD_NUMBER: _ClassVar[int]
+    REPLIES_COMPLETE_AFTER_FIELD_NUMBER: _ClassVar[int]
     state: bytes
     replies: _containers.RepeatedCompositeFieldContainer[ReplyRecord]
-    def __init__(self, state: _Optional[bytes] = ..., replies: _Optional[_Iterable[_Union[ReplyRecord, _Mapping]]] = ...) -> None: ...
+    replies_complete_after: float
+    def __init__(self, state: _Optional[bytes] = ..., replies: _Optional[_Iterable[_Union[ReplyRecord, _Mapping]]] = ..., replies_complete_after: _Optional[float] = ...) -> None: ...
 
 class RestoreOrigin(_message.Message):
     __slots__ = ("request_id", "force", "source")
