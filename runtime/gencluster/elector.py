@@ -58,6 +58,10 @@ class ElectionHost(Protocol):
 
     def holds_state(self) -> bool: ...
 
+    def holds_restored_state(self) -> bool:
+        """The state came from Admin.Restore into a cluster without an active."""
+        ...
+
     def active_reachable(self) -> bool: ...
 
     def in_sync_to_publish(self) -> tuple[str, ...] | None:
@@ -167,7 +171,10 @@ class Elector:
             config=self._config.election,
             me=self._config.identity,
             candidate=election.candidacy(
-                record, self._config.identity, holds_state=self._host.holds_state()
+                record,
+                self._config.identity,
+                holds_state=self._host.holds_state(),
+                restored=self._host.holds_restored_state(),
             ),
             leadership=role.leadership if isinstance(role, Active) else None,
             in_sync=in_sync,

@@ -205,7 +205,7 @@ class StateMachine:
         Requests are bounded by the codec's size limit; a MERGE payload is a whole state and
         is not (it arrives as a chunked snapshot): it decodes to a `MergeRequest`.
         """
-        if kind is CommandKind.MERGE:
+        if kind is CommandKind.MERGE or kind is CommandKind.RESTORE:
             try:
                 state, replies = wire.merge_payload_parts(payload)
             except wire.WireError as error:
@@ -325,6 +325,8 @@ class StateMachine:
                 reply_bytes = self.codec.encode(reply, what="reply")
             elif command.kind is CommandKind.CAST:
                 new_state = self.server.handle_cast(request, ctx, state)
+            elif command.kind is CommandKind.RESTORE:
+                new_state = self._restored(request, entry.seq)
             else:
                 new_state = self._merged(state, request, entry.seq)
             events = self._number_events(ctx, entry.seq, command.time)
@@ -345,6 +347,15 @@ class StateMachine:
             if record.request_id and record.request_id not in self._replies:
                 self._remember_reply(dataclasses.replace(record, seq=seq))
         return merged
+
+    def _restored(self, request: MergeRequest, seq: int) -> Any:
+        """The RESTORE command (Admin.Restore with force): the backup's state replaces this
+        one; its reply records join the table as a merge's do, so a call recorded in the
+        backup and retried now is answered, not applied again."""
+        for record in request.replies:
+            if record.request_id and record.request_id not in self._replies:
+                self._remember_reply(dataclasses.replace(record, seq=seq))
+        return request.state
 
     def _state_for_handler(self) -> Any:
         if self.server.copy_state_before_handling:

@@ -26,6 +26,17 @@ log = logging.getLogger(__name__)
 MAX_LAG_ENTRIES = 10_000
 
 
+def state_lost_message(cluster: str) -> str:
+    """What a client (and the log) is told while the cluster's state is lost."""
+    return (
+        f"the state of ClusteredServer {cluster} was lost: every replica restarted without it "
+        "(no persistence, or every volume lost), and init is never run again by itself. "
+        f"Restore a backup (`kubectl gencluster restore {cluster} FILE`) or start afresh "
+        f"from init (`kubectl annotate csrv {cluster} gencluster.io/reinitialize=<reason>`); "
+        "see docs/durability.md"
+    )
+
+
 class Serving(NodeState):
     """The call path, admin pause and switchover, and the `HandoverHost` side of the node,
     plus the election's reports that open, renew and publish a term."""
@@ -53,6 +64,8 @@ class Serving(NodeState):
             raise CodecMismatch(
                 f"payload encoded with {codec_name!r}, this cluster uses {self.codec.name!r}"
             )
+        if self.state_lost():
+            raise NotServing(state_lost_message(self.config.cluster or self.config.lease_name))
         raise NotServing(f"{self.config.identity} is not the serving active")
 
     def pause_writes(self, seconds: float) -> bool:
@@ -105,6 +118,7 @@ class Serving(NodeState):
         self._become(roles.LeaseWon(leadership))
         if self._replica is None:
             self._replica = initial or self._initial_replica()
+        self._restored = False
         self.epochs.saw(leadership.epoch)
         if isinstance(before, Active) and before.epoch == leadership.epoch:
             return  # the same term, its Lease regained (Available policy)

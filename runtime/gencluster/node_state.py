@@ -66,6 +66,12 @@ class NodeState:
         self.epochs = HighestEpoch()
         self._role: Role = Joining()
         self._replica: Replica | None = None
+        self._restored = False
+        """The state came from Admin.Restore into a cluster without an active: this replica
+        may lead whatever the lost cluster's in-sync set says (until it leads once)."""
+        self._restore_id = ""
+        """The request id of the restore that loaded the state (a retry is answered, not
+        refused as a restore into a replica with state)."""
         self._term: Term | None = None
         self.in_sync_members: tuple[str, ...] = ()
         self.known_active = KnownActive()
@@ -109,6 +115,18 @@ class NodeState:
             and self._replica is not None
             and self.config.identity in self.in_sync_members
         )
+
+    def state_lost(self) -> bool:
+        """This replica holds no state while the Lease says the cluster had one, and nobody
+        holds the Lease to join from: every replica lost it (docs/durability.md, StateLost).
+        A replica merely joining a live active is not lost: it gets a snapshot."""
+        record = self.lease_record
+        if self._replica is not None or record is None or record.initialized is None:
+            return False
+        observation = self.elector.observation
+        assert observation is not None
+        held = election.is_held(observation, time.monotonic())
+        return not held or record.holder == self.config.identity
 
     def on_role_change(self, listener: Callable[[], object]) -> None:
         """Call `listener` whenever role, readiness or the known active may have changed."""
