@@ -72,6 +72,12 @@ class ElectionHost(Protocol):
 
     def lease_read(self, record: LeaseRecord | None) -> None: ...
 
+    async def may_recover(self, record: LeaseRecord) -> bool:
+        """False while whole-cluster recovery says another replica restored from its
+        volume should lead (or must be waited for); True when this replica did not restart
+        from its volume."""
+        ...
+
     async def prepare_to_lead(self) -> Replica | None:
         """Stop following before the Lease write; returns the state from `init(args)` when
         this replica holds none (raises `ServerInitFailed`)."""
@@ -186,6 +192,9 @@ class Elector:
                 # Never create it: the pod's Role cannot, and the operator creates it first.
                 log.warning("Lease %s not found; waiting for it", self._config.lease_name)
                 return jittered
+            if not await self._host.may_recover(record):
+                self._host.standing_by()
+                return retry / FAILOVER_POLL_DIVISOR
             return await self._acquire(action, jittered)
         if isinstance(action, StepDown):
             self._host.lease_lost(action.reason)

@@ -29,7 +29,7 @@ import logging
 import time
 from dataclasses import replace
 
-from gencluster import election, roles
+from gencluster import election, recovery, roles
 from gencluster.election import LeaseRecord
 from gencluster.elector import Elector
 from gencluster.follower import Follower
@@ -40,6 +40,7 @@ from gencluster.node_config import NodeConfig
 from gencluster.node_following import FollowingReports
 from gencluster.node_serving import Serving
 from gencluster.node_state import ROLE_STANDBY_LABEL, KnownActive
+from gencluster.recovery_probe import RecoveryProbe
 from gencluster.replica import Replica
 from gencluster.roles import Active, PartitionPolicy, Stopped
 from gencluster.server import GenServer
@@ -58,8 +59,11 @@ class Node(Serving, FollowingReports):
     def __init__(self, config: NodeConfig, server: GenServer, api: KubernetesApi) -> None:
         super().__init__(config, server, api)
         self.elector = Elector(config=config, api=api, host=self)
-        self._follower = Follower(config=config, api=api, host=self, epochs=self.epochs)
+        self._follower = Follower(
+            config=config, api=api, host=self, epochs=self.epochs, journal=self.journal
+        )
         self._handover = Handover(config=config, api=api, host=self)
+        self._recovery = RecoveryProbe(config, api)
 
     def wake_election(self) -> None:
         self.elector.wake()
@@ -99,6 +103,8 @@ class Node(Serving, FollowingReports):
             await self._api.set_role_label(self.config.identity, ROLE_STANDBY_LABEL)
         for task in list(self._background):
             task.cancel()
+        if self.journal is not None:
+            await self.journal.close()
 
     # -- reports of the election ------------------------------------------------------------
 
@@ -140,8 +146,8 @@ class Node(Serving, FollowingReports):
         # Positions are per cluster: the backup's epoch may be above this Lease's (a new
         # cluster), and the next term's epoch (transitions + 1) must exceed the restored one.
         rebased = replace(snapshot, applied_epoch=min(snapshot.applied_epoch, transitions))
-        self._replica = Replica.from_snapshot(
-            self.server, self.codec, rebased, retention=self._retention
+        self._replica = self._persisted(
+            Replica.from_snapshot(self.server, self.codec, rebased, retention=self._retention)
         )
         self._restored = True
         self._restore_id = request_id
@@ -160,6 +166,16 @@ class Node(Serving, FollowingReports):
                 self.known_active = KnownActive(record.holder, "", self.known_active.reachable)
                 self._follower.holder_changed()
             self._role_changed()
+
+    async def may_recover(self, record: LeaseRecord) -> bool:
+        replica = self._replica
+        if not self.recovered_from_disk or replica is None or record.holder == (
+            self.config.identity
+        ):
+            return True
+        mine = recovery.Position(replica.applied_epoch, replica.applied_seq)
+        verdict = await self._recovery.verdict(record, mine)
+        return isinstance(verdict, recovery.Lead)
 
     async def prepare_to_lead(self) -> Replica | None:
         initial = self._initial_replica() if self._replica is None else None

@@ -34,6 +34,9 @@ class NodeConfig:
     partition_policy: PartitionPolicy
     kubeconfig: str | None
     codec: str = "json"
+    data_dir: str | None = None
+    """Where the log and snapshots live (GENCLUSTER_DATA_DIR, resolved on the local
+    control plane); None: the state lives in memory only."""
 
     @property
     def advertise_address(self) -> str:

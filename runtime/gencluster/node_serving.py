@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable
 
 from gencluster import roles
-from gencluster.acks import AckTracker
+from gencluster.acks import AckTracker, ReplicationMode
 from gencluster.election import Leadership, LeaseRecord
 from gencluster.elector import ServerInitFailed
 from gencluster.log import CommandKind
@@ -117,8 +117,9 @@ class Serving(NodeState):
             return
         self._become(roles.LeaseWon(leadership))
         if self._replica is None:
-            self._replica = initial or self._initial_replica()
+            self._replica = self._persisted(initial or self._initial_replica())
         self._restored = False
+        self.recovered_from_disk = False
         self.epochs.saw(leadership.epoch)
         if isinstance(before, Active) and before.epoch == leadership.epoch:
             return  # the same term, its Lease regained (Available policy)
@@ -173,6 +174,9 @@ class Serving(NodeState):
             identity=self.config.identity,
             may_serve=self.may_serve,
             on_change=self._tracker_changed,
+            # Sync: an answer waits for the entry on this replica's disk too (Async answers
+            # at once: docs/durability.md says what a crash can lose).
+            journal=self.journal if self.config.mode is ReplicationMode.SYNC else None,
         )
 
     def _tracker_changed(self) -> None:
