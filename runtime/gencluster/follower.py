@@ -206,6 +206,9 @@ class Follower:
             replica = self._host.replica
             if replica is None or self._needs_snapshot:
                 replica = await self._join(stub)
+            if self._journal is not None:
+                # The Hello's position counts as acknowledged: it must be on disk first.
+                await self._journal.wait_durable(replica.applied_seq)
             call = stub.Replicate(metadata=self._metadata)
             applied = asyncio.Event()
             acker = asyncio.create_task(self._send_acks(replica, call, applied))

@@ -209,9 +209,11 @@ class Journal:
         return self._file
 
     def _sync_file(self) -> None:
+        """`fdatasync`: the appended data and the file size (what reading it back needs),
+        without the timestamps an `fsync` would also write (as PostgreSQL syncs its WAL)."""
         if self._file is not None:
             self._file.flush()
-            os.fsync(self._file.fileno())
+            os.fdatasync(self._file.fileno())
 
     def _close_file(self) -> None:
         if self._file is not None:

@@ -217,17 +217,17 @@ def test_one_fsync_covers_every_entry_appended_since_the_last(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fsyncs: list[int] = []
-    real_fsync = os.fsync
+    real_fdatasync = os.fdatasync
 
     def counting(descriptor: int) -> None:
         fsyncs.append(descriptor)
-        real_fsync(descriptor)
+        real_fdatasync(descriptor)
 
     async def scenario() -> None:
         replica, journal = await persisted_replica(tmp_path)
         await journal.wait_durable(0)
         await asyncio.sleep(0.01)
-        monkeypatch.setattr(os, "fsync", counting)
+        monkeypatch.setattr(os, "fdatasync", counting)
         for amount in range(200):
             add(replica, amount)
         await journal.wait_durable(200)
@@ -241,16 +241,16 @@ def test_nothing_is_reported_durable_before_its_fsync_returned(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     release = threading.Event()
-    real_fsync = os.fsync
+    real_fdatasync = os.fdatasync
 
     def slow(descriptor: int) -> None:
         release.wait()
-        real_fsync(descriptor)
+        real_fdatasync(descriptor)
 
     async def scenario() -> None:
         replica, journal = await persisted_replica(tmp_path)
         await journal.wait_durable(0)
-        monkeypatch.setattr(os, "fsync", slow)
+        monkeypatch.setattr(os, "fdatasync", slow)
         add(replica, 1)
         waiter = asyncio.ensure_future(journal.wait_durable(1))
         for _ in range(20):
