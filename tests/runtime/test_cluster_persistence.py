@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from gencluster import Client
+from gencluster.proto import gencluster_pb2 as pb
 from gencluster_dev.network.faults import FaultInjector
 from gencluster_testing import without_operator
 from gencluster_testing.devcluster_process import DevClusterProcess
@@ -80,3 +81,39 @@ def test_every_pod_killed_at_once_under_load_resumes_from_the_volumes(
     # And it keeps serving with every standby in sync, from the recovered active.
     assert cluster.ready_cluster() == active
     wait_for(lambda: probe.call("next_value") > after, 30, 0.1, "serving after recovery")
+
+
+def restarts(cluster: IdCluster, pod: str) -> int:
+    return int(cluster.dev.kubectl(
+        "get", "pod", pod, "-o", "jsonpath={.status.containerStatuses[0].restartCount}"
+    ).stdout or 0)
+
+
+def test_a_restarted_standby_catches_up_from_its_volume_and_the_log_not_by_snapshot(
+    cluster: PersistentIdCluster,
+) -> None:
+    active = cluster.ready_cluster()
+    standby = next(cluster.pod_name(i) for i in range(cluster.replicas)
+                   if cluster.pod_name(i) != active)
+    client = Client(cluster.addresses(), timeout=60)
+    for _ in range(20):
+        client.call("next_value")
+    restarted_before = restarts(cluster, standby)
+    FaultInjector(cluster.dev.dir).kill(standby)
+    for _ in range(50):
+        client.call("next_value")  # the other standby keeps Sync writes going
+    target = client.call("next_value")
+
+    def caught_up() -> bool:
+        status = cluster.status(standby)
+        active_status = cluster.status(active)
+        return (restarts(cluster, standby) > restarted_before
+                and status is not None and active_status is not None
+                and status.role == pb.ROLE_STANDBY
+                and status.applied_seq == active_status.applied_seq)
+
+    wait_for(caught_up, 60, 0.2, f"{standby} restarted and back at the active's position")
+    logs = cluster.logs(standby)  # the restarted run's
+    assert "recovered from" in logs
+    assert "joined by snapshot" not in logs, "it continued from its volume and the log"
+    assert client.call("next_value") == target + 1
