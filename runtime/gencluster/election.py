@@ -233,6 +233,24 @@ def is_held(observation: Observation, now: float) -> bool:
     return now < observation.observed_at + record.lease_duration_seconds
 
 
+def state_lost(
+    observation: Observation | None, me: str, now: float, *, holds_state: bool, grace: float
+) -> bool:
+    """Whether a replica sees the cluster's state lost: it holds none, the Lease says the
+    cluster was initialized, and nobody (but possibly itself) has held the Lease for `grace`
+    seconds, by this observer's clock. `grace` is 0 without persistence (nothing can bring
+    the state back by itself); with persistence it covers whole-cluster recovery (replicas
+    restored from their volumes wait up to one lease duration for each other), so an empty
+    volume among recovering ones is not reported as a lost cluster."""
+    record = observation.record if observation is not None else None
+    if holds_state or record is None or record.initialized is None:
+        return False
+    assert observation is not None
+    if record.holder and record.holder != me and is_held(observation, now):
+        return False
+    return now - observation.observed_at >= grace
+
+
 def may_serve(leadership: Leadership | None, now: float, config: ElectionConfig) -> bool:
     """Whether the local active may still answer requests (the fencing check)."""
     return leadership is not None and now - leadership.renewed_at < config.renew_deadline

@@ -160,14 +160,17 @@ class NodeState:
     def state_lost(self) -> bool:
         """This replica holds no state while the Lease says the cluster had one, and nobody
         holds the Lease to join from: every replica lost it (docs/durability.md, StateLost).
-        A replica merely joining a live active is not lost: it gets a snapshot."""
-        record = self.lease_record
-        if self._replica is not None or record is None or record.initialized is None:
-            return False
-        observation = self.elector.observation
-        assert observation is not None
-        held = election.is_held(observation, time.monotonic())
-        return not held or record.holder == self.config.identity
+        A replica merely joining a live active is not lost: it gets a snapshot. With
+        persistence, only after twice the lease duration without a holder: replicas restored
+        from their volumes may still be agreeing on who leads (`election.state_lost`)."""
+        grace = 2.0 * self.config.election.lease_duration if self.journal is not None else 0.0
+        return election.state_lost(
+            self.elector.observation,
+            self.config.identity,
+            time.monotonic(),
+            holds_state=self._replica is not None,
+            grace=grace,
+        )
 
     def on_role_change(self, listener: Callable[[], object]) -> None:
         """Call `listener` whenever role, readiness or the known active may have changed."""

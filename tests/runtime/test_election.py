@@ -34,6 +34,7 @@ from gencluster.election import (
     parse_in_sync,
     record_from_lease,
     release,
+    state_lost,
 )
 from gencluster.roles import (
     Active,
@@ -228,6 +229,26 @@ def test_the_first_active_marks_the_cluster_initialized_in_the_write_that_takes_
     lease = {"metadata": {"annotations": {INITIALIZED_ANNOTATION: "a"}}, "spec": {}}
     assert record_from_lease(lease).initialized == "a"
     assert record_from_lease({"metadata": {}, "spec": {}}).initialized is None
+
+
+@pytest.mark.parametrize(
+    ("record", "holds_state", "now", "grace", "lost"),
+    [
+        (replace(INITIALIZED, holder=""), False, 100.0, 0.0, True),
+        (replace(INITIALIZED, holder=""), True, 100.0, 0.0, False),
+        (replace(HELD_BY_B, holder=""), False, 100.0, 0.0, False),  # never initialized
+        (INITIALIZED, False, 105.0, 0.0, False),  # held by b: join it
+        (INITIALIZED, False, 110.0, 0.0, True),  # b's Lease expired
+        (replace(INITIALIZED, holder="a"), False, 100.0, 0.0, True),  # my own, from before
+        (replace(INITIALIZED, holder=""), False, 119.0, 20.0, False),  # recovery may lead
+        (replace(INITIALIZED, holder=""), False, 120.0, 20.0, True),
+    ],
+)
+def test_state_lost_is_no_state_in_an_initialized_cluster_with_nobody_to_join(
+    record: LeaseRecord, holds_state: bool, now: float, grace: float, lost: bool
+) -> None:
+    observation = Observation(record, 100.0)
+    assert state_lost(observation, "a", now, holds_state=holds_state, grace=grace) is lost
 
 
 def test_an_active_renewal_marks_a_cluster_that_lacks_the_annotation() -> None:
