@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
@@ -86,6 +87,7 @@ class Settings:
     trials: int
     large_state_bytes: int
     bytes_calls: int
+    persistence: bool = False
 
     @classmethod
     def for_mode(cls, quick: bool) -> Settings:
@@ -344,6 +346,7 @@ class BenchCluster:
     replicas: int
     min_sync: int
     server: str = "gencluster_examples.id_server:IdServer"
+    persistence: bool = False
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     _ips: dict[str, str] = field(default_factory=dict)
     _resource: dict[str, Any] = field(default_factory=dict)
@@ -374,6 +377,7 @@ class BenchCluster:
             replication={"mode": "Sync", "minSyncStandbys": self.min_sync},
             lease={"durationSeconds": LEASE["duration"], "renewDeadlineSeconds": LEASE["renew"],
                    "retryPeriodSeconds": LEASE["retry"]},
+            persistence={"enabled": self.persistence, "size": "1Gi"},
             template={"spec": {"env": [
                 # Per-call INFO logging would be part of every figure.
                 {"name": "GENCLUSTER_LOG_LEVEL", "value": "WARNING"},
@@ -634,8 +638,8 @@ async def bench(settings: Settings, log: Callable[[str], None]) -> dict[str, Any
     with tempfile.TemporaryDirectory(prefix="gencluster-bench-") as tmp:
         dev = DevClusterProcess(Path(tmp) / "dev", "--restart-backoff", "0.5")
         try:
-            r1 = BenchCluster(dev, "r1", 1, 0)
-            r3 = BenchCluster(dev, "r3", 3, 2)
+            r1 = BenchCluster(dev, "r1", 1, 0, persistence=settings.persistence)
+            r3 = BenchCluster(dev, "r3", 3, 2, persistence=settings.persistence)
             r1.create()
             r3.create()
             # Every pod started before the first measurement: start-up costs CPU.
@@ -680,6 +684,7 @@ async def bench(settings: Settings, log: Callable[[str], None]) -> dict[str, Any
     result = summary(throughput, outages, join, per_call, quick=settings.quick,
                      large_state_bytes=settings.large_state_bytes)
     result["throughput_rounds"] = settings.rounds
+    result["persistence"] = settings.persistence
     result["seconds"] = round(time.monotonic() - started, 1)
     # How busy the shared machine was (1-minute load average, 2 cores): other processes
     # depress bare (which could use a free core) more than r3 (saturated by its own replicas),
@@ -693,12 +698,15 @@ async def bench(settings: Settings, log: Callable[[str], None]) -> dict[str, Any
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fit two minutes on 2 cores")
+    parser.add_argument("--persistence", action="store_true",
+                        help="r1 and r3 keep their log on PersistentVolumeClaims (fsync per "
+                        "group commit; docs/durability.md)")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_bare:
         asyncio.run(serve_bare())
         return 0
-    settings = Settings.for_mode(args.quick)
+    settings = dataclasses.replace(Settings.for_mode(args.quick), persistence=args.persistence)
     result = asyncio.run(bench(settings, lambda line: print(line, file=sys.stderr, flush=True)))
     print(table(result))
     print(json.dumps(result, sort_keys=True), flush=True)

@@ -46,7 +46,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from gencluster.wellknown import IN_SYNC_ANNOTATION
+from gencluster.wellknown import IN_SYNC_ANNOTATION, INITIALIZED_ANNOTATION
 
 JITTER_FACTOR = 1.2
 """client-go's jitter factor: the renew deadline must exceed this many retry periods."""
@@ -112,6 +112,9 @@ class LeaseRecord:
     renew_time: str | None = None
     transitions: int = 0
     in_sync: tuple[str, ...] | None = None
+    initialized: str | None = None
+    """The `gencluster.io/initialized` annotation (who first ran init), None when absent:
+    the cluster never had state, or the operator carried out a reinitialize request."""
     resource_version: str = field(default="", compare=False)
 
 
@@ -195,14 +198,31 @@ def observe(previous: Observation | None, record: LeaseRecord | None, now: float
     return Observation(record, now)
 
 
-def candidacy(record: LeaseRecord | None, me: str, *, holds_state: bool) -> Candidacy:
+def candidacy(
+    record: LeaseRecord | None, me: str, *, holds_state: bool, restored: bool = False
+) -> Candidacy:
     """May `me` take the lease? `holds_state` is False for a replica that never received a
-    snapshot (or restarted: the state lives in memory only)."""
-    if record is None or record.in_sync is None:
+    snapshot (or restarted without a volume: the state lived in memory only); `restored`: it
+    holds state loaded by Admin.Restore into a cluster with no active (then it is the one
+    replica with state, whatever the in-sync set of the lost cluster said).
+
+    No silent re-initialisation: while the Lease says the cluster was initialized, a replica
+    without state never leads (leading would run `init` and serve a fresh state as if nothing
+    was lost); it waits for a restore, or for the operator to remove the annotation on a
+    reinitialize request. Without the annotation a replica without state is a fallback: it
+    leads (running `init`) only after one more lease duration, so any replica with state that
+    is still starting wins over a fresh start."""
+    if record is None:
         return Candidacy.PREFERRED
+    if restored:
+        return Candidacy.PREFERRED
+    if not holds_state:
+        if record.initialized is not None:
+            return Candidacy.NONE
+        return Candidacy.PREFERRED if record.in_sync is None else Candidacy.FALLBACK
     if record.in_sync:
-        return Candidacy.PREFERRED if holds_state and me in record.in_sync else Candidacy.NONE
-    return Candidacy.PREFERRED if holds_state else Candidacy.FALLBACK
+        return Candidacy.PREFERRED if me in record.in_sync else Candidacy.NONE
+    return Candidacy.PREFERRED
 
 
 def is_held(observation: Observation, now: float) -> bool:
@@ -211,6 +231,24 @@ def is_held(observation: Observation, now: float) -> bool:
     if record is None or not record.holder:
         return False
     return now < observation.observed_at + record.lease_duration_seconds
+
+
+def state_lost(
+    observation: Observation | None, me: str, now: float, *, holds_state: bool, grace: float
+) -> bool:
+    """Whether a replica sees the cluster's state lost: it holds none, the Lease says the
+    cluster was initialized, and nobody (but possibly itself) has held the Lease for `grace`
+    seconds, by this observer's clock. `grace` is 0 without persistence (nothing can bring
+    the state back by itself); with persistence it covers whole-cluster recovery (replicas
+    restored from their volumes wait up to one lease duration for each other), so an empty
+    volume among recovering ones is not reported as a lost cluster."""
+    record = observation.record if observation is not None else None
+    if holds_state or record is None or record.initialized is None:
+        return False
+    assert observation is not None
+    if record.holder and record.holder != me and is_held(observation, now):
+        return False
+    return now - observation.observed_at >= grace
 
 
 def may_serve(leadership: Leadership | None, now: float, config: ElectionConfig) -> bool:
@@ -244,7 +282,7 @@ def decide(
     assert observation is not None
     if record.holder == me:
         if candidate is Candidacy.PREFERRED:
-            renewed = _renewed(record, wall_time, config, record.in_sync)
+            renewed = _renewed(record, wall_time, config, record.in_sync, me)
             return Acquire(renewed, epoch=record.transitions)
         return Release(
             release(record, wall_time),
@@ -293,7 +331,7 @@ def _decide_as_active(
     if record.transitions != leadership.epoch:
         return StepDown(f"the lease moved from epoch {leadership.epoch} to {record.transitions}")
     members = record.in_sync if in_sync is None else normalize_members(in_sync)
-    return Renew(_renewed(record, wall_time, config, members))
+    return Renew(_renewed(record, wall_time, config, members, me))
 
 
 def handover(record: LeaseRecord, me: str, target: str, wall_time: float) -> LeaseRecord:
@@ -354,17 +392,26 @@ def _taken(
         renew_time=stamp,
         transitions=record.transitions + 1,
         in_sync=in_sync,
+        initialized=record.initialized or me,
     )
 
 
 def _renewed(
-    record: LeaseRecord, wall_time: float, config: ElectionConfig, in_sync: tuple[str, ...] | None
+    record: LeaseRecord,
+    wall_time: float,
+    config: ElectionConfig,
+    in_sync: tuple[str, ...] | None,
+    me: str,
 ) -> LeaseRecord:
+    """A renewal by the holder `me`, which holds state: it also marks the cluster
+    initialized if the annotation is missing (a cluster started before the annotation
+    existed gets it with its next renewal)."""
     return replace(
         record,
         lease_duration_seconds=config.lease_duration,
         renew_time=micro_time(wall_time),
         in_sync=in_sync,
+        initialized=record.initialized or me,
     )
 
 
@@ -416,6 +463,7 @@ def record_from_lease(lease: Mapping[str, Any]) -> LeaseRecord:
         renew_time=spec.get("renewTime"),
         transitions=transitions,
         in_sync=parse_in_sync(annotations.get(IN_SYNC_ANNOTATION)),
+        initialized=annotations.get(INITIALIZED_ANNOTATION),
         resource_version=str(metadata.get("resourceVersion") or ""),
     )
 
@@ -426,8 +474,13 @@ def lease_patch(record: LeaseRecord) -> dict[str, Any]:
     metadata: dict[str, Any] = {}
     if record.resource_version:
         metadata["resourceVersion"] = record.resource_version
+    annotations = {}
     if record.in_sync is not None:
-        metadata["annotations"] = {IN_SYNC_ANNOTATION: format_in_sync(record.in_sync)}
+        annotations[IN_SYNC_ANNOTATION] = format_in_sync(record.in_sync)
+    if record.initialized is not None:
+        annotations[INITIALIZED_ANNOTATION] = record.initialized
+    if annotations:
+        metadata["annotations"] = annotations
     spec = {
         "holderIdentity": record.holder or None,
         "leaseDurationSeconds": record.lease_duration_seconds,

@@ -58,6 +58,10 @@ class ElectionHost(Protocol):
 
     def holds_state(self) -> bool: ...
 
+    def holds_restored_state(self) -> bool:
+        """The state came from Admin.Restore into a cluster without an active."""
+        ...
+
     def active_reachable(self) -> bool: ...
 
     def in_sync_to_publish(self) -> tuple[str, ...] | None:
@@ -67,6 +71,12 @@ class ElectionHost(Protocol):
     def publish_due(self) -> bool: ...
 
     def lease_read(self, record: LeaseRecord | None) -> None: ...
+
+    async def may_recover(self, record: LeaseRecord) -> bool:
+        """False while whole-cluster recovery says another replica restored from its
+        volume should lead (or must be waited for); True when this replica did not restart
+        from its volume."""
+        ...
 
     async def prepare_to_lead(self) -> Replica | None:
         """Stop following before the Lease write; returns the state from `init(args)` when
@@ -167,7 +177,10 @@ class Elector:
             config=self._config.election,
             me=self._config.identity,
             candidate=election.candidacy(
-                record, self._config.identity, holds_state=self._host.holds_state()
+                record,
+                self._config.identity,
+                holds_state=self._host.holds_state(),
+                restored=self._host.holds_restored_state(),
             ),
             leadership=role.leadership if isinstance(role, Active) else None,
             in_sync=in_sync,
@@ -179,6 +192,9 @@ class Elector:
                 # Never create it: the pod's Role cannot, and the operator creates it first.
                 log.warning("Lease %s not found; waiting for it", self._config.lease_name)
                 return jittered
+            if not await self._host.may_recover(record):
+                self._host.standing_by()
+                return retry / FAILOVER_POLL_DIVISOR
             return await self._acquire(action, jittered)
         if isinstance(action, StepDown):
             self._host.lease_lost(action.reason)

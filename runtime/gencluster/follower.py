@@ -18,6 +18,7 @@ from typing import Protocol
 
 import grpc
 
+from gencluster.journal import Journal
 from gencluster.leases import KubernetesApi, KubernetesError
 from gencluster.log import LogError, Snapshot
 from gencluster.node_config import NodeConfig, host_port
@@ -73,8 +74,16 @@ class Follower:
     (whether a snapshot is due, the pods' addresses, the back-off's wake-up)."""
 
     def __init__(
-        self, *, config: NodeConfig, api: KubernetesApi, host: FollowerHost, epochs: HighestEpoch
+        self,
+        *,
+        config: NodeConfig,
+        api: KubernetesApi,
+        host: FollowerHost,
+        epochs: HighestEpoch,
+        journal: Journal | None = None,
     ) -> None:
+        """`journal`: with persistence, an entry is acknowledged only once it is on disk."""
+        self._journal = journal
         self._config = config
         self._api = api
         self._host = host
@@ -197,6 +206,9 @@ class Follower:
             replica = self._host.replica
             if replica is None or self._needs_snapshot:
                 replica = await self._join(stub)
+            if self._journal is not None:
+                # The Hello's position counts as acknowledged: it must be on disk first.
+                await self._journal.wait_durable(replica.applied_seq)
             call = stub.Replicate(metadata=self._metadata)
             applied = asyncio.Event()
             acker = asyncio.create_task(self._send_acks(replica, call, applied))
@@ -278,6 +290,8 @@ class Follower:
             await applied.wait()
             applied.clear()
             seq = replica.applied_seq
+            if self._journal is not None and seq != acknowledged:
+                await self._journal.wait_durable(seq)
             if seq != acknowledged:
                 ack = pb.Ack(epoch=self._epochs.value, applied_seq=seq)
                 await call.write(pb.ReplicateUp(ack=ack))

@@ -30,6 +30,7 @@ class CommandKind(StrEnum):
     CALL = "call"
     CAST = "cast"
     MERGE = "merge"
+    RESTORE = "restore"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,8 @@ class Command:
     """A request plus its deterministic inputs. `payload` is codec-encoded.
 
     For MERGE, `payload` is the other side's encoded state and `request_id` identifies the
-    merge (so the operator can retry it safely).
+    merge (so the operator can retry it safely); RESTORE carries a backup's state the same
+    way (`wire.merge_payload`) and replaces the state with it.
     """
 
     kind: CommandKind

@@ -243,7 +243,7 @@ class StateMachine:
         Requests are bounded by the codec's size limit; a MERGE payload is a whole state and
         is not (it arrives as a chunked snapshot): it decodes to a `MergeRequest`.
         """
-        if kind is CommandKind.MERGE:
+        if kind is CommandKind.MERGE or kind is CommandKind.RESTORE:
             try:
                 state, replies, complete_after = wire.merge_payload_parts(payload)
             except wire.WireError as error:
@@ -367,6 +367,8 @@ class StateMachine:
                 reply_bytes = self.codec.encode(reply, what="reply")
             elif command.kind is CommandKind.CAST:
                 new_state = self.server.handle_cast(request, ctx, state)
+            elif command.kind is CommandKind.RESTORE:
+                new_state = self._restored(request, entry.seq)
             else:
                 new_state = self._merged(state, request, entry.seq)
             events = self._number_events(ctx, entry.seq, command.time)
@@ -388,11 +390,25 @@ class StateMachine:
         changes nothing. Nothing after this can fail for a MERGE (`merge` gets no ctx, so it
         publishes no events)."""
         merged = self.server.merge(state, request.state)
+        self._absorb_replies(request, seq)
+        return merged
+
+    def _restored(self, request: MergeRequest, seq: int) -> Any:
+        """The RESTORE command (Admin.Restore with force): the backup's state replaces this
+        one; its reply records join the table as a merge's do, so a call recorded in the
+        backup and retried now is answered, not applied again."""
+        self._absorb_replies(request, seq)
+        return request.state
+
+    def _absorb_replies(self, request: MergeRequest, seq: int) -> None:
+        """Another history's reply records join the table, renumbered to the entry `seq` that
+        makes them durable here, with their own times (so they expire as they would have
+        there); request ids this replica answered itself keep its own reply. The table's
+        completeness bound becomes the later of both."""
         for record in request.replies:
             if record.request_id and self._replies.get(record.request_id) is None:
                 self._replies.remember(dataclasses.replace(record, seq=seq))
         self._replies.absorb_complete_after(request.replies_complete_after)
-        return merged
 
     def _state_for_handler(self) -> Any:
         if self.server.copy_state_before_handling:

@@ -26,23 +26,31 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import replace
 
-from gencluster import roles
+from gencluster import election, recovery, roles
 from gencluster.election import LeaseRecord
 from gencluster.elector import Elector
 from gencluster.follower import Follower
 from gencluster.handover import Handover
 from gencluster.leases import KubernetesApi, KubernetesError
+from gencluster.log import Snapshot
 from gencluster.node_config import NodeConfig
 from gencluster.node_following import FollowingReports
 from gencluster.node_serving import Serving
 from gencluster.node_state import ROLE_STANDBY_LABEL, KnownActive
+from gencluster.recovery_probe import RecoveryProbe
 from gencluster.replica import Replica
 from gencluster.roles import Active, PartitionPolicy, Stopped
 from gencluster.server import GenServer
 
 log = logging.getLogger(__name__)
+
+
+class RestoreRefused(Exception):
+    """Admin.Restore cannot load a backup into this replica now (FAILED_PRECONDITION); the
+    message says why and what to do instead."""
 
 
 class Node(Serving, FollowingReports):
@@ -51,8 +59,11 @@ class Node(Serving, FollowingReports):
     def __init__(self, config: NodeConfig, server: GenServer, api: KubernetesApi) -> None:
         super().__init__(config, server, api)
         self.elector = Elector(config=config, api=api, host=self)
-        self._follower = Follower(config=config, api=api, host=self, epochs=self.epochs)
+        self._follower = Follower(
+            config=config, api=api, host=self, epochs=self.epochs, journal=self.journal
+        )
         self._handover = Handover(config=config, api=api, host=self)
+        self._recovery = RecoveryProbe(config, api)
 
     def wake_election(self) -> None:
         self.elector.wake()
@@ -92,11 +103,57 @@ class Node(Serving, FollowingReports):
             await self._api.set_role_label(self.config.identity, ROLE_STANDBY_LABEL)
         for task in list(self._background):
             task.cancel()
+        if self.journal is not None:
+            await self.journal.close()
 
     # -- reports of the election ------------------------------------------------------------
 
     def holds_state(self) -> bool:
         return self._replica is not None
+
+    def holds_restored_state(self) -> bool:
+        return self._restored and self._replica is not None
+
+    def restore(self, snapshot: Snapshot, request_id: str) -> Replica:
+        """Admin.Restore without force: load a backup into this replica, which holds no
+        state, in a cluster without an active (a new cluster, or one whose state was lost);
+        it then takes the Lease (marking the cluster initialized with that write). Raises
+        `RestoreRefused` (FAILED_PRECONDITION) otherwise, and the machine's `RestoreError`
+        for a backup this server cannot load. A retry with the same `request_id` returns
+        the replica it restored."""
+        me = self.config.identity
+        if self._replica is not None:
+            if request_id and request_id == self._restore_id:
+                return self._replica
+            raise RestoreRefused(
+                f"{me} holds a state (seq {self._replica.applied_seq}); a restore replaces a "
+                "cluster's state only with force, on its serving active (`kubectl gencluster "
+                "restore --force`)"
+            )
+        observation = self.elector.observation
+        if observation is None:
+            raise RestoreRefused(f"{me} has not read the Lease yet; retry in a moment")
+        record = observation.record
+        if record is not None and record.holder not in ("", me) and election.is_held(
+            observation, time.monotonic()
+        ):
+            raise RestoreRefused(
+                f"the Lease is held by {record.holder}: the cluster has an active, and {me} "
+                "joins it by snapshot; to replace the cluster's state restore with force on "
+                "the active"
+            )
+        transitions = record.transitions if record is not None else 0
+        # Positions are per cluster: the backup's epoch may be above this Lease's (a new
+        # cluster), and the next term's epoch (transitions + 1) must exceed the restored one.
+        rebased = replace(snapshot, applied_epoch=min(snapshot.applied_epoch, transitions))
+        self._replica = self._persisted(
+            Replica.from_snapshot(self.server, self.codec, rebased, retention=self._retention)
+        )
+        self._restored = True
+        self._restore_id = request_id
+        log.warning("restored a backup at seq %d; taking the Lease", snapshot.applied_seq)
+        self.elector.wake()
+        return self._replica
 
     def active_reachable(self) -> bool:
         return self.known_active.reachable
@@ -109,6 +166,16 @@ class Node(Serving, FollowingReports):
                 self.known_active = KnownActive(record.holder, "", self.known_active.reachable)
                 self._follower.holder_changed()
             self._role_changed()
+
+    async def may_recover(self, record: LeaseRecord) -> bool:
+        replica = self._replica
+        if not self.recovered_from_disk or replica is None or record.holder == (
+            self.config.identity
+        ):
+            return True
+        mine = recovery.Position(replica.applied_epoch, replica.applied_seq)
+        verdict = await self._recovery.verdict(record, mine)
+        return isinstance(verdict, recovery.Lead)
 
     async def prepare_to_lead(self) -> Replica | None:
         initial = self._initial_replica() if self._replica is None else None

@@ -38,6 +38,9 @@ class NodeConfig:
     deduplication_window: float = DEFAULT_DEDUPLICATION_WINDOW_SECONDS
     """Seconds a request id is remembered for exactly-once retries (the reply table's
     window; it must be the same on every replica, as the operator sets it)."""
+    data_dir: str | None = None
+    """Where the log and snapshots live (GENCLUSTER_DATA_DIR, resolved on the local
+    control plane); None: the state lives in memory only."""
 
     @property
     def advertise_address(self) -> str:

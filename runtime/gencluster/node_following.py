@@ -29,9 +29,13 @@ class FollowingReports(NodeState):
         return "" if holder == self.config.identity else holder
 
     def joined(self, snapshot: Snapshot) -> Replica:
-        self._replica = Replica.from_snapshot(
-            self.server, self.codec, snapshot, retention=self._retention, limits=self._limits
+        self._replica = self._persisted(
+            Replica.from_snapshot(
+                self.server, self.codec, snapshot, retention=self._retention,
+                limits=self._limits,
+            )
         )
+        self.recovered_from_disk = False
         return self._replica
 
     def snapshot_needed(self) -> None:
@@ -41,6 +45,7 @@ class FollowingReports(NodeState):
     def batch_applied(self, source: str, caught_up: bool) -> None:
         if not self.known_active.reachable:
             self.known_active = replace(self.known_active, reachable=True)
+        self.recovered_from_disk = False  # following an active: its log decides
         if roles.follows(self._role):
             self._become(roles.BatchApplied(source, caught_up))
 

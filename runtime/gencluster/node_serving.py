@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable
 
 from gencluster import roles
-from gencluster.acks import AckTracker
+from gencluster.acks import AckTracker, ReplicationMode
 from gencluster.election import Leadership, LeaseRecord
 from gencluster.elector import ServerInitFailed
 from gencluster.log import CommandKind
@@ -24,6 +24,17 @@ from gencluster.wellknown import ROLE_ACTIVE
 log = logging.getLogger(__name__)
 
 MAX_LAG_ENTRIES = 10_000
+
+
+def state_lost_message(cluster: str) -> str:
+    """What a client (and the log) is told while the cluster's state is lost."""
+    return (
+        f"the state of ClusteredServer {cluster} was lost: every replica restarted without it "
+        "(no persistence, or every volume lost), and init is never run again by itself. "
+        f"Restore a backup (`kubectl gencluster restore {cluster} FILE`) or start afresh "
+        f"from init (`kubectl annotate csrv {cluster} gencluster.io/reinitialize=<reason>`); "
+        "see docs/durability.md"
+    )
 
 
 class Serving(NodeState):
@@ -58,6 +69,8 @@ class Serving(NodeState):
             raise CodecMismatch(
                 f"payload encoded with {codec_name!r}, this cluster uses {self.codec.name!r}"
             )
+        if self.state_lost():
+            raise NotServing(state_lost_message(self.config.cluster or self.config.lease_name))
         raise NotServing(f"{self.config.identity} is not the serving active")
 
     def pause_writes(self, seconds: float) -> bool:
@@ -109,7 +122,9 @@ class Serving(NodeState):
             return
         self._become(roles.LeaseWon(leadership))
         if self._replica is None:
-            self._replica = initial or self._initial_replica()
+            self._replica = self._persisted(initial or self._initial_replica())
+        self._restored = False
+        self.recovered_from_disk = False
         self.epochs.saw(leadership.epoch)
         if isinstance(before, Active) and before.epoch == leadership.epoch:
             return  # the same term, its Lease regained (Available policy)
@@ -164,6 +179,9 @@ class Serving(NodeState):
             identity=self.config.identity,
             may_serve=self.may_serve,
             on_change=self._tracker_changed,
+            # Sync: an answer waits for the entry on this replica's disk too (Async answers
+            # at once: docs/durability.md says what a crash can lose).
+            journal=self.journal if self.config.mode is ReplicationMode.SYNC else None,
         )
 
     def _tracker_changed(self) -> None:

@@ -15,14 +15,16 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from gencluster import election, roles
+from gencluster import election, roles, storage
 from gencluster.codec import Codec, get_codec
 from gencluster.election import LeaseRecord
 from gencluster.elector import Elector
 from gencluster.follower import Follower
 from gencluster.handover import Handover
+from gencluster.journal import Journal
 from gencluster.leases import KubernetesApi, KubernetesError
 from gencluster.log import Retention
 from gencluster.machine import MachineLimits
@@ -68,11 +70,56 @@ class NodeState:
         self.epochs = HighestEpoch()
         self._role: Role = Joining()
         self._replica: Replica | None = None
+        self._restored = False
+        """The state came from Admin.Restore into a cluster without an active: this replica
+        may lead whatever the lost cluster's in-sync set says (until it leads once)."""
+        self._restore_id = ""
+        """The request id of the restore that loaded the state (a retry is answered, not
+        refused as a restore into a replica with state)."""
         self._term: Term | None = None
+        self.journal: Journal | None = None
+        self.recovered_from_disk = False
+        """The state came from this replica's volume at start, and it has neither led nor
+        followed an active since: whole-cluster recovery decides whether it may lead."""
+        if config.data_dir is not None:
+            self._replica = self._recover(Path(config.data_dir))
         self.in_sync_members: tuple[str, ...] = ()
         self.known_active = KnownActive()
         self._background: set[asyncio.Task[Any]] = set()
         self._role_listeners: list[Callable[[], object]] = []
+
+    def _recover(self, directory: Path) -> Replica | None:
+        """The state of this replica's volume: newest snapshot, then the log after it."""
+        recovered = storage.recover(directory)
+        for note in recovered.notes:
+            log.warning("%s: %s", directory, note)
+        if recovered.snapshot is None:
+            self.journal = Journal(directory, segment=None, position=0)
+            log.info("no state in %s", directory)
+            return None
+        replica = Replica.from_snapshot(
+            self.server, self.codec, recovered.snapshot, retention=self._retention
+        )
+        for entry in recovered.entries:
+            replica.receive(entry)
+        self.journal = Journal(directory, segment=recovered.segment, position=replica.applied_seq)
+        replica.journal = self.journal
+        self.epochs.saw(replica.applied_epoch)
+        self.recovered_from_disk = True
+        log.info(
+            "recovered from %s: snapshot at seq %d, %d entries after it, at (epoch %d, seq %d)",
+            directory, recovered.snapshot.applied_seq, len(recovered.entries),
+            replica.applied_epoch, replica.applied_seq,
+        )
+        return replica
+
+    def _persisted(self, replica: Replica) -> Replica:
+        """`replica` is this replica's new state (init, a join, a restore): with persistence
+        it replaces what the volume held, and its entries are journaled from here on."""
+        if self.journal is not None:
+            self.journal.install(replica.snapshot())
+            replica.journal = self.journal
+        return replica
 
     @property
     def role(self) -> Role:
@@ -110,6 +157,21 @@ class NodeState:
             isinstance(self._role, Standby)
             and self._replica is not None
             and self.config.identity in self.in_sync_members
+        )
+
+    def state_lost(self) -> bool:
+        """This replica holds no state while the Lease says the cluster had one, and nobody
+        holds the Lease to join from: every replica lost it (docs/durability.md, StateLost).
+        A replica merely joining a live active is not lost: it gets a snapshot. With
+        persistence, only after twice the lease duration without a holder: replicas restored
+        from their volumes may still be agreeing on who leads (`election.state_lost`)."""
+        grace = 2.0 * self.config.election.lease_duration if self.journal is not None else 0.0
+        return election.state_lost(
+            self.elector.observation,
+            self.config.identity,
+            time.monotonic(),
+            holds_state=self._replica is not None,
+            grace=grace,
         )
 
     def on_role_change(self, listener: Callable[[], object]) -> None:

@@ -27,7 +27,7 @@ How the active's shell (`term.Term.submit`) uses a `Submission` (with `acks.AckT
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gencluster.codec import Codec
 from gencluster.log import (
@@ -58,8 +58,21 @@ class Submission:
     entry: LogEntry | None
 
 
+class Journal(Protocol):
+    """Where a replica with persistence writes its entries (`journal.Journal`): `append`
+    buffers (the fsync happens elsewhere), and every so many entries the journal asks for a
+    snapshot at the current position."""
+
+    def append(self, entry: LogEntry) -> None: ...
+
+    def snapshot_due(self) -> bool: ...
+
+    def rotate(self, snapshot: Snapshot) -> None: ...
+
+
 class Replica:
-    """A state machine plus the log of the entries it applied."""
+    """A state machine plus the log of the entries it applied (and, with persistence, the
+    journal every applied entry is handed to, in order)."""
 
     def __init__(self, machine: StateMachine, log: ReplicationLog) -> None:
         if log.last_seq != machine.applied_seq:
@@ -68,6 +81,7 @@ class Replica:
             )
         self.machine = machine
         self.log = log
+        self.journal: Journal | None = None
 
     @classmethod
     def from_init(
@@ -133,12 +147,23 @@ class Replica:
             return Submission(Outcome(record), None)
         self.machine.refuse_retry(request_id, first_attempt, now=time)
         entry = self.log.append(epoch, Command(kind, request_id, payload, time, seed))
-        return Submission(self.machine.apply(entry, request=request), entry)
+        outcome = self.machine.apply(entry, request=request)
+        if self.journal is not None:
+            self._journaled(self.journal, entry)
+        return Submission(outcome, entry)
 
     def receive(self, entry: LogEntry) -> Outcome:
         """Standby side: apply the next entry from the active (order and epoch checked)."""
         self.log.accept(entry)
-        return self.machine.apply(entry)
+        outcome = self.machine.apply(entry)
+        if self.journal is not None:
+            self._journaled(self.journal, entry)
+        return outcome
+
+    def _journaled(self, journal: Journal, entry: LogEntry) -> None:
+        journal.append(entry)
+        if journal.snapshot_due():
+            journal.rotate(self.machine.snapshot())
 
     def reply_for(self, request_id: str) -> ReplyRecord | None:
         return self.machine.reply_for(request_id)

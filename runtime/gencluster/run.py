@@ -68,6 +68,7 @@ SETTINGS: tuple[tuple[str, str, str | None], ...] = (
     ("GENCLUSTER_MIN_SYNC_STANDBYS", "--min-sync-standbys", "1"),
     ("GENCLUSTER_PARTITION_POLICY", "--partition-policy", "Fenced"),
     ("GENCLUSTER_DEDUPLICATION_WINDOW_SECONDS", "--deduplication-window-seconds", "300"),
+    ("GENCLUSTER_DATA_DIR", "--data-dir", None),
     ("KUBECONFIG", "--kubeconfig", None),
 )
 
@@ -126,6 +127,7 @@ def resolve(argv: list[str], environ: Mapping[str, str]) -> dict[str, str | None
     for variable, _, default in SETTINGS:
         flag_value = arguments.get(variable)
         values[variable] = flag_value if flag_value is not None else environ.get(variable, default)
+    values[DEV_MOUNTS] = environ.get(DEV_MOUNTS)
     token_file = arguments.get("GENCLUSTER_PEER_TOKEN_FILE")
     if token_file:
         try:
@@ -135,6 +137,41 @@ def resolve(argv: list[str], environ: Mapping[str, str]) -> dict[str, str | None
     else:
         values["GENCLUSTER_PEER_TOKEN"] = environ.get("GENCLUSTER_PEER_TOKEN")
     return values
+
+
+DEV_MOUNTS = "GENCLUSTER_DEV_MOUNTS"
+"""Set by the local control plane's kubelet: JSON {mountPath: host directory}, since its
+processes share the host's filesystem (docs/devcluster.md, Volumes)."""
+
+
+def data_directory(values: Mapping[str, str | None]) -> str | None:
+    """GENCLUSTER_DATA_DIR, through the local control plane's mount table when it names a
+    mount there; created if missing, and it must be writable."""
+    text = (values.get("GENCLUSTER_DATA_DIR") or "").strip()
+    if not text:
+        return None
+    if not os.path.isabs(text):
+        raise ConfigError(f"GENCLUSTER_DATA_DIR must be an absolute path, got {text!r}")
+    try:
+        mounts = json.loads(values.get(DEV_MOUNTS) or "{}")
+    except ValueError as error:
+        raise ConfigError(f"{DEV_MOUNTS} is not valid JSON: {error}") from None
+    if not isinstance(mounts, dict):
+        mounts = {}
+    path = str(mounts.get(text) or mounts.get(text.rstrip("/")) or text)
+    probe = os.path.join(path, ".gencluster-write-probe")
+    try:
+        os.makedirs(path, exist_ok=True)
+        # Writing is the test that counts (os.access judges by the real uid, not the
+        # effective one a container runs as).
+        with open(probe, "wb") as file:
+            file.write(b"probe")
+        os.remove(probe)
+    except OSError as error:
+        raise ConfigError(
+            f"GENCLUSTER_DATA_DIR {path} is not writable by this user: {error.strerror}"
+        ) from None
+    return path
 
 
 def build_config(values: Mapping[str, str | None]) -> NodeConfig:
@@ -214,6 +251,7 @@ def build_config(values: Mapping[str, str | None]) -> NodeConfig:
         partition_policy=policy,
         kubeconfig=kubeconfig,
         deduplication_window=float(window),
+        data_dir=data_directory(values),
     )
 
 

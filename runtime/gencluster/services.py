@@ -43,8 +43,8 @@ from gencluster.auth import PeerTokenGate
 from gencluster.call_metrics import CallMeter
 from gencluster.codec import CodecError, MessageTooLarge
 from gencluster.log import CommandKind
-from gencluster.machine import Outcome, SubscriptionError
-from gencluster.node import Node
+from gencluster.machine import Outcome, RestoreError, SubscriptionError
+from gencluster.node import Node, RestoreRefused
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.replies import RetryRefused
@@ -231,6 +231,8 @@ class AdminService(pb_grpc.AdminServicer):
             role=_ROLE_TO_WIRE[type(node.role)],
             epoch=term.epoch if term is not None else node.epoch,
             applied_seq=node.replica.applied_seq if node.replica is not None else 0,
+            applied_epoch=node.replica.applied_epoch if node.replica is not None else 0,
+            state_lost=node.state_lost(),
             active=node.known_active.identity,
             active_address=node.known_active.address,
             mode=(
@@ -345,6 +347,53 @@ class AdminService(pb_grpc.AdminServicer):
         if outcome.record.error is not None:
             reply.error.CopyFrom(wire.error_to_message(outcome.record.error))
         return reply
+
+    async def Restore(
+        self, request_iterator: AsyncIterator[pb.RestoreChunk], context: grpc.aio.ServicerContext
+    ) -> pb.RestoreReply:
+        """Load a backup: with `force` on the serving active as a replicated RESTORE entry
+        (applied once per request id, like any call); without, into this replica if it holds
+        no state and nobody is active (`Node.restore`)."""
+        node = self.node
+        origin: pb.RestoreOrigin | None = None
+        chunks = []
+        async for chunk in request_iterator:
+            if chunk.WhichOneof("part") == "origin":
+                origin = chunk.origin
+            else:
+                chunks.append(chunk.snapshot)
+        if origin is None:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "Restore starts with a RestoreOrigin"
+            )
+        assert origin is not None
+        try:
+            snapshot, _ = wire.snapshot_from_chunks(chunks)
+        except wire.WireError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        log.warning("restoring %s (force=%s)", origin.source or "a backup", origin.force)
+        if origin.force:
+            if node.term is None:
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"{node.config.identity} is not the serving active: a forced restore "
+                    "replaces the state on the active, which replicates it",
+                )
+            payload = wire.merge_payload(snapshot)
+            outcome, epoch = await submit(
+                node, context, CommandKind.RESTORE, origin.request_id, payload, snapshot.codec
+            )
+            if outcome.record.error is not None:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"restore failed: {outcome.record.error.message}")
+            return pb.RestoreReply(epoch=epoch, applied_seq=outcome.record.seq)
+        try:
+            replica = node.restore(snapshot, origin.request_id)
+        except RestoreRefused as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        except RestoreError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        return pb.RestoreReply(epoch=node.epoch, applied_seq=replica.applied_seq)
 
     async def PauseWrites(
         self, request: pb.PauseWritesRequest, context: grpc.aio.ServicerContext

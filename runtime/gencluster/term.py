@@ -35,6 +35,7 @@ import grpc
 
 from gencluster.acks import AckTracker
 from gencluster.codec import CodecError
+from gencluster.journal import Journal
 from gencluster.log import CatchUp, CommandKind, NeedSnapshot, StaleEpoch
 from gencluster.machine import Event, Outcome
 from gencluster.proto import gencluster_pb2 as pb
@@ -116,9 +117,13 @@ class Term:
         identity: str,
         may_serve: Callable[[], bool],
         on_change: Callable[[], None],
+        journal: Journal | None = None,
     ) -> None:
         """`may_serve` is the node's check (accepting, and within the renew deadline under
-        the Fenced policy), asked before a request is applied and again before its answer."""
+        the Fenced policy), asked before a request is applied and again before its answer;
+        `journal` (Sync mode with persistence): an answer also waits for its entry to be on
+        this replica's disk."""
+        self._journal = journal
         self.replica = replica
         self.tracker = tracker
         self.epoch = epoch
@@ -170,6 +175,9 @@ class Term:
         if submission.entry is not None:
             self._appended(submission.entry.seq)
         seq = submission.outcome.record.seq
+        journal = self._journal
+        if journal is not None and journal.durable_seq < seq:
+            await journal.wait_durable(seq)
         if self.tracker.acknowledged_seq < seq:
             # Waited for here rather than in a helper coroutine: this is every Sync call.
             if self.closed:

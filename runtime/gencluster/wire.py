@@ -35,6 +35,7 @@ _KIND_TO_WIRE = {
     CommandKind.CALL: pb.COMMAND_KIND_CALL,
     CommandKind.CAST: pb.COMMAND_KIND_CAST,
     CommandKind.MERGE: pb.COMMAND_KIND_MERGE,
+    CommandKind.RESTORE: pb.COMMAND_KIND_RESTORE,
 }
 _KIND_FROM_WIRE = {wire: kind for kind, wire in _KIND_TO_WIRE.items()}
 

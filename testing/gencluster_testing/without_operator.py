@@ -52,10 +52,14 @@ def pod(resource: Mapping[str, Any], ordinal: int) -> dict[str, Any]:
 
 
 def children(resource: Mapping[str, Any], token: str) -> list[dict[str, Any]]:
-    """Everything the operator would create for `resource`, pods last."""
+    """Everything the operator would create for `resource`, pods last (after their
+    PersistentVolumeClaims, with `spec.persistence.enabled`)."""
     replicas = int(resource["spec"]["replicas"])
     static = desired.static_children(resource, token, range(replicas))
-    return [without_owner(child) for child in static] + [
+    claims = []
+    if (resource["spec"].get("persistence") or {}).get("enabled"):
+        claims = [desired.claim(resource, ordinal) for ordinal in range(replicas)]
+    return [without_owner(child) for child in [*static, *claims]] + [
         pod(resource, ordinal) for ordinal in range(replicas)
     ]
 

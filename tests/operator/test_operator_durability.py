@@ -1,20 +1,9 @@
 """Durable state (#11) end to end on the local control plane: the operator (a subprocess), the
-real runtime in process pods, the real `kubectl` and `kubectl gencluster`.
-
-Two capabilities come from other parts of #11 and may not have landed where these tests run;
-each test that needs one skips with the reason, rather than fail or test a fake:
-
-* PersistentVolumeClaims with a default StorageClass on the local control plane
-  (`requires_claims`);
-* the runtime's side: `state_lost` in Status, Admin.Restore, recovery from the claims
-  (`requires_runtime_restore`, probed with an empty Admin.Restore: UNIMPLEMENTED means absent).
-
-What needs neither (admission of storage changes) always runs.
-"""
+real runtime in process pods (persistence on the claims, `state_lost`, Admin.Restore), the
+real `kubectl` and `kubectl gencluster`."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -23,11 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 import yaml
-from gencluster.proto import gencluster_pb2_grpc as pb_grpc
-from gencluster.replication import peer_metadata
 from gencluster_testing.devcluster_process import KUBECTL, DevClusterProcess
 from gencluster_testing.operator_process import (
     ID_SERVER,
@@ -49,49 +35,6 @@ pytestmark = pytest.mark.integration
 NAME = "id-server"
 DEADLINE = 90.0
 VENV_BIN = str(Path(sys.executable).parent)
-
-
-# -- capabilities ----------------------------------------------------------------------------------
-
-
-def claims_supported(cluster: DevClusterProcess) -> str | None:
-    """None when the control plane serves PersistentVolumeClaims and has a default
-    StorageClass, else why not."""
-    served = cluster.kubectl("api-resources", "-o", "name", check=False)
-    if "persistentvolumeclaims" not in served.stdout.split():
-        return "the local control plane does not serve persistentvolumeclaims yet (#11)"
-    classes = cluster.kubectl("get", "storageclass", "-o", "json", check=False)
-    if classes.returncode != 0:
-        return "the local control plane has no StorageClasses yet (#11)"
-    for item in json.loads(classes.stdout).get("items", []):
-        annotations = item["metadata"].get("annotations") or {}
-        if annotations.get("storageclass.kubernetes.io/is-default-class") == "true":
-            return None
-    return "the local control plane has no default StorageClass (#11)"
-
-
-def runtime_restore_supported(cluster: DevClusterProcess, namespace: str) -> str | None:
-    """None when a running pod's runtime implements Admin.Restore, else why not. An empty
-    stream is refused by a runtime that implements it (no RestoreOrigin) and changes nothing."""
-    pods = get_json(cluster, "pods", "-n", namespace, "-l", f"gencluster.io/cluster={NAME}")
-    secret = get_json(cluster, "secret", f"{NAME}-peer-token", "-n", namespace)
-    token = base64.b64decode(secret["data"]["token"]).decode()
-    ip = next(p["status"]["podIP"] for p in pods["items"] if p["status"].get("podIP"))
-    with grpc.insecure_channel(f"{ip}:50051") as channel:
-        try:
-            pb_grpc.AdminStub(channel).Restore(iter(()), metadata=peer_metadata(token),
-                                               timeout=10)
-        except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.UNIMPLEMENTED:
-                return "the runtime does not implement Admin.Restore / state_lost yet (#11)"
-    return None
-
-
-@pytest.fixture
-def requires_claims(dev_cluster: DevClusterProcess) -> None:
-    reason = claims_supported(dev_cluster)
-    if reason:
-        pytest.skip(reason)
 
 
 def kubectl_gencluster(
@@ -163,7 +106,7 @@ def test_storage_cannot_be_changed_once_created(
 
 
 def test_each_pod_gets_its_claim_and_keeps_it_across_restarts_and_scale_down(
-    dev_cluster: DevClusterProcess, operator: OperatorProcess, requires_claims: None,
+    dev_cluster: DevClusterProcess, operator: OperatorProcess,
     request: pytest.FixtureRequest,
 ) -> None:
     namespace = namespace_for(request.node.name)
@@ -195,7 +138,7 @@ def test_each_pod_gets_its_claim_and_keeps_it_across_restarts_and_scale_down(
 
 
 def test_retained_claims_outlive_the_clustered_server(
-    dev_cluster: DevClusterProcess, operator: OperatorProcess, requires_claims: None,
+    dev_cluster: DevClusterProcess, operator: OperatorProcess,
     request: pytest.FixtureRequest,
 ) -> None:
     namespace = namespace_for(request.node.name)
@@ -210,15 +153,12 @@ def test_retained_claims_outlive_the_clustered_server(
 
 
 def test_a_persistent_cluster_resumes_after_losing_every_pod(
-    dev_cluster: DevClusterProcess, operator: OperatorProcess, requires_claims: None,
+    dev_cluster: DevClusterProcess, operator: OperatorProcess,
     request: pytest.FixtureRequest,
 ) -> None:
     namespace = namespace_for(request.node.name)
     apply_id_server(dev_cluster, operator, namespace,
                     persistence={"enabled": True, "size": "64Mi"})
-    reason = runtime_restore_supported(dev_cluster, namespace)
-    if reason:
-        pytest.skip(reason)
     last = max(next_value(dev_cluster, namespace) for _ in range(3))
     lose_every_pod(dev_cluster, namespace)
     wait_for(lambda: serving(dev_cluster, namespace, NAME), DEADLINE,
@@ -235,9 +175,6 @@ def test_a_lost_cluster_reports_state_lost_then_restores_and_reinitializes(
 ) -> None:
     namespace = namespace_for(request.node.name)
     start_id_server(dev_cluster, operator, namespace, DEADLINE)
-    reason = runtime_restore_supported(dev_cluster, namespace)
-    if reason:
-        pytest.skip(reason)
     last = max(next_value(dev_cluster, namespace) for _ in range(3))
     path = tmp_path / "id.backup"
     backup = kubectl_gencluster(dev_cluster, "backup", NAME, "-n", namespace, "-o", str(path))

@@ -34,6 +34,7 @@ from gencluster.election import (
     parse_in_sync,
     record_from_lease,
     release,
+    state_lost,
 )
 from gencluster.roles import (
     Active,
@@ -45,7 +46,7 @@ from gencluster.roles import (
     Standby,
     transition,
 )
-from gencluster.wellknown import IN_SYNC_ANNOTATION
+from gencluster.wellknown import IN_SYNC_ANNOTATION, INITIALIZED_ANNOTATION
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -176,7 +177,7 @@ def test_expiry_is_judged_by_the_observers_clock(
         (None, "a", False, Candidacy.PREFERRED),
         (replace(HELD_BY_B, in_sync=None), "x", False, Candidacy.PREFERRED),
         (HELD_BY_B, "a", True, Candidacy.PREFERRED),
-        (HELD_BY_B, "a", False, Candidacy.NONE),
+        (HELD_BY_B, "a", False, Candidacy.FALLBACK),
         (HELD_BY_B, "x", True, Candidacy.NONE),
         (replace(HELD_BY_B, in_sync=()), "x", True, Candidacy.PREFERRED),
         (replace(HELD_BY_B, in_sync=()), "x", False, Candidacy.FALLBACK),
@@ -188,13 +189,82 @@ def test_only_in_sync_replicas_with_state_are_preferred(
     assert candidacy(record, me, holds_state=holds_state) is expected
 
 
+INITIALIZED = replace(HELD_BY_B, initialized="b")
+
+
+@pytest.mark.parametrize(
+    "record",
+    [INITIALIZED, replace(INITIALIZED, in_sync=()), replace(INITIALIZED, in_sync=None),
+     replace(INITIALIZED, in_sync=("a",), holder="")],
+)
+def test_a_replica_without_state_never_leads_an_initialized_cluster(record: LeaseRecord) -> None:
+    # Not even after the extra lease duration of an empty in-sync set: leading runs init.
+    assert candidacy(record, "a", holds_state=False) is Candidacy.NONE
+    assert isinstance(step(record, now=10_000.0, candidate=Candidacy.NONE), StandBy)
+
+
+def test_after_a_reinitialize_a_replica_without_state_leads_after_one_more_lease_duration() -> (
+    None
+):
+    # The operator removed the annotation: the lost cluster's in-sync set names replicas
+    # that hold nothing, so it no longer bars anyone, but a replica with state still wins.
+    assert candidacy(HELD_BY_B, "x", holds_state=False) is Candidacy.FALLBACK
+    assert candidacy(HELD_BY_B, "a", holds_state=True) is Candidacy.PREFERRED
+
+
+def test_a_restored_replica_leads_whatever_the_lost_in_sync_set_says() -> None:
+    assert candidacy(INITIALIZED, "x", holds_state=True, restored=True) is Candidacy.PREFERRED
+    assert candidacy(INITIALIZED, "x", holds_state=True) is Candidacy.NONE
+
+
+def test_the_first_active_marks_the_cluster_initialized_in_the_write_that_takes_the_lease() -> (
+    None
+):
+    action = step(HELD_BY_B, observed_at=100.0, now=110.0)
+    assert isinstance(action, Acquire) and action.record.initialized == "a"
+    kept = step(INITIALIZED, observed_at=100.0, now=110.0)
+    assert isinstance(kept, Acquire) and kept.record.initialized == "b"
+    patch = lease_patch(action.record)
+    assert patch["metadata"]["annotations"][INITIALIZED_ANNOTATION] == "a"
+    lease = {"metadata": {"annotations": {INITIALIZED_ANNOTATION: "a"}}, "spec": {}}
+    assert record_from_lease(lease).initialized == "a"
+    assert record_from_lease({"metadata": {}, "spec": {}}).initialized is None
+
+
+@pytest.mark.parametrize(
+    ("record", "holds_state", "now", "grace", "lost"),
+    [
+        (replace(INITIALIZED, holder=""), False, 100.0, 0.0, True),
+        (replace(INITIALIZED, holder=""), True, 100.0, 0.0, False),
+        (replace(HELD_BY_B, holder=""), False, 100.0, 0.0, False),  # never initialized
+        (INITIALIZED, False, 105.0, 0.0, False),  # held by b: join it
+        (INITIALIZED, False, 110.0, 0.0, True),  # b's Lease expired
+        (replace(INITIALIZED, holder="a"), False, 100.0, 0.0, True),  # my own, from before
+        (replace(INITIALIZED, holder=""), False, 119.0, 20.0, False),  # recovery may lead
+        (replace(INITIALIZED, holder=""), False, 120.0, 20.0, True),
+    ],
+)
+def test_state_lost_is_no_state_in_an_initialized_cluster_with_nobody_to_join(
+    record: LeaseRecord, holds_state: bool, now: float, grace: float, lost: bool
+) -> None:
+    observation = Observation(record, 100.0)
+    assert state_lost(observation, "a", now, holds_state=holds_state, grace=grace) is lost
+
+
+def test_an_active_renewal_marks_a_cluster_that_lacks_the_annotation() -> None:
+    action = step(MY_LEASE, leadership=Leadership(7, renewed_at=98.0))
+    assert isinstance(action, Renew) and action.record.initialized == "a"
+
+
 # --- decisions of a replica that is not active ---------------------------------------------
 
 
 def test_no_lease_creates_one_at_epoch_one() -> None:
     action = step(None)
     assert action == Acquire(
-        LeaseRecord("a", 10, STAMP, STAMP, transitions=1, in_sync=None), epoch=1, create=True
+        LeaseRecord("a", 10, STAMP, STAMP, transitions=1, in_sync=None, initialized="a"),
+        epoch=1,
+        create=True,
     )
 
 
@@ -213,7 +283,8 @@ def test_an_expired_lease_is_taken_with_the_next_epoch() -> None:
     assert isinstance(action, Acquire)
     assert action.epoch == 5 and not action.create
     assert action.record == replace(
-        HELD_BY_B, holder="a", acquire_time=STAMP, renew_time=STAMP, transitions=5
+        HELD_BY_B, holder="a", acquire_time=STAMP, renew_time=STAMP, transitions=5,
+        initialized="a",
     )
     assert action.record.resource_version == "77"  # the write is conditional on what was read
 
@@ -264,7 +335,9 @@ MY_LEASE = replace(HELD_BY_B, holder="a", transitions=7)
 
 def test_the_active_renews_and_publishes_its_in_sync_set() -> None:
     action = step(MY_LEASE, leadership=Leadership(7, renewed_at=98.0), in_sync=("c", "b", "c"))
-    assert action == Renew(replace(MY_LEASE, renew_time=STAMP, in_sync=("b", "c")))
+    assert action == Renew(
+        replace(MY_LEASE, renew_time=STAMP, in_sync=("b", "c"), initialized="a")
+    )
 
 
 def test_the_active_keeps_the_published_set_when_given_none() -> None:

@@ -13,6 +13,7 @@ class CommandKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COMMAND_KIND_CALL: _ClassVar[CommandKind]
     COMMAND_KIND_CAST: _ClassVar[CommandKind]
     COMMAND_KIND_MERGE: _ClassVar[CommandKind]
+    COMMAND_KIND_RESTORE: _ClassVar[CommandKind]
 
 class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -31,6 +32,7 @@ COMMAND_KIND_UNSPECIFIED: CommandKind
 COMMAND_KIND_CALL: CommandKind
 COMMAND_KIND_CAST: CommandKind
 COMMAND_KIND_MERGE: CommandKind
+COMMAND_KIND_RESTORE: CommandKind
 ROLE_UNSPECIFIED: Role
 ROLE_ACTIVE: Role
 ROLE_STANDBY: Role
