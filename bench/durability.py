@@ -15,7 +15,8 @@ What runs (figures in bench/README.md):
   (`replication.py --serve-bare`), `plain` and `durable`, alternated in rounds; every ratio is
   the **median of the per-round ratios** (paired rounds), so a burst of someone else's load hits
   one pair, not one setup;
-- (b) whole-cluster restart of `durable`: a caller loops on `next_value`; all three pods go
+- (b) whole-cluster restart of `durable`: a caller loops on `next_value` through the client
+  Service (re-created pods get new addresses); all three pods go
   down at once, once by SIGKILL (`gencluster dev fault kill`, three at a time; the kubelet
   restarts the containers after its base back-off: `restart_sigkill_s`), then N times by
   `kubectl delete pods --grace-period=0 --force` (the operator creates new pods on the same
@@ -123,6 +124,19 @@ class Plane:
         return ",".join(f"{pod['status']['podIP']}:{PORT}" for pod in self.pods(name)
                         if pod.get("status", {}).get("podIP"))
 
+    def service_address(self, name: str) -> str:
+        """The client Service's address (`status.loadBalancer.ingress`, as a user outside the
+        cluster reaches it): pods' addresses change when pods are re-created."""
+
+        def ingress() -> str:
+            service = get_json(self.dev, "svc", name, "-n", NAMESPACE)
+            found = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress")
+            if not found or not found[0].get("ip"):
+                return ""
+            return f"{found[0]['ip']}:{service['spec']['ports'][0]['port']}"
+
+        return wait_for(ingress, 60, 0.2, f"{name}'s Service address")
+
     def status(self, name: str) -> dict[str, Any]:
         return get_json(self.dev, "csrv", name, "-n", NAMESPACE).get("status") or {}
 
@@ -199,7 +213,8 @@ def restart_trial(plane: Plane, how: str) -> tuple[float, bool]:
     from gencluster import Client
 
     plane.serving("durable")
-    addresses = plane.addresses("durable")
+    # Through the Service: a forced delete re-creates the pods with new addresses.
+    addresses = plane.service_address("durable")
     acknowledged: list[tuple[float, int]] = []
     stop = threading.Event()
 

@@ -42,7 +42,7 @@ from gencluster import wire
 from gencluster.auth import PeerTokenGate
 from gencluster.call_metrics import CallMeter
 from gencluster.codec import CodecError, MessageTooLarge
-from gencluster.log import CommandKind
+from gencluster.log import CommandKind, Snapshot
 from gencluster.machine import Outcome, RestoreError, SubscriptionError
 from gencluster.node import Node, RestoreRefused
 from gencluster.proto import gencluster_pb2 as pb
@@ -107,6 +107,32 @@ async def submit(
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
     context.set_trailing_metadata(_epoch_trailer(epoch))
     return outcome, epoch
+
+
+async def _origin_and_snapshot(
+    request_iterator: AsyncIterator[pb.MergeChunk] | AsyncIterator[pb.RestoreChunk],
+    context: grpc.aio.ServicerContext,
+    method: str,
+) -> tuple[pb.MergeOrigin | pb.RestoreOrigin, Snapshot]:
+    """The two client-streamed state transfers (Merge, Restore) share one shape: an origin
+    message, then a state in the Snapshot stream format. An origin missing or a snapshot that
+    does not decode is INVALID_ARGUMENT, before anything changed."""
+    origin: pb.MergeOrigin | pb.RestoreOrigin | None = None
+    chunks = []
+    async for chunk in request_iterator:
+        if chunk.WhichOneof("part") == "origin":
+            origin = chunk.origin
+        else:
+            chunks.append(chunk.snapshot)
+    if origin is None:
+        kind = "MergeOrigin" if method == "Merge" else "RestoreOrigin"
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method} starts with a {kind}")
+    assert origin is not None
+    try:
+        snapshot, _ = wire.snapshot_from_chunks(chunks)
+    except wire.WireError as error:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+    return origin, snapshot
 
 
 @functools.lru_cache(maxsize=4)
@@ -324,20 +350,8 @@ class AdminService(pb_grpc.AdminServicer):
         self, request_iterator: AsyncIterator[pb.MergeChunk], context: grpc.aio.ServicerContext
     ) -> pb.MergeReply:
         node = self.node
-        origin: pb.MergeOrigin | None = None
-        chunks = []
-        async for chunk in request_iterator:
-            if chunk.WhichOneof("part") == "origin":
-                origin = chunk.origin
-            else:
-                chunks.append(chunk.snapshot)
-        if origin is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Merge starts with a MergeOrigin")
-        assert origin is not None
-        try:
-            snapshot, _ = wire.snapshot_from_chunks(chunks)
-        except wire.WireError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        origin, snapshot = await _origin_and_snapshot(request_iterator, context, "Merge")
+        assert isinstance(origin, pb.MergeOrigin)
         log.info("merging the state of %s (epoch %d)", origin.source, origin.source_epoch)
         payload = wire.merge_payload(snapshot)
         outcome, epoch = await submit(
@@ -355,22 +369,8 @@ class AdminService(pb_grpc.AdminServicer):
         (applied once per request id, like any call); without, into this replica if it holds
         no state and nobody is active (`Node.restore`)."""
         node = self.node
-        origin: pb.RestoreOrigin | None = None
-        chunks = []
-        async for chunk in request_iterator:
-            if chunk.WhichOneof("part") == "origin":
-                origin = chunk.origin
-            else:
-                chunks.append(chunk.snapshot)
-        if origin is None:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "Restore starts with a RestoreOrigin"
-            )
-        assert origin is not None
-        try:
-            snapshot, _ = wire.snapshot_from_chunks(chunks)
-        except wire.WireError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        origin, snapshot = await _origin_and_snapshot(request_iterator, context, "Restore")
+        assert isinstance(origin, pb.RestoreOrigin)
         log.warning("restoring %s (force=%s)", origin.source or "a backup", origin.force)
         if origin.force:
             if node.term is None:
