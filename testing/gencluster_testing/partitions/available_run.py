@@ -310,8 +310,26 @@ def _wait_other_side_elected(
                 return status
         return None
 
-    return wait_for(elected, DEADLINE, interval=POLL,
-                    message=lambda: f"the other side elects its own active\n{server.diagnostics()}")
+    winner = wait_for(elected, DEADLINE, interval=POLL,
+                      message=lambda: f"the other side elects its own active\n"
+                                      f"{server.diagnostics()}")
+
+    # Every other pod follows the winner before the other side's clients start: a standby
+    # still streaming from the loser (when only the API is cut, the loser stays reachable)
+    # redirects a client there, and the client keeps that redirect while the loser answers,
+    # so a client started a moment too early would spend the split on the loser's side.
+    def all_follow_winner() -> bool:
+        for pod in server.pod_names():
+            if pod in (loser, winner.identity):
+                continue
+            status = server.admin_status(pod)
+            if status is None or status.active != winner.identity:
+                return False
+        return True
+
+    wait_for(all_follow_winner, DEADLINE, interval=POLL,
+             message=lambda: f"the other side follows {winner.identity}\n{server.diagnostics()}")
+    return winner
 
 
 def _heal(server: AvailableIdServer, fault: str, loser: str, *loads: LoadRecorder) -> float:
