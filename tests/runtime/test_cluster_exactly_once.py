@@ -42,8 +42,8 @@ class FirstCall:
 
 @pytest.fixture(scope="module")
 def cluster(dev_cluster: DevClusterProcess) -> Iterator[IdCluster]:
-    group = IdCluster(dev_cluster, "once", secrets.token_urlsafe(32), 3)
-    group.resource["spec"]["runtime"] = {"deduplicationWindowSeconds": WINDOW_SECONDS}
+    group = IdCluster(dev_cluster, "once", secrets.token_urlsafe(32), 3,
+                      extra_spec={"runtime": {"deduplicationWindowSeconds": WINDOW_SECONDS}})
     group.create()
     group.ready_cluster()
     yield group

@@ -47,6 +47,8 @@ class IdCluster:
     replicas: int
     server: str = "gencluster_examples.id_server:IdServer"
     args: dict[str, Any] = field(default_factory=dict)
+    extra_spec: dict[str, Any] = field(default_factory=dict)
+    """More of the ClusteredServer's spec (e.g. `persistence`), as the operator would read it."""
     resource: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -59,6 +61,7 @@ class IdCluster:
             replication={"mode": "Sync", "minSyncStandbys": 1},
             lease={"durationSeconds": LEASE["duration"], "renewDeadlineSeconds": LEASE["renew"],
                    "retryPeriodSeconds": LEASE["retry"]},
+            **self.extra_spec,
         )
 
     def pod_name(self, ordinal: int) -> str:

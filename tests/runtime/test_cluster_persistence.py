@@ -14,33 +14,20 @@ import pytest
 from gencluster import Client
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster_dev.network.faults import FaultInjector
-from gencluster_testing import without_operator
 from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.waiting import wait_for
 
-from tests.runtime.test_cluster_idserver import LEASE, PORT, IdCluster, Load
+from tests.runtime.test_cluster_idserver import IdCluster, Load
 
 pytestmark = pytest.mark.integration
 
-
-class PersistentIdCluster(IdCluster):
-    def __post_init__(self) -> None:
-        self.resource = without_operator.clustered_server(
-            self.name,
-            server=self.server,
-            replicas=self.replicas,
-            args=self.args,
-            port=PORT,
-            replication={"mode": "Sync", "minSyncStandbys": 1},
-            lease={"durationSeconds": LEASE["duration"], "renewDeadlineSeconds": LEASE["renew"],
-                   "retryPeriodSeconds": LEASE["retry"]},
-            persistence={"enabled": True, "size": "64Mi"},
-        )
+PERSISTENCE = {"enabled": True, "size": "64Mi"}
 
 
 @pytest.fixture(scope="module")
-def cluster(dev_cluster: DevClusterProcess) -> Iterator[PersistentIdCluster]:
-    group = PersistentIdCluster(dev_cluster, "dur", secrets.token_urlsafe(32), 3)
+def cluster(dev_cluster: DevClusterProcess) -> Iterator[IdCluster]:
+    group = IdCluster(dev_cluster, "dur", secrets.token_urlsafe(32), 3,
+                      extra_spec={"persistence": PERSISTENCE})
     group.create()
     group.ready_cluster()
     yield group
@@ -56,7 +43,7 @@ def kill_every_pod(cluster: IdCluster) -> float:
 
 
 def test_every_pod_killed_at_once_under_load_resumes_from_the_volumes(
-    cluster: PersistentIdCluster,
+    cluster: IdCluster,
 ) -> None:
     cluster.ready_cluster()
     probe = Client(cluster.addresses(), timeout=60)
@@ -90,7 +77,7 @@ def restarts(cluster: IdCluster, pod: str) -> int:
 
 
 def test_a_restarted_standby_catches_up_from_its_volume_and_the_log_not_by_snapshot(
-    cluster: PersistentIdCluster,
+    cluster: IdCluster,
 ) -> None:
     active = cluster.ready_cluster()
     standby = next(cluster.pod_name(i) for i in range(cluster.replicas)
