@@ -12,11 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gencluster.wellknown import default_min_sync_standbys
+
 DEFAULT_IMAGE = "ghcr.io/gencluster/gencluster:0.1.0"
 DEFAULT_REPLICAS = 3
 DEFAULT_PORT = 50051
 DEFAULT_REPLICATION_MODE = "Sync"
-DEFAULT_MIN_SYNC_STANDBYS = 1
 DEFAULT_PARTITION_POLICY = "Fenced"
 DEFAULT_LEASE_DURATION_SECONDS = 15
 DEFAULT_RENEW_DEADLINE_SECONDS = 10
@@ -101,6 +102,7 @@ def cluster_spec(resource: Mapping[str, Any]) -> ClusterSpec:
     lease = spec.get("lease") or {}
     persistence = spec.get("persistence") or {}
     runtime = spec.get("runtime") or {}
+    replicas = int(spec.get("replicas", DEFAULT_REPLICAS))
     return ClusterSpec(
         name=metadata["name"],
         namespace=metadata.get("namespace") or "default",
@@ -108,11 +110,13 @@ def cluster_spec(resource: Mapping[str, Any]) -> ClusterSpec:
         generation=int(metadata.get("generation") or 0),
         server=spec["server"],
         image=spec.get("image") or DEFAULT_IMAGE,
-        replicas=int(spec.get("replicas", DEFAULT_REPLICAS)),
+        replicas=replicas,
         args=spec.get("args", {}),
         port=int(spec.get("port", DEFAULT_PORT)),
         replication_mode=replication.get("mode", DEFAULT_REPLICATION_MODE),
-        min_sync_standbys=int(replication.get("minSyncStandbys", DEFAULT_MIN_SYNC_STANDBYS)),
+        min_sync_standbys=int(replication.get(
+            "minSyncStandbys", default_min_sync_standbys(replicas)
+        )),
         partition_policy=spec.get("partitionPolicy", DEFAULT_PARTITION_POLICY),
         lease=LeaseTimings(
             duration_seconds=int(lease.get("durationSeconds", DEFAULT_LEASE_DURATION_SECONDS)),

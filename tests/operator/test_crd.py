@@ -194,7 +194,7 @@ def test_defaults_in_the_schema():
     assert (prop("spec.port")["minimum"], prop("spec.port")["maximum"]) == (1, 65535)
     assert prop("spec.replication.mode")["enum"] == ["Sync", "Async"]
     assert prop("spec.replication.mode")["default"] == "Sync"
-    assert prop("spec.replication.minSyncStandbys")["default"] == 1
+    assert "default" not in prop("spec.replication.minSyncStandbys")  # follows replicas
     assert prop("spec.replication.minSyncStandbys")["minimum"] == 0
     assert prop("spec.partitionPolicy")["enum"] == ["Fenced", "Available"]
     assert prop("spec.partitionPolicy")["default"] == "Fenced"
@@ -418,7 +418,7 @@ def test_examples_are_admitted_and_defaulted(admit, name):
     assert spec["replicas"] == 3
     assert spec["args"] == {}
     assert spec["lease"] == DEFAULT_LEASE
-    assert spec["replication"] == {"mode": "Sync", "minSyncStandbys": 1}
+    assert spec["replication"] == {"mode": "Sync"}  # minSyncStandbys follows replicas
     assert spec["partitionPolicy"] == {"id-server": "Fenced", "chat": "Available"}[name]
 
 
@@ -430,7 +430,7 @@ def test_minimal_spec_gets_every_default(admit):
         "replicas": 3,
         "args": {},
         "port": 50051,
-        "replication": {"mode": "Sync", "minSyncStandbys": 1},
+        "replication": {"mode": "Sync"},
         "partitionPolicy": "Fenced",
         "lease": DEFAULT_LEASE,
         "persistence": DEFAULT_PERSISTENCE,
@@ -498,7 +498,9 @@ def test_unknown_fields_are_pruned(admit):
     ("spec", "replicas", "mode", "min_sync"),
     [
         ({"replicas": 1, "replication": {"minSyncStandbys": 0}}, 1, "Sync", 0),
-        ({"replicas": 1, "replication": {"mode": "Async"}}, 1, "Async", 1),
+        ({"replicas": 1, "replication": {"mode": "Async"}}, 1, "Async", None),
+        ({"replicas": 1}, 1, "Sync", None),
+        ({"replicas": 2}, 2, "Sync", None),
         ({"replicas": 3, "replication": {"minSyncStandbys": 2}}, 3, "Sync", 2),
         ({"replicas": 2, "replication": {"mode": "Async", "minSyncStandbys": 9}}, 2, "Async", 9),
     ],
@@ -506,7 +508,8 @@ def test_unknown_fields_are_pruned(admit):
 def test_sync_standbys_within_replicas_are_admitted(admit, spec, replicas, mode, min_sync):
     result = admitted(admit, cs({"server": "m:C", **spec}))["spec"]
     assert result["replicas"] == replicas
-    assert result["replication"] == {"mode": mode, "minSyncStandbys": min_sync}
+    expected = {"mode": mode} if min_sync is None else {"mode": mode, "minSyncStandbys": min_sync}
+    assert result["replication"] == expected
 
 
 INVALID = {
@@ -520,8 +523,9 @@ INVALID = {
         {"replicas": 3, "replication": {"mode": "Sync", "minSyncStandbys": 3}},
         "spec.replication.minSyncStandbys", "replicas - 1",
     ),
-    "replicas 1 with default Sync and minSyncStandbys 1": (
-        {"replicas": 1}, "spec.replication.minSyncStandbys", "replicas - 1",
+    "replicas 1 with Sync and minSyncStandbys 1": (
+        {"replicas": 1, "replication": {"minSyncStandbys": 1}}, "spec.replication.minSyncStandbys",
+        "replicas - 1",
     ),
     "lease duration == renew deadline": (
         {"lease": {"durationSeconds": 10, "renewDeadlineSeconds": 10}},

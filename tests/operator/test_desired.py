@@ -82,7 +82,7 @@ def test_spec_fallbacks_equal_the_crd_defaults() -> None:
     assert properties["partitionPolicy"]["default"] == spec.DEFAULT_PARTITION_POLICY
     replication = properties["replication"]["properties"]
     assert replication["mode"]["default"] == spec.DEFAULT_REPLICATION_MODE
-    assert replication["minSyncStandbys"]["default"] == spec.DEFAULT_MIN_SYNC_STANDBYS
+    assert "default" not in replication["minSyncStandbys"], "it follows replicas"
     lease = properties["lease"]["properties"]
     assert lease["durationSeconds"]["default"] == spec.DEFAULT_LEASE_DURATION_SECONDS
     assert lease["renewDeadlineSeconds"]["default"] == spec.DEFAULT_RENEW_DEADLINE_SECONDS
@@ -478,6 +478,24 @@ def test_an_object_of_someone_else_is_not_controlled() -> None:
 
 def persistent(**persistence: Any) -> dict[str, Any]:
     return resource(persistence={"enabled": True, "size": "2Gi", **persistence})
+
+
+@pytest.mark.parametrize(("replicas", "expected"), [(1, 0), (2, 1), (3, 1), (7, 1)])
+def test_min_sync_standbys_left_out_follows_replicas(replicas: int, expected: int) -> None:
+    res = resource(replicas=replicas)
+    del res["spec"]["replication"]["minSyncStandbys"]
+    assert spec.cluster_spec(res).min_sync_standbys == expected
+    env = {item["name"]: item.get("value") for item in desired.runtime_env(spec.cluster_spec(res))}
+    assert env[RuntimeEnv.MIN_SYNC_STANDBYS] == str(expected)
+
+
+def test_min_sync_standbys_written_out_is_kept() -> None:
+    res = resource(replicas=1)
+    res["spec"]["replication"] = {"mode": "Sync", "minSyncStandbys": 0}
+    assert spec.cluster_spec(res).min_sync_standbys == 0
+    res = resource(replicas=5)
+    res["spec"]["replication"] = {"mode": "Sync", "minSyncStandbys": 3}
+    assert spec.cluster_spec(res).min_sync_standbys == 3
 
 
 def test_spec_fallbacks_for_storage_equal_the_crd_defaults() -> None:
