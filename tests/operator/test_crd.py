@@ -243,7 +243,10 @@ def test_cel_rules_are_documented_and_compile():
     import celpy
 
     rules = all_rules()
-    assert {path for path, _ in rules} == {"spec", "spec.lease", "spec.persistence"}
+    assert {path for path, _ in rules} == {
+        "spec", "spec.lease", "spec.persistence", "spec.template.spec.volumes",
+        "spec.template.spec.volumeMounts", "spec.template.spec.containers",
+    }
     env = celpy.Environment()
     for path, rule in rules:
         assert rule.get("message"), f"{path}: rule without a message: {rule['rule']}"
@@ -576,6 +579,24 @@ INVALID = {
     ),
     "label value not a string": (
         {"template": {"metadata": {"labels": {"tier": 3}}}}, "spec.template.metadata.labels", None,
+    ),
+    "a volume named like the operator's": (
+        {"template": {"spec": {"volumes": [{"name": "data", "emptyDir": {}}]}}},
+        "spec.template.spec.volumes", "reserved",
+    ),
+    "a mount on the data directory": (
+        {"template": {"spec": {"volumeMounts": [{"name": "x",
+                                                 "mountPath": "/var/lib/gencluster"}]}}},
+        "spec.template.spec.volumeMounts", "reserved",
+    ),
+    "a sidecar named server": (
+        {"template": {"spec": {"containers": [{"name": "server", "image": "x"}]}}},
+        "spec.template.spec.containers", "reserved",
+    ),
+    "a spread constraint without its topology key": (
+        {"template": {"spec": {"topologySpreadConstraints": [
+            {"maxSkew": 1, "whenUnsatisfiable": "DoNotSchedule"}]}}},
+        "spec.template.spec.topologySpreadConstraints[0].topologyKey", None,
     ),
 }  # fmt: skip
 

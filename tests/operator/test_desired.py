@@ -94,7 +94,73 @@ def test_every_template_override_the_crd_offers_is_applied() -> None:
     assert set(template["metadata"]["properties"]) == {"labels", "annotations"}
     assert set(template["spec"]["properties"]) == {
         "resources", "env", "nodeSelector", "tolerations", "affinity",
+        "topologySpreadConstraints", "priorityClassName", "imagePullSecrets",
+        "serviceAccountName", "volumes", "volumeMounts", "containers", "initContainers",
     }
+
+
+SPREAD = {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+          "whenUnsatisfiable": "ScheduleAnyway",
+          "labelSelector": {"matchLabels": {names.CLUSTER_LABEL: "id"}}}
+SIDECAR = {"name": "log-shipper", "image": "registry.example/shipper:1",
+           "volumeMounts": [{"name": "logs", "mountPath": "/logs"}]}
+
+
+def test_pod_template_fields_for_real_clusters_reach_the_pod() -> None:
+    template = {"spec": {
+        "topologySpreadConstraints": [SPREAD],
+        "priorityClassName": "stateful-high",
+        "imagePullSecrets": [{"name": "registry-credentials"}],
+        "serviceAccountName": "workload-identity",
+        "volumes": [{"name": "logs", "emptyDir": {}}],
+        "volumeMounts": [{"name": "logs", "mountPath": "/logs"}],
+        "containers": [SIDECAR],
+        "initContainers": [{"name": "warm", "image": "registry.example/warm:1"}],
+    }}
+    res = resource(template=template, persistence={"enabled": True})
+    pod_spec = desired.pod(res, 1)["spec"]
+    assert pod_spec["topologySpreadConstraints"] == [SPREAD]
+    assert pod_spec["priorityClassName"] == "stateful-high"
+    assert pod_spec["imagePullSecrets"] == [{"name": "registry-credentials"}]
+    assert pod_spec["serviceAccountName"] == "workload-identity"
+    assert pod_spec["initContainers"] == [{"name": "warm", "image": "registry.example/warm:1"}]
+    server, sidecar = pod_spec["containers"]
+    assert server["name"] == names.CONTAINER_NAME and sidecar == SIDECAR
+    assert [v["name"] for v in pod_spec["volumes"]] == ["tmp", "data", "logs"]
+    assert [m["mountPath"] for m in server["volumeMounts"]] == ["/tmp", names.DATA_DIR, "/logs"]
+    # The Role the pods need is bound to the ServiceAccount they run as.
+    (subject,) = desired.role_binding(res)["subjects"]
+    assert subject == {"kind": "ServiceAccount", "name": "workload-identity",
+                       "namespace": "default"}
+    # Copies: building a pod never aliases the resource's lists.
+    pod_spec["containers"][1]["name"] = "changed"
+    assert template["spec"]["containers"][0]["name"] == "log-shipper"
+
+
+def test_without_a_service_account_of_their_own_pods_use_and_bind_ours() -> None:
+    pod_spec = desired.pod(resource(), 0)["spec"]
+    assert pod_spec["serviceAccountName"] == names.service_account_name("id")
+    (subject,) = desired.role_binding(resource())["subjects"]
+    assert subject["name"] == names.service_account_name("id")
+    for field in desired.POD_FIELDS_AS_WRITTEN:
+        assert field not in pod_spec
+    assert len(pod_spec["containers"]) == 1
+
+
+@pytest.mark.parametrize(("resources", "expected"), [
+    (None, {"requests": {"cpu": "100m", "memory": "128Mi"}}),
+    ({"requests": {"memory": "1Gi"}}, {"requests": {"cpu": "100m", "memory": "1Gi"}}),
+    ({"limits": {"cpu": "50m"}},
+     {"limits": {"cpu": "50m"}, "requests": {"memory": "128Mi"}}),
+    ({"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "4Gi"}},
+     {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "4Gi"}}),
+])
+def test_server_container_requests_default_unless_set(
+    resources: dict[str, Any] | None, expected: dict[str, Any]
+) -> None:
+    template = {"spec": {"resources": resources}} if resources else {}
+    container = desired.pod(resource(template=template), 0)["spec"]["containers"][0]
+    assert container["resources"] == expected
 
 
 # -- the pod --------------------------------------------------------------------------------------
