@@ -622,6 +622,39 @@ def peer_token_secret(resource: Mapping[str, Any], token: str) -> dict[str, Any]
     }
 
 
+POD_MONITOR_API_VERSION = "monitoring.coreos.com/v1"
+
+
+def pod_monitor(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """A prometheus-operator PodMonitor for the pods' metrics port, named like the cluster.
+
+    prometheus-operator labels every series with the target's `namespace` and `pod`; the
+    relabeling adds `cluster` (the runtime's own series carry it, the call meters do not), so
+    one dashboard query can select a ClusteredServer's pods. `honorLabels` keeps the runtime's
+    own `cluster` and `pod` labels (equal to the target's) instead of `exported_*` copies."""
+    spec = cluster_spec(resource)
+    metadata = _metadata(resource, spec.name)
+    metadata["labels"] = {**spec.pod_monitor.labels, **metadata["labels"]}
+    return {
+        "apiVersion": POD_MONITOR_API_VERSION,
+        "kind": "PodMonitor",
+        "metadata": metadata,
+        "spec": {
+            "selector": {"matchLabels": names.cluster_selector(spec.name)},
+            "podMetricsEndpoints": [{
+                "port": names.METRICS_PORT_NAME,
+                "path": "/metrics",
+                "interval": spec.pod_monitor.interval,
+                "honorLabels": True,
+                "relabelings": [{
+                    "sourceLabels": ["__meta_kubernetes_pod_label_gencluster_io_cluster"],
+                    "targetLabel": "cluster",
+                }],
+            }],
+        },
+    }
+
+
 def static_children(
     resource: Mapping[str, Any], token: str, pod_ordinals: Iterable[int] | None = None
 ) -> list[dict[str, Any]]:
@@ -649,6 +682,7 @@ MANAGED_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "Secret": (),
     "Service": (("spec", "selector"), ("spec", "ports")),
     "PodDisruptionBudget": (("spec", "maxUnavailable"), ("spec", "selector")),
+    "PodMonitor": (("spec",),),
 }
 """Per kind, the fields the operator keeps equal to what it builds once the object exists.
 

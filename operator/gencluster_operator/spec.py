@@ -9,7 +9,7 @@ equal the defaults in `crds/clusteredservers.gencluster.io.yaml`, the single sou
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gencluster.wellknown import default_min_sync_standbys
@@ -54,6 +54,19 @@ class Persistence:
     retain_on_delete: bool = DEFAULT_RETAIN_ON_DELETE
 
 
+DEFAULT_POD_MONITOR_ENABLED = False
+DEFAULT_POD_MONITOR_INTERVAL = "30s"
+
+
+@dataclass(frozen=True)
+class PodMonitorSpec:
+    """`spec.monitoring.podMonitor`: a prometheus-operator PodMonitor for the pods."""
+
+    enabled: bool = DEFAULT_POD_MONITOR_ENABLED
+    interval: str = DEFAULT_POD_MONITOR_INTERVAL
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     """What one ClusteredServer asks for. `template` is the raw `spec.template` mapping."""
@@ -74,6 +87,7 @@ class ClusterSpec:
     template: Mapping[str, Any]
     persistence: Persistence = Persistence()
     deduplication_window_seconds: int = DEFAULT_DEDUPLICATION_WINDOW_SECONDS
+    pod_monitor: PodMonitorSpec = PodMonitorSpec()
 
     @property
     def template_labels(self) -> Mapping[str, str]:
@@ -102,6 +116,7 @@ def cluster_spec(resource: Mapping[str, Any]) -> ClusterSpec:
     lease = spec.get("lease") or {}
     persistence = spec.get("persistence") or {}
     runtime = spec.get("runtime") or {}
+    pod_monitor = (spec.get("monitoring") or {}).get("podMonitor") or {}
     replicas = int(spec.get("replicas", DEFAULT_REPLICAS))
     return ClusterSpec(
         name=metadata["name"],
@@ -134,5 +149,10 @@ def cluster_spec(resource: Mapping[str, Any]) -> ClusterSpec:
         ),
         deduplication_window_seconds=int(
             runtime.get("deduplicationWindowSeconds", DEFAULT_DEDUPLICATION_WINDOW_SECONDS)
+        ),
+        pod_monitor=PodMonitorSpec(
+            enabled=bool(pod_monitor.get("enabled", DEFAULT_POD_MONITOR_ENABLED)),
+            interval=str(pod_monitor.get("interval") or DEFAULT_POD_MONITOR_INTERVAL),
+            labels=dict(pod_monitor.get("labels") or {}),
         ),
     )

@@ -438,6 +438,7 @@ def test_minimal_spec_gets_every_default(admit):
         "lease": DEFAULT_LEASE,
         "persistence": DEFAULT_PERSISTENCE,
         "runtime": {"deduplicationWindowSeconds": 300},
+        "monitoring": {"podMonitor": {"enabled": False, "interval": "30s"}},
     }
 
 
@@ -454,6 +455,8 @@ def test_full_spec_is_kept_as_written(admit):
         "persistence": {"enabled": True, "size": "10Gi", "storageClassName": "fast",
                         "retainOnDelete": True},
         "runtime": {"deduplicationWindowSeconds": 86400},
+        "monitoring": {"podMonitor": {"enabled": True, "interval": "15s",
+                                      "labels": {"release": "prometheus"}}},
         "template": {
             "metadata": {"labels": {"team": "chat"}, "annotations": {"a.example/b": "c"}},
             "spec": {

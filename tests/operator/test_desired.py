@@ -669,3 +669,25 @@ def test_a_claim_controlled_by_someone_else_is_never_adopted() -> None:
     assert desired.claim_ownership_patch(res, shared, retained=True) == {
         "metadata": {"ownerReferences": [other_owner]}
     }
+
+
+def test_pod_monitor_scrapes_the_metrics_port_of_the_cluster_pods_with_a_cluster_label() -> None:
+    res = resource(monitoring={"podMonitor": {"enabled": True, "interval": "15s",
+                                              "labels": {"release": "prometheus"}}})
+    monitor = desired.pod_monitor(res)
+    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "PodMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["metadata"]["labels"][names.CLUSTER_LABEL] == "id"
+    assert monitor["metadata"]["ownerReferences"][0]["uid"] == "cr-uid"
+    assert monitor["spec"]["selector"] == {"matchLabels": names.cluster_selector("id")}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == names.METRICS_PORT_NAME and endpoint["interval"] == "15s"
+    ports = desired.pod(res, 0)["spec"]["containers"][0]["ports"]
+    assert names.METRICS_PORT_NAME in {port["name"] for port in ports}
+    (relabel,) = endpoint["relabelings"]
+    assert relabel["targetLabel"] == "cluster"
+    # The pod label the relabeling reads (Prometheus turns `.` and `/` into `_`).
+    assert relabel["sourceLabels"] == [
+        "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", names.CLUSTER_LABEL)
+    ]
+    assert spec.cluster_spec(resource()).pod_monitor.enabled is False
