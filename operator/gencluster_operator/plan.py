@@ -90,10 +90,32 @@ def plan(observed: Observed) -> list[Action]:
     if observed.resource["metadata"].get("deletionTimestamp"):
         return []  # garbage collection removes the children; nothing to hand over to
     facts = assess(observed)
+    if facts.paused:
+        return []  # maintenance by hand: the status still follows, nothing else
+    if facts.hibernating:
+        return _hibernate(facts)
     step, annotation = _disruptive_step(observed, facts)
     return [
         *step, *annotation, *_reinitialize_request(observed, facts),
         *_claim_ownership(observed, facts), *_creations(observed, facts),
+    ]
+
+
+def _hibernate(facts: Assessment) -> list[Action]:
+    """Delete every pod, the standbys first and the active last, one at a time, so that the
+    active never hands over to a pod about to go; nothing is created meanwhile. The claims,
+    the Lease and the Services stay: waking up is whole-cluster recovery from the volumes."""
+    if facts.terminating:
+        return []  # the previous deletion is still under way
+    remaining = [p for p in facts.pods if not p.deleting]
+    if not remaining:
+        return []
+    pod = max(remaining, key=lambda p: (p is not facts.active, p.ordinal or 0))
+    return [
+        DeletePod(pod.name, pod.uid, "hibernation"),
+        RecordEvent(EventReason.HIBERNATING,
+                    f"deleting {pod.name} ({len(remaining) - 1} more to go); the claims keep "
+                    "the state"),
     ]
 
 

@@ -33,6 +33,21 @@ SWITCHOVER_TO_ANNOTATION = "gencluster.io/switchover-to"
 """On the ClusteredServer: asks the operator to hand the active role to this pod; the operator
 removes it once the switchover is done or rejected."""
 
+RECONCILE_PAUSED_ANNOTATION = "gencluster.io/reconcile-paused"
+"""On the ClusteredServer: while present (any value but "false"), the operator changes nothing
+(no pod created, deleted, replaced or failed over; no merge) and only writes the status, with
+Progressing=False, reason ReconcilePaused. For maintenance by hand."""
+
+HIBERNATION_ANNOTATION = "gencluster.io/hibernation"
+"""On the ClusteredServer: "on" deletes every pod (standbys first) and keeps the claims, Lease
+and Services; removing it (or "off") creates the pods again, which recover from their volumes.
+Only with spec.persistence.enabled: a cluster in memory would lose its state (refused with a
+HibernationRefused Event)."""
+
+RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
+"""In spec.template.metadata.annotations: a new value rolls every pod, as for a Deployment
+(`kubectl rollout restart` writes the same key); `kubectl gencluster restart` sets it."""
+
 GRPC_PORT_NAME = "grpc"
 """Name of the container port serving the Client, Peer and Admin services."""
 
