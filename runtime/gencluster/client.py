@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 import grpc
 
 from gencluster.codec import Codec, get_codec
+from gencluster.limits import MAX_RECORD_MESSAGE_BYTES, check_client_request_id
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.retry import (
@@ -91,6 +92,9 @@ CHANNEL_OPTIONS = [
     ("grpc.enable_retries", 0),
     ("grpc.initial_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 500),
+    # A reply is bounded by the server's codec limit (4 MiB by default, configurable), plus
+    # the message around it: gRPC's default 4 MiB receive limit would refuse one at the limit.
+    ("grpc.max_receive_message_length", MAX_RECORD_MESSAGE_BYTES),
 ]
 
 T = TypeVar("T")
@@ -160,6 +164,10 @@ def _call_request(
 ) -> pb.CallRequest:
     if first_attempt is not None and not first_attempt > 0:
         raise ValueError(f"first_attempt must be a positive Unix time, got {first_attempt!r}")
+    if request_id:
+        # The server refuses these too (INVALID_ARGUMENT); refusing here says so before a
+        # round trip, with the same message.
+        check_client_request_id(request_id)
     return pb.CallRequest(
         request_id=request_id or uuid.uuid4().hex,
         payload=codec.encode(request, what="request"),

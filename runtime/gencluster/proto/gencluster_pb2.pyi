@@ -161,18 +161,20 @@ class LogEntry(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., epoch: _Optional[int] = ..., command: _Optional[_Union[Command, _Mapping]] = ...) -> None: ...
 
 class ReplyRecord(_message.Message):
-    __slots__ = ("request_id", "seq", "reply", "error", "time")
+    __slots__ = ("request_id", "seq", "reply", "error", "time", "digest")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     REPLY_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     seq: int
     reply: bytes
     error: HandlerError
     time: float
-    def __init__(self, request_id: _Optional[str] = ..., seq: _Optional[int] = ..., reply: _Optional[bytes] = ..., error: _Optional[_Union[HandlerError, _Mapping]] = ..., time: _Optional[float] = ...) -> None: ...
+    digest: bytes
+    def __init__(self, request_id: _Optional[str] = ..., seq: _Optional[int] = ..., reply: _Optional[bytes] = ..., error: _Optional[_Union[HandlerError, _Mapping]] = ..., time: _Optional[float] = ..., digest: _Optional[bytes] = ...) -> None: ...
 
 class TopicPosition(_message.Message):
     __slots__ = ("topic", "next_event")
