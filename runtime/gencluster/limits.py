@@ -75,14 +75,15 @@ def utf8_size(text: str) -> int:
 
 
 def check_text(field: str, value: str, max_bytes: int) -> None:
-    """Refuse a text field longer than `max_bytes` bytes (checked without encoding a value that
-    is too long by its character count alone)."""
-    if len(value) > max_bytes or utf8_size(value) > max_bytes:
-        shown = len(value) if len(value) > max_bytes else utf8_size(value)
+    """Refuse a text field longer than `max_bytes` bytes in UTF-8 (a value far too long by its
+    character count alone is refused without encoding it)."""
+    if len(value) > 4 * max_bytes:
         raise InvalidInput(
-            f"{field} is {shown}{'+' if len(value) > max_bytes else ''} bytes, over the limit "
-            f"of {max_bytes} bytes"
+            f"{field} is at least {len(value)} bytes, over the limit of {max_bytes} bytes"
         )
+    size = len(value) if value.isascii() else utf8_size(value)
+    if size > max_bytes:
+        raise InvalidInput(f"{field} is {size} bytes, over the limit of {max_bytes} bytes")
 
 
 def check_client_request_id(request_id: str) -> None:
