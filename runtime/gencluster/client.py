@@ -19,6 +19,10 @@ What makes calls survive failover:
   request ids for its deduplication window (docs/exactly-once.md), and refuses a retry older
   than that instead of maybe applying it twice. That refusal raises `RetryWindowExpired` and
   is not retried.
+- A request id names one request: the same id sent with another request (method or payload)
+  raises `RequestIdReusedError` (nothing changed), and an id over 256 bytes or under the
+  operator's reserved prefix raises `limits.InvalidInput` before anything is sent
+  (docs/limits.md).
 - A handler's exception is not retried: it raises `RemoteError` (type and message of the
   server-side exception; the state did not change). Other gRPC errors (INVALID_ARGUMENT for
   undecodable input, RESOURCE_EXHAUSTED for oversized input, ...) raise `grpc.RpcError` as is.
@@ -59,6 +63,7 @@ from gencluster.retry import (
     ClusterUnavailable,
     Failure,
     GiveUp,
+    RequestIdReusedError,
     RetryWindowExpired,
     Route,
     Wait,
@@ -78,6 +83,7 @@ __all__ = [
     "ClusterUnavailable",
     "Event",
     "RemoteError",
+    "RequestIdReusedError",
     "RetryWindowExpired",
 ]
 

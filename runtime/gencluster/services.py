@@ -14,7 +14,8 @@ clients can tell what to do without parsing messages:
   the operator's reserved namespace, a topic, an identity, a pause): INVALID_ARGUMENT naming
   the field (nothing changed);
 - a request id the reply table holds for a different request (method or payload):
-  FAILED_PRECONDITION "request id reused with a different request" (nothing changed);
+  FAILED_PRECONDITION "request id reused with a different request", with trailing metadata
+  `gencluster-refusal: request-id-reused` (nothing changed);
 - a retry whose request id is older than the reply table remembers (its
   `first_attempt_unix_ms` before the table's horizon): FAILED_PRECONDITION (nothing changed;
   it may or may not have been applied, so the client must not retry it blindly);
@@ -67,7 +68,12 @@ from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.replies import RequestIdReused, RetryRefused
 from gencluster.roles import Active, Joining, Standby, Stopped
 from gencluster.term import NotServing
-from gencluster.wellknown import ACTIVE_ADDRESS_METADATA, EPOCH_METADATA
+from gencluster.wellknown import (
+    ACTIVE_ADDRESS_METADATA,
+    EPOCH_METADATA,
+    REFUSAL_METADATA,
+    REFUSAL_REQUEST_ID_REUSED,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +122,13 @@ async def submit(
         )
     except NotServing as error:
         await _unavailable(node, context, str(error))
-    except (RetryRefused, RequestIdReused) as error:
+    except RetryRefused as error:
         await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+    except RequestIdReused as error:
+        await context.abort(
+            grpc.StatusCode.FAILED_PRECONDITION, str(error),
+            trailing_metadata=((REFUSAL_METADATA, REFUSAL_REQUEST_ID_REUSED),),
+        )
     except MessageTooLarge as error:
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
     except CodecError as error:
