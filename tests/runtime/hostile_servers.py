@@ -4,9 +4,14 @@ so that bounds on replies, events and batches can be reached over the wire."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from gencluster import Context, GenServer
+
+PROJECT = Path(__file__).resolve().parents[2]
+BLOB_SPEC = {"template": {"spec": {"env": [{"name": "PYTHONPATH", "value": str(PROJECT)}]}}}
+"""The ClusteredServer spec that lets its pods import this module (tests/ is not installed)."""
 
 SIZES = range(16 * 1024 * 1024 + 1)
 """Sizes the test asks for (up to 16 MiB): a bound of the test server itself, so that random
