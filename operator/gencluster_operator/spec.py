@@ -73,6 +73,10 @@ class ClusterSpec:
     template: Mapping[str, Any]
     persistence: Persistence = Persistence()
     deduplication_window_seconds: int = DEFAULT_DEDUPLICATION_WINDOW_SECONDS
+    max_message_bytes: int | None = None
+    """`spec.runtime.maxMessageBytes`; None: the runtime's default (docs/limits.md)."""
+    reply_table_max_bytes: int | None = None
+    """`spec.runtime.replyTableMaxBytes`; None: the runtime's default."""
 
     @property
     def template_labels(self) -> Mapping[str, str]:
@@ -131,4 +135,12 @@ def cluster_spec(resource: Mapping[str, Any]) -> ClusterSpec:
         deduplication_window_seconds=int(
             runtime.get("deduplicationWindowSeconds", DEFAULT_DEDUPLICATION_WINDOW_SECONDS)
         ),
+        max_message_bytes=_optional_int(runtime.get("maxMessageBytes")),
+        reply_table_max_bytes=_optional_int(runtime.get("replyTableMaxBytes")),
     )
+
+
+def _optional_int(value: Any) -> int | None:
+    """An optional integer field: absent (None) stays absent, so a cluster that never set it
+    keeps its pods (and their template hash) as they were."""
+    return None if value is None else int(value)

@@ -61,6 +61,19 @@ MAX_RECORD_MESSAGE_BYTES = 64 * 1024 * 1024
 (peers, the operator, the kubectl plugin): a batch is at most `MAX_BATCH_BYTES` or one record,
 so this leaves a wide margin over a record at the codec's limit."""
 
+MIN_MESSAGE_BYTES = 64 * 1024
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+"""The range of `spec.runtime.maxMessageBytes` (GENCLUSTER_MAX_MESSAGE_BYTES): the codec's
+limit on one request, reply or event (default `codec.DEFAULT_MAX_BYTES`, 4 MiB). At most half
+of `MAX_RECORD_MESSAGE_BYTES`, so one record at the limit always fits the message that carries
+it to a standby, the operator or a backup."""
+
+MIN_REPLY_TABLE_BYTES = 1024 * 1024
+MAX_REPLY_TABLE_BYTES = 4 * 1024 * 1024 * 1024
+"""The range of `spec.runtime.replyTableMaxBytes` (GENCLUSTER_REPLY_TABLE_MAX_BYTES): the
+reply table's byte bound (default `replies.DEFAULT_MAX_REPLY_BYTES`, 64 MiB), kept by every
+replica in memory."""
+
 _T = TypeVar("_T")
 
 
