@@ -179,6 +179,8 @@ def _call_request(
         payload=codec.encode(request, what="request"),
         codec=codec.name,
         first_attempt_unix_ms=_unix_ms(first_attempt),
+        # A caller that passes `first_attempt` retries an earlier call: not a first send.
+        first_send=first_attempt is None,
     )
 
 
@@ -188,7 +190,28 @@ def _cast_request(codec: Codec, msg: Any) -> pb.CastRequest:
         payload=codec.encode(msg, what="message"),
         codec=codec.name,
         first_attempt_unix_ms=_unix_ms(None),
+        first_send=True,
     )
+
+
+Sent = TypeVar("Sent", pb.CallRequest, pb.CastRequest)
+
+
+def _attempts(message: Sent) -> Callable[[], Sent]:
+    """The message of each attempt of one call: `message` itself the first time, then a copy
+    with `first_send` cleared (a retry may find its request applied already)."""
+    retry: list[Sent] = []
+
+    def next_message() -> Sent:
+        if not message.first_send:
+            return message
+        if retry:
+            return retry[0]
+        retry.append(type(message)())
+        retry[0].CopyFrom(message)
+        retry[0].first_send = False
+        return message
+    return next_message
 
 
 def _check_cast(reply: pb.CastReply) -> None:
@@ -296,18 +319,18 @@ class Client:
         `first_attempt` too: the `time.time()` of that call's first attempt (default: now,
         which tells the cluster the request is new). A retry older than the cluster's
         deduplication window raises `RetryWindowExpired` (see docs/exactly-once.md)."""
-        message = _call_request(self.codec, request, request_id, first_attempt)
+        message = _attempts(_call_request(self.codec, request, request_id, first_attempt))
         reply, served_by = self._retrying(
-            lambda stub, remaining: stub.Call(message, timeout=remaining),
+            lambda stub, remaining: stub.Call(message(), timeout=remaining),
             self.timeout if timeout is None else timeout,
         )
         return _details_of_call(self.codec, reply, served_by)
 
     def cast(self, msg: Any, timeout: float | None = None) -> None:
         """Send `msg` without a reply; returns once the active accepted (and replicated) it."""
-        message = _cast_request(self.codec, msg)
+        message = _attempts(_cast_request(self.codec, msg))
         reply, _ = self._retrying(
-            lambda stub, remaining: stub.Cast(message, timeout=remaining),
+            lambda stub, remaining: stub.Cast(message(), timeout=remaining),
             self.timeout if timeout is None else timeout,
         )
         _check_cast(reply)
@@ -414,17 +437,17 @@ class AsyncClient:
         request_id: str | None = None,
         first_attempt: float | None = None,
     ) -> CallDetails:
-        message = _call_request(self.codec, request, request_id, first_attempt)
+        message = _attempts(_call_request(self.codec, request, request_id, first_attempt))
         reply, served_by = await self._retrying(
-            lambda stub, remaining: stub.Call(message, timeout=remaining),
+            lambda stub, remaining: stub.Call(message(), timeout=remaining),
             self.timeout if timeout is None else timeout,
         )
         return _details_of_call(self.codec, reply, served_by)
 
     async def cast(self, msg: Any, timeout: float | None = None) -> None:
-        message = _cast_request(self.codec, msg)
+        message = _attempts(_cast_request(self.codec, msg))
         reply, _ = await self._retrying(
-            lambda stub, remaining: stub.Cast(message, timeout=remaining),
+            lambda stub, remaining: stub.Cast(message(), timeout=remaining),
             self.timeout if timeout is None else timeout,
         )
         _check_cast(reply)

@@ -215,9 +215,12 @@ class ClientService(pb_grpc.ClientServicer):
         started = meter.start()
         try:
             await _valid(context, lambda: check_client_request_id(request.request_id))
+            # A first transmission cannot have been applied: no retry check, so a reply table
+            # churned by heavy traffic does not refuse new calls (docs/limits.md).
+            first_attempt = 0 if request.first_send else request.first_attempt_unix_ms
             outcome, epoch = await submit(
                 self.node, context, command_kind, request.request_id, request.payload,
-                request.codec, request.first_attempt_unix_ms,
+                request.codec, first_attempt,
             )
         except BaseException:
             meter.rejected()

@@ -16,11 +16,12 @@ The pure rules: test_limits.py. Random input against the same services: test_fuz
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 
 import grpc
 import pytest
-from gencluster import Client, RemoteError, RequestIdReusedError
+from gencluster import Client, RemoteError, RequestIdReusedError, RetryWindowExpired
 from gencluster.limits import (
     MAX_ERROR_MESSAGE_BYTES,
     RESERVED_REQUEST_ID_PREFIX,
@@ -232,3 +233,42 @@ def test_a_standby_joins_by_snapshot_past_large_events(cluster: IdCluster) -> No
              "the restarted standby to join by snapshot")
     assert cluster.ready_cluster() == active
     settled_positions(cluster)
+
+
+@pytest.fixture(scope="module")
+def small(dev_cluster: DevClusterProcess) -> Iterator[IdCluster]:
+    """Two replicas with the overridable limits set low (docs/limits.md)."""
+    group = IdCluster(
+        dev_cluster, "small", secrets.token_urlsafe(32), 2, server=SERVER,
+        extra_spec={**BLOB_SPEC, "runtime": {"deduplicationWindowSeconds": 300,
+                                             "maxMessageBytes": 128 * 1024,
+                                             "replyTableMaxBytes": MIB}},
+    )
+    group.create()
+    group.ready_cluster()
+    yield group
+
+
+def test_the_overridable_limits_reach_the_runtime(small: IdCluster) -> None:
+    small.ready_cluster()
+    with Client(small.addresses(), timeout=30) as client:
+        count = calls(client)
+        with pytest.raises(grpc.RpcError) as too_big:
+            client.call(["blob", 1, "y" * 150_000])  # under gRPC's own limit + 64 KiB
+        assert too_big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "over the json codec limit of 131072 bytes" in too_big.value.details()
+        with pytest.raises(RemoteError, match="limit of 131072 bytes"):
+            client.call(["blob", 200_000])
+        assert calls(client) == count
+        # 1 MiB of reply table: twenty replies of 100 KB push the first out, and its retry is
+        # refused (it may have been applied), not applied again. The new calls meanwhile are
+        # accepted although records younger than the clock-skew margin left the table (they
+        # were refused, every one, while the table churned faster than that margin).
+        first_attempt = time.time()
+        first = client.call_with_details(["blob", 100_000], request_id="first")
+        for _ in range(20):
+            client.call(["blob", 100_000])
+        with pytest.raises(RetryWindowExpired):
+            client.call_with_details(["blob", 100_000], request_id="first",
+                                     first_attempt=first_attempt)
+        assert calls(client) == count + 21 and not first.duplicate

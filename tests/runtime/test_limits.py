@@ -7,6 +7,7 @@ test_hostile_input.py."""
 from __future__ import annotations
 
 import pytest
+from gencluster.client import _attempts, _call_request, _cast_request
 from gencluster.codec import JsonCodec
 from gencluster.limits import (
     MAX_BATCH_BYTES,
@@ -257,3 +258,23 @@ def test_replica_catch_up_is_byte_bounded_by_default() -> None:
     assert isinstance(position, CatchUp)
     assert 1 <= len(position.entries) < 30
     assert sum(entry.command.size for entry in position.entries) <= MAX_BATCH_BYTES
+
+
+# -- first sends --------------------------------------------------------------------------------
+
+
+def test_only_the_first_transmission_of_a_call_says_first_send() -> None:
+    """A reply table churned faster than the clock-skew margin refused every new call; a
+    first transmission cannot have been applied, so the client marks it and the server skips
+    the retry check for it. Retries, and calls the caller says are retries (it passes
+    `first_attempt`), are checked as before."""
+    message = _call_request(CODEC, ["add", 1], None, None)
+    attempts = _attempts(message)
+    sent = [attempts(), attempts(), attempts()]
+    assert [m.first_send for m in sent] == [True, False, False]
+    assert sent[1].request_id == sent[0].request_id
+    assert sent[1].first_attempt_unix_ms == sent[0].first_attempt_unix_ms
+    assert sent[1].payload == sent[0].payload
+    retried = _call_request(CODEC, ["add", 1], "mine", 1_700_000_000.0)
+    assert not _attempts(retried)().first_send
+    assert _attempts(_cast_request(CODEC, ["bump"]))().first_send
