@@ -50,6 +50,7 @@ from gencluster.call_metrics import CallMeter
 from gencluster.codec import CodecError, MessageTooLarge
 from gencluster.limits import (
     MAX_ADDRESS_BYTES,
+    MAX_BATCH_BYTES,
     MAX_IDENTITY_BYTES,
     MAX_ORIGIN_FIELD_BYTES,
     MAX_RECORD_MESSAGE_BYTES,
@@ -500,7 +501,10 @@ class HealthReporter:
 
 def build_server(node: Node, health_reporter: HealthReporter) -> grpc.aio.Server:
     """A grpc.aio server with every service of the runtime (not yet bound or started)."""
-    limit = node.codec.max_bytes + 64 * 1024
+    # A request up to the codec's limit, and a Merge or Restore chunk (a 1 MiB batch, or one
+    # record at the codec's limit) with room for the message around it; a request between
+    # the codec's limit and this gets the codec's clear RESOURCE_EXHAUSTED.
+    limit = max(node.codec.max_bytes, MAX_BATCH_BYTES) + 64 * 1024
     server = grpc.aio.server(
         interceptors=[PeerTokenGate(node.config.peer_token)],
         options=[

@@ -262,12 +262,14 @@ addresses = st.one_of(st.text(max_size=60), st.just("a" * 2000))
 
 
 client_inputs = st.one_of(
-    st.builds(lambda rid, payload, codec, first: ("Call", pb.CallRequest(
-        request_id=rid, payload=payload, codec=codec, first_attempt_unix_ms=first)),
-        request_ids, payloads, codecs, first_attempts),
-    st.builds(lambda rid, payload, codec, first: ("Cast", pb.CastRequest(
-        request_id=rid, payload=payload, codec=codec, first_attempt_unix_ms=first)),
-        request_ids, payloads, codecs, first_attempts),
+    st.builds(lambda rid, payload, codec, first, fresh: ("Call", pb.CallRequest(
+        request_id=rid, payload=payload, codec=codec, first_attempt_unix_ms=first,
+        first_send=fresh)),
+        request_ids, payloads, codecs, first_attempts, st.booleans()),
+    st.builds(lambda rid, payload, codec, first, fresh: ("Cast", pb.CastRequest(
+        request_id=rid, payload=payload, codec=codec, first_attempt_unix_ms=first,
+        first_send=fresh)),
+        request_ids, payloads, codecs, first_attempts, st.booleans()),
     st.builds(lambda topic, start, gap: ("Subscribe", pb.SubscribeRequest(
         topic=topic, from_event=start, accept_gap=gap) if start is not None
         else pb.SubscribeRequest(topic=topic, accept_gap=gap)),
