@@ -31,6 +31,7 @@ class EventReason(StrEnum):
     SCALED_DOWN = "ScaledDown"
     ROLLING_UPDATE = "RollingUpdate"
     POD_REPLACED = "PodReplaced"
+    POD_MONITOR_UNAVAILABLE = "PodMonitorUnavailable"
     SPLIT_BRAIN_DETECTED = "SplitBrainDetected"
     STATES_MERGED = "StatesMerged"
     MERGE_FAILED = "MergeFailed"

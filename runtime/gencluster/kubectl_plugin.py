@@ -73,6 +73,7 @@ from gencluster.wellknown import (
     CRD_VERSION,
     ROLE_ACTIVE,
     SWITCHOVER_TO_ANNOTATION,
+    default_min_sync_standbys,
 )
 
 PROG = "kubectl gencluster"
@@ -212,7 +213,9 @@ def summary_of(resource: dict[str, Any]) -> dict[str, Any]:
         "currentReplicas": status.get("replicas"),
         "readyReplicas": status.get("readyReplicas"),
         "mode": replication.get("mode"),
-        "minSyncStandbys": replication.get("minSyncStandbys"),
+        "minSyncStandbys": replication.get(
+            "minSyncStandbys", default_min_sync_standbys(int(spec.get("replicas") or 1))
+        ),
         "partitionPolicy": spec.get("partitionPolicy"),
         "lastFailoverTime": status.get("lastFailoverTime"),
         "lastFailoverReason": status.get("lastFailoverReason"),

@@ -56,3 +56,15 @@ CRD_PLURAL = "clusteredservers"
 def peer_token_secret_name(cluster: str) -> str:
     """The Secret holding the token peers and Admin callers authenticate with."""
     return f"{cluster}-peer-token"
+
+
+DEFAULT_MIN_SYNC_STANDBYS = 1
+"""`spec.replication.minSyncStandbys` when left out, capped by `replicas - 1`."""
+
+
+def default_min_sync_standbys(replicas: int) -> int:
+    """`spec.replication.minSyncStandbys` when the spec leaves it out (the CRD has no default,
+    so the operator and `kubectl gencluster status` read it through here): one standby must
+    hold every acknowledged write whenever there is one, and a single pod waits for nobody,
+    so `replicas: 1` (or `kubectl scale --replicas=1`) works without touching a second field."""
+    return max(0, min(DEFAULT_MIN_SYNC_STANDBYS, replicas - 1))
