@@ -61,6 +61,17 @@ MAX_RECORD_MESSAGE_BYTES = 64 * 1024 * 1024
 (peers, the operator, the kubectl plugin): a batch is at most `MAX_BATCH_BYTES` or one record,
 so this leaves a wide margin over a record at the codec's limit."""
 
+MAX_ENTRY_BYTES = MAX_RECORD_MESSAGE_BYTES - 1024 * 1024
+"""The largest payload of one log entry: a MERGE or forced RESTORE entry carries a whole
+exported state and reply table, and an entry must reach every standby in one EntryBatch under
+the peers' message limit. A larger one is refused (RESOURCE_EXHAUSTED) before it is logged:
+logged, it could never be replicated, and every standby would stall on it."""
+
+MERGE_REPLY_BYTES = 16 * 1024 * 1024
+"""The most of the loser's reply table a MERGE entry carries (its newest records): the rest
+of the entry's budget is the loser's state. Dropped records raise the merged table's
+completeness bound, so their retries are refused, never applied twice."""
+
 MIN_MESSAGE_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 """The range of `spec.runtime.maxMessageBytes` (GENCLUSTER_MAX_MESSAGE_BYTES): the codec's
@@ -80,6 +91,19 @@ _T = TypeVar("_T")
 class InvalidInput(ValueError):
     """A field a caller sent that breaks its bound or its format (gRPC INVALID_ARGUMENT); the
     message names the field."""
+
+
+class TooLarge(ValueError):
+    """Something a caller sent that is too large to be logged (gRPC RESOURCE_EXHAUSTED)."""
+
+
+def check_entry_size(what: str, size: int) -> None:
+    """Refuse a log entry payload over `MAX_ENTRY_BYTES` (see there)."""
+    if size > MAX_ENTRY_BYTES:
+        raise TooLarge(
+            f"{what} is {size} bytes, over the {MAX_ENTRY_BYTES} bytes one replicated log entry "
+            "may carry (it must reach every standby in one message); nothing was changed"
+        )
 
 
 def utf8_size(text: str) -> int:

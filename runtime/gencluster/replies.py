@@ -91,6 +91,21 @@ def request_digest(kind: CommandKind, payload: bytes) -> bytes:
     return digest.digest()
 
 
+def newest_records(
+    records: Iterable[ReplyRecord], complete_after: float, max_bytes: int
+) -> tuple[tuple[ReplyRecord, ...], float]:
+    """The newest of `records` (oldest first) that fit `max_bytes`, and the completeness bound
+    that vouches only for them: the same eviction a table with that bound performs, so a
+    retry of a dropped record is refused, never applied twice (for a MERGE entry, which
+    carries the loser's table inside one replicated entry)."""
+    table = ReplyTable(
+        window=math.inf, max_bytes=max_bytes, max_records=DEFAULT_MAX_REPLIES,
+        complete_after=complete_after,
+    )
+    table.restore(records, complete_after)
+    return table.records(), table.complete_after
+
+
 class RequestIdReused(Exception):
     """A request id already recorded for a different request (gRPC FAILED_PRECONDITION)."""
 

@@ -56,8 +56,10 @@ from gencluster.limits import (
     MAX_RECORD_MESSAGE_BYTES,
     MAX_TOPIC_BYTES,
     InvalidInput,
+    TooLarge,
     admin_request_id,
     check_client_request_id,
+    check_entry_size,
     check_pause_seconds,
     check_text,
 )
@@ -181,6 +183,19 @@ async def _origin_and_snapshot(
     except wire.WireError as error:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
     return origin, snapshot
+
+
+async def _entry_payload(
+    snapshot: Snapshot, context: grpc.aio.ServicerContext, what: str
+) -> bytes:
+    """The payload of a MERGE or forced RESTORE entry (`wire.merge_entry_payload`); one over
+    what a replicated entry may carry is RESOURCE_EXHAUSTED, before anything is logged."""
+    payload = wire.merge_entry_payload(snapshot)
+    try:
+        check_entry_size(f"{what} (state and reply records)", len(payload))
+    except TooLarge as error:
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+    return payload
 
 
 @functools.lru_cache(maxsize=4)
@@ -418,7 +433,7 @@ class AdminService(pb_grpc.AdminServicer):
         origin, snapshot = await _origin_and_snapshot(request_iterator, context, "Merge")
         assert isinstance(origin, pb.MergeOrigin)
         log.info("merging the state of %s (epoch %d)", origin.source, origin.source_epoch)
-        payload = wire.merge_payload(snapshot)
+        payload = await _entry_payload(snapshot, context, "the merge")
         outcome, epoch = await submit(
             node, context, CommandKind.MERGE, admin_request_id(origin.request_id), payload,
             snapshot.codec,
@@ -445,7 +460,7 @@ class AdminService(pb_grpc.AdminServicer):
                     f"{node.config.identity} is not the serving active: a forced restore "
                     "replaces the state on the active, which replicates it",
                 )
-            payload = wire.merge_payload(snapshot)
+            payload = await _entry_payload(snapshot, context, "the restore")
             outcome, epoch = await submit(
                 node, context, CommandKind.RESTORE, admin_request_id(origin.request_id),
                 payload, snapshot.codec,

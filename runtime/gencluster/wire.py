@@ -7,9 +7,10 @@ stream of chunks and put back together) is tested without a socket.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 
-from gencluster.limits import MAX_BATCH_BYTES, batches_by_bytes
+from gencluster.limits import MAX_BATCH_BYTES, MERGE_REPLY_BYTES, batches_by_bytes
 from gencluster.log import (
     Command,
     CommandKind,
@@ -20,7 +21,7 @@ from gencluster.log import (
     Snapshot,
 )
 from gencluster.proto import gencluster_pb2 as pb
-from gencluster.replies import record_size
+from gencluster.replies import newest_records, record_size
 
 STATE_CHUNK_BYTES = MAX_BATCH_BYTES
 """State bytes per SnapshotChunk: well under gRPC's 4 MiB default message limit."""
@@ -244,6 +245,21 @@ def merge_payload(snapshot: Snapshot) -> bytes:
         replies_complete_after=snapshot.replies_complete_after,
     )
     return message.SerializeToString()
+
+
+def merge_entry_payload(snapshot: Snapshot, reply_bytes: int = MERGE_REPLY_BYTES) -> bytes:
+    """`merge_payload` of `snapshot` carrying only its newest reply records that fit
+    `reply_bytes` (`replies.newest_records`: the completeness bound rises over the dropped
+    ones), so that a loser's full reply table does not push the entry past what one replicated
+    entry may carry (`limits.MAX_ENTRY_BYTES`)."""
+    records, complete_after = newest_records(
+        snapshot.replies, snapshot.replies_complete_after, reply_bytes
+    )
+    if len(records) == len(snapshot.replies):
+        return merge_payload(snapshot)
+    return merge_payload(
+        dataclasses.replace(snapshot, replies=records, replies_complete_after=complete_after)
+    )
 
 
 def merge_payload_parts(payload: bytes) -> tuple[bytes, tuple[ReplyRecord, ...], float]:

@@ -112,7 +112,8 @@ def test_docs_limits_lists_every_limit_and_how_to_override_it() -> None:
     doc = LIMITS_DOC.read_text()
     for name in ("MAX_REQUEST_ID_BYTES", "MAX_TOPIC_BYTES", "MAX_BATCH_BYTES",
                  "MAX_RECORD_MESSAGE_BYTES", "MAX_ERROR_MESSAGE_BYTES", "MAX_PAUSE_SECONDS",
-                 "MAX_IDENTITY_BYTES", "MAX_ADDRESS_BYTES", "MAX_ORIGIN_FIELD_BYTES"):
+                 "MAX_IDENTITY_BYTES", "MAX_ADDRESS_BYTES", "MAX_ORIGIN_FIELD_BYTES",
+                 "MAX_ENTRY_BYTES", "MERGE_REPLY_BYTES"):
         assert f"{int(getattr(limits, name)):,}" in doc, name
     for field in ("spec.runtime.maxMessageBytes", "spec.runtime.replyTableMaxBytes",
                   "spec.runtime.deduplicationWindowSeconds", RuntimeEnv.MAX_MESSAGE_BYTES,

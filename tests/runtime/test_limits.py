@@ -11,14 +11,18 @@ from gencluster.client import _attempts, _call_request, _cast_request
 from gencluster.codec import JsonCodec
 from gencluster.limits import (
     MAX_BATCH_BYTES,
+    MAX_ENTRY_BYTES,
     MAX_ERROR_MESSAGE_BYTES,
+    MAX_RECORD_MESSAGE_BYTES,
     MAX_REQUEST_ID_BYTES,
     RESERVED_REQUEST_ID_PREFIX,
     InvalidInput,
+    TooLarge,
     admin_request_id,
     batches_by_bytes,
     bounded_error_message,
     check_client_request_id,
+    check_entry_size,
     check_pause_seconds,
     utf8_size,
 )
@@ -36,10 +40,16 @@ from gencluster.replies import (
     RECORD_OVERHEAD_BYTES,
     ReplyTable,
     RequestIdReused,
+    RetryRefused,
     record_size,
     request_digest,
 )
-from gencluster.wire import merge_payload, snapshot_from_chunks, snapshot_to_chunks
+from gencluster.wire import (
+    merge_entry_payload,
+    merge_payload,
+    snapshot_from_chunks,
+    snapshot_to_chunks,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -278,3 +288,49 @@ def test_only_the_first_transmission_of_a_call_says_first_send() -> None:
     retried = _call_request(CODEC, ["add", 1], "mine", 1_700_000_000.0)
     assert not _attempts(retried)().first_send
     assert _attempts(_cast_request(CODEC, ["bump"]))().first_send
+
+
+# -- merge entries --------------------------------------------------------------------------------
+
+
+def test_a_merge_entry_carries_only_the_losers_newest_replies_that_fit() -> None:
+    """A loser's reply table may hold 64 MiB, the peers' message limit: a MERGE entry that
+    carried all of it (plus the state) could never reach a standby. The entry keeps the newest
+    records within MERGE_REPLY_BYTES; retries of the dropped ones are refused, never
+    re-applied, and retries of the kept ones still get their recorded reply."""
+    loser = Replica.from_init(Ledger(), CODEC, 0)
+    for number in range(40):
+        loser.submit(CommandKind.CAST, f"big-{number}", CODEC.encode(["item", "x" * 500_000]),
+                     epoch=1, time=100.0 + number, seed=1)
+    snapshot = loser.snapshot()
+    assert sum(record_size(r) for r in snapshot.replies) < 1024 * 1024  # casts record no reply
+    heavy = Snapshot(
+        applied_seq=snapshot.applied_seq, applied_epoch=1, server_version=snapshot.server_version,
+        codec="json", state=snapshot.state,
+        replies=tuple(ReplyRecord(r.request_id, r.seq, reply=b"r" * 1_000_000, time=r.time,
+                                  digest=r.digest) for r in snapshot.replies),
+    )
+    payload = merge_entry_payload(heavy, reply_bytes=16 * 1024 * 1024)
+    assert len(payload) <= 16 * 1024 * 1024 + len(heavy.state) + 1024
+    check_entry_size("the merge", len(payload))
+    winner = active()
+    merged = winner.submit(CommandKind.MERGE, "gencluster:m", payload, epoch=1, time=200.0,
+                           seed=2)
+    assert merged.outcome.ok
+    kept = [n for n in range(40) if winner.reply_for(f"big-{n}") is not None]
+    assert kept == list(range(40 - len(kept), 40)) and 10 <= len(kept) < 40
+    dropped = 40 - len(kept) - 1
+    with pytest.raises(RetryRefused):
+        winner.submit(CommandKind.CAST, f"big-{dropped}",
+                      CODEC.encode(["item", "x" * 500_000]), epoch=1, time=201.0, seed=3,
+                      first_attempt=100.0 + dropped)
+    retry = winner.submit(CommandKind.CAST, "big-39", CODEC.encode(["item", "x" * 500_000]),
+                          epoch=1, time=201.0, seed=3, first_attempt=139.0)
+    assert retry.outcome.duplicate
+
+
+def test_an_entry_over_what_one_peer_message_carries_is_refused() -> None:
+    check_entry_size("the merge", MAX_ENTRY_BYTES)
+    with pytest.raises(TooLarge, match="one replicated log entry"):
+        check_entry_size("the merge", MAX_ENTRY_BYTES + 1)
+    assert MAX_ENTRY_BYTES < MAX_RECORD_MESSAGE_BYTES
