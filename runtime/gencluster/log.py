@@ -51,9 +51,12 @@ class Command:
     @property
     def size(self) -> int:
         """Bytes this command accounts for in the retention window."""
-        return len(self.payload) + len(self.request_id.encode("utf-8", "surrogatepass")) + (
-            ENTRY_OVERHEAD_BYTES
+        request_id = self.request_id
+        id_bytes = (
+            len(request_id) if request_id.isascii()
+            else len(request_id.encode("utf-8", "surrogatepass"))
         )
+        return len(self.payload) + id_bytes + ENTRY_OVERHEAD_BYTES
 
 
 ENTRY_OVERHEAD_BYTES = 48
