@@ -16,6 +16,13 @@ the operator concluded), the pods (what the kubelet reports) and each pod's Admi
 shown as "unreachable"; it never fails the command. `switchover` only writes the annotation
 the operator acts on, so the plugin needs no more rights than `kubectl annotate`. `state`
 asks the active for the seed's get_target_state (Admin.GetState) and prints it as JSON.
+
+Every Admin call except Restore goes through the API server (`pods/NAME:PORT/proxy` to the
+runtime's Admin bridge on the metrics port, `gencluster.admin_http`), never to a pod IP, so
+the plugin works from wherever kubectl works (a laptop outside the pod network included); it
+needs RBAC `create` on `pods/proxy` and `get` on the peer-token Secret. Restore streams its
+chunks to Admin.Restore over gRPC (a client-streaming call the HTTP bridge does not carry), so
+it needs a route to the chosen pod's IP (run it inside the cluster, or through port-forward).
 `backup` writes the active's Admin.ExportState to a `gencluster-backup/v1` file
 (`gencluster.backup`); `restore` checks such a file and streams it to Admin.Restore on the pod
 `backup.restore_target` picks (the active only with --force; else a pod that lost its state,
@@ -45,6 +52,7 @@ from typing import Any
 
 import grpc
 
+from gencluster.admin_http import split_frames
 from gencluster.backup import (
     BackupError,
     BackupHeader,
@@ -56,12 +64,13 @@ from gencluster.backup import (
 )
 from gencluster.codec import CodecError, get_codec
 from gencluster.commands import (
+    AdminCallFailed,
     CommandError,
+    admin_over_api,
     cluster_pods,
     kubernetes_api,
     peer_token,
-    pod_address,
-    replica_status,
+    replica_status_over_api,
 )
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
@@ -258,16 +267,20 @@ def pod_rows(
     return rows
 
 
-def _ask_every_pod(pods: Sequence[Any], token: str, timeout: float) -> dict[str, dict[str, Any]]:
-    """Admin.Status of every pod with an IP, concurrently, keyed by pod name."""
-    addresses = {pod.metadata.name: pod_address(pod) for pod in pods}
-    reachable = {name: address for name, address in addresses.items() if address}
+def _ask_every_pod(
+    target: Target, pods: Sequence[Any], token: str, timeout: float
+) -> dict[str, dict[str, Any]]:
+    """Admin.Status of every pod with an IP, concurrently, through the API server's pods/proxy
+    (so from wherever kubectl works), keyed by pod name. Each reply names its `pod`."""
+    reachable = [pod for pod in pods if pod.status and pod.status.pod_ip]
     if not reachable:
         return {}
+    api = target.core.api_client
     with ThreadPoolExecutor(max_workers=min(8, len(reachable))) as pool:
-        futures = {name: pool.submit(replica_status, address, token, timeout)
-                   for name, address in reachable.items()}
-        return {name: future.result() for name, future in futures.items()}
+        futures = {pod.metadata.name: pool.submit(replica_status_over_api, api,
+                                                  target.namespace, pod, token, timeout)
+                   for pod in reachable}
+        return {name: {"pod": name, **future.result()} for name, future in futures.items()}
 
 
 def status_report(target: Target, timeout: float) -> dict[str, Any]:
@@ -278,7 +291,7 @@ def status_report(target: Target, timeout: float) -> dict[str, Any]:
         token = target.token()
     except CommandError:
         token = ""  # every pod then answers UNAUTHENTICATED: shown per pod, not fatal
-    replies = _ask_every_pod(pods, token, timeout)
+    replies = _ask_every_pod(target, pods, token, timeout)
     return {
         "name": target.name,
         "namespace": target.namespace,
@@ -441,7 +454,7 @@ def _live_replies(target: Target, token: str, timeout: float) -> dict[str, dict[
     """Admin.Status of every pod of the cluster that is not being deleted."""
     pods = [p for p in cluster_pods(target.core, target.name, target.namespace)
             if not p.metadata.deletion_timestamp]
-    return _ask_every_pod(pods, token, min(timeout, STATUS_TIMEOUT_SECONDS))
+    return _ask_every_pod(target, pods, token, min(timeout, STATUS_TIMEOUT_SECONDS))
 
 
 def _active_reply(
@@ -462,20 +475,27 @@ def _active_reply(
     return actives[-1]
 
 
+def _call_active(
+    target: Target, active: dict[str, Any], method: str, request: Any, token: str,
+    timeout: float,
+) -> bytes:
+    """Admin.METHOD on the active pod, through the API server (`commands.admin_over_api`)."""
+    name = str(active["pod"])
+    try:
+        pod = target.core.read_namespaced_pod(name, target.namespace)
+        return admin_over_api(target.core.api_client, target.namespace, pod, method, request,
+                              token, timeout)
+    except AdminCallFailed as error:
+        raise CommandError(f"Admin.{method} on active pod {name} failed: {error}") from None
+
+
 def active_state(target: Target, timeout: float) -> Any:
     """The active's state (Admin.GetState), decoded with its codec."""
     resource = target.resource()
     token = target.token()
     active = _active_reply(target, resource, _live_replies(target, token, timeout))
-    address = active["address"]
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = pb_grpc.AdminStub(channel).GetState(
-                pb.GetStateRequest(), metadata=peer_metadata(token), timeout=timeout
-            )
-        except grpc.RpcError as error:
-            raise CommandError(f"active pod {active['identity']} is unreachable: "
-                               f"{error.code().name}: {error.details()}") from None
+    reply = pb.GetStateReply.FromString(
+        _call_active(target, active, "GetState", pb.GetStateRequest(), token, timeout))
     try:
         return get_codec(reply.codec).decode(reply.state, what="state", bounded=False)
     except (CodecError, KeyError, ValueError) as error:
@@ -495,14 +515,12 @@ def backup(target: Target, path: str, timeout: float) -> str:
     resource = target.resource()
     token = target.token()
     active = _active_reply(target, resource, _live_replies(target, token, timeout))
-    pod = str(active.get("identity") or active["address"])
-    with grpc.insecure_channel(active["address"]) as channel:
-        try:
-            chunks = list(pb_grpc.AdminStub(channel).ExportState(
-                pb.ExportStateRequest(), metadata=peer_metadata(token), timeout=timeout
-            ))
-        except grpc.RpcError as error:
-            raise _rpc_failure(pod, "Admin.ExportState", error) from None
+    pod = str(active["pod"])
+    body = _call_active(target, active, "ExportState", pb.ExportStateRequest(), token, timeout)
+    try:
+        chunks = [pb.SnapshotChunk.FromString(frame) for frame in split_frames(body)]
+    except ValueError as error:
+        raise CommandError(f"Admin.ExportState on {pod}: a cut-short reply: {error}") from None
     destination = Path(path)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{destination.name}.",
                                              dir=destination.parent)

@@ -1,0 +1,214 @@
+"""The runtime's HTTP port: `/metrics` for Prometheus and the Admin service over HTTP/1.1.
+
+Why HTTP at all: tools outside the pod network (`kubectl gencluster`, `gencluster status` on a
+laptop) reach a pod only through the Kubernetes API server, and its `pods/proxy` subresource
+speaks HTTP/1.1, which gRPC (HTTP/2 framing, trailers) cannot cross. So the metrics port, which
+every pod already declares, also carries a bridge to the Admin service:
+
+    POST /admin/v1/METHOD        body: the method's request message (protobuf, may be empty)
+    -> 200, body: the reply message (unary) or, for a server-streaming method, each message
+       as a 4-byte big-endian length then its bytes (`frames`)
+    -> 4xx/5xx, JSON {"code": "UNAVAILABLE", "message": "..."}: the gRPC status, mapped
+
+so the `.proto` stays the one contract: the HTTP caller sends and parses the same messages.
+Client-streaming methods (Merge, Restore) are not bridged: they stay on gRPC for the operator.
+
+Who may call it: the bridge forwards each request to this pod's own gRPC server with the value
+of the `X-Gencluster-Peer-Token` header as the peer-token metadata, so the one authentication
+gate (`gencluster.auth.PeerTokenGate`) decides, exactly as for a direct gRPC call; a request
+without the token is answered 401 before anything is dialled. The port is therefore no
+backdoor for the pod network: reaching it needs the peer token (from the cluster's Secret), and
+reaching it through the API server additionally needs RBAC on `pods/proxy`. The token travels
+in its own header because the API server consumes (and strips) `Authorization` itself.
+`/metrics` needs no credential, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import grpc
+import grpc.aio
+from aiohttp import web
+
+from gencluster.proto import gencluster_pb2 as pb
+from gencluster.wellknown import ADMIN_HTTP_PATH, ADMIN_TOKEN_HEADER, PEER_TOKEN_METADATA
+
+log = logging.getLogger(__name__)
+
+FRAME_HEADER = struct.Struct(">I")
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+"""Admin requests are small (a pod name, an epoch); a larger body is refused with 413."""
+DEFAULT_TIMEOUT_SECONDS = 30.0
+MAX_TIMEOUT_SECONDS = 600.0
+
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.UNIMPLEMENTED: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 412,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+"""gRPC status -> HTTP status of a bridged call (anything else: 500). The JSON body keeps the
+gRPC code's name, so a caller reports the same words as a direct gRPC call would."""
+
+
+def admin_methods() -> dict[str, tuple[str, Any, Any, bool]]:
+    """Bridged Admin methods: name -> (gRPC path, request class, reply class, streaming).
+    From the descriptor, so a unary or server-streaming method added to the `.proto` is
+    bridged too."""
+    service = pb.DESCRIPTOR.services_by_name["Admin"]
+    methods = {}
+    for method in service.methods:
+        if method.client_streaming:
+            continue
+        request = getattr(pb, method.input_type.name)
+        reply = getattr(pb, method.output_type.name)
+        methods[method.name] = (f"/{service.full_name}/{method.name}", request, reply,
+                                method.server_streaming)
+    return methods
+
+
+def frames(messages: Iterable[bytes]) -> Iterator[bytes]:
+    """Length-prefixed messages, as a server-streaming method's HTTP body carries them."""
+    for message in messages:
+        yield FRAME_HEADER.pack(len(message)) + message
+
+
+def split_frames(body: bytes) -> list[bytes]:
+    """The messages of a `frames` body; ValueError when it is cut short."""
+    messages, offset = [], 0
+    while offset < len(body):
+        if offset + FRAME_HEADER.size > len(body):
+            raise ValueError("truncated frame header")
+        (size,) = FRAME_HEADER.unpack_from(body, offset)
+        offset += FRAME_HEADER.size
+        if offset + size > len(body):
+            raise ValueError(f"truncated frame: {size} bytes announced, "
+                             f"{len(body) - offset} present")
+        messages.append(body[offset:offset + size])
+        offset += size
+    return messages
+
+
+def error_body(code: str, message: str) -> bytes:
+    return json.dumps({"code": code, "message": message}).encode()
+
+
+def call_timeout(query: Any) -> float:
+    """The `timeout` query parameter (seconds), bounded; the default otherwise."""
+    text = query.get("timeout")
+    if text is None:
+        return DEFAULT_TIMEOUT_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        raise web.HTTPBadRequest(body=error_body("INVALID_ARGUMENT",
+                                                 f"timeout {text!r} is not a number"),
+                                 content_type="application/json") from None
+    if not 0 < value <= MAX_TIMEOUT_SECONDS:
+        raise web.HTTPBadRequest(
+            body=error_body("INVALID_ARGUMENT",
+                            f"timeout must be in (0, {MAX_TIMEOUT_SECONDS:g}] seconds"),
+            content_type="application/json")
+    return value
+
+
+def loopback_target(listen_host: str, port: int) -> str:
+    """Where this pod dials its own gRPC server: the listen address, or loopback when the
+    server listens on every address."""
+    try:
+        address = ipaddress.ip_address(listen_host)
+    except ValueError:
+        return f"{listen_host}:{port}"
+    if address.is_unspecified:
+        return f"[::1]:{port}" if address.version == 6 else f"127.0.0.1:{port}"
+    return f"[{listen_host}]:{port}" if address.version == 6 else f"{listen_host}:{port}"
+
+
+class AdminHttp:
+    """The HTTP server of one runtime process (metrics and the Admin bridge)."""
+
+    def __init__(self, grpc_target: str, render_metrics: Callable[[str], tuple[bytes, str]]):
+        self.grpc_target = grpc_target
+        self.render_metrics = render_metrics
+        self.methods = admin_methods()
+        self._channel: grpc.aio.Channel | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_post(ADMIN_HTTP_PATH + "/{method}", self._admin)
+        self._channel = grpc.aio.insecure_channel(self.grpc_target)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        accept = request.headers.get("Accept", "")
+        body, content_type = await asyncio.get_running_loop().run_in_executor(
+            None, self.render_metrics, accept
+        )
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _admin(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["method"]
+        if name not in self.methods:
+            return _error(404, "NOT_FOUND", f"no bridged Admin method {name!r} (bridged: "
+                          f"{', '.join(sorted(self.methods))})")
+        token = request.headers.get(ADMIN_TOKEN_HEADER, "")
+        if not token:
+            return _error(401, "UNAUTHENTICATED",
+                          f"the {ADMIN_TOKEN_HEADER} header (the cluster's peer token) is "
+                          "required")
+        timeout = call_timeout(request.query)
+        path, request_class, reply_class, streaming = self.methods[name]
+        try:
+            message = request_class.FromString(await request.read())
+        except Exception as error:  # protobuf's DecodeError and friends
+            return _error(400, "INVALID_ARGUMENT", f"not a {request_class.__name__}: {error}")
+        assert self._channel is not None
+        metadata = ((PEER_TOKEN_METADATA, token),)
+        serialize, parse = request_class.SerializeToString, reply_class.FromString
+        try:
+            if not streaming:
+                call = self._channel.unary_unary(path, request_serializer=serialize,
+                                                 response_deserializer=parse)
+                reply = await call(message, metadata=metadata, timeout=timeout)
+                return web.Response(body=reply.SerializeToString(),
+                                    content_type="application/x-protobuf")
+            stream = self._channel.unary_stream(path, request_serializer=serialize,
+                                                response_deserializer=parse)
+            replies = [r.SerializeToString()
+                       async for r in stream(message, metadata=metadata, timeout=timeout)]
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            return _error(HTTP_STATUS.get(code, 500), code.name, error.details() or "")
+        return web.Response(body=b"".join(frames(replies)),
+                            content_type="application/x-protobuf")
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.Response(status=status, body=error_body(code, message),
+                        content_type="application/json")
