@@ -16,7 +16,7 @@ Client-streaming methods (Merge, Restore) are not bridged: they stay on gRPC for
 Who may call it: the bridge forwards each request to this pod's own gRPC server with the value
 of the `X-Gencluster-Peer-Token` header as the peer-token metadata, so the one authentication
 gate (`gencluster.auth.PeerTokenGate`) decides, exactly as for a direct gRPC call; a request
-without the token is answered 401 before anything is dialled. The port is therefore no
+without the token is answered 403 before anything is dialled. The port is therefore no
 backdoor for the pod network: reaching it needs the peer token (from the cluster's Secret), and
 reaching it through the API server additionally needs RBAC on `pods/proxy`. The token travels
 in its own header because the API server consumes (and strips) `Authorization` itself.
@@ -51,7 +51,7 @@ MAX_TIMEOUT_SECONDS = 600.0
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.UNAUTHENTICATED: 403,
     grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.UNIMPLEMENTED: 404,
@@ -64,7 +64,9 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 """gRPC status -> HTTP status of a bridged call (anything else: 500). The JSON body keeps the
-gRPC code's name, so a caller reports the same words as a direct gRPC call would."""
+gRPC code's name, so a caller reports the same words as a direct gRPC call would. A missing or
+wrong peer token is 403, not 401: through pods/proxy a 401 reads as "your API credentials were
+refused" to kubectl and client-go (which may even try to refresh them)."""
 
 
 def admin_methods() -> dict[str, tuple[str, Any, Any, bool]]:
@@ -110,21 +112,17 @@ def error_body(code: str, message: str) -> bytes:
 
 
 def call_timeout(query: Any) -> float:
-    """The `timeout` query parameter (seconds), bounded; the default otherwise."""
+    """The `timeout` query parameter (seconds), bounded; the default otherwise. ValueError
+    with the reason for anything else."""
     text = query.get("timeout")
     if text is None:
         return DEFAULT_TIMEOUT_SECONDS
     try:
         value = float(text)
     except ValueError:
-        raise web.HTTPBadRequest(body=error_body("INVALID_ARGUMENT",
-                                                 f"timeout {text!r} is not a number"),
-                                 content_type="application/json") from None
+        raise ValueError(f"timeout {text!r} is not a number") from None
     if not 0 < value <= MAX_TIMEOUT_SECONDS:
-        raise web.HTTPBadRequest(
-            body=error_body("INVALID_ARGUMENT",
-                            f"timeout must be in (0, {MAX_TIMEOUT_SECONDS:g}] seconds"),
-            content_type="application/json")
+        raise ValueError(f"timeout must be in (0, {MAX_TIMEOUT_SECONDS:g}] seconds")
     return value
 
 
@@ -179,10 +177,13 @@ class AdminHttp:
                           f"{', '.join(sorted(self.methods))})")
         token = request.headers.get(ADMIN_TOKEN_HEADER, "")
         if not token:
-            return _error(401, "UNAUTHENTICATED",
+            return _error(403, "UNAUTHENTICATED",
                           f"the {ADMIN_TOKEN_HEADER} header (the cluster's peer token) is "
                           "required")
-        timeout = call_timeout(request.query)
+        try:
+            timeout = call_timeout(request.query)
+        except ValueError as error:
+            return _error(400, "INVALID_ARGUMENT", str(error))
         path, request_class, reply_class, streaming = self.methods[name]
         try:
             message = request_class.FromString(await request.read())

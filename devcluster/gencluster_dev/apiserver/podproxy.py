@@ -103,7 +103,7 @@ async def forward(request: web.Request, url: str) -> web.StreamResponse:
         try:
             upstream = await session.request(
                 request.method, url, headers=forwarded_headers(request.headers.items()),
-                data=body, ssl=insecure if url.startswith("https:") else None,
+                data=body, ssl=insecure if url.startswith("https:") else True,
                 allow_redirects=False,
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as error:

@@ -1,0 +1,54 @@
+"""The Admin bridge's pure parts: which methods it carries, the framing of streamed replies,
+the status mapping, the timeout parameter and the address it dials (no sockets here; the
+bridge itself runs in tests/operator/test_kubectl_plugin.py and test_tooling_through_apiserver)."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from gencluster import admin_http
+from gencluster.proto import gencluster_pb2 as pb
+
+pytestmark = pytest.mark.unit
+
+
+def test_unary_and_server_streaming_admin_methods_are_bridged_client_streaming_ones_not() -> None:
+    methods = admin_http.admin_methods()
+    assert methods["Status"] == ("/gencluster.v1.Admin/Status", pb.StatusRequest,
+                                 pb.StatusReply, False)
+    assert methods["ExportState"][1:] == (pb.ExportStateRequest, pb.SnapshotChunk, True)
+    assert "GetState" in methods and "Switchover" in methods
+    assert "Merge" not in methods and "Restore" not in methods
+
+
+def test_frames_round_trip_and_a_cut_body_is_refused() -> None:
+    messages = [b"", b"a", b"x" * 70_000]
+    body = b"".join(admin_http.frames(messages))
+    assert admin_http.split_frames(body) == messages
+    assert admin_http.split_frames(b"") == []
+    with pytest.raises(ValueError, match="truncated frame:"):
+        admin_http.split_frames(body[:-1])
+    with pytest.raises(ValueError, match="truncated frame header"):
+        admin_http.split_frames(b"\x00\x00")
+
+
+def test_a_refused_token_is_403_not_401() -> None:
+    """A 401 through pods/proxy would read as a refused API credential to kubectl."""
+    assert admin_http.HTTP_STATUS[grpc.StatusCode.UNAUTHENTICATED] == 403
+    assert admin_http.HTTP_STATUS[grpc.StatusCode.UNAVAILABLE] == 503
+
+
+def test_timeout_parameter() -> None:
+    assert admin_http.call_timeout({}) == admin_http.DEFAULT_TIMEOUT_SECONDS
+    assert admin_http.call_timeout({"timeout": "2.5"}) == 2.5
+    for bad in ("x", "0", "-1", str(admin_http.MAX_TIMEOUT_SECONDS + 1)):
+        with pytest.raises(ValueError, match="timeout"):
+            admin_http.call_timeout({"timeout": bad})
+
+
+def test_the_bridge_dials_its_own_listen_address_or_loopback() -> None:
+    assert admin_http.loopback_target("10.1.2.3", 50051) == "10.1.2.3:50051"
+    assert admin_http.loopback_target("0.0.0.0", 50051) == "127.0.0.1:50051"
+    assert admin_http.loopback_target("::", 50051) == "[::1]:50051"
+    assert admin_http.loopback_target("fd00::7", 50051) == "[fd00::7]:50051"
+    assert admin_http.loopback_target("localhost", 50051) == "localhost:50051"
