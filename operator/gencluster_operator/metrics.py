@@ -14,7 +14,10 @@ never disagrees with `kubectl get csrv`:
   behind, as the active reports it;
 - `gencluster_operator_reconciles_total{namespace, cluster, result}` (counter): reconcile
   passes, `ok`, `conflict` (409: planned again) or `error`;
-- `gencluster_operator_reconcile_duration_seconds` (histogram): one pass (observe, act, write).
+- `gencluster_operator_reconcile_duration_seconds` (histogram): one pass (observe, act, write);
+- `gencluster_operator_leader{identity}` (gauge): 1 on the operator replica that holds the
+  leader-election Lease, 0 on a standby; `gencluster_operator_leader_acquisitions_total`
+  (counter): times this process took it (`leader_election.py`).
 
 Series of pods that are gone, and of deleted clusters, are removed so that they do not linger
 with their last value. Every name starts with `gencluster_operator_`, and the runtime pods'
@@ -75,6 +78,18 @@ RECONCILES = Counter(
     "gencluster_operator_reconciles",
     "Reconcile passes by result: ok, conflict (409, planned again at once) or error.",
     (*CLUSTER_LABELS, "result"),
+    registry=REGISTRY,
+)
+LEADER = Gauge(
+    "gencluster_operator_leader",
+    "1 while this operator process holds the leader-election Lease and acts, 0 while it "
+    "waits as a standby (only with --leader-election).",
+    ("identity",),
+    registry=REGISTRY,
+)
+LEADER_TRANSITIONS = Counter(
+    "gencluster_operator_leader_acquisitions",
+    "Times this operator process took the leader-election Lease.",
     registry=REGISTRY,
 )
 RECONCILE_DURATION = Histogram(

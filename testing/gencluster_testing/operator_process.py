@@ -34,7 +34,10 @@ class OperatorProcess:
     """`python -m gencluster_operator.main` against `cluster`, watching `scope` (default
     every namespace)."""
 
-    def __init__(self, cluster: DevClusterProcess, *scope: str) -> None:
+    def __init__(
+        self, cluster: DevClusterProcess, *scope: str, extra: tuple[str, ...] = ()
+    ) -> None:
+        """`extra`: more command-line arguments (e.g. `--leader-election`)."""
         self.cluster = cluster
         self.metrics_port = free_port()
         self.log_path = cluster.dir.parent / f"operator-{self.metrics_port}.log"
@@ -44,6 +47,7 @@ class OperatorProcess:
                 sys.executable, "-m", "gencluster_operator.main", *(scope or ["--all-namespaces"]),
                 "--kubeconfig", str(cluster.kubeconfig),
                 "--metrics-port", str(self.metrics_port), "--metrics-host", "127.0.0.1",
+                *extra,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
