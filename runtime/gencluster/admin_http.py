@@ -5,13 +5,16 @@ laptop) reach a pod only through the Kubernetes API server, and its `pods/proxy`
 speaks HTTP/1.1, which gRPC (HTTP/2 framing, trailers) cannot cross. So the metrics port, which
 every pod already declares, also carries a bridge to the Admin service:
 
-    POST /admin/v1/METHOD        body: the method's request message (protobuf, may be empty)
-    -> 200, body: the reply message (unary) or, for a server-streaming method, each message
-       as a 4-byte big-endian length then its bytes (`frames`)
+    POST /admin/v1/METHOD        body: the method's request message (protobuf, may be empty),
+                                 or for a client-streaming method (Restore, Merge) each
+                                 message as a 4-byte big-endian length then its bytes (`frames`)
+    -> 200, body: the reply message, or `frames` of them for a server-streaming method
     -> 4xx/5xx, JSON {"code": "UNAVAILABLE", "message": "..."}: the gRPC status, mapped
 
 so the `.proto` stays the one contract: the HTTP caller sends and parses the same messages.
-Client-streaming methods (Merge, Restore) are not bridged: they stay on gRPC for the operator.
+A streamed request body is forwarded message by message as it arrives; one that is cut short
+or malformed cancels the gRPC call (never a half-close), so the runtime never acts on a
+partial Restore.
 
 Who may call it: the bridge forwards each request to this pod's own gRPC server with the value
 of the `X-Gencluster-Peer-Token` header as the peer-token metadata, so the one authentication
@@ -30,7 +33,8 @@ import ipaddress
 import json
 import logging
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -44,7 +48,8 @@ log = logging.getLogger(__name__)
 
 FRAME_HEADER = struct.Struct(">I")
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
-"""Admin requests are small (a pod name, an epoch); a larger body is refused with 413."""
+"""Bound of a unary request body (Admin requests are small: a pod name, an epoch; larger is
+refused with 413) and of each message of a streamed one (gRPC's default receive limit)."""
 DEFAULT_TIMEOUT_SECONDS = 30.0
 MAX_TIMEOUT_SECONDS = 600.0
 
@@ -69,20 +74,31 @@ wrong peer token is 403, not 401: through pods/proxy a 401 reads as "your API cr
 refused" to kubectl and client-go (which may even try to refresh them)."""
 
 
-def admin_methods() -> dict[str, tuple[str, Any, Any, bool]]:
-    """Bridged Admin methods: name -> (gRPC path, request class, reply class, streaming).
-    From the descriptor, so a unary or server-streaming method added to the `.proto` is
-    bridged too."""
+@dataclass(frozen=True)
+class Bridged:
+    """One Admin method as the bridge calls it."""
+
+    path: str
+    request: Any
+    reply: Any
+    client_streaming: bool
+    server_streaming: bool
+
+
+def admin_methods() -> dict[str, Bridged]:
+    """Every Admin method by name, from the descriptor, so a method added to the `.proto` is
+    bridged without an edit here."""
     service = pb.DESCRIPTOR.services_by_name["Admin"]
-    methods = {}
-    for method in service.methods:
-        if method.client_streaming:
-            continue
-        request = getattr(pb, method.input_type.name)
-        reply = getattr(pb, method.output_type.name)
-        methods[method.name] = (f"/{service.full_name}/{method.name}", request, reply,
-                                method.server_streaming)
-    return methods
+    return {
+        method.name: Bridged(
+            f"/{service.full_name}/{method.name}",
+            getattr(pb, method.input_type.name),
+            getattr(pb, method.output_type.name),
+            method.client_streaming,
+            method.server_streaming,
+        )
+        for method in service.methods
+    }
 
 
 def frames(messages: Iterable[bytes]) -> Iterator[bytes]:
@@ -145,6 +161,7 @@ class AdminHttp:
         self.grpc_target = grpc_target
         self.render_metrics = render_metrics
         self.methods = admin_methods()
+        self.port = 0
         self._channel: grpc.aio.Channel | None = None
         self._runner: web.AppRunner | None = None
 
@@ -156,6 +173,7 @@ class AdminHttp:
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
+        self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -184,30 +202,67 @@ class AdminHttp:
             timeout = call_timeout(request.query)
         except ValueError as error:
             return _error(400, "INVALID_ARGUMENT", str(error))
-        path, request_class, reply_class, streaming = self.methods[name]
-        try:
-            message = request_class.FromString(await request.read())
-        except Exception as error:  # protobuf's DecodeError and friends
-            return _error(400, "INVALID_ARGUMENT", f"not a {request_class.__name__}: {error}")
+        method = self.methods[name]
         assert self._channel is not None
         metadata = ((PEER_TOKEN_METADATA, token),)
-        serialize, parse = request_class.SerializeToString, reply_class.FromString
+        serialize, parse = method.request.SerializeToString, method.reply.FromString
+        if method.client_streaming:
+            factory = (self._channel.stream_stream if method.server_streaming
+                       else self._channel.stream_unary)
+            call = factory(method.path, request_serializer=serialize,
+                           response_deserializer=parse)(metadata=metadata, timeout=timeout)
+            try:
+                async for frame in read_frames(request.content, MAX_REQUEST_BYTES):
+                    await call.write(method.request.FromString(frame))
+                await call.done_writing()
+            except grpc.aio.AioRpcError:
+                pass  # the server already answered (a refusal): reported below
+            except Exception as error:  # a cut or malformed body, or a protobuf error
+                call.cancel()  # never a half-close: the server must not act on a cut stream
+                return _error(400, "INVALID_ARGUMENT",
+                              f"the request stream of {name} is not {method.request.__name__} "
+                              f"frames: {error}")
+        else:
+            try:
+                message = method.request.FromString(await request.read())
+            except Exception as error:  # protobuf's DecodeError and friends
+                return _error(400, "INVALID_ARGUMENT",
+                              f"not a {method.request.__name__}: {error}")
+            factory = (self._channel.unary_stream if method.server_streaming
+                       else self._channel.unary_unary)
+            call = factory(method.path, request_serializer=serialize,
+                           response_deserializer=parse)(message, metadata=metadata,
+                                                        timeout=timeout)
         try:
-            if not streaming:
-                call = self._channel.unary_unary(path, request_serializer=serialize,
-                                                 response_deserializer=parse)
-                reply = await call(message, metadata=metadata, timeout=timeout)
-                return web.Response(body=reply.SerializeToString(),
-                                    content_type="application/x-protobuf")
-            stream = self._channel.unary_stream(path, request_serializer=serialize,
-                                                response_deserializer=parse)
-            replies = [r.SerializeToString()
-                       async for r in stream(message, metadata=metadata, timeout=timeout)]
+            if method.server_streaming:
+                replies = [reply.SerializeToString() async for reply in call]
+                body = b"".join(frames(replies))
+            else:
+                body = (await call).SerializeToString()
         except grpc.aio.AioRpcError as error:
             code = error.code()
             return _error(HTTP_STATUS.get(code, 500), code.name, error.details() or "")
-        return web.Response(body=b"".join(frames(replies)),
-                            content_type="application/x-protobuf")
+        return web.Response(body=body, content_type="application/x-protobuf")
+
+
+async def read_frames(stream: Any, max_frame: int) -> AsyncIterator[bytes]:
+    """The messages of a `frames` body as they arrive; ValueError when it is cut short or a
+    frame is larger than `max_frame`."""
+    while True:
+        try:
+            header = await stream.readexactly(FRAME_HEADER.size)
+        except asyncio.IncompleteReadError as error:
+            if error.partial:
+                raise ValueError("truncated frame header") from None
+            return
+        (size,) = FRAME_HEADER.unpack(header)
+        if size > max_frame:
+            raise ValueError(f"a frame of {size} bytes (at most {max_frame})")
+        try:
+            yield await stream.readexactly(size)
+        except asyncio.IncompleteReadError as error:
+            raise ValueError(f"truncated frame: {size} bytes announced, "
+                             f"{len(error.partial)} present") from None
 
 
 def _error(status: int, code: str, message: str) -> web.Response:

@@ -190,13 +190,15 @@ class AdminCallFailed(Exception):
 
 
 def admin_over_api(
-    api: Any, namespace: str, pod: Any, method: str, request: Any, token: str, timeout: float
+    api: Any, namespace: str, pod: Any, method: str, request: Any, token: str, timeout: float,
+    *, body: bytes | None = None,
 ) -> bytes:
     """Call `Admin.METHOD` on `pod` through the API server: `POST .../pods/NAME:PORT/proxy/
     admin/v1/METHOD` to the runtime's Admin bridge (`gencluster.admin_http`) on the pod's
     metrics port. Works wherever the kubeconfig works (no route to pod IPs needed); needs RBAC
     `create` on `pods/proxy` and the peer token. Returns the reply's bytes (a message, or
-    length-prefixed frames for a streaming method); AdminCallFailed otherwise."""
+    length-prefixed frames for a streaming method); AdminCallFailed otherwise. `body` replaces
+    the serialized `request` (the frames of a client-streaming method's messages)."""
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
@@ -209,7 +211,8 @@ def admin_over_api(
     headers = {"Content-Type": "application/x-protobuf",
                "Accept": "application/x-protobuf, application/json", ADMIN_TOKEN_HEADER: token}
     query = [("timeout", f"{timeout:g}")]
-    body = request.SerializeToString()
+    if body is None:
+        body = request.SerializeToString()
     try:
         if hasattr(api, "param_serialize"):  # kubernetes >= 35 (openapi-generator 7)
             http_method, url, headers, _, _ = api.param_serialize(

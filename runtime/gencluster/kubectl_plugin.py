@@ -17,12 +17,11 @@ shown as "unreachable"; it never fails the command. `switchover` only writes the
 the operator acts on, so the plugin needs no more rights than `kubectl annotate`. `state`
 asks the active for the seed's get_target_state (Admin.GetState) and prints it as JSON.
 
-Every Admin call except Restore goes through the API server (`pods/NAME:PORT/proxy` to the
-runtime's Admin bridge on the metrics port, `gencluster.admin_http`), never to a pod IP, so
-the plugin works from wherever kubectl works (a laptop outside the pod network included); it
-needs RBAC `create` on `pods/proxy` and `get` on the peer-token Secret. Restore streams its
-chunks to Admin.Restore over gRPC (a client-streaming call the HTTP bridge does not carry), so
-it needs a route to the chosen pod's IP (run it inside the cluster, or through port-forward).
+Every Admin call goes through the API server (`pods/NAME:PORT/proxy` to the runtime's Admin
+bridge on the metrics port, `gencluster.admin_http`; Restore's chunks as a framed stream),
+never to a pod IP, so the plugin works from wherever kubectl works (a laptop outside the pod
+network included); it needs RBAC `create` on `pods/proxy` and `get` on the peer-token Secret
+(docs/tooling.md).
 `backup` writes the active's Admin.ExportState to a `gencluster-backup/v1` file
 (`gencluster.backup`); `restore` checks such a file and streams it to Admin.Restore on the pod
 `backup.restore_target` picks (the active only with --force; else a pod that lost its state,
@@ -50,9 +49,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
-
-from gencluster.admin_http import split_frames
+from gencluster.admin_http import frames, split_frames
 from gencluster.backup import (
     BackupError,
     BackupHeader,
@@ -73,8 +70,6 @@ from gencluster.commands import (
     replica_status_over_api,
 )
 from gencluster.proto import gencluster_pb2 as pb
-from gencluster.proto import gencluster_pb2_grpc as pb_grpc
-from gencluster.replication import peer_metadata
 from gencluster.wellknown import (
     CRD_GROUP,
     CRD_PLURAL,
@@ -505,10 +500,6 @@ def active_state(target: Target, timeout: float) -> Any:
 # -- backup and restore ---------------------------------------------------------------------------
 
 
-def _rpc_failure(pod: str, what: str, error: grpc.RpcError) -> CommandError:
-    return CommandError(f"{what} on {pod} failed: {error.code().name}: {error.details()}")
-
-
 def backup(target: Target, path: str, timeout: float) -> str:
     """Export the active's state into `path` (written to a temporary file beside it, then
     renamed, so an interrupted backup never leaves a half file under the name asked for)."""
@@ -569,17 +560,16 @@ def restore(target: Target, path: str, force: bool, timeout: float) -> str:
     request_id = uuid.uuid4().hex
     requests = restore_chunks(chunks, request_id=request_id, force=force,
                               source=Path(path).name)
-    with grpc.insecure_channel(chosen.address) as channel:
-        try:
-            reply = pb_grpc.AdminStub(channel).Restore(
-                requests, metadata=peer_metadata(token), timeout=timeout
-            )
-        except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                raise CommandError(
-                    f"{chosen.pod} refused the restore: {error.details()}"
-                ) from None
-            raise _rpc_failure(chosen.pod, "Admin.Restore", error) from None
+    body = b"".join(frames(request.SerializeToString() for request in requests))
+    try:
+        pod = target.core.read_namespaced_pod(chosen.pod, target.namespace)
+        reply = pb.RestoreReply.FromString(admin_over_api(
+            target.core.api_client, target.namespace, pod, "Restore", None, token, timeout,
+            body=body))
+    except AdminCallFailed as error:
+        if error.code == "FAILED_PRECONDITION":
+            raise CommandError(f"{chosen.pod} refused the restore: {error.message}") from None
+        raise CommandError(f"Admin.Restore on {chosen.pod} failed: {error}") from None
     return (f"restored {path} (cluster {header.namespace}/{header.cluster}, epoch "
             f"{header.epoch}, applied_seq {header.applied_seq}, taken at {header.taken_at}) "
             f"into {target.qualified} through {chosen.pod} ({chosen.why}), request id "

@@ -4,6 +4,8 @@ bridge itself runs in tests/operator/test_kubectl_plugin.py and test_tooling_thr
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from gencluster import admin_http
@@ -12,13 +14,14 @@ from gencluster.proto import gencluster_pb2 as pb
 pytestmark = pytest.mark.unit
 
 
-def test_unary_and_server_streaming_admin_methods_are_bridged_client_streaming_ones_not() -> None:
+def test_every_admin_method_is_bridged_with_its_shape() -> None:
     methods = admin_http.admin_methods()
-    assert methods["Status"] == ("/gencluster.v1.Admin/Status", pb.StatusRequest,
-                                 pb.StatusReply, False)
-    assert methods["ExportState"][1:] == (pb.ExportStateRequest, pb.SnapshotChunk, True)
-    assert "GetState" in methods and "Switchover" in methods
-    assert "Merge" not in methods and "Restore" not in methods
+    assert methods["Status"] == admin_http.Bridged(
+        "/gencluster.v1.Admin/Status", pb.StatusRequest, pb.StatusReply, False, False)
+    assert methods["ExportState"].server_streaming and not methods["ExportState"].client_streaming
+    assert methods["Restore"].client_streaming and methods["Restore"].reply is pb.RestoreReply
+    names = {m.name for m in pb.DESCRIPTOR.services_by_name["Admin"].methods}
+    assert set(methods) == names
 
 
 def test_frames_round_trip_and_a_cut_body_is_refused() -> None:
@@ -52,3 +55,35 @@ def test_the_bridge_dials_its_own_listen_address_or_loopback() -> None:
     assert admin_http.loopback_target("::", 50051) == "[::1]:50051"
     assert admin_http.loopback_target("fd00::7", 50051) == "[fd00::7]:50051"
     assert admin_http.loopback_target("localhost", 50051) == "localhost:50051"
+
+
+class Body:
+    """A request body arriving in pieces, as aiohttp's StreamReader hands it out."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def readexactly(self, size: int) -> bytes:
+        piece, self.data = self.data[:size], self.data[size:]
+        if len(piece) < size:
+            raise asyncio.IncompleteReadError(piece, size)
+        return piece
+
+
+def read_all(data: bytes, max_frame: int = 100) -> list[bytes]:
+    async def collect() -> list[bytes]:
+        return [frame async for frame in admin_http.read_frames(Body(data), max_frame)]
+
+    return asyncio.run(collect())
+
+
+def test_streamed_frames_are_read_as_they_come_and_a_cut_stream_is_an_error() -> None:
+    body = b"".join(admin_http.frames([b"one", b"", b"three"]))
+    assert read_all(body) == [b"one", b"", b"three"]
+    assert read_all(b"") == []
+    with pytest.raises(ValueError, match="truncated frame:"):
+        read_all(body[:-2])
+    with pytest.raises(ValueError, match="truncated frame header"):
+        read_all(body + b"\x00")
+    with pytest.raises(ValueError, match="at most 4"):
+        read_all(b"".join(admin_http.frames([b"12345"])), max_frame=4)

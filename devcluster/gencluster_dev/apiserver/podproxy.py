@@ -98,7 +98,9 @@ async def forward(request: web.Request, url: str) -> web.StreamResponse:
     insecure.check_hostname = False
     insecure.verify_mode = ssl.CERT_NONE
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_SECONDS)
-    body = await request.read() if request.can_read_body else None
+    # Streamed as it arrives, never buffered: kube-apiserver puts no size limit on a proxied
+    # body (a restore through pods/proxy may be larger than any API object).
+    body = request.content.iter_chunked(64 * 1024) if request.can_read_body else None
     async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
         try:
             upstream = await session.request(
