@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +20,7 @@ from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.operator_process import (
     OperatorProcess,
     events,
+    free_port,
     get_json,
     kill_active_and_wait,
     start_id_server,
@@ -35,6 +37,8 @@ LEASE_NAMESPACE = "default"
 LEASE = "gencluster-operator"
 DEADLINE = 60.0
 ELECTION = ("--leader-election", "--leader-election-namespace", LEASE_NAMESPACE)
+LIVENESS: dict[OperatorProcess, str] = {}
+"""Each operator's `--liveness` URL."""
 LEADER_SERIES = re.compile(r'^gencluster_operator_leader\{identity="([^"]+)"\} (\S+)$', re.M)
 
 
@@ -63,12 +67,25 @@ def lease_holder(cluster: DevClusterProcess) -> str:
     return lease["spec"].get("holderIdentity") or ""
 
 
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 @pytest.fixture
 def operators(dev_cluster: DevClusterProcess) -> Iterator[list[OperatorProcess]]:
+    """Two operators with leader election, each with a liveness URL (`LIVENESS`): the
+    standby answers it itself, kopf takes the port over once it leads."""
     started: list[OperatorProcess] = []
     try:
         for _ in range(2):
-            started.append(OperatorProcess(dev_cluster, extra=ELECTION))
+            liveness = f"http://127.0.0.1:{free_port()}/healthz"
+            operator = OperatorProcess(dev_cluster, extra=(*ELECTION, "--liveness", liveness))
+            LIVENESS[operator] = liveness
+            started.append(operator)
         yield started
     finally:
         for operator in started:
@@ -86,6 +103,8 @@ def test_the_standby_leads_after_a_sigkill_and_failover_assist_resumes(
     assert standby_id[1] is False
     assert lease_holder(dev_cluster) == first_id[0]
     assert "waiting to lead" in standby.output()
+    assert "kopf" not in standby.output(), "a standby runs nothing of kopf"
+    wait_for(lambda: healthy(LIVENESS[standby]), DEADLINE, message="the standby's /healthz")
     elected = get_json(dev_cluster, "events", "-n", LEASE_NAMESPACE,
                        "--field-selector", "reason=LeaderElection")["items"]
     assert any(e["message"].startswith(f"{first_id[0]} became leader") for e in elected)
@@ -104,6 +123,8 @@ def test_the_standby_leads_after_a_sigkill_and_failover_assist_resumes(
         print(f"\nstandby operator leads {took:.1f} s after the leader's SIGKILL "
               "(lease 15 s, retry 2 s)")
         assert lease_holder(dev_cluster) == standby_id[0]
+        wait_for(lambda: healthy(LIVENESS[standby]), DEADLINE,
+                 message=lambda: f"kopf's /healthz on the new leader\n{standby.output()[-2000:]}")
 
         assisted_before = len(events(dev_cluster, NAMESPACE, "FailoverStarted"))
         calls_before = len(load.values)
