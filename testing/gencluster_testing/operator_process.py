@@ -35,15 +35,18 @@ class OperatorProcess:
     every namespace)."""
 
     def __init__(
-        self, cluster: DevClusterProcess, *scope: str, extra: tuple[str, ...] = ()
+        self, cluster: DevClusterProcess, *scope: str, extra: tuple[str, ...] = (),
+        prefix: tuple[str, ...] = (),
     ) -> None:
-        """`extra`: more command-line arguments (e.g. `--leader-election`)."""
+        """`extra`: more command-line arguments (e.g. `--leader-election`); `prefix`: a
+        command that runs the operator (e.g. setpriv to another uid)."""
         self.cluster = cluster
         self.metrics_port = free_port()
         self.log_path = cluster.dir.parent / f"operator-{self.metrics_port}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
+                *prefix,
                 sys.executable, "-m", "gencluster_operator.main", *(scope or ["--all-namespaces"]),
                 "--kubeconfig", str(cluster.kubeconfig),
                 "--metrics-port", str(self.metrics_port), "--metrics-host", "127.0.0.1",
