@@ -186,7 +186,10 @@ class AdminHttp:
         body, content_type = await asyncio.get_running_loop().run_in_executor(
             None, self.render_metrics, accept
         )
-        return web.Response(body=body, headers={"Content-Type": content_type})
+        response = web.Response(body=body, headers={"Content-Type": content_type})
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            response.enable_compression()  # as prometheus_client's own server does
+        return response
 
     async def _admin(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["method"]

@@ -428,6 +428,8 @@ async def serve(config: NodeConfig, server: GenServer) -> int:
             node_task.result()
         except ServerInitFailed as error:
             await grpc_server.stop(grace=0)
+            if http is not None:
+                await http.stop()
             await api.close()
             return config_failure(str(error))
         return 1
