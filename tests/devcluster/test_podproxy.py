@@ -52,3 +52,19 @@ def test_unreachable_is_kube_apiservers_503() -> None:
     error = podproxy.unreachable("dial tcp: refused")
     assert error.code == 503
     assert error.message == "error trying to reach service: dial tcp: refused"
+
+
+@pytest.mark.parametrize(("raw", "path"), [
+    ("/api/v1/namespaces/ns/pods/web:80/proxy", "/"),
+    ("/api/v1/namespaces/ns/pods/web:80/proxy/", "/"),
+    ("/api/v1/namespaces/ns/pods/web:80/proxy/a/b%20c/", "/a/b%20c/"),
+    ("/api/v1/namespaces/proxy/pods/proxy-pod%3A80/proxy/proxy", "/proxy"),
+])
+def test_the_pod_gets_the_raw_path_after_proxy(raw: str, path: str) -> None:
+    assert podproxy.proxied_path(raw) == path
+
+
+def test_a_path_that_is_not_pods_proxy_is_400() -> None:
+    with pytest.raises(ApiError) as error:
+        podproxy.proxied_path("/api/v1/namespaces/ns/pods/web")
+    assert error.value.code == 400

@@ -71,6 +71,17 @@ def parse_target(segment: str) -> ProxyTarget:
     return ProxyTarget(scheme, name, int(port_text))
 
 
+def proxied_path(raw_path: str) -> str:
+    """The path the pod receives: what follows `/proxy` in the raw (still percent-encoded)
+    `/api/v1/namespaces/NS/pods/SEGMENT/proxy[/PATH]`, `/` when nothing does. Cut by position,
+    never by searching for `/proxy`, which a pod or namespace name may contain."""
+    parts = raw_path.split("/")
+    if len(parts) < 8 or parts[1:4] != ["api", "v1", "namespaces"] or parts[5] != "pods" \
+            or parts[7] != "proxy":
+        raise bad_request(f"not a pods/proxy path: {raw_path!r}")
+    return "/" + "/".join(parts[8:])
+
+
 def forwarded_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """The request headers the pod receives (order and repeats kept)."""
     return [(k, v) for k, v in headers if k.lower() not in STRIPPED_REQUEST_HEADERS]

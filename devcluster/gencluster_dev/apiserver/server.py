@@ -585,10 +585,8 @@ class ApiServer:
         pod_ip = (pod.get("status") or {}).get("podIP")
         if not pod_ip:
             raise podproxy.unreachable(f"pod {target.name} has no IP yet")
-        raw = request.rel_url.raw_path
-        marker = "/proxy"
-        tail = raw[raw.index(marker, raw.index("/pods/")) + len(marker):]
-        url = podproxy.target_url(target, pod_ip, tail or "/", request.rel_url.raw_query_string)
+        tail = podproxy.proxied_path(request.rel_url.raw_path)
+        url = podproxy.target_url(target, pod_ip, tail, request.rel_url.raw_query_string)
         return await podproxy.forward(request, url)
 
     async def _pod_log(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
