@@ -5,10 +5,12 @@ bridge itself runs in tests/operator/test_kubectl_plugin.py and test_tooling_thr
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import grpc
 import pytest
 from gencluster import admin_http
+from gencluster.commands import AdminCallFailed, _proxy_error, admin_over_api
 from gencluster.proto import gencluster_pb2 as pb
 
 pytestmark = pytest.mark.unit
@@ -87,3 +89,19 @@ def test_streamed_frames_are_read_as_they_come_and_a_cut_stream_is_an_error() ->
         read_all(body + b"\x00")
     with pytest.raises(ValueError, match="at most 4"):
         read_all(b"".join(admin_http.frames([b"12345"])), max_frame=4)
+
+
+def test_a_proxied_failure_reads_as_the_runtimes_code_or_the_api_servers_status() -> None:
+    bridge = admin_http.error_body("FAILED_PRECONDITION", "holds state")
+    assert _proxy_error(412, bridge) == ("FAILED_PRECONDITION", "holds state")
+    api_status = b'{"kind": "Status", "message": "error trying to reach service: refused"}'
+    assert _proxy_error(503, api_status) == ("HTTP_503",
+                                             "error trying to reach service: refused")
+    assert _proxy_error(502, b"Bad Gateway\n") == ("HTTP_502", "Bad Gateway")
+
+
+def test_a_pod_without_a_metrics_port_is_a_clear_failure() -> None:
+    pod = SimpleNamespace(metadata=SimpleNamespace(name="id-0"), spec=SimpleNamespace(
+        containers=[SimpleNamespace(ports=[SimpleNamespace(name="grpc", container_port=1)])]))
+    with pytest.raises(AdminCallFailed, match="declares no 'metrics' port"):
+        admin_over_api(None, "ns", pod, "Status", pb.StatusRequest(), "t", 1.0)
