@@ -68,9 +68,11 @@ def promise_duration(config: ElectionConfig) -> float:
     return config.renew_deadline
 
 
-def counted_until(sent_at: float, config: ElectionConfig) -> float:
-    """Until when (the active's monotonic clock) a promise asked for at `sent_at` is counted."""
-    return sent_at + promise_duration(config) * (1.0 - PROMISE_MARGIN)
+def counted_until(sent_at: float, duration: float) -> float:
+    """Until when (the active's monotonic clock) a promise of `duration` seconds, asked for at
+    `sent_at`, is counted. `duration` is what the pod said it promised (pods of one cluster
+    may briefly run different Lease timings during a rollout)."""
+    return sent_at + max(0.0, duration) * (1.0 - PROMISE_MARGIN)
 
 
 def wants_promises(leadership: Leadership | None, now: float, config: ElectionConfig) -> bool:
@@ -93,10 +95,10 @@ class Promises:
     until: Mapping[str, float] = field(default_factory=dict)
     """Per pod, until when the newest granted promise is counted (`counted_until`)."""
 
-    def granted(self, member: str, sent_at: float, config: ElectionConfig) -> Promises:
-        """`member` granted the promise asked for at `sent_at`; a late answer to an older
-        request never shortens a newer promise."""
-        until = max(self.until.get(member, -math.inf), counted_until(sent_at, config))
+    def granted(self, member: str, sent_at: float, duration: float) -> Promises:
+        """`member` granted a promise of `duration` seconds, asked for at `sent_at`; a late
+        answer to an older request never shortens a newer promise."""
+        until = max(self.until.get(member, -math.inf), counted_until(sent_at, duration))
         return replace(self, until={**self.until, member: until})
 
     def failsafe_until(self, required: frozenset[str]) -> float | None:

@@ -53,7 +53,7 @@ FAST = ElectionConfig(lease_duration=3, renew_deadline=1.5, retry_period=0.5)
 
 
 def test_a_promise_counts_from_the_request_minus_the_margin() -> None:
-    until = failsafe.counted_until(100.0, CONFIG)
+    until = failsafe.counted_until(100.0, 6.0)
     assert until == pytest.approx(100.0 + 6.0 * (1 - failsafe.PROMISE_MARGIN))
     assert until < 100.0 + failsafe.promise_duration(CONFIG)
 
@@ -66,15 +66,15 @@ def test_promises_are_asked_for_only_once_a_renewal_is_overdue() -> None:
 
 
 def test_failsafe_needs_every_pod_that_could_take_over() -> None:
-    promises = Promises().granted("b", 100.0, CONFIG).granted("c", 101.0, CONFIG)
-    assert promises.failsafe_until(frozenset({"b", "c"})) == failsafe.counted_until(100.0, CONFIG)
+    promises = Promises().granted("b", 100.0, 6.0).granted("c", 101.0, 6.0)
+    assert promises.failsafe_until(frozenset({"b", "c"})) == failsafe.counted_until(100.0, 6.0)
     assert promises.failsafe_until(frozenset({"b", "c", "d"})) == -math.inf
     assert promises.failsafe_until(frozenset()) is None
 
 
 def test_a_late_answer_never_shortens_a_newer_promise() -> None:
-    promises = Promises().granted("b", 105.0, CONFIG).granted("b", 100.0, CONFIG)
-    assert promises.until["b"] == failsafe.counted_until(105.0, CONFIG)
+    promises = Promises().granted("b", 105.0, 6.0).granted("b", 100.0, 6.0)
+    assert promises.until["b"] == failsafe.counted_until(105.0, 6.0)
 
 
 def test_the_active_itself_is_not_a_pod_that_could_take_over() -> None:
@@ -336,13 +336,14 @@ class Simulation:
             if isinstance(outcome, Refused):
                 return
             standby.promised_until = outcome.until
-            self.at(now_real + self.delays(), answer)
+            seconds = failsafe.promise_duration(self.config)
+            self.at(now_real + self.delays(), lambda t: answer(t, seconds))
 
-        def answer(now_real: float) -> None:
+        def answer(now_real: float, seconds: float) -> None:
             if not self.network.link(active.name, member, now_real):
                 return
             if isinstance(active.role, Active) and active.role.epoch == epoch:
-                active.promises = active.promises.granted(member, sent_at, self.config)
+                active.promises = active.promises.granted(member, sent_at, seconds)
 
         self.at(arrival, arrive)
 
