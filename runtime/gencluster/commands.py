@@ -132,6 +132,10 @@ def peer_token(core: Any, name: str, namespace: str, token_file: str | None = No
 
 
 def _status_json(reply: pb.StatusReply) -> dict[str, Any]:
+    failsafe = (
+        {"failsafeSeconds": reply.failsafe_seconds} if reply.HasField("failsafe_seconds")
+        else {}
+    )
     return {
         "identity": reply.identity,
         "role": pb.Role.Name(reply.role).removeprefix("ROLE_").lower(),
@@ -139,6 +143,10 @@ def _status_json(reply: pb.StatusReply) -> dict[str, Any]:
         "appliedSeq": reply.applied_seq,
         "appliedEpoch": reply.applied_epoch,
         "stateLost": reply.state_lost,
+        # Serving on promises through a control-plane outage (docs/partitions.md, Failsafe).
+        **failsafe,
+        "failsafeEpisodes": reply.failsafe_episodes,
+        "lastFailsafeSeconds": reply.last_failsafe_seconds,
         "server": reply.server,
         "serverVersion": reply.server_version,
         "codec": reply.codec,
