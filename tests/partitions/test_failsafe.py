@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from gencluster_testing.devcluster_process import DevClusterProcess
-from gencluster_testing.operator_process import OperatorProcess, namespace_for
+from gencluster_testing.operator_process import OperatorProcess, events, namespace_for
 from gencluster_testing.partitions.checkers import unavailability
 from gencluster_testing.partitions.cluster import LEASE, IdServerUnderTest
 from gencluster_testing.partitions.history import History, LoadRecorder, Operation
@@ -117,6 +117,10 @@ def serve_through_an_outage(
     assert {op.epoch for op in history.ok()} == {active["epoch"]}, "no failover expected"
     assert ids.converged()["identity"] == active["identity"]  # type: ignore[index]
     replica = {r["identity"]: r for r in ids.status()}[active["identity"]]
+    # The operator reaches the API server here (only the pods are cut): it announced it.
+    announced = wait_for(lambda: events(ids.dev, ids.namespace, "ServedInFailsafe"),
+                         PROGRESS_DEADLINE, 0.5, "a ServedInFailsafe Event")
+    assert active["identity"] in announced[0]["message"]
     print(f"failsafe: reported {status['failsafeSeconds']:.1f}s after the cut; "
           f"outage {seconds:g}s; longest write outage during it "
           f"{unavailability(history, 'fault', 'heal'):.2f}s; "
