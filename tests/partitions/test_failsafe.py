@@ -139,6 +139,27 @@ def test_every_pod_cut_from_the_api_server_keeps_serving(
     serve_through_an_outage(ids, tmp_path, pods, outage_seconds())
 
 
+@pytest.fixture
+def async_ids(
+    dev_cluster: DevClusterProcess, operator: OperatorProcess, healed: None,
+    request: pytest.FixtureRequest,
+) -> Iterator[IdServerUnderTest]:
+    namespace = namespace_for(request.node.name)
+    server = IdServerUnderTest.create(dev_cluster, namespace, deadline=READY_DEADLINE,
+                                      replication={"mode": "Async"})
+    yield server
+    server.heal()
+    dev_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_async_every_pod_cut_from_the_api_server_keeps_serving(
+    async_ids: IdServerUnderTest, tmp_path: Path
+) -> None:
+    """The same in Async mode: the in-sync set (the standbys that keep up) is what the Lease
+    names, and their promises carry the active."""
+    serve_through_an_outage(async_ids, tmp_path, sorted(async_ids.pods()), VARIANT_SECONDS)
+
+
 def test_a_standby_that_still_reaches_the_api_server_keeps_its_promise(
     ids: IdServerUnderTest, tmp_path: Path
 ) -> None:
