@@ -113,6 +113,12 @@ class PromiseCollector:
             )
         except grpc.aio.AioRpcError as error:
             log.debug("no promise from %s: %s", member, error.code().name)
+            # A fresh channel next time: one left in gRPC's reconnect backoff (up to two
+            # minutes) would keep asking nothing long after a partition healed.
+            lost = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            if error.code() in lost and self._channels.get(address) is channel:
+                del self._channels[address]
+                await channel.close(grace=None)
             return
         if not self._leads():
             return
