@@ -46,6 +46,7 @@ class EventReason(StrEnum):
     STATE_LOST = "StateLost"
     REINITIALIZED = "Reinitialized"
     REINITIALIZE_REJECTED = "ReinitializeRejected"
+    SERVED_IN_FAILSAFE = "ServedInFailsafe"
 
 
 class FailoverReason(StrEnum):

@@ -74,6 +74,11 @@ class RuntimeStatus:
 
     `state_lost`: the replica holds no state while the Lease says the cluster had some (it
     will not run `init` by itself; a restore or a reinitialize request ends it).
+
+    `failsafe_seconds`: while the active serves on its standbys' promises (its Lease not
+    renewed, docs/partitions.md "Failsafe"), seconds since its last renewal; None otherwise.
+    `failsafe_episodes` and `last_failsafe_seconds`: its failsafe stretches so far and the
+    length of the last ended one.
     """
 
     role: str
@@ -84,6 +89,9 @@ class RuntimeStatus:
     lease_epoch: int = 0
     lease_read_age_seconds: float | None = None
     state_lost: bool = False
+    failsafe_seconds: float | None = None
+    failsafe_episodes: int = 0
+    last_failsafe_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

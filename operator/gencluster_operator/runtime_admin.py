@@ -106,6 +106,11 @@ def runtime_status(reply: pb.StatusReply) -> RuntimeStatus | None:
             reply.lease_read_age_seconds if reply.HasField("lease_read_age_seconds") else None
         ),
         state_lost=reply.state_lost,
+        failsafe_seconds=(
+            reply.failsafe_seconds if reply.HasField("failsafe_seconds") else None
+        ),
+        failsafe_episodes=reply.failsafe_episodes,
+        last_failsafe_seconds=reply.last_failsafe_seconds,
     )
 
 

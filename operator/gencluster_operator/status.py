@@ -33,7 +33,7 @@ from gencluster_operator.events import (
     EventType,
     FailoverReason,
 )
-from gencluster_operator.observed import Observed, format_time
+from gencluster_operator.observed import Observed, ObservedPod, format_time
 from gencluster_operator.spec import AVAILABLE
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
@@ -113,6 +113,7 @@ def status_for(
         "lastFailoverTime": last_failover[0],
         "lastFailoverReason": last_failover[1],
         "merges": merges,
+        **_failsafe(active, previous),
         "conditions": [
             _condition(kind, verdict, previous, facts.spec.generation, now)
             for kind, verdict in verdicts.items()
@@ -121,6 +122,27 @@ def status_for(
 
 
 # -- fields ---------------------------------------------------------------------------------------
+
+
+def _failsafe(active: ObservedPod | None, previous: Mapping[str, Any]) -> dict[str, Any]:
+    """`failsafe`: the active's failsafe record (docs/partitions.md, "Failsafe"): the pod,
+    its episodes, the last one's length, and `servingSeconds` while it serves on promises.
+    Kept from the previous status when the active has none to report, so that an episode
+    seen once stays visible after a failover."""
+    runtime = active.runtime if active is not None else None
+    if active is None or runtime is None or (
+        runtime.failsafe_episodes == 0 and runtime.failsafe_seconds is None
+    ):
+        kept = previous.get("failsafe")
+        return {"failsafe": kept} if kept else {}
+    record: dict[str, Any] = {
+        "pod": active.name,
+        "episodes": runtime.failsafe_episodes,
+        "lastSeconds": round(runtime.last_failsafe_seconds, 1),
+    }
+    if runtime.failsafe_seconds is not None:
+        record["servingSeconds"] = round(runtime.failsafe_seconds, 1)
+    return {"failsafe": record}
 
 
 def _standbys(facts: Assessment) -> list[dict[str, Any]]:
@@ -475,6 +497,14 @@ def events_between(previous: Mapping[str, Any], current: Mapping[str, Any]) -> l
     progressing_now = _previous_condition(current, ConditionType.PROGRESSING) or {}
     events += _maintenance_events(progressing_before.get("reason"), progressing_now.get("reason"),
                                   previous.get("phase"), current.get("phase"))
+    failsafe_before = previous.get("failsafe") or {}
+    failsafe_now = current.get("failsafe") or {}
+    if failsafe_now.get("episodes") and (
+        failsafe_now.get("pod") != failsafe_before.get("pod")
+        or failsafe_now["episodes"] > int(failsafe_before.get("episodes") or 0)
+    ):
+        events.append(RecordEvent(EventReason.SERVED_IN_FAILSAFE, _failsafe_message(failsafe_now),
+                                  EventType.WARNING))
     degraded_before = _previous_condition(previous, ConditionType.DEGRADED) or {}
     degraded_now = _previous_condition(current, ConditionType.DEGRADED) or {}
     if degraded_now.get("status") == TRUE and (
@@ -514,3 +544,14 @@ def _maintenance_events(
                                   "hibernation ended: creating the pods, which recover their "
                                   "state from the claims"))
     return events
+
+
+def _failsafe_message(record: Mapping[str, Any]) -> str:
+    pod = record.get("pod")
+    if "servingSeconds" in record:
+        return (f"{pod} serves in failsafe: its Lease not renewed for {record['servingSeconds']}s "
+                "(the API server out of its reach); every pod that could take over promised not "
+                "to (docs/partitions.md, Failsafe)")
+    return (f"{pod} served in failsafe for {record.get('lastSeconds')}s while the API server "
+            f"was out of its reach (episode {record.get('episodes')}); every pod that could take "
+            "over had promised not to")

@@ -97,6 +97,13 @@ class AckTracker:
         return normalize_members(self._published)
 
     @property
+    def lease_may_name(self) -> frozenset[str]:
+        """Every standby the Lease's in-sync annotation may name now: the set last known
+        published and those being written (a write that timed out may have landed). They are
+        the pods that could take the Lease over, whose promises failsafe needs (failsafe.py)."""
+        return self._published | self._in_flight
+
+    @property
     def required(self) -> frozenset[str]:
         """Standbys whose acks gate acknowledgement: published, being published, or added.
 

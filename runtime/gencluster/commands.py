@@ -140,6 +140,10 @@ def peer_token(core: Any, name: str, namespace: str, token_file: str | None = No
 
 
 def status_json(reply: pb.StatusReply) -> dict[str, Any]:
+    failsafe = (
+        {"failsafeSeconds": reply.failsafe_seconds} if reply.HasField("failsafe_seconds")
+        else {}
+    )
     return {
         "identity": reply.identity,
         "role": pb.Role.Name(reply.role).removeprefix("ROLE_").lower(),
@@ -147,6 +151,10 @@ def status_json(reply: pb.StatusReply) -> dict[str, Any]:
         "appliedSeq": reply.applied_seq,
         "appliedEpoch": reply.applied_epoch,
         "stateLost": reply.state_lost,
+        # Serving on promises through a control-plane outage (docs/partitions.md, Failsafe).
+        **failsafe,
+        "failsafeEpisodes": reply.failsafe_episodes,
+        "lastFailsafeSeconds": reply.last_failsafe_seconds,
         "server": reply.server,
         "serverVersion": reply.server_version,
         "codec": reply.codec,

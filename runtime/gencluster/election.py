@@ -266,15 +266,21 @@ def decide(
     candidate: Candidacy,
     leadership: Leadership | None,
     in_sync: Iterable[str] | None = None,
+    failsafe_until: float | None = None,
 ) -> Action:
     """The next election step for replica `me`.
 
     `leadership` is set while `me` is active; `in_sync` is the set the active publishes with
-    its renewals (ignored for standbys).
+    its renewals (ignored for standbys); `failsafe_until`: until when the active serves on
+    the promises of every pod that could take over (`failsafe.py`), so that an active past
+    its renew deadline but still serving on promises renews instead of stepping down once it
+    reaches the API server again.
     """
     record = observation.record if observation is not None else None
     if leadership is not None:
-        return _decide_as_active(record, now, wall_time, config, me, leadership, in_sync)
+        return _decide_as_active(
+            record, now, wall_time, config, me, leadership, in_sync, failsafe_until
+        )
     if record is None:
         if candidate is Candidacy.NONE:
             return StandBy("", config.retry_period, "no lease yet, and not a candidate")
@@ -316,8 +322,10 @@ def _decide_as_active(
     me: str,
     leadership: Leadership,
     in_sync: Iterable[str] | None,
+    failsafe_until: float | None,
 ) -> Action:
-    if not may_serve(leadership, now, config):
+    on_promises = failsafe_until is not None and now < failsafe_until
+    if not may_serve(leadership, now, config) and not on_promises:
         return StepDown(
             f"no successful renewal for {now - leadership.renewed_at:.3f}s, past the renew "
             f"deadline of {config.renew_deadline}s"

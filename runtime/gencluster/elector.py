@@ -11,6 +11,14 @@ Fencing (`Fenced` policy): every call checks `election.may_serve` itself, so the
 answering exactly at its renew deadline even if this loop is stuck in an API call; the
 watchdog then reports the lost Lease. `lease_duration >= renew_deadline + retry_period`
 guarantees this happens before anyone else may take the Lease.
+
+Failsafe (`failsafe.py`, Fenced policy): once a renewal is overdue, a `PromiseCollector` asks
+every pod that could take the Lease over for a promise; while all of them promised, the active
+keeps serving past its renew deadline (the checks above use `failsafe.may_serve`), and renews
+as usual once the API server answers again. On the standby's side this loop keeps the
+promises it gave: it takes no Lease (acquire or handover) before they run out, and a promise
+is never granted while it is taking the Lease (`taking_over`, set in the same synchronous
+stretch as the check, so a grant and a take never interleave).
 """
 
 from __future__ import annotations
@@ -18,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from typing import Any, Protocol
 
-from gencluster import election
+from gencluster import election, failsafe
 from gencluster.election import (
     Acquire,
     Leadership,
@@ -33,10 +42,12 @@ from gencluster.election import (
     StandBy,
     StepDown,
 )
+from gencluster.failsafe import Granted, Refused
 from gencluster.leases import KubernetesApi, KubernetesError, LeaseConflict, LeaseMissing
 from gencluster.node_config import NodeConfig
+from gencluster.promises import PromiseCollector
 from gencluster.replica import Replica
-from gencluster.roles import Active, PartitionPolicy, Role, Stopped
+from gencluster.roles import Active, PartitionPolicy, Role, Stopped, follows
 from gencluster.wakeups import set_within
 
 log = logging.getLogger(__name__)
@@ -97,6 +108,12 @@ class ElectionHost(Protocol):
 
     def may_serve(self) -> bool: ...
 
+    def failsafe_candidates(self) -> frozenset[str]:
+        """As active: the pods the Lease may name as in sync (failsafe needs their promises)."""
+        ...
+
+    def standby_address(self, member: str) -> str | None: ...
+
 
 class Elector:
     """The election loop of one replica; owns the Lease's last read (`observation`)."""
@@ -112,6 +129,14 @@ class Elector:
         self._publish_now = False
         self._wake = asyncio.Event()
         self._watchdogs: set[asyncio.Task[None]] = set()
+        self.collector: PromiseCollector | None = None
+        """The active's promises for its current term (Fenced policy)."""
+        self.promised_until = -math.inf
+        """As a standby: the end of the promises this replica gave (monotonic clock)."""
+        self.taking_over = False
+        self.failsafe_episodes = 0
+        self.last_failsafe_seconds = 0.0
+        self._failsafe_since: float | None = None
 
     @property
     def holder(self) -> str:
@@ -125,6 +150,58 @@ class Elector:
         """A new term must publish its in-sync set before relying on it."""
         self._publish_now = True
         self._wake.set()
+
+    def failsafe_until(self) -> float | None:
+        """As active (Fenced): until when every pod that could take over promised."""
+        role = self._host.role
+        collector = self.collector
+        if (
+            self._config.partition_policy is not PartitionPolicy.FENCED
+            or not isinstance(role, Active)
+            or collector is None
+            or collector.epoch != role.epoch
+        ):
+            return None
+        return collector.failsafe_until()
+
+    def failsafe_seconds(self, now: float) -> float | None:
+        """Seconds since the last successful renewal while serving on promises (else None),
+        and the bookkeeping of failsafe episodes for Status and the operator's Event."""
+        config = self._config.election
+        role = self._host.role
+        leadership = role.leadership if isinstance(role, Active) else None
+        serving = failsafe.in_failsafe(leadership, now, config, self.failsafe_until())
+        if serving and leadership is not None:
+            if self._failsafe_since is None:
+                self._failsafe_since = leadership.renewed_at + config.renew_deadline
+                self.failsafe_episodes += 1
+                log.warning(
+                    "serving in failsafe: no Lease renewal for %.1fs (the API server is out "
+                    "of reach); every pod that could take over promised not to",
+                    now - leadership.renewed_at,
+                )
+            return now - leadership.renewed_at
+        if self._failsafe_since is not None:
+            self.last_failsafe_seconds = max(0.0, now - self._failsafe_since)
+            self._failsafe_since = None
+            log.warning("failsafe ended after %.1fs", self.last_failsafe_seconds)
+        return None
+
+    def promise(self, epoch: int, highest_epoch: int) -> Granted | Refused:
+        """Peer.Promise from the active of `epoch`: grant (and keep) or refuse."""
+        now = time.monotonic()
+        outcome = failsafe.grant(
+            request_epoch=epoch,
+            highest_epoch=highest_epoch,
+            following=follows(self._host.role),
+            taking_over=self.taking_over,
+            promised_until=self.promised_until,
+            now=now,
+            config=self._config.election,
+        )
+        if isinstance(outcome, Granted):
+            self.promised_until = outcome.until
+        return outcome
 
     async def run(self) -> None:
         """Elect until the replica stops (or this task is cancelled)."""
@@ -184,6 +261,7 @@ class Elector:
             ),
             leadership=role.leadership if isinstance(role, Active) else None,
             in_sync=in_sync,
+            failsafe_until=self.failsafe_until(),
         )
         if isinstance(action, Renew):
             return await self._renew(action, in_sync or (), jittered)
@@ -195,7 +273,16 @@ class Elector:
             if not await self._host.may_recover(record):
                 self._host.standing_by()
                 return retry / FAILOVER_POLL_DIVISOR
-            return await self._acquire(action, jittered)
+            now = time.monotonic()
+            if failsafe.blocks_taking(self.promised_until, now):
+                # A promise given to the active (failsafe) is kept whatever the Lease says.
+                self._host.standing_by()
+                return min(retry, self.promised_until - now)
+            self.taking_over = True  # no await since the check: no grant in between
+            try:
+                return await self._acquire(action, jittered)
+            finally:
+                self.taking_over = False
         if isinstance(action, StepDown):
             self._host.lease_lost(action.reason)
             return 0.0
@@ -226,6 +313,7 @@ class Elector:
         self._publish_now = False
         if isinstance(self._host.role, Active):
             self._host.renewed(sent_at, members)
+            self.failsafe_seconds(sent_at)  # ends a failsafe episode at this renewal
         return retry
 
     async def _acquire(self, action: Acquire, retry: float) -> float:
@@ -248,9 +336,15 @@ class Elector:
         leadership = Leadership(action.epoch, sent_at)
         self._host.lease_won(leadership, record, initial)
         self.publish_soon()
-        task = asyncio.create_task(self._fence_watchdog(action.epoch))
-        self._watchdogs.add(task)
-        task.add_done_callback(self._watchdogs.discard)
+        tasks = [asyncio.create_task(self._fence_watchdog(action.epoch))]
+        if self._config.partition_policy is PartitionPolicy.FENCED:
+            self.collector = PromiseCollector(
+                config=self._config, host=self._host, epoch=action.epoch
+            )
+            tasks.append(asyncio.create_task(self.collector.run()))
+        for task in tasks:
+            self._watchdogs.add(task)
+            task.add_done_callback(self._watchdogs.discard)
         return 0.0
 
     async def _write_release(self, record: LeaseRecord, reason: str) -> None:
@@ -266,20 +360,32 @@ class Elector:
             self._host.lease_lost("no successful renewal within the renew deadline")
 
     async def _fence_watchdog(self, epoch: int) -> None:
-        """Report the Lease lost once the renew deadline passed without a renewal (Fenced)."""
+        """Report the Lease lost once the renew deadline passed without a renewal and no
+        failsafe promises cover the moment (Fenced). Wakes at least every retry period, so
+        that failsafe episodes are noticed (and logged) while the election loop is stuck in
+        an API call."""
         if self._config.partition_policy is not PartitionPolicy.FENCED:
             return
         config = self._config.election
         while True:
             role = self._host.role
             if not isinstance(role, Active) or role.epoch != epoch or role.leadership is None:
+                self.failsafe_seconds(time.monotonic())
                 return
-            deadline = role.leadership.renewed_at + config.renew_deadline
-            await asyncio.sleep(max(0.01, deadline - time.monotonic()))
+            deadline = failsafe.serving_deadline(
+                role.leadership, config, self.failsafe_until()
+            )
+            pause = min(config.retry_period, deadline - time.monotonic())
+            await asyncio.sleep(max(0.01, pause))
             role = self._host.role
+            now = time.monotonic()
+            self.failsafe_seconds(now)
             if (
                 isinstance(role, Active)
                 and role.epoch == epoch
-                and not election.may_serve(role.leadership, time.monotonic(), config)
+                and not failsafe.may_serve(role.leadership, now, config, self.failsafe_until())
             ):
-                self._host.lease_lost("renew deadline passed without a successful renewal")
+                self._host.lease_lost(
+                    "renew deadline passed without a successful renewal, and no failsafe "
+                    "promise from every pod that could take over"
+                )

@@ -284,6 +284,8 @@ def pod_rows(
             "ip": pod.status.pod_ip if pod.status else None,
             "restarts": _restarts(pod),
             **({"stateLost": True} if reply.get("stateLost") else {}),
+            **({"failsafeSeconds": reply["failsafeSeconds"]}
+               if "failsafeSeconds" in reply else {}),
             **({"error": reply["error"]} if "error" in reply else {}),
         })
     return rows
@@ -352,6 +354,9 @@ def _cell(row: dict[str, Any], key: str) -> Any:
     (the cluster is StateLost: `kubectl gencluster restore` or the reinitialize annotation)."""
     if key == "role" and row.get("stateLost"):
         return f"{row['role']} (state lost)"
+    if key == "role" and "failsafeSeconds" in row:
+        # The Lease not renewed for this long: serving on its standbys' promises.
+        return f"{row['role']} (failsafe, no Lease renewal for {row['failsafeSeconds']:.0f}s)"
     return row.get(key)
 
 

@@ -13,6 +13,7 @@ from gencluster import roles
 from gencluster.acks import AckTracker, ReplicationMode
 from gencluster.election import Leadership, LeaseRecord
 from gencluster.elector import ServerInitFailed
+from gencluster.failsafe import Granted, Refused
 from gencluster.log import CommandKind
 from gencluster.machine import Outcome
 from gencluster.node_state import KnownActive, NodeState
@@ -109,6 +110,16 @@ class Serving(NodeState):
 
     def in_sync_to_publish(self) -> tuple[str, ...] | None:
         return self._term.tracker.begin_publish() if self._term is not None else None
+
+    def failsafe_candidates(self) -> frozenset[str]:
+        return self._term.tracker.lease_may_name if self._term is not None else frozenset()
+
+    def standby_address(self, member: str) -> str | None:
+        return self._term.standby_addresses.get(member) if self._term is not None else None
+
+    def promise(self, epoch: int) -> Granted | Refused:
+        """Peer.Promise: the active of `epoch` asks this replica not to take the Lease."""
+        return self.elector.promise(epoch, self.epochs.value)
 
     def publish_due(self) -> bool:
         return self._term is not None and self._term.tracker.publish_needed()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from gencluster import election, roles, storage
+from gencluster import election, failsafe, roles, storage
 from gencluster.codec import Codec, get_codec
 from gencluster.election import LeaseRecord
 from gencluster.elector import Elector
@@ -150,7 +150,19 @@ class NodeState:
             return False
         if self.config.partition_policy is PartitionPolicy.AVAILABLE:
             return True
-        return election.may_serve(role.leadership, time.monotonic(), self.config.election)
+        return failsafe.may_serve(
+            role.leadership, time.monotonic(), self.config.election,
+            self.elector.failsafe_until(),
+        )
+
+    def failsafe_seconds(self) -> float | None:
+        """While serving in failsafe (failsafe.py): seconds since the last successful Lease
+        renewal; None otherwise."""
+        return self.elector.failsafe_seconds(time.monotonic())
+
+    def failsafe_episodes(self) -> tuple[int, float]:
+        """Failsafe stretches served by this process, and the length of the last ended one."""
+        return self.elector.failsafe_episodes, self.elector.last_failsafe_seconds
 
     def ready(self) -> bool:
         """Readiness: the serving active, or a caught-up standby in the in-sync set."""

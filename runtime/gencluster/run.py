@@ -308,6 +308,12 @@ class NodeCollector:
              node.replica.applied_seq if node.replica is not None else 0),
             ("gencluster_runtime_ready", "1 while readiness is SERVING",
              1 if node.ready() else 0),
+            ("gencluster_runtime_failsafe_seconds",
+             "while serving in failsafe (the Lease not renewed, every pod that could take "
+             "over promised not to): seconds since the last successful renewal; else 0",
+             node.failsafe_seconds() or 0.0),
+            ("gencluster_runtime_failsafe_episodes",
+             "stretches served in failsafe by this process", node.failsafe_episodes()[0]),
         ):
             family = GaugeMetricFamily(name, help_text, labels=self.labels)
             family.add_metric(self.label_values, value)

@@ -44,7 +44,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gencluster import wire
+from gencluster import failsafe, wire
 from gencluster.auth import PeerTokenGate
 from gencluster.call_metrics import CallMeter
 from gencluster.codec import CodecError, MessageTooLarge
@@ -304,6 +304,17 @@ class PeerService(pb_grpc.PeerServicer):
         await self._check_epoch(hello.epoch, term.epoch, context)
         await term.serve_standby(hello, context.read, context.write)
 
+    async def Promise(
+        self, request: pb.PromiseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PromiseReply:
+        """Failsafe: the active asks this replica not to take the Lease for a while."""
+        outcome = self.node.promise(request.epoch)
+        if isinstance(outcome, failsafe.Granted):
+            return pb.PromiseReply(
+                granted=True, seconds=max(0.0, outcome.until - time.monotonic())
+            )
+        return pb.PromiseReply(granted=False, reason=outcome.reason)
+
     async def _check_epoch(
         self, peer_epoch: int, my_epoch: int, context: grpc.aio.ServicerContext
     ) -> None:
@@ -350,6 +361,10 @@ class AdminService(pb_grpc.AdminServicer):
             reply.lease_epoch = record.transitions
         if node.lease_read_at is not None:
             reply.lease_read_age_seconds = max(0.0, time.monotonic() - node.lease_read_at)
+        failsafe_seconds = node.failsafe_seconds()
+        if failsafe_seconds is not None:
+            reply.failsafe_seconds = failsafe_seconds
+        reply.failsafe_episodes, reply.last_failsafe_seconds = node.failsafe_episodes()
         if term is not None:
             addresses = term.standby_addresses
             for standby in term.tracker.standbys():

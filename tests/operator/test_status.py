@@ -472,3 +472,39 @@ def test_any_observation_gives_a_status_the_crd_admits(observed: Observed) -> No
             assert before["lastTransitionTime"] == after["lastTransitionTime"]
     assert second["merges"] == first["merges"]
     assert events_between(second, second) == []
+
+
+# -- failsafe ---------------------------------------------------------------------------------
+
+
+def with_active_failsafe(observed: Observed, **fields: Any) -> Observed:
+    """`observed` with the active's (id-0's) runtime reporting failsafe `fields`."""
+    return replace(observed, pods=tuple(
+        replace(p, runtime=replace(p.runtime, **fields))
+        if p.name == "id-0" and p.runtime else p
+        for p in observed.pods
+    ))
+
+
+def test_failsafe_is_recorded_and_announced_once_per_episode() -> None:
+    before = settled(healthy())
+    assert "failsafe" not in before
+    serving = status(with_active_failsafe(healthy(), failsafe_seconds=42.0,
+                                          failsafe_episodes=1), before)
+    assert serving["failsafe"] == {"pod": "id-0", "episodes": 1, "lastSeconds": 0.0,
+                                   "servingSeconds": 42.0}
+    (event,) = events_between(before, serving)
+    assert event.reason == EventReason.SERVED_IN_FAILSAFE and event.type == EventType.WARNING
+    assert "id-0 serves in failsafe" in event.message and "42.0s" in event.message
+    ended = status(with_active_failsafe(healthy(), failsafe_episodes=1,
+                                        last_failsafe_seconds=120.5), serving)
+    assert ended["failsafe"] == {"pod": "id-0", "episodes": 1, "lastSeconds": 120.5}
+    assert events_between(serving, ended) == []  # the same episode
+    # An episode the operator never saw while it lasted (it could not reach the API server
+    # either) is announced when it first sees the count move.
+    again = status(with_active_failsafe(healthy(), failsafe_episodes=2,
+                                        last_failsafe_seconds=7.0), ended)
+    (event,) = events_between(ended, again)
+    assert "served in failsafe for 7.0s" in event.message and "episode 2" in event.message
+    # A later status from a pod without episodes keeps the record.
+    assert status(healthy(), again)["failsafe"] == again["failsafe"]

@@ -1,7 +1,9 @@
 """Seeded random chaos against a Fenced id_server, judged by every Fenced checker.
 
 A schedule of random faults (SIGKILL, SIGSTOP, cut from the API server, partition from the
-standbys, isolation, a partition between two pods), each held for a random time, then healed,
+standbys, isolation, a partition between two pods, and control-plane outages: every pod cut
+from the API server, with the operator running or paused, and half of the time one more fault
+during the outage), each held for a random time, then healed,
 runs under concurrent clients for `GENCLUSTER_CHAOS_SECONDS` (default 60). At the end every
 fault is healed, the cluster must converge, and the history must pass
 `checkers.all_fenced_checks`.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,7 +42,10 @@ DEFAULT_SECONDS = 60.0
 PROGRESS_DEADLINE = 40.0
 CONVERGE_DEADLINE = 90.0
 KINDS = ("kill", "pause", "cut-apiserver", "partition-from-standbys", "isolate",
-         "partition-pair")
+         "partition-pair", "control-plane-outage", "control-plane-outage-without-operator")
+OUTAGES = ("control-plane-outage", "control-plane-outage-without-operator")
+DURING_OUTAGE = ("kill", "pause", "partition-pair")
+"""Faults that may join a control-plane outage (failsafe must then fall back safely)."""
 
 
 
@@ -60,16 +66,25 @@ class Step:
     kind: str
     target_active: bool  # the active at injection time, else a random standby
     hold: float  # seconds the fault lasts before it is healed
+    also: str | None = None  # a control-plane outage's second fault (on the target)
 
     def __str__(self) -> str:
-        return f"{self.kind}({'active' if self.target_active else 'standby'}, {self.hold:.1f}s)"
+        also = f" + {self.also}" if self.also else ""
+        return (f"{self.kind}{also}({'active' if self.target_active else 'standby'}, "
+                f"{self.hold:.1f}s)")
 
 
 def schedule(rng: random.Random) -> Iterator[Step]:
-    """An endless random schedule; the test takes steps until its time is up."""
+    """An endless random schedule; the test takes steps until its time is up. Control-plane
+    outages last longer (failsafe has to carry the cluster through several renew deadlines)."""
     while True:
         kind = rng.choice(KINDS)
-        yield Step(kind, rng.random() < 0.75, round(rng.uniform(0.5, 7.0), 1))
+        target_active = rng.random() < 0.75
+        if kind in OUTAGES:
+            also = rng.choice(DURING_OUTAGE) if rng.random() < 0.5 else None
+            yield Step(kind, target_active, round(rng.uniform(4.0, 15.0), 1), also)
+        else:
+            yield Step(kind, target_active, round(rng.uniform(0.5, 7.0), 1))
 
 
 @pytest.fixture
@@ -80,6 +95,7 @@ def ids(
     namespace = namespace_for(request.node.name)
     server = IdServerUnderTest.create(dev_cluster, namespace, deadline=90)
     yield server
+    operator.process.send_signal(signal.SIGCONT)  # in case the test stopped with it paused
     server.heal()
     dev_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
@@ -100,8 +116,16 @@ def pick_targets(
 
 
 def inject(server: IdServerUnderTest, step: Step, target: str, others: list[str],
-           rng: random.Random) -> None:
-    if step.kind in ("kill", "pause", "cut-apiserver", "isolate"):
+           rng: random.Random, operator: OperatorProcess) -> None:
+    if step.kind in OUTAGES:
+        if step.kind == "control-plane-outage-without-operator":
+            operator.process.send_signal(signal.SIGSTOP)
+        for pod in sorted([target, *others]):
+            server.fault("cut-apiserver", pod)
+        if step.also is not None:
+            inject(server, Step(step.also, step.target_active, step.hold), target, others, rng,
+                   operator)
+    elif step.kind in ("kill", "pause", "cut-apiserver", "isolate"):
         server.fault(step.kind, target)
     elif step.kind == "partition-from-standbys":
         for other in others:
@@ -110,7 +134,9 @@ def inject(server: IdServerUnderTest, step: Step, target: str, others: list[str]
         server.fault("partition", target, rng.choice(others))
 
 
-def test_random_faults_keep_every_fenced_promise(ids: IdServerUnderTest, tmp_path: Path) -> None:
+def test_random_faults_keep_every_fenced_promise(
+    ids: IdServerUnderTest, operator: OperatorProcess, tmp_path: Path
+) -> None:
     seed, seconds = chaos_seed(), chaos_seconds()
     print(f"\nGENCLUSTER_CHAOS_SEED={seed} GENCLUSTER_CHAOS_SECONDS={seconds:g}", flush=True)
     rng = random.Random(seed)
@@ -124,11 +150,12 @@ def test_random_faults_keep_every_fenced_promise(ids: IdServerUnderTest, tmp_pat
                 break
             target, others = pick_targets(ids, step, rng)
             load.mark(f"fault {step} on {target}")
-            inject(ids, step, target, others, rng)
+            inject(ids, step, target, others, rng, operator)
             # The fault's duration is an input of the seeded schedule, not a wait for a
             # condition: what must happen afterwards is waited for with deadlines below.
             time.sleep(step.hold)
             load.mark(f"heal {step}")
+            operator.process.send_signal(signal.SIGCONT)
             ids.heal()
             done.append(f"{step} on {target}")
             try:
@@ -153,4 +180,6 @@ def test_random_faults_keep_every_fenced_promise(ids: IdServerUnderTest, tmp_pat
         pytest.fail(f"seed {seed} ({seconds:g}s): {len(violations)} violations; steps {done}; "
                     f"history in {path}:\n" + "\n".join(violations[:30]))
     first_fault = next(m.label for m in history.markers if m.label.startswith("fault"))
-    print(f"final {final}; longest outage {unavailability(history, first_fault, 'end'):.2f}s")
+    outages = [step for step in done if step.startswith("control-plane-outage")]
+    print(f"final {final}; longest outage {unavailability(history, first_fault, 'end'):.2f}s; "
+          f"{len(done)} faults, {len(outages)} control-plane outages")

@@ -240,9 +240,11 @@ def api_endpoint(dev: DevClusterProcess) -> tuple[str, int]:
 def test_active_cut_from_the_api_server_stops_before_a_new_one_is_elected(
     ids: IdServerUnderTest, tmp_path: Path
 ) -> None:
-    """The active cannot renew: it stops serving at its renew deadline (3 s), a standby takes
-    the Lease after the lease duration (4 s), so the two terms never overlap; after the heal
-    the old active rejoins as a standby."""
+    """The active cannot renew, and one standby (which could take over) is partitioned from
+    it, so it has no failsafe (test_failsafe.py covers the active that reaches every standby):
+    it stops serving at its renew deadline (3 s), a standby takes the Lease after the lease
+    duration (4 s), so the two terms never overlap; after the heal the old active rejoins as
+    a standby."""
     active = ids.wait_converged(CONVERGE_DEADLINE)
     old = pod_of(ids, active["identity"])
     uid = uid_of(ids.dev, ids.namespace, old)
@@ -251,6 +253,7 @@ def test_active_cut_from_the_api_server_stops_before_a_new_one_is_elected(
     with recorder(ids, old) as load:
         load.wait_for_ok_calls(OK_CALLS, PROGRESS_DEADLINE)
         load.mark("fault")
+        ids.fault("partition", old, sorted(pod for pod in ids.pods() if pod != old)[0])
         ids.fault("cut-apiserver", old)
         load.mark("cut")  # the rule is in place (the command took a moment after "fault")
         # The fault took effect: the pod's own uid can no longer reach the API server.

@@ -354,14 +354,20 @@ def test_standby_refuses_replication_from_a_stale_epoch(cluster: IdCluster) -> N
     cluster.ready_cluster()  # back in sync with the real active
 
 
-def test_active_cut_off_from_the_api_server_stops_serving_before_its_lease_expires(
+def test_active_cut_off_from_the_api_server_and_one_standby_stops_before_its_lease_expires(
     cluster: IdCluster,
 ) -> None:
+    """Without the promise of every pod that could take over (one standby is partitioned from
+    it), the active cut off from the API server has no failsafe: it stops at its renew
+    deadline, before anyone may take the Lease."""
     old_active = cluster.ready_cluster()
+    lost = next(cluster.pod_name(i) for i in range(cluster.replicas)
+                if cluster.pod_name(i) != old_active)
     directory = str(cluster.dev.dir)
     last_ok = 0.0
     with grpc.insecure_channel(cluster.address(old_active)) as channel:
         stub = pb_grpc.ClientStub(channel)
+        cluster.dev.gencluster("dev", "fault", "--dir", directory, "partition", old_active, lost)
         cluster.dev.gencluster("dev", "fault", "--dir", directory, "cut-apiserver", old_active)
         try:
             deadline = time.monotonic() + 15
@@ -386,6 +392,42 @@ def test_active_cut_off_from_the_api_server_stops_serving_before_its_lease_expir
     assert last_ok < stopped_serving < acquired_at
     print(f"fenced {acquired_at - stopped_serving:.3f}s before the new active took the Lease")
     cluster.ready_cluster()  # the old active rejoins as a standby
+
+
+def test_active_cut_off_from_the_api_server_serves_in_failsafe(cluster: IdCluster) -> None:
+    """Cut off from the API server but reaching both standbys, the active keeps serving on
+    their promises well past its renew deadline (2 s) and lease duration (3 s), says so in its
+    Status, keeps the Lease after the heal, and reports the episode."""
+    active = cluster.ready_cluster()
+    directory = str(cluster.dev.dir)
+    before = cluster.status(active)
+    assert before is not None and not before.HasField("failsafe_seconds")
+    with grpc.insecure_channel(cluster.address(active)) as channel:
+        stub = pb_grpc.ClientStub(channel)
+        cluster.dev.gencluster("dev", "fault", "--dir", directory, "cut-apiserver", active)
+        try:
+            cut_at = time.monotonic()
+            served_late = 0
+            while time.monotonic() < cut_at + 3 * LEASE["duration"]:
+                stub.Call(pb.CallRequest(payload=b'"next_value"'), timeout=5)
+                if time.monotonic() > cut_at + LEASE["duration"] + LEASE["retry"]:
+                    served_late += 1
+                time.sleep(0.05)
+            status = cluster.status(active)
+            assert status is not None and status.role == pb.ROLE_ACTIVE
+            assert status.HasField("failsafe_seconds"), status
+            assert status.failsafe_seconds > LEASE["renew"]
+            assert status.failsafe_episodes == before.failsafe_episodes + 1
+        finally:
+            cluster.dev.gencluster("dev", "fault", "--dir", directory, "heal")
+    assert served_late > 0
+    assert cluster.ready_cluster() == active  # no failover happened
+    after = wait_for(
+        lambda: (s := cluster.status(active)) is not None and not s.HasField("failsafe_seconds")
+        and s, 10, 0.1, "the renewed Lease to end failsafe")
+    assert after.last_failsafe_seconds > 0
+    print(f"served {served_late} calls in failsafe; failsafe lasted "
+          f"{after.last_failsafe_seconds:.1f}s")
 
 
 def admin(cluster: IdCluster, pod: str) -> pb_grpc.AdminStub:

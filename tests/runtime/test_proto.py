@@ -46,7 +46,7 @@ def test_package_and_services() -> None:
     methods = {name: set(service.methods_by_name) for name, service in services.items()}
     assert methods == {
         "Client": {"Call", "Cast", "Subscribe"},
-        "Peer": {"Snapshot", "Replicate"},
+        "Peer": {"Snapshot", "Replicate", "Promise"},
         "Admin": {"Status", "GetState", "Switchover", "Demote", "ExportState", "Merge",
                   "PauseWrites", "Restore"},
     }

@@ -132,6 +132,24 @@ class Event(_message.Message):
     missed: int
     def __init__(self, topic: _Optional[str] = ..., number: _Optional[int] = ..., seq: _Optional[int] = ..., time: _Optional[float] = ..., data: _Optional[bytes] = ..., epoch: _Optional[int] = ..., missed: _Optional[int] = ...) -> None: ...
 
+class PromiseRequest(_message.Message):
+    __slots__ = ("identity", "epoch")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    identity: str
+    epoch: int
+    def __init__(self, identity: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class PromiseReply(_message.Message):
+    __slots__ = ("granted", "seconds", "reason")
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    granted: bool
+    seconds: float
+    reason: str
+    def __init__(self, granted: _Optional[bool] = ..., seconds: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class SnapshotRequest(_message.Message):
     __slots__ = ("identity", "epoch")
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
@@ -307,7 +325,7 @@ class StandbyStatus(_message.Message):
     def __init__(self, identity: _Optional[str] = ..., address: _Optional[str] = ..., acked_seq: _Optional[int] = ..., lag: _Optional[int] = ..., in_sync: _Optional[bool] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("identity", "role", "epoch", "applied_seq", "active", "active_address", "standbys", "mode", "server", "server_version", "codec", "lease_holder", "lease_epoch", "lease_read_age_seconds", "state_lost", "applied_epoch")
+    __slots__ = ("identity", "role", "epoch", "applied_seq", "active", "active_address", "standbys", "mode", "server", "server_version", "codec", "lease_holder", "lease_epoch", "lease_read_age_seconds", "state_lost", "applied_epoch", "failsafe_seconds", "failsafe_episodes", "last_failsafe_seconds")
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -324,6 +342,9 @@ class StatusReply(_message.Message):
     LEASE_READ_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     STATE_LOST_FIELD_NUMBER: _ClassVar[int]
     APPLIED_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    FAILSAFE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FAILSAFE_EPISODES_FIELD_NUMBER: _ClassVar[int]
+    LAST_FAILSAFE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     identity: str
     role: Role
     epoch: int
@@ -340,7 +361,10 @@ class StatusReply(_message.Message):
     lease_read_age_seconds: float
     state_lost: bool
     applied_epoch: int
-    def __init__(self, identity: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., epoch: _Optional[int] = ..., applied_seq: _Optional[int] = ..., active: _Optional[str] = ..., active_address: _Optional[str] = ..., standbys: _Optional[_Iterable[_Union[StandbyStatus, _Mapping]]] = ..., mode: _Optional[_Union[ReplicationMode, str]] = ..., server: _Optional[str] = ..., server_version: _Optional[int] = ..., codec: _Optional[str] = ..., lease_holder: _Optional[str] = ..., lease_epoch: _Optional[int] = ..., lease_read_age_seconds: _Optional[float] = ..., state_lost: _Optional[bool] = ..., applied_epoch: _Optional[int] = ...) -> None: ...
+    failsafe_seconds: float
+    failsafe_episodes: int
+    last_failsafe_seconds: float
+    def __init__(self, identity: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., epoch: _Optional[int] = ..., applied_seq: _Optional[int] = ..., active: _Optional[str] = ..., active_address: _Optional[str] = ..., standbys: _Optional[_Iterable[_Union[StandbyStatus, _Mapping]]] = ..., mode: _Optional[_Union[ReplicationMode, str]] = ..., server: _Optional[str] = ..., server_version: _Optional[int] = ..., codec: _Optional[str] = ..., lease_holder: _Optional[str] = ..., lease_epoch: _Optional[int] = ..., lease_read_age_seconds: _Optional[float] = ..., state_lost: _Optional[bool] = ..., applied_epoch: _Optional[int] = ..., failsafe_seconds: _Optional[float] = ..., failsafe_episodes: _Optional[int] = ..., last_failsafe_seconds: _Optional[float] = ...) -> None: ...
 
 class GetStateRequest(_message.Message):
     __slots__ = ()

@@ -226,6 +226,11 @@ class PeerStub:
                 request_serializer=gencluster_dot_proto_dot_gencluster__pb2.ReplicateUp.SerializeToString,
                 response_deserializer=gencluster_dot_proto_dot_gencluster__pb2.ReplicateDown.FromString,
                 _registered_method=True)
+        self.Promise = channel.unary_unary(
+                '/gencluster.v1.Peer/Promise',
+                request_serializer=gencluster_dot_proto_dot_gencluster__pb2.PromiseRequest.SerializeToString,
+                response_deserializer=gencluster_dot_proto_dot_gencluster__pb2.PromiseReply.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -250,6 +255,14 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Promise(self, request, context):
+        """Failsafe (docs/partitions.md, "Failsafe"): the active, unable to renew its Lease, asks
+        every pod that could take the Lease over to promise not to take it for a while.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -262,6 +275,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Replicate,
                     request_deserializer=gencluster_dot_proto_dot_gencluster__pb2.ReplicateUp.FromString,
                     response_serializer=gencluster_dot_proto_dot_gencluster__pb2.ReplicateDown.SerializeToString,
+            ),
+            'Promise': grpc.unary_unary_rpc_method_handler(
+                    servicer.Promise,
+                    request_deserializer=gencluster_dot_proto_dot_gencluster__pb2.PromiseRequest.FromString,
+                    response_serializer=gencluster_dot_proto_dot_gencluster__pb2.PromiseReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -325,6 +343,33 @@ class Peer:
             '/gencluster.v1.Peer/Replicate',
             gencluster_dot_proto_dot_gencluster__pb2.ReplicateUp.SerializeToString,
             gencluster_dot_proto_dot_gencluster__pb2.ReplicateDown.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Promise(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gencluster.v1.Peer/Promise',
+            gencluster_dot_proto_dot_gencluster__pb2.PromiseRequest.SerializeToString,
+            gencluster_dot_proto_dot_gencluster__pb2.PromiseReply.FromString,
             options,
             channel_credentials,
             insecure,
