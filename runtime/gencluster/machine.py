@@ -6,9 +6,15 @@ are encoded by the same codec, and the bounded tables evict in entry order.
 
 What applying an entry guarantees:
 
-- A handler that raises (or returns something malformed, or a reply/event the codec refuses)
-  changes nothing: the old state object is kept, its events are dropped, and the outcome is a
-  `HandlerError` that is recorded like a reply, so a retry gets the same error.
+- A handler that raises anything, `BaseException` included (`SystemExit`, `KeyboardInterrupt`,
+  `GeneratorExit`, a `CancelledError` it raised itself: handlers are synchronous, so no task
+  cancellation can arrive inside one), or returns something malformed, or a reply/event the
+  codec refuses, changes nothing: the old state object is kept, its events are dropped, and
+  the outcome is a `HandlerError` that is recorded like a reply, so a retry gets the same
+  error and the sequence never advances without a recorded outcome.
+- The determinism guard (`GenServer.verify_state`): a new state that does not encode, or
+  decodes to a different value, fails the call the same way (`NotRoundTripping`), on every
+  replica alike, so no replica keeps a state a snapshot could not reproduce.
 - A request id already in the reply table is not applied again: the original outcome is
   returned, marked `duplicate`. The table (`replies.ReplyTable`) is bounded in time by the
   entries' own times and in bytes, identically on every replica; `refuse_retry` is how the
@@ -187,7 +193,7 @@ class StateMachine:
         if snapshot.server_version != server.version:
             try:
                 state = server.code_change(snapshot.server_version, state)
-            except Exception as error:
+            except BaseException as error:  # a handler's SystemExit too: see the module doc
                 raise RestoreError(
                     f"code_change({snapshot.server_version}, state) of "
                     f"{type(server).__name__} version {server.version} raised "
@@ -256,7 +262,7 @@ class StateMachine:
         """The server's read-only declaration; a hook that raises counts as not read-only."""
         try:
             return bool(self.server.is_read_only(request))
-        except Exception:
+        except BaseException:
             return False
 
     def apply(self, entry: LogEntry, *, request: Any = _NOT_DECODED) -> Outcome:
@@ -289,7 +295,7 @@ class StateMachine:
         try:
             reply, _ = self._call(request, ctx, state)
             encoded = self.codec.encode(reply, what="reply")
-        except Exception as error:
+        except BaseException as error:
             return ReplyRecord(request_id, seq, error=_handler_error(error))
         return ReplyRecord(request_id, seq, reply=encoded)
 
@@ -348,7 +354,7 @@ class StateMachine:
         """Run the server's `terminate`; its exception is reported, never raised."""
         try:
             self.server.terminate(reason, self._state)
-        except Exception as error:
+        except BaseException as error:
             return _handler_error(error)
         return None
 
@@ -371,8 +377,13 @@ class StateMachine:
                 new_state = self._restored(request, entry.seq)
             else:
                 new_state = self._merged(state, request, entry.seq)
+            if command.kind is CommandKind.CALL or command.kind is CommandKind.CAST:
+                self._verify(new_state)
             events = self._number_events(ctx, entry.seq, command.time)
-        except Exception as error:
+        except BaseException as error:
+            # BaseException: a handler's SystemExit or KeyboardInterrupt must not escape with
+            # the sequence advanced and no outcome recorded (every replica would then hold a
+            # different reply table, and the retry would take down the next active too).
             record = ReplyRecord(
                 command.request_id, entry.seq, error=_handler_error(error), time=command.time
             )
@@ -390,6 +401,7 @@ class StateMachine:
         changes nothing. Nothing after this can fail for a MERGE (`merge` gets no ctx, so it
         publishes no events)."""
         merged = self.server.merge(state, request.state)
+        self._verify(merged)
         self._absorb_replies(request, seq)
         return merged
 
@@ -409,6 +421,14 @@ class StateMachine:
             if record.request_id and self._replies.get(record.request_id) is None:
                 self._replies.remember(dataclasses.replace(record, seq=seq))
         self._replies.absorb_complete_after(request.replies_complete_after)
+
+    def _verify(self, new_state: Any) -> None:
+        """The determinism guard (when the server keeps `verify_state`): `new_state` must
+        encode and decode back equal. Raises `CodecError`/`NotRoundTripping`, which fail the
+        command before anything is kept; every replica runs the same check on the same state,
+        so all decide alike."""
+        if self.server.verify_state:
+            self.codec.round_trip(new_state, what="the new state")
 
     def _state_for_handler(self) -> Any:
         if self.server.copy_state_before_handling:
@@ -446,6 +466,6 @@ class StateMachine:
                 del self._events_by_topic[oldest.topic]
 
 
-def _handler_error(error: Exception) -> HandlerError:
+def _handler_error(error: BaseException) -> HandlerError:
     message = str(error) or type(error).__name__
     return HandlerError(type=type(error).__name__, message=message)

@@ -111,6 +111,12 @@ class GenServer:
 
     version: ClassVar[int] = 1
     copy_state_before_handling: ClassVar[bool] = False
+    verify_state: ClassVar[bool] = True
+    """Check, on every replica, that each new state encodes and decodes back equal before it
+    is kept (the determinism guard, docs/poison.md): a call whose state would not survive a
+    snapshot fails instead. It costs one encode, one decode and one comparison of the whole
+    state per call; a server with a large state turns it off (and keeps to the codec's
+    value space by its own discipline)."""
 
     def init(self, args: Any) -> Any:
         """Return the initial state from the ClusteredServer's `args`."""
