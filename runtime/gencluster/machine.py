@@ -131,6 +131,45 @@ class MergeRequest:
     replies_complete_after: float = 0.0
 
 
+class TopicEvents:
+    """The retained events of one topic, consecutive numbers oldest first, in a list with a
+    moving start: reading from a number is an index computation and a slice, so a subscriber
+    that asks for its new events costs O(new events), however many are retained (a deque
+    would cost O(retained) to reach the middle)."""
+
+    __slots__ = ("_events", "_start")
+
+    def __init__(self) -> None:
+        self._events: list[Event] = []
+        self._start = 0
+
+    def __len__(self) -> int:
+        return len(self._events) - self._start
+
+    @property
+    def first(self) -> Event:
+        return self._events[self._start]
+
+    def append(self, event: Event) -> None:
+        self._events.append(event)
+
+    def popleft(self) -> Event:
+        event = self._events[self._start]
+        self._start += 1
+        if self._start > 1024 and self._start * 2 > len(self._events):
+            # Amortised O(1): compact once half of the list is dropped events.
+            del self._events[: self._start]
+            self._start = 0
+        return event
+
+    def from_number(self, number: int) -> tuple[Event, ...]:
+        """The retained events numbered `number` or later (all of them if it is older)."""
+        if not len(self):
+            return ()
+        skip = max(0, number - self.first.number)
+        return tuple(self._events[self._start + skip :])
+
+
 class SubscriptionError(Exception):
     """A subscription that cannot start where asked (gRPC OUT_OF_RANGE)."""
 
@@ -163,7 +202,7 @@ class StateMachine:
         self._applied_epoch = applied_epoch
         self._replies = self.limits.reply_table()
         self._events: deque[Event] = deque()
-        self._events_by_topic: dict[str, deque[Event]] = {}
+        self._events_by_topic: dict[str, TopicEvents] = {}
         self._next_event: dict[str, int] = {}
 
     @classmethod
@@ -302,11 +341,10 @@ class StateMachine:
     def events_from(self, topic: str, from_event: int) -> EventRead:
         """Retained events of `topic` numbered `from_event` or later, oldest first."""
         next_number = self._next_event.get(topic, 1)
-        retained = self._events_by_topic.get(topic, ())
-        first_available = retained[0].number if retained else next_number
-        skip = max(0, from_event - first_available)
-        events = tuple(event for index, event in enumerate(retained) if index >= skip)
-        return EventRead(events, first_available, next_number)
+        retained = self._events_by_topic.get(topic)
+        if retained is None or not retained:
+            return EventRead((), next_number, next_number)
+        return EventRead(retained.from_number(from_event), retained.first.number, next_number)
 
     def backlog(self, topic: str, from_event: int | None, *, accept_gap: bool) -> Backlog:
         """Start a subscription to `topic` at event `from_event` (None: live events only).
@@ -457,7 +495,10 @@ class StateMachine:
 
     def _retain_event(self, event: Event) -> None:
         self._events.append(event)
-        self._events_by_topic.setdefault(event.topic, deque()).append(event)
+        topic_events = self._events_by_topic.get(event.topic)
+        if topic_events is None:
+            topic_events = self._events_by_topic[event.topic] = TopicEvents()
+        topic_events.append(event)
         while len(self._events) > self.limits.max_events:
             oldest = self._events.popleft()
             topic_events = self._events_by_topic[oldest.topic]

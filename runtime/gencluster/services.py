@@ -49,7 +49,7 @@ from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.replies import RetryRefused
 from gencluster.roles import Active, Joining, Standby, Stopped
-from gencluster.term import NotServing
+from gencluster.term import NotServing, TooManySubscribers
 from gencluster.wellknown import ACTIVE_ADDRESS_METADATA, EPOCH_METADATA
 
 log = logging.getLogger(__name__)
@@ -188,6 +188,8 @@ class ClientService(pb_grpc.ClientServicer):
             await _unavailable(node, context, str(error))
         except SubscriptionError as error:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(error))
+        except TooManySubscribers as error:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
         await context.send_initial_metadata(
             ((NEXT_EVENT_METADATA, str(feed.first_number)), (EPOCH_METADATA, str(feed.epoch)))
         )
