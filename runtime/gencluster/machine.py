@@ -170,6 +170,23 @@ class TopicEvents:
         return tuple(self._events[self._start + skip :])
 
 
+@dataclass(frozen=True, slots=True)
+class StateSnapshot:
+    """A snapshot taken but not yet encoded: `header` holds everything but the state's bytes
+    (positions, reply records and events, copied: small and bounded), `state` the user's state
+    object itself. Encoding it later is consistent only if nothing mutates `state` meanwhile:
+    `state_encoding.forked` encodes it in a child forked at once (copy-on-write)."""
+
+    header: Snapshot
+    state: Any
+    codec: Codec
+
+    def encoded(self) -> Snapshot:
+        """Encode here, now (on the caller's thread)."""
+        data = self.codec.encode(self.state, what="state", bounded=False)
+        return dataclasses.replace(self.header, state=data)
+
+
 class SubscriptionError(Exception):
     """A subscription that cannot start where asked (gRPC OUT_OF_RANGE)."""
 
@@ -375,18 +392,25 @@ class StateMachine:
         return self._next_event.get(topic, 1)
 
     def snapshot(self) -> Snapshot:
-        """The whole replicated state, encoded: O(size of the state), for joins and export."""
-        return Snapshot(
+        """The whole replicated state, encoded here: O(size of the state). The shells encode
+        large states off the event loop instead (`snapshot_parts`, `state_encoding`)."""
+        return self.snapshot_parts().encoded()
+
+    def snapshot_parts(self) -> StateSnapshot:
+        """The snapshot at this point, its state not yet encoded: O(reply table + retained
+        events), never O(state)."""
+        header = Snapshot(
             applied_seq=self._applied_seq,
             applied_epoch=self._applied_epoch,
             server_version=self.server.version,
             codec=self.codec.name,
-            state=self.codec.encode(self._state, what="state", bounded=False),
+            state=b"",
             replies=self._replies.records(),
             events=tuple(self._events),
             next_event=dict(self._next_event),
             replies_complete_after=self._replies.complete_after,
         )
+        return StateSnapshot(header, self._state, self.codec)
 
     def terminate(self, reason: str) -> HandlerError | None:
         """Run the server's `terminate`; its exception is reported, never raised."""

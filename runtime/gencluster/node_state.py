@@ -117,7 +117,8 @@ class NodeState:
         """`replica` is this replica's new state (init, a join, a restore): with persistence
         it replaces what the volume held, and its entries are journaled from here on."""
         if self.journal is not None:
-            self.journal.install(replica.snapshot())
+            # Unencoded: the journal encodes it off the event loop (state_encoding).
+            self.journal.install(replica.machine.snapshot_parts())
             replica.journal = self.journal
         return replica
 

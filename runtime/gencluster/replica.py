@@ -42,7 +42,7 @@ from gencluster.log import (
     Snapshot,
     StaleEpoch,
 )
-from gencluster.machine import MachineLimits, Outcome, StateMachine
+from gencluster.machine import MachineLimits, Outcome, StateMachine, StateSnapshot
 from gencluster.server import GenServer
 
 
@@ -61,13 +61,15 @@ class Submission:
 class Journal(Protocol):
     """Where a replica with persistence writes its entries (`journal.Journal`): `append`
     buffers (the fsync happens elsewhere), and every so many entries the journal asks for a
-    snapshot at the current position."""
+    snapshot at the current position. It gets the snapshot unencoded (`StateSnapshot`):
+    encoding a large state here would block the event loop past the Lease's renew deadline;
+    the journal encodes it off the loop."""
 
     def append(self, entry: LogEntry) -> None: ...
 
     def snapshot_due(self) -> bool: ...
 
-    def rotate(self, snapshot: Snapshot) -> None: ...
+    def rotate(self, snapshot: StateSnapshot) -> None: ...
 
 
 class Replica:
@@ -163,7 +165,7 @@ class Replica:
     def _journaled(self, journal: Journal, entry: LogEntry) -> None:
         journal.append(entry)
         if journal.snapshot_due():
-            journal.rotate(self.machine.snapshot())
+            journal.rotate(self.machine.snapshot_parts())
 
     def reply_for(self, request_id: str) -> ReplyRecord | None:
         return self.machine.reply_for(request_id)

@@ -49,6 +49,7 @@ from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.replies import RetryRefused
 from gencluster.roles import Active, Joining, Standby, Stopped
+from gencluster.state_encoding import encode_off_loop
 from gencluster.term import NotServing, TooManySubscribers
 from gencluster.wellknown import ACTIVE_ADDRESS_METADATA, EPOCH_METADATA
 
@@ -214,7 +215,8 @@ class PeerService(pb_grpc.PeerServicer):
             await _unavailable(node, context, "snapshots come from the active")
         assert term is not None
         await self._check_epoch(request.epoch, term.epoch, context)
-        for chunk in wire.snapshot_to_chunks(term.replica.snapshot(), epoch=term.epoch):
+        snapshot = await encode_off_loop(term.replica.machine.snapshot_parts())
+        for chunk in wire.snapshot_to_chunks(snapshot, epoch=term.epoch):
             yield chunk
 
     async def Replicate(
@@ -345,7 +347,8 @@ class AdminService(pb_grpc.AdminServicer):
             await _unavailable(node, context, f"{node.config.identity} holds no state")
         assert replica is not None
         epoch = node.term.epoch if node.term is not None else node.epoch
-        for chunk in wire.snapshot_to_chunks(replica.snapshot(), epoch=epoch):
+        snapshot = await encode_off_loop(replica.machine.snapshot_parts())
+        for chunk in wire.snapshot_to_chunks(snapshot, epoch=epoch):
             yield chunk
 
     async def Merge(

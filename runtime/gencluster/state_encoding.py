@@ -1,0 +1,181 @@
+"""Whole-state encoding off the event loop: a forked child encodes, the loop keeps running.
+
+Encoding a large state (a snapshot for a joining standby, for export and backup, a
+persistence checkpoint every `SNAPSHOT_EVERY_ENTRIES` entries) takes seconds to minutes: a
+state of many small records encodes at about 13 MB/s. On the event loop that blocks the Lease
+renewals, and the active loses its Lease. A thread does not help: the codecs' C encoders hold
+the GIL for the whole value, so the loop's thread would not run either.
+
+So the encoding runs in a child process made by `fork()` at the moment the snapshot is taken:
+
+- consistency: the child sees the parent's memory as it was at the fork, copy-on-write, so
+  later calls that mutate the user's state objects in place (the default: no copy per call)
+  change the parent's pages only. The reply table, retained events and positions are copied
+  (small, bounded) on the loop in the same step (`machine.StateSnapshot`), so all of it is one
+  point in the sequence.
+- the loop stalls only for the fork itself (copying page tables: milliseconds per GB) and for
+  joining the received bytes; a worker thread reads the child's pipe (`os.read` releases the
+  GIL) and waits for it.
+- the child runs only the codec: no logging, no locks, no gRPC, no asyncio (a fork of a
+  threaded process may hold other threads' locks in a state nobody will release), garbage
+  collection off (it would touch every object's page and copy it), and leaves with
+  `os._exit`.
+- memory: pages the parent writes while the child runs are copied (at most the state's size,
+  in practice the pages that calls touch), and the child's reference counting copies the pages
+  it reads: budget up to twice the state's memory during a snapshot (docs/limits.md).
+
+`in_process` encodes on the caller's thread: for unit tests of the journal's logic (they may
+not fork) and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import os
+import struct
+from collections.abc import Callable
+from typing import Protocol
+
+from gencluster.codec import CodecError
+from gencluster.log import Snapshot
+from gencluster.machine import StateSnapshot
+
+_HEADER = struct.Struct("!BQ")  # status (0 encoded, 1 codec error), length of what follows
+_READ = 1 << 20
+
+
+class SnapshotEncodingFailed(OSError):
+    """The child could not encode the state (its codec error, or it died): an OSError, so the
+    journal treats it as a failed write (acknowledgements that need it stop; nothing is
+    claimed durable)."""
+
+
+class PendingSnapshot(Protocol):
+    """A snapshot whose state is being encoded; `result` blocks (call it off the loop)."""
+
+    @property
+    def applied_seq(self) -> int: ...
+
+    def result(self) -> Snapshot: ...
+
+
+StateEncoder = Callable[[StateSnapshot], PendingSnapshot]
+"""Starts encoding a `StateSnapshot` now (the consistent moment) and returns the pending
+result."""
+
+
+class Encoded:
+    """A snapshot encoded already (in process, or received encoded by a joining standby)."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+
+    @property
+    def applied_seq(self) -> int:
+        return self._snapshot.applied_seq
+
+    def result(self) -> Snapshot:
+        return self._snapshot
+
+
+def in_process(parts: StateSnapshot) -> PendingSnapshot:
+    """Encode on the caller's thread (unit tests of the journal only: they may not fork)."""
+    return Encoded(parts.encoded())
+
+
+class _Forked:
+    """The child encoding one snapshot's state, and the pipe it writes it to."""
+
+    def __init__(self, parts: StateSnapshot, pid: int, fd: int) -> None:
+        self._parts = parts
+        self._pid = pid
+        self._fd = fd
+        self._snapshot: Snapshot | None = None
+        self._error: SnapshotEncodingFailed | None = None
+
+    @property
+    def applied_seq(self) -> int:
+        return self._parts.header.applied_seq
+
+    def result(self) -> Snapshot:
+        """Read the child's output and reap it (blocking; idempotent)."""
+        if self._snapshot is None and self._error is None:
+            try:
+                self._snapshot = self._read()
+            except SnapshotEncodingFailed as error:
+                self._error = error
+        if self._error is not None:
+            raise self._error
+        assert self._snapshot is not None
+        return self._snapshot
+
+    def _read(self) -> Snapshot:
+        chunks: list[bytes] = []
+        try:
+            while True:
+                chunk = os.read(self._fd, _READ)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(self._fd)
+            _, status = os.waitpid(self._pid, 0)
+        data = b"".join(chunks)
+        chunks.clear()
+        code = os.waitstatus_to_exitcode(status)
+        if len(data) < _HEADER.size:
+            raise SnapshotEncodingFailed(
+                f"the process encoding the snapshot at seq {self.applied_seq} ended with "
+                f"code {code} before writing it"
+            )
+        kind, length = _HEADER.unpack_from(data)
+        body = data[_HEADER.size :]
+        if len(body) != length or code != 0:
+            raise SnapshotEncodingFailed(
+                f"the process encoding the snapshot at seq {self.applied_seq} wrote "
+                f"{len(body)} of {length} bytes and ended with code {code}"
+            )
+        if kind != 0:
+            raise SnapshotEncodingFailed(body.decode("utf-8", "replace"))
+        return dataclasses.replace(self._parts.header, state=body)
+
+
+def forked(parts: StateSnapshot) -> PendingSnapshot:
+    """Fork now; the child encodes `parts.state` and writes it to a pipe, then exits."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child (coverage does not follow it)
+        _child(parts, read_fd, write_fd)
+    os.close(write_fd)
+    return _Forked(parts, pid, read_fd)
+
+
+def _child(parts: StateSnapshot, read_fd: int, write_fd: int) -> None:
+    """The child's whole life: encode, write, `_exit` (never return into the parent's code)."""
+    code = 0
+    try:
+        gc.disable()
+        os.close(read_fd)
+        try:
+            body = parts.codec.encode(parts.state, what="state", bounded=False)
+            kind = 0
+        except CodecError as error:
+            body = str(error).encode()
+            kind = 1
+        for part in (_HEADER.pack(kind, len(body)), body):
+            view = memoryview(part)
+            while view:
+                view = view[os.write(write_fd, view) :]
+    except BaseException:
+        code = 70
+    finally:
+        os._exit(code)
+
+
+async def encode_off_loop(parts: StateSnapshot, encoder: StateEncoder = forked) -> Snapshot:
+    """Encode `parts` in a child process (started now, on the loop: the consistent moment)
+    and await the snapshot without blocking the loop."""
+    pending = encoder(parts)
+    return await asyncio.get_running_loop().run_in_executor(None, pending.result)
