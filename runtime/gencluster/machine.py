@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from gencluster import wire
+from gencluster import quarantine, wire
 from gencluster.codec import Codec, CodecError
 from gencluster.log import (
     CommandKind,
@@ -329,7 +329,9 @@ class StateMachine:
         self._applied_epoch = entry.epoch
         command = entry.command
         previous = self._replies.get(command.request_id)
-        if previous is not None:
+        if command.kind is CommandKind.QUARANTINE:
+            outcome = self._quarantine(entry, previous)
+        elif previous is not None:
             outcome = Outcome(previous, duplicate=True)
         else:
             outcome = self._run(entry, request)
@@ -340,6 +342,37 @@ class StateMachine:
         for event in outcome.events:
             self._retain_event(event)
         return outcome
+
+    def quarantined(self, kind: CommandKind, request_id: str, payload: bytes) -> ReplyRecord | None:
+        """The quarantine outcome to answer this request with instead of running it (None:
+        not quarantined). O(1) unless a quarantine is recorded for the id."""
+        if not request_id or self._replies.get(request_id) is not None:
+            return None
+        marker = self._replies.get(quarantine.marker_id(request_id))
+        if marker is None:
+            return None
+        return quarantine.refusal(request_id, quarantine.digest(kind, payload), marker)
+
+    def is_marked(self, request_id: str) -> bool:
+        """Whether a quarantine entry for `request_id` was applied (and is still retained)."""
+        return self._replies.get(quarantine.marker_id(request_id)) is not None
+
+    def _quarantine(self, entry: LogEntry, previous: ReplyRecord | None) -> Outcome:
+        """A QUARANTINE entry: record the quarantine beside the request's id, unless the
+        request has an outcome already or is marked already (the first mark stays)."""
+        command = entry.command
+        key = quarantine.marker_id(command.request_id)
+        existing = self._replies.get(key)
+        if previous is not None:
+            return Outcome(previous, duplicate=True)
+        if existing is not None:
+            return Outcome(existing, duplicate=True)
+        record = quarantine.marker_record(
+            command.request_id, command.payload.decode("ascii", "replace"), entry.seq,
+            command.time,
+        )
+        self._replies.remember(record)
+        return Outcome(record)
 
     def query(self, request: Any, *, request_id: str = "", time: float, seed: int) -> ReplyRecord:
         """Answer a read-only call against the current state, changing nothing."""

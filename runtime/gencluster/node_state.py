@@ -23,6 +23,7 @@ from gencluster.codec import Codec, get_codec
 from gencluster.election import LeaseRecord
 from gencluster.elector import Elector
 from gencluster.follower import Follower
+from gencluster.handler_watchdog import HandlerWatchdog
 from gencluster.handover import Handover
 from gencluster.journal import Journal
 from gencluster.leases import KubernetesApi, KubernetesError
@@ -63,6 +64,8 @@ class NodeState:
     def __init__(self, config: NodeConfig, server: GenServer, api: KubernetesApi) -> None:
         self.config = config
         self.server = server
+        self.watchdog: HandlerWatchdog | None = None
+        """The active's handler watchdog (node_serving), once a term opened."""
         self.codec: Codec = get_codec(config.codec)
         self._api = api
         self._retention = Retention()

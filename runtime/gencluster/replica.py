@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gencluster import quarantine
 from gencluster.codec import Codec
 from gencluster.log import (
     CatchUp,
@@ -133,16 +134,23 @@ class Replica:
         time: float,
         seed: int,
         first_attempt: float = 0.0,
+        marked_here: bool = False,
     ) -> Submission:
         """Active side: handle one request. Raises `CodecError` for an undecodable or
         oversized payload, `RetryRefused` for a retry the reply table cannot vouch for
         (`first_attempt`: the client's time of its first attempt, 0 unknown; nothing is
-        logged for either) and `StaleEpoch` if `epoch` went backwards."""
+        logged for either) and `StaleEpoch` if `epoch` went backwards. A quarantined request
+        is answered with its quarantine and not run, unless `marked_here` (this active marked
+        it itself, just now, and runs it)."""
         if epoch < self.log.last_epoch:
             raise StaleEpoch(f"epoch {epoch} is below the log's epoch {self.log.last_epoch}")
         previous = self.machine.reply_for(request_id)
         if previous is not None:
             return Submission(Outcome(previous, duplicate=True), None)
+        if not marked_here:
+            refused = self.machine.quarantined(kind, request_id, payload)
+            if refused is not None:
+                return Submission(Outcome(refused), None)
         request = self.machine.decode_payload(kind, payload)
         if kind is CommandKind.CALL and self.machine.is_read_only(request):
             record = self.machine.query(request, request_id=request_id, time=time, seed=seed)
@@ -153,6 +161,24 @@ class Replica:
         if self.journal is not None:
             self._journaled(self.journal, entry)
         return Submission(outcome, entry)
+
+    def mark(
+        self, kind: CommandKind, request_id: str, payload: bytes, *, epoch: int, time: float
+    ) -> LogEntry | None:
+        """Active side: append and apply the QUARANTINE entry of a suspect request before it
+        runs (`quarantine`); None when the request has an outcome or a mark already."""
+        if epoch < self.log.last_epoch:
+            raise StaleEpoch(f"epoch {epoch} is below the log's epoch {self.log.last_epoch}")
+        if self.machine.reply_for(request_id) is not None or self.machine.is_marked(request_id):
+            return None
+        digest = quarantine.digest(kind, payload).encode("ascii")
+        entry = self.log.append(
+            epoch, Command(CommandKind.QUARANTINE, request_id, digest, time, 0)
+        )
+        self.machine.apply(entry)
+        if self.journal is not None:
+            self._journaled(self.journal, entry)
+        return entry
 
     def receive(self, entry: LogEntry) -> Outcome:
         """Standby side: apply the next entry from the active (order and epoch checked)."""

@@ -117,6 +117,13 @@ class GenServer:
     snapshot fails instead. It costs one encode, one decode and one comparison of the whole
     state per call; a server with a large state turns it off (and keeps to the codec's
     value space by its own discipline)."""
+    handler_budget_seconds: ClassVar[float] = 1.0
+    """A handler that runs longer on the active is reported (log and
+    `gencluster_runtime_slow_handlers_total`); it still completes (docs/poison.md)."""
+    handler_hang_seconds: ClassVar[float | None] = 60.0
+    """A handler still running after this long on the active is taken as hung: the process
+    exits so that a standby takes over, and the request is quarantined on retry (None: never;
+    docs/poison.md)."""
 
     def init(self, args: Any) -> Any:
         """Return the initial state from the ClusteredServer's `args`."""

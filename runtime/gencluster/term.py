@@ -39,8 +39,10 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from gencluster import quarantine
 from gencluster.acks import AckTracker
 from gencluster.codec import CodecError
+from gencluster.handler_watchdog import QUARANTINE_MARKS, HandlerWatchdog
 from gencluster.journal import Journal
 from gencluster.log import CatchUp, CommandKind, NeedSnapshot, StaleEpoch
 from gencluster.machine import Event, Outcome
@@ -135,6 +137,7 @@ class Term:
         on_change: Callable[[], None],
         journal: Journal | None = None,
         max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS,
+        watchdog: HandlerWatchdog | None = None,
     ) -> None:
         """`may_serve` is the node's check (accepting, and within the renew deadline under
         the Fenced policy), asked before a request is applied and again before its answer;
@@ -156,6 +159,11 @@ class Term:
         self._waiter_order = itertools.count()
         self._streams: dict[str, _StandbyStream] = {}
         self._last_batch: tuple[tuple[int, int, int], pb.ReplicateDown] | None = None
+        self._watchdog = watchdog
+        self.started_at = time.time()
+        """Wall-clock start of the term: a request first attempted before it is suspect
+        (`quarantine.is_suspect`)."""
+        self._marked: set[str] = set()
         self.max_subscribers = max_subscribers
         self.subscribers = 0
         self._topic_listeners: dict[str, set[asyncio.Event]] = {}
@@ -189,14 +197,22 @@ class Term:
             )
         if self.closed or not self._may_serve():
             raise NotServing(self._not_serving)
+        if quarantine.is_suspect(kind, request_id, first_attempt, self.started_at):
+            await self._mark(kind, request_id, payload)
+        watchdog = self._watchdog
+        running = watchdog.started(request_id) if watchdog is not None else None
         try:
             submission = self.replica.submit(
                 kind, request_id, payload,
                 epoch=self.epoch, time=time.time(), seed=random.getrandbits(63),
-                first_attempt=first_attempt,
+                first_attempt=first_attempt, marked_here=request_id in self._marked,
             )
         except StaleEpoch as error:
             raise NotServing(str(error)) from None
+        finally:
+            if running is not None:
+                watchdog.finished(running)  # type: ignore[union-attr]
+            self._marked.discard(request_id)
         if submission.entry is not None:
             for event in submission.outcome.events:
                 self._pending_topics.append((event.seq, event.topic))
@@ -220,6 +236,45 @@ class Term:
             # is unknown; the caller's retry with the same request id settles it exactly once.
             raise NotServing("fenced before the reply; retry with the same request id")
         return submission.outcome, self.epoch
+
+    async def _mark(self, kind: CommandKind, request_id: str, payload: bytes) -> None:
+        """Replicate the quarantine of a suspect request before it runs (`quarantine`): wait
+        until every connected standby (and, with persistence, this replica's disk) has it,
+        so that if the handler takes this process down, the next active refuses the retry.
+        A standby that does not acknowledge within a heartbeat interval is not waited for
+        (the mark is a safeguard; the call must not hang on a slow standby)."""
+        try:
+            entry = self.replica.mark(kind, request_id, payload, epoch=self.epoch, time=time.time())
+        except StaleEpoch as error:
+            raise NotServing(str(error)) from None
+        if entry is None:
+            return
+        self._marked.add(request_id)
+        log.warning(
+            "request %r was first sent before this term began: replicating its quarantine "
+            "before running it (seq %d)", request_id, entry.seq,
+        )
+        QUARANTINE_MARKS.inc()
+        self._appended(entry.seq)
+        if self._journal is not None:
+            await self._journal.wait_durable(entry.seq)
+        deadline = time.monotonic() + self.heartbeat_interval
+        wake = self.acknowledged.listen()
+        try:
+            while not self.closed and any(
+                progress.connected and progress.acked_seq < entry.seq
+                for progress in self.tracker.standbys()
+            ):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                wake.clear()
+                await set_within(wake, remaining)
+        finally:
+            self.acknowledged.forget(wake)
+        if self.closed or not self._may_serve():
+            self._marked.discard(request_id)
+            raise NotServing("fenced before the call ran; retry with the same request id")
 
     def subscribe(self, topic: str, from_event: int | None, *, accept_gap: bool) -> EventFeed:
         """Start a Subscribe stream (raises `NotServing`, or `SubscriptionError` for a start
