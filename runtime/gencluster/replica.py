@@ -44,6 +44,7 @@ from gencluster.log import (
     StaleEpoch,
 )
 from gencluster.machine import MachineLimits, Outcome, StateMachine, StateSnapshot
+from gencluster.replies import RetryRefused
 from gencluster.server import GenServer
 
 
@@ -163,13 +164,26 @@ class Replica:
         return Submission(outcome, entry)
 
     def mark(
-        self, kind: CommandKind, request_id: str, payload: bytes, *, epoch: int, time: float
+        self,
+        kind: CommandKind,
+        request_id: str,
+        payload: bytes,
+        *,
+        epoch: int,
+        time: float,
+        first_attempt: float,
     ) -> LogEntry | None:
         """Active side: append and apply the QUARANTINE entry of a suspect request before it
-        runs (`quarantine`); None when the request has an outcome or a mark already."""
+        runs (`quarantine`); None when the request has an outcome or a mark already, or will
+        not run anyway (a retry older than the reply table vouches for: `submit` refuses it,
+        and a mark would turn the later retries' clear refusal into a quarantine)."""
         if epoch < self.log.last_epoch:
             raise StaleEpoch(f"epoch {epoch} is below the log's epoch {self.log.last_epoch}")
         if self.machine.reply_for(request_id) is not None or self.machine.is_marked(request_id):
+            return None
+        try:
+            self.machine.refuse_retry(request_id, first_attempt, now=time)
+        except RetryRefused:
             return None
         digest = quarantine.digest(kind, payload).encode("ascii")
         entry = self.log.append(

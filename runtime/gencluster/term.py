@@ -198,7 +198,7 @@ class Term:
         if self.closed or not self._may_serve():
             raise NotServing(self._not_serving)
         if quarantine.is_suspect(kind, request_id, first_attempt, self.started_at):
-            await self._mark(kind, request_id, payload)
+            await self._mark(kind, request_id, payload, first_attempt)
         watchdog = self._watchdog
         running = watchdog.started(request_id) if watchdog is not None else None
         try:
@@ -237,14 +237,19 @@ class Term:
             raise NotServing("fenced before the reply; retry with the same request id")
         return submission.outcome, self.epoch
 
-    async def _mark(self, kind: CommandKind, request_id: str, payload: bytes) -> None:
+    async def _mark(
+        self, kind: CommandKind, request_id: str, payload: bytes, first_attempt: float
+    ) -> None:
         """Replicate the quarantine of a suspect request before it runs (`quarantine`): wait
         until every connected standby (and, with persistence, this replica's disk) has it,
         so that if the handler takes this process down, the next active refuses the retry.
         A standby that does not acknowledge within a heartbeat interval is not waited for
         (the mark is a safeguard; the call must not hang on a slow standby)."""
         try:
-            entry = self.replica.mark(kind, request_id, payload, epoch=self.epoch, time=time.time())
+            entry = self.replica.mark(
+                kind, request_id, payload,
+                epoch=self.epoch, time=time.time(), first_attempt=first_attempt,
+            )
         except StaleEpoch as error:
             raise NotServing(str(error)) from None
         if entry is None:

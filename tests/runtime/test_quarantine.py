@@ -17,7 +17,9 @@ import pytest
 from gencluster import quarantine
 from gencluster.handler_watchdog import SLOW_HANDLERS, HandlerWatchdog
 from gencluster.log import CommandKind
+from gencluster.machine import MachineLimits
 from gencluster.replica import Replica
+from gencluster.replies import RetryRefused
 from gencluster.term import Term
 from gencluster.wire import entry_from_message
 from gencluster_testing.waiting import wait_for
@@ -177,3 +179,18 @@ def test_the_watchdog_reports_a_slow_handler_and_ends_a_hung_one() -> None:
 def test_watchdog_limits_must_make_sense() -> None:
     with pytest.raises(ValueError, match="hang limit at least the budget"):
         HandlerWatchdog(2.0, 1.0)
+
+
+def test_a_retry_older_than_the_reply_table_is_refused_as_such_not_marked() -> None:
+    replica = Replica.from_init(Ledger(), CODEC, 0, limits=MachineLimits(deduplication_window=1))
+    replica.submit(CommandKind.CALL, "old", POISON, epoch=1, time=1000.0, seed=1)
+    replica.submit(CommandKind.CALL, "later", POISON, epoch=1, time=2000.0, seed=2)
+    assert replica.reply_for("old") is None  # expired
+    last = replica.log.last_seq
+    for _ in range(2):
+        assert replica.mark(CommandKind.CALL, "old", POISON, epoch=1, time=2001.0,
+                            first_attempt=1000.0) is None
+        with pytest.raises(RetryRefused):
+            replica.submit(CommandKind.CALL, "old", POISON, epoch=1, time=2001.0, seed=3,
+                           first_attempt=1000.0)
+    assert replica.log.last_seq == last
