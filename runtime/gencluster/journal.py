@@ -122,6 +122,9 @@ class Journal:
         self._appended_seq = pending.applied_seq
         # Not even the snapshot's own position counts as durable before the snapshot is.
         self.durable_seq = min(self.durable_seq, pending.applied_seq - 1)
+        for item in self._items:
+            if not isinstance(item, bytes):
+                item.snapshot.abandon()  # replaced before the writer took it: reap its child
         self._items = [_Install(pending)]
         self._wake.set()
 

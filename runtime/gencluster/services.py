@@ -215,7 +215,7 @@ class PeerService(pb_grpc.PeerServicer):
             await _unavailable(node, context, "snapshots come from the active")
         assert term is not None
         await self._check_epoch(request.epoch, term.epoch, context)
-        snapshot = await encode_off_loop(term.replica.machine.snapshot_parts())
+        snapshot = await encode_off_loop(term.replica.machine.snapshot_parts)
         for chunk in wire.snapshot_to_chunks(snapshot, epoch=term.epoch):
             yield chunk
 
@@ -347,7 +347,7 @@ class AdminService(pb_grpc.AdminServicer):
             await _unavailable(node, context, f"{node.config.identity} holds no state")
         assert replica is not None
         epoch = node.term.epoch if node.term is not None else node.epoch
-        snapshot = await encode_off_loop(replica.machine.snapshot_parts())
+        snapshot = await encode_off_loop(replica.machine.snapshot_parts)
         for chunk in wire.snapshot_to_chunks(snapshot, epoch=epoch):
             yield chunk
 

@@ -33,11 +33,14 @@ not fork) and nothing else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import os
 import struct
 import tempfile
+import threading
+import weakref
 from collections.abc import Callable
 from typing import Protocol
 
@@ -62,6 +65,9 @@ class PendingSnapshot(Protocol):
 
     def result(self) -> Snapshot: ...
 
+    def abandon(self) -> None:
+        """The snapshot is no longer wanted: reap its child without waiting here."""
+
 
 StateEncoder = Callable[[StateSnapshot], PendingSnapshot]
 """Starts encoding a `StateSnapshot` now (the consistent moment) and returns the pending
@@ -80,6 +86,9 @@ class Encoded:
 
     def result(self) -> Snapshot:
         return self._snapshot
+
+    def abandon(self) -> None:
+        """Nothing runs for it."""
 
 
 def in_process(parts: StateSnapshot) -> PendingSnapshot:
@@ -113,6 +122,14 @@ class _Forked:
             raise self._error
         assert self._snapshot is not None
         return self._snapshot
+
+    def abandon(self) -> None:
+        """Reap the child in a daemon thread (no zombie, no open file left behind)."""
+        threading.Thread(target=self._reap, name="snapshot-reaper", daemon=True).start()
+
+    def _reap(self) -> None:
+        with contextlib.suppress(SnapshotEncodingFailed):
+            self.result()
 
     def _read(self) -> Snapshot:
         try:
@@ -187,8 +204,27 @@ def _child(parts: StateSnapshot, write_fd: int) -> None:
         os._exit(code)
 
 
-async def encode_off_loop(parts: StateSnapshot, encoder: StateEncoder = forked) -> Snapshot:
-    """Encode `parts` in a child process (started now, on the loop: the consistent moment)
-    and await the snapshot without blocking the loop."""
-    pending = encoder(parts)
-    return await asyncio.get_running_loop().run_in_executor(None, pending.result)
+MAX_CONCURRENT_ENCODINGS = 2
+"""Snapshot streams (Peer.Snapshot, Admin.ExportState) encoding at once on one pod: each child
+may cost up to the state's memory again (copy-on-write), so more streams wait their turn."""
+
+_encodings: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+"""One semaphore per event loop (a process has one; tests run several in turn)."""
+
+
+async def encode_off_loop(
+    take: Callable[[], StateSnapshot], encoder: StateEncoder = forked
+) -> Snapshot:
+    """Take a snapshot with `take` (e.g. `machine.snapshot_parts`) and encode it in a child
+    process without blocking the loop. The snapshot is taken only once one of the
+    `MAX_CONCURRENT_ENCODINGS` places is free, in the same step as the fork: taken earlier,
+    its header would describe a moment the forked state has moved past."""
+    loop = asyncio.get_running_loop()
+    places = _encodings.get(loop)
+    if places is None:
+        places = _encodings[loop] = asyncio.Semaphore(MAX_CONCURRENT_ENCODINGS)
+    async with places:
+        pending = encoder(take())
+        return await loop.run_in_executor(None, pending.result)

@@ -18,11 +18,11 @@ import pytest
 from gencluster import GenServer, storage
 from gencluster.codec import JsonCodec
 from gencluster.journal import Journal
-from gencluster.log import CommandKind
+from gencluster.log import Command, CommandKind, LogEntry
 from gencluster.machine import StateMachine
 from gencluster.replica import Replica
 from gencluster.server import Context
-from gencluster.state_encoding import SnapshotEncodingFailed, forked
+from gencluster.state_encoding import SnapshotEncodingFailed, encode_off_loop, forked
 from gencluster.storage import recover
 
 pytestmark = pytest.mark.integration
@@ -125,3 +125,24 @@ def test_the_journal_checkpoints_with_a_forked_encoding_and_recovers_from_it(
     assert recovered.snapshot is not None
     assert CODEC.decode(recovered.snapshot.state, bounded=False)["k0"]["n"] == 20
     assert [entry.seq for entry in recovered.entries] == [21, 22, 23, 24, 25]
+
+
+def test_snapshot_streams_encode_at_most_two_at_once_each_at_its_own_moment() -> None:
+    """Each stream's snapshot is taken when its encoding starts (after waiting for a place),
+    so header and state describe the same moment even for the stream that waited."""
+    machine = StateMachine.from_init(Records(), CODEC, 1000)
+    taken: list[int] = []
+
+    def take() -> Any:
+        seq = machine.applied_seq + 1  # a call between two takes, mutating in place
+        machine.apply(LogEntry(seq, 1, Command(CommandKind.CALL, f"r{seq}", b'"bump"', 1.0, 0)))
+        taken.append(seq)
+        return machine.snapshot_parts()
+
+    async def scenario() -> list[Any]:
+        return list(await asyncio.gather(*(encode_off_loop(take) for _ in range(5))))
+
+    snapshots = asyncio.run(scenario())
+    assert sorted(taken) == [1, 2, 3, 4, 5]
+    for snapshot in snapshots:
+        assert CODEC.decode(snapshot.state, bounded=False)["k0"]["n"] == snapshot.applied_seq
