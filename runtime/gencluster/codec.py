@@ -87,6 +87,61 @@ class Codec(ABC):
             )
         return data
 
+    def check_value(self, value: Any, *, what: str = "value", max_nodes: int) -> bool:
+        """Check that `value` is made only of what this codec carries unchanged, visiting at
+        most `max_nodes` values (depth first, in iteration order): True when all of it was
+        checked, False when the budget ran out first (the rest is unchecked). Raises
+        `NotRoundTripping` naming the first offending path.
+
+        The determinism guard's per-call check: O(values visited), never O(bytes) (a 100 MB
+        string is one value), and a pure function of the value, so every replica holding the
+        same state decides the same way."""
+        stack: list[tuple[Any, str]] = [(value, what)]
+        visited = 0
+        key_types = self._key_types
+        while stack:
+            if visited >= max_nodes:
+                return False
+            visited += 1
+            item, path = stack.pop()
+            kind = type(item)
+            if kind is dict:
+                for key, child in reversed(item.items()):
+                    if type(key) not in key_types:
+                        raise NotRoundTripping(
+                            f"{what} does not survive {self.name} encoding unchanged: a key of "
+                            f"{path} is {type(key).__name__} {_short(key)}"
+                            f"{self._key_fate(key)}"
+                        )
+                    stack.append((child, f"{path}[{key!r}]"))
+            elif kind is list:
+                for index in range(len(item) - 1, -1, -1):
+                    stack.append((item[index], f"{path}[{index}]"))
+            else:
+                problem = self._leaf_problem(item)
+                if problem is not None:
+                    raise NotRoundTripping(
+                        f"{what} does not survive {self.name} encoding unchanged: {path} is "
+                        f"{type(item).__name__} {_short(item)} ({problem})"
+                    )
+        return True
+
+    _key_types: ClassVar[frozenset[type]] = frozenset({str})
+
+    def _key_fate(self, key: Any) -> str:
+        return " (keys come back as str)" if type(key) in (int, float, bool) else ""
+
+    def _leaf_problem(self, item: Any) -> str | None:
+        """Why this non-container value would not come back the same (None: it would)."""
+        kind = type(item)
+        if kind is str or kind is bool or kind is int or item is None:
+            return None
+        if kind is float:
+            return None if math.isfinite(item) else "not a finite number"
+        if kind is tuple:
+            return "comes back as a list"
+        return "not encodable as such"
+
     def _check_size(self, size: int, what: str) -> None:
         if size > self.max_bytes:
             raise MessageTooLarge(
@@ -183,6 +238,18 @@ class MsgpackCodec(Codec):
     """msgpack with str/bytes kept apart and extension types refused (plain data only)."""
 
     name = "msgpack"
+    _key_types: ClassVar[frozenset[type]] = frozenset({str, int, bytes})
+
+    def _key_fate(self, key: Any) -> str:
+        return ""
+
+    def _leaf_problem(self, item: Any) -> str | None:
+        kind = type(item)
+        if kind is bytes:
+            return None
+        if kind is int and not -(2**63) <= item < 2**64:
+            return "outside msgpack's 64-bit integers"
+        return super()._leaf_problem(item)
 
     def _encode(self, value: Any) -> bytes:
         if isinstance(value, float) and not math.isfinite(value):

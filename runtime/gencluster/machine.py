@@ -12,9 +12,10 @@ What applying an entry guarantees:
   codec refuses, changes nothing: the old state object is kept, its events are dropped, and
   the outcome is a `HandlerError` that is recorded like a reply, so a retry gets the same
   error and the sequence never advances without a recorded outcome.
-- The determinism guard (`GenServer.verify_state`): a new state that does not encode, or
-  decodes to a different value, fails the call the same way (`NotRoundTripping`), on every
-  replica alike, so no replica keeps a state a snapshot could not reproduce.
+- The determinism guard (`GenServer.verify_state`): a new state holding a value the codec
+  would not carry unchanged (`Codec.check_value`) fails the call the same way
+  (`NotRoundTripping`), on every replica alike, so no replica keeps a state a snapshot could
+  not reproduce.
 - A request id already in the reply table is not applied again: the original outcome is
   returned, marked `duplicate`. The table (`replies.ReplyTable`) is bounded in time by the
   entries' own times and in bytes, identically on every replica; `refuse_retry` is how the
@@ -61,6 +62,9 @@ class MachineLimits:
     max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
     max_replies: int = DEFAULT_MAX_REPLIES
     max_events: int = 10_000
+    verify_state_max_nodes: int = 20_000
+    """The determinism guard checks at most this many values of each new state (about a
+    millisecond per 5,000 here); larger states are checked up to there (docs/poison.md)."""
 
     def __post_init__(self) -> None:
         if (
@@ -68,6 +72,7 @@ class MachineLimits:
             or self.max_reply_bytes < 1
             or self.max_replies < 1
             or self.max_events < 1
+            or self.verify_state_max_nodes < 1
         ):
             raise ValueError(f"machine limits must be positive: {self}")
 
@@ -518,12 +523,15 @@ class StateMachine:
         self._replies.absorb_complete_after(request.replies_complete_after)
 
     def _verify(self, new_state: Any) -> None:
-        """The determinism guard (when the server keeps `verify_state`): `new_state` must
-        encode and decode back equal. Raises `CodecError`/`NotRoundTripping`, which fail the
-        command before anything is kept; every replica runs the same check on the same state,
-        so all decide alike."""
+        """The determinism guard (when the server keeps `verify_state`): `new_state` must be
+        made only of values the codec carries unchanged (`Codec.check_value`, at most
+        `verify_state_max_nodes` of them). Raises `NotRoundTripping`, which fails the command
+        before anything is kept; every replica runs the same check on the same state, so all
+        decide alike."""
         if self.server.verify_state:
-            self.codec.round_trip(new_state, what="the new state")
+            self.codec.check_value(
+                new_state, what="the new state", max_nodes=self.limits.verify_state_max_nodes
+            )
 
     def _state_for_handler(self) -> Any:
         if self.server.copy_state_before_handling:
