@@ -11,6 +11,7 @@ from gencluster.acks import ReplicationMode
 from gencluster.election import ElectionConfig
 from gencluster.replies import DEFAULT_DEDUPLICATION_WINDOW_SECONDS
 from gencluster.roles import PartitionPolicy
+from gencluster.term import DEFAULT_MAX_SUBSCRIBERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,9 @@ class NodeConfig:
     data_dir: str | None = None
     """Where the log and snapshots live (GENCLUSTER_DATA_DIR, resolved on the local
     control plane); None: the state lives in memory only."""
+    max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS
+    """Subscribe streams the active serves at once (GENCLUSTER_MAX_SUBSCRIBERS; the next gets
+    RESOURCE_EXHAUSTED)."""
 
     @property
     def advertise_address(self) -> str:

@@ -184,6 +184,7 @@ class Serving(NodeState):
             # at once: docs/durability.md says what a crash can lose).
             journal=self.journal if self.config.mode is ReplicationMode.SYNC else None,
             watchdog=self._handler_watchdog(),
+            max_subscribers=self.config.max_subscribers,
         )
 
     def _handler_watchdog(self) -> HandlerWatchdog:

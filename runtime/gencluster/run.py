@@ -30,6 +30,7 @@ from gencluster.node_config import NodeConfig
 from gencluster.replication import COUNTERS
 from gencluster.roles import PartitionPolicy
 from gencluster.server import GenServer, ServerLoadError, load_server_class
+from gencluster.term import DEFAULT_MAX_SUBSCRIBERS
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -69,6 +70,7 @@ SETTINGS: tuple[tuple[str, str, str | None], ...] = (
     ("GENCLUSTER_PARTITION_POLICY", "--partition-policy", "Fenced"),
     ("GENCLUSTER_DEDUPLICATION_WINDOW_SECONDS", "--deduplication-window-seconds", "300"),
     ("GENCLUSTER_DATA_DIR", "--data-dir", None),
+    ("GENCLUSTER_MAX_SUBSCRIBERS", "--max-subscribers", str(DEFAULT_MAX_SUBSCRIBERS)),
     ("KUBECONFIG", "--kubeconfig", None),
 )
 
@@ -229,6 +231,7 @@ def build_config(values: Mapping[str, str | None]) -> NodeConfig:
             f"GENCLUSTER_PARTITION_POLICY must be Fenced or Available, got {policy_text!r}"
         ) from None
     window = _integer(values, "GENCLUSTER_DEDUPLICATION_WINDOW_SECONDS", 1, 86400)
+    max_subscribers = _integer(values, "GENCLUSTER_MAX_SUBSCRIBERS", 1, 1_000_000)
     kubeconfig = (values.get("KUBECONFIG") or "").strip() or None
     if kubeconfig is not None and not Path(kubeconfig).is_file():
         raise ConfigError(f"KUBECONFIG {kubeconfig} is not a readable file")
@@ -252,6 +255,7 @@ def build_config(values: Mapping[str, str | None]) -> NodeConfig:
         kubeconfig=kubeconfig,
         deduplication_window=float(window),
         data_dir=data_directory(values),
+        max_subscribers=max_subscribers,
     )
 
 
