@@ -30,6 +30,8 @@ from typing import BinaryIO
 
 from gencluster import storage
 from gencluster.log import LogEntry, Snapshot
+from gencluster.machine import StateSnapshot
+from gencluster.state_encoding import Encoded, PendingSnapshot, StateEncoder, forked
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +42,17 @@ snapshot) and the volume's size, at the cost of encoding the state once per this
 
 @dataclass(frozen=True, slots=True)
 class _Checkpoint:
-    """A snapshot at the last appended entry: a new segment starts here."""
+    """A snapshot at the last appended entry: a new segment starts here. Its state is being
+    encoded by a child process (`state_encoding`) while the writer goes on."""
 
-    snapshot: Snapshot
+    snapshot: PendingSnapshot
 
 
 @dataclass(frozen=True, slots=True)
 class _Install:
     """The state is replaced by `snapshot`: everything before is forgotten."""
 
-    snapshot: Snapshot
+    snapshot: PendingSnapshot
 
 
 _Item = bytes | _Checkpoint | _Install
@@ -58,10 +61,19 @@ _Item = bytes | _Checkpoint | _Install
 class Journal:
     """The durable log of one replica in `directory` (recovered with `storage.recover`)."""
 
-    def __init__(self, directory: Path, *, segment: Path | None, position: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment: Path | None,
+        position: int,
+        encoder: StateEncoder = forked,
+    ) -> None:
         """`segment`: the recovered segment to append to (None: a new one at `position`, the
-        recovered last seq); everything up to `position` is durable already."""
+        recovered last seq); everything up to `position` is durable already. `encoder`
+        starts encoding a snapshot's state off the event loop (`state_encoding.forked`)."""
         self.directory = directory
+        self._encoder = encoder
         self.durable_seq = position
         self._appended_seq = position
         self._since_snapshot = 0
@@ -91,21 +103,29 @@ class Journal:
             self._snapshot_job is None or self._snapshot_job.done()
         )
 
-    def rotate(self, snapshot: Snapshot) -> None:
+    def rotate(self, snapshot: StateSnapshot) -> None:
         """`snapshot` is the state at the last appended entry: start a new segment there and
-        write it in the background."""
+        write it in the background. Its encoding starts now, in a child process (the loop
+        never encodes the whole state)."""
         self._since_snapshot = 0
-        self._items.append(_Checkpoint(snapshot))
+        self._items.append(_Checkpoint(self._encoder(snapshot)))
         self._wake.set()
 
-    def install(self, snapshot: Snapshot) -> None:
-        """The state is now `snapshot` (nothing before it counts): durable once written."""
+    def install(self, snapshot: Snapshot | StateSnapshot) -> None:
+        """The state is now `snapshot` (nothing before it counts): durable once written. An
+        unencoded one is encoded off the loop, like a checkpoint."""
+        pending = (
+            self._encoder(snapshot) if isinstance(snapshot, StateSnapshot) else Encoded(snapshot)
+        )
         self._generation += 1
         self._since_snapshot = 0
-        self._appended_seq = snapshot.applied_seq
+        self._appended_seq = pending.applied_seq
         # Not even the snapshot's own position counts as durable before the snapshot is.
-        self.durable_seq = min(self.durable_seq, snapshot.applied_seq - 1)
-        self._items = [_Install(snapshot)]
+        self.durable_seq = min(self.durable_seq, pending.applied_seq - 1)
+        for item in self._items:
+            if not isinstance(item, bytes):
+                item.snapshot.abandon()  # replaced before the writer took it: reap its child
+        self._items = [_Install(pending)]
         self._wake.set()
 
     async def wait_durable(self, seq: int) -> None:
@@ -177,7 +197,7 @@ class Journal:
                 self._wait_for_snapshot_job()  # an older snapshot must not land after this
                 self._close_file()
                 storage.remove_all(self.directory)
-                storage.write_snapshot(self.directory, item.snapshot)
+                storage.write_snapshot(self.directory, item.snapshot.result())
                 self._new_segment(item.snapshot.applied_seq)
         self._sync_file()
         if self._created:
@@ -198,8 +218,9 @@ class Journal:
             except OSError:
                 log.exception("a background snapshot failed")
 
-    def _write_snapshot(self, snapshot: Snapshot) -> None:
-        storage.write_snapshot(self.directory, snapshot)
+    def _write_snapshot(self, snapshot: PendingSnapshot) -> None:
+        """In the snapshot thread: wait for the child's encoding, then write it."""
+        storage.write_snapshot(self.directory, snapshot.result())
         storage.remove_before(self.directory, snapshot.applied_seq)
 
     def _open(self) -> BinaryIO:

@@ -31,6 +31,7 @@ class CommandKind(StrEnum):
     CAST = "cast"
     MERGE = "merge"
     RESTORE = "restore"
+    QUARANTINE = "quarantine"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,16 @@ are encoded by the same codec, and the bounded tables evict in entry order.
 
 What applying an entry guarantees:
 
-- A handler that raises (or returns something malformed, or a reply/event the codec refuses)
-  changes nothing: the old state object is kept, its events are dropped, and the outcome is a
-  `HandlerError` that is recorded like a reply, so a retry gets the same error.
+- A handler that raises anything, `BaseException` included (`SystemExit`, `KeyboardInterrupt`,
+  `GeneratorExit`, a `CancelledError` it raised itself: handlers are synchronous, so no task
+  cancellation can arrive inside one), or returns something malformed, or a reply/event the
+  codec refuses, changes nothing: the old state object is kept, its events are dropped, and
+  the outcome is a `HandlerError` that is recorded like a reply, so a retry gets the same
+  error and the sequence never advances without a recorded outcome.
+- The determinism guard (`GenServer.verify_state`): a new state holding a value the codec
+  would not carry unchanged (`Codec.check_value`) fails the call the same way
+  (`NotRoundTripping`), on every replica alike, so no replica keeps a state a snapshot could
+  not reproduce.
 - A request id already in the reply table is not applied again: the original outcome is
   returned, marked `duplicate`. The table (`replies.ReplyTable`) is bounded in time by the
   entries' own times and in bytes, identically on every replica; `refuse_retry` is how the
@@ -25,7 +32,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from gencluster import wire
+from gencluster import quarantine, wire
 from gencluster.codec import Codec, CodecError
 from gencluster.limits import bounded_error_message
 from gencluster.log import (
@@ -57,6 +64,9 @@ class MachineLimits:
     max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
     max_replies: int = DEFAULT_MAX_REPLIES
     max_events: int = 10_000
+    verify_state_max_nodes: int = 20_000
+    """The determinism guard checks at most this many values of each new state (about a
+    millisecond per 5,000 here); larger states are checked up to there (docs/poison.md)."""
 
     def __post_init__(self) -> None:
         if (
@@ -64,6 +74,7 @@ class MachineLimits:
             or self.max_reply_bytes < 1
             or self.max_replies < 1
             or self.max_events < 1
+            or self.verify_state_max_nodes < 1
         ):
             raise ValueError(f"machine limits must be positive: {self}")
 
@@ -127,6 +138,62 @@ class MergeRequest:
     replies_complete_after: float = 0.0
 
 
+class TopicEvents:
+    """The retained events of one topic, consecutive numbers oldest first, in a list with a
+    moving start: reading from a number is an index computation and a slice, so a subscriber
+    that asks for its new events costs O(new events), however many are retained (a deque
+    would cost O(retained) to reach the middle)."""
+
+    __slots__ = ("_events", "_start")
+
+    def __init__(self) -> None:
+        self._events: list[Event] = []
+        self._start = 0
+
+    def __len__(self) -> int:
+        return len(self._events) - self._start
+
+    @property
+    def first(self) -> Event:
+        return self._events[self._start]
+
+    def append(self, event: Event) -> None:
+        self._events.append(event)
+
+    def popleft(self) -> Event:
+        event = self._events[self._start]
+        self._start += 1
+        if self._start > 1024 and self._start * 2 > len(self._events):
+            # Amortised O(1): compact once half of the list is dropped events.
+            del self._events[: self._start]
+            self._start = 0
+        return event
+
+    def from_number(self, number: int) -> tuple[Event, ...]:
+        """The retained events numbered `number` or later (all of them if it is older)."""
+        if not len(self):
+            return ()
+        skip = max(0, number - self.first.number)
+        return tuple(self._events[self._start + skip :])
+
+
+@dataclass(frozen=True, slots=True)
+class StateSnapshot:
+    """A snapshot taken but not yet encoded: `header` holds everything but the state's bytes
+    (positions, reply records and events, copied: small and bounded), `state` the user's state
+    object itself. Encoding it later is consistent only if nothing mutates `state` meanwhile:
+    `state_encoding.forked` encodes it in a child forked at once (copy-on-write)."""
+
+    header: Snapshot
+    state: Any
+    codec: Codec
+
+    def encoded(self) -> Snapshot:
+        """Encode here, now (on the caller's thread)."""
+        data = self.codec.encode(self.state, what="state", bounded=False)
+        return dataclasses.replace(self.header, state=data)
+
+
 class SubscriptionError(Exception):
     """A subscription that cannot start where asked (gRPC OUT_OF_RANGE)."""
 
@@ -159,7 +226,7 @@ class StateMachine:
         self._applied_epoch = applied_epoch
         self._replies = self.limits.reply_table()
         self._events: deque[Event] = deque()
-        self._events_by_topic: dict[str, deque[Event]] = {}
+        self._events_by_topic: dict[str, TopicEvents] = {}
         self._next_event: dict[str, int] = {}
 
     @classmethod
@@ -189,7 +256,7 @@ class StateMachine:
         if snapshot.server_version != server.version:
             try:
                 state = server.code_change(snapshot.server_version, state)
-            except Exception as error:
+            except BaseException as error:  # a handler's SystemExit too: see the module doc
                 raise RestoreError(
                     f"code_change({snapshot.server_version}, state) of "
                     f"{type(server).__name__} version {server.version} raised "
@@ -258,7 +325,7 @@ class StateMachine:
         """The server's read-only declaration; a hook that raises counts as not read-only."""
         try:
             return bool(self.server.is_read_only(request))
-        except Exception:
+        except BaseException:
             return False
 
     def apply(self, entry: LogEntry, *, request: Any = _NOT_DECODED) -> Outcome:
@@ -269,7 +336,9 @@ class StateMachine:
         self._applied_epoch = entry.epoch
         command = entry.command
         previous = self._replies.get(command.request_id)
-        if previous is not None:
+        if command.kind is CommandKind.QUARANTINE:
+            outcome = self._quarantine(entry, previous)
+        elif previous is not None:
             outcome = Outcome(previous, duplicate=True)
         else:
             outcome = self._run(entry, request)
@@ -284,6 +353,37 @@ class StateMachine:
             self._retain_event(event)
         return outcome
 
+    def quarantined(self, kind: CommandKind, request_id: str, payload: bytes) -> ReplyRecord | None:
+        """The quarantine outcome to answer this request with instead of running it (None:
+        not quarantined). O(1) unless a quarantine is recorded for the id."""
+        if not request_id or self._replies.get(request_id) is not None:
+            return None
+        marker = self._replies.get(quarantine.marker_id(request_id))
+        if marker is None:
+            return None
+        return quarantine.refusal(request_id, quarantine.digest(kind, payload), marker)
+
+    def is_marked(self, request_id: str) -> bool:
+        """Whether a quarantine entry for `request_id` was applied (and is still retained)."""
+        return self._replies.get(quarantine.marker_id(request_id)) is not None
+
+    def _quarantine(self, entry: LogEntry, previous: ReplyRecord | None) -> Outcome:
+        """A QUARANTINE entry: record the quarantine beside the request's id, unless the
+        request has an outcome already or is marked already (the first mark stays)."""
+        command = entry.command
+        key = quarantine.marker_id(command.request_id)
+        existing = self._replies.get(key)
+        if previous is not None:
+            return Outcome(previous, duplicate=True)
+        if existing is not None:
+            return Outcome(existing, duplicate=True)
+        record = quarantine.marker_record(
+            command.request_id, command.payload.decode("ascii", "replace"), entry.seq,
+            command.time,
+        )
+        self._replies.remember(record)
+        return Outcome(record)
+
     def query(self, request: Any, *, request_id: str = "", time: float, seed: int) -> ReplyRecord:
         """Answer a read-only call against the current state, changing nothing."""
         ctx = Context(
@@ -294,18 +394,17 @@ class StateMachine:
         try:
             reply, _ = self._call(request, ctx, state)
             encoded = self.codec.encode(reply, what="reply")
-        except Exception as error:
+        except BaseException as error:
             return ReplyRecord(request_id, seq, error=_handler_error(error))
         return ReplyRecord(request_id, seq, reply=encoded)
 
     def events_from(self, topic: str, from_event: int) -> EventRead:
         """Retained events of `topic` numbered `from_event` or later, oldest first."""
         next_number = self._next_event.get(topic, 1)
-        retained = self._events_by_topic.get(topic, ())
-        first_available = retained[0].number if retained else next_number
-        skip = max(0, from_event - first_available)
-        events = tuple(event for index, event in enumerate(retained) if index >= skip)
-        return EventRead(events, first_available, next_number)
+        retained = self._events_by_topic.get(topic)
+        if retained is None or not retained:
+            return EventRead((), next_number, next_number)
+        return EventRead(retained.from_number(from_event), retained.first.number, next_number)
 
     def backlog(self, topic: str, from_event: int | None, *, accept_gap: bool) -> Backlog:
         """Start a subscription to `topic` at event `from_event` (None: live events only).
@@ -336,24 +435,31 @@ class StateMachine:
         return self._next_event.get(topic, 1)
 
     def snapshot(self) -> Snapshot:
-        """The whole replicated state, encoded: O(size of the state), for joins and export."""
-        return Snapshot(
+        """The whole replicated state, encoded here: O(size of the state). The shells encode
+        large states off the event loop instead (`snapshot_parts`, `state_encoding`)."""
+        return self.snapshot_parts().encoded()
+
+    def snapshot_parts(self) -> StateSnapshot:
+        """The snapshot at this point, its state not yet encoded: O(reply table + retained
+        events), never O(state)."""
+        header = Snapshot(
             applied_seq=self._applied_seq,
             applied_epoch=self._applied_epoch,
             server_version=self.server.version,
             codec=self.codec.name,
-            state=self.codec.encode(self._state, what="state", bounded=False),
+            state=b"",
             replies=self._replies.records(),
             events=tuple(self._events),
             next_event=dict(self._next_event),
             replies_complete_after=self._replies.complete_after,
         )
+        return StateSnapshot(header, self._state, self.codec)
 
     def terminate(self, reason: str) -> HandlerError | None:
         """Run the server's `terminate`; its exception is reported, never raised."""
         try:
             self.server.terminate(reason, self._state)
-        except Exception as error:
+        except BaseException as error:
             return _handler_error(error)
         return None
 
@@ -376,8 +482,13 @@ class StateMachine:
                 new_state = self._restored(request, entry.seq)
             else:
                 new_state = self._merged(state, request, entry.seq)
+            if command.kind is CommandKind.CALL or command.kind is CommandKind.CAST:
+                self._verify(new_state)
             events = self._number_events(ctx, entry.seq, command.time)
-        except Exception as error:
+        except BaseException as error:
+            # BaseException: a handler's SystemExit or KeyboardInterrupt must not escape with
+            # the sequence advanced and no outcome recorded (every replica would then hold a
+            # different reply table, and the retry would take down the next active too).
             record = ReplyRecord(
                 command.request_id, entry.seq, error=_handler_error(error), time=command.time
             )
@@ -395,6 +506,7 @@ class StateMachine:
         changes nothing. Nothing after this can fail for a MERGE (`merge` gets no ctx, so it
         publishes no events)."""
         merged = self.server.merge(state, request.state)
+        self._verify(merged)
         self._absorb_replies(request, seq)
         return merged
 
@@ -414,6 +526,17 @@ class StateMachine:
             if record.request_id and self._replies.get(record.request_id) is None:
                 self._replies.remember(dataclasses.replace(record, seq=seq))
         self._replies.absorb_complete_after(request.replies_complete_after)
+
+    def _verify(self, new_state: Any) -> None:
+        """The determinism guard (when the server keeps `verify_state`): `new_state` must be
+        made only of values the codec carries unchanged (`Codec.check_value`, at most
+        `verify_state_max_nodes` of them). Raises `NotRoundTripping`, which fails the command
+        before anything is kept; every replica runs the same check on the same state, so all
+        decide alike."""
+        if self.server.verify_state:
+            self.codec.check_value(
+                new_state, what="the new state", max_nodes=self.limits.verify_state_max_nodes
+            )
 
     def _state_for_handler(self) -> Any:
         if self.server.copy_state_before_handling:
@@ -442,7 +565,10 @@ class StateMachine:
 
     def _retain_event(self, event: Event) -> None:
         self._events.append(event)
-        self._events_by_topic.setdefault(event.topic, deque()).append(event)
+        topic_events = self._events_by_topic.get(event.topic)
+        if topic_events is None:
+            topic_events = self._events_by_topic[event.topic] = TopicEvents()
+        topic_events.append(event)
         while len(self._events) > self.limits.max_events:
             oldest = self._events.popleft()
             topic_events = self._events_by_topic[oldest.topic]
@@ -451,6 +577,6 @@ class StateMachine:
                 del self._events_by_topic[oldest.topic]
 
 
-def _handler_error(error: Exception) -> HandlerError:
+def _handler_error(error: BaseException) -> HandlerError:
     message = bounded_error_message(str(error) or type(error).__name__)
     return HandlerError(type=type(error).__name__, message=message)

@@ -12,6 +12,7 @@ from gencluster.codec import DEFAULT_MAX_BYTES
 from gencluster.election import ElectionConfig
 from gencluster.replies import DEFAULT_DEDUPLICATION_WINDOW_SECONDS, DEFAULT_MAX_REPLY_BYTES
 from gencluster.roles import PartitionPolicy
+from gencluster.term import DEFAULT_MAX_SUBSCRIBERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,9 @@ class NodeConfig:
     data_dir: str | None = None
     """Where the log and snapshots live (GENCLUSTER_DATA_DIR, resolved on the local
     control plane); None: the state lives in memory only."""
+    max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS
+    """Subscribe streams the active serves at once (GENCLUSTER_MAX_SUBSCRIBERS; the next gets
+    RESOURCE_EXHAUSTED)."""
 
     @property
     def advertise_address(self) -> str:

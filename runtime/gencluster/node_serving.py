@@ -14,6 +14,7 @@ from gencluster.acks import AckTracker, ReplicationMode
 from gencluster.election import Leadership, LeaseRecord
 from gencluster.elector import ServerInitFailed
 from gencluster.failsafe import Granted, Refused
+from gencluster.handler_watchdog import HandlerWatchdog
 from gencluster.log import CommandKind
 from gencluster.machine import Outcome
 from gencluster.node_state import KnownActive, NodeState
@@ -193,7 +194,18 @@ class Serving(NodeState):
             # Sync: an answer waits for the entry on this replica's disk too (Async answers
             # at once: docs/durability.md says what a crash can lose).
             journal=self.journal if self.config.mode is ReplicationMode.SYNC else None,
+            watchdog=self._handler_watchdog(),
+            max_subscribers=self.config.max_subscribers,
         )
+
+    def _handler_watchdog(self) -> HandlerWatchdog:
+        """One per process, started with the first term (docs/poison.md)."""
+        if self.watchdog is None:
+            server = type(self.server)
+            self.watchdog = HandlerWatchdog(
+                server.handler_budget_seconds, server.handler_hang_seconds
+            )
+        return self.watchdog
 
     def _tracker_changed(self) -> None:
         if self._term is not None and self._term.tracker.publish_needed():

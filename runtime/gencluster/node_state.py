@@ -23,6 +23,7 @@ from gencluster.codec import Codec, get_codec
 from gencluster.election import LeaseRecord
 from gencluster.elector import Elector
 from gencluster.follower import Follower
+from gencluster.handler_watchdog import HandlerWatchdog
 from gencluster.handover import Handover
 from gencluster.journal import Journal
 from gencluster.leases import KubernetesApi, KubernetesError
@@ -63,6 +64,8 @@ class NodeState:
     def __init__(self, config: NodeConfig, server: GenServer, api: KubernetesApi) -> None:
         self.config = config
         self.server = server
+        self.watchdog: HandlerWatchdog | None = None
+        """The active's handler watchdog (node_serving), once a term opened."""
         self.codec: Codec = get_codec(config.codec, config.max_message_bytes)
         self._api = api
         self._retention = Retention()
@@ -120,7 +123,8 @@ class NodeState:
         """`replica` is this replica's new state (init, a join, a restore): with persistence
         it replaces what the volume held, and its entries are journaled from here on."""
         if self.journal is not None:
-            self.journal.install(replica.snapshot())
+            # Unencoded: the journal encodes it off the event loop (state_encoding).
+            self.journal.install(replica.machine.snapshot_parts())
             replica.journal = self.journal
         return replica
 

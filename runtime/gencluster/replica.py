@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gencluster import quarantine
 from gencluster.codec import Codec
 from gencluster.limits import MAX_BATCH_BYTES
 from gencluster.log import (
@@ -43,8 +44,8 @@ from gencluster.log import (
     Snapshot,
     StaleEpoch,
 )
-from gencluster.machine import MachineLimits, Outcome, StateMachine
-from gencluster.replies import check_same_request, request_digest
+from gencluster.machine import MachineLimits, Outcome, StateMachine, StateSnapshot
+from gencluster.replies import RetryRefused, check_same_request, request_digest
 from gencluster.server import GenServer
 
 
@@ -63,13 +64,15 @@ class Submission:
 class Journal(Protocol):
     """Where a replica with persistence writes its entries (`journal.Journal`): `append`
     buffers (the fsync happens elsewhere), and every so many entries the journal asks for a
-    snapshot at the current position."""
+    snapshot at the current position. It gets the snapshot unencoded (`StateSnapshot`):
+    encoding a large state here would block the event loop past the Lease's renew deadline;
+    the journal encodes it off the loop."""
 
     def append(self, entry: LogEntry) -> None: ...
 
     def snapshot_due(self) -> bool: ...
 
-    def rotate(self, snapshot: Snapshot) -> None: ...
+    def rotate(self, snapshot: StateSnapshot) -> None: ...
 
 
 class Replica:
@@ -133,18 +136,25 @@ class Replica:
         time: float,
         seed: int,
         first_attempt: float = 0.0,
+        marked_here: bool = False,
     ) -> Submission:
         """Active side: handle one request. Raises `CodecError` for an undecodable or
         oversized payload, `RetryRefused` for a retry the reply table cannot vouch for
-        (`first_attempt`: the client's time of its first attempt, 0 unknown),
-        `RequestIdReused` for a request id the table holds for a different request (nothing
-        is logged for any of these) and `StaleEpoch` if `epoch` went backwards."""
+        (`first_attempt`: the client's time of its first attempt, 0 unknown; nothing is
+        logged for either), `RequestIdReused` for a request id the table holds for a different
+        request (nothing logged either) and `StaleEpoch` if `epoch` went backwards. A
+        quarantined request is answered with its quarantine and not run, unless `marked_here`
+        (this active marked it itself, just now, and runs it)."""
         if epoch < self.log.last_epoch:
             raise StaleEpoch(f"epoch {epoch} is below the log's epoch {self.log.last_epoch}")
         previous = self.machine.reply_for(request_id)
         if previous is not None:
             check_same_request(previous, request_digest(kind, payload))
             return Submission(Outcome(previous, duplicate=True), None)
+        if not marked_here:
+            refused = self.machine.quarantined(kind, request_id, payload)
+            if refused is not None:
+                return Submission(Outcome(refused), None)
         request = self.machine.decode_payload(kind, payload)
         if kind is CommandKind.CALL and self.machine.is_read_only(request):
             record = self.machine.query(request, request_id=request_id, time=time, seed=seed)
@@ -155,6 +165,37 @@ class Replica:
         if self.journal is not None:
             self._journaled(self.journal, entry)
         return Submission(outcome, entry)
+
+    def mark(
+        self,
+        kind: CommandKind,
+        request_id: str,
+        payload: bytes,
+        *,
+        epoch: int,
+        time: float,
+        first_attempt: float,
+    ) -> LogEntry | None:
+        """Active side: append and apply the QUARANTINE entry of a suspect request before it
+        runs (`quarantine`); None when the request has an outcome or a mark already, or will
+        not run anyway (a retry older than the reply table vouches for: `submit` refuses it,
+        and a mark would turn the later retries' clear refusal into a quarantine)."""
+        if epoch < self.log.last_epoch:
+            raise StaleEpoch(f"epoch {epoch} is below the log's epoch {self.log.last_epoch}")
+        if self.machine.reply_for(request_id) is not None or self.machine.is_marked(request_id):
+            return None
+        try:
+            self.machine.refuse_retry(request_id, first_attempt, now=time)
+        except RetryRefused:
+            return None
+        digest = quarantine.digest(kind, payload).encode("ascii")
+        entry = self.log.append(
+            epoch, Command(CommandKind.QUARANTINE, request_id, digest, time, 0)
+        )
+        self.machine.apply(entry)
+        if self.journal is not None:
+            self._journaled(self.journal, entry)
+        return entry
 
     def receive(self, entry: LogEntry) -> Outcome:
         """Standby side: apply the next entry from the active (order and epoch checked)."""
@@ -167,7 +208,7 @@ class Replica:
     def _journaled(self, journal: Journal, entry: LogEntry) -> None:
         journal.append(entry)
         if journal.snapshot_due():
-            journal.rotate(self.machine.snapshot())
+            journal.rotate(self.machine.snapshot_parts())
 
     def reply_for(self, request_id: str) -> ReplyRecord | None:
         return self.machine.reply_for(request_id)

@@ -38,6 +38,7 @@ from gencluster.replication import COUNTERS
 from gencluster.replies import DEFAULT_MAX_REPLY_BYTES
 from gencluster.roles import PartitionPolicy
 from gencluster.server import GenServer, ServerLoadError, load_server_class
+from gencluster.term import DEFAULT_MAX_SUBSCRIBERS
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -81,6 +82,7 @@ SETTINGS: tuple[tuple[str, str, str | None], ...] = (
     ("GENCLUSTER_MAX_MESSAGE_BYTES", "--max-message-bytes", str(DEFAULT_MAX_BYTES)),
     ("GENCLUSTER_REPLY_TABLE_MAX_BYTES", "--reply-table-max-bytes", str(DEFAULT_MAX_REPLY_BYTES)),
     ("GENCLUSTER_DATA_DIR", "--data-dir", None),
+    ("GENCLUSTER_MAX_SUBSCRIBERS", "--max-subscribers", str(DEFAULT_MAX_SUBSCRIBERS)),
     ("KUBECONFIG", "--kubeconfig", None),
 )
 
@@ -247,6 +249,7 @@ def build_config(values: Mapping[str, str | None]) -> NodeConfig:
     reply_table = _integer(
         values, "GENCLUSTER_REPLY_TABLE_MAX_BYTES", MIN_REPLY_TABLE_BYTES, MAX_REPLY_TABLE_BYTES
     )
+    max_subscribers = _integer(values, "GENCLUSTER_MAX_SUBSCRIBERS", 1, 1_000_000)
     kubeconfig = (values.get("KUBECONFIG") or "").strip() or None
     if kubeconfig is not None and not Path(kubeconfig).is_file():
         raise ConfigError(f"KUBECONFIG {kubeconfig} is not a readable file")
@@ -272,6 +275,7 @@ def build_config(values: Mapping[str, str | None]) -> NodeConfig:
         max_message_bytes=max_message,
         reply_table_max_bytes=reply_table,
         data_dir=data_directory(values),
+        max_subscribers=max_subscribers,
     )
 
 

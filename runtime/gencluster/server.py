@@ -111,6 +111,18 @@ class GenServer:
 
     version: ClassVar[int] = 1
     copy_state_before_handling: ClassVar[bool] = False
+    verify_state: ClassVar[bool] = True
+    """Check, on every replica, that each new state is made only of values the codec carries
+    unchanged before it is kept (the determinism guard, docs/poison.md): a call whose state
+    would not survive a snapshot fails instead. It costs a walk over at most 20,000 of the
+    state's values per call (`MachineLimits.verify_state_max_nodes`); False skips it."""
+    handler_budget_seconds: ClassVar[float] = 1.0
+    """A handler that runs longer on the active is reported (log and
+    `gencluster_runtime_slow_handlers_total`); it still completes (docs/poison.md)."""
+    handler_hang_seconds: ClassVar[float | None] = 60.0
+    """A handler still running after this long on the active is taken as hung: the process
+    exits so that a standby takes over, and the request is quarantined on retry (None: never;
+    docs/poison.md)."""
 
     def init(self, args: Any) -> Any:
         """Return the initial state from the ClusteredServer's `args`."""

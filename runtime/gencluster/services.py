@@ -70,7 +70,8 @@ from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.replies import RequestIdReused, RetryRefused
 from gencluster.roles import Active, Joining, Standby, Stopped
-from gencluster.term import NotServing
+from gencluster.state_encoding import encode_off_loop
+from gencluster.term import NotServing, TooManySubscribers
 from gencluster.wellknown import (
     ACTIVE_ADDRESS_METADATA,
     EPOCH_METADATA,
@@ -256,6 +257,8 @@ class ClientService(pb_grpc.ClientServicer):
             await _unavailable(node, context, str(error))
         except SubscriptionError as error:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(error))
+        except TooManySubscribers as error:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
         await context.send_initial_metadata(
             ((NEXT_EVENT_METADATA, str(feed.first_number)), (EPOCH_METADATA, str(feed.epoch)))
         )
@@ -281,7 +284,8 @@ class PeerService(pb_grpc.PeerServicer):
             await _unavailable(node, context, "snapshots come from the active")
         assert term is not None
         await self._check_epoch(request.epoch, term.epoch, context)
-        for chunk in wire.snapshot_to_chunks(term.replica.snapshot(), epoch=term.epoch):
+        snapshot = await encode_off_loop(term.replica.machine.snapshot_parts)
+        for chunk in wire.snapshot_to_chunks(snapshot, epoch=term.epoch):
             yield chunk
 
     async def Replicate(
@@ -438,7 +442,8 @@ class AdminService(pb_grpc.AdminServicer):
             await _unavailable(node, context, f"{node.config.identity} holds no state")
         assert replica is not None
         epoch = node.term.epoch if node.term is not None else node.epoch
-        for chunk in wire.snapshot_to_chunks(replica.snapshot(), epoch=epoch):
+        snapshot = await encode_off_loop(replica.machine.snapshot_parts)
+        for chunk in wire.snapshot_to_chunks(snapshot, epoch=epoch):
             yield chunk
 
     async def Merge(

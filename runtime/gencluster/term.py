@@ -14,6 +14,11 @@
   the retained log (or diverged from it) gets `NeedSnapshot` and calls `Snapshot` again.
 - `subscribe` starts an `EventFeed`: a Subscribe stream's events, each sent only once its
   entry is acknowledged (a subscriber never sees an event the next active may not have).
+  Feeds are indexed by topic: an acknowledgement wakes only the feeds of the topics it made
+  deliverable, and a woken feed reads only its new events (`machine.TopicEvents`), so 1,000
+  subscribers of one topic cost O(new events) each per batch, not a rescan of every retained
+  event. At most `max_subscribers` feeds run at once on a pod (`TooManySubscribers`,
+  RESOURCE_EXHAUSTED).
 - cumulative acks feed the `AckTracker`, the one record of each standby's position (the
   sender and the handover read it there); `on_change` tells the node when the in-sync set
   must be published in the Lease.
@@ -27,14 +32,17 @@ import itertools
 import logging
 import random
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
 
+from gencluster import quarantine
 from gencluster.acks import AckTracker
 from gencluster.codec import CodecError
+from gencluster.handler_watchdog import QUARANTINE_MARKS, HandlerWatchdog
 from gencluster.journal import Journal
 from gencluster.log import CatchUp, CommandKind, NeedSnapshot, StaleEpoch
 from gencluster.machine import Event, Outcome
@@ -62,6 +70,16 @@ class NotServing(Exception):
 
 class CodecMismatch(CodecError):
     """The request names a codec other than the cluster's (INVALID_ARGUMENT)."""
+
+
+class TooManySubscribers(Exception):
+    """The pod already serves `max_subscribers` Subscribe streams (RESOURCE_EXHAUSTED)."""
+
+
+DEFAULT_MAX_SUBSCRIBERS = 4096
+"""Concurrent Subscribe streams one active serves (docs/limits.md). Each costs a task, a
+gRPC stream and its buffers; the bound keeps a client that opens streams in a loop from
+exhausting the pod (and with it the Lease renewals that run on the same event loop)."""
 
 
 @dataclass(eq=False)
@@ -118,6 +136,8 @@ class Term:
         may_serve: Callable[[], bool],
         on_change: Callable[[], None],
         journal: Journal | None = None,
+        max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS,
+        watchdog: HandlerWatchdog | None = None,
     ) -> None:
         """`may_serve` is the node's check (accepting, and within the renew deadline under
         the Fenced policy), asked before a request is applied and again before its answer;
@@ -139,6 +159,19 @@ class Term:
         self._waiter_order = itertools.count()
         self._streams: dict[str, _StandbyStream] = {}
         self._last_batch: tuple[tuple[int, int, int], pb.ReplicateDown] | None = None
+        self._watchdog = watchdog
+        self.started_at = time.time()
+        """Wall-clock start of the term: a request first attempted before it is suspect
+        (`quarantine.is_suspect`)."""
+        self._marked: set[str] = set()
+        self.max_subscribers = max_subscribers
+        self.subscribers = 0
+        self._topic_listeners: dict[str, set[asyncio.Event]] = {}
+        """Feeds that have read every retained event of their topic, by topic."""
+        self._pending_topics: deque[tuple[int, str]] = deque()
+        """(seq, topic) of each appended event not yet acknowledged, in seq order."""
+        self._seq_listeners: list[tuple[int, int, asyncio.Event]] = []
+        """Feeds waiting for an older event's entry (before this term) to be acknowledged."""
         self._loop = asyncio.get_running_loop()
         self.appended_at = self._loop.time()
         """When the newest entry was appended (loop clock): senders hold a batch while
@@ -164,15 +197,25 @@ class Term:
             )
         if self.closed or not self._may_serve():
             raise NotServing(self._not_serving)
+        if quarantine.is_suspect(kind, request_id, first_attempt, self.started_at):
+            await self._mark(kind, request_id, payload, first_attempt)
+        watchdog = self._watchdog
+        running = watchdog.started(request_id) if watchdog is not None else None
         try:
             submission = self.replica.submit(
                 kind, request_id, payload,
                 epoch=self.epoch, time=time.time(), seed=random.getrandbits(63),
-                first_attempt=first_attempt,
+                first_attempt=first_attempt, marked_here=request_id in self._marked,
             )
         except StaleEpoch as error:
             raise NotServing(str(error)) from None
+        finally:
+            if running is not None:
+                watchdog.finished(running)  # type: ignore[union-attr]
+            self._marked.discard(request_id)
         if submission.entry is not None:
+            for event in submission.outcome.events:
+                self._pending_topics.append((event.seq, event.topic))
             self._appended(submission.entry.seq)
         seq = submission.outcome.record.seq
         journal = self._journal
@@ -194,12 +237,98 @@ class Term:
             raise NotServing("fenced before the reply; retry with the same request id")
         return submission.outcome, self.epoch
 
+    async def _mark(
+        self, kind: CommandKind, request_id: str, payload: bytes, first_attempt: float
+    ) -> None:
+        """Replicate the quarantine of a suspect request before it runs (`quarantine`): wait
+        until every connected standby (and, with persistence, this replica's disk) has it,
+        so that if the handler takes this process down, the next active refuses the retry.
+        A standby that does not acknowledge within a heartbeat interval is not waited for
+        (the mark is a safeguard; the call must not hang on a slow standby)."""
+        try:
+            entry = self.replica.mark(
+                kind, request_id, payload,
+                epoch=self.epoch, time=time.time(), first_attempt=first_attempt,
+            )
+        except StaleEpoch as error:
+            raise NotServing(str(error)) from None
+        if entry is None:
+            return
+        self._marked.add(request_id)
+        log.warning(
+            "request %r was first sent before this term began: replicating its quarantine "
+            "before running it (seq %d)", request_id, entry.seq,
+        )
+        QUARANTINE_MARKS.inc()
+        self._appended(entry.seq)
+        if self._journal is not None:
+            await self._journal.wait_durable(entry.seq)
+        deadline = time.monotonic() + self.heartbeat_interval
+        wake = self.acknowledged.listen()
+        try:
+            while not self.closed and any(
+                progress.connected and progress.acked_seq < entry.seq
+                for progress in self.tracker.standbys()
+            ):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                wake.clear()
+                await set_within(wake, remaining)
+        finally:
+            self.acknowledged.forget(wake)
+        if self.closed or not self._may_serve():
+            self._marked.discard(request_id)
+            raise NotServing("fenced before the call ran; retry with the same request id")
+
     def subscribe(self, topic: str, from_event: int | None, *, accept_gap: bool) -> EventFeed:
         """Start a Subscribe stream (raises `NotServing`, or `SubscriptionError` for a start
         this replica cannot serve)."""
         if self.closed or not self._may_serve():
             raise NotServing(self._not_serving)
+        if self.subscribers >= self.max_subscribers:
+            raise TooManySubscribers(
+                f"this pod serves {self.subscribers} subscriptions, the limit is "
+                f"{self.max_subscribers}; retry later or close unused subscriptions"
+            )
         return EventFeed(self, topic, from_event, accept_gap=accept_gap)
+
+    def listen_topic(self, topic: str, wake: asyncio.Event) -> None:
+        """Wake `wake` once an event of `topic` appended from now on is acknowledged (at once
+        if the term is closed: the feed must see that)."""
+        if self.closed:
+            wake.set()
+            return
+        self._topic_listeners.setdefault(topic, set()).add(wake)
+
+    def listen_seq(self, seq: int, wake: asyncio.Event) -> None:
+        """Wake `wake` once entry `seq` is acknowledged (or the term is closed)."""
+        if self.closed or self.tracker.acknowledged_seq >= seq:
+            wake.set()
+            return
+        heapq.heappush(self._seq_listeners, (seq, next(self._waiter_order), wake))
+
+    def forget_listener(self, topic: str, wake: asyncio.Event) -> None:
+        listeners = self._topic_listeners.get(topic)
+        if listeners is not None:
+            listeners.discard(wake)
+            if not listeners:
+                del self._topic_listeners[topic]
+
+    def _wake_feeds(self, acknowledged: int) -> None:
+        """Wake the feeds that can now deliver: those of the topics whose events the
+        acknowledgement covered (O(newly acknowledged events + their feeds)), and those
+        waiting for an entry now acknowledged."""
+        pending = self._pending_topics
+        topics: set[str] = set()
+        while pending and pending[0][0] <= acknowledged:
+            topics.add(pending.popleft()[1])
+        for topic in topics:
+            for wake in self._topic_listeners.get(topic, ()):
+                wake.set()
+        listeners = self._seq_listeners
+        while listeners and listeners[0][0] <= acknowledged:
+            heapq.heappop(listeners)[2].set()
 
     def _appended(self, seq: int) -> None:
         """A new entry is in the log: wake the streams and update the tracker."""
@@ -216,6 +345,7 @@ class Term:
             _, _, future = heapq.heappop(self._waiters)
             if not future.done():
                 future.set_result(None)
+        self._wake_feeds(acknowledged)
         self.acknowledged.notify()
         self._on_change()
 
@@ -244,6 +374,11 @@ class Term:
                     NotServing("this replica stopped being active; retry with the same request id")
                 )
         self._waiters.clear()
+        for listeners in self._topic_listeners.values():
+            for wake in listeners:
+                wake.set()
+        for _, _, wake in self._seq_listeners:
+            wake.set()
         for sender in self._senders:
             sender.wake.set()
         self.acknowledged.notify()
@@ -406,7 +541,10 @@ class Term:
 
 class EventFeed:
     """One Subscribe stream on the active: where it starts (`first_number`, sent to the client
-    before any event so that it knows where to resume after a failover), then the events."""
+    before any event so that it knows where to resume after a failover), then the events.
+
+    It holds one of the term's `max_subscribers` places from construction until `events`
+    ends or the feed is collected (a stream aborted before it iterated)."""
 
     def __init__(
         self, term: Term, topic: str, from_event: int | None, *, accept_gap: bool
@@ -418,26 +556,45 @@ class EventFeed:
         self._term = term
         self._topic = topic
         self._missed = backlog.missed
+        term.subscribers += 1
+        self._release = weakref.finalize(self, _release_place, term)
 
     async def events(self) -> AsyncIterator[tuple[Event, int]]:
         """(event, events missed just before it) as their entries are acknowledged; raises
-        `NotServing` once the term ends (the client resubscribes at the new active)."""
+        `NotServing` once the term ends (the client resubscribes at the new active).
+
+        Each pass reads only the events after the last one delivered; with nothing left it
+        waits for its topic's next acknowledged event, and an event whose entry is not yet
+        acknowledged (one from before this term) for that entry."""
         term = self._term
         machine = term.replica.machine
+        topic = self._topic
         next_number, missed = self.first_number, self._missed
-        wake = term.acknowledged.listen()
+        wake = asyncio.Event()
         try:
             while True:
                 wake.clear()
                 if term.closed:
                     raise NotServing("the active stepped down; resubscribe")
                 acknowledged = term.tracker.acknowledged_seq
-                for event in machine.events_from(self._topic, next_number).events:
+                blocked = 0
+                for event in machine.events_from(topic, next_number).events:
                     if event.seq > acknowledged:
+                        blocked = event.seq
                         break
                     yield event, missed
                     missed = 0
                     next_number = event.number + 1
+                if blocked:
+                    term.listen_seq(blocked, wake)
+                else:
+                    term.listen_topic(topic, wake)
                 await wake.wait()
+                term.forget_listener(topic, wake)
         finally:
-            term.acknowledged.forget(wake)
+            term.forget_listener(topic, wake)
+            self._release()
+
+
+def _release_place(term: Term) -> None:
+    term.subscribers -= 1

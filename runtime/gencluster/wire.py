@@ -50,6 +50,7 @@ _KIND_TO_WIRE = {
     CommandKind.CAST: pb.COMMAND_KIND_CAST,
     CommandKind.MERGE: pb.COMMAND_KIND_MERGE,
     CommandKind.RESTORE: pb.COMMAND_KIND_RESTORE,
+    CommandKind.QUARANTINE: pb.COMMAND_KIND_QUARANTINE,
 }
 _KIND_FROM_WIRE = {wire: kind for kind, wire in _KIND_TO_WIRE.items()}
 

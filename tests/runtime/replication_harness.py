@@ -50,20 +50,27 @@ class FakeStandby:
 
 
 async def connected_term(
-    standby: FakeStandby, may_serve: Callable[[], bool] = lambda: True
+    standby: FakeStandby,
+    may_serve: Callable[[], bool] = lambda: True,
+    *,
+    replica: Replica | None = None,
+    max_subscribers: int = 4096,
 ) -> tuple[Term, Replica, asyncio.Task[None]]:
     """A term whose standby is connected. Sync with no minimum: no Lease to publish an in-sync
     set in, yet every entry waits for the connected standby's ack. `may_serve` stands for the
-    node's check (accepting, within the renew deadline)."""
-    replica = Replica.from_init(Ledger(), CODEC, 0)
+    node's check (accepting, within the renew deadline); `replica` one with history already
+    (its entries count as acknowledged: the standby starts from its last one)."""
+    replica = replica or Replica.from_init(Ledger(), CODEC, 0)
+    last = replica.log.last_seq
     tracker = AckTracker(
         me="active", mode=ReplicationMode.SYNC, min_sync_standbys=0, max_lag_entries=1000,
-        last_seq=0,
+        last_seq=last,
     )
     term = Term(replica=replica, tracker=tracker, epoch=1, heartbeat_interval=5.0,
                 codec_name=CODEC.name, identity="active", may_serve=may_serve,
-                on_change=lambda: None)
-    hello = pb.Hello(identity="standby", address="127.0.0.1:1", epoch=1)
+                on_change=lambda: None, max_subscribers=max_subscribers)
+    hello = pb.Hello(identity="standby", address="127.0.0.1:1", epoch=1, applied_seq=last,
+                     applied_epoch=replica.log.last_epoch)
     server = asyncio.create_task(term.serve_standby(hello, standby.acks.get, standby.write))
     await wait_for_async(lambda: any(progress.connected for progress in tracker.standbys()),
                          5, interval=0, message="the standby connected to the term")

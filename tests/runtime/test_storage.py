@@ -17,6 +17,7 @@ from gencluster.codec import JsonCodec
 from gencluster.journal import Journal
 from gencluster.log import CommandKind
 from gencluster.replica import Replica
+from gencluster.state_encoding import in_process
 from gencluster.storage import frame, recover, unframe
 
 from tests.runtime.servers import Ledger
@@ -44,7 +45,7 @@ def rebuilt(directory: Path) -> Replica | None:
 
 async def persisted_replica(directory: Path) -> tuple[Replica, Journal]:
     """The first active of a cluster with persistence: init, installed as a snapshot at 0."""
-    journal = Journal(directory, segment=None, position=0)
+    journal = Journal(directory, segment=None, position=0, encoder=in_process)
     replica = Replica.from_init(Ledger(), CODEC, 0)
     journal.install(replica.snapshot())
     replica.journal = journal
@@ -106,7 +107,7 @@ def test_a_torn_tail_is_truncated_at_the_last_valid_record_and_appending_continu
         else:
             replica = rebuilt(tmp_path)
             assert replica is not None
-            journal = Journal(tmp_path, segment=segment, position=position)
+            journal = Journal(tmp_path, segment=segment, position=position, encoder=in_process)
             replica.journal = journal
         for amount in amounts:
             add(replica, amount)

@@ -14,6 +14,7 @@ class CommandKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COMMAND_KIND_CAST: _ClassVar[CommandKind]
     COMMAND_KIND_MERGE: _ClassVar[CommandKind]
     COMMAND_KIND_RESTORE: _ClassVar[CommandKind]
+    COMMAND_KIND_QUARANTINE: _ClassVar[CommandKind]
 
 class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -33,6 +34,7 @@ COMMAND_KIND_CALL: CommandKind
 COMMAND_KIND_CAST: CommandKind
 COMMAND_KIND_MERGE: CommandKind
 COMMAND_KIND_RESTORE: CommandKind
+COMMAND_KIND_QUARANTINE: CommandKind
 ROLE_UNSPECIFIED: Role
 ROLE_ACTIVE: Role
 ROLE_STANDBY: Role
