@@ -36,7 +36,7 @@ import yaml
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gencluster_dev.apiserver import watch
+from gencluster_dev.apiserver import streaming, watch
 from gencluster_dev.apiserver.auth import Authenticator, Identity
 from gencluster_dev.apiserver.gc import GarbageCollector
 from gencluster_dev.apiserver.operations import (
@@ -469,6 +469,8 @@ class ApiServer:
             if method != "GET":
                 raise method_not_allowed()
             return await self._pod_log(request, ns, name)
+        if sub in ("exec", "portforward"):
+            return await self._pod_stream(request, ns, name, sub)
         raise resource_not_found_for_path()
 
     # -- rendering ---------------------------------------------------------------------
@@ -571,6 +573,25 @@ class ApiServer:
                     raise
         self.gc.wake()
         return _json(listing)
+
+    async def _pod_stream(self, request: web.Request, ns: str, name: str,
+                          sub: str) -> web.StreamResponse:
+        """exec and port-forward (apiserver/streaming.py); open sessions end with the server."""
+        if request.method not in ("GET", "POST"):
+            raise method_not_allowed()
+        pods = self.registry.for_key(PODS_KEY)
+        assert pods is not None
+        pod = self.operations.get(pods, ns, name)
+        task = asyncio.current_task()
+        if task is not None:
+            self._streams.add(task)
+        try:
+            if sub == "exec":
+                return await streaming.serve_exec(request, pod, self.pods_dir)
+            return await streaming.serve_port_forward(request, pod)
+        finally:
+            if task is not None:
+                self._streams.discard(task)
 
     async def _pod_log(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
         pods = self.registry.for_key(PODS_KEY)

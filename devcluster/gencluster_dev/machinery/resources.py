@@ -27,12 +27,16 @@ SUBRESOURCE_VERBS: dict[str, tuple[str, ...]] = {
     "log": ("get",),
     "binding": ("create",),
     "token": ("create",),
+    "exec": ("create", "get"),
+    "portforward": ("create", "get"),
 }
 SUBRESOURCE_KINDS: dict[str, tuple[str, str, str]] = {
     # subresource -> (group, version, kind) of its body when it differs from the parent
     "scale": ("autoscaling", "v1", "Scale"),
     "binding": ("", "v1", "Binding"),
     "token": ("authentication.k8s.io", "v1", "TokenRequest"),
+    "exec": ("", "v1", "PodExecOptions"),
+    "portforward": ("", "v1", "PodPortForwardOptions"),
 }
 
 
@@ -127,7 +131,7 @@ BUILTINS: tuple[ResourceType, ...] = (
     _builtin("", "v1", "Node", "nodes", namespaced=False, short_names=["no"],
              subresources=["status"]),
     _builtin("", "v1", "Pod", "pods", short_names=["po"], categories=["all"],
-             subresources=["status", "log", "binding"]),
+             subresources=["status", "log", "binding", "exec", "portforward"]),
     _builtin("", "v1", "Service", "services", short_names=["svc"], categories=["all"],
              subresources=["status"],
              verbs=("create", "delete", "deletecollection", "get", "list", "patch", "update",
