@@ -30,6 +30,7 @@ import yaml
 from gencluster_dev.apiserver.server import ApiServer
 from gencluster_dev.controllers.deployments import DeploymentController
 from gencluster_dev.controllers.endpoints import EndpointsController
+from gencluster_dev.controllers.replicasets import ReplicaSetController
 from gencluster_dev.controllers.supervised import SupervisedController
 from gencluster_dev.controllers.volumes import LOCAL_PATH_PROVISIONER, VolumeController
 from gencluster_dev.network.proxy import ServiceProxy
@@ -273,6 +274,7 @@ class DevCluster:
         self._proxy: ServiceProxy | None = None
         self._endpoints: EndpointsController | None = None
         self._deployments: DeploymentController | None = None
+        self._replica_sets: ReplicaSetController | None = None
         self._volumes: VolumeController | None = None
         self._plan: AddressPlan | None = None
         self._owns_dir = False
@@ -360,6 +362,8 @@ class DevCluster:
         await self._proxy.start()
         self._endpoints = EndpointsController(api_url=self._api.url, token=admin_token)
         await self._endpoints.start()
+        self._replica_sets = ReplicaSetController(api_url=self._api.url, token=admin_token)
+        await self._replica_sets.start()
         self._deployments = DeploymentController(api_url=self._api.url, token=admin_token)
         await self._deployments.start()
         self._volumes = VolumeController(api_url=self._api.url, token=admin_token,
@@ -423,8 +427,8 @@ class DevCluster:
         for controller in self._controllers:
             with contextlib.suppress(Exception):
                 await controller.stop()
-        for part in (self._volumes, self._deployments, self._endpoints, self._proxy,
-                     self._kubelet, self._api):
+        for part in (self._volumes, self._deployments, self._replica_sets, self._endpoints,
+                     self._proxy, self._kubelet, self._api):
             if part is not None:
                 with contextlib.suppress(Exception):
                     await part.stop()

@@ -1,0 +1,156 @@
+"""What the workload controllers (ReplicaSet, Deployment, StatefulSet, Job, DaemonSet) read and
+make the same way: template hashes, generated names, controller references, pods from a
+template, the order surplus pods go in, and conditions (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from gencluster_dev.machinery.pods import pod_is_ready
+
+POD_TEMPLATE_HASH_LABEL = "pod-template-hash"
+CONTROLLER_REVISION_HASH_LABEL = "controller-revision-hash"
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+CHANGE_CAUSE_ANNOTATION = "kubernetes.io/change-cause"
+SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+"""Kubernetes' alphabet for generated names and hashes (no vowels, no look-alike digits)."""
+TEMPLATE_HASH_LENGTH = 10
+NAME_SUFFIX_LENGTH = 5
+
+
+def _safe_encode(digest: bytes, length: int) -> str:
+    number = int.from_bytes(digest, "big")
+    characters = []
+    for _ in range(length):
+        number, index = divmod(number, len(SAFE_ALPHABET))
+        characters.append(SAFE_ALPHABET[index])
+    return "".join(characters)
+
+
+def _without_empty(value: Any) -> Any:
+    """`value` without nulls, empty objects and empty lists, at any depth: how Go clients
+    write an unset field (`creationTimestamp: null`, `resources: {}`) and how others leave it
+    out must not make two equal templates differ."""
+    if isinstance(value, dict):
+        cleaned = {k: _without_empty(v) for k, v in value.items()}
+        return {k: v for k, v in cleaned.items() if v not in (None, {}, [])}
+    if isinstance(value, list):
+        return [_without_empty(v) for v in value]
+    return value
+
+
+def template_hash(template: dict[str, Any], *, ignore_labels: Iterable[str] = (
+        POD_TEMPLATE_HASH_LABEL,)) -> str:
+    """A stable digest of a pod template: equal templates hash equal whatever their key order
+    or their unset fields' spelling, and the hash labels a controller adds (not part of the
+    user's template) are left out, so a ReplicaSet's template hashes like its Deployment's, and
+    `kubectl rollout undo` (which writes a ReplicaSet's template back, as Go serialises it)
+    finds that ReplicaSet again."""
+    canonical = _without_empty(json.loads(json.dumps(template)))
+    labels = (canonical.get("metadata") or {}).get("labels") or {}
+    for label in ignore_labels:
+        labels.pop(label, None)
+    encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
+    return _safe_encode(hashlib.sha256(encoded).digest(), TEMPLATE_HASH_LENGTH)
+
+
+def random_suffix() -> str:
+    return "".join(secrets.choice(SAFE_ALPHABET) for _ in range(NAME_SUFFIX_LENGTH))
+
+
+def controller_ref(owner: dict[str, Any]) -> dict[str, Any]:
+    """The ownerReference a controller puts on what it creates."""
+    return {
+        "apiVersion": owner.get("apiVersion", ""),
+        "kind": owner.get("kind", ""),
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def controlled_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
+    uid = owner["metadata"].get("uid")
+    return any(ref.get("uid") == uid and ref.get("controller")
+               for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+def children(owner: dict[str, Any], objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The objects of the owner's namespace that it controls."""
+    namespace = owner["metadata"].get("namespace", "")
+    return [o for o in objects if o["metadata"].get("namespace", "") == namespace
+            and controlled_by(o, owner)]
+
+
+def terminating(obj: dict[str, Any]) -> bool:
+    return bool(obj["metadata"].get("deletionTimestamp"))
+
+
+def finished(pod: dict[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def live(pods: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pods that run or will: neither terminating nor finished."""
+    return [p for p in pods if not terminating(p) and not finished(p)]
+
+
+def in_deletion_order(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Which pods go first when there are too many: not ready before ready, and among those
+    the newest (the ones that have served least), as the ReplicaSet controller prefers."""
+    newest_first = sorted(pods, key=lambda pod: pod["metadata"].get("creationTimestamp") or "",
+                          reverse=True)
+    return sorted(newest_first, key=pod_is_ready)  # stable: keeps newest first within each
+
+
+def pod_from_template(owner: dict[str, Any], template: dict[str, Any], name: str, *,
+                      labels: dict[str, str] | None = None,
+                      spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A pod of `owner`'s template: its labels (plus `labels`), annotations, spec (or `spec`),
+    and a controller reference to the owner."""
+    template = json.loads(json.dumps(template))
+    template_meta = template.get("metadata") or {}
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": owner["metadata"].get("namespace", "default"),
+        "labels": {**(template_meta.get("labels") or {}), **(labels or {})},
+        "ownerReferences": [controller_ref(owner)],
+    }
+    if template_meta.get("annotations"):
+        meta["annotations"] = dict(template_meta["annotations"])
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": spec if spec is not None else template.get("spec") or {}}
+
+
+def rfc3339(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(kind: str, status: str, reason: str, message: str, now: str,
+              previous: dict[str, dict[str, Any]], *, touched: bool = False,
+              probe_times: bool = False) -> dict[str, Any]:
+    """A condition; lastTransitionTime moves only when the status flips, lastUpdateTime (or
+    lastProbeTime, Jobs' name for it) when anything about it changes or `touched`."""
+    old = previous.get(kind) or {}
+    unchanged = old.get("status") == status
+    same = unchanged and old.get("reason") == reason and old.get("message") == message
+    update_key = "lastProbeTime" if probe_times else "lastUpdateTime"
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        update_key: old.get(update_key, now) if same and not touched else now,
+        "lastTransitionTime": old.get("lastTransitionTime", now) if unchanged else now,
+    }
+
+
+def differs(old: Any, new: Any) -> bool:
+    """Whether writing `new` changes anything (a rewrite would wake every watcher)."""
+    return json.dumps(old, sort_keys=True) != json.dumps(new, sort_keys=True)
