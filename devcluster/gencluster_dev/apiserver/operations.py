@@ -80,6 +80,11 @@ from gencluster_dev.machinery.validation import (
     unknown_fields,
     volume_causes,
 )
+from gencluster_dev.machinery.workloads import (
+    default_daemon_set,
+    default_job,
+    default_stateful_set,
+)
 
 Clock = Callable[[], datetime]
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -378,6 +383,14 @@ class Operations:
     def _defaults_on_create(self, t: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
         if t.key == PODS_KEY:
             default_pod(obj)
+        elif t.key == ("batch", "jobs"):
+            causes = default_job(obj)
+            if causes:
+                raise invalid(t.kind, t.group, obj["metadata"]["name"], causes)
+        elif t.key == ("apps", "statefulsets"):
+            default_stateful_set(obj)
+        elif t.key == ("apps", "daemonsets"):
+            default_daemon_set(obj)
         elif t.key == SERVICES_KEY:
             default_service(obj, self.service_network,
                             used_cluster_ips(self.store.list(SERVICES_KEY)))

@@ -162,12 +162,15 @@ BUILTINS: tuple[ResourceType, ...] = (
     _builtin("apps", "v1", "Deployment", "deployments", short_names=["deploy"],
              categories=["all"], subresources=["status", "scale"],
              scale=ScalePaths(".spec.replicas", ".status.replicas", ".status.selector")),
-    # Served but empty: the Deployment controller (deployments.py) creates pods directly.
-    # Clients still look ReplicaSets up: Helm's --wait (kstatus) lists a Deployment's
-    # ReplicaSets and reports it Unknown forever when the resource does not exist.
     _builtin("apps", "v1", "ReplicaSet", "replicasets", short_names=["rs"],
              categories=["all"], subresources=["status", "scale"],
              scale=ScalePaths(".spec.replicas", ".status.replicas", ".status.selector")),
+    _builtin("apps", "v1", "StatefulSet", "statefulsets", short_names=["sts"],
+             categories=["all"], subresources=["status", "scale"],
+             scale=ScalePaths(".spec.replicas", ".status.replicas", ".status.selector")),
+    _builtin("apps", "v1", "DaemonSet", "daemonsets", short_names=["ds"],
+             categories=["all"], subresources=["status"]),
+    _builtin("batch", "v1", "Job", "jobs", categories=["all"], subresources=["status"]),
     _builtin("apiextensions.k8s.io", "v1", "CustomResourceDefinition",
              "customresourcedefinitions", namespaced=False, short_names=["crd", "crds"],
              categories=["api-extensions"], subresources=["status"]),
@@ -180,6 +183,7 @@ GROUP_ORDER: tuple[str, ...] = (
     "events.k8s.io",
     "authentication.k8s.io",
     "autoscaling",
+    "batch",
     "policy",
     "rbac.authorization.k8s.io",
     "storage.k8s.io",

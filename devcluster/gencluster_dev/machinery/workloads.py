@@ -154,3 +154,74 @@ def condition(kind: str, status: str, reason: str, message: str, now: str,
 def differs(old: Any, new: Any) -> bool:
     """Whether writing `new` changes anything (a rewrite would wake every watcher)."""
     return json.dumps(old, sort_keys=True) != json.dumps(new, sort_keys=True)
+
+
+JOB_CONTROLLER_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+
+
+def default_job(obj: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """kube-apiserver's defaults for a new Job (its uid already set), and the causes of a 422
+    for what it refuses: the generated selector and template labels, `parallelism`,
+    `completions`, `backoffLimit`, `completionMode`, `suspend`, `podReplacementPolicy`; a
+    template `restartPolicy` of OnFailure or Never; a template that matches its selector."""
+    meta = obj["metadata"]
+    spec = obj.setdefault("spec", {})
+    template = spec.setdefault("template", {})
+    template_meta = template.setdefault("metadata", {})
+    labels = template_meta.setdefault("labels", {})
+    if not spec.get("manualSelector"):
+        for key in JOB_CONTROLLER_UID_LABELS:
+            labels[key] = meta["uid"]
+        for key in JOB_NAME_LABELS:
+            labels[key] = meta["name"]
+        if not spec.get("selector"):
+            spec["selector"] = {"matchLabels": {JOB_CONTROLLER_UID_LABELS[0]: meta["uid"]}}
+    if spec.get("completions") is None and spec.get("parallelism") is None:
+        spec["completions"] = 1
+    spec.setdefault("parallelism", 1)
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+    causes: list[tuple[str, str, str]] = []
+    restart = (template.get("spec") or {}).get("restartPolicy")
+    if restart not in ("OnFailure", "Never"):
+        causes.append(("FieldValueRequired" if restart is None else "FieldValueNotSupported",
+                       "spec.template.spec.restartPolicy",
+                       'Required value: valid values: "OnFailure", "Never"' if restart is None
+                       else f'Unsupported value: "{restart}": supported values: '
+                            '"OnFailure", "Never"'))
+    if spec.get("completionMode") != "NonIndexed":
+        causes.append(("FieldValueNotSupported", "spec.completionMode",
+                       f'Unsupported value: "{spec.get("completionMode")}": supported values: '
+                       '"NonIndexed" (gencluster dev runs no Indexed Jobs)'))
+    match_labels = (spec.get("selector") or {}).get("matchLabels") or {}
+    if any(labels.get(k) != v for k, v in match_labels.items()):
+        causes.append(("FieldValueInvalid", "spec.template.metadata.labels",
+                       "Invalid value: `selector` does not match template `labels`"))
+    return causes
+
+
+def default_stateful_set(obj: dict[str, Any]) -> None:
+    """kube-apiserver's defaults for a StatefulSet's spec."""
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    spec.setdefault("updateStrategy", {"type": "RollingUpdate",
+                                       "rollingUpdate": {"partition": 0}})
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("persistentVolumeClaimRetentionPolicy",
+                    {"whenDeleted": "Retain", "whenScaled": "Retain"})
+    for claim in spec.get("volumeClaimTemplates") or []:
+        claim_spec = claim.setdefault("spec", {})
+        claim_spec.setdefault("volumeMode", "Filesystem")
+        claim.setdefault("status", {"phase": "Pending"})
+
+
+def default_daemon_set(obj: dict[str, Any]) -> None:
+    """kube-apiserver's defaults for a DaemonSet's spec."""
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {
+        "maxUnavailable": 1, "maxSurge": 0}})
+    spec.setdefault("revisionHistoryLimit", 10)
