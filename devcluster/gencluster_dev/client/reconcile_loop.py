@@ -1,6 +1,6 @@
 """The informer-driven reconcile loop every controller of the local control plane runs.
 
-The Deployment, Endpoints and volume controllers and the Service proxy all work the same way,
+Every controller (workloads, Endpoints, volumes) and the Service proxy work the same way,
 like client-go's controllers: informers keep caches of what they read, any change to them marks
 the controller dirty, and one task reconciles the whole desired state from the caches whenever
 it is dirty (and, for some, every resync period, so a missed or ignored change heals). It lives
@@ -10,7 +10,9 @@ client but not each other.
 What differs between them stays with them: which informers wake the loop, the resync period,
 whether `start` waits for a first pass, and any finer error handling inside their `reconcile`
 (per object, per action). An exception that escapes `reconcile` is logged on the controller's
-own logger and the pass is retried after `error_delay`, so a persistent failure cannot spin.
+own logger and the pass is retried after `error_delay`, so a persistent failure cannot spin: an
+API answer (`ApiError`: a refusal, not a bug of the controller) in one line, anything else with
+its traceback.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from gencluster_dev.client.apiclient import ApiClient, Informer, cancel_and_wait
+from gencluster_dev.client.apiclient import ApiClient, ApiError, Informer, cancel_and_wait
 
 SYNC_TIMEOUT = 30.0
 """How long `start` waits for the informers' first list before giving up (TimeoutError)."""
@@ -105,6 +107,11 @@ class ReconcileLoop:
             self._dirty.clear()
             try:
                 await self._reconcile()
+            except ApiError as error:
+                self._log.warning("%s: %s; again in %.1fs", self.name, error,
+                                  self._error_delay)
+                await asyncio.sleep(self._error_delay)
+                self.wake()
             except Exception:
                 self._log.exception("%s: reconcile failed; again in %.1fs", self.name,
                                     self._error_delay)
