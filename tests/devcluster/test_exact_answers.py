@@ -72,3 +72,27 @@ def test_the_kubernetes_service_names_the_api_server(apiserver: RunningApiServer
         "ports": [{"name": "https", "port": apiserver.server.port, "protocol": "TCP"}]}]
     table = apiserver.kubectl("get", "svc", "kubernetes", "-n", "default").stdout
     assert table.splitlines()[1].startswith("kubernetes ")
+
+
+def test_a_created_deployment_carries_kube_apiservers_defaults(
+        apiserver: RunningApiServer, namespace: str) -> None:
+    status, body = _raw(apiserver, "POST", f"/apis/apps/v1/namespaces/{namespace}/deployments", {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "nginx:1.27",
+                                                       "ports": [{"containerPort": 80}]}]}}}})
+    assert status == 201
+    spec = json.loads(body)["spec"]
+    assert (spec["replicas"], spec["revisionHistoryLimit"], spec["progressDeadlineSeconds"]) == (
+        1, 10, 600)
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {
+        "maxSurge": "25%", "maxUnavailable": "25%"}}
+    pod_spec = spec["template"]["spec"]
+    assert (pod_spec["restartPolicy"], pod_spec["dnsPolicy"], pod_spec["schedulerName"],
+            pod_spec["terminationGracePeriodSeconds"], pod_spec["securityContext"]) == (
+        "Always", "ClusterFirst", "default-scheduler", 30, {})
+    container = pod_spec["containers"][0]
+    assert (container["imagePullPolicy"], container["terminationMessagePolicy"],
+            container["ports"]) == ("IfNotPresent", "File",
+                                    [{"containerPort": 80, "protocol": "TCP"}])

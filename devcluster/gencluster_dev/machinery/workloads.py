@@ -225,3 +225,70 @@ def default_daemon_set(obj: dict[str, Any]) -> None:
     spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {
         "maxUnavailable": 1, "maxSurge": 0}})
     spec.setdefault("revisionHistoryLimit", 10)
+
+
+WORKLOAD_KINDS = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job"})
+
+
+def default_pod_template(template: dict[str, Any]) -> None:
+    """The defaults kube-apiserver gives a pod template (the Pod defaults that are not
+    admission's: no service account, priority or tolerations)."""
+    spec = template.get("spec")
+    if not isinstance(spec, dict):
+        return
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("securityContext", {})
+    for group in ("containers", "initContainers"):
+        for container in spec.get(group) or []:
+            if not isinstance(container, dict):
+                continue
+            image = str(container.get("image", ""))
+            tagless = ":" not in image.rsplit("/", 1)[-1]
+            container.setdefault(
+                "imagePullPolicy",
+                "Always" if tagless or image.endswith(":latest") else "IfNotPresent")
+            container.setdefault("terminationMessagePath", "/dev/termination-log")
+            container.setdefault("terminationMessagePolicy", "File")
+            container.setdefault("resources", {})
+            for port in container.get("ports") or []:
+                if isinstance(port, dict):
+                    port.setdefault("protocol", "TCP")
+
+
+def default_workload(kind: str, obj: dict[str, Any]) -> None:
+    """kube-apiserver's defaults for a workload's spec and pod template, at every write (so a
+    PUT that leaves them out changes nothing). A Job's generated selector is `default_job`'s,
+    on create."""
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        return
+    if kind == "Deployment":
+        spec.setdefault("replicas", 1)
+        strategy = spec.setdefault("strategy", {"type": "RollingUpdate"})
+        if isinstance(strategy, dict) and strategy.get("type", "RollingUpdate") == (
+                "RollingUpdate"):
+            strategy.setdefault("type", "RollingUpdate")
+            rolling = strategy.setdefault("rollingUpdate", {})
+            if isinstance(rolling, dict):
+                rolling.setdefault("maxSurge", "25%")
+                rolling.setdefault("maxUnavailable", "25%")
+        spec.setdefault("revisionHistoryLimit", 10)
+        spec.setdefault("progressDeadlineSeconds", 600)
+    elif kind == "ReplicaSet":
+        spec.setdefault("replicas", 1)
+    elif kind == "StatefulSet":
+        default_stateful_set(obj)
+    elif kind == "DaemonSet":
+        default_daemon_set(obj)
+    template = spec.get("template")
+    if isinstance(template, dict):
+        if kind == "Job":
+            restart = (template.get("spec") or {}).get("restartPolicy")
+            default_pod_template(template)
+            if restart is None and isinstance(template.get("spec"), dict):
+                del template["spec"]["restartPolicy"]  # a Job's must be given (422)
+        else:
+            default_pod_template(template)
