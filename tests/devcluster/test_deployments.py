@@ -323,6 +323,9 @@ def test_deployment_runs_its_pods_and_reports_rollout(cluster: DevClusterProcess
     replica_set = json.loads(cluster.kubectl("get", "rs", f"web-{digest}", "-o", "json").stdout)
     assert replica_set["metadata"]["ownerReferences"][0]["uid"] == deployment["metadata"]["uid"]
     assert replica_set["status"]["readyReplicas"] == 2
+    table = cluster.kubectl("get", "rs", f"web-{digest}").stdout.splitlines()
+    assert table[0].split() == ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]
+    assert table[1].split()[:4] == [f"web-{digest}", "2", "2", "2"]
     status = deployment["status"]
     assert status["observedGeneration"] == deployment["metadata"]["generation"]
     assert (status["replicas"], status["updatedReplicas"], status["readyReplicas"],

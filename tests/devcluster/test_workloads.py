@@ -53,6 +53,9 @@ def test_a_job_runs_its_completions_and_completes(dev_cluster: DevClusterProcess
     assert len(pods) == 2 and all(p["status"]["phase"] == "Succeeded" for p in pods)
     logs = dev_cluster.kubectl("logs", "job/twice").stdout
     assert "done" in logs
+    table = dev_cluster.kubectl("get", "job", "twice").stdout.splitlines()
+    assert table[0].split() == ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]
+    assert table[1].split()[:3] == ["twice", "Complete", "2/2"]
 
 
 def test_a_failing_job_stops_at_its_backoff_limit(dev_cluster: DevClusterProcess) -> None:
@@ -110,6 +113,10 @@ def test_a_stateful_set_starts_its_pods_in_order_with_their_claims(
                       _get(dev_cluster, "pods", "-l", "app=db")["items"]] == ["db-0"], 60,
              message="db-1 removed on scale down")
     assert _get(dev_cluster, "pvc", "data-db-1")["metadata"]["name"] == "data-db-1"  # kept
+    table = dev_cluster.kubectl("get", "statefulset", "db").stdout.splitlines()
+    assert table[0].split() == ["NAME", "READY", "AGE"]
+    wait_for(lambda: dev_cluster.kubectl("get", "statefulset", "db").stdout.splitlines()[1]
+             .split()[1] == "1/1", 30, message="kubectl get statefulset to show 1/1")
 
 
 def test_a_daemon_set_runs_one_pod_on_the_node(dev_cluster: DevClusterProcess) -> None:
@@ -126,3 +133,7 @@ def test_a_daemon_set_runs_one_pod_on_the_node(dev_cluster: DevClusterProcess) -
     assert [p["spec"]["nodeName"] for p in pods] == nodes
     status = _get(dev_cluster, "daemonset", "agent")["status"]
     assert (status["desiredNumberScheduled"], status["numberReady"]) == (1, 1)
+    table = dev_cluster.kubectl("get", "daemonset", "agent").stdout.splitlines()
+    assert table[0].split()[:6] == ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE",
+                                    "AVAILABLE"]
+    assert table[1].split()[:6] == ["agent", "1", "1", "1", "1", "1"]
