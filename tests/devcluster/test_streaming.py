@@ -173,3 +173,16 @@ def test_port_forward_to_a_closed_port_reports_the_error(plane: DevPlane) -> Non
         output = forward.stop()
     assert "error forwarding port 7999 to pod echo" in output
     assert "connection refused" in output
+
+
+def test_kubectl_cp_both_ways(plane: DevPlane, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`kubectl cp` is tar over exec, with stdin in one direction and stdout in the other."""
+    source = tmp_path / "in.txt"
+    source.write_text("copied through exec\n")
+    target = plane.dev_dir / "work" / "copied.txt"
+    plane.kubectl("cp", str(source), f"echo:{target}")
+    assert plane.kubectl("exec", "echo", "--", "cat", str(target)).stdout == (
+        "copied through exec\n")
+    back = tmp_path / "back.txt"
+    plane.kubectl("cp", f"echo:{target}", str(back))
+    assert back.read_text() == "copied through exec\n"

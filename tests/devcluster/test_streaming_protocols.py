@@ -109,3 +109,13 @@ def test_terminal_sizes_and_forward_streams() -> None:
                                             "requestid": ["2"]}))
     assert "stream type" in str(rc.forward_stream({"streamtype": ["x"]}))
     assert "requestID" in str(rc.forward_stream({"streamtype": ["error"], "port": ["1"]}))
+
+
+def test_exec_runs_with_the_containers_identity_and_capabilities() -> None:
+    status = "Name:\tpython\nCapInh:\t0000000000000004\nCapAmb:\t0000000000000004\n"
+    assert rc.ambient_capabilities(status) == ["dac_read_search"]
+    assert rc.ambient_capabilities("CapAmb:\t0000000000000000\n") == []
+    assert rc.ambient_capabilities("Name: x\n") == []
+    assert rc.identity_argv("/usr/bin/setpriv", 200007, ["dac_read_search"]) == [
+        "/usr/bin/setpriv", "--reuid=200007", "--regid=200007", "--clear-groups",
+        "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search", "--"]

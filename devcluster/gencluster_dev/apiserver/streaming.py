@@ -59,8 +59,9 @@ def _upgrade(request: web.Request, protocols: tuple[str, ...]) -> web.WebSocketR
 # -- exec -----------------------------------------------------------------------------------
 
 def _container_process(pods_dir: Path, pod: dict[str, Any], container: str
-                       ) -> tuple[dict[str, str], str, int | None]:
-    """(environment, working directory, uid) of the container's running process."""
+                       ) -> tuple[dict[str, str], str, int | None, list[str]]:
+    """(environment, working directory, uid, ambient capabilities) of the container's running
+    process."""
     meta = pod["metadata"]
     state_path = pods_dir / f"{meta['namespace']}_{meta['name']}_{meta['uid']}" / "state.json"
     try:
@@ -73,6 +74,7 @@ def _container_process(pods_dir: Path, pod: dict[str, Any], container: str
     try:
         raw = Path(f"/proc/{pid}/environ").read_bytes()
         cwd = os.readlink(f"/proc/{pid}/cwd")
+        capabilities = rc.ambient_capabilities(Path(f"/proc/{pid}/status").read_text())
     except OSError:
         raise rc.container_not_found(container) from None
     env: dict[str, str] = {}
@@ -81,7 +83,7 @@ def _container_process(pods_dir: Path, pod: dict[str, Any], container: str
         if sep:
             env[key.decode(errors="replace")] = value.decode(errors="replace")
     run_as = state.get("runAsUser")
-    return env, cwd, run_as if isinstance(run_as, int) else None
+    return env, cwd, run_as if isinstance(run_as, int) else None, capabilities
 
 
 def _take_controlling_tty() -> None:
@@ -94,11 +96,11 @@ async def serve_exec(request: web.Request, pod: dict[str, Any],
     """`GET|POST pods/NAME/exec?command=...&container=&stdin=&stdout=&stderr=&tty=`."""
     rc.require_not_completed(pod)
     options = rc.exec_options(pod, request.query, request.query.getall("command", []))
-    env, cwd, run_as = _container_process(pods_dir, pod, options.container)
+    env, cwd, run_as, capabilities = _container_process(pods_dir, pod, options.container)
     ws = _upgrade(request, rc.EXEC_PROTOCOLS)
     await ws.prepare(request)
     try:
-        await _ExecSession(ws, options, env, cwd, run_as).run()
+        await _ExecSession(ws, options, env, cwd, run_as, capabilities).run()
     except (ConnectionResetError, asyncio.CancelledError):
         raise
     except Exception:  # a bug: end this stream, keep serving
@@ -113,12 +115,14 @@ class _ExecSession:
     """One exec: the process, its pumps to the channels, and the client's input."""
 
     def __init__(self, ws: web.WebSocketResponse, options: rc.ExecOptions,
-                 env: dict[str, str], cwd: str, run_as: int | None) -> None:
+                 env: dict[str, str], cwd: str, run_as: int | None,
+                 capabilities: list[str]) -> None:
         self.ws = ws
         self.options = options
         self.env = env
         self.cwd = cwd
         self.run_as = run_as if os.geteuid() == 0 else None
+        self.capabilities = capabilities
         self.v5 = ws.ws_protocol == rc.EXEC_PROTOCOLS[0]
         self.process: asyncio.subprocess.Process | None = None
         self.master: int | None = None
@@ -139,9 +143,13 @@ class _ExecSession:
             raise FileNotFoundError(
                 f'exec: "{options.command[0]}": executable file not found in $PATH')
         identity: dict[str, Any] = {}
-        if self.run_as is not None:
-            identity = {"user": self.run_as, "group": self.run_as, "extra_groups": []}
         argv = [program, *options.command[1:]]
+        setpriv = shutil.which("setpriv")
+        if self.run_as is not None and setpriv is not None:
+            # as the kubelet starts the container: its uid, no groups, its capabilities
+            argv = [*rc.identity_argv(setpriv, self.run_as, self.capabilities), *argv]
+        elif self.run_as is not None:
+            identity = {"user": self.run_as, "group": self.run_as, "extra_groups": []}
         if options.tty:
             master, slave = os.openpty()
             self.master = master

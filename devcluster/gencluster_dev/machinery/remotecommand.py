@@ -170,3 +170,39 @@ def forward_stream(headers: Mapping[str, list[str]]) -> ForwardStream | str:
         return "stream has no requestID"
     return ForwardStream(kind, port, request_id)
 
+
+
+# Linux capability numbers -> names, as setpriv(1) takes them (linux/capability.h order).
+CAPABILITIES = (
+    "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid",
+    "setuid", "setpcap", "linux_immutable", "net_bind_service", "net_broadcast", "net_admin",
+    "net_raw", "ipc_lock", "ipc_owner", "sys_module", "sys_rawio", "sys_chroot", "sys_ptrace",
+    "sys_pacct", "sys_admin", "sys_boot", "sys_nice", "sys_resource", "sys_time",
+    "sys_tty_config", "mknod", "lease", "audit_write", "audit_control", "setfcap",
+    "mac_override", "mac_admin", "syslog", "wake_alarm", "block_suspend", "audit_read",
+    "perfmon", "bpf", "checkpoint_restore",
+)
+
+
+def ambient_capabilities(proc_status: str) -> list[str]:
+    """The names of the ambient capabilities in a /proc/PID/status text (`CapAmb:` mask), so
+    an exec'd command gets what its container has (the kubelet gives containers
+    CAP_DAC_READ_SEARCH); unknown bits are left out."""
+    for line in proc_status.splitlines():
+        if line.startswith("CapAmb:"):
+            try:
+                mask = int(line.split(":", 1)[1].strip(), 16)
+            except ValueError:
+                return []
+            return [name for bit, name in enumerate(CAPABILITIES) if mask >> bit & 1]
+    return []
+
+
+def identity_argv(setpriv: str, uid: int, capabilities: list[str]) -> list[str]:
+    """The setpriv prefix that runs a command as the container runs: its uid and gid, no
+    supplementary groups, and its ambient capabilities."""
+    argv = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    if capabilities:
+        names = ",".join(f"+{name}" for name in capabilities)
+        argv += [f"--inh-caps={names}", f"--ambient-caps={names}"]
+    return [*argv, "--"]
