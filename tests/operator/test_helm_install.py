@@ -136,7 +136,12 @@ def test_install_waits_for_the_operator_deployment(
     assert container["image"] == "registry.example/gencluster-operator:dev"
     assert container["command"] == ["gencluster", "operator"]
     assert pod["status"]["phase"] == "Running"
-    assert pod["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
+    owner = pod["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == "ReplicaSet"  # the Deployment's, as in Kubernetes
+    replica_set = _get(cluster, "replicaset", owner["name"], "-n", NAMESPACE)
+    assert replica_set is not None
+    assert replica_set["metadata"]["ownerReferences"][0]["uid"] == (
+        deployment["metadata"]["uid"])
     for kind in ("serviceaccount", "service"):
         name = RELEASE if kind == "serviceaccount" else f"{RELEASE}-metrics"
         assert _get(cluster, kind, name, "-n", NAMESPACE) is not None
