@@ -137,3 +137,20 @@ def test_a_daemon_set_runs_one_pod_on_the_node(dev_cluster: DevClusterProcess) -
     assert table[0].split()[:6] == ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE",
                                     "AVAILABLE"]
     assert table[1].split()[:6] == ["agent", "1", "1", "1", "1", "1"]
+
+
+def test_kubectl_create_job_and_deployment(dev_cluster: DevClusterProcess) -> None:
+    """kubectl's imperative `create job|deployment` send protobuf bodies."""
+    dev_cluster.kubectl("create", "job", "imperative", "--image=python:3", "--",
+                        "python", "-c", "print('made by kubectl create')")
+    dev_cluster.kubectl("wait", "--for=condition=complete", "job/imperative",
+                        "--timeout=90s", timeout=120)
+    assert "made by kubectl create" in dev_cluster.kubectl("logs", "job/imperative").stdout
+    dev_cluster.kubectl("create", "deployment", "made", "--image=python:3", "--replicas=2",
+                        "--port=8080", "--", *SLEEP)
+    dev_cluster.kubectl("rollout", "status", "deployment/made", "--timeout=90s", timeout=120)
+    deployment = _get(dev_cluster, "deployment", "made")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert (container["image"], container["command"], container["ports"]) == (
+        "python:3", SLEEP, [{"containerPort": 8080, "protocol": "TCP"}])
+    assert deployment["status"]["readyReplicas"] == 2
