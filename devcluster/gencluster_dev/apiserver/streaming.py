@@ -40,12 +40,18 @@ READ_CHUNK = 32 * 1024
 # After the command exits, output its children still write is collected this long.
 DRAIN_AFTER_EXIT_SECONDS = 2.0
 CONNECT_TIMEOUT_SECONDS = 10.0
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""The largest WebSocket message accepted (kubectl sends stdin and tunnelled SPDY in chunks of
+32 KiB at most)."""
+HIGH_WATER_FRAMES = 256
+"""Outgoing frames a port-forward session queues before its relays stop reading from pods."""
 
 
 def _upgrade(request: web.Request, protocols: tuple[str, ...]) -> web.WebSocketResponse:
     """The WebSocket answer, or kube-apiserver's 400 for a request that is not an upgrade to
     one of `protocols` (kubectl then reports it; its SPDY fallback gets the same answer)."""
-    ws = web.WebSocketResponse(protocols=protocols, max_msg_size=0, autoping=True)
+    ws = web.WebSocketResponse(protocols=protocols, max_msg_size=MAX_MESSAGE_BYTES,
+                               autoping=True)
     ready = ws.can_prepare(request)
     if not ready.ok:
         raise bad_request("Upgrade request required")
@@ -300,7 +306,9 @@ class _ForwardSession:
     """One port-forward session: SPDY streams in pairs (error, data), one TCP connection each.
 
     Every outgoing frame goes through one queue, in the order it was made, because SYN_REPLY
-    header blocks share one zlib stream.
+    header blocks share one zlib stream. Control frames are queued at once (the reader must
+    never block); the relays wait while the queue is above its high-water mark, which is how a
+    slow client slows the pods' reads down.
     """
 
     def __init__(self, ws: web.WebSocketResponse, ip: str, pod_name: str, pod_uid: str) -> None:
@@ -310,7 +318,9 @@ class _ForwardSession:
         self.pod_uid = pod_uid
         self.reader = spdy.FrameReader()
         self.writer = spdy.FrameWriter()
-        self.outgoing: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=256)
+        self.outgoing: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._room = asyncio.Event()
+        self._room.set()
         self.pending: dict[str, dict[str, int]] = {}  # requestID -> {"data"|"error": stream}
         self.inbound: dict[int, asyncio.Queue[bytes | None]] = {}  # data stream -> bytes
         self.connections: dict[int, asyncio.Task[None]] = {}  # data stream -> its relay
@@ -318,14 +328,27 @@ class _ForwardSession:
     def _queue(self, frame: bytes) -> None:
         self.outgoing.put_nowait(frame)
 
+    async def _send_data(self, frames: list[bytes]) -> None:
+        """Queue a relay's frames, waiting for room first."""
+        for frame in frames:
+            while self.outgoing.qsize() >= HIGH_WATER_FRAMES:
+                self._room.clear()
+                await self._room.wait()
+            self.outgoing.put_nowait(frame)
+
     async def _sender(self) -> None:
-        while (frame := await self.outgoing.get()) is not None:
-            if self.ws.closed:
-                return
-            try:
-                await self.ws.send_bytes(frame)
-            except (ConnectionResetError, RuntimeError):
-                return
+        try:
+            while (frame := await self.outgoing.get()) is not None:
+                if self.outgoing.qsize() < HIGH_WATER_FRAMES:
+                    self._room.set()
+                if self.ws.closed:
+                    return
+                try:
+                    await self.ws.send_bytes(frame)
+                except (ConnectionResetError, RuntimeError):
+                    return
+        finally:
+            self._room.set()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -338,7 +361,7 @@ class _ForwardSession:
                     frames = self.reader.feed(message.data)
                 except spdy.ProtocolError as error:
                     log.warning("port-forward to %s: %s", self.pod_name, error)
-                    await self.outgoing.put(spdy.FrameWriter.goaway(0, 1))
+                    self._queue(spdy.FrameWriter.goaway(0, spdy.PROTOCOL_ERROR))
                     break
                 if not self._handle(frames):
                     break
@@ -348,8 +371,7 @@ class _ForwardSession:
                 task.cancel()
             if relays:
                 await asyncio.gather(*relays, return_exceptions=True)
-            with contextlib.suppress(asyncio.QueueFull):
-                self.outgoing.put_nowait(None)
+            self.outgoing.put_nowait(None)
             await asyncio.wait({sender}, timeout=1.0)
             sender.cancel()
 
@@ -402,26 +424,22 @@ class _ForwardSession:
             except (OSError, TimeoutError) as error:
                 message = (f"error forwarding port {port} to pod {self.pod_name}, uid "
                            f"{self.pod_uid}: dial tcp {self.ip}:{port}: {_dial_error(error)}")
-                for frame in spdy.FrameWriter.data(error_id, message.encode(), fin=True):
-                    await self.outgoing.put(frame)
-                for frame in spdy.FrameWriter.data(data_id, b"", fin=True):
-                    await self.outgoing.put(frame)
+                await self._send_data(spdy.FrameWriter.data(error_id, message.encode(),
+                                                             fin=True))
+                await self._send_data(spdy.FrameWriter.data(data_id, b"", fin=True))
                 return
             upstream = asyncio.get_running_loop().create_task(
                 self._to_pod(self.inbound[data_id], writer))
             try:
                 while chunk := await reader.read(READ_CHUNK):
-                    for frame in spdy.FrameWriter.data(data_id, chunk):
-                        await self.outgoing.put(frame)
+                    await self._send_data(spdy.FrameWriter.data(data_id, chunk))
             except OSError:
                 pass
             finally:
                 upstream.cancel()
                 writer.close()
-            for frame in spdy.FrameWriter.data(data_id, b"", fin=True):
-                await self.outgoing.put(frame)
-            for frame in spdy.FrameWriter.data(error_id, b"", fin=True):
-                await self.outgoing.put(frame)
+            await self._send_data(spdy.FrameWriter.data(data_id, b"", fin=True))
+            await self._send_data(spdy.FrameWriter.data(error_id, b"", fin=True))
         finally:
             self.inbound.pop(data_id, None)
             self.connections.pop(data_id, None)
