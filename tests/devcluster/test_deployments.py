@@ -452,3 +452,19 @@ def test_a_stuck_rollout_exceeds_its_progress_deadline(cluster: DevClusterProces
     progressing = {c["type"]: c for c in deployment["status"]["conditions"]}["Progressing"]
     assert (progressing["status"], progressing["reason"]) == ("False",
                                                               "ProgressDeadlineExceeded")
+
+
+def test_a_paused_deployment_rolls_nothing_out_until_resumed() -> None:
+    first, second = _deployment(env="one"), _deployment(env="two")
+    second["spec"]["paused"] = True
+    current = _set_of(first, 2, 1)
+    pods = [_pod_of(current, "aaaaa"), _pod_of(current, "bbbbb")]
+    plan = plan_deployment(second, [current], pods)
+    assert plan.create is None and plan.scale == {}
+    second["spec"]["replicas"] = 3
+    assert plan_deployment(second, [current], pods).scale == {current["metadata"]["name"]: 3}
+    status = deployment_status(second, [current], pods, NOW)
+    progressing = {c["type"]: c for c in status["conditions"]}["Progressing"]
+    assert (progressing["status"], progressing["reason"]) == ("Unknown", "DeploymentPaused")
+    del second["spec"]["paused"]
+    assert plan_deployment(second, [current], pods).create is not None

@@ -18,7 +18,11 @@ next revision). The ReplicaSet controller makes the pods; this one only sizes th
   ProgressDeadlineExceeded included) from the pods of its sets, for `kubectl rollout status`
   and Helm's `--wait`; the Deployment carries its current revision in the same annotation.
 
-Not done: `minReadySeconds` (ready counts as available at once), `paused`, proportional scaling
+`spec.paused` (`kubectl rollout pause|resume`): no new template rolls out while set, the
+current set still follows `spec.replicas`, and Progressing is Unknown with reason
+DeploymentPaused.
+
+Not done: `minReadySeconds` (ready counts as available at once), proportional scaling
 of several sets in the middle of a rollout, collision counts. The decisions are pure functions of
 the cached objects (`plan_deployment`, `deployment_status`); `DeploymentController` is the shell.
 """
@@ -215,6 +219,14 @@ def plan_deployment(deployment: dict[str, Any], replica_sets: list[dict[str, Any
     if terminating(deployment):
         return Plan()
     sets = classify(deployment, replica_sets, pods)
+    if (deployment.get("spec") or {}).get("paused"):
+        # `kubectl rollout pause`: no new template rolls out; the current set still follows
+        # spec.replicas (`kubectl scale` works on a paused Deployment)
+        plan = Plan()
+        current = sets.new or max(sets.old, key=spec_replicas, default=None)
+        if current is not None and spec_replicas(current) != desired_replicas(deployment):
+            plan.scale[current["metadata"]["name"]] = desired_replicas(deployment)
+        return plan
     replicas = desired_replicas(deployment)
     limits = rollout_limits(deployment)
     recreate = ((deployment.get("spec") or {}).get("strategy") or {}).get("type") == "Recreate"
@@ -343,7 +355,10 @@ def deployment_status(deployment: dict[str, Any], replica_sets: list[dict[str, A
     last = previous.get("Progressing") or {}
     deadline = (deployment.get("spec") or {}).get(
         "progressDeadlineSeconds", DEFAULT_PROGRESS_DEADLINE_SECONDS)
-    if complete:
+    if (deployment.get("spec") or {}).get("paused"):
+        progressing = condition("Progressing", "Unknown", "DeploymentPaused",
+                                "Deployment is paused", stamp, previous)
+    elif complete:
         progressing = condition("Progressing", "True", "NewReplicaSetAvailable",
                                 f'ReplicaSet "{new_name}" has successfully progressed.',
                                 stamp, previous)
