@@ -85,6 +85,39 @@ def test_a_pass_refused_by_the_api_is_logged_in_one_line_and_retried(
 
     with caplog.at_level(logging.INFO, logger="test.loop"):
         assert apiserver.call(scenario()) == 2
-    warnings = [r for r in caplog.records if r.name == "test.loop"]
+    warnings = [r for r in caplog.records if r.name == "test.loop"
+                and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and warnings[0].exc_info is None
     assert "404" in warnings[0].getMessage()
+    assert any("passes again" in r.getMessage() for r in caplog.records
+               if r.name == "test.loop")
+
+
+def test_one_refused_object_is_held_back_without_holding_up_the_others(
+        apiserver: RunningApiServer, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> dict[str, int]:
+        api = ApiClient(apiserver.url, ADMIN_TOKEN)
+        calls = {"bad": 0, "good": 0}
+
+        async def reconcile(obj: dict[str, Any]) -> None:
+            name = obj["metadata"]["name"]
+            calls[name] += 1
+            if name == "bad":
+                await api.create("/api/v1/namespaces/no-such-namespace/pods", POD)
+
+        loop = ReconcileLoop(api, lambda: asyncio.sleep(0), name="each loop",
+                             log=logging.getLogger("test.each"), error_delay=30)
+        bad = {"metadata": {"namespace": "n", "name": "bad", "resourceVersion": "1"}}
+        good = {"metadata": {"namespace": "n", "name": "good", "resourceVersion": "1"}}
+        for _ in range(3):
+            await loop.each([bad, good], reconcile)
+        changed = {"metadata": {**bad["metadata"], "resourceVersion": "2"}}
+        await loop.each([changed, good], reconcile)  # a changed object is tried at once
+        await api.close()
+        return calls
+
+    with caplog.at_level(logging.INFO, logger="test.each"):
+        assert apiserver.call(scenario()) == {"bad": 2, "good": 4}
+    warnings = [r for r in caplog.records if r.name == "test.each"]
+    assert len(warnings) == 1 and "n/bad" in warnings[0].getMessage()
+    assert warnings[0].exc_info is None

@@ -36,7 +36,9 @@ def test_served_workload_kinds_are_in_discovery(dev_cluster: DevClusterProcess) 
     for served in ("jobs.batch", "statefulsets.apps", "daemonsets.apps", "replicasets.apps",
                    "deployments.apps"):
         assert served in names, names
-    for absent in ("replicationcontrollers", "cronjobs.batch", "controllerrevisions.apps"):
+    assert "controllerrevisions.apps" in names
+    for absent in ("replicationcontrollers", "cronjobs.batch",
+                   "horizontalpodautoscalers.autoscaling"):
         assert absent not in names
 
 
@@ -137,6 +139,8 @@ def test_a_daemon_set_runs_one_pod_on_the_node(dev_cluster: DevClusterProcess) -
     assert table[0].split()[:6] == ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE",
                                     "AVAILABLE"]
     assert table[1].split()[:6] == ["agent", "1", "1", "1", "1", "1"]
+    history = dev_cluster.kubectl("rollout", "history", "daemonset/agent").stdout
+    assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["1"]
 
 
 def test_kubectl_create_job_and_deployment(dev_cluster: DevClusterProcess) -> None:
@@ -154,3 +158,33 @@ def test_kubectl_create_job_and_deployment(dev_cluster: DevClusterProcess) -> No
     assert (container["image"], container["command"], container["ports"]) == (
         "python:3", SLEEP, [{"containerPort": 8080, "protocol": "TCP"}])
     assert deployment["status"]["readyReplicas"] == 2
+
+
+def test_stateful_set_history_and_undo(dev_cluster: DevClusterProcess) -> None:
+    def manifest(value: str) -> dict[str, Any]:
+        return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "hist"},
+                "spec": {"replicas": 2, "serviceName": "hist",
+                         "selector": {"matchLabels": {"app": "hist"}},
+                         "template": {"metadata": {"labels": {"app": "hist"}}, "spec": {
+                             "terminationGracePeriodSeconds": 1,
+                             "containers": [{"name": "main", "image": "python:3",
+                                             "command": SLEEP,
+                                             "env": [{"name": "V", "value": value}]}]}}}}
+
+    def values() -> list[str]:
+        pods = _get(dev_cluster, "pods", "-l", "app=hist")["items"]
+        return sorted(p["spec"]["containers"][0]["env"][0]["value"] for p in pods
+                      if not p["metadata"].get("deletionTimestamp"))
+
+    _apply(dev_cluster, manifest("one"))
+    dev_cluster.kubectl("rollout", "status", "statefulset/hist", "--timeout=90s", timeout=120)
+    _apply(dev_cluster, manifest("two"))
+    wait_for(lambda: values() == ["two", "two"], 90, message="both pods on the new template")
+    history = dev_cluster.kubectl("rollout", "history", "statefulset/hist").stdout
+    assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["1", "2"]
+    dev_cluster.kubectl("rollout", "undo", "statefulset/hist")
+    wait_for(lambda: values() == ["one", "one"], 90, message="both pods back on the first")
+    history = dev_cluster.kubectl("rollout", "history", "statefulset/hist").stdout
+    assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["2", "3"]
+    table = dev_cluster.kubectl("get", "controllerrevisions", "-l", "app=hist").stdout
+    assert "statefulset.apps/hist" in table

@@ -146,3 +146,20 @@ def test_a_daemon_set_puts_one_current_pod_on_each_fitting_node() -> None:
                                                    "nodeSelector": {"disk": "ssd"}}}
     plan = plan_daemon_set(ds, nodes, [pod])
     assert plan.create == [] and plan.delete == [pod]
+
+
+def test_revisions_follow_the_template_and_keep_a_bounded_history() -> None:
+    from gencluster_dev.machinery.workloads import controller_revision, plan_revisions
+
+    sts = _owner("StatefulSet", "db", revisionHistoryLimit=1,
+                 selector={"matchLabels": {"app": "x"}})
+    plan = plan_revisions(sts, [], "db-aaa", "aaa", set())
+    assert plan.create is not None and plan.create["revision"] == 1
+    assert plan.create["data"]["spec"]["template"]["$patch"] == "replace"
+    assert plan.create["metadata"]["labels"] == {"app": "x",
+                                                 "controller.kubernetes.io/hash": "aaa"}
+    old = [controller_revision(sts, f"db-{n}", i + 1, n) for i, n in enumerate("bcd")]
+    current = controller_revision(sts, "db-aaa", 1, "aaa")  # rolled back to: renumbered
+    plan = plan_revisions(sts, [current, *old], "db-aaa", "aaa", {"db-b"})
+    assert plan.create is None and plan.renumber == {"db-aaa": 4}
+    assert [r["metadata"]["name"] for r in plan.delete] == ["db-c"]  # db-b still runs

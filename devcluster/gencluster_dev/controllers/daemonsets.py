@@ -11,9 +11,9 @@ desiredNumberScheduled, currentNumberScheduled, numberMisscheduled, numberReady,
 numberAvailable, numberUnavailable, updatedNumberScheduled, observedGeneration (what
 `kubectl rollout status daemonset/X` reads).
 
-Not done: ControllerRevision objects (`kubectl rollout history|undo`), `maxSurge`,
-tolerations and taints, `minReadySeconds`. `plan_daemon_set` is pure; `DaemonSetController`
-is the shell.
+A ControllerRevision per template (`machinery.workloads.plan_revisions`) makes `kubectl
+rollout history|undo daemonset/X` work. Not done: `maxSurge`, tolerations and taints,
+`minReadySeconds`. `plan_daemon_set` is pure; `DaemonSetController` is the shell.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from gencluster_dev.machinery.workloads import (
     differs,
     finished,
     live,
+    plan_revisions,
     pod_from_template,
     random_suffix,
     template_hash,
@@ -137,6 +138,7 @@ class DaemonSetController:
         self.sets = self._loop.informer("/apis/apps/v1/daemonsets")
         self.nodes = self._loop.informer("/api/v1/nodes")
         self.pods = self._loop.informer("/api/v1/pods")
+        self.revisions = self._loop.informer("/apis/apps/v1/controllerrevisions", wakes=False)
 
     async def start(self) -> None:
         await self._loop.start()
@@ -145,12 +147,12 @@ class DaemonSetController:
         await self._loop.stop()
 
     async def _reconcile_all(self) -> None:
-        for daemon_set in list(self.sets.cache.values()):
-            await self._reconcile(daemon_set)
+        await self._loop.each(list(self.sets.cache.values()), self._reconcile)
 
     async def _reconcile(self, daemon_set: dict[str, Any]) -> None:
         namespace, name = object_key(daemon_set)
         who = f"daemonset {namespace}/{name}"
+        await self._sync_revisions(daemon_set, who)
         nodes = list(self.nodes.cache.values())
         plan = plan_daemon_set(daemon_set, nodes, list(self.pods.cache.values()))
         for pod in plan.delete:
@@ -165,3 +167,23 @@ class DaemonSetController:
             await writes.merge_patch(
                 self.api, f"/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}/status",
                 {"status": status}, self.sets, who=who)
+
+    async def _sync_revisions(self, daemon_set: dict[str, Any], who: str) -> None:
+        """The ControllerRevision of the current template (`kubectl rollout history|undo`)."""
+        namespace, name = object_key(daemon_set)
+        pods = children(daemon_set, list(self.pods.cache.values()))
+        hashes = {(p["metadata"].get("labels") or {}).get(CONTROLLER_REVISION_HASH_LABEL)
+                  for p in pods}
+        in_use = {f"{name}-{h}" for h in hashes}
+        digest = revision_hash(daemon_set)
+        plan = plan_revisions(daemon_set, list(self.revisions.cache.values()),
+                              f"{name}-{digest}", digest, in_use)
+        base = f"/apis/apps/v1/namespaces/{namespace}/controllerrevisions"
+        if plan.create is not None:
+            await writes.create(self.api, base, plan.create, self.revisions, who=who)
+        for revision, number in plan.renumber.items():
+            await writes.merge_patch(self.api, f"{base}/{revision}", {"revision": number},
+                                     self.revisions, who=who)
+        for old in plan.delete:
+            await writes.delete(self.api, f"{base}/{old['metadata']['name']}", old,
+                                self.revisions, who=who)

@@ -404,8 +404,7 @@ class DeploymentController:
         await self._loop.stop()
 
     async def _reconcile_all(self) -> None:
-        for deployment in list(self.deployments.cache.values()):
-            await self._reconcile(deployment)
+        await self._loop.each(list(self.deployments.cache.values()), self._reconcile)
 
     async def _reconcile(self, deployment: dict[str, Any]) -> None:
         namespace, name = object_key(deployment)

@@ -157,8 +157,7 @@ class JobController:
         await self._loop.stop()
 
     async def _reconcile_all(self) -> None:
-        for job in list(self.jobs.cache.values()):
-            await self._reconcile(job)
+        await self._loop.each(list(self.jobs.cache.values()), self._reconcile)
 
     async def _reconcile(self, job: dict[str, Any]) -> None:
         namespace, name = object_key(job)

@@ -98,8 +98,7 @@ class ReplicaSetController:
         await self._loop.stop()
 
     async def _reconcile_all(self) -> None:
-        for replica_set in list(self.replica_sets.cache.values()):
-            await self._reconcile(replica_set)
+        await self._loop.each(list(self.replica_sets.cache.values()), self._reconcile)
 
     async def _reconcile(self, replica_set: dict[str, Any]) -> None:
         namespace, name = object_key(replica_set)

@@ -18,7 +18,8 @@ in order, each with its own PersistentVolumeClaims.
   updatedReplicas, currentRevision, updateRevision, collisionCount (what `kubectl rollout
   status statefulset/X` reads).
 
-Not done: ControllerRevision objects (so no `kubectl rollout history|undo` for StatefulSets),
+A ControllerRevision per template (`machinery.workloads.plan_revisions`; its name is the
+`updateRevision`) makes `kubectl rollout history|undo statefulset/X` work. Not done:
 `minReadySeconds`, `persistentVolumeClaimRetentionPolicy: Delete`, `ordinals.start`.
 `plan_stateful_set` is pure; `StatefulSetController` is the shell.
 """
@@ -40,6 +41,7 @@ from gencluster_dev.machinery.workloads import (
     children,
     differs,
     finished,
+    plan_revisions,
     pod_from_template,
     template_hash,
     terminating,
@@ -219,6 +221,7 @@ class StatefulSetController:
                                    resync_seconds=resync_seconds)
         self.sets = self._loop.informer("/apis/apps/v1/statefulsets")
         self.pods = self._loop.informer("/api/v1/pods")
+        self.revisions = self._loop.informer("/apis/apps/v1/controllerrevisions", wakes=False)
         self.claims = self._loop.informer("/api/v1/persistentvolumeclaims", wakes=False)
 
     async def start(self) -> None:
@@ -228,12 +231,12 @@ class StatefulSetController:
         await self._loop.stop()
 
     async def _reconcile_all(self) -> None:
-        for stateful_set in list(self.sets.cache.values()):
-            await self._reconcile(stateful_set)
+        await self._loop.each(list(self.sets.cache.values()), self._reconcile)
 
     async def _reconcile(self, stateful_set: dict[str, Any]) -> None:
         namespace, name = object_key(stateful_set)
         who = f"statefulset {namespace}/{name}"
+        await self._sync_revisions(stateful_set, who)
         plan = plan_stateful_set(stateful_set, list(self.pods.cache.values()))
         for pod in plan.delete:
             await writes.delete(self.api, f"/api/v1/namespaces/{namespace}/pods/"
@@ -264,3 +267,21 @@ class StatefulSetController:
                 if existing is None:
                     return False
         return True
+
+    async def _sync_revisions(self, stateful_set: dict[str, Any], who: str) -> None:
+        """The ControllerRevision of the current template (`kubectl rollout history|undo`)."""
+        namespace = stateful_set["metadata"].get("namespace", "default")
+        pods = children(stateful_set, list(self.pods.cache.values()))
+        in_use = {_revision(p) or "" for p in pods}
+        current = update_revision(stateful_set)
+        plan = plan_revisions(stateful_set, list(self.revisions.cache.values()), current,
+                              current.rsplit("-", 1)[1], in_use)
+        base = f"/apis/apps/v1/namespaces/{namespace}/controllerrevisions"
+        if plan.create is not None:
+            await writes.create(self.api, base, plan.create, self.revisions, who=who)
+        for revision, number in plan.renumber.items():
+            await writes.merge_patch(self.api, f"{base}/{revision}", {"revision": number},
+                                     self.revisions, who=who)
+        for old in plan.delete:
+            await writes.delete(self.api, f"{base}/{old['metadata']['name']}", old,
+                                self.revisions, who=who)

@@ -168,6 +168,7 @@ BUILTINS: tuple[ResourceType, ...] = (
     _builtin("apps", "v1", "StatefulSet", "statefulsets", short_names=["sts"],
              categories=["all"], subresources=["status", "scale"],
              scale=ScalePaths(".spec.replicas", ".status.replicas", ".status.selector")),
+    _builtin("apps", "v1", "ControllerRevision", "controllerrevisions"),
     _builtin("apps", "v1", "DaemonSet", "daemonsets", short_names=["ds"],
              categories=["all"], subresources=["status"]),
     _builtin("batch", "v1", "Job", "jobs", categories=["all"], subresources=["status"]),

@@ -845,6 +845,19 @@ def _job_cells(job: Mapping[str, Any], now: datetime) -> list[Any]:
     ]
 
 
+def _controller_revision_cells(revision: Mapping[str, Any], now: datetime) -> list[Any]:
+    owner = next((ref for ref in _list(_metadata(revision).get("ownerReferences"))
+                  if isinstance(ref, Mapping) and ref.get("controller")), None)
+    controller = "<none>"
+    if owner is not None:
+        group = str(owner.get("apiVersion", "")).rpartition("/")[0]
+        kind = str(owner.get("kind", "")).lower()
+        controller = f"{kind}.{group}/{owner.get('name', '')}" if group else (
+            f"{kind}/{owner.get('name', '')}")
+    return [_metadata(revision).get("name", ""), controller, int(revision.get("revision") or 0),
+            _age(revision, now)]
+
+
 def _selector_text(selector: Any) -> str:
     """metav1.FormatLabelSelector: canonical text, ``<none>`` if empty, ``<error>`` if bad."""
     if selector is not None and not isinstance(selector, Mapping):
@@ -1113,6 +1126,16 @@ _BUILT_IN: dict[str, tuple[list[dict[str, Any]], _CellsFunction]] = {
             _column("Selector", priority=1, description="Label selector for pods."),
         ],
         _replica_set_cells,
+    ),
+    "ControllerRevision": (
+        [
+            _name_column(),
+            _column("Controller", description="Controller of the object."),
+            _column("Revision", type_="integer", description="Revision indicates the revision "
+                    "of the state represented by Data."),
+            _age_column(),
+        ],
+        _controller_revision_cells,
     ),
     "StatefulSet": (
         [

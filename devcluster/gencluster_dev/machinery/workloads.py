@@ -8,6 +8,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -292,3 +293,65 @@ def default_workload(kind: str, obj: dict[str, Any]) -> None:
                 del template["spec"]["restartPolicy"]  # a Job's must be given (422)
         else:
             default_pod_template(template)
+
+
+CONTROLLER_HASH_LABEL = "controller.kubernetes.io/hash"
+
+
+def revision_number(revision: dict[str, Any]) -> int:
+    try:
+        return int(revision.get("revision") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def controller_revision(owner: dict[str, Any], name: str, number: int, digest: str
+                        ) -> dict[str, Any]:
+    """The ControllerRevision of `owner`'s current pod template, as the StatefulSet and
+    DaemonSet controllers write it: `data` is the patch that puts the template back
+    (`{"spec": {"template": {..., "$patch": "replace"}}}`, what `kubectl rollout undo`
+    applies), labelled with the owner's `matchLabels` and the template's hash."""
+    spec = owner.get("spec") or {}
+    template = json.loads(json.dumps(spec.get("template") or {}))
+    template["$patch"] = "replace"
+    labels = {**((spec.get("selector") or {}).get("matchLabels") or {}),
+              CONTROLLER_HASH_LABEL: digest}
+    return {
+        "apiVersion": "apps/v1", "kind": "ControllerRevision",
+        "metadata": {"name": name, "namespace": owner["metadata"].get("namespace", "default"),
+                     "labels": labels, "ownerReferences": [controller_ref(owner)]},
+        "data": {"spec": {"template": template}},
+        "revision": number,
+    }
+
+
+@dataclass
+class RevisionPlan:
+    """What keeps an owner's ControllerRevisions current: the revision to create, one to
+    renumber as the latest (a rollback to it), old ones beyond the history limit to delete."""
+
+    create: dict[str, Any] | None = None
+    renumber: dict[str, int] = field(default_factory=dict)
+    delete: list[dict[str, Any]] = field(default_factory=list)
+
+
+def plan_revisions(owner: dict[str, Any], revisions: list[dict[str, Any]], name: str,
+                   digest: str, in_use: set[str]) -> RevisionPlan:
+    """`name` is the revision of the owner's current template; `in_use` the revision names
+    its pods still run (never deleted)."""
+    plan = RevisionPlan()
+    if terminating(owner):
+        return plan
+    owned = sorted(children(owner, revisions), key=revision_number)
+    newest = max((revision_number(r) for r in owned), default=0)
+    current = next((r for r in owned if r["metadata"]["name"] == name), None)
+    if current is None:
+        plan.create = controller_revision(owner, name, newest + 1, digest)
+    elif revision_number(current) < newest:
+        plan.renumber[name] = newest + 1
+    limit = int((owner.get("spec") or {}).get("revisionHistoryLimit", 10))
+    old = [r for r in owned if r["metadata"]["name"] != name
+           and r["metadata"]["name"] not in in_use and not terminating(r)]
+    if len(old) > limit:
+        plan.delete = old[:len(old) - limit]
+    return plan
