@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from gencluster import wellknown
+
 GROUP = "gencluster.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -61,6 +63,9 @@ REINITIALIZE_ANNOTATION = f"{GROUP}/reinitialize"
 """On the ClusteredServer: a user allows a cluster that lost its state (StateLost) to run `init`
 again. Any value; the operator removes the annotation once it acted on it or refused it (with
 a Reinitialized or ReinitializeRejected Event)."""
+
+RECONCILE_PAUSED_ANNOTATION = wellknown.RECONCILE_PAUSED_ANNOTATION
+HIBERNATION_ANNOTATION = wellknown.HIBERNATION_ANNOTATION
 
 TEMPLATE_HASH_ANNOTATION = f"{GROUP}/template-hash"
 """On a pod: the hash of the spec parts it was built from; a pod whose hash differs from the
@@ -213,6 +218,8 @@ class RuntimeEnv:
     MIN_SYNC_STANDBYS = "GENCLUSTER_MIN_SYNC_STANDBYS"
     PARTITION_POLICY = "GENCLUSTER_PARTITION_POLICY"
     DEDUPLICATION_WINDOW_SECONDS = "GENCLUSTER_DEDUPLICATION_WINDOW_SECONDS"
+    MAX_MESSAGE_BYTES = "GENCLUSTER_MAX_MESSAGE_BYTES"
+    REPLY_TABLE_MAX_BYTES = "GENCLUSTER_REPLY_TABLE_MAX_BYTES"
     DATA_DIR = "GENCLUSTER_DATA_DIR"
     POD_NAME = "POD_NAME"
     POD_NAMESPACE = "POD_NAMESPACE"
