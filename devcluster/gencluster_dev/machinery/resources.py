@@ -29,6 +29,7 @@ SUBRESOURCE_VERBS: dict[str, tuple[str, ...]] = {
     "token": ("create",),
     "exec": ("create", "get"),
     "portforward": ("create", "get"),
+    "proxy": ("create", "delete", "get", "patch", "update"),
 }
 SUBRESOURCE_KINDS: dict[str, tuple[str, str, str]] = {
     # subresource -> (group, version, kind) of its body when it differs from the parent
@@ -37,6 +38,7 @@ SUBRESOURCE_KINDS: dict[str, tuple[str, str, str]] = {
     "token": ("authentication.k8s.io", "v1", "TokenRequest"),
     "exec": ("", "v1", "PodExecOptions"),
     "portforward": ("", "v1", "PodPortForwardOptions"),
+    "proxy": ("", "v1", "PodProxyOptions"),
 }
 
 
@@ -131,7 +133,7 @@ BUILTINS: tuple[ResourceType, ...] = (
     _builtin("", "v1", "Node", "nodes", namespaced=False, short_names=["no"],
              subresources=["status"]),
     _builtin("", "v1", "Pod", "pods", short_names=["po"], categories=["all"],
-             subresources=["status", "log", "binding", "exec", "portforward"]),
+             subresources=["status", "log", "binding", "exec", "portforward", "proxy"]),
     _builtin("", "v1", "Service", "services", short_names=["svc"], categories=["all"],
              subresources=["status"],
              verbs=("create", "delete", "deletecollection", "get", "list", "patch", "update",
