@@ -28,8 +28,12 @@ import aiohttp
 import yaml
 
 from gencluster_dev.apiserver.server import ApiServer
+from gencluster_dev.controllers.daemonsets import DaemonSetController
 from gencluster_dev.controllers.deployments import DeploymentController
 from gencluster_dev.controllers.endpoints import EndpointsController
+from gencluster_dev.controllers.jobs import JobController
+from gencluster_dev.controllers.replicasets import ReplicaSetController
+from gencluster_dev.controllers.statefulsets import StatefulSetController
 from gencluster_dev.controllers.supervised import SupervisedController
 from gencluster_dev.controllers.volumes import LOCAL_PATH_PROVISIONER, VolumeController
 from gencluster_dev.network.proxy import ServiceProxy
@@ -273,6 +277,8 @@ class DevCluster:
         self._proxy: ServiceProxy | None = None
         self._endpoints: EndpointsController | None = None
         self._deployments: DeploymentController | None = None
+        self._replica_sets: ReplicaSetController | None = None
+        self._workloads: list[StatefulSetController | JobController | DaemonSetController] = []
         self._volumes: VolumeController | None = None
         self._plan: AddressPlan | None = None
         self._owns_dir = False
@@ -360,8 +366,14 @@ class DevCluster:
         await self._proxy.start()
         self._endpoints = EndpointsController(api_url=self._api.url, token=admin_token)
         await self._endpoints.start()
+        self._replica_sets = ReplicaSetController(api_url=self._api.url, token=admin_token)
+        await self._replica_sets.start()
         self._deployments = DeploymentController(api_url=self._api.url, token=admin_token)
         await self._deployments.start()
+        for workload in (StatefulSetController, JobController, DaemonSetController):
+            controller = workload(api_url=self._api.url, token=admin_token)
+            await controller.start()
+            self._workloads.append(controller)
         self._volumes = VolumeController(api_url=self._api.url, token=admin_token,
                                          volumes_dir=self.volumes_dir)
         await self._volumes.start()
@@ -423,8 +435,8 @@ class DevCluster:
         for controller in self._controllers:
             with contextlib.suppress(Exception):
                 await controller.stop()
-        for part in (self._volumes, self._deployments, self._endpoints, self._proxy,
-                     self._kubelet, self._api):
+        for part in (self._volumes, *self._workloads, self._deployments, self._replica_sets,
+                     self._endpoints, self._proxy, self._kubelet, self._api):
             if part is not None:
                 with contextlib.suppress(Exception):
                     await part.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import socket
 import time
 from typing import Any
 from urllib.parse import urlparse
@@ -597,8 +598,14 @@ def test_objects_rv_crds_and_tokens_survive_a_restart_with_data_path(tmp_path: A
                                      base_url=server.url)
 
     async def scenario() -> None:
+        # One port for both runs: the default/kubernetes Endpoints name it, and a new port
+        # would rightly be written on restart.
+        with socket.socket() as probe:
+            probe.bind(("127.0.250.1", 0))
+            port = probe.getsockname()[1]
+
         def make() -> ApiServer:
-            return ApiServer(host="127.0.250.1", port=0, admin_token="t",
+            return ApiServer(host="127.0.250.1", port=port, admin_token="t",
                              service_network="127.250.128.0/17", pods_dir=tmp_path,
                              data_path=tmp_path / "state.db")
 

@@ -4,18 +4,23 @@ driven by the real kubectl (`rollout status`, `scale`, `delete`)."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from gencluster_dev.controllers.deployments import (
-    POD_TEMPLATE_HASH_LABEL,
+    REVISION_ANNOTATION,
     RolloutLimits,
     deployment_status,
-    new_pod,
+    new_replica_set,
     plan_deployment,
     rollout_limits,
+)
+from gencluster_dev.machinery.workloads import (
+    POD_TEMPLATE_HASH_LABEL,
+    pod_from_template,
     template_hash,
 )
 from gencluster_testing.devcluster_process import DevClusterProcess
@@ -47,9 +52,17 @@ def _deployment(replicas: int = 2, strategy: dict | None = None, env: str = "one
     }
 
 
-def _pod_of(deployment: dict, suffix: str, *, ready: bool = True, terminating: bool = False,
+def _set_of(deployment: dict, replicas: int, number: int = 1) -> dict[str, Any]:
+    replica_set = new_replica_set(deployment, replicas, number)
+    replica_set["metadata"]["uid"] = f"rs-{number}"
+    replica_set["metadata"]["creationTimestamp"] = f"2026-01-01T00:00:0{number}Z"
+    return replica_set
+
+
+def _pod_of(replica_set: dict, suffix: str, *, ready: bool = True, terminating: bool = False,
             created: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
-    pod = new_pod(deployment, suffix)
+    pod = pod_from_template(replica_set, replica_set["spec"]["template"],
+                            f"{replica_set['metadata']['name']}-{suffix}")
     pod["metadata"]["uid"] = f"uid-{suffix}"
     pod["metadata"]["creationTimestamp"] = created
     if terminating:
@@ -76,57 +89,87 @@ def test_template_hash_ignores_key_order_and_its_own_label() -> None:
     assert len(template_hash(template)) == 10
 
 
-def test_new_pod_carries_template_hash_owner_and_template() -> None:
+def test_the_replica_set_carries_hash_revision_owner_and_template() -> None:
     deployment = _deployment()
-    pod = new_pod(deployment, "abcde")
+    replica_set = new_replica_set(deployment, 2, 4)
     digest = template_hash(deployment["spec"]["template"])
-    assert pod["metadata"]["name"] == f"web-{digest}-abcde"
-    assert pod["metadata"]["labels"] == {"app": "web", POD_TEMPLATE_HASH_LABEL: digest}
-    assert pod["metadata"]["annotations"] == {"note": "kept"}
-    assert pod["metadata"]["ownerReferences"] == [{
+    meta = replica_set["metadata"]
+    assert meta["name"] == f"web-{digest}"
+    assert meta["annotations"][REVISION_ANNOTATION] == "4"
+    assert meta["ownerReferences"] == [{
         "apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "d-uid",
         "controller": True, "blockOwnerDeletion": True}]
-    assert pod["spec"] == deployment["spec"]["template"]["spec"]
+    spec = replica_set["spec"]
+    assert spec["replicas"] == 2
+    assert spec["selector"] == {"matchLabels": {"app": "web", POD_TEMPLATE_HASH_LABEL: digest}}
+    assert spec["template"]["metadata"]["labels"] == {"app": "web",
+                                                      POD_TEMPLATE_HASH_LABEL: digest}
+    assert spec["template"]["spec"] == deployment["spec"]["template"]["spec"]
 
 
-def test_scale_up_and_down_prefers_removing_unready_then_newest() -> None:
+def test_a_new_deployment_gets_one_replica_set_then_scales_it() -> None:
     deployment = _deployment(replicas=3)
-    assert plan_deployment(deployment, []).create == 3
-    pods = [_pod_of(deployment, "aaaaa", created="2026-01-01T00:00:00Z"),
-            _pod_of(deployment, "bbbbb", created="2026-01-01T00:00:05Z"),
-            _pod_of(deployment, "ccccc", ready=False, created="2026-01-01T00:00:01Z")]
-    assert plan_deployment(deployment, pods).create == 0
-    one = _deployment(replicas=1)
-    plan = plan_deployment(one, pods)
-    assert plan.create == 0 and _names(plan.delete) == _names([pods[2], pods[1]])
+    plan = plan_deployment(deployment, [], [])
+    assert plan.create is not None and plan.create["spec"]["replicas"] == 3
+    assert plan.create["metadata"]["annotations"][REVISION_ANNOTATION] == "1"
+    current = _set_of(deployment, 3)
+    assert plan_deployment(deployment, [current], []).scale == {}
+    assert plan_deployment(_deployment(replicas=1), [current], []).scale == {
+        current["metadata"]["name"]: 1}
 
 
-def test_rolling_update_surges_then_removes_old_only_when_new_are_ready() -> None:
+def test_rolling_update_surges_then_shrinks_the_old_set_only_when_new_pods_are_ready() -> None:
     old_spec = _deployment(replicas=2, env="one")
     new_spec = _deployment(replicas=2, env="two")
-    old = [_pod_of(old_spec, "aaaaa"), _pod_of(old_spec, "bbbbb")]
-    first = plan_deployment(new_spec, old)
-    assert first.create == 1 and first.delete == []  # surge 1, maxUnavailable 0
-    starting = _pod_of(new_spec, "ccccc", ready=False)
-    waiting = plan_deployment(new_spec, [*old, starting])
-    assert waiting.create == 0 and waiting.delete == []
-    ready = _pod_of(new_spec, "ccccc")
-    step = plan_deployment(new_spec, [*old, ready])
-    assert step.create == 0 and len(step.delete) == 1
-    after = [old[1], ready]
-    assert plan_deployment(new_spec, after).create == 1
+    old = _set_of(old_spec, 2, 1)
+    old_pods = [_pod_of(old, "aaaaa"), _pod_of(old, "bbbbb")]
+    first = plan_deployment(new_spec, [old], old_pods)
+    assert first.create is not None and first.create["spec"]["replicas"] == 1  # surge 1
+    assert first.create["metadata"]["annotations"][REVISION_ANNOTATION] == "2"
+    assert first.scale == {}  # maxUnavailable 0: nothing old goes yet
+    new = _set_of(new_spec, 1, 2)
+    starting = [*old_pods, _pod_of(new, "ccccc", ready=False)]
+    assert plan_deployment(new_spec, [old, new], starting).scale == {}
+    ready = [*old_pods, _pod_of(new, "ccccc")]
+    step = plan_deployment(new_spec, [old, new], ready)
+    assert step.scale == {old["metadata"]["name"]: 1}
+    old["spec"]["replicas"] = 1
+    after = [old_pods[1], _pod_of(new, "ccccc")]
+    assert plan_deployment(new_spec, [old, new], after).scale == {new["metadata"]["name"]: 2}
+
+
+def test_rolling_back_reuses_the_old_set_as_the_latest_revision() -> None:
+    first, second = _deployment(env="one"), _deployment(env="two")
+    sets = [_set_of(first, 0, 1), _set_of(second, 2, 2)]
+    plan = plan_deployment(first, sets, [_pod_of(sets[1], "aaaaa"), _pod_of(sets[1], "bbbbb")])
+    assert plan.create is None
+    assert plan.renumber == {sets[0]["metadata"]["name"]: 3}
+    assert plan.scale == {sets[0]["metadata"]["name"]: 1}
 
 
 def test_recreate_waits_for_old_pods_to_be_gone() -> None:
     recreate = {"type": "Recreate"}
     old_spec = _deployment(replicas=2, strategy=recreate, env="one")
     new_spec = _deployment(replicas=2, strategy=recreate, env="two")
-    old = [_pod_of(old_spec, "aaaaa"), _pod_of(old_spec, "bbbbb")]
-    plan = plan_deployment(new_spec, old)
-    assert plan.create == 0 and _names(plan.delete) == _names(old)
-    going = [_pod_of(old_spec, "aaaaa", terminating=True)]
-    assert plan_deployment(new_spec, going).create == 0
-    assert plan_deployment(new_spec, []).create == 2
+    old = _set_of(old_spec, 2, 1)
+    old_pods = [_pod_of(old, "aaaaa"), _pod_of(old, "bbbbb")]
+    plan = plan_deployment(new_spec, [old], old_pods)
+    assert plan.scale == {old["metadata"]["name"]: 0}
+    assert plan.create is not None and plan.create["spec"]["replicas"] == 0
+    old["spec"]["replicas"] = 0
+    new = _set_of(new_spec, 0, 2)
+    going = [_pod_of(old, "aaaaa", terminating=True)]
+    assert plan_deployment(new_spec, [old, new], going).scale == {}
+    assert plan_deployment(new_spec, [old, new], []).scale == {new["metadata"]["name"]: 2}
+
+
+def test_old_empty_sets_beyond_the_history_limit_are_deleted() -> None:
+    deployment = _deployment(env="now")
+    deployment["spec"]["revisionHistoryLimit"] = 1
+    sets = [_set_of(_deployment(env=str(n)), 0, n) for n in range(1, 4)]
+    sets.append(_set_of(deployment, 2, 4))
+    plan = plan_deployment(deployment, sets, [])
+    assert [s["metadata"]["annotations"][REVISION_ANNOTATION] for s in plan.delete] == ["1", "2"]
 
 
 def test_rollout_limits_follow_kubernetes_rounding_and_defaults() -> None:
@@ -140,13 +183,16 @@ def test_rollout_limits_follow_kubernetes_rounding_and_defaults() -> None:
     assert (one.surge, one.unavailable) == (1, 0)
     recreate = _deployment(replicas=2, strategy={"type": "Recreate"})
     assert rollout_limits(recreate) == RolloutLimits(surge=0, unavailable=0)
-    starting = deployment_status(recreate, [_pod_of(recreate, "aaaaa", ready=False)], NOW)
+    recreate_set = _set_of(recreate, 2)
+    starting = deployment_status(recreate, [recreate_set],
+                                 [_pod_of(recreate_set, "aaaaa", ready=False)], NOW)
     assert {c["type"]: c["status"] for c in starting["conditions"]}["Available"] == "False"
 
 
 def test_status_reports_progress_then_completion() -> None:
     deployment = _deployment(replicas=2)
-    starting = deployment_status(deployment, [_pod_of(deployment, "aaaaa", ready=False)], NOW)
+    sets = [_set_of(deployment, 2)]
+    starting = deployment_status(deployment, sets, [_pod_of(sets[0], "aaaaa", ready=False)], NOW)
     assert starting["observedGeneration"] == 3
     assert (starting["replicas"], starting["updatedReplicas"], starting["readyReplicas"]) == (
         1, 1, 0)
@@ -154,7 +200,7 @@ def test_status_reports_progress_then_completion() -> None:
     assert conditions["Available"]["status"] == "False"
     assert conditions["Progressing"]["reason"] == "ReplicaSetUpdated"
     done = deployment_status(
-        deployment, [_pod_of(deployment, "aaaaa"), _pod_of(deployment, "bbbbb")], NOW)
+        deployment, sets, [_pod_of(sets[0], "aaaaa"), _pod_of(sets[0], "bbbbb")], NOW)
     conditions = {c["type"]: c for c in done["conditions"]}
     assert (done["replicas"], done["updatedReplicas"], done["availableReplicas"]) == (2, 2, 2)
     assert "unavailableReplicas" not in done
@@ -166,13 +212,14 @@ def test_status_reports_progress_then_completion() -> None:
 def test_status_turns_failed_after_the_progress_deadline_without_progress() -> None:
     deployment = _deployment(replicas=1)
     deployment["spec"]["progressDeadlineSeconds"] = 30
-    pods = [_pod_of(deployment, "aaaaa", ready=False)]
-    first = deployment_status(deployment, pods, NOW)
+    sets = [_set_of(deployment, 1)]
+    pods = [_pod_of(sets[0], "aaaaa", ready=False)]
+    first = deployment_status(deployment, sets, pods, NOW)
     deployment["status"] = first
-    still = deployment_status(deployment, pods, NOW + timedelta(seconds=20))
+    still = deployment_status(deployment, sets, pods, NOW + timedelta(seconds=20))
     assert {c["type"]: c["reason"] for c in still["conditions"]}["Progressing"] == (
         "ReplicaSetUpdated")
-    late = deployment_status(deployment, pods, NOW + timedelta(seconds=31))
+    late = deployment_status(deployment, sets, pods, NOW + timedelta(seconds=31))
     progressing = {c["type"]: c for c in late["conditions"]}["Progressing"]
     assert (progressing["status"], progressing["reason"]) == ("False",
                                                               "ProgressDeadlineExceeded")
@@ -270,8 +317,15 @@ def test_deployment_runs_its_pods_and_reports_rollout(cluster: DevClusterProcess
     for pod in pods:
         assert pod["metadata"]["name"].startswith(f"web-{digest}-")
         assert len(pod["metadata"]["name"]) == len(f"web-{digest}-") + 5
-        assert pod["metadata"]["ownerReferences"][0]["uid"] == deployment["metadata"]["uid"]
+        assert pod["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"
+        assert pod["metadata"]["ownerReferences"][0]["name"] == f"web-{digest}"
         assert pod["status"]["phase"] == "Running"
+    replica_set = json.loads(cluster.kubectl("get", "rs", f"web-{digest}", "-o", "json").stdout)
+    assert replica_set["metadata"]["ownerReferences"][0]["uid"] == deployment["metadata"]["uid"]
+    assert replica_set["status"]["readyReplicas"] == 2
+    table = cluster.kubectl("get", "rs", f"web-{digest}").stdout.splitlines()
+    assert table[0].split() == ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]
+    assert table[1].split()[:4] == [f"web-{digest}", "2", "2", "2"]
     status = deployment["status"]
     assert status["observedGeneration"] == deployment["metadata"]["generation"]
     assert (status["replicas"], status["updatedReplicas"], status["readyReplicas"],
@@ -281,15 +335,36 @@ def test_deployment_runs_its_pods_and_reports_rollout(cluster: DevClusterProcess
                        "Progressing": "NewReplicaSetAvailable"}
 
 
-def test_replicasets_are_served_but_none_are_made(cluster: DevClusterProcess) -> None:
-    """Pods come straight from the Deployment; the resource exists because clients list it
-    (Helm's --wait looks up a Deployment's ReplicaSets and waits forever without it)."""
-    cluster.kubectl("apply", "-f", "-", input=_manifest("plain", 1, {"type": "Recreate"}, "x"))
-    _rollout(cluster, "plain")
-    resources = cluster.kubectl("api-resources", "--api-group=apps", "-o", "name").stdout
-    assert "replicasets.apps" in resources.split()
-    listed = json.loads(cluster.kubectl("get", "replicasets", "-A", "-o", "json").stdout)
-    assert listed["items"] == []
+def _template_value(cluster: DevClusterProcess, name: str) -> str:
+    deployment = json.loads(cluster.kubectl("get", "deployment", name, "-o", "json").stdout)
+    return deployment["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"]
+
+
+def test_rollout_history_undo_and_restart(cluster: DevClusterProcess) -> None:
+    strategy = {"type": "RollingUpdate"}
+    cluster.kubectl("apply", "-f", "-", input=_manifest("hist", 1, strategy, "one"))
+    _rollout(cluster, "hist")
+    cluster.kubectl("apply", "-f", "-", input=_manifest("hist", 1, strategy, "two"))
+    _rollout(cluster, "hist")
+    history = cluster.kubectl("rollout", "history", "deployment/hist").stdout
+    assert re.search(r"^1\s", history, re.M) and re.search(r"^2\s", history, re.M), history
+    second = cluster.kubectl("rollout", "history", "deployment/hist", "--revision=2").stdout
+    assert "two" in second, second
+    cluster.kubectl("rollout", "undo", "deployment/hist")
+    _rollout(cluster, "hist")
+    assert _template_value(cluster, "hist") == "one"
+    wait_for(lambda: [p["spec"]["containers"][0]["env"][0]["value"]
+                      for p in _pods(cluster, "hist")] == ["one"], 60,
+             message="the pods of the restored template")
+    history = cluster.kubectl("rollout", "history", "deployment/hist").stdout
+    assert re.search(r"^3\s", history, re.M) and not re.search(r"^1\s", history, re.M), history
+    before = set(_names(_pods(cluster, "hist")))
+    cluster.kubectl("rollout", "restart", "deployment/hist")
+    _rollout(cluster, "hist")
+    wait_for(lambda: (names := set(_names(_pods(cluster, "hist")))) and not names & before,
+             60, message="restart to replace the pods")
+    sets = json.loads(cluster.kubectl("get", "rs", "-o", "json").stdout)["items"]
+    assert sum(1 for rs in sets if rs["metadata"]["name"].startswith("hist-")) == 3
 
 
 def test_rolling_update_keeps_replicas_ready_and_surges_by_one(
@@ -362,7 +437,6 @@ def test_scale_and_delete(cluster: DevClusterProcess) -> None:
              message="garbage collection of the pods")
 
 
-
 def test_a_stuck_rollout_exceeds_its_progress_deadline(cluster: DevClusterProcess) -> None:
     manifest = json.loads(_manifest("stuck", 1, {"type": "RollingUpdate"}, "x"))
     spec = manifest["spec"]
@@ -378,3 +452,19 @@ def test_a_stuck_rollout_exceeds_its_progress_deadline(cluster: DevClusterProces
     progressing = {c["type"]: c for c in deployment["status"]["conditions"]}["Progressing"]
     assert (progressing["status"], progressing["reason"]) == ("False",
                                                               "ProgressDeadlineExceeded")
+
+
+def test_a_paused_deployment_rolls_nothing_out_until_resumed() -> None:
+    first, second = _deployment(env="one"), _deployment(env="two")
+    second["spec"]["paused"] = True
+    current = _set_of(first, 2, 1)
+    pods = [_pod_of(current, "aaaaa"), _pod_of(current, "bbbbb")]
+    plan = plan_deployment(second, [current], pods)
+    assert plan.create is None and plan.scale == {}
+    second["spec"]["replicas"] = 3
+    assert plan_deployment(second, [current], pods).scale == {current["metadata"]["name"]: 3}
+    status = deployment_status(second, [current], pods, NOW)
+    progressing = {c["type"]: c for c in status["conditions"]}["Progressing"]
+    assert (progressing["status"], progressing["reason"]) == ("Unknown", "DeploymentPaused")
+    del second["spec"]["paused"]
+    assert plan_deployment(second, [current], pods).create is not None

@@ -140,7 +140,12 @@ def test_install_waits_for_the_operator_deployment(
         assert container["image"] == "registry.example/gencluster-operator:dev"
         assert container["command"] == ["gencluster", "operator"]
         assert pod["status"]["phase"] == "Running"
-        assert pod["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
+        owner = pod["metadata"]["ownerReferences"][0]
+        assert owner["kind"] == "ReplicaSet"  # the Deployment's, as in Kubernetes
+        replica_set = _get(cluster, "replicaset", owner["name"], "-n", NAMESPACE)
+        assert replica_set is not None
+        assert replica_set["metadata"]["ownerReferences"][0]["uid"] == (
+            deployment["metadata"]["uid"])
 
     def leader() -> str | None:
         lease = _get(cluster, "lease", RELEASE, "-n", NAMESPACE)

@@ -81,6 +81,7 @@ from gencluster_dev.machinery.validation import (
     unknown_fields,
     volume_causes,
 )
+from gencluster_dev.machinery.workloads import WORKLOAD_KINDS, default_job, default_workload
 
 Clock = Callable[[], datetime]
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -379,6 +380,11 @@ class Operations:
     def _defaults_on_create(self, t: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
         if t.key == PODS_KEY:
             default_pod(obj)
+        elif t.builtin and t.kind in WORKLOAD_KINDS:
+            default_workload(t.kind, obj)
+            causes = default_job(obj) if t.kind == "Job" else []
+            if causes:
+                raise invalid(t.kind, t.group, obj["metadata"]["name"], causes)
         elif t.key == SERVICES_KEY:
             default_service(obj, self.service_network,
                             used_cluster_ips(self.store.list(SERVICES_KEY)))
@@ -412,6 +418,8 @@ class Operations:
         not a change (immutable fields would otherwise refuse it)."""
         if t.key == CLAIMS_KEY:
             default_claim_spec(obj)
+        elif t.builtin and t.kind in WORKLOAD_KINDS:
+            default_workload(t.kind, obj)
         elif t.key == VOLUMES_KEY:
             default_volume_spec(obj)
         elif t.key == STORAGE_CLASSES_KEY:

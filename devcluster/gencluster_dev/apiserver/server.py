@@ -36,7 +36,7 @@ import yaml
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gencluster_dev.apiserver import authorization, podproxy, watch
+from gencluster_dev.apiserver import authorization, podproxy, streaming, watch
 from gencluster_dev.apiserver.auth import Authenticator, Identity
 from gencluster_dev.apiserver.gc import GarbageCollector
 from gencluster_dev.apiserver.operations import (
@@ -50,6 +50,11 @@ from gencluster_dev.apiserver.operations import (
 )
 from gencluster_dev.apiserver.persistence import Journal
 from gencluster_dev.machinery import discovery, protobuf
+from gencluster_dev.machinery.defaults import (
+    KUBERNETES_SERVICE,
+    kubernetes_endpoints,
+    kubernetes_service,
+)
 from gencluster_dev.machinery.errors import (
     ApiError,
     bad_request,
@@ -62,6 +67,7 @@ from gencluster_dev.machinery.resources import (
     CRD_KEY,
     PODS_KEY,
     SERVICEACCOUNTS_KEY,
+    SERVICES_KEY,
     Registry,
     ResourceType,
 )
@@ -76,6 +82,7 @@ PROTOBUF = "application/vnd.kubernetes.protobuf"
 PATCH_CONTENT_TYPES = {MERGE_PATCH, JSON_PATCH, STRATEGIC_PATCH, APPLY_PATCH}
 MAX_BODY_BYTES = 3 * 1024 * 1024  # etcd's default request limit, as in kube-apiserver
 IDENTITY_KEY = web.RequestKey("identity", Identity)
+ENDPOINTS_KEY = ("", "endpoints")
 
 
 def _utcnow() -> datetime:
@@ -150,8 +157,25 @@ class ApiServer:
         self.port = sock.getsockname()[1]
         self.url = f"http://{self.host}:{self.port}"
         self.tls_url = f"https://{self.host}:{self.port}"
+        self._ensure_kubernetes_service()
         self._accepting = asyncio.get_running_loop().create_task(self._accept_loop())
         self.gc.start()
+
+    def _ensure_kubernetes_service(self) -> None:
+        """`default/kubernetes` and its Endpoints, naming this server's address (what
+        kube-apiserver's bootstrap controller keeps); kept across restarts with `data_path`."""
+        services = self.registry.for_key(SERVICES_KEY)
+        endpoints = self.registry.for_key(ENDPOINTS_KEY)
+        assert services is not None and endpoints is not None
+        if self.store.get(SERVICES_KEY, "default", KUBERNETES_SERVICE) is None:
+            self.operations.create(services, "default", kubernetes_service(self.port))
+        wanted = kubernetes_endpoints(self.host, self.port)
+        current = self.store.get(ENDPOINTS_KEY, "default", KUBERNETES_SERVICE)
+        if current is None:
+            self.operations.create(endpoints, "default", wanted)
+        elif current.get("subsets") != wanted["subsets"]:
+            self.operations.update(endpoints, "default", KUBERNETES_SERVICE,
+                                   {**current, "subsets": wanted["subsets"]})
 
     async def _make_tls_context(self) -> tuple[ssl.SSLContext, bytes]:
         """A self-signed certificate for this address (kubectl sends tokens only over TLS)."""
@@ -486,6 +510,8 @@ class ApiServer:
             if method != "GET":
                 raise method_not_allowed()
             return await self._pod_log(request, ns, name)
+        if sub in ("exec", "portforward"):
+            return await self._pod_stream(request, ns, name, sub)
         raise resource_not_found_for_path()
 
     # -- rendering ---------------------------------------------------------------------
@@ -588,6 +614,25 @@ class ApiServer:
                     raise
         self.gc.wake()
         return _json(listing)
+
+    async def _pod_stream(self, request: web.Request, ns: str, name: str,
+                          sub: str) -> web.StreamResponse:
+        """exec and port-forward (apiserver/streaming.py); open sessions end with the server."""
+        if request.method not in ("GET", "POST"):
+            raise method_not_allowed()
+        pods = self.registry.for_key(PODS_KEY)
+        assert pods is not None
+        pod = self.operations.get(pods, ns, name)
+        task = asyncio.current_task()
+        if task is not None:
+            self._streams.add(task)
+        try:
+            if sub == "exec":
+                return await streaming.serve_exec(request, pod, self.pods_dir)
+            return await streaming.serve_port_forward(request, pod)
+        finally:
+            if task is not None:
+                self._streams.discard(task)
 
     async def _pod_proxy(self, request: web.Request, ns: str, segment: str) -> web.StreamResponse:
         """`pods/[SCHEME:]NAME[:PORT]/proxy[/PATH]` (apiserver.podproxy): the rest of the raw
@@ -702,7 +747,8 @@ def _json(
     content_type: str = "application/json",
 ) -> web.Response:
     response = web.Response(
-        body=json.dumps(body, separators=(",", ":")).encode(),
+        # kube-apiserver's JSON encoder ends every body with a newline; clients compare bodies
+        body=json.dumps(body, separators=(",", ":")).encode() + b"\n",
         status=status,
         headers=headers,
     )

@@ -153,6 +153,8 @@ class EndpointsController:
                 else:
                     self.endpoints.cache[key] = fresh
                 self._loop.wake()
+            elif exc.status == 403:  # the namespace is terminating: nothing to serve there
+                log.info("endpoints %s/%s: %s", *key, exc)
             else:
                 log.warning("endpoints %s/%s: %s", *key, exc)
 

@@ -86,6 +86,7 @@ def default_service(
             port.setdefault("targetPort", port.get("port"))
     requested = spec.get("clusterIP") or ((spec.get("clusterIPs") or [None])[0])
     name = obj["metadata"]["name"]
+    obj["status"] = {"loadBalancer": {}}  # kube-apiserver's answer always carries it
     if requested == "None":
         spec["clusterIP"] = "None"
         spec["clusterIPs"] = ["None"]
@@ -169,3 +170,31 @@ def _add_finalizer(obj: dict[str, Any], finalizer: str) -> None:
     finalizers = obj["metadata"].setdefault("finalizers", [])
     if finalizer not in finalizers:
         finalizers.append(finalizer)
+
+
+KUBERNETES_SERVICE = "kubernetes"
+
+
+def kubernetes_service(port: int) -> dict[str, Any]:
+    """`default/kubernetes`, the Service every cluster has for its API server (selector-less:
+    its Endpoints name the API server's address); it gets the first Service IP when created
+    first, as kube-apiserver's bootstrap controller does."""
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": KUBERNETES_SERVICE, "namespace": "default",
+                     "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"type": "ClusterIP", "sessionAffinity": "None",
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP",
+                            "targetPort": port}]},
+    }
+
+
+def kubernetes_endpoints(host: str, port: int) -> dict[str, Any]:
+    """The Endpoints of `default/kubernetes`: the API server's own address and port."""
+    return {
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": KUBERNETES_SERVICE, "namespace": "default",
+                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": host}],
+                     "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+    }

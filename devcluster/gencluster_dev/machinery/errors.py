@@ -38,8 +38,9 @@ class ApiError(Exception):
         self.retry_after_seconds = retry_after_seconds
 
     def status(self) -> dict[str, Any]:
-        """The `Status` body of this error, as kube-apiserver renders it (empty details
-        fields omitted)."""
+        """The `Status` body of this error, as kube-apiserver renders it: its fields in
+        metav1.Status's order (kind, apiVersion, metadata, status, message, reason, details,
+        code), empty details fields omitted."""
         details: dict[str, Any] = {}
         if self.name:
             details["name"] = self.name
@@ -56,10 +57,10 @@ class ApiError(Exception):
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
-            "code": self.code,
         }
         if details:
             status["details"] = details
+        status["code"] = self.code
         return status
 
 

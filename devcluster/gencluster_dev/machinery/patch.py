@@ -287,11 +287,12 @@ _STRATEGIES_BY_KIND: dict[str, dict[tuple[str, ...], ListStrategy]] = {
         ("status", "podIPs"): _by("ip"),
         ("status", "hostIPs"): _by("ip"),
     },
-    "Deployment": {
+    **{kind: {
         **_pod_spec(("spec", "template", "spec")),
         **_template_metadata(("spec", "template")),
         **_CONDITIONS,
-    },
+    } for kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job")},
+    "ControllerRevision": {},
     "Service": {("spec", "ports"): _by("port"), **_CONDITIONS},
     "Node": {
         **_CONDITIONS,

@@ -1,7 +1,7 @@
 """Decoding of Kubernetes protobuf request bodies for the kinds kubectl sends that way.
 
 kubectl's imperative commands (`kubectl create namespace|configmap|secret|serviceaccount|
-token|role|rolebinding|...`) go through client-go's typed clients, which send
+token|role|rolebinding|deployment|job|...`) go through client-go's typed clients, which send
 `application/vnd.kubernetes.protobuf` and do not fall back to JSON. This module turns such a
 body into the JSON object the API would have received, using the field numbers of the
 `generated.proto` files of k8s.io/api for those kinds; any other kind is refused with 415 like
@@ -159,6 +159,58 @@ OBJECT_REFERENCE = _message({
     4: ("uid", _string, False), 5: ("apiVersion", _string, False),
 })
 
+
+def _int_or_string(raw: Any) -> int | str:
+    """intstr.IntOrString: type 0 carries intVal (field 2), type 1 strVal (field 3)."""
+    fields = dict(_fields(raw)) if isinstance(raw, bytes) else {}
+    if _int(fields.get(1, 0)) == 1:
+        return _string(fields.get(3, b""))
+    return _int(fields.get(2, 0))
+
+
+def _quantity(raw: Any) -> str:
+    return _string(dict(_fields(raw)).get(1, b""))
+
+
+LABEL_SELECTOR = _message({
+    1: ("matchLabels", _map(_string), False),
+    2: ("matchExpressions", _message({1: ("key", _string, False),
+                                      2: ("operator", _string, False),
+                                      3: ("values", _string, True)}), True),
+})
+CONTAINER = _message({
+    1: ("name", _string, False), 2: ("image", _string, False),
+    3: ("command", _string, True), 4: ("args", _string, True),
+    5: ("workingDir", _string, False),
+    6: ("ports", _message({1: ("name", _string, False), 2: ("hostPort", _int, False),
+                           3: ("containerPort", _int, False), 4: ("protocol", _string, False),
+                           5: ("hostIP", _string, False)}), True),
+    7: ("env", _message({1: ("name", _string, False), 2: ("value", _string, False),
+                         3: ("valueFrom", _message({1: ("fieldRef", _message({
+                             1: ("apiVersion", _string, False),
+                             2: ("fieldPath", _string, False)}), False)}), False)}), True),
+    8: ("resources", _message({1: ("limits", _map(_quantity), False),
+                               2: ("requests", _map(_quantity), False)}), False),
+    9: ("volumeMounts", _message({1: ("name", _string, False), 2: ("readOnly", _bool, False),
+                                  3: ("mountPath", _string, False),
+                                  4: ("subPath", _string, False)}), True),
+    13: ("terminationMessagePath", _string, False),
+    14: ("imagePullPolicy", _string, False),
+    16: ("stdin", _bool, False), 17: ("stdinOnce", _bool, False), 18: ("tty", _bool, False),
+    20: ("terminationMessagePolicy", _string, False),
+})
+POD_TEMPLATE = _message({
+    1: ("metadata", OBJECT_META, False),
+    2: ("spec", _message({
+        2: ("containers", CONTAINER, True), 20: ("initContainers", CONTAINER, True),
+        3: ("restartPolicy", _string, False), 4: ("terminationGracePeriodSeconds", _int, False),
+        5: ("activeDeadlineSeconds", _int, False), 6: ("dnsPolicy", _string, False),
+        7: ("nodeSelector", _map(_string), False), 8: ("serviceAccountName", _string, False),
+        10: ("nodeName", _string, False), 16: ("hostname", _string, False),
+        17: ("subdomain", _string, False), 19: ("schedulerName", _string, False),
+    }), False),
+})
+
 RESOURCE_ATTRIBUTES = _message({
     1: ("namespace", _string, False), 2: ("verb", _string, False), 3: ("group", _string, False),
     4: ("version", _string, False), 5: ("resource", _string, False),
@@ -175,6 +227,33 @@ SUBJECT_ACCESS_REVIEW = _message({
 })
 
 KINDS: dict[tuple[str, str], Decoder] = {
+    # kubectl create deployment
+    ("apps/v1", "Deployment"): _message({
+        1: ("metadata", OBJECT_META, False),
+        2: ("spec", _message({
+            1: ("replicas", _int, False), 2: ("selector", LABEL_SELECTOR, False),
+            3: ("template", POD_TEMPLATE, False),
+            4: ("strategy", _message({
+                1: ("type", _string, False),
+                2: ("rollingUpdate", _message({1: ("maxUnavailable", _int_or_string, False),
+                                               2: ("maxSurge", _int_or_string, False)}),
+                    False)}), False),
+            5: ("minReadySeconds", _int, False), 6: ("revisionHistoryLimit", _int, False),
+            7: ("paused", _bool, False), 9: ("progressDeadlineSeconds", _int, False),
+        }), False),
+    }),
+    # kubectl create job
+    ("batch/v1", "Job"): _message({
+        1: ("metadata", OBJECT_META, False),
+        2: ("spec", _message({
+            1: ("parallelism", _int, False), 2: ("completions", _int, False),
+            3: ("activeDeadlineSeconds", _int, False), 4: ("selector", LABEL_SELECTOR, False),
+            5: ("manualSelector", _bool, False), 6: ("template", POD_TEMPLATE, False),
+            7: ("backoffLimit", _int, False), 8: ("ttlSecondsAfterFinished", _int, False),
+            9: ("completionMode", _string, False), 10: ("suspend", _bool, False),
+            14: ("podReplacementPolicy", _string, False),
+        }), False),
+    }),
     # kubectl auth can-i (authorization/v1 generated.proto)
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): _message({
         1: ("metadata", OBJECT_META, False),

@@ -27,6 +27,8 @@ SUBRESOURCE_VERBS: dict[str, tuple[str, ...]] = {
     "log": ("get",),
     "binding": ("create",),
     "token": ("create",),
+    "exec": ("create", "get"),
+    "portforward": ("create", "get"),
     "proxy": ("create", "delete", "get", "patch", "update"),
 }
 SUBRESOURCE_KINDS: dict[str, tuple[str, str, str]] = {
@@ -34,6 +36,8 @@ SUBRESOURCE_KINDS: dict[str, tuple[str, str, str]] = {
     "scale": ("autoscaling", "v1", "Scale"),
     "binding": ("", "v1", "Binding"),
     "token": ("authentication.k8s.io", "v1", "TokenRequest"),
+    "exec": ("", "v1", "PodExecOptions"),
+    "portforward": ("", "v1", "PodPortForwardOptions"),
     "proxy": ("", "v1", "PodProxyOptions"),
 }
 
@@ -129,7 +133,7 @@ BUILTINS: tuple[ResourceType, ...] = (
     _builtin("", "v1", "Node", "nodes", namespaced=False, short_names=["no"],
              subresources=["status"]),
     _builtin("", "v1", "Pod", "pods", short_names=["po"], categories=["all"],
-             subresources=["status", "log", "binding", "proxy"]),
+             subresources=["status", "log", "binding", "exec", "portforward", "proxy"]),
     _builtin("", "v1", "Service", "services", short_names=["svc"], categories=["all"],
              subresources=["status"],
              verbs=("create", "delete", "deletecollection", "get", "list", "patch", "update",
@@ -168,12 +172,16 @@ BUILTINS: tuple[ResourceType, ...] = (
     _builtin("apps", "v1", "Deployment", "deployments", short_names=["deploy"],
              categories=["all"], subresources=["status", "scale"],
              scale=ScalePaths(".spec.replicas", ".status.replicas", ".status.selector")),
-    # Served but empty: the Deployment controller (deployments.py) creates pods directly.
-    # Clients still look ReplicaSets up: Helm's --wait (kstatus) lists a Deployment's
-    # ReplicaSets and reports it Unknown forever when the resource does not exist.
     _builtin("apps", "v1", "ReplicaSet", "replicasets", short_names=["rs"],
              categories=["all"], subresources=["status", "scale"],
              scale=ScalePaths(".spec.replicas", ".status.replicas", ".status.selector")),
+    _builtin("apps", "v1", "StatefulSet", "statefulsets", short_names=["sts"],
+             categories=["all"], subresources=["status", "scale"],
+             scale=ScalePaths(".spec.replicas", ".status.replicas", ".status.selector")),
+    _builtin("apps", "v1", "ControllerRevision", "controllerrevisions"),
+    _builtin("apps", "v1", "DaemonSet", "daemonsets", short_names=["ds"],
+             categories=["all"], subresources=["status"]),
+    _builtin("batch", "v1", "Job", "jobs", categories=["all"], subresources=["status"]),
     _builtin("apiextensions.k8s.io", "v1", "CustomResourceDefinition",
              "customresourcedefinitions", namespaced=False, short_names=["crd", "crds"],
              categories=["api-extensions"], subresources=["status"]),
@@ -187,6 +195,7 @@ GROUP_ORDER: tuple[str, ...] = (
     "authentication.k8s.io",
     "authorization.k8s.io",
     "autoscaling",
+    "batch",
     "policy",
     "rbac.authorization.k8s.io",
     "storage.k8s.io",

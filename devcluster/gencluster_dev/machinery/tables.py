@@ -767,6 +767,97 @@ def _deployment_cells(deployment: Mapping[str, Any], now: datetime) -> list[Any]
     ]
 
 
+def _template_containers(item: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [c for c in _list(_get(item, "spec", "template", "spec", "containers"))
+            if isinstance(c, Mapping)]
+
+
+def _containers_and_images(item: Mapping[str, Any]) -> list[str]:
+    containers = _template_containers(item)
+    return [",".join(str(c.get("name", "")) for c in containers),
+            ",".join(str(c.get("image", "")) for c in containers)]
+
+
+def _replica_set_cells(replica_set: Mapping[str, Any], now: datetime) -> list[Any]:
+    spec = replica_set.get("spec") or {}
+    status = replica_set.get("status") or {}
+    return [
+        _metadata(replica_set).get("name", ""),
+        int(spec.get("replicas", 1) or 0),
+        int(status.get("replicas") or 0),
+        int(status.get("readyReplicas") or 0),
+        _age(replica_set, now),
+        *_containers_and_images(replica_set),
+        _selector_text(spec.get("selector")),
+    ]
+
+
+def _stateful_set_cells(stateful_set: Mapping[str, Any], now: datetime) -> list[Any]:
+    spec = stateful_set.get("spec") or {}
+    status = stateful_set.get("status") or {}
+    return [
+        _metadata(stateful_set).get("name", ""),
+        f"{int(status.get('readyReplicas') or 0)}/{int(spec.get('replicas', 1) or 0)}",
+        _age(stateful_set, now),
+        *_containers_and_images(stateful_set),
+    ]
+
+
+def _daemon_set_cells(daemon_set: Mapping[str, Any], now: datetime) -> list[Any]:
+    status = daemon_set.get("status") or {}
+    node_selector = _get(daemon_set, "spec", "template", "spec", "nodeSelector")
+    return [
+        _metadata(daemon_set).get("name", ""),
+        int(status.get("desiredNumberScheduled") or 0),
+        int(status.get("currentNumberScheduled") or 0),
+        int(status.get("numberReady") or 0),
+        int(status.get("updatedNumberScheduled") or 0),
+        int(status.get("numberAvailable") or 0),
+        _format_labels(node_selector),
+        _age(daemon_set, now),
+        *_containers_and_images(daemon_set),
+        _selector_text(_get(daemon_set, "spec", "selector")),
+    ]
+
+
+def _job_cells(job: Mapping[str, Any], now: datetime) -> list[Any]:
+    spec = job.get("spec") or {}
+    status = job.get("status") or {}
+    true_conditions = {c.get("type") for c in _list(status.get("conditions"))
+                       if isinstance(c, Mapping) and c.get("status") == "True"}
+    state = "Running"
+    for kind in ("Complete", "Failed", "FailureTarget", "SuccessCriteriaMet", "Suspended"):
+        if kind in true_conditions:
+            state = kind
+            break
+    succeeded = int(status.get("succeeded") or 0)
+    if spec.get("completions") is not None:
+        completions = f"{succeeded}/{int(spec['completions'])}"
+    else:
+        parallelism = int(spec.get("parallelism", 1) or 0)
+        completions = f"{succeeded}/1 of {parallelism}" if parallelism > 1 else f"{succeeded}/1"
+    start = _parse_timestamp(status.get("startTime"))
+    end = _parse_timestamp(status.get("completionTime")) or _aware(now)
+    duration = human_duration(end - start) if start is not None else ""
+    return [
+        _metadata(job).get("name", ""), state, completions, duration, _age(job, now),
+        *_containers_and_images(job), _selector_text(spec.get("selector")),
+    ]
+
+
+def _controller_revision_cells(revision: Mapping[str, Any], now: datetime) -> list[Any]:
+    owner = next((ref for ref in _list(_metadata(revision).get("ownerReferences"))
+                  if isinstance(ref, Mapping) and ref.get("controller")), None)
+    controller = "<none>"
+    if owner is not None:
+        group = str(owner.get("apiVersion", "")).rpartition("/")[0]
+        kind = str(owner.get("kind", "")).lower()
+        controller = f"{kind}.{group}/{owner.get('name', '')}" if group else (
+            f"{kind}/{owner.get('name', '')}")
+    return [_metadata(revision).get("name", ""), controller, int(revision.get("revision") or 0),
+            _age(revision, now)]
+
+
 def _selector_text(selector: Any) -> str:
     """metav1.FormatLabelSelector: canonical text, ``<none>`` if empty, ``<error>`` if bad."""
     if selector is not None and not isinstance(selector, Mapping):
@@ -1020,6 +1111,86 @@ _BUILT_IN: dict[str, tuple[list[dict[str, Any]], _CellsFunction]] = {
                     "this deployment."),
         ],
         _deployment_cells,
+    ),
+    "ReplicaSet": (
+        [
+            _name_column(),
+            _column("Desired", type_="integer", description="Number of desired pods."),
+            _column("Current", type_="integer", description="Number of actual pods."),
+            _column("Ready", type_="integer", description="Number of ready pods."),
+            _age_column(),
+            _column("Containers", priority=1, description="Names of each container in the "
+                    "template."),
+            _column("Images", priority=1, description="Images referenced by each container in "
+                    "the template."),
+            _column("Selector", priority=1, description="Label selector for pods."),
+        ],
+        _replica_set_cells,
+    ),
+    "ControllerRevision": (
+        [
+            _name_column(),
+            _column("Controller", description="Controller of the object."),
+            _column("Revision", type_="integer", description="Revision indicates the revision "
+                    "of the state represented by Data."),
+            _age_column(),
+        ],
+        _controller_revision_cells,
+    ),
+    "StatefulSet": (
+        [
+            _name_column(),
+            _column("Ready", description="Number of the pod with ready state"),
+            _age_column(),
+            _column("Containers", priority=1, description="Names of each container in the "
+                    "template."),
+            _column("Images", priority=1, description="Images referenced by each container in "
+                    "the template."),
+        ],
+        _stateful_set_cells,
+    ),
+    "DaemonSet": (
+        [
+            _name_column(),
+            _column("Desired", type_="integer", description="The total number of nodes that "
+                    "should be running the daemon pod."),
+            _column("Current", type_="integer", description="The number of nodes that are "
+                    "running at least 1 daemon pod and are supposed to run the daemon pod."),
+            _column("Ready", type_="integer", description="The number of nodes that should be "
+                    "running the daemon pod and have one or more of the daemon pod running and "
+                    "ready."),
+            _column("Up-to-date", type_="integer", description="The total number of nodes that "
+                    "are running updated daemon pod"),
+            _column("Available", type_="integer", description="The number of nodes that should "
+                    "be running the daemon pod and have one or more of the daemon pod running "
+                    "and available."),
+            _column("Node Selector", description="NodeSelector is a selector which must be "
+                    "true for the pod to fit on a node."),
+            _age_column(),
+            _column("Containers", priority=1, description="Names of each container in the "
+                    "template."),
+            _column("Images", priority=1, description="Images referenced by each container in "
+                    "the template."),
+            _column("Selector", priority=1, description="A label query over pods that are "
+                    "managed by the daemon set."),
+        ],
+        _daemon_set_cells,
+    ),
+    "Job": (
+        [
+            _name_column(),
+            _column("Status", description="Status of the job."),
+            _column("Completions", description="The completion status of the job."),
+            _column("Duration", description="Time required to complete the job."),
+            _age_column(),
+            _column("Containers", priority=1, description="Names of each container in the "
+                    "template."),
+            _column("Images", priority=1, description="Images referenced by each container in "
+                    "the template."),
+            _column("Selector", priority=1, description="A label query over pods that should "
+                    "match the pod count."),
+        ],
+        _job_cells,
     ),
     "PodDisruptionBudget": (
         [
