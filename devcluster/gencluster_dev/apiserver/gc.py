@@ -226,7 +226,12 @@ class GarbageCollector:
                 next_sweep = loop.time() + EVENT_SWEEP_INTERVAL
                 self.expire_events()
             for _ in range(100):  # bounded passes to a fixpoint; the next wake continues
-                if not self.run_once():
+                try:
+                    changed = self.run_once()
+                except Exception:  # a bug or a malformed object: log it, never stop collecting
+                    log.exception("garbage collector: a pass failed")
+                    break
+                if not changed:
                     break
                 await asyncio.sleep(0)
 

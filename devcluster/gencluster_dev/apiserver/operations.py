@@ -301,6 +301,12 @@ class Operations:
             raise bad_request(
                 f"the object provided is unrecognized (must be of type {t.kind}): "
                 "couldn't get version/kind; json parse error: expected an object")
+        for field in ("apiVersion", "kind"):
+            if body.get(field) is not None and not isinstance(body[field], str):
+                raise bad_request(
+                    f"the object provided is unrecognized: couldn't get version/kind; json "
+                    f"parse error: json: cannot unmarshal {_json_type(body[field])} into Go "
+                    f"struct field .{field} of type string")
         obj = copy.deepcopy(body)
         if t.builtin:
             obj = _without_nulls(obj)  # Go decodes null as the zero value: same as absent
@@ -311,12 +317,11 @@ class Operations:
                 f'{t.kind} in version "{t.version}" cannot be handled as a {t.kind}: json: '
                 f"cannot unmarshal {type(obj['metadata']).__name__} into Go struct field "
                 f"{t.kind}.metadata of type v1.ObjectMeta")
-        if t.builtin:
-            problem = shape_error(t.kind, obj)
-            if problem:
-                raise bad_request(
-                    f'{t.kind} in version "{t.version}" cannot be handled as a {t.kind}: '
-                    f"{problem}")
+        problem = shape_error(t.kind, obj, builtin=t.builtin)
+        if problem:
+            raise bad_request(
+                f'{t.kind} in version "{t.version}" cannot be handled as a {t.kind}: '
+                f"{problem}")
         kind = obj.get("kind")
         api_version = obj.get("apiVersion")
         if kind is None and api_version is None:
@@ -1022,3 +1027,13 @@ def _mentions_resource_version(patch_body: Any) -> bool:
         )
     return False
 
+
+def _json_type(value: Any) -> str:
+    """The JSON type of a decoded value, in Go's error wording."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else type(value).__name__

@@ -151,7 +151,7 @@ class ApiServer:
         self.operations.bootstrap()
         app = web.Application(client_max_size=MAX_BODY_BYTES,
                               middlewares=[self._errors_middleware])
-        app.router.add_route("*", "/{path:.*}", self._dispatch)
+        app.router.add_route("*", r"/{path:[\s\S]*}", self._dispatch)  # newlines too
         app[BODY_TIMEOUT_KEY] = self.body_timeout
         # aiohttp's keep-alive timer runs from the connection's start and from each response,
         # and closes the connection if no complete request headers arrived by then.
@@ -707,7 +707,16 @@ def _warning_headers(warnings: list[str]) -> CIMultiDict[str] | None:
     """One `Warning: 299 - "..."` header per warning, as kube-apiserver sends them."""
     if not warnings:
         return None
-    return CIMultiDict(("Warning", f'299 - "{w}"') for w in warnings)
+    return CIMultiDict(("Warning", f'299 - "{_header_text(w)}"') for w in warnings)
+
+
+def _header_text(text: str) -> str:
+    """`text` as the inside of an HTTP quoted-string: quotes and backslashes escaped, control
+    and non-ASCII characters as \\uXXXX (a warning may quote a field name a client chose, and
+    a raw newline there would be a header injection)."""
+    return "".join(
+        "\\" + c if c in '"\\' else c if " " <= c <= "~" else f"\\u{ord(c):04x}"
+        for c in text)
 
 
 def _truthy(value: str | None) -> bool:
