@@ -27,6 +27,7 @@ requests) is written to the terminal when the module ends.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -47,11 +48,11 @@ from hypothesis import strategies as st
 
 from tests.devcluster.conftest import ADMIN_TOKEN, RunningApiServer, serving_apiserver
 
-pytestmark = pytest.mark.integration
+EXAMPLES = int(os.environ.get("GENCLUSTER_FUZZ_EXAMPLES", "100"))
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300 + EXAMPLES)]
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((ROOT / "crds" / "clusteredservers.gencluster.io.yaml").read_text())
-EXAMPLES = int(os.environ.get("GENCLUSTER_FUZZ_EXAMPLES", "100"))
 SEED = int(os.environ.get("GENCLUSTER_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
 NAMESPACE = "fuzz"
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
@@ -194,12 +195,19 @@ def check(server: RunningApiServer, method: str, path: str, body: bytes | None,
     return status
 
 
-def fresh(server: RunningApiServer, kind: str) -> str:
-    """Create a valid object of `kind` with a new name, for one example to attack."""
+@contextlib.contextmanager
+def fresh(server: RunningApiServer, kind: str) -> Iterator[str]:
+    """A valid object of `kind` with a new name, for one example to attack; deleted after it
+    (so the store, which every settling pass walks, stays small over a long run)."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     status, body = server.request("POST", COLLECTIONS[kind], valid_object(kind, name))
     assert status == 201, body
-    return name
+    try:
+        yield name
+    finally:
+        status, body = server.request(
+            "DELETE", f"{COLLECTIONS[kind]}/{name}?gracePeriodSeconds=0")
+        assert status in (200, 202, 404), body
 
 
 # -- strategies ----------------------------------------------------------------------------------
@@ -341,15 +349,15 @@ def test_fuzzed_creates(server: RunningApiServer, data: st.DataObject, kind: str
        query=PARAMETERS)
 def test_fuzzed_patches(server: RunningApiServer, data: st.DataObject, kind: str,
                         patch_type: str, subresource: str, query: dict[str, str]) -> None:
-    name = fresh(server, kind)
-    if patch_type == "application/json-patch+json" and data.draw(st.booleans()):
-        body = json.dumps(data.draw(JSON_PATCHES)).encode()
-    else:
-        body = data.draw(bodies(kind, name))
-    if patch_type.startswith("application/apply-patch"):
-        query = {**query, "fieldManager": query.get("fieldManager") or "fuzz"}
-    check(server, "PATCH", with_query(f"{COLLECTIONS[kind]}/{name}{subresource}", query), body,
-          patch_type)
+    with fresh(server, kind) as name:
+        if patch_type == "application/json-patch+json" and data.draw(st.booleans()):
+            body = json.dumps(data.draw(JSON_PATCHES)).encode()
+        else:
+            body = data.draw(bodies(kind, name))
+        if patch_type.startswith("application/apply-patch"):
+            query = {**query, "fieldManager": query.get("fieldManager") or "fuzz"}
+        check(server, "PATCH", with_query(f"{COLLECTIONS[kind]}/{name}{subresource}", query),
+              body, patch_type)
 
 
 @FUZZ
@@ -359,10 +367,10 @@ def test_fuzzed_patches(server: RunningApiServer, data: st.DataObject, kind: str
 def test_fuzzed_updates(server: RunningApiServer, data: st.DataObject, kind: str,
                         content_type: str | None, subresource: str,
                         query: dict[str, str]) -> None:
-    name = fresh(server, kind)
-    body = data.draw(bodies(kind, name))
-    check(server, "PUT", with_query(f"{COLLECTIONS[kind]}/{name}{subresource}", query), body,
-          content_type)
+    with fresh(server, kind) as name:
+        body = data.draw(bodies(kind, name))
+        check(server, "PUT", with_query(f"{COLLECTIONS[kind]}/{name}{subresource}", query),
+              body, content_type)
 
 
 @FUZZ
@@ -371,7 +379,12 @@ def test_fuzzed_updates(server: RunningApiServer, data: st.DataObject, kind: str
        query=PARAMETERS)
 def test_fuzzed_deletes(server: RunningApiServer, data: st.DataObject, kind: str,
                         content_type: str | None, query: dict[str, str]) -> None:
-    name = fresh(server, kind)
+    with fresh(server, kind) as name:
+        delete_with_options(server, data, kind, name, content_type, query)
+
+
+def delete_with_options(server: RunningApiServer, data: st.DataObject, kind: str, name: str,
+                        content_type: str | None, query: dict[str, str]) -> None:
     options = data.draw(st.one_of(
         st.fixed_dictionaries({}, optional={
             "kind": st.sampled_from(["DeleteOptions", "Pod", ""]),
