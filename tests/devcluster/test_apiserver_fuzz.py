@@ -119,6 +119,9 @@ def server(tmp_path_factory: pytest.TempPathFactory,
         status, body = running.request("POST", "/api/v1/namespaces", {
             "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         assert status == 201, body
+        status, body = running.request("POST", COLLECTIONS["clusteredservers"],
+                                       valid_object("clusteredservers", "fuzz-target"))
+        assert status == 201, body
         yield running
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
@@ -430,6 +433,47 @@ def test_fuzzed_paths(server: RunningApiServer, segments: list[str], method: str
     body = b"{}" if method in ("POST", "PUT", "PATCH") else None
     content_type = "application/merge-patch+json" if method == "PATCH" else "application/json"
     check(server, method, path, body, content_type)
+
+
+CR = COLLECTIONS["clusteredservers"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "content_type", "code"),
+    [
+        # apiVersion of the wrong JSON type: was a 500 (AttributeError).
+        ("POST", CR, b'{"apiVersion": {"a": 1}, "kind": "ClusteredServer", "metadata": '
+         b'{"name": "x"}, "spec": {"server": "a:B"}}', "application/json", 400),
+        ("POST", COLLECTIONS["configmaps"], b'{"apiVersion": "v1", "kind": ["ConfigMap"], '
+         b'"metadata": {"name": "x"}}', "application/json", 400),
+        # An owner reference that is not an object on a custom resource: was stored, and the
+        # garbage collector's next pass crashed on it, ending collection for good.
+        ("POST", CR, b'{"apiVersion": "gencluster.io/v1alpha1", "kind": "ClusteredServer", '
+         b'"metadata": {"name": "owned", "ownerReferences": ["x"]}, "spec": {"server": "a:B"}}',
+         "application/json", 400),
+        # A Scale whose metadata is not an object: was a 500 (AttributeError).
+        ("PUT", f"{CR}/fuzz-target/scale", b'{"metadata": true, "spec": {"replicas": 2}}',
+         "application/json", 400),
+        ("PUT", f"{CR}/fuzz-target/scale", b'{"metadata": {"resourceVersion": 5}, "spec": '
+         b'{"replicas": 2}}', "application/json", 400),
+        # A path with a newline: was aiohttp's plain-text 404, not a Status.
+        ("GET", "/api/v1/%0A", None, None, 404),
+    ],
+)
+def test_inputs_the_fuzzer_found(server: RunningApiServer, method: str, path: str,
+                                 body: bytes | None, content_type: str | None,
+                                 code: int) -> None:
+    assert check(server, method, path, body, content_type) == code
+
+
+def test_a_warning_quoting_a_control_character_is_escaped(server: RunningApiServer) -> None:
+    """An unknown field named with a control character is reported in a Warning header; the
+    raw character made aiohttp refuse the header and drop the connection after the object was
+    created."""
+    with fresh(server, "configmaps") as name:
+        body = json.dumps({**valid_object("configmaps", name), "\u001f\n": 1}).encode()
+        assert check(server, "PUT", f"{COLLECTIONS['configmaps']}/{name}", body,
+                     "application/json") == 200
 
 
 def test_the_fuzzed_server_is_healthy_and_the_figures_are_clean(server: RunningApiServer) -> None:

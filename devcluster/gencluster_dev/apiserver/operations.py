@@ -881,6 +881,14 @@ class Operations:
                 raise bad_request(str(e)) from None
         if not isinstance(scale, dict) or not isinstance(scale.get("spec"), dict):
             raise bad_request("Scale body must be an object with spec.replicas")
+        meta = scale.get("metadata")
+        if meta is not None and not isinstance(meta, dict):
+            raise bad_request(f"json: cannot unmarshal {_json_type(meta)} into Go struct field "
+                              "Scale.metadata of type v1.ObjectMeta")
+        if not isinstance((meta or {}).get("resourceVersion") or "", str):
+            raise bad_request(f"json: cannot unmarshal {_json_type(meta['resourceVersion'])} "
+                              "into Go struct field ObjectMeta.metadata.resourceVersion of "
+                              "type string")
         replicas = scale["spec"].get("replicas", 0)
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise invalid("Scale", "autoscaling", name, [(
