@@ -71,14 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     fault = commands.add_parser("fault", help="inject a real fault into a running instance")
     fault.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=DIR_HELP)
     kinds = fault.add_subparsers(dest="fault", required=True)
+    # `--dir` after the verb as well (`fault kill POD --dir DIR`): SUPPRESS leaves the value
+    # parsed before the verb (or the default) alone unless the option is given here.
+    after_verb = argparse.ArgumentParser(add_help=False)
+    after_verb.add_argument("--dir", type=Path, default=argparse.SUPPRESS, help=DIR_HELP)
     for kind in ("kill", "pause", "resume", "isolate", "cut-apiserver"):
-        kinds.add_parser(kind, help=FAULTS_HELP[kind]).add_argument(
+        kinds.add_parser(kind, help=FAULTS_HELP[kind], parents=[after_verb]).add_argument(
             "pod", metavar="POD", help="NAME or NAMESPACE/NAME"
         )
-    partition = kinds.add_parser("partition", help=FAULTS_HELP["partition"])
+    partition = kinds.add_parser("partition", help=FAULTS_HELP["partition"],
+                                 parents=[after_verb])
     partition.add_argument("pod_a", metavar="POD_A")
     partition.add_argument("pod_b", metavar="POD_B")
-    kinds.add_parser("heal", help=FAULTS_HELP["heal"])
+    kinds.add_parser("heal", help=FAULTS_HELP["heal"], parents=[after_verb])
     return parser
 
 

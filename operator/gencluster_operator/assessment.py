@@ -7,6 +7,7 @@ the pods the status counts as updating.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -51,6 +52,20 @@ class Assessment:
     waiting_for_claims: tuple[tuple[str, str, str], ...] = ()
     """(pod, claim, claim phase) for wanted pods that do not run yet while their claim is not
     Bound (or is missing, phase "Missing")."""
+    paused: bool = False
+    """`gencluster.io/reconcile-paused` is set: the plan changes nothing."""
+    hibernation_requested: bool = False
+    """`gencluster.io/hibernation: on` is set (honoured only with persistence)."""
+
+    @property
+    def hibernating(self) -> bool:
+        """Hibernation asked for and possible: the state is on the claims, so the pods go."""
+        return self.hibernation_requested and self.spec.persistence.enabled
+
+    @property
+    def hibernation_refused(self) -> bool:
+        """Hibernation asked for a cluster in memory: deleting its pods would lose the state."""
+        return self.hibernation_requested and not self.spec.persistence.enabled
 
     @property
     def state_lost(self) -> bool:
@@ -260,4 +275,13 @@ def assess(observed: Observed) -> Assessment:
         state_lost_pods=state_lost_pods,
         missing_claims=missing_claims,
         waiting_for_claims=tuple(waiting),
+        paused=paused(observed.annotations),
+        hibernation_requested=observed.annotations.get(names.HIBERNATION_ANNOTATION) == "on",
     )
+
+
+def paused(annotations: Mapping[str, str]) -> bool:
+    """Any value of the pause annotation but "false" pauses (as with kubectl's own booleans,
+    a present annotation is the request; "false" is the way to write it off in a manifest)."""
+    value = annotations.get(names.RECONCILE_PAUSED_ANNOTATION)
+    return value is not None and value.strip().lower() != "false"

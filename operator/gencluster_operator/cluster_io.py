@@ -48,6 +48,7 @@ _PLURALS = {
     "Lease": "leases",
     "PodDisruptionBudget": "poddisruptionbudgets",
     "PersistentVolumeClaim": "persistentvolumeclaims",
+    "PodMonitor": "podmonitors",
     names.KIND: names.PLURAL,
 }
 
@@ -197,6 +198,17 @@ class KubernetesApi:
         path = object_path(current["apiVersion"], current["kind"], metadata["namespace"],
                            metadata["name"])
         return self.request("PATCH", path, patch, content_type=MERGE_PATCH)
+
+    def delete(self, current: Mapping[str, Any]) -> None:
+        """Delete `current`, only if it is still that object (uid precondition)."""
+        metadata = current["metadata"]
+        path = object_path(current["apiVersion"], current["kind"], metadata["namespace"],
+                           metadata["name"])
+        try:
+            self.request("DELETE", path, {"preconditions": {"uid": metadata["uid"]}})
+        except ApiError as error:
+            if error.status != NOT_FOUND:
+                raise
 
     def delete_pod(self, namespace: str, name: str, options: Mapping[str, Any]) -> None:
         """Delete with `options` (the uid precondition); a pod already gone is fine."""

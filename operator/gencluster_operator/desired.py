@@ -22,11 +22,22 @@ from gencluster_operator import names
 from gencluster_operator.names import RuntimeEnv
 from gencluster_operator.spec import ClusterSpec, cluster_spec, encode_args
 
-POD_SHAPE_VERSION = 2
+POD_SHAPE_VERSION = 3
 """2: GENCLUSTER_DEDUPLICATION_WINDOW_SECONDS on every pod (durable state, #11).
+3: default resource requests on the server container (#15).
 
 Part of every template hash. Raise it when this module changes the pods it builds in a way
 running pods must pick up (a new variable, probe or volume): the next operator rolls them."""
+
+DEFAULT_REQUESTS = {"cpu": "100m", "memory": "128Mi"}
+"""What the server container asks for when `template.spec.resources` does not say: a pod
+without requests is BestEffort, the first evicted under memory pressure, and it holds state.
+About what an idle runtime uses; size real servers by their state."""
+
+POD_FIELDS_AS_WRITTEN = (
+    "topologySpreadConstraints", "priorityClassName", "imagePullSecrets", "initContainers",
+)
+"""`template.spec` fields copied to the pod spec unchanged."""
 
 TEMPLATE_HASH_LENGTH = 16
 MIN_PEER_TOKEN_LENGTH = 32
@@ -226,10 +237,25 @@ def pod_labels(spec: ClusterSpec, ordinal: int) -> dict[str, str]:
 
 
 def _volume_mounts(spec: ClusterSpec) -> list[dict[str, Any]]:
+    """Ours, then the user's (`template.spec.volumeMounts`; the CRD refuses our paths)."""
     mounts = [{"name": names.TMP_VOLUME, "mountPath": "/tmp"}]
     if spec.persistence.enabled:
         mounts.append({"name": names.DATA_VOLUME, "mountPath": names.DATA_DIR})
-    return mounts
+    return mounts + copy.deepcopy(list(spec.pod_overrides.get("volumeMounts") or []))
+
+
+def container_resources(spec: ClusterSpec) -> dict[str, Any]:
+    """The user's resources, with DEFAULT_REQUESTS for each resource they set neither a
+    request nor a limit for (a limit alone is the request, as Kubernetes defaults it)."""
+    resources = copy.deepcopy(dict(spec.pod_overrides.get("resources") or {}))
+    limits = resources.get("limits") or {}
+    requests = dict(resources.get("requests") or {})
+    for resource, quantity in DEFAULT_REQUESTS.items():
+        if resource not in requests and resource not in limits:
+            requests[resource] = quantity
+    if requests:
+        resources["requests"] = requests
+    return resources
 
 
 def _pod_security(spec: ClusterSpec) -> dict[str, Any]:
@@ -253,7 +279,13 @@ def _volumes(spec: ClusterSpec, ordinal: int) -> list[dict[str, Any]]:
             "name": names.DATA_VOLUME,
             "persistentVolumeClaim": {"claimName": names.claim_name(spec.name, ordinal)},
         })
-    return volumes
+    return volumes + copy.deepcopy(list(spec.pod_overrides.get("volumes") or []))
+
+
+def pod_service_account(spec: ClusterSpec) -> str:
+    """The user's own ServiceAccount (`template.spec.serviceAccountName`), else ours."""
+    return str(spec.pod_overrides.get("serviceAccountName")
+               or names.service_account_name(spec.name))
 
 
 def pod(resource: Mapping[str, Any], ordinal: int) -> dict[str, Any]:
@@ -300,11 +332,10 @@ def pod(resource: Mapping[str, Any], ordinal: int) -> dict[str, Any]:
         "volumeMounts": _volume_mounts(spec),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    if overrides.get("resources"):
-        container["resources"] = copy.deepcopy(overrides["resources"])
+    container["resources"] = container_resources(spec)
     pod_spec: dict[str, Any] = {
-        "containers": [container],
-        "serviceAccountName": names.service_account_name(spec.name),
+        "containers": [container, *copy.deepcopy(list(overrides.get("containers") or []))],
+        "serviceAccountName": pod_service_account(spec),
         "automountServiceAccountToken": True,
         "hostname": name,
         "subdomain": names.peer_service_name(spec.name),
@@ -319,6 +350,9 @@ def pod(resource: Mapping[str, Any], ordinal: int) -> dict[str, Any]:
         pod_spec["nodeSelector"] = dict(overrides["nodeSelector"])
     if overrides.get("tolerations"):
         pod_spec["tolerations"] = copy.deepcopy(overrides["tolerations"])
+    for field in POD_FIELDS_AS_WRITTEN:
+        if overrides.get(field):
+            pod_spec[field] = copy.deepcopy(overrides[field])
     annotations = {
         **_without_reserved(spec.template_annotations),
         names.TEMPLATE_HASH_ANNOTATION: template_hash(resource),
@@ -520,7 +554,7 @@ def role_binding(resource: Mapping[str, Any]) -> dict[str, Any]:
         "subjects": [
             {
                 "kind": "ServiceAccount",
-                "name": names.service_account_name(spec.name),
+                "name": pod_service_account(spec),
                 "namespace": spec.namespace,
             }
         ],
@@ -588,6 +622,39 @@ def peer_token_secret(resource: Mapping[str, Any], token: str) -> dict[str, Any]
     }
 
 
+POD_MONITOR_API_VERSION = "monitoring.coreos.com/v1"
+
+
+def pod_monitor(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """A prometheus-operator PodMonitor for the pods' metrics port, named like the cluster.
+
+    prometheus-operator labels every series with the target's `namespace` and `pod`; the
+    relabeling adds `cluster` (the runtime's own series carry it, the call meters do not), so
+    one dashboard query can select a ClusteredServer's pods. `honorLabels` keeps the runtime's
+    own `cluster` and `pod` labels (equal to the target's) instead of `exported_*` copies."""
+    spec = cluster_spec(resource)
+    metadata = _metadata(resource, spec.name)
+    metadata["labels"] = {**spec.pod_monitor.labels, **metadata["labels"]}
+    return {
+        "apiVersion": POD_MONITOR_API_VERSION,
+        "kind": "PodMonitor",
+        "metadata": metadata,
+        "spec": {
+            "selector": {"matchLabels": names.cluster_selector(spec.name)},
+            "podMetricsEndpoints": [{
+                "port": names.METRICS_PORT_NAME,
+                "path": "/metrics",
+                "interval": spec.pod_monitor.interval,
+                "honorLabels": True,
+                "relabelings": [{
+                    "sourceLabels": ["__meta_kubernetes_pod_label_gencluster_io_cluster"],
+                    "targetLabel": "cluster",
+                }],
+            }],
+        },
+    }
+
+
 def static_children(
     resource: Mapping[str, Any], token: str, pod_ordinals: Iterable[int] | None = None
 ) -> list[dict[str, Any]]:
@@ -615,6 +682,7 @@ MANAGED_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "Secret": (),
     "Service": (("spec", "selector"), ("spec", "ports")),
     "PodDisruptionBudget": (("spec", "maxUnavailable"), ("spec", "selector")),
+    "PodMonitor": (("spec",),),
 }
 """Per kind, the fields the operator keeps equal to what it builds once the object exists.
 

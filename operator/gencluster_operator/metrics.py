@@ -14,7 +14,11 @@ never disagrees with `kubectl get csrv`:
   behind, as the active reports it;
 - `gencluster_operator_reconciles_total{namespace, cluster, result}` (counter): reconcile
   passes, `ok`, `conflict` (409: planned again) or `error`;
-- `gencluster_operator_reconcile_duration_seconds` (histogram): one pass (observe, act, write).
+- `gencluster_operator_reconcile_duration_seconds` (histogram): one pass (observe, act, write);
+- `gencluster_operator_condition{namespace, cluster, type, status, reason}` (gauge): 1 for each
+  condition of the status as it is now (one series per type; the series of a condition's
+  previous status or reason is removed), as kube-state-metrics exports pod conditions: what
+  the alert rules of the chart read (`StateLost`, `SplitBrain`, a failed merge).
 
 Series of pods that are gone, and of deleted clusters, are removed so that they do not linger
 with their last value. Every name starts with `gencluster_operator_`, and the runtime pods'
@@ -83,9 +87,20 @@ RECONCILE_DURATION = Histogram(
     registry=REGISTRY,
 )
 
+CONDITION = Gauge(
+    "gencluster_operator_condition",
+    "1 for each condition of the ClusteredServer's status, labelled with its type, status "
+    "(True, False, Unknown) and reason.",
+    (*CLUSTER_LABELS, "type", "status", "reason"),
+    registry=REGISTRY,
+)
+
 _lock = threading.Lock()
 _pod_series: dict[tuple[str, str], set[str]] = {}
 """Per cluster, the pods that have series, so that the series of a pod that is gone go too."""
+_condition_series: dict[tuple[str, str], set[tuple[str, str, str]]] = {}
+"""Per cluster, the (type, status, reason) series set, so that a changed condition's old
+series goes."""
 
 
 def serve(port: int, host: str = "") -> None:
@@ -121,6 +136,7 @@ def record_status(
             _remove(REPLICATION_LAG, namespace, cluster, pod)
     if status.get("epoch") is not None:
         EPOCH.labels(namespace, cluster).set(status["epoch"])
+    _record_conditions(namespace, cluster, status.get("conditions") or [])
     moved = status.get("lastFailoverTime")
     moment = parse_time(moved)
     if moment is not None:
@@ -128,6 +144,22 @@ def record_status(
         if moved != previous.get("lastFailoverTime"):
             kind = status.get("lastFailoverReason") or "Unknown"
             FAILOVERS.labels(namespace, cluster, kind).inc()
+
+
+def _record_conditions(
+    namespace: str, cluster: str, conditions: Iterable[Mapping[str, Any]]
+) -> None:
+    current = {
+        (str(c.get("type")), str(c.get("status")), str(c.get("reason") or ""))
+        for c in conditions if c.get("type")
+    }
+    with _lock:
+        stale = _condition_series.get((namespace, cluster), set()) - current
+        _condition_series[(namespace, cluster)] = current
+    for labels in stale:
+        _remove(CONDITION, namespace, cluster, *labels)
+    for labels in current:
+        CONDITION.labels(namespace, cluster, *labels).set(1)
 
 
 def record_reconcile(namespace: str, cluster: str, result: str, seconds: float) -> None:
@@ -144,6 +176,10 @@ def forget_cluster(namespace: str, cluster: str) -> None:
         _remove(REPLICATION_LAG, namespace, cluster, pod)
     _remove(EPOCH, namespace, cluster)
     _remove(LAST_FAILOVER, namespace, cluster)
+    with _lock:
+        conditions = _condition_series.pop((namespace, cluster), set())
+    for labels in conditions:
+        _remove(CONDITION, namespace, cluster, *labels)
 
 
 def _remove(metric: Gauge, *labels: str) -> None:

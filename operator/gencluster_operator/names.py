@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from gencluster import wellknown
+
 GROUP = "gencluster.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -61,6 +63,9 @@ REINITIALIZE_ANNOTATION = f"{GROUP}/reinitialize"
 """On the ClusteredServer: a user allows a cluster that lost its state (StateLost) to run `init`
 again. Any value; the operator removes the annotation once it acted on it or refused it (with
 a Reinitialized or ReinitializeRejected Event)."""
+
+RECONCILE_PAUSED_ANNOTATION = wellknown.RECONCILE_PAUSED_ANNOTATION
+HIBERNATION_ANNOTATION = wellknown.HIBERNATION_ANNOTATION
 
 TEMPLATE_HASH_ANNOTATION = f"{GROUP}/template-hash"
 """On a pod: the hash of the spec parts it was built from; a pod whose hash differs from the

@@ -96,10 +96,32 @@ def plan(observed: Observed) -> list[Action]:
     if spec_problems(cluster_spec(observed.resource)):
         return []  # never act on an unusable spec (the status says why: InvalidSpec)
     facts = assess(observed)
+    if facts.paused:
+        return []  # maintenance by hand: the status still follows, nothing else
+    if facts.hibernating:
+        return _hibernate(facts)
     step, annotation = _disruptive_step(observed, facts)
     return [
         *step, *annotation, *_reinitialize_request(observed, facts),
         *_claim_ownership(observed, facts), *_creations(observed, facts),
+    ]
+
+
+def _hibernate(facts: Assessment) -> list[Action]:
+    """Delete every pod, the standbys first and the active last, one at a time, so that the
+    active never hands over to a pod about to go; nothing is created meanwhile. The claims,
+    the Lease and the Services stay: waking up is whole-cluster recovery from the volumes."""
+    if facts.terminating:
+        return []  # the previous deletion is still under way
+    remaining = [p for p in facts.pods if not p.deleting]
+    if not remaining:
+        return []
+    pod = max(remaining, key=lambda p: (p is not facts.active, p.ordinal or 0))
+    return [
+        DeletePod(pod.name, pod.uid, "hibernation"),
+        RecordEvent(EventReason.HIBERNATING,
+                    f"deleting {pod.name} ({len(remaining) - 1} more to go); the claims keep "
+                    "the state"),
     ]
 
 
@@ -118,7 +140,7 @@ def _disruptive_step(observed: Observed, facts: Assessment) -> tuple[Step, Step]
     if facts.state_lost:
         # Nothing to hand over or roll: only a restore or a reinitialize request moves on.
         return _replace_failed(observed, facts), annotation
-    for rule in (_replace_failed, _scale_down, _rolling_update):
+    for rule in (_replace_failed, _update_before_shrinking_to_one, _scale_down, _rolling_update):
         step = rule(observed, facts)
         if step:
             return step, annotation
@@ -275,6 +297,33 @@ def best_standby(facts: Assessment, candidates: Sequence[ObservedPod]) -> Observ
         return (0 if pod.template_hash == facts.desired_hash else 1, -applied, pod.ordinal or 0)
 
     return min(settled, key=key, default=None)
+
+
+def _update_before_shrinking_to_one(observed: Observed, facts: Assessment) -> Step:
+    """Scaling down to one pod whose template is outdated (a changed spec, or
+    `minSyncStandbys` left out, which becomes 0 at one replica): replace that pod while the
+    surplus standbys still hold the state. Scaling down first would leave one outdated pod
+    with nobody to hand over to, and replacing it would lose an in-memory state."""
+    active = facts.active
+    if facts.spec.replicas != 1 or not facts.surplus or active is None:
+        return []
+    kept = next(iter(facts.wanted), None)
+    if kept is None or kept.template_hash == facts.desired_hash:
+        return []  # being created, or already current: scaling down goes on
+    if kept is active:
+        target = best_standby(facts, facts.surplus)
+        if target is None:
+            return []  # wait until a surplus standby is in sync
+        return _switchover(active, target.name, FailoverReason.ROLLING_UPDATE,
+                           "rolling update before scaling down to one pod")
+    return [
+        DeletePod(kept.name, kept.uid, "rolling update"),
+        RecordEvent(
+            EventReason.ROLLING_UPDATE,
+            f"replacing {kept.name} with the current spec before scaling down to one pod, "
+            "while the other pods still hold the state",
+        ),
+    ]
 
 
 def _scale_down(observed: Observed, facts: Assessment) -> Step:

@@ -41,7 +41,7 @@ from gencluster_operator.actions import (
     Switchover,
 )
 from gencluster_operator.assessment import assess
-from gencluster_operator.cluster_io import ApiError, KubernetesApi
+from gencluster_operator.cluster_io import NOT_FOUND, ApiError, KubernetesApi
 from gencluster_operator.events import EventReason, EventType
 from gencluster_operator.observed import (
     RUNNING,
@@ -89,6 +89,8 @@ class ClusterMemory:
     running: bool = False
     pending: bool = False
     conflicts_in_a_row: int = 0
+    pod_monitor_warned: int | None = None
+    """The generation whose PodMonitor could not be created (its Warning Event was posted)."""
     split_brain: bool = False
     """The last pass saw two actives: every Lease renewal then triggers a pass, so a merge
     follows within about a retry period of the loser reconnecting (not at the next timer)."""
@@ -319,9 +321,44 @@ class Reconciler:
             patch = desired.drift_patch(wanted, existing)
             if patch is not None:
                 self.api.patch(existing, patch)
+        self._ensure_pod_monitor(resource, memory)
         memory.children_checked = fingerprint
         memory.children_checked_at = time.monotonic()
         return chosen
+
+    def _ensure_pod_monitor(self, resource: Mapping[str, Any], memory: ClusterMemory) -> None:
+        """The optional PodMonitor: created (or its drift restored) while enabled, deleted
+        when disabled. Without the prometheus-operator CRDs the API answers 404: one Warning
+        Event per generation says so, and the pass goes on (monitoring is not serving)."""
+        wanted = desired.pod_monitor(resource)
+        existing = self.api.read_child(wanted)
+        if not cluster_spec(resource).pod_monitor.enabled:
+            if existing is not None and desired.controlled_by(existing, resource):
+                self.api.delete(existing)
+            return
+        try:
+            if existing is None:
+                self.api.create(wanted)
+            elif desired.controlled_by(existing, resource):
+                patch = desired.drift_patch(wanted, existing)
+                if patch is not None:
+                    self.api.patch(existing, patch)
+            else:
+                raise ActionFailed(f"PodMonitor {wanted['metadata']['name']} exists and is not "
+                                   f"controlled by ClusteredServer "
+                                   f"{resource['metadata']['name']}; delete or rename it")
+        except ApiError as error:
+            if error.status != NOT_FOUND:
+                raise
+            generation = int(resource["metadata"].get("generation") or 0)
+            if memory.pod_monitor_warned != generation:
+                self._post(resource, RecordEvent(
+                    EventReason.POD_MONITOR_UNAVAILABLE,
+                    "spec.monitoring.podMonitor is enabled but the API server does not serve "
+                    f"{desired.POD_MONITOR_API_VERSION} PodMonitors (install the "
+                    "prometheus-operator CRDs); the pods are not scraped",
+                    EventType.WARNING), self.clock())
+                memory.pod_monitor_warned = generation
 
     # -- actions -----------------------------------------------------------------------------
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from gencluster.wellknown import default_min_sync_standbys
 
 DEFAULT_IMAGE = "ghcr.io/gencluster/gencluster:0.1.0"
 DEFAULT_REPLICAS = 3
 DEFAULT_PORT = 50051
 DEFAULT_REPLICATION_MODE = "Sync"
-DEFAULT_MIN_SYNC_STANDBYS = 1
 DEFAULT_PARTITION_POLICY = "Fenced"
 DEFAULT_LEASE_DURATION_SECONDS = 15
 DEFAULT_RENEW_DEADLINE_SECONDS = 10
@@ -60,6 +61,19 @@ class Persistence:
     retain_on_delete: bool = DEFAULT_RETAIN_ON_DELETE
 
 
+DEFAULT_POD_MONITOR_ENABLED = False
+DEFAULT_POD_MONITOR_INTERVAL = "30s"
+
+
+@dataclass(frozen=True)
+class PodMonitorSpec:
+    """`spec.monitoring.podMonitor`: a prometheus-operator PodMonitor for the pods."""
+
+    enabled: bool = DEFAULT_POD_MONITOR_ENABLED
+    interval: str = DEFAULT_POD_MONITOR_INTERVAL
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     """What one ClusteredServer asks for. `template` is the raw `spec.template` mapping."""
@@ -80,6 +94,7 @@ class ClusterSpec:
     template: Mapping[str, Any]
     persistence: Persistence = Persistence()
     deduplication_window_seconds: int = DEFAULT_DEDUPLICATION_WINDOW_SECONDS
+    pod_monitor: PodMonitorSpec = PodMonitorSpec()
 
     @property
     def template_labels(self) -> Mapping[str, str]:
@@ -108,6 +123,8 @@ def cluster_spec(resource: Mapping[str, Any]) -> ClusterSpec:
     lease = spec.get("lease") or {}
     persistence = spec.get("persistence") or {}
     runtime = spec.get("runtime") or {}
+    pod_monitor = (spec.get("monitoring") or {}).get("podMonitor") or {}
+    replicas = int(spec.get("replicas", DEFAULT_REPLICAS))
     return ClusterSpec(
         name=metadata["name"],
         namespace=metadata.get("namespace") or "default",
@@ -115,11 +132,13 @@ def cluster_spec(resource: Mapping[str, Any]) -> ClusterSpec:
         generation=int(metadata.get("generation") or 0),
         server=spec["server"],
         image=spec.get("image") or DEFAULT_IMAGE,
-        replicas=int(spec.get("replicas", DEFAULT_REPLICAS)),
+        replicas=replicas,
         args=spec.get("args", {}),
         port=int(spec.get("port", DEFAULT_PORT)),
         replication_mode=replication.get("mode", DEFAULT_REPLICATION_MODE),
-        min_sync_standbys=int(replication.get("minSyncStandbys", DEFAULT_MIN_SYNC_STANDBYS)),
+        min_sync_standbys=int(replication.get(
+            "minSyncStandbys", default_min_sync_standbys(replicas)
+        )),
         partition_policy=spec.get("partitionPolicy", DEFAULT_PARTITION_POLICY),
         lease=LeaseTimings(
             duration_seconds=int(lease.get("durationSeconds", DEFAULT_LEASE_DURATION_SECONDS)),
@@ -137,6 +156,11 @@ def cluster_spec(resource: Mapping[str, Any]) -> ClusterSpec:
         ),
         deduplication_window_seconds=int(
             runtime.get("deduplicationWindowSeconds", DEFAULT_DEDUPLICATION_WINDOW_SECONDS)
+        ),
+        pod_monitor=PodMonitorSpec(
+            enabled=bool(pod_monitor.get("enabled", DEFAULT_POD_MONITOR_ENABLED)),
+            interval=str(pod_monitor.get("interval") or DEFAULT_POD_MONITOR_INTERVAL),
+            labels=dict(pod_monitor.get("labels") or {}),
         ),
     )
 

@@ -48,6 +48,7 @@ PHASE_UPDATING = "Updating"
 PHASE_DEGRADED = "Degraded"
 PHASE_FAILED = "Failed"
 PHASE_STATE_LOST = "StateLost"
+PHASE_HIBERNATED = "Hibernated"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,22 @@ class Verdict:
     status: str
     reason: str
     message: str
+
+
+PAUSED_MESSAGE = (
+    f"reconciliation paused by the annotation {names.RECONCILE_PAUSED_ANNOTATION}: the operator "
+    "creates, deletes, replaces and fails over no pod and merges nothing; remove the "
+    "annotation to resume"
+)
+HIBERNATED_MESSAGE = (
+    f"hibernated ({names.HIBERNATION_ANNOTATION}: on): no pods; the claims keep the state. "
+    "Remove the annotation to start the pods again"
+)
+HIBERNATION_REFUSED_MESSAGE = (
+    f"{names.HIBERNATION_ANNOTATION}: on is ignored: spec.persistence is not enabled, so "
+    "deleting the pods would lose the state (take a backup and use a ClusteredServer with "
+    "persistence)"
+)
 
 
 def status_for(
@@ -209,6 +226,14 @@ def _pod_list(pods: list[str]) -> str:
 
 def _progressing(observed: Observed, facts: Assessment, had_active: bool) -> Verdict:
     spec = facts.spec
+    if facts.paused:
+        return Verdict(FALSE, ConditionReason.RECONCILE_PAUSED, PAUSED_MESSAGE)
+    if facts.hibernating:
+        remaining = [p.name for p in facts.pods]
+        if remaining:
+            return Verdict(TRUE, ConditionReason.HIBERNATING,
+                           f"deleting {_pod_list(remaining)}; the claims keep the state")
+        return Verdict(FALSE, ConditionReason.HIBERNATED, HIBERNATED_MESSAGE)
     if facts.split_brain and spec.partition_policy == AVAILABLE:
         return Verdict(TRUE, ConditionReason.MERGING, _split_message(facts))
     if facts.state_lost:
@@ -297,6 +322,8 @@ def _ready(
     had_active: bool,
 ) -> Verdict:
     spec = facts.spec
+    if facts.hibernating:
+        return Verdict(FALSE, ConditionReason.HIBERNATED, HIBERNATED_MESSAGE)
     if previous.get("observedGeneration") != spec.generation:
         return Verdict(UNKNOWN, ConditionReason.RECONCILING,
                        f"generation {spec.generation} is being reconciled")
@@ -326,6 +353,8 @@ def _ready(
 
 def _available(facts: Assessment) -> Verdict:
     active = facts.active
+    if facts.hibernating:
+        return Verdict(FALSE, ConditionReason.HIBERNATED, HIBERNATED_MESSAGE)
     if facts.state_lost:
         return Verdict(FALSE, ConditionReason.STATE_LOST, _state_lost_message(facts))
     if active is None or not active.ready:
@@ -339,6 +368,10 @@ def _available(facts: Assessment) -> Verdict:
 
 
 def _degraded(observed: Observed, facts: Assessment, progressing: Verdict) -> Verdict:
+    if facts.hibernation_refused:
+        return Verdict(TRUE, ConditionReason.HIBERNATION_REFUSED, HIBERNATION_REFUSED_MESSAGE)
+    if facts.hibernating:
+        return Verdict(FALSE, ConditionReason.AS_EXPECTED, "hibernation as requested")
     if facts.not_runnable:
         return Verdict(TRUE, ConditionReason.SERVER_NOT_RUNNABLE, _not_runnable_message(facts))
     if facts.state_lost:
@@ -416,6 +449,8 @@ def _condition(
 
 def _phase(facts: Assessment, verdicts: Mapping[ConditionType, Verdict], had_active: bool) -> str:
     progressing = verdicts[ConditionType.PROGRESSING].status == TRUE
+    if facts.hibernating:
+        return PHASE_UPDATING if progressing else PHASE_HIBERNATED
     if facts.state_lost and not facts.not_runnable:
         return PHASE_STATE_LOST
     if facts.active is None:
@@ -471,6 +506,10 @@ def events_between(previous: Mapping[str, Any], current: Mapping[str, Any]) -> l
         # which would repeat the Event for one loss.
         events.append(RecordEvent(EventReason.STATE_LOST, available_now["message"],
                                   EventType.WARNING))
+    progressing_before = _previous_condition(previous, ConditionType.PROGRESSING) or {}
+    progressing_now = _previous_condition(current, ConditionType.PROGRESSING) or {}
+    events += _maintenance_events(progressing_before.get("reason"), progressing_now.get("reason"),
+                                  previous.get("phase"), current.get("phase"))
     degraded_before = _previous_condition(previous, ConditionType.DEGRADED) or {}
     degraded_now = _previous_condition(current, ConditionType.DEGRADED) or {}
     if degraded_now.get("status") == TRUE and (
@@ -478,6 +517,9 @@ def events_between(previous: Mapping[str, Any], current: Mapping[str, Any]) -> l
     ) != (degraded_before.get("reason"), degraded_before.get("message")):
         if degraded_now["reason"] == ConditionReason.MERGE_FAILED:
             events.append(RecordEvent(EventReason.MERGE_FAILED, degraded_now["message"],
+                                      EventType.WARNING))
+        elif degraded_now["reason"] == ConditionReason.HIBERNATION_REFUSED:
+            events.append(RecordEvent(EventReason.HIBERNATION_REFUSED, degraded_now["message"],
                                       EventType.WARNING))
         elif degraded_now["reason"] == ConditionReason.INVALID_SPEC:
             events.append(RecordEvent(EventReason.INVALID_SPEC, degraded_now["message"],
@@ -487,4 +529,26 @@ def events_between(previous: Mapping[str, Any], current: Mapping[str, Any]) -> l
         ):
             events.append(RecordEvent(EventReason.INVALID_SERVER, degraded_now["message"],
                                       EventType.WARNING))
+    return events
+
+
+def _maintenance_events(
+    reason_before: str | None, reason_now: str | None, phase_before: str | None,
+    phase_now: str | None,
+) -> list[RecordEvent]:
+    """Pause and hibernation, once per transition."""
+    events = []
+    paused = ConditionReason.RECONCILE_PAUSED
+    if reason_now == paused and reason_before != paused:
+        events.append(RecordEvent(EventReason.RECONCILE_PAUSED, PAUSED_MESSAGE))
+    elif reason_before == paused and reason_now != paused:
+        events.append(RecordEvent(EventReason.RECONCILE_RESUMED,
+                                  "reconciliation resumed: the annotation was removed"))
+    if phase_now == PHASE_HIBERNATED and phase_before != PHASE_HIBERNATED:
+        events.append(RecordEvent(EventReason.HIBERNATED, HIBERNATED_MESSAGE))
+    hibernation = (ConditionReason.HIBERNATING, ConditionReason.HIBERNATED)
+    if reason_before in hibernation and reason_now not in hibernation:
+        events.append(RecordEvent(EventReason.RESUMED_FROM_HIBERNATION,
+                                  "hibernation ended: creating the pods, which recover their "
+                                  "state from the claims"))
     return events

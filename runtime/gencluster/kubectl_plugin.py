@@ -5,6 +5,10 @@
     kubectl gencluster state id-server
     kubectl gencluster backup id-server -o id-server.backup
     kubectl gencluster restore id-server id-server.backup [--force]
+    kubectl gencluster restart id-server
+    kubectl gencluster reconcile pause|resume id-server
+    kubectl gencluster hibernate on|off id-server
+    kubectl gencluster report id-server [-o bundle.tar.gz]
 
 kubectl runs the executable `kubectl-gencluster` with every argument after the plugin's name
 (it refuses flags placed before it), so `--kubeconfig`, `--context` and `-n/--namespace` are
@@ -45,6 +49,7 @@ from typing import Any
 
 import grpc
 
+from gencluster import kubectl_day2
 from gencluster.backup import (
     BackupError,
     BackupHeader,
@@ -72,6 +77,7 @@ from gencluster.wellknown import (
     CRD_VERSION,
     ROLE_ACTIVE,
     SWITCHOVER_TO_ANNOTATION,
+    default_min_sync_standbys,
 )
 
 PROG = "kubectl gencluster"
@@ -127,7 +133,26 @@ def parser() -> argparse.ArgumentParser:
                          help="replace the state of a cluster whose active serves one")
     restore.add_argument("--timeout", type=float, default=BACKUP_TIMEOUT_SECONDS,
                          help="deadline of the Admin.Restore call, in seconds")
-    for command in (status, switchover, state, backup, restore):
+    restart = commands.add_parser(
+        "restart", help="roll every pod, one at a time, with no failed call"
+    )
+    reconcile = commands.add_parser(
+        "reconcile", help="pause or resume the operator's changes to the cluster"
+    )
+    reconcile.add_argument("action", choices=("pause", "resume"))
+    hibernate = commands.add_parser(
+        "hibernate", help="delete every pod and keep the state on the claims (on), or wake up"
+    )
+    hibernate.add_argument("switch", choices=("on", "off"))
+    report = commands.add_parser(
+        "report", help="a support bundle (.tar.gz): the resource, pods, Events, logs, statuses"
+    )
+    report.add_argument("-o", "--output", default=None, metavar="FILE",
+                        help="default: gencluster-report-NAME.tar.gz")
+    report.add_argument("--timeout", type=float, default=STATUS_TIMEOUT_SECONDS,
+                        help="deadline of each pod's Admin.Status call, in seconds")
+    for command in (status, switchover, state, backup, restore, restart, reconcile, hibernate,
+                    report):
         command.add_argument("name", metavar="NAME", help="the ClusteredServer")
         command.add_argument("-n", "--namespace", default=None,
                              help="default: the kubeconfig context's namespace")
@@ -211,7 +236,9 @@ def summary_of(resource: dict[str, Any]) -> dict[str, Any]:
         "currentReplicas": status.get("replicas"),
         "readyReplicas": status.get("readyReplicas"),
         "mode": replication.get("mode"),
-        "minSyncStandbys": replication.get("minSyncStandbys"),
+        "minSyncStandbys": replication.get(
+            "minSyncStandbys", default_min_sync_standbys(int(spec.get("replicas") or 1))
+        ),
         "partitionPolicy": spec.get("partitionPolicy"),
         "lastFailoverTime": status.get("lastFailoverTime"),
         "lastFailoverReason": status.get("lastFailoverReason"),
@@ -591,6 +618,17 @@ def run(arguments: argparse.Namespace) -> str:
         after = wait_for_switchover(target, arguments.to, arguments.timeout)
         return (f"switchover done: {arguments.to} is the active pod of {target.qualified} "
                 f"(epoch {(after.get('status') or {}).get('epoch')})")
+    if arguments.command == "restart":
+        return kubectl_day2.restart(target)
+    if arguments.command == "reconcile":
+        return kubectl_day2.reconcile(target, arguments.action)
+    if arguments.command == "hibernate":
+        return kubectl_day2.hibernate(target, arguments.switch)
+    if arguments.command == "report":
+        return kubectl_day2.report(
+            target, arguments.output or f"gencluster-report-{target.name}.tar.gz",
+            status_report(target, arguments.timeout),
+        )
     if arguments.command == "backup":
         return backup(target, arguments.output, arguments.timeout)
     if arguments.command == "restore":

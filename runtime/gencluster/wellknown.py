@@ -33,6 +33,21 @@ SWITCHOVER_TO_ANNOTATION = "gencluster.io/switchover-to"
 """On the ClusteredServer: asks the operator to hand the active role to this pod; the operator
 removes it once the switchover is done or rejected."""
 
+RECONCILE_PAUSED_ANNOTATION = "gencluster.io/reconcile-paused"
+"""On the ClusteredServer: while present (any value but "false"), the operator changes nothing
+(no pod created, deleted, replaced or failed over; no merge) and only writes the status, with
+Progressing=False, reason ReconcilePaused. For maintenance by hand."""
+
+HIBERNATION_ANNOTATION = "gencluster.io/hibernation"
+"""On the ClusteredServer: "on" deletes every pod (standbys first) and keeps the claims, Lease
+and Services; removing it (or "off") creates the pods again, which recover from their volumes.
+Only with spec.persistence.enabled: a cluster in memory would lose its state (refused with a
+HibernationRefused Event)."""
+
+RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
+"""In spec.template.metadata.annotations: a new value rolls every pod, as for a Deployment
+(`kubectl rollout restart` writes the same key); `kubectl gencluster restart` sets it."""
+
 GRPC_PORT_NAME = "grpc"
 """Name of the container port serving the Client, Peer and Admin services."""
 
@@ -48,3 +63,15 @@ CRD_PLURAL = "clusteredservers"
 def peer_token_secret_name(cluster: str) -> str:
     """The Secret holding the token peers and Admin callers authenticate with."""
     return f"{cluster}-peer-token"
+
+
+DEFAULT_MIN_SYNC_STANDBYS = 1
+"""`spec.replication.minSyncStandbys` when left out, capped by `replicas - 1`."""
+
+
+def default_min_sync_standbys(replicas: int) -> int:
+    """`spec.replication.minSyncStandbys` when the spec leaves it out (the CRD has no default,
+    so the operator and `kubectl gencluster status` read it through here): one standby must
+    hold every acknowledged write whenever there is one, and a single pod waits for nobody,
+    so `replicas: 1` (or `kubectl scale --replicas=1`) works without touching a second field."""
+    return max(0, min(DEFAULT_MIN_SYNC_STANDBYS, replicas - 1))

@@ -36,7 +36,8 @@ KUBERNETES_VERSION = "1.32"
 reports and a version kubernetes-validate ships schemas for."""
 RELEASE = "gencluster"
 NAMESPACE = "gencluster-system"
-NOT_IN_KUBERNETES = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+NOT_IN_KUBERNETES = {("monitoring.coreos.com/v1", "ServiceMonitor"),
+                     ("monitoring.coreos.com/v1", "PrometheusRule")}
 """Kinds of other projects' CRDs, which kubernetes-validate has no schema for."""
 
 
@@ -85,6 +86,9 @@ def validate_against_kubernetes(obj: dict[str, Any]) -> None:
 NON_DEFAULT_VALUES: dict[str, Any] = {
     "watchNamespace": "apps",
     "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+    "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"},
+                       "replicationLagEntries": 500},
+    "grafanaDashboard": {"enabled": True, "namespace": "monitoring"},
     "image": {"repository": "registry.example/ops/gencluster-operator", "tag": "1.2.3",
               "pullPolicy": "Always"},
     "imagePullSecrets": [{"name": "registry"}],
@@ -128,6 +132,8 @@ def test_lint_is_clean(values: dict[str, Any]) -> None:
         ({"serviceMonitor": {"enabled": "yes"}}, "/serviceMonitor/enabled"),
         ({"serviceMonitor": {"interval": "soon"}}, "/serviceMonitor/interval"),
         ({"resources": {"request": {"cpu": "1"}}}, "request"),
+        ({"prometheusRule": {"noActiveFor": "a while"}}, "/prometheusRule/noActiveFor"),
+        ({"grafanaDashboard": {"enabled": 1}}, "/grafanaDashboard/enabled"),
     ],
 )
 def test_values_schema_rejects_bad_values(chart: Any, values: dict, named: str) -> None:

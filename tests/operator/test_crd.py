@@ -194,7 +194,7 @@ def test_defaults_in_the_schema():
     assert (prop("spec.port")["minimum"], prop("spec.port")["maximum"]) == (1, 65535)
     assert prop("spec.replication.mode")["enum"] == ["Sync", "Async"]
     assert prop("spec.replication.mode")["default"] == "Sync"
-    assert prop("spec.replication.minSyncStandbys")["default"] == 1
+    assert "default" not in prop("spec.replication.minSyncStandbys")  # follows replicas
     assert prop("spec.replication.minSyncStandbys")["minimum"] == 0
     assert prop("spec.partitionPolicy")["enum"] == ["Fenced", "Available"]
     assert prop("spec.partitionPolicy")["default"] == "Fenced"
@@ -245,7 +245,9 @@ def test_cel_rules_are_documented_and_compile():
     rules = all_rules()
     assert {path for path, _ in rules} == {
         "spec", "spec.lease", "spec.persistence", "spec.template.metadata.labels",
-        "spec.template.metadata.annotations"}
+        "spec.template.metadata.annotations", "spec.template.spec.volumes",
+        "spec.template.spec.volumeMounts", "spec.template.spec.containers",
+    }
     env = celpy.Environment()
     for path, rule in rules:
         assert rule.get("message"), f"{path}: rule without a message: {rule['rule']}"
@@ -420,7 +422,7 @@ def test_examples_are_admitted_and_defaulted(admit, name):
     assert spec["replicas"] == 3
     assert spec["args"] == {}
     assert spec["lease"] == DEFAULT_LEASE
-    assert spec["replication"] == {"mode": "Sync", "minSyncStandbys": 1}
+    assert spec["replication"] == {"mode": "Sync"}  # minSyncStandbys follows replicas
     assert spec["partitionPolicy"] == {"id-server": "Fenced", "chat": "Available"}[name]
 
 
@@ -432,11 +434,12 @@ def test_minimal_spec_gets_every_default(admit):
         "replicas": 3,
         "args": {},
         "port": 50051,
-        "replication": {"mode": "Sync", "minSyncStandbys": 1},
+        "replication": {"mode": "Sync"},
         "partitionPolicy": "Fenced",
         "lease": DEFAULT_LEASE,
         "persistence": DEFAULT_PERSISTENCE,
         "runtime": {"deduplicationWindowSeconds": 300},
+        "monitoring": {"podMonitor": {"enabled": False, "interval": "30s"}},
     }
 
 
@@ -453,6 +456,8 @@ def test_full_spec_is_kept_as_written(admit):
         "persistence": {"enabled": True, "size": "10Gi", "storageClassName": "fast",
                         "retainOnDelete": True},
         "runtime": {"deduplicationWindowSeconds": 86400},
+        "monitoring": {"podMonitor": {"enabled": True, "interval": "15s",
+                                      "labels": {"release": "prometheus"}}},
         "template": {
             "metadata": {"labels": {"team": "chat"}, "annotations": {"a.example/b": "c"}},
             "spec": {
@@ -500,7 +505,9 @@ def test_unknown_fields_are_pruned(admit):
     ("spec", "replicas", "mode", "min_sync"),
     [
         ({"replicas": 1, "replication": {"minSyncStandbys": 0}}, 1, "Sync", 0),
-        ({"replicas": 1, "replication": {"mode": "Async"}}, 1, "Async", 1),
+        ({"replicas": 1, "replication": {"mode": "Async"}}, 1, "Async", None),
+        ({"replicas": 1}, 1, "Sync", None),
+        ({"replicas": 2}, 2, "Sync", None),
         ({"replicas": 3, "replication": {"minSyncStandbys": 2}}, 3, "Sync", 2),
         ({"replicas": 2, "replication": {"mode": "Async", "minSyncStandbys": 9}}, 2, "Async", 9),
     ],
@@ -508,7 +515,8 @@ def test_unknown_fields_are_pruned(admit):
 def test_sync_standbys_within_replicas_are_admitted(admit, spec, replicas, mode, min_sync):
     result = admitted(admit, cs({"server": "m:C", **spec}))["spec"]
     assert result["replicas"] == replicas
-    assert result["replication"] == {"mode": mode, "minSyncStandbys": min_sync}
+    expected = {"mode": mode} if min_sync is None else {"mode": mode, "minSyncStandbys": min_sync}
+    assert result["replication"] == expected
 
 
 INVALID = {
@@ -522,8 +530,9 @@ INVALID = {
         {"replicas": 3, "replication": {"mode": "Sync", "minSyncStandbys": 3}},
         "spec.replication.minSyncStandbys", "replicas - 1",
     ),
-    "replicas 1 with default Sync and minSyncStandbys 1": (
-        {"replicas": 1}, "spec.replication.minSyncStandbys", "replicas - 1",
+    "replicas 1 with Sync and minSyncStandbys 1": (
+        {"replicas": 1, "replication": {"minSyncStandbys": 1}}, "spec.replication.minSyncStandbys",
+        "replicas - 1",
     ),
     "lease duration == renew deadline": (
         {"lease": {"durationSeconds": 10, "renewDeadlineSeconds": 10}},
@@ -616,9 +625,45 @@ INVALID = {
         {"template": {"spec": {"nodeSelector": {f"n{i}": "v" for i in range(65)}}}},
         "spec.template.spec.nodeSelector", "64",
     ),
+    "17 sidecar containers": (
+        {"template": {"spec": {"containers": [{"name": f"s{i}", "image": "x"}
+                                              for i in range(17)]}}},
+        "spec.template.spec.containers", "16",
+    ),
+    "65 extra volumes": (
+        {"template": {"spec": {"volumes": [{"name": f"v{i}", "emptyDir": {}}
+                                           for i in range(65)]}}},
+        "spec.template.spec.volumes", "64",
+    ),
+    "17 image pull secrets": (
+        {"template": {"spec": {"imagePullSecrets": [{"name": f"p{i}"} for i in range(17)]}}},
+        "spec.template.spec.imagePullSecrets", "16",
+    ),
+    "65 pod monitor labels": (
+        {"monitoring": {"podMonitor": {"labels": {f"l{i}": "v" for i in range(65)}}}},
+        "spec.monitoring.podMonitor.labels", "64",
+    ),
     "17 resource limits": (
         {"template": {"spec": {"resources": {"limits": {f"r{i}": "1" for i in range(17)}}}}},
         "spec.template.spec.resources.limits", "16",
+    ),
+    "a volume named like the operator's": (
+        {"template": {"spec": {"volumes": [{"name": "data", "emptyDir": {}}]}}},
+        "spec.template.spec.volumes", "reserved",
+    ),
+    "a mount on the data directory": (
+        {"template": {"spec": {"volumeMounts": [{"name": "x",
+                                                 "mountPath": "/var/lib/gencluster"}]}}},
+        "spec.template.spec.volumeMounts", "reserved",
+    ),
+    "a sidecar named server": (
+        {"template": {"spec": {"containers": [{"name": "server", "image": "x"}]}}},
+        "spec.template.spec.containers", "reserved",
+    ),
+    "a spread constraint without its topology key": (
+        {"template": {"spec": {"topologySpreadConstraints": [
+            {"maxSkew": 1, "whenUnsatisfiable": "DoNotSchedule"}]}}},
+        "spec.template.spec.topologySpreadConstraints[0].topologyKey", None,
     ),
 }  # fmt: skip
 

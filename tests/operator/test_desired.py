@@ -82,7 +82,7 @@ def test_spec_fallbacks_equal_the_crd_defaults() -> None:
     assert properties["partitionPolicy"]["default"] == spec.DEFAULT_PARTITION_POLICY
     replication = properties["replication"]["properties"]
     assert replication["mode"]["default"] == spec.DEFAULT_REPLICATION_MODE
-    assert replication["minSyncStandbys"]["default"] == spec.DEFAULT_MIN_SYNC_STANDBYS
+    assert "default" not in replication["minSyncStandbys"], "it follows replicas"
     lease = properties["lease"]["properties"]
     assert lease["durationSeconds"]["default"] == spec.DEFAULT_LEASE_DURATION_SECONDS
     assert lease["renewDeadlineSeconds"]["default"] == spec.DEFAULT_RENEW_DEADLINE_SECONDS
@@ -94,7 +94,73 @@ def test_every_template_override_the_crd_offers_is_applied() -> None:
     assert set(template["metadata"]["properties"]) == {"labels", "annotations"}
     assert set(template["spec"]["properties"]) == {
         "resources", "env", "nodeSelector", "tolerations", "affinity",
+        "topologySpreadConstraints", "priorityClassName", "imagePullSecrets",
+        "serviceAccountName", "volumes", "volumeMounts", "containers", "initContainers",
     }
+
+
+SPREAD = {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+          "whenUnsatisfiable": "ScheduleAnyway",
+          "labelSelector": {"matchLabels": {names.CLUSTER_LABEL: "id"}}}
+SIDECAR = {"name": "log-shipper", "image": "registry.example/shipper:1",
+           "volumeMounts": [{"name": "logs", "mountPath": "/logs"}]}
+
+
+def test_pod_template_fields_for_real_clusters_reach_the_pod() -> None:
+    template = {"spec": {
+        "topologySpreadConstraints": [SPREAD],
+        "priorityClassName": "stateful-high",
+        "imagePullSecrets": [{"name": "registry-credentials"}],
+        "serviceAccountName": "workload-identity",
+        "volumes": [{"name": "logs", "emptyDir": {}}],
+        "volumeMounts": [{"name": "logs", "mountPath": "/logs"}],
+        "containers": [SIDECAR],
+        "initContainers": [{"name": "warm", "image": "registry.example/warm:1"}],
+    }}
+    res = resource(template=template, persistence={"enabled": True})
+    pod_spec = desired.pod(res, 1)["spec"]
+    assert pod_spec["topologySpreadConstraints"] == [SPREAD]
+    assert pod_spec["priorityClassName"] == "stateful-high"
+    assert pod_spec["imagePullSecrets"] == [{"name": "registry-credentials"}]
+    assert pod_spec["serviceAccountName"] == "workload-identity"
+    assert pod_spec["initContainers"] == [{"name": "warm", "image": "registry.example/warm:1"}]
+    server, sidecar = pod_spec["containers"]
+    assert server["name"] == names.CONTAINER_NAME and sidecar == SIDECAR
+    assert [v["name"] for v in pod_spec["volumes"]] == ["tmp", "data", "logs"]
+    assert [m["mountPath"] for m in server["volumeMounts"]] == ["/tmp", names.DATA_DIR, "/logs"]
+    # The Role the pods need is bound to the ServiceAccount they run as.
+    (subject,) = desired.role_binding(res)["subjects"]
+    assert subject == {"kind": "ServiceAccount", "name": "workload-identity",
+                       "namespace": "default"}
+    # Copies: building a pod never aliases the resource's lists.
+    pod_spec["containers"][1]["name"] = "changed"
+    assert template["spec"]["containers"][0]["name"] == "log-shipper"
+
+
+def test_without_a_service_account_of_their_own_pods_use_and_bind_ours() -> None:
+    pod_spec = desired.pod(resource(), 0)["spec"]
+    assert pod_spec["serviceAccountName"] == names.service_account_name("id")
+    (subject,) = desired.role_binding(resource())["subjects"]
+    assert subject["name"] == names.service_account_name("id")
+    for field in desired.POD_FIELDS_AS_WRITTEN:
+        assert field not in pod_spec
+    assert len(pod_spec["containers"]) == 1
+
+
+@pytest.mark.parametrize(("resources", "expected"), [
+    (None, {"requests": {"cpu": "100m", "memory": "128Mi"}}),
+    ({"requests": {"memory": "1Gi"}}, {"requests": {"cpu": "100m", "memory": "1Gi"}}),
+    ({"limits": {"cpu": "50m"}},
+     {"limits": {"cpu": "50m"}, "requests": {"memory": "128Mi"}}),
+    ({"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "4Gi"}},
+     {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "4Gi"}}),
+])
+def test_server_container_requests_default_unless_set(
+    resources: dict[str, Any] | None, expected: dict[str, Any]
+) -> None:
+    template = {"spec": {"resources": resources}} if resources else {}
+    container = desired.pod(resource(template=template), 0)["spec"]["containers"][0]
+    assert container["resources"] == expected
 
 
 # -- the pod --------------------------------------------------------------------------------------
@@ -480,6 +546,24 @@ def persistent(**persistence: Any) -> dict[str, Any]:
     return resource(persistence={"enabled": True, "size": "2Gi", **persistence})
 
 
+@pytest.mark.parametrize(("replicas", "expected"), [(1, 0), (2, 1), (3, 1), (7, 1)])
+def test_min_sync_standbys_left_out_follows_replicas(replicas: int, expected: int) -> None:
+    res = resource(replicas=replicas)
+    del res["spec"]["replication"]["minSyncStandbys"]
+    assert spec.cluster_spec(res).min_sync_standbys == expected
+    env = {item["name"]: item.get("value") for item in desired.runtime_env(spec.cluster_spec(res))}
+    assert env[RuntimeEnv.MIN_SYNC_STANDBYS] == str(expected)
+
+
+def test_min_sync_standbys_written_out_is_kept() -> None:
+    res = resource(replicas=1)
+    res["spec"]["replication"] = {"mode": "Sync", "minSyncStandbys": 0}
+    assert spec.cluster_spec(res).min_sync_standbys == 0
+    res = resource(replicas=5)
+    res["spec"]["replication"] = {"mode": "Sync", "minSyncStandbys": 3}
+    assert spec.cluster_spec(res).min_sync_standbys == 3
+
+
 def test_spec_fallbacks_for_storage_equal_the_crd_defaults() -> None:
     properties = crd_spec_schema()["properties"]
     storage = properties["persistence"]["properties"]
@@ -585,3 +669,25 @@ def test_a_claim_controlled_by_someone_else_is_never_adopted() -> None:
     assert desired.claim_ownership_patch(res, shared, retained=True) == {
         "metadata": {"ownerReferences": [other_owner]}
     }
+
+
+def test_pod_monitor_scrapes_the_metrics_port_of_the_cluster_pods_with_a_cluster_label() -> None:
+    res = resource(monitoring={"podMonitor": {"enabled": True, "interval": "15s",
+                                              "labels": {"release": "prometheus"}}})
+    monitor = desired.pod_monitor(res)
+    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "PodMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["metadata"]["labels"][names.CLUSTER_LABEL] == "id"
+    assert monitor["metadata"]["ownerReferences"][0]["uid"] == "cr-uid"
+    assert monitor["spec"]["selector"] == {"matchLabels": names.cluster_selector("id")}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == names.METRICS_PORT_NAME and endpoint["interval"] == "15s"
+    ports = desired.pod(res, 0)["spec"]["containers"][0]["ports"]
+    assert names.METRICS_PORT_NAME in {port["name"] for port in ports}
+    (relabel,) = endpoint["relabelings"]
+    assert relabel["targetLabel"] == "cluster"
+    # The pod label the relabeling reads (Prometheus turns `.` and `/` into `_`).
+    assert relabel["sourceLabels"] == [
+        "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", names.CLUSTER_LABEL)
+    ]
+    assert spec.cluster_spec(resource()).pod_monitor.enabled is False

@@ -56,7 +56,8 @@ def manifest(name: str, spec: str) -> str:
         ("server: a:B\nreplicas: 0", "spec.replicas"),
         ("server: a:B\nlease: {durationSeconds: 5, renewDeadlineSeconds: 10}",
          "spec.lease.durationSeconds"),
-        ("server: a:B\nreplicas: 1", "spec.replication.minSyncStandbys"),
+        ("server: a:B\nreplicas: 1\nreplication: {minSyncStandbys: 1}",
+         "spec.replication.minSyncStandbys"),
         ("server: a:B\npartitionPolicy: Sometimes", "spec.partitionPolicy"),
     ],
 )

@@ -6,6 +6,7 @@ The helpers at the top build observations the way the shell would; test_status.p
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -298,15 +299,21 @@ def test_failover_assist_comes_before_any_other_work() -> None:
 # -- scale down ---------------------------------------------------------------------------------
 
 
+def one_replica_hash() -> str:
+    """The template of `resource(1)` (its minSyncStandbys is 0): the pods of a pure scale
+    down to one, with nothing else to update."""
+    return desired.template_hash(resource(1))
+
+
 def test_scale_down_with_the_active_at_the_top_switches_over_before_any_delete() -> None:
-    pods = healthy_pods(active=2)
+    pods = healthy_pods(active=2, template_hash=one_replica_hash())
     actions = plan(observe(resource(1), pods, lease("id-2", in_sync=("id-0", "id-1"))))
     assert disruptive(actions) == [Switchover("id-2", "id-0", FailoverReason.SCALED_DOWN)]
     assert reasons(actions) == [EventReason.SWITCHOVER_STARTED]
 
 
 def test_scale_down_removes_the_highest_standby_first_one_at_a_time() -> None:
-    actions = plan(observe(resource(1), healthy_pods(), lease()))
+    actions = plan(observe(resource(1), healthy_pods(template_hash=one_replica_hash()), lease()))
     assert disruptive(actions) == [DeletePod("id-2", "uid-2", "scaling down")]
     assert reasons(actions) == [EventReason.SCALED_DOWN]
 
@@ -759,11 +766,34 @@ def test_rolling_update_sequence_replaces_standbys_then_switches_over_once() -> 
 
 
 def test_scale_three_to_one_with_the_active_at_the_top() -> None:
-    sim = Simulation(resource(1), healthy_pods(active=2), lease("id-2", in_sync=("id-0", "id-1")))
+    sim = Simulation(resource(1), healthy_pods(active=2, template_hash=one_replica_hash()),
+                     lease("id-2", in_sync=("id-0", "id-1")))
     sim.run()
     assert sorted(sim.pods) == ["id-0"] and sim.lease.holder == "id-0"
     first = next(a for a in sim.history if isinstance(a, DeletePod | Switchover))
     assert first == Switchover("id-2", "id-0", FailoverReason.SCALED_DOWN)
+
+
+def test_scale_three_to_one_replaces_the_outdated_pod_before_the_others_go() -> None:
+    """minSyncStandbys left out becomes 0 at one replica, which changes the template: the one
+    pod that stays is replaced while standbys still hold the state, never after (which would
+    replace the only pod, losing an in-memory state)."""
+    three = resource()
+    del three["spec"]["replication"]["minSyncStandbys"]
+    one = copy.deepcopy(three)
+    one["spec"]["replicas"] = 1
+    assert desired.template_hash(one) != desired.template_hash(three)
+    sim = Simulation(one, healthy_pods(template_hash=desired.template_hash(three)), lease())
+    sim.run()
+    assert sorted(sim.pods) == ["id-0"] and sim.lease.holder == "id-0"
+    assert sim.pods["id-0"].template_hash == desired.template_hash(one)
+    order = [(type(a).__name__, getattr(a, "pod", getattr(a, "to_pod", None)))
+             for a in sim.history if isinstance(a, DeletePod | Switchover)]
+    assert [kind for kind, _ in order[:2]] == ["Switchover", "DeletePod"], order
+    assert order[1] == ("DeletePod", "id-0"), "the pod that stays is replaced first"
+    warnings = [a for a in sim.history if isinstance(a, RecordEvent)
+                and a.type == EventType.WARNING]
+    assert not warnings, "no pod was replaced without a standby to hand over to"
 
 
 def test_scale_three_to_five_and_back_to_two() -> None:

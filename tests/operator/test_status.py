@@ -423,6 +423,12 @@ def test_every_condition_reason_is_documented_for_users() -> None:
         assert f"`{reason}`" in doc, reason
 
 
+def test_every_condition_reason_has_a_troubleshooting_entry() -> None:
+    doc = (CLUSTERED_SERVER_DOC.parent / "troubleshooting.md").read_text()
+    missing = [str(reason) for reason in ConditionReason if f"`{reason}`" not in doc]
+    assert not missing, f"docs/troubleshooting.md lacks {missing}"
+
+
 def test_reasons_are_camel_case_as_the_crd_requires() -> None:
     pattern = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
     for vocabulary in (ConditionReason, EventReason, FailoverReason):
