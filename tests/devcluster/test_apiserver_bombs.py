@@ -22,6 +22,8 @@ from tests.devcluster.conftest import ADMIN_TOKEN, RunningApiServer, serving_api
 
 pytestmark = pytest.mark.integration
 
+PATIENCE = 900.0
+"""Header and body timeouts of the `patient` server: longer than any test here."""
 SHORT_TIMEOUT = 2.0
 """Header and body timeouts of the `impatient` server, to see slow clients cut off."""
 
@@ -36,9 +38,10 @@ LAUGHS = "\n".join(
 
 @pytest.fixture(scope="module")
 def patient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApiServer]:
-    """A server with the default timeouts (32 s for headers, 60 s for a body): slow clients
-    stay connected for the whole of a test."""
-    with serving_apiserver(tmp_path_factory.mktemp("patient")) as running:
+    """A server with long timeouts: slow clients stay connected for the whole of a test,
+    however slow the machine (the defaults are 32 s for headers, 60 s for a body)."""
+    with serving_apiserver(tmp_path_factory.mktemp("patient"), header_timeout=PATIENCE,
+                           body_timeout=PATIENCE) as running:
         yield running
 
 
