@@ -117,12 +117,23 @@ def template_hash(resource: Mapping[str, Any]) -> str:
             "size": spec.persistence.size,
             "storageClassName": spec.persistence.storage_class,
         },
-        "runtime": {"deduplicationWindowSeconds": spec.deduplication_window_seconds},
+        "runtime": _runtime_inputs(spec),
         "template": spec.template,
         "podShape": POD_SHAPE_VERSION,
     }
     canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:TEMPLATE_HASH_LENGTH]
+
+
+def _runtime_inputs(spec: ClusterSpec) -> dict[str, Any]:
+    """`spec.runtime` as the template hash sees it: the optional limits only when set, so a
+    cluster that does not set them keeps the hash (and its pods) of before they existed."""
+    inputs: dict[str, Any] = {"deduplicationWindowSeconds": spec.deduplication_window_seconds}
+    if spec.max_message_bytes is not None:
+        inputs["maxMessageBytes"] = spec.max_message_bytes
+    if spec.reply_table_max_bytes is not None:
+        inputs["replyTableMaxBytes"] = spec.reply_table_max_bytes
+    return inputs
 
 
 def _field_env(name: str, field_path: str) -> dict[str, Any]:
@@ -152,6 +163,10 @@ def runtime_env(spec: ClusterSpec) -> list[dict[str, Any]]:
         RuntimeEnv.PARTITION_POLICY: spec.partition_policy,
         RuntimeEnv.DEDUPLICATION_WINDOW_SECONDS: str(spec.deduplication_window_seconds),
     }
+    if spec.max_message_bytes is not None:
+        value_env[RuntimeEnv.MAX_MESSAGE_BYTES] = str(spec.max_message_bytes)
+    if spec.reply_table_max_bytes is not None:
+        value_env[RuntimeEnv.REPLY_TABLE_MAX_BYTES] = str(spec.reply_table_max_bytes)
     if spec.persistence.enabled:
         value_env[RuntimeEnv.DATA_DIR] = names.DATA_DIR
     return [

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from gencluster.limits import MAX_RECORD_MESSAGE_BYTES
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.wellknown import PEER_TOKEN_METADATA
@@ -43,6 +44,15 @@ once; only an operator that dies mid-merge leaves the pause to run out."""
 SWITCHOVER_MARGIN_SECONDS = 5.0
 """Added to the renew deadline, which is how long the runtime may wait for the target to
 catch up and confirm before it gives up the handover."""
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_RECORD_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_RECORD_MESSAGE_BYTES),
+]
+"""ExportState chunks are bounded in bytes by the runtime (`limits.MAX_BATCH_BYTES`, or one
+record alone, up to the codec's limit); gRPC's default 4 MiB receive limit was under one such
+record, and under a 1,000-record batch of replies over 4 KB before batches were sized in
+bytes."""
 
 ROLES = {
     pb.ROLE_ACTIVE: names.ROLE_ACTIVE,
@@ -125,7 +135,7 @@ class RuntimeAdmin:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = grpc.insecure_channel(address)
+                channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
                 self._channels[address] = channel
         return pb_grpc.AdminStub(channel)
 

@@ -94,6 +94,10 @@ class ClusterSpec:
     template: Mapping[str, Any]
     persistence: Persistence = Persistence()
     deduplication_window_seconds: int = DEFAULT_DEDUPLICATION_WINDOW_SECONDS
+    max_message_bytes: int | None = None
+    """`spec.runtime.maxMessageBytes`; None: the runtime's default (docs/limits.md)."""
+    reply_table_max_bytes: int | None = None
+    """`spec.runtime.replyTableMaxBytes`; None: the runtime's default."""
     pod_monitor: PodMonitorSpec = PodMonitorSpec()
 
     @property
@@ -157,12 +161,20 @@ def cluster_spec(resource: Mapping[str, Any]) -> ClusterSpec:
         deduplication_window_seconds=int(
             runtime.get("deduplicationWindowSeconds", DEFAULT_DEDUPLICATION_WINDOW_SECONDS)
         ),
+        max_message_bytes=_optional_int(runtime.get("maxMessageBytes")),
+        reply_table_max_bytes=_optional_int(runtime.get("replyTableMaxBytes")),
         pod_monitor=PodMonitorSpec(
             enabled=bool(pod_monitor.get("enabled", DEFAULT_POD_MONITOR_ENABLED)),
             interval=str(pod_monitor.get("interval") or DEFAULT_POD_MONITOR_INTERVAL),
             labels=dict(pod_monitor.get("labels") or {}),
         ),
     )
+
+
+def _optional_int(value: Any) -> int | None:
+    """An optional integer field: absent (None) stays absent, so a cluster that never set it
+    keeps its pods (and their template hash) as they were."""
+    return None if value is None else int(value)
 
 
 def encode_args(args: Any) -> str:

@@ -6,6 +6,7 @@ from gencluster.client import (
     Client,
     ClusterUnavailable,
     RemoteError,
+    RequestIdReusedError,
     RetryWindowExpired,
 )
 from gencluster.codec import CodecError
@@ -28,6 +29,7 @@ __all__ = [
     "GenServer",
     "MergeNotSupported",
     "RemoteError",
+    "RequestIdReusedError",
     "RetryWindowExpired",
     "ServerLoadError",
     "UnknownRequest",

@@ -19,6 +19,10 @@ What makes calls survive failover:
   request ids for its deduplication window (docs/exactly-once.md), and refuses a retry older
   than that instead of maybe applying it twice. That refusal raises `RetryWindowExpired` and
   is not retried.
+- A request id names one request: the same id sent with another request (method or payload)
+  raises `RequestIdReusedError` (nothing changed), and an id over 256 bytes or under the
+  operator's reserved prefix raises `limits.InvalidInput` before anything is sent
+  (docs/limits.md).
 - A handler's exception is not retried: it raises `RemoteError` (type and message of the
   server-side exception; the state did not change). Other gRPC errors (INVALID_ARGUMENT for
   undecodable input, RESOURCE_EXHAUSTED for oversized input, ...) raise `grpc.RpcError` as is.
@@ -46,6 +50,7 @@ from typing import Any, TypeVar
 import grpc
 
 from gencluster.codec import Codec, get_codec
+from gencluster.limits import MAX_RECORD_MESSAGE_BYTES, check_client_request_id
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.retry import (
@@ -58,6 +63,7 @@ from gencluster.retry import (
     ClusterUnavailable,
     Failure,
     GiveUp,
+    RequestIdReusedError,
     RetryWindowExpired,
     Route,
     Wait,
@@ -77,6 +83,7 @@ __all__ = [
     "ClusterUnavailable",
     "Event",
     "RemoteError",
+    "RequestIdReusedError",
     "RetryWindowExpired",
 ]
 
@@ -91,6 +98,9 @@ CHANNEL_OPTIONS = [
     ("grpc.enable_retries", 0),
     ("grpc.initial_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 500),
+    # A reply is bounded by the server's codec limit (4 MiB by default, configurable), plus
+    # the message around it: gRPC's default 4 MiB receive limit would refuse one at the limit.
+    ("grpc.max_receive_message_length", MAX_RECORD_MESSAGE_BYTES),
 ]
 
 T = TypeVar("T")
@@ -160,11 +170,17 @@ def _call_request(
 ) -> pb.CallRequest:
     if first_attempt is not None and not first_attempt > 0:
         raise ValueError(f"first_attempt must be a positive Unix time, got {first_attempt!r}")
+    if request_id:
+        # The server refuses these too (INVALID_ARGUMENT); refusing here says so before a
+        # round trip, with the same message.
+        check_client_request_id(request_id)
     return pb.CallRequest(
         request_id=request_id or uuid.uuid4().hex,
         payload=codec.encode(request, what="request"),
         codec=codec.name,
         first_attempt_unix_ms=_unix_ms(first_attempt),
+        # A caller that passes `first_attempt` retries an earlier call: not a first send.
+        first_send=first_attempt is None,
     )
 
 
@@ -174,7 +190,28 @@ def _cast_request(codec: Codec, msg: Any) -> pb.CastRequest:
         payload=codec.encode(msg, what="message"),
         codec=codec.name,
         first_attempt_unix_ms=_unix_ms(None),
+        first_send=True,
     )
+
+
+Sent = TypeVar("Sent", pb.CallRequest, pb.CastRequest)
+
+
+def _attempts(message: Sent) -> Callable[[], Sent]:
+    """The message of each attempt of one call: `message` itself the first time, then a copy
+    with `first_send` cleared (a retry may find its request applied already)."""
+    retry: list[Sent] = []
+
+    def next_message() -> Sent:
+        if not message.first_send:
+            return message
+        if retry:
+            return retry[0]
+        retry.append(type(message)())
+        retry[0].CopyFrom(message)
+        retry[0].first_send = False
+        return message
+    return next_message
 
 
 def _check_cast(reply: pb.CastReply) -> None:
@@ -282,18 +319,18 @@ class Client:
         `first_attempt` too: the `time.time()` of that call's first attempt (default: now,
         which tells the cluster the request is new). A retry older than the cluster's
         deduplication window raises `RetryWindowExpired` (see docs/exactly-once.md)."""
-        message = _call_request(self.codec, request, request_id, first_attempt)
+        message = _attempts(_call_request(self.codec, request, request_id, first_attempt))
         reply, served_by = self._retrying(
-            lambda stub, remaining: stub.Call(message, timeout=remaining),
+            lambda stub, remaining: stub.Call(message(), timeout=remaining),
             self.timeout if timeout is None else timeout,
         )
         return _details_of_call(self.codec, reply, served_by)
 
     def cast(self, msg: Any, timeout: float | None = None) -> None:
         """Send `msg` without a reply; returns once the active accepted (and replicated) it."""
-        message = _cast_request(self.codec, msg)
+        message = _attempts(_cast_request(self.codec, msg))
         reply, _ = self._retrying(
-            lambda stub, remaining: stub.Cast(message, timeout=remaining),
+            lambda stub, remaining: stub.Cast(message(), timeout=remaining),
             self.timeout if timeout is None else timeout,
         )
         _check_cast(reply)
@@ -400,17 +437,17 @@ class AsyncClient:
         request_id: str | None = None,
         first_attempt: float | None = None,
     ) -> CallDetails:
-        message = _call_request(self.codec, request, request_id, first_attempt)
+        message = _attempts(_call_request(self.codec, request, request_id, first_attempt))
         reply, served_by = await self._retrying(
-            lambda stub, remaining: stub.Call(message, timeout=remaining),
+            lambda stub, remaining: stub.Call(message(), timeout=remaining),
             self.timeout if timeout is None else timeout,
         )
         return _details_of_call(self.codec, reply, served_by)
 
     async def cast(self, msg: Any, timeout: float | None = None) -> None:
-        message = _cast_request(self.codec, msg)
+        message = _attempts(_cast_request(self.codec, msg))
         reply, _ = await self._retrying(
-            lambda stub, remaining: stub.Cast(message, timeout=remaining),
+            lambda stub, remaining: stub.Cast(message(), timeout=remaining),
             self.timeout if timeout is None else timeout,
         )
         _check_cast(reply)

@@ -68,6 +68,7 @@ from gencluster.commands import (
     pod_address,
     replica_status,
 )
+from gencluster.limits import MAX_RECORD_MESSAGE_BYTES
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.replication import peer_metadata
@@ -523,7 +524,10 @@ def backup(target: Target, path: str, timeout: float) -> str:
     token = target.token()
     active = _active_reply(target, resource, _live_replies(target, token, timeout))
     pod = str(active.get("identity") or active["address"])
-    with grpc.insecure_channel(active["address"]) as channel:
+    # Export chunks are bounded in bytes, or one record alone (up to the codec's limit): over
+    # gRPC's default 4 MiB receive limit.
+    options = [("grpc.max_receive_message_length", MAX_RECORD_MESSAGE_BYTES)]
+    with grpc.insecure_channel(active["address"], options=options) as channel:
         try:
             chunks = list(pb_grpc.AdminStub(channel).ExportState(
                 pb.ExportStateRequest(), metadata=peer_metadata(token), timeout=timeout

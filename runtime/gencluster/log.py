@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -51,7 +51,12 @@ class Command:
     @property
     def size(self) -> int:
         """Bytes this command accounts for in the retention window."""
-        return len(self.payload) + len(self.request_id) + ENTRY_OVERHEAD_BYTES
+        request_id = self.request_id
+        id_bytes = (
+            len(request_id) if request_id.isascii()
+            else len(request_id.encode("utf-8", "surrogatepass"))
+        )
+        return len(self.payload) + id_bytes + ENTRY_OVERHEAD_BYTES
 
 
 ENTRY_OVERHEAD_BYTES = 48
@@ -80,7 +85,10 @@ class ReplyRecord:
     `reply` is the encoded reply of a successful call (None for a cast); `error` is set when the
     handler raised. `seq` is the entry that produced it: an active answering a retry in Sync
     mode waits until that entry is acknowledged, exactly as for the original. `time` is that
-    entry's time: the reply table expires records by it (`replies.ReplyTable`).
+    entry's time: the reply table expires records by it (`replies.ReplyTable`). `digest`
+    identifies the request (`replies.request_digest`: its kind and payload), so the same id
+    sent with a different request is refused instead of answered with this outcome; empty for
+    a record from a version that did not keep it (then the id alone decides, as it did there).
     """
 
     request_id: str
@@ -88,6 +96,7 @@ class ReplyRecord:
     reply: bytes | None = None
     error: HandlerError | None = None
     time: float = 0.0
+    digest: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,9 +241,16 @@ class ReplicationLog:
         self._base_epoch = base_epoch
 
     def entries_after(
-        self, seq: int, epoch: int | None = None, *, limit: int | None = None
+        self,
+        seq: int,
+        epoch: int | None = None,
+        *,
+        limit: int | None = None,
+        max_bytes: int | None = None,
     ) -> CatchUp | NeedSnapshot:
-        """What a replica whose last entry is (`seq`, `epoch`) needs next.
+        """What a replica whose last entry is (`seq`, `epoch`) needs next: at most `limit`
+        entries and, beyond the first, at most `max_bytes` of them (`Command.size`), so one
+        batch of catch-up never outgrows a message however large the entries are.
 
         `epoch` (when given) is checked against the log's entry at `seq`, as Raft checks the
         previous term: a mismatch means the replica holds entries this log never had.
@@ -261,9 +277,9 @@ class ReplicationLog:
             # O(entries returned) instead of O(retained log) per batch.
             tail = list(itertools.islice(reversed(self._entries), remaining))
             tail.reverse()
-            return CatchUp(tuple(tail if limit is None else tail[:limit]))
+            return CatchUp(_within_bytes(tail if limit is None else tail[:limit], max_bytes))
         stop = None if limit is None else start + limit
-        return CatchUp(tuple(itertools.islice(self._entries, start, stop)))
+        return CatchUp(_within_bytes(itertools.islice(self._entries, start, stop), max_bytes))
 
     def _epoch_at(self, seq: int) -> int:
         if seq == self._base_seq:
@@ -279,3 +295,18 @@ class ReplicationLog:
             self._bytes -= oldest.command.size
             self._base_seq = oldest.seq
             self._base_epoch = oldest.epoch
+
+
+def _within_bytes(entries: Iterable[LogEntry], max_bytes: int | None) -> tuple[LogEntry, ...]:
+    """The leading entries whose sizes fit `max_bytes` (the first always: an entry over the
+    budget is sent alone rather than never)."""
+    if max_bytes is None:
+        return tuple(entries)
+    kept: list[LogEntry] = []
+    total = 0
+    for entry in entries:
+        total += entry.command.size
+        if kept and total > max_bytes:
+            break
+        kept.append(entry)
+    return tuple(kept)

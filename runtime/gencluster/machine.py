@@ -27,6 +27,7 @@ from typing import Any
 
 from gencluster import wire
 from gencluster.codec import Codec, CodecError
+from gencluster.limits import bounded_error_message
 from gencluster.log import (
     CommandKind,
     Event,
@@ -42,6 +43,7 @@ from gencluster.replies import (
     DEFAULT_MAX_REPLY_BYTES,
     ReplyTable,
     RetryRefused,
+    request_digest,
 )
 from gencluster.server import Context, GenServer
 
@@ -272,7 +274,10 @@ class StateMachine:
         else:
             outcome = self._run(entry, request)
             if command.request_id:
-                self._replies.remember(outcome.record)
+                digest = request_digest(command.kind, command.payload)
+                record = dataclasses.replace(outcome.record, digest=digest)
+                outcome = dataclasses.replace(outcome, record=record)
+                self._replies.remember(record)
         # After the lookup: an id the active found in the table is still found here.
         self._replies.expire(command.time)
         for event in outcome.events:
@@ -447,5 +452,5 @@ class StateMachine:
 
 
 def _handler_error(error: Exception) -> HandlerError:
-    message = str(error) or type(error).__name__
+    message = bounded_error_message(str(error) or type(error).__name__)
     return HandlerError(type=type(error).__name__, message=message)

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gencluster.acks import ReplicationMode
+from gencluster.codec import DEFAULT_MAX_BYTES
 from gencluster.election import ElectionConfig
-from gencluster.replies import DEFAULT_DEDUPLICATION_WINDOW_SECONDS
+from gencluster.replies import DEFAULT_DEDUPLICATION_WINDOW_SECONDS, DEFAULT_MAX_REPLY_BYTES
 from gencluster.roles import PartitionPolicy
 
 
@@ -38,6 +39,10 @@ class NodeConfig:
     deduplication_window: float = DEFAULT_DEDUPLICATION_WINDOW_SECONDS
     """Seconds a request id is remembered for exactly-once retries (the reply table's
     window; it must be the same on every replica, as the operator sets it)."""
+    max_message_bytes: int = DEFAULT_MAX_BYTES
+    """The codec's limit on one request, reply or event (docs/limits.md)."""
+    reply_table_max_bytes: int = DEFAULT_MAX_REPLY_BYTES
+    """The reply table's byte bound; like the window, the same on every replica."""
     data_dir: str | None = None
     """Where the log and snapshots live (GENCLUSTER_DATA_DIR, resolved on the local
     control plane); None: the state lives in memory only."""

@@ -63,10 +63,13 @@ class NodeState:
     def __init__(self, config: NodeConfig, server: GenServer, api: KubernetesApi) -> None:
         self.config = config
         self.server = server
-        self.codec: Codec = get_codec(config.codec)
+        self.codec: Codec = get_codec(config.codec, config.max_message_bytes)
         self._api = api
         self._retention = Retention()
-        self._limits = MachineLimits(deduplication_window=config.deduplication_window)
+        self._limits = MachineLimits(
+            deduplication_window=config.deduplication_window,
+            max_reply_bytes=config.reply_table_max_bytes,
+        )
         self.epochs = HighestEpoch()
         self._role: Role = Joining()
         self._replica: Replica | None = None

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gencluster.codec import Codec
+from gencluster.limits import MAX_BATCH_BYTES
 from gencluster.log import (
     CatchUp,
     Command,
@@ -43,6 +44,7 @@ from gencluster.log import (
     StaleEpoch,
 )
 from gencluster.machine import MachineLimits, Outcome, StateMachine
+from gencluster.replies import check_same_request, request_digest
 from gencluster.server import GenServer
 
 
@@ -134,12 +136,14 @@ class Replica:
     ) -> Submission:
         """Active side: handle one request. Raises `CodecError` for an undecodable or
         oversized payload, `RetryRefused` for a retry the reply table cannot vouch for
-        (`first_attempt`: the client's time of its first attempt, 0 unknown; nothing is
-        logged for either) and `StaleEpoch` if `epoch` went backwards."""
+        (`first_attempt`: the client's time of its first attempt, 0 unknown),
+        `RequestIdReused` for a request id the table holds for a different request (nothing
+        is logged for any of these) and `StaleEpoch` if `epoch` went backwards."""
         if epoch < self.log.last_epoch:
             raise StaleEpoch(f"epoch {epoch} is below the log's epoch {self.log.last_epoch}")
         previous = self.machine.reply_for(request_id)
         if previous is not None:
+            check_same_request(previous, request_digest(kind, payload))
             return Submission(Outcome(previous, duplicate=True), None)
         request = self.machine.decode_payload(kind, payload)
         if kind is CommandKind.CALL and self.machine.is_read_only(request):
@@ -169,10 +173,16 @@ class Replica:
         return self.machine.reply_for(request_id)
 
     def catch_up(
-        self, seq: int, epoch: int | None = None, *, limit: int | None = None
+        self,
+        seq: int,
+        epoch: int | None = None,
+        *,
+        limit: int | None = None,
+        max_bytes: int = MAX_BATCH_BYTES,
     ) -> CatchUp | NeedSnapshot:
-        """What a standby positioned at (`seq`, `epoch`) needs from this replica's log."""
-        return self.log.entries_after(seq, epoch, limit=limit)
+        """What a standby positioned at (`seq`, `epoch`) needs from this replica's log: one
+        batch, bounded by `limit` entries and `max_bytes` (`limits.MAX_BATCH_BYTES`)."""
+        return self.log.entries_after(seq, epoch, limit=limit, max_bytes=max_bytes)
 
     def snapshot(self) -> Snapshot:
         return self.machine.snapshot()

@@ -16,11 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from gencluster.limits import MAX_RECORD_MESSAGE_BYTES
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.wellknown import PEER_TOKEN_METADATA
 
 MAX_ENTRIES_PER_BATCH = 2000
-"""Upper bound of one EntryBatch, so catch-up after a long disconnect stays in small messages."""
+"""Upper bound of one EntryBatch in entries (its bytes are bounded by `limits.MAX_BATCH_BYTES`
+in `Replica.catch_up`), so catch-up after a long disconnect stays in small messages."""
 
 BATCHES_IN_FLIGHT = 2
 """Unacknowledged batches per standby before the sender waits: enough to keep the stream busy
@@ -44,10 +46,12 @@ GRPC_CHANNEL_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 2000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", MAX_RECORD_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_RECORD_MESSAGE_BYTES),
 ]
-"""Peer channels: keepalive notices a silent peer; large messages for catch-up batches."""
+"""Peer channels: keepalive notices a silent peer. Batches are bounded in bytes
+(`limits.MAX_BATCH_BYTES`, or one entry alone); the limit admits one entry well beyond the
+codec's, as a MERGE entry carries a whole exported state."""
 
 
 @dataclass

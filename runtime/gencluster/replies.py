@@ -17,6 +17,14 @@ Either way `complete_after` (the newest time of any record that left) is raised,
 can state what it proves: every request applied at an entry time after `complete_after` is in
 it. `retry_refusal` turns that into the decision about a request id the table does not hold.
 
+A record also carries the digest of the request that produced it (`request_digest`: its kind
+and payload). The digest is computed from the log entry by every replica as it applies it, and
+travels with the record in snapshots, exports and merges, so every replica (and a new active)
+holds the same digests. `check_same_request` is the rule the active applies before it answers a
+request id from the table: the same id with a different request is refused
+(`RequestIdReused`, gRPC FAILED_PRECONDITION) and changes nothing, instead of being answered
+with another request's outcome.
+
 A record without a time (time 0: from a snapshot or merge of a version that did not record
 it) is of unknown age: when it leaves, `complete_after` becomes the time of the entry or record
 that pushed it out (later than the entry that applied it, but for clock skew between actives),
@@ -26,11 +34,12 @@ every replica.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from gencluster.log import ReplyRecord
+from gencluster.log import CommandKind, ReplyRecord
 
 DEFAULT_DEDUPLICATION_WINDOW_SECONDS = 300.0
 """How long after its first attempt a request can still be retried (the CRD's default)."""
@@ -59,13 +68,58 @@ counted so that empty replies still fill the byte bound."""
 
 
 def record_size(record: ReplyRecord) -> int:
-    """The bytes a record accounts for in the table's byte bound."""
-    size = len(record.request_id) + RECORD_OVERHEAD_BYTES
+    """The bytes a record accounts for in the table's byte bound (text fields in UTF-8, as
+    they travel and are kept)."""
+    size = _utf8_size(record.request_id) + len(record.digest) + RECORD_OVERHEAD_BYTES
     if record.reply is not None:
         size += len(record.reply)
     if record.error is not None:
-        size += len(record.error.type) + len(record.error.message)
+        size += _utf8_size(record.error.type) + _utf8_size(record.error.message)
     return size
+
+
+def _utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass")) if not text.isascii() else len(text)
+
+
+def request_digest(kind: CommandKind, payload: bytes) -> bytes:
+    """What identifies a request beside its id: SHA-256 of its kind and its payload exactly as
+    the client encoded it (a retry resends the same bytes)."""
+    digest = hashlib.sha256(kind.value.encode("ascii"))
+    digest.update(b"\0")
+    digest.update(payload)
+    return digest.digest()
+
+
+def newest_records(
+    records: Iterable[ReplyRecord], complete_after: float, max_bytes: int
+) -> tuple[tuple[ReplyRecord, ...], float]:
+    """The newest of `records` (oldest first) that fit `max_bytes`, and the completeness bound
+    that vouches only for them: the same eviction a table with that bound performs, so a
+    retry of a dropped record is refused, never applied twice (for a MERGE entry, which
+    carries the loser's table inside one replicated entry)."""
+    table = ReplyTable(
+        window=math.inf, max_bytes=max_bytes, max_records=DEFAULT_MAX_REPLIES,
+        complete_after=complete_after,
+    )
+    table.restore(records, complete_after)
+    return table.records(), table.complete_after
+
+
+class RequestIdReused(Exception):
+    """A request id already recorded for a different request (gRPC FAILED_PRECONDITION)."""
+
+
+def check_same_request(record: ReplyRecord, digest: bytes) -> None:
+    """Refuse answering `record` to a request whose digest differs from the one that produced
+    it. A record without a digest (from a version that did not keep one) cannot tell, and
+    answers as it did there."""
+    if record.digest and digest != record.digest:
+        raise RequestIdReused(
+            f"request id {record.request_id!r} reused with a different request: it was "
+            f"applied at seq {record.seq} for another method or payload; nothing was changed "
+            "(use a new request id for a new request)"
+        )
 
 
 def retry_refusal(

@@ -11,6 +11,7 @@ A call is a sequence of steps:
 - `Wait(seconds)`: back off, then ask `CallRetries.next_attempt` again;
 - `GiveUp(error)`: raise `error` (the attempt's own `grpc.RpcError` when it is not worth
   retrying, `RetryWindowExpired` when the cluster refused a retry older than it remembers,
+  `RequestIdReusedError` when the request id is recorded for a different request,
   `ClusterUnavailable` when the call's deadline passed).
 
 `Route` is shared by all calls of a client, so that once a standby named the active every
@@ -23,7 +24,11 @@ from dataclasses import dataclass
 
 import grpc
 
-from gencluster.wellknown import ACTIVE_ADDRESS_METADATA
+from gencluster.wellknown import (
+    ACTIVE_ADDRESS_METADATA,
+    REFUSAL_METADATA,
+    REFUSAL_REQUEST_ID_REUSED,
+)
 
 RETRY_BACKOFF_START = 0.02
 RETRY_BACKOFF_MAX = 0.25
@@ -70,6 +75,24 @@ class RetryWindowExpired(grpc.RpcError):
         return self._details
 
 
+class RequestIdReusedError(grpc.RpcError):
+    """The cluster refused the request: its request id is recorded for a different request
+    (another method or payload), applied earlier. Nothing changed; not retried (it would be
+    refused again). A request id names one request: send a new request with a new id. A
+    `grpc.RpcError` with code FAILED_PRECONDITION."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self._details = _details(error)
+        super().__init__(self._details)
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.FAILED_PRECONDITION
+
+    def details(self) -> str:
+        return self._details
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
     """What a failed attempt tells the policy: its status code and the active it was sent to
@@ -78,11 +101,14 @@ class Failure:
     error: BaseException
     code: grpc.StatusCode | None
     active_address: str = ""
+    refusal: str = ""
+    """The `gencluster-refusal` trailing metadata of a FAILED_PRECONDITION ("" if none)."""
 
     @classmethod
     def of(cls, error: grpc.RpcError) -> Failure:
         """Read a gRPC error once (both the blocking and the asyncio errors have these)."""
-        return cls(error, _code(error), _trailing(error, ACTIVE_ADDRESS_METADATA))
+        return cls(error, _code(error), _trailing(error, ACTIVE_ADDRESS_METADATA),
+                   _trailing(error, REFUSAL_METADATA))
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +202,8 @@ class CallRetries:
         """After the attempt from `next_attempt` failed: retry (at once when redirected, else
         after a back-off that doubles up to `backoff_max`), or give up with its error."""
         if failure.code is grpc.StatusCode.FAILED_PRECONDITION:
+            if failure.refusal == REFUSAL_REQUEST_ID_REUSED:
+                return GiveUp(RequestIdReusedError(failure.error))
             return GiveUp(RetryWindowExpired(failure.error))
         if not self._retryable(failure.code):
             return GiveUp(failure.error)

@@ -23,11 +23,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gencluster.acks import ReplicationMode
+from gencluster.codec import DEFAULT_MAX_BYTES
 from gencluster.election import ElectionConfig, lease_timing_problems
 from gencluster.elector import ServerInitFailed
+from gencluster.limits import (
+    MAX_MESSAGE_BYTES,
+    MAX_REPLY_TABLE_BYTES,
+    MIN_MESSAGE_BYTES,
+    MIN_REPLY_TABLE_BYTES,
+)
 from gencluster.node import Node
 from gencluster.node_config import NodeConfig
 from gencluster.replication import COUNTERS
+from gencluster.replies import DEFAULT_MAX_REPLY_BYTES
 from gencluster.roles import PartitionPolicy
 from gencluster.server import GenServer, ServerLoadError, load_server_class
 
@@ -68,6 +76,8 @@ SETTINGS: tuple[tuple[str, str, str | None], ...] = (
     ("GENCLUSTER_MIN_SYNC_STANDBYS", "--min-sync-standbys", "1"),
     ("GENCLUSTER_PARTITION_POLICY", "--partition-policy", "Fenced"),
     ("GENCLUSTER_DEDUPLICATION_WINDOW_SECONDS", "--deduplication-window-seconds", "300"),
+    ("GENCLUSTER_MAX_MESSAGE_BYTES", "--max-message-bytes", str(DEFAULT_MAX_BYTES)),
+    ("GENCLUSTER_REPLY_TABLE_MAX_BYTES", "--reply-table-max-bytes", str(DEFAULT_MAX_REPLY_BYTES)),
     ("GENCLUSTER_DATA_DIR", "--data-dir", None),
     ("KUBECONFIG", "--kubeconfig", None),
 )
@@ -229,6 +239,12 @@ def build_config(values: Mapping[str, str | None]) -> NodeConfig:
             f"GENCLUSTER_PARTITION_POLICY must be Fenced or Available, got {policy_text!r}"
         ) from None
     window = _integer(values, "GENCLUSTER_DEDUPLICATION_WINDOW_SECONDS", 1, 86400)
+    max_message = _integer(
+        values, "GENCLUSTER_MAX_MESSAGE_BYTES", MIN_MESSAGE_BYTES, MAX_MESSAGE_BYTES
+    )
+    reply_table = _integer(
+        values, "GENCLUSTER_REPLY_TABLE_MAX_BYTES", MIN_REPLY_TABLE_BYTES, MAX_REPLY_TABLE_BYTES
+    )
     kubeconfig = (values.get("KUBECONFIG") or "").strip() or None
     if kubeconfig is not None and not Path(kubeconfig).is_file():
         raise ConfigError(f"KUBECONFIG {kubeconfig} is not a readable file")
@@ -251,6 +267,8 @@ def build_config(values: Mapping[str, str | None]) -> NodeConfig:
         partition_policy=policy,
         kubeconfig=kubeconfig,
         deduplication_window=float(window),
+        max_message_bytes=max_message,
+        reply_table_max_bytes=reply_table,
         data_dir=data_directory(values),
     )
 

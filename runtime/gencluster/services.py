@@ -10,6 +10,12 @@ clients can tell what to do without parsing messages:
   when the active is known (retry there, with the same request id);
 - undecodable request, codec mismatch: INVALID_ARGUMENT (nothing changed);
 - request over the codec's size limit: RESOURCE_EXHAUSTED (nothing changed);
+- a field over its bound or in the wrong format (`limits`: a request id over 256 bytes or in
+  the operator's reserved namespace, a topic, an identity, a pause): INVALID_ARGUMENT naming
+  the field (nothing changed);
+- a request id the reply table holds for a different request (method or payload):
+  FAILED_PRECONDITION "request id reused with a different request", with trailing metadata
+  `gencluster-refusal: request-id-reused` (nothing changed);
 - a retry whose request id is older than the reply table remembers (its
   `first_attempt_unix_ms` before the table's horizon): FAILED_PRECONDITION (nothing changed;
   it may or may not have been applied, so the client must not retry it blindly);
@@ -31,7 +37,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn
 
 import grpc
@@ -42,15 +48,35 @@ from gencluster import wire
 from gencluster.auth import PeerTokenGate
 from gencluster.call_metrics import CallMeter
 from gencluster.codec import CodecError, MessageTooLarge
+from gencluster.limits import (
+    MAX_ADDRESS_BYTES,
+    MAX_BATCH_BYTES,
+    MAX_IDENTITY_BYTES,
+    MAX_ORIGIN_FIELD_BYTES,
+    MAX_RECORD_MESSAGE_BYTES,
+    MAX_TOPIC_BYTES,
+    InvalidInput,
+    TooLarge,
+    admin_request_id,
+    check_client_request_id,
+    check_entry_size,
+    check_pause_seconds,
+    check_text,
+)
 from gencluster.log import CommandKind, Snapshot
 from gencluster.machine import Outcome, RestoreError, SubscriptionError
 from gencluster.node import Node, RestoreRefused
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
-from gencluster.replies import RetryRefused
+from gencluster.replies import RequestIdReused, RetryRefused
 from gencluster.roles import Active, Joining, Standby, Stopped
 from gencluster.term import NotServing
-from gencluster.wellknown import ACTIVE_ADDRESS_METADATA, EPOCH_METADATA
+from gencluster.wellknown import (
+    ACTIVE_ADDRESS_METADATA,
+    EPOCH_METADATA,
+    REFUSAL_METADATA,
+    REFUSAL_REQUEST_ID_REUSED,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +127,27 @@ async def submit(
         await _unavailable(node, context, str(error))
     except RetryRefused as error:
         await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+    except RequestIdReused as error:
+        await context.abort(
+            grpc.StatusCode.FAILED_PRECONDITION, str(error),
+            trailing_metadata=((REFUSAL_METADATA, REFUSAL_REQUEST_ID_REUSED),),
+        )
     except MessageTooLarge as error:
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
     except CodecError as error:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
     context.set_trailing_metadata(_epoch_trailer(epoch))
     return outcome, epoch
+
+
+async def _valid(context: grpc.aio.ServicerContext, *checks: Callable[[], object]) -> None:
+    """Run input checks (`limits`); the first `InvalidInput` is INVALID_ARGUMENT naming the
+    field, before anything was looked at or changed."""
+    try:
+        for check in checks:
+            check()
+    except InvalidInput as error:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
 
 
 async def _origin_and_snapshot(
@@ -121,6 +162,10 @@ async def _origin_and_snapshot(
     chunks = []
     async for chunk in request_iterator:
         if chunk.WhichOneof("part") == "origin":
+            if origin is not None:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"{method} has more than one origin"
+                )
             origin = chunk.origin
         else:
             chunks.append(chunk.snapshot)
@@ -128,11 +173,29 @@ async def _origin_and_snapshot(
         kind = "MergeOrigin" if method == "Merge" else "RestoreOrigin"
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method} starts with a {kind}")
     assert origin is not None
+    await _valid(
+        context,
+        lambda: admin_request_id(origin.request_id),
+        lambda: check_text("source", origin.source, MAX_ORIGIN_FIELD_BYTES),
+    )
     try:
         snapshot, _ = wire.snapshot_from_chunks(chunks)
     except wire.WireError as error:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
     return origin, snapshot
+
+
+async def _entry_payload(
+    snapshot: Snapshot, context: grpc.aio.ServicerContext, what: str
+) -> bytes:
+    """The payload of a MERGE or forced RESTORE entry (`wire.merge_entry_payload`); one over
+    what a replicated entry may carry is RESOURCE_EXHAUSTED, before anything is logged."""
+    payload = wire.merge_entry_payload(snapshot)
+    try:
+        check_entry_size(f"{what} (state and reply records)", len(payload))
+    except TooLarge as error:
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+    return payload
 
 
 @functools.lru_cache(maxsize=4)
@@ -167,9 +230,13 @@ class ClientService(pb_grpc.ClientServicer):
         meter = self._meters[command_kind]
         started = meter.start()
         try:
+            await _valid(context, lambda: check_client_request_id(request.request_id))
+            # A first transmission cannot have been applied: no retry check, so a reply table
+            # churned by heavy traffic does not refuse new calls (docs/limits.md).
+            first_attempt = 0 if request.first_send else request.first_attempt_unix_ms
             outcome, epoch = await submit(
                 self.node, context, command_kind, request.request_id, request.payload,
-                request.codec, request.first_attempt_unix_ms,
+                request.codec, first_attempt,
             )
         except BaseException:
             meter.rejected()
@@ -181,6 +248,7 @@ class ClientService(pb_grpc.ClientServicer):
         self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Event]:
         node = self.node
+        await _valid(context, lambda: check_text("topic", request.topic, MAX_TOPIC_BYTES))
         from_event = request.from_event if request.HasField("from_event") else None
         try:
             feed = node.subscribe(request.topic, from_event, accept_gap=request.accept_gap)
@@ -207,6 +275,7 @@ class PeerService(pb_grpc.PeerServicer):
         self, request: pb.SnapshotRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.SnapshotChunk]:
         node = self.node
+        await _valid(context, lambda: check_text("identity", request.identity, MAX_IDENTITY_BYTES))
         term = node.term
         if term is None:
             await _unavailable(node, context, "snapshots come from the active")
@@ -223,6 +292,11 @@ class PeerService(pb_grpc.PeerServicer):
         if first is grpc.aio.EOF or first.WhichOneof("message") != "hello":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Replicate starts with Hello")
         hello = first.hello
+        await _valid(
+            context,
+            lambda: check_text("identity", hello.identity, MAX_IDENTITY_BYTES),
+            lambda: check_text("address", hello.address, MAX_ADDRESS_BYTES),
+        )
         term = node.term
         if term is None or term.closed:
             await _unavailable(node, context, "replication comes from the active")
@@ -310,6 +384,7 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.SwitchoverRequest, context: grpc.aio.ServicerContext
     ) -> pb.SwitchoverReply:
         node = self.node
+        await _valid(context, lambda: check_text("target", request.target, MAX_IDENTITY_BYTES))
         if node.term is None:
             await _unavailable(node, context, "switchover is asked of the active")
         result = await node.hand_over(
@@ -328,6 +403,11 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.DemoteRequest, context: grpc.aio.ServicerContext
     ) -> pb.DemoteReply:
         node = self.node
+        await _valid(
+            context,
+            lambda: check_text("follow_address", request.follow_address, MAX_ADDRESS_BYTES),
+            lambda: check_text("reason", request.reason, MAX_ORIGIN_FIELD_BYTES),
+        )
         log.warning("demoted: %s", request.reason or "by an Admin call")
         epoch = node.term.epoch if node.term is not None else node.epoch
         node.demote(request.follow_address or None)
@@ -353,9 +433,10 @@ class AdminService(pb_grpc.AdminServicer):
         origin, snapshot = await _origin_and_snapshot(request_iterator, context, "Merge")
         assert isinstance(origin, pb.MergeOrigin)
         log.info("merging the state of %s (epoch %d)", origin.source, origin.source_epoch)
-        payload = wire.merge_payload(snapshot)
+        payload = await _entry_payload(snapshot, context, "the merge")
         outcome, epoch = await submit(
-            node, context, CommandKind.MERGE, origin.request_id, payload, snapshot.codec
+            node, context, CommandKind.MERGE, admin_request_id(origin.request_id), payload,
+            snapshot.codec,
         )
         reply = pb.MergeReply(epoch=epoch, seq=outcome.record.seq, duplicate=outcome.duplicate)
         if outcome.record.error is not None:
@@ -379,16 +460,17 @@ class AdminService(pb_grpc.AdminServicer):
                     f"{node.config.identity} is not the serving active: a forced restore "
                     "replaces the state on the active, which replicates it",
                 )
-            payload = wire.merge_payload(snapshot)
+            payload = await _entry_payload(snapshot, context, "the restore")
             outcome, epoch = await submit(
-                node, context, CommandKind.RESTORE, origin.request_id, payload, snapshot.codec
+                node, context, CommandKind.RESTORE, admin_request_id(origin.request_id),
+                payload, snapshot.codec,
             )
             if outcome.record.error is not None:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                     f"restore failed: {outcome.record.error.message}")
             return pb.RestoreReply(epoch=epoch, applied_seq=outcome.record.seq)
         try:
-            replica = node.restore(snapshot, origin.request_id)
+            replica = node.restore(snapshot, admin_request_id(origin.request_id))
         except RestoreRefused as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
         except RestoreError as error:
@@ -399,6 +481,7 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.PauseWritesRequest, context: grpc.aio.ServicerContext
     ) -> pb.PauseWritesReply:
         node = self.node
+        await _valid(context, lambda: check_pause_seconds(request.seconds))
         paused = node.pause_writes(request.seconds)
         log.warning("%s client calls (Admin.PauseWrites %.1fs)",
                     "refusing" if paused else "accepting", request.seconds)
@@ -433,12 +516,15 @@ class HealthReporter:
 
 def build_server(node: Node, health_reporter: HealthReporter) -> grpc.aio.Server:
     """A grpc.aio server with every service of the runtime (not yet bound or started)."""
-    limit = node.codec.max_bytes + 64 * 1024
+    # A request up to the codec's limit, and a Merge or Restore chunk (a 1 MiB batch, or one
+    # record at the codec's limit) with room for the message around it; a request between
+    # the codec's limit and this gets the codec's clear RESOURCE_EXHAUSTED.
+    limit = max(node.codec.max_bytes, MAX_BATCH_BYTES) + 64 * 1024
     server = grpc.aio.server(
         interceptors=[PeerTokenGate(node.config.peer_token)],
         options=[
             ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", MAX_RECORD_MESSAGE_BYTES),
             # Server-side keepalive: a standby or client that vanished without a TCP reset
             # (a partition) is noticed, so its stream ends and the AckTracker drops it.
             ("grpc.keepalive_time_ms", 2000),

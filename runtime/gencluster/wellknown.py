@@ -26,6 +26,14 @@ EPOCH_METADATA = "gencluster-epoch"
 ACTIVE_ADDRESS_METADATA = "gencluster-active-address"
 """gRPC trailing metadata on UNAVAILABLE from a standby: where the active can be reached."""
 
+REFUSAL_METADATA = "gencluster-refusal"
+"""gRPC trailing metadata on FAILED_PRECONDITION: which refusal it is, so a client tells them
+apart without parsing the message (`REFUSAL_REQUEST_ID_REUSED`; absent: a retry older than the
+reply table remembers)."""
+
+REFUSAL_REQUEST_ID_REUSED = "request-id-reused"
+"""The request id is recorded for a different request (method or payload)."""
+
 CLUSTER_LABEL = "gencluster.io/cluster"
 """On every object the operator creates for a ClusteredServer (pods included): its name."""
 

@@ -7,8 +7,10 @@ stream of chunks and put back together) is tested without a socket.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 
+from gencluster.limits import MAX_BATCH_BYTES, MERGE_REPLY_BYTES, batches_by_bytes
 from gencluster.log import (
     Command,
     CommandKind,
@@ -19,12 +21,24 @@ from gencluster.log import (
     Snapshot,
 )
 from gencluster.proto import gencluster_pb2 as pb
+from gencluster.replies import newest_records, record_size
 
-STATE_CHUNK_BYTES = 1024 * 1024
+STATE_CHUNK_BYTES = MAX_BATCH_BYTES
 """State bytes per SnapshotChunk: well under gRPC's 4 MiB default message limit."""
 
 RECORDS_PER_BATCH = 1000
-"""Reply records or events per SnapshotChunk batch."""
+"""At most this many reply records or events per SnapshotChunk batch (against many tiny
+records); batches are bounded in bytes first (`limits.MAX_BATCH_BYTES`)."""
+
+EVENT_OVERHEAD_BYTES = 48
+"""What an event costs in a batch beside its topic and data (numbers, time, framing)."""
+
+
+def event_size(event: Event) -> int:
+    """The bytes an event accounts for in a batch's byte budget."""
+    return len(event.data) + len(event.topic.encode("utf-8", "surrogatepass")) + (
+        EVENT_OVERHEAD_BYTES
+    )
 
 
 class WireError(ValueError):
@@ -75,7 +89,9 @@ def error_to_message(error: HandlerError) -> pb.HandlerError:
 
 
 def reply_record_to_message(record: ReplyRecord) -> pb.ReplyRecord:
-    message = pb.ReplyRecord(request_id=record.request_id, seq=record.seq, time=record.time)
+    message = pb.ReplyRecord(
+        request_id=record.request_id, seq=record.seq, time=record.time, digest=record.digest
+    )
     if record.error is not None:
         message.error.CopyFrom(error_to_message(record.error))
     elif record.reply is not None:
@@ -93,6 +109,7 @@ def reply_record_from_message(message: pb.ReplyRecord) -> ReplyRecord:
             HandlerError(message.error.type, message.error.message) if outcome == "error" else None
         ),
         time=message.time,
+        digest=message.digest,
     )
 
 
@@ -135,10 +152,14 @@ def snapshot_to_chunks(
     epoch: int,
     state_chunk_bytes: int = STATE_CHUNK_BYTES,
     records_per_batch: int = RECORDS_PER_BATCH,
+    batch_bytes: int = MAX_BATCH_BYTES,
 ) -> Iterator[pb.SnapshotChunk]:
     """The Snapshot stream: a header, reply batches, event batches, then state chunks.
 
-    Slices of the state are taken lazily, so a large state is never copied whole again.
+    Record batches are bounded in bytes (`batch_bytes`, by `replies.record_size` and
+    `event_size`) as well as in count, so large replies never make one chunk too big for a
+    receiver's message limit (a record over the budget travels alone). Slices of the state are
+    taken lazily, so a large state is never copied whole again.
     """
     header = pb.SnapshotHeader(
         applied_seq=snapshot.applied_seq,
@@ -153,12 +174,14 @@ def snapshot_to_chunks(
         replies_complete_after=snapshot.replies_complete_after,
     )
     yield pb.SnapshotChunk(epoch=epoch, header=header)
-    for start in range(0, len(snapshot.replies), records_per_batch):
-        batch = snapshot.replies[start : start + records_per_batch]
+    for batch in batches_by_bytes(
+        snapshot.replies, record_size, max_bytes=batch_bytes, max_count=records_per_batch
+    ):
         records = [reply_record_to_message(record) for record in batch]
         yield pb.SnapshotChunk(epoch=epoch, replies=pb.ReplyBatch(records=records))
-    for start in range(0, len(snapshot.events), records_per_batch):
-        batch_events = snapshot.events[start : start + records_per_batch]
+    for batch_events in batches_by_bytes(
+        snapshot.events, event_size, max_bytes=batch_bytes, max_count=records_per_batch
+    ):
         events = [event_to_message(event, epoch=epoch) for event in batch_events]
         yield pb.SnapshotChunk(epoch=epoch, events=pb.EventBatch(events=events))
     state = memoryview(snapshot.state)
@@ -222,6 +245,21 @@ def merge_payload(snapshot: Snapshot) -> bytes:
         replies_complete_after=snapshot.replies_complete_after,
     )
     return message.SerializeToString()
+
+
+def merge_entry_payload(snapshot: Snapshot, reply_bytes: int = MERGE_REPLY_BYTES) -> bytes:
+    """`merge_payload` of `snapshot` carrying only its newest reply records that fit
+    `reply_bytes` (`replies.newest_records`: the completeness bound rises over the dropped
+    ones), so that a loser's full reply table does not push the entry past what one replicated
+    entry may carry (`limits.MAX_ENTRY_BYTES`)."""
+    records, complete_after = newest_records(
+        snapshot.replies, snapshot.replies_complete_after, reply_bytes
+    )
+    if len(records) == len(snapshot.replies):
+        return merge_payload(snapshot)
+    return merge_payload(
+        dataclasses.replace(snapshot, replies=records, replies_complete_after=complete_after)
+    )
 
 
 def merge_payload_parts(payload: bytes) -> tuple[bytes, tuple[ReplyRecord, ...], float]:

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from gencluster_testing.chart_rbac import operator_kubeconfig
 from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.waiting import wait_for
 
@@ -34,15 +35,18 @@ class OperatorProcess:
     """`python -m gencluster_operator.main` against `cluster`, watching `scope` (default
     every namespace)."""
 
-    def __init__(self, cluster: DevClusterProcess, *scope: str) -> None:
+    def __init__(self, cluster: DevClusterProcess, *scope: str, as_admin: bool = False) -> None:
+        """Runs as the Helm chart's ServiceAccount with the chart's RBAC (`chart_rbac`), as
+        `helm install` would; `as_admin` for a test that needs the admin kubeconfig."""
         self.cluster = cluster
+        kubeconfig = cluster.kubeconfig if as_admin else operator_kubeconfig(cluster)
         self.metrics_port = free_port()
         self.log_path = cluster.dir.parent / f"operator-{self.metrics_port}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
                 sys.executable, "-m", "gencluster_operator.main", *(scope or ["--all-namespaces"]),
-                "--kubeconfig", str(cluster.kubeconfig),
+                "--kubeconfig", str(kubeconfig),
                 "--metrics-port", str(self.metrics_port), "--metrics-host", "127.0.0.1",
             ],
             stdout=self._log,

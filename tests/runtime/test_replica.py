@@ -9,6 +9,7 @@ import pytest
 from gencluster.codec import JsonCodec, MessageTooLarge
 from gencluster.log import CatchUp, CommandKind, NeedSnapshot, Retention, StaleEpoch
 from gencluster.replica import Replica
+from gencluster.replies import RequestIdReused
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -133,13 +134,15 @@ operations = st.lists(
 def test_standbys_fed_by_the_active_stay_identical(
     ops: list[tuple[str, str, int]], join_at: int, max_entries: int
 ) -> None:
-    """An active serving a random workload (with retries and read-only calls), a standby
-    that was there from the start and one that joins midway by snapshot + catch-up all end
-    with the same snapshot, and every duplicate request got its original reply."""
+    """An active serving a random workload (with retries, read-only calls and request ids
+    reused for other requests), a standby that was there from the start and one that joins
+    midway by snapshot + catch-up all end with the same snapshot; every duplicate request got
+    its original reply, and every id reused with a different request was refused, changing
+    nothing."""
     primary = active(Retention(max_entries=max_entries))
     early = Replica.from_snapshot(Ledger(), CODEC, primary.snapshot())
     late: Replica | None = None
-    answered: dict[str, object] = {}
+    answered: dict[str, tuple[object, object]] = {}
     for index, (op, request_id, amount) in enumerate(ops):
         if index == join_at:
             late = Replica.from_snapshot(Ledger(), CODEC, primary.snapshot())
@@ -150,11 +153,19 @@ def test_standbys_fed_by_the_active_stay_identical(
             "fail": (["fail"], CommandKind.CALL),
             "publish": (["publish_two", f"t{amount}"], CommandKind.CALL),
         }[op]
+        key = (kind, request)
+        if request_id in answered and answered[request_id][0] != key:
+            before = primary.snapshot()
+            with pytest.raises(RequestIdReused, match="reused with a different request"):
+                submit(primary, request, request_id, kind=kind, seed=index, time=index)
+            assert primary.snapshot() == before
+            continue
         submission = submit(primary, request, request_id, kind=kind, seed=index, time=index)
-        if request_id and request_id in answered and op != "peek":
-            assert submission.outcome.record == answered[request_id]
+        if request_id in answered:
+            assert submission.outcome.duplicate
+            assert submission.outcome.record == answered[request_id][1]
         elif request_id and op != "peek":
-            answered[request_id] = submission.outcome.record
+            answered[request_id] = (key, submission.outcome.record)
         if submission.entry is not None:
             early.receive(submission.entry)
     if late is None:

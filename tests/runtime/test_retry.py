@@ -13,11 +13,17 @@ from gencluster.retry import (
     ClusterUnavailable,
     Failure,
     GiveUp,
+    RequestIdReusedError,
+    RetryWindowExpired,
     Route,
     Wait,
     after_stream_break,
 )
-from gencluster.wellknown import ACTIVE_ADDRESS_METADATA
+from gencluster.wellknown import (
+    ACTIVE_ADDRESS_METADATA,
+    REFUSAL_METADATA,
+    REFUSAL_REQUEST_ID_REUSED,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -60,7 +66,7 @@ def test_failure_reads_the_code_and_the_redirect_of_a_grpc_error() -> None:
         """An RpcError without code() or trailing_metadata() (a channel-level failure)."""
 
     opaque = Opaque()
-    assert Failure.of(opaque) == Failure(opaque, None, "")
+    assert Failure.of(opaque) == Failure(opaque, None, "", "")
 
 
 def test_a_route_needs_an_address_and_ignores_blanks() -> None:
@@ -213,3 +219,15 @@ def test_a_stream_ending_with_another_code_is_not_reopened() -> None:
     out_of_range = failure(grpc.StatusCode.OUT_OF_RANGE)
     assert after_stream_break(route, out_of_range) == GiveUp(out_of_range.error)
     assert route.current() == A
+
+
+def test_a_reused_request_id_is_told_apart_from_an_expired_retry_and_not_retried() -> None:
+    """Both are FAILED_PRECONDITION; the server's `gencluster-refusal` trailer says which."""
+    reused = FakeRpcError(grpc.StatusCode.FAILED_PRECONDITION,
+                          ((REFUSAL_METADATA, REFUSAL_REQUEST_ID_REUSED),))
+    step = retries(Route(A)).after_failure(Failure.of(reused), 100.0)
+    assert isinstance(step, GiveUp) and isinstance(step.error, RequestIdReusedError)
+    assert step.error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    expired = FakeRpcError(grpc.StatusCode.FAILED_PRECONDITION)
+    step = retries(Route(A)).after_failure(Failure.of(expired), 100.0)
+    assert isinstance(step, GiveUp) and isinstance(step.error, RetryWindowExpired)

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gencluster_dev.apiserver.auth import Authenticator
+from gencluster_dev.apiserver.authorization import check_escalation
 from gencluster_dev.machinery import apply as server_side_apply
 from gencluster_dev.machinery import patch as patching
 from gencluster_dev.machinery import schema as schemas
@@ -466,6 +467,7 @@ class Operations:
                     "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to "
                     "existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be "
                     "set to 1 if it was previously negative)")])
+        check_escalation(t, obj, self.store)
         if t.key == SERVICES_KEY and old is not None:
             old_ip = (old.get("spec") or {}).get("clusterIP")
             spec = obj.setdefault("spec", {})

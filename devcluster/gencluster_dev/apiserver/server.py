@@ -44,7 +44,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gencluster_dev.apiserver import watch
+from gencluster_dev.apiserver import authorization, watch
 from gencluster_dev.apiserver.auth import Authenticator, Identity
 from gencluster_dev.apiserver.gc import GarbageCollector
 from gencluster_dev.apiserver.operations import (
@@ -149,6 +149,9 @@ class ApiServer:
                 self.operations.register_crd(crd)
             self.store.listeners.append(self._persist)
         self.operations.bootstrap()
+        for key, obj in authorization.bootstrap_objects():
+            if self.store.get(key, "", obj["metadata"]["name"]) is None:
+                self.operations.create(self.registry.for_key(key), "", obj)  # type: ignore[arg-type]
         app = web.Application(client_max_size=MAX_BODY_BYTES,
                               middlewares=[self._errors_middleware])
         app.router.add_route("*", r"/{path:[\s\S]*}", self._dispatch)  # newlines too
@@ -293,7 +296,9 @@ class ApiServer:
         )
         if identity is None:
             raise unauthorized()
-        return identity
+        return authorization.impersonate(identity, request.headers,
+                                         request.headers.getall("Impersonate-Group", []),
+                                         self.store)
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
@@ -340,8 +345,12 @@ class ApiServer:
         return await self._resource_request(request, group, version, rest)
 
     def authorize(self, request: web.Request, identity: Identity) -> None:
-        """The one place an authorizer (RBAC) plugs in; for now every identity may act."""
+        """RBAC, as kube-apiserver enforces it (`authorization`); the identity is kept for the
+        escalation check of RBAC writes and the access reviews."""
         request[IDENTITY_KEY] = identity
+        authorization.CURRENT.set(identity)
+        authorization.check_request(identity, request.method, request.path, request.query,
+                                    self.store)
 
     def _openapi(self, parts: list[str]) -> web.Response:
         if parts == ["v2"]:
@@ -400,6 +409,11 @@ class ApiServer:
         ns = namespace or ""
         method = request.method
         query = request.query
+        if t.group == authorization.REVIEW_GROUP:
+            if method != "POST" or name is not None:
+                raise method_not_allowed()
+            return _json(authorization.review(request[IDENTITY_KEY], t, ns,
+                                              await _read_body(request), self.store), status=201)
         if name is None:
             if method == "GET":
                 if _truthy(query.get("watch")):

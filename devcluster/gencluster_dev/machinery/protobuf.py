@@ -159,7 +159,36 @@ OBJECT_REFERENCE = _message({
     4: ("uid", _string, False), 5: ("apiVersion", _string, False),
 })
 
+RESOURCE_ATTRIBUTES = _message({
+    1: ("namespace", _string, False), 2: ("verb", _string, False), 3: ("group", _string, False),
+    4: ("version", _string, False), 5: ("resource", _string, False),
+    6: ("subresource", _string, False), 7: ("name", _string, False),
+})
+NON_RESOURCE_ATTRIBUTES = _message({1: ("path", _string, False), 2: ("verb", _string, False)})
+SUBJECT_ACCESS_REVIEW = _message({
+    1: ("metadata", OBJECT_META, False),
+    2: ("spec", _message({
+        1: ("resourceAttributes", RESOURCE_ATTRIBUTES, False),
+        2: ("nonResourceAttributes", NON_RESOURCE_ATTRIBUTES, False),
+        3: ("user", _string, False), 4: ("groups", _string, True), 6: ("uid", _string, False),
+    }), False),
+})
+
 KINDS: dict[tuple[str, str], Decoder] = {
+    # kubectl auth can-i (authorization/v1 generated.proto)
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): _message({
+        1: ("metadata", OBJECT_META, False),
+        2: ("spec", _message({
+            1: ("resourceAttributes", RESOURCE_ATTRIBUTES, False),
+            2: ("nonResourceAttributes", NON_RESOURCE_ATTRIBUTES, False),
+        }), False),
+    }),
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): _message({
+        1: ("metadata", OBJECT_META, False),
+        2: ("spec", _message({1: ("namespace", _string, False)}), False),
+    }),
+    ("authorization.k8s.io/v1", "SubjectAccessReview"): SUBJECT_ACCESS_REVIEW,
+    ("authorization.k8s.io/v1", "LocalSubjectAccessReview"): SUBJECT_ACCESS_REVIEW,
     ("v1", "Namespace"): _message({
         1: ("metadata", OBJECT_META, False),
         2: ("spec", _message({1: ("finalizers", _string, True)}), False),

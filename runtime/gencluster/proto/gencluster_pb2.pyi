@@ -43,16 +43,18 @@ REPLICATION_MODE_SYNC: ReplicationMode
 REPLICATION_MODE_ASYNC: ReplicationMode
 
 class CallRequest(_message.Message):
-    __slots__ = ("request_id", "payload", "codec", "first_attempt_unix_ms")
+    __slots__ = ("request_id", "payload", "codec", "first_attempt_unix_ms", "first_send")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
     FIRST_ATTEMPT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEND_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     payload: bytes
     codec: str
     first_attempt_unix_ms: int
-    def __init__(self, request_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., codec: _Optional[str] = ..., first_attempt_unix_ms: _Optional[int] = ...) -> None: ...
+    first_send: bool
+    def __init__(self, request_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., codec: _Optional[str] = ..., first_attempt_unix_ms: _Optional[int] = ..., first_send: _Optional[bool] = ...) -> None: ...
 
 class HandlerError(_message.Message):
     __slots__ = ("type", "message")
@@ -77,16 +79,18 @@ class CallReply(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., seq: _Optional[int] = ..., reply: _Optional[bytes] = ..., error: _Optional[_Union[HandlerError, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class CastRequest(_message.Message):
-    __slots__ = ("request_id", "payload", "codec", "first_attempt_unix_ms")
+    __slots__ = ("request_id", "payload", "codec", "first_attempt_unix_ms", "first_send")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
     FIRST_ATTEMPT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEND_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     payload: bytes
     codec: str
     first_attempt_unix_ms: int
-    def __init__(self, request_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., codec: _Optional[str] = ..., first_attempt_unix_ms: _Optional[int] = ...) -> None: ...
+    first_send: bool
+    def __init__(self, request_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., codec: _Optional[str] = ..., first_attempt_unix_ms: _Optional[int] = ..., first_send: _Optional[bool] = ...) -> None: ...
 
 class CastReply(_message.Message):
     __slots__ = ("epoch", "seq", "error", "duplicate")
@@ -161,18 +165,20 @@ class LogEntry(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., epoch: _Optional[int] = ..., command: _Optional[_Union[Command, _Mapping]] = ...) -> None: ...
 
 class ReplyRecord(_message.Message):
-    __slots__ = ("request_id", "seq", "reply", "error", "time")
+    __slots__ = ("request_id", "seq", "reply", "error", "time", "digest")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     REPLY_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     seq: int
     reply: bytes
     error: HandlerError
     time: float
-    def __init__(self, request_id: _Optional[str] = ..., seq: _Optional[int] = ..., reply: _Optional[bytes] = ..., error: _Optional[_Union[HandlerError, _Mapping]] = ..., time: _Optional[float] = ...) -> None: ...
+    digest: bytes
+    def __init__(self, request_id: _Optional[str] = ..., seq: _Optional[int] = ..., reply: _Optional[bytes] = ..., error: _Optional[_Union[HandlerError, _Mapping]] = ..., time: _Optional[float] = ..., digest: _Optional[bytes] = ...) -> None: ...
 
 class TopicPosition(_message.Message):
     __slots__ = ("topic", "next_event")
