@@ -70,7 +70,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.label_selectors[LEASES] = names.CLUSTER_LABEL
     settings.watching.label_selectors[CLAIMS] = names.CLUSTER_LABEL
     # Peering follows the command line (`--peering NAME`; standalone by default, see main.py):
-    # the chart runs one replica, and peering would need its own CRD and RBAC.
+    # several replicas use `--leader-election` instead (kopf starts only in the leader, see
+    # leader_election.py), and peering would need its own CRD and RBAC.
     # Per-object event workers (`settings.queueing`, formerly `settings.batching`, whose time
     # window kopf removed): no limit, since a cluster's passes are serialised and coalesced by
     # the Reconciler anyway, and idle workers exit after 5 s so that thousands of pods do not

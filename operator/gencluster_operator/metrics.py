@@ -18,7 +18,10 @@ never disagrees with `kubectl get csrv`:
 - `gencluster_operator_condition{namespace, cluster, type, status, reason}` (gauge): 1 for each
   condition of the status as it is now (one series per type; the series of a condition's
   previous status or reason is removed), as kube-state-metrics exports pod conditions: what
-  the alert rules of the chart read (`StateLost`, `SplitBrain`, a failed merge).
+  the alert rules of the chart read (`StateLost`, `SplitBrain`, a failed merge);
+- `gencluster_operator_leader{identity}` (gauge): 1 on the operator replica that holds the
+  leader-election Lease, 0 on a standby; `gencluster_operator_leader_acquisitions_total`
+  (counter): times this process took it (`leader_election.py`).
 
 Series of pods that are gone, and of deleted clusters, are removed so that they do not linger
 with their last value. Every name starts with `gencluster_operator_`, and the runtime pods'
@@ -79,6 +82,18 @@ RECONCILES = Counter(
     "gencluster_operator_reconciles",
     "Reconcile passes by result: ok, conflict (409, planned again at once) or error.",
     (*CLUSTER_LABELS, "result"),
+    registry=REGISTRY,
+)
+LEADER = Gauge(
+    "gencluster_operator_leader",
+    "1 while this operator process holds the leader-election Lease and acts, 0 while it "
+    "waits as a standby (only with --leader-election).",
+    ("identity",),
+    registry=REGISTRY,
+)
+LEADER_TRANSITIONS = Counter(
+    "gencluster_operator_leader_acquisitions",
+    "Times this operator process took the leader-election Lease.",
     registry=REGISTRY,
 )
 RECONCILE_DURATION = Histogram(

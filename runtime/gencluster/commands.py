@@ -6,10 +6,15 @@
 
 Without `--address`, the cluster is found through the kubeconfig: its client Service `NAME`
 (which selects the active pod) is reached at `status.loadBalancer.ingress[0]` when published
-(the local control plane's Service proxy does), else at its clusterIP. `status` asks every pod
-of the cluster (label `gencluster.io/cluster=NAME`) on its pod IP, with the peer token read
-from the Secret `NAME-peer-token` (or `--token-file`). Output is JSON on stdout; errors go to
-stderr with exit code 1.
+(the local control plane's Service proxy does; on a real cluster a LoadBalancer Service does),
+else at its clusterIP (reachable only inside the cluster: use `--address` with a
+`kubectl port-forward` then). gRPC cannot cross the API server's pods/proxy (HTTP/1.1), so a
+call never goes through the API server (docs/tooling.md). `status` asks every pod of the
+cluster (label `gencluster.io/cluster=NAME`) through the API server (`pods/NAME:PORT/proxy` to
+the runtime's Admin bridge, `gencluster.admin_http`), so it works wherever kubectl works, with
+the peer token read from the Secret `NAME-peer-token` (or `--token-file`); with `--address` it
+dials those gRPC addresses instead. Output is JSON on stdout; errors go to stderr with exit
+code 1.
 """
 
 from __future__ import annotations
@@ -28,8 +33,11 @@ from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.replication import peer_metadata
 from gencluster.wellknown import (
+    ADMIN_HTTP_PATH,
+    ADMIN_TOKEN_HEADER,
     CLUSTER_LABEL,
     GRPC_PORT_NAME,
+    METRICS_PORT_NAME,
     PEER_TOKEN_KEY,
     peer_token_secret_name,
 )
@@ -131,7 +139,7 @@ def peer_token(core: Any, name: str, namespace: str, token_file: str | None = No
     return base64.b64decode((secret.data or {}).get(PEER_TOKEN_KEY, "")).decode().strip()
 
 
-def _status_json(reply: pb.StatusReply) -> dict[str, Any]:
+def status_json(reply: pb.StatusReply) -> dict[str, Any]:
     return {
         "identity": reply.identity,
         "role": pb.Role.Name(reply.role).removeprefix("ROLE_").lower(),
@@ -167,7 +175,94 @@ def replica_status(address: str, token: str, timeout: float) -> dict[str, Any]:
             )
         except grpc.RpcError as error:
             return {"address": address, "error": f"{error.code().name}: {error.details()}"}
-    return {"address": address, **_status_json(reply)}
+    return {"address": address, **status_json(reply)}
+
+
+class AdminCallFailed(Exception):
+    """An Admin call through the API server that did not succeed: `code` is the gRPC status
+    name when the pod answered (UNAVAILABLE, UNAUTHENTICATED, ...), else the API server's
+    HTTP status (the pod could not be reached, or RBAC refused `pods/proxy`)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def admin_over_api(
+    api: Any, namespace: str, pod: Any, method: str, request: Any, token: str, timeout: float,
+    *, body: bytes | None = None,
+) -> bytes:
+    """Call `Admin.METHOD` on `pod` through the API server: `POST .../pods/NAME:PORT/proxy/
+    admin/v1/METHOD` to the runtime's Admin bridge (`gencluster.admin_http`) on the pod's
+    metrics port. Works wherever the kubeconfig works (no route to pod IPs needed); needs RBAC
+    `create` on `pods/proxy` and the peer token. Returns the reply's bytes (a message, or
+    length-prefixed frames for a streaming method); AdminCallFailed otherwise. `body` replaces
+    the serialized `request` (the frames of a client-streaming method's messages)."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    name = pod.metadata.name
+    port = _named_port(pod, METRICS_PORT_NAME)
+    if port is None:
+        raise AdminCallFailed("NO_PORT", f"pod {name} declares no {METRICS_PORT_NAME!r} port")
+    path = (f"/api/v1/namespaces/{namespace}/pods/{name}:{port}/proxy"
+            f"{ADMIN_HTTP_PATH}/{method}")
+    headers = {"Content-Type": "application/x-protobuf",
+               "Accept": "application/x-protobuf, application/json", ADMIN_TOKEN_HEADER: token}
+    query = [("timeout", f"{timeout:g}")]
+    if body is None:
+        body = request.SerializeToString()
+    try:
+        if hasattr(api, "param_serialize"):  # kubernetes >= 35 (openapi-generator 7)
+            http_method, url, headers, _, _ = api.param_serialize(
+                "POST", path, query_params=query, header_params=headers,
+                auth_settings=["BearerToken"])
+            response = api.call_api(http_method, url, header_params=headers, body=body,
+                                    _request_timeout=timeout + 1.0)
+            data = response.read()
+            if not 200 <= response.status < 300:
+                raise AdminCallFailed(*_proxy_error(response.status, data or b""))
+            return bytes(data)
+        response = api.call_api(
+            path, "POST", query_params=query, header_params=headers, body=body,
+            auth_settings=["BearerToken"], _preload_content=False,
+            _return_http_data_only=True, _request_timeout=timeout + 1.0,
+        )
+        return bytes(response.data)
+    except ApiException as error:
+        raise AdminCallFailed(*_proxy_error(error.status, error.body or b"")) from None
+    except HTTPError as error:
+        raise AdminCallFailed("DEADLINE_EXCEEDED" if "timed out" in str(error).lower()
+                              else "UNREACHABLE", str(error)) from None
+
+
+def _proxy_error(status: int, body: bytes | str) -> tuple[str, str]:
+    """(code, message) of a failed proxied call: the bridge's JSON, or the API server's Status."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        text = body.decode(errors="replace") if isinstance(body, bytes) else body
+        return f"HTTP_{status}", text.strip()[:300]
+    if isinstance(document, dict) and document.get("kind") == "Status":
+        return f"HTTP_{status}", str(document.get("message") or document.get("reason"))
+    if isinstance(document, dict) and "code" in document:
+        return str(document["code"]), str(document.get("message", ""))
+    return f"HTTP_{status}", str(document)[:300]
+
+
+def replica_status_over_api(
+    api: Any, namespace: str, pod: Any, token: str, timeout: float
+) -> dict[str, Any]:
+    """One replica's Admin.Status through the API server, shaped as `replica_status` shapes it
+    (`address` is the pod's gRPC address, for the tools that dial it); a replica that does not
+    answer yields `error` instead of raising, so one dead pod never hides the others."""
+    address = pod_address(pod) or ""
+    try:
+        body = admin_over_api(api, namespace, pod, "Status", pb.StatusRequest(), token, timeout)
+    except AdminCallFailed as error:
+        return {"address": address, "error": str(error)}
+    return {"address": address, **status_json(pb.StatusReply.FromString(body))}
 
 
 def run(arguments: argparse.Namespace) -> Any:
@@ -187,10 +282,16 @@ def run(arguments: argparse.Namespace) -> Any:
         token = peer_token(core, arguments.name, namespace or "default", arguments.token_file)
         if arguments.address:
             addresses = arguments.address.split(",")
-        else:
-            pods = cluster_pods(core, arguments.name, namespace or "default")
-            addresses = [address for address in map(pod_address, pods) if address]
-        return {"replicas": [replica_status(a, token, arguments.timeout) for a in addresses]}
+            return {"replicas": [replica_status(a, token, arguments.timeout)
+                                 for a in addresses]}
+        pods = [pod for pod in cluster_pods(core, arguments.name, namespace or "default")
+                if pod.status and pod.status.pod_ip]
+        return {"replicas": [
+            {"pod": pod.metadata.name,
+             **replica_status_over_api(core.api_client, namespace or "default", pod, token,
+                                       arguments.timeout)}
+            for pod in pods
+        ]}
     address = arguments.address or service_address(core, arguments.name, namespace or "default")
     try:
         request = json.loads(arguments.request)
@@ -219,11 +320,16 @@ def pod_address(pod: Any) -> str | None:
 
 
 def _pod_port(pod: Any) -> int:
+    port = _named_port(pod, GRPC_PORT_NAME)
+    return DEFAULT_PORT if port is None else port
+
+
+def _named_port(pod: Any, name: str) -> int | None:
     for container in pod.spec.containers or []:
         for port in container.ports or []:
-            if port.name == GRPC_PORT_NAME:
+            if port.name == name:
                 return int(port.container_port)
-    return DEFAULT_PORT
+    return None
 
 
 def main(argv: list[str]) -> int:

@@ -20,6 +20,12 @@ the operator concluded), the pods (what the kubelet reports) and each pod's Admi
 shown as "unreachable"; it never fails the command. `switchover` only writes the annotation
 the operator acts on, so the plugin needs no more rights than `kubectl annotate`. `state`
 asks the active for the seed's get_target_state (Admin.GetState) and prints it as JSON.
+
+Every Admin call goes through the API server (`pods/NAME:PORT/proxy` to the runtime's Admin
+bridge on the metrics port, `gencluster.admin_http`; Restore's chunks as a framed stream),
+never to a pod IP, so the plugin works from wherever kubectl works (a laptop outside the pod
+network included); it needs RBAC `create` on `pods/proxy` and `get` on the peer-token Secret
+(docs/tooling.md).
 `backup` writes the active's Admin.ExportState to a `gencluster-backup/v1` file
 (`gencluster.backup`); `restore` checks such a file and streams it to Admin.Restore on the pod
 `backup.restore_target` picks (the active only with --force; else a pod that lost its state,
@@ -47,9 +53,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from gencluster import kubectl_day2
+from gencluster.admin_http import frames, split_frames
 from gencluster.backup import (
     BackupError,
     BackupHeader,
@@ -61,17 +66,15 @@ from gencluster.backup import (
 )
 from gencluster.codec import CodecError, get_codec
 from gencluster.commands import (
+    AdminCallFailed,
     CommandError,
+    admin_over_api,
     cluster_pods,
     kubernetes_api,
     peer_token,
-    pod_address,
-    replica_status,
+    replica_status_over_api,
 )
-from gencluster.limits import MAX_RECORD_MESSAGE_BYTES
 from gencluster.proto import gencluster_pb2 as pb
-from gencluster.proto import gencluster_pb2_grpc as pb_grpc
-from gencluster.replication import peer_metadata
 from gencluster.wellknown import (
     CRD_GROUP,
     CRD_PLURAL,
@@ -286,16 +289,20 @@ def pod_rows(
     return rows
 
 
-def _ask_every_pod(pods: Sequence[Any], token: str, timeout: float) -> dict[str, dict[str, Any]]:
-    """Admin.Status of every pod with an IP, concurrently, keyed by pod name."""
-    addresses = {pod.metadata.name: pod_address(pod) for pod in pods}
-    reachable = {name: address for name, address in addresses.items() if address}
+def _ask_every_pod(
+    target: Target, pods: Sequence[Any], token: str, timeout: float
+) -> dict[str, dict[str, Any]]:
+    """Admin.Status of every pod with an IP, concurrently, through the API server's pods/proxy
+    (so from wherever kubectl works), keyed by pod name. Each reply names its `pod`."""
+    reachable = [pod for pod in pods if pod.status and pod.status.pod_ip]
     if not reachable:
         return {}
+    api = target.core.api_client
     with ThreadPoolExecutor(max_workers=min(8, len(reachable))) as pool:
-        futures = {name: pool.submit(replica_status, address, token, timeout)
-                   for name, address in reachable.items()}
-        return {name: future.result() for name, future in futures.items()}
+        futures = {pod.metadata.name: pool.submit(replica_status_over_api, api,
+                                                  target.namespace, pod, token, timeout)
+                   for pod in reachable}
+        return {name: {"pod": name, **future.result()} for name, future in futures.items()}
 
 
 def status_report(target: Target, timeout: float) -> dict[str, Any]:
@@ -306,7 +313,7 @@ def status_report(target: Target, timeout: float) -> dict[str, Any]:
         token = target.token()
     except CommandError:
         token = ""  # every pod then answers UNAUTHENTICATED: shown per pod, not fatal
-    replies = _ask_every_pod(pods, token, timeout)
+    replies = _ask_every_pod(target, pods, token, timeout)
     return {
         "name": target.name,
         "namespace": target.namespace,
@@ -469,7 +476,7 @@ def _live_replies(target: Target, token: str, timeout: float) -> dict[str, dict[
     """Admin.Status of every pod of the cluster that is not being deleted."""
     pods = [p for p in cluster_pods(target.core, target.name, target.namespace)
             if not p.metadata.deletion_timestamp]
-    return _ask_every_pod(pods, token, min(timeout, STATUS_TIMEOUT_SECONDS))
+    return _ask_every_pod(target, pods, token, min(timeout, STATUS_TIMEOUT_SECONDS))
 
 
 def _active_reply(
@@ -490,20 +497,27 @@ def _active_reply(
     return actives[-1]
 
 
+def _call_active(
+    target: Target, active: dict[str, Any], method: str, request: Any, token: str,
+    timeout: float,
+) -> bytes:
+    """Admin.METHOD on the active pod, through the API server (`commands.admin_over_api`)."""
+    name = str(active["pod"])
+    try:
+        pod = target.core.read_namespaced_pod(name, target.namespace)
+        return admin_over_api(target.core.api_client, target.namespace, pod, method, request,
+                              token, timeout)
+    except AdminCallFailed as error:
+        raise CommandError(f"Admin.{method} on active pod {name} failed: {error}") from None
+
+
 def active_state(target: Target, timeout: float) -> Any:
     """The active's state (Admin.GetState), decoded with its codec."""
     resource = target.resource()
     token = target.token()
     active = _active_reply(target, resource, _live_replies(target, token, timeout))
-    address = active["address"]
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = pb_grpc.AdminStub(channel).GetState(
-                pb.GetStateRequest(), metadata=peer_metadata(token), timeout=timeout
-            )
-        except grpc.RpcError as error:
-            raise CommandError(f"active pod {active['identity']} is unreachable: "
-                               f"{error.code().name}: {error.details()}") from None
+    reply = pb.GetStateReply.FromString(
+        _call_active(target, active, "GetState", pb.GetStateRequest(), token, timeout))
     try:
         return get_codec(reply.codec).decode(reply.state, what="state", bounded=False)
     except (CodecError, KeyError, ValueError) as error:
@@ -513,27 +527,18 @@ def active_state(target: Target, timeout: float) -> Any:
 # -- backup and restore ---------------------------------------------------------------------------
 
 
-def _rpc_failure(pod: str, what: str, error: grpc.RpcError) -> CommandError:
-    return CommandError(f"{what} on {pod} failed: {error.code().name}: {error.details()}")
-
-
 def backup(target: Target, path: str, timeout: float) -> str:
     """Export the active's state into `path` (written to a temporary file beside it, then
     renamed, so an interrupted backup never leaves a half file under the name asked for)."""
     resource = target.resource()
     token = target.token()
     active = _active_reply(target, resource, _live_replies(target, token, timeout))
-    pod = str(active.get("identity") or active["address"])
-    # Export chunks are bounded in bytes, or one record alone (up to the codec's limit): over
-    # gRPC's default 4 MiB receive limit.
-    options = [("grpc.max_receive_message_length", MAX_RECORD_MESSAGE_BYTES)]
-    with grpc.insecure_channel(active["address"], options=options) as channel:
-        try:
-            chunks = list(pb_grpc.AdminStub(channel).ExportState(
-                pb.ExportStateRequest(), metadata=peer_metadata(token), timeout=timeout
-            ))
-        except grpc.RpcError as error:
-            raise _rpc_failure(pod, "Admin.ExportState", error) from None
+    pod = str(active["pod"])
+    body = _call_active(target, active, "ExportState", pb.ExportStateRequest(), token, timeout)
+    try:
+        chunks = [pb.SnapshotChunk.FromString(frame) for frame in split_frames(body)]
+    except ValueError as error:
+        raise CommandError(f"Admin.ExportState on {pod}: a cut-short reply: {error}") from None
     destination = Path(path)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{destination.name}.",
                                              dir=destination.parent)
@@ -582,17 +587,16 @@ def restore(target: Target, path: str, force: bool, timeout: float) -> str:
     request_id = uuid.uuid4().hex
     requests = restore_chunks(chunks, request_id=request_id, force=force,
                               source=Path(path).name)
-    with grpc.insecure_channel(chosen.address) as channel:
-        try:
-            reply = pb_grpc.AdminStub(channel).Restore(
-                requests, metadata=peer_metadata(token), timeout=timeout
-            )
-        except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                raise CommandError(
-                    f"{chosen.pod} refused the restore: {error.details()}"
-                ) from None
-            raise _rpc_failure(chosen.pod, "Admin.Restore", error) from None
+    body = b"".join(frames(request.SerializeToString() for request in requests))
+    try:
+        pod = target.core.read_namespaced_pod(chosen.pod, target.namespace)
+        reply = pb.RestoreReply.FromString(admin_over_api(
+            target.core.api_client, target.namespace, pod, "Restore", None, token, timeout,
+            body=body))
+    except AdminCallFailed as error:
+        if error.code == "FAILED_PRECONDITION":
+            raise CommandError(f"{chosen.pod} refused the restore: {error.message}") from None
+        raise CommandError(f"Admin.Restore on {chosen.pod} failed: {error}") from None
     return (f"restored {path} (cluster {header.namespace}/{header.cluster}, epoch "
             f"{header.epoch}, applied_seq {header.applied_seq}, taken at {header.taken_at}) "
             f"into {target.qualified} through {chosen.pod} ({chosen.why}), request id "

@@ -42,6 +42,8 @@ from gencluster.server import GenServer, ServerLoadError, load_server_class
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
+    from gencluster.admin_http import AdminHttp
+
 EX_CONFIG = 78
 TERMINATION_LOG = Path("/dev/termination-log")
 MIN_PEER_TOKEN_LENGTH = 32
@@ -324,16 +326,35 @@ class NodeCollector:
             yield counter
 
 
-def start_metrics(node: Node, config: NodeConfig) -> None:
-    """Prometheus text format at `/metrics` on the metrics port (read at scrape time): the
-    node's figures, the client-call meters (`call_metrics`) and the process collectors."""
-    from prometheus_client import REGISTRY, start_http_server
+def render_metrics(accept: str) -> tuple[bytes, str]:
+    """The default registry in the format the scraper's Accept header asks for (Prometheus
+    text or OpenMetrics), as prometheus_client's own HTTP server would answer."""
+    from prometheus_client import REGISTRY
+    from prometheus_client.exposition import choose_encoder
+
+    encoder, content_type = choose_encoder(accept)
+    return encoder(REGISTRY), content_type
+
+
+async def start_http(node: Node, config: NodeConfig) -> AdminHttp | None:
+    """The metrics port: Prometheus text format at `/metrics` (read at scrape time: the node's
+    figures, the client-call meters of `call_metrics` and the process collectors) and the
+    Admin bridge that tools reach through the API server (`gencluster.admin_http`). None,
+    with a warning, when the port cannot be bound: the replica still serves."""
+    from prometheus_client import REGISTRY
+
+    from gencluster.admin_http import AdminHttp, loopback_target
 
     REGISTRY.register(NodeCollector(node, config))
+    http = AdminHttp(loopback_target(config.listen_host, config.port), render_metrics)
     try:
-        start_http_server(config.metrics_port, addr=config.listen_host)
+        await http.start(config.listen_host, config.metrics_port)
     except OSError as error:
-        log.warning("metrics disabled: cannot listen on port %d: %s", config.metrics_port, error)
+        log.warning("metrics and the Admin bridge disabled: cannot listen on port %d: %s",
+                    config.metrics_port, error)
+        await http.stop()
+        return None
+    return http
 
 
 def main(argv: list[str]) -> int:
@@ -404,7 +425,7 @@ async def serve(config: NodeConfig, server: GenServer) -> int:
     await health_reporter.start()
     loop = asyncio.get_running_loop()
     node.on_role_change(lambda: loop.create_task(health_reporter.refresh()))
-    start_metrics(node, config)
+    http = await start_http(node, config)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -425,6 +446,8 @@ async def serve(config: NodeConfig, server: GenServer) -> int:
             node_task.result()
         except ServerInitFailed as error:
             await grpc_server.stop(grace=0)
+            if http is not None:
+                await http.stop()
             await api.close()
             return config_failure(str(error))
         return 1
@@ -438,6 +461,8 @@ async def serve(config: NodeConfig, server: GenServer) -> int:
     # server gives calls it has not dispatched yet (grpc/grpc#41785).
     await asyncio.sleep(DRAIN_SECONDS)
     await grpc_server.stop(grace=1.0)
+    if http is not None:
+        await http.stop()
     await api.close()
     log.info("stopped")
     return 0

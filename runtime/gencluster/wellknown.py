@@ -59,6 +59,17 @@ RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
 GRPC_PORT_NAME = "grpc"
 """Name of the container port serving the Client, Peer and Admin services."""
 
+METRICS_PORT_NAME = "metrics"
+"""Name of the container port serving `/metrics` and the Admin bridge (`gencluster.admin_http`):
+the port tools reach through the API server's `pods/NAME:PORT/proxy`."""
+
+ADMIN_HTTP_PATH = "/admin/v1"
+"""Prefix of the Admin bridge's routes on the metrics port: `POST /admin/v1/METHOD`."""
+
+ADMIN_TOKEN_HEADER = "X-Gencluster-Peer-Token"
+"""HTTP header carrying the peer token to the Admin bridge (the API server strips
+`Authorization` before proxying, so the token cannot ride there)."""
+
 PEER_TOKEN_KEY = "token"
 """Key of the peer token in the cluster's peer-token Secret."""
 

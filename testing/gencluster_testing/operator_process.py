@@ -35,9 +35,14 @@ class OperatorProcess:
     """`python -m gencluster_operator.main` against `cluster`, watching `scope` (default
     every namespace)."""
 
-    def __init__(self, cluster: DevClusterProcess, *scope: str, as_admin: bool = False) -> None:
+    def __init__(
+        self, cluster: DevClusterProcess, *scope: str, extra: tuple[str, ...] = (),
+        prefix: tuple[str, ...] = (), as_admin: bool = False,
+    ) -> None:
         """Runs as the Helm chart's ServiceAccount with the chart's RBAC (`chart_rbac`), as
-        `helm install` would; `as_admin` for a test that needs the admin kubeconfig."""
+        `helm install` would; `as_admin` for a test that needs the admin kubeconfig. `extra`:
+        more command-line arguments (e.g. `--leader-election`); `prefix`: a command that runs
+        the operator (e.g. setpriv to another uid)."""
         self.cluster = cluster
         kubeconfig = cluster.kubeconfig if as_admin else operator_kubeconfig(cluster)
         self.metrics_port = free_port()
@@ -45,9 +50,11 @@ class OperatorProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
+                *prefix,
                 sys.executable, "-m", "gencluster_operator.main", *(scope or ["--all-namespaces"]),
                 "--kubeconfig", str(kubeconfig),
                 "--metrics-port", str(self.metrics_port), "--metrics-host", "127.0.0.1",
+                *extra,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -1,29 +1,39 @@
-"""`kubectl gencluster backup|restore` over real gRPC, against fake Admin servers in-process.
+"""`kubectl gencluster backup|restore` over the real wire, against fake Admin servers.
 
 Scope, on purpose: this checks the plugin's **wire handling only** (which pod it calls, with
 the peer token, what stream it sends and how it reports the runtime's answers, including a
-FAILED_PRECONDITION refusal). The fake servers stand in for pods whose runtime implements
-Admin.ExportState and Admin.Restore; they prove nothing about the runtime's own Restore (its
-checks, its replication of the restored state), which is tested with the runtime. The
-Kubernetes side is faked too (the pod list and the peer-token Secret the plugin reads).
+FAILED_PRECONDITION refusal). Each fake pod is a fake gRPC Admin server behind the runtime's
+real Admin bridge (`gencluster.admin_http`, on the pod's `metrics` port); the plugin reaches
+it the way it reaches a real pod, through an API server's `pods/NAME:PORT/proxy`, here a
+stand-in that serves that one route with the local control plane's own forwarding
+(`gencluster_dev.apiserver.podproxy`). The fake servers stand in for pods whose runtime
+implements Admin.ExportState and Admin.Restore; they prove nothing about the runtime's own
+Restore (its checks, its replication of the restored state), which is tested with the runtime.
+The rest of the Kubernetes side is faked too (the pod list and the peer-token Secret).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Iterator
+import threading
+from collections.abc import Coroutine, Iterator
 from concurrent import futures
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+import kubernetes
 import pytest
+from aiohttp import web
 from gencluster import kubectl_plugin as plugin
+from gencluster.admin_http import AdminHttp
 from gencluster.backup import read_backup
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
-from gencluster.wellknown import GRPC_PORT_NAME, PEER_TOKEN_METADATA
+from gencluster.wellknown import GRPC_PORT_NAME, METRICS_PORT_NAME, PEER_TOKEN_METADATA
+from gencluster_dev.apiserver import podproxy
 
 from tests.operator.test_backup_file import export
 
@@ -32,6 +42,7 @@ pytestmark = pytest.mark.integration
 TOKEN = "p" * 40
 NAME = "id"
 NAMESPACE = "prod"
+T = TypeVar("T")
 
 
 class FakePodAdmin(pb_grpc.AdminServicer):
@@ -73,14 +84,20 @@ class FakePodAdmin(pb_grpc.AdminServicer):
 
 
 class FakeCore:
-    """The CoreV1Api calls the plugin makes: pods by label, the peer-token Secret."""
+    """The CoreV1Api calls the plugin makes: pods by label or name, the peer-token Secret;
+    `api_client` is a real client of the stand-in API server."""
 
-    def __init__(self, pods: list[Any]) -> None:
+    def __init__(self, pods: list[Any], api_client: Any) -> None:
         self.pods = pods
+        self.api_client = api_client
 
     def list_namespaced_pod(self, namespace: str, label_selector: str) -> Any:
         assert (namespace, label_selector) == (NAMESPACE, f"gencluster.io/cluster={NAME}")
         return SimpleNamespace(items=self.pods)
+
+    def read_namespaced_pod(self, name: str, namespace: str) -> Any:
+        assert namespace == NAMESPACE
+        return next(pod for pod in self.pods if pod.metadata.name == name)
 
     def read_namespaced_secret(self, name: str, namespace: str) -> Any:
         assert (name, namespace) == (f"{NAME}-peer-token", NAMESPACE)
@@ -92,19 +109,74 @@ class FakeCustom:
         return {"metadata": {"name": NAME}, "spec": {}, "status": {}}
 
 
-def fake_pod(name: str, port: int) -> Any:
+def fake_pod(name: str, grpc_port: int, metrics_port: int) -> Any:
     return SimpleNamespace(
         metadata=SimpleNamespace(name=name, deletion_timestamp=None),
         status=SimpleNamespace(pod_ip="127.0.0.1"),
-        spec=SimpleNamespace(containers=[SimpleNamespace(
-            ports=[SimpleNamespace(name=GRPC_PORT_NAME, container_port=port)])]),
+        spec=SimpleNamespace(containers=[SimpleNamespace(ports=[
+            SimpleNamespace(name=GRPC_PORT_NAME, container_port=grpc_port),
+            SimpleNamespace(name=METRICS_PORT_NAME, container_port=metrics_port),
+        ])]),
     )
+
+
+class Plane:
+    """An event loop in a thread hosting the pods' Admin bridges and a stand-in API server
+    whose one route is `pods/[SCHEME:]NAME[:PORT]/proxy/PATH` (every pod is on 127.0.0.1)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.bridges: list[AdminHttp] = []
+        self.runner = self.run(self._start_api())
+        self.api_port = int(self.runner.addresses[0][1])
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(30)
+
+    async def _start_api(self) -> web.AppRunner:
+        async def proxy(request: web.Request) -> web.StreamResponse:
+            target = podproxy.parse_target(request.match_info["target"])
+            url = podproxy.target_url(target, "127.0.0.1", "/" + request.match_info["path"],
+                                      request.rel_url.raw_query_string)
+            return await podproxy.forward(request, url)
+
+        app = web.Application()
+        app.router.add_route("*", "/api/v1/namespaces/{ns}/pods/{target}/proxy/{path:.*}",
+                             proxy)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return runner
+
+    def bridge(self, grpc_port: int) -> int:
+        """A real Admin bridge in front of the gRPC server on `grpc_port`; its port."""
+        bridge = AdminHttp(f"127.0.0.1:{grpc_port}", lambda accept: (b"", "text/plain"))
+        self.run(bridge.start("127.0.0.1", 0))
+        self.bridges.append(bridge)
+        return bridge.port
+
+    def api_client(self) -> Any:
+        configuration = kubernetes.client.Configuration()
+        configuration.host = f"http://127.0.0.1:{self.api_port}"
+        return kubernetes.client.ApiClient(configuration)
+
+    def close(self) -> None:
+        for bridge in self.bridges:
+            self.run(bridge.stop())
+        self.run(self.runner.cleanup())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
 
 
 @pytest.fixture
 def cluster() -> Iterator[Any]:
     """start(*admins) -> a plugin Target whose pods id-0, id-1, ... are those admins."""
     servers: list[grpc.Server] = []
+    plane = Plane()
+    clients: list[Any] = []
 
     def start(*admins: FakePodAdmin) -> plugin.Target:
         pods = []
@@ -114,10 +186,14 @@ def cluster() -> Iterator[Any]:
             port = server.add_insecure_port("127.0.0.1:0")
             server.start()
             servers.append(server)
-            pods.append(fake_pod(f"{NAME}-{ordinal}", port))
-        return plugin.Target(NAME, NAMESPACE, FakeCore(pods), FakeCustom())
+            pods.append(fake_pod(f"{NAME}-{ordinal}", port, plane.bridge(port)))
+        clients.append(plane.api_client())
+        return plugin.Target(NAME, NAMESPACE, FakeCore(pods, clients[-1]), FakeCustom())
 
     yield start
+    for client in clients:
+        client.close()
+    plane.close()
     for server in servers:
         server.stop(None)
 

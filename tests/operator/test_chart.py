@@ -105,6 +105,8 @@ NON_DEFAULT_VALUES: dict[str, Any] = {
     "podLabels": {"team": "ops"},
     "priorityClassName": "system-cluster-critical",
     "extraArgs": ["--verbose"],
+    "leaderElection": {"enabled": False, "leaseDuration": 15, "renewDeadline": 10,
+                       "retryPeriod": 2},
     "resources": {"requests": {"cpu": "100m", "memory": "200Mi"}, "limits": {"memory": "1Gi"}},
 }
 
@@ -195,6 +197,9 @@ def test_default_render_objects_and_names(chart: Any) -> None:
         ("ClusterRoleBinding", "gencluster"),
         ("Deployment", "gencluster"),
         ("Pod", "gencluster-test-metrics"),
+        ("PodDisruptionBudget", "gencluster"),
+        ("Role", "gencluster-leader-election"),
+        ("RoleBinding", "gencluster-leader-election"),
         ("Service", "gencluster-metrics"),
         ("ServiceAccount", "gencluster"),
     ]
@@ -211,8 +216,9 @@ def test_default_render_objects_and_names(chart: Any) -> None:
 
 def test_operator_deployment_runs_gencluster_operator_cluster_wide(chart: Any) -> None:
     deployment = only(manifests(render(chart)), "Deployment")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     pod = deployment["spec"]["template"]
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert selector.items() <= pod["metadata"]["labels"].items()
@@ -221,7 +227,9 @@ def test_operator_deployment_runs_gencluster_operator_cluster_wide(chart: Any) -
     assert container["command"] == ["gencluster", "operator"]
     assert container["args"] == [
         "--all-namespaces", "--metrics-port=8080", "--metrics-host=$(POD_IP)",
-        "--liveness=http://$(POD_IP):8081/healthz",
+        "--liveness=http://$(POD_IP):8081/healthz", "--leader-election",
+        "--leader-election-lease=gencluster", "--lease-duration=15", "--renew-deadline=10",
+        "--retry-period=2",
     ]
     env = {item["name"]: item for item in container["env"]}
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
@@ -244,6 +252,9 @@ def test_operator_deployment_follows_non_default_values(chart: Any) -> None:
         "--namespace=apps", "--metrics-port=9100", "--metrics-host=$(POD_IP)",
         "--liveness=http://$(POD_IP):9101/healthz", "--verbose",
     ]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert by_kind(objects, "PodDisruptionBudget") == []
     assert container["resources"] == NON_DEFAULT_VALUES["resources"]
     for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName",
                 "imagePullSecrets"):
@@ -337,7 +348,11 @@ def test_cluster_wide_rbac_covers_what_the_operator_creates_and_grants(chart: An
                                   "kind": "ClusterRole", "name": role["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "gencluster",
                                     "namespace": NAMESPACE}]
-    assert not by_kind(objects, "Role") and not by_kind(objects, "RoleBinding")
+    # Cluster-wide, the only Role is leader election's, in the release namespace.
+    assert [r["metadata"]["name"] for r in by_kind(objects, "Role")] == [
+        "gencluster-leader-election"]
+    assert [b["metadata"]["name"] for b in by_kind(objects, "RoleBinding")] == [
+        "gencluster-leader-election"]
 
 
 def test_namespaced_rbac_keeps_only_crd_reads_cluster_wide(chart: Any) -> None:
@@ -346,8 +361,9 @@ def test_namespaced_rbac_keeps_only_crd_reads_cluster_wide(chart: Any) -> None:
     assert grants(cluster_role["rules"]) == {
         ("apiextensions.k8s.io", "customresourcedefinitions", verb)
         for verb in ("get", "list", "watch")}
-    role = only(objects, "Role")
-    binding = only(objects, "RoleBinding")
+    managed = [obj for obj in objects if not obj["metadata"]["name"].endswith("-leader-election")]
+    role = only(managed, "Role")
+    binding = only(managed, "RoleBinding")
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "apps"
     assert needed_by_operator() <= grants(role["rules"])
     assert binding["roleRef"]["kind"] == "Role"
@@ -489,3 +505,32 @@ def test_names_follow_the_release_name(chart: Any) -> None:
     assert only(objects, "Service")["metadata"]["name"] == "ops-gencluster-metrics"
     overridden = manifests(render(chart, {"fullnameOverride": "control"}))
     assert only(overridden, "Deployment")["metadata"]["name"] == "control"
+
+
+# -- operator HA ---------------------------------------------------------------------------------
+
+
+def test_leader_election_gets_a_role_in_the_release_namespace_and_a_pdb(chart: Any) -> None:
+    objects = manifests(render(chart, {"watchNamespace": "apps", "replicaCount": 3}))
+    role = next(r for r in by_kind(objects, "Role") if r["metadata"]["name"].endswith(
+        "-leader-election"))
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert ("coordination.k8s.io", "leases", "update") in grants(role["rules"])
+    assert ("", "events", "create") in grants(role["rules"])
+    binding = next(b for b in by_kind(objects, "RoleBinding")
+                   if b["metadata"]["name"].endswith("-leader-election"))
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    budget = only(objects, "PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == 1
+    deployment = only(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    assert budget["spec"]["selector"]["matchLabels"].items() <= \
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_one_replica_with_leader_election_gets_no_pdb_that_would_block_drains(
+    chart: Any,
+) -> None:
+    objects = manifests(render(chart, {"replicaCount": 1}))
+    assert by_kind(objects, "PodDisruptionBudget") == []
+    assert only(objects, "Deployment")["spec"]["replicas"] == 1

@@ -69,7 +69,8 @@ def _get(cluster: DevClusterProcess, *args: str) -> dict[str, Any] | None:
 def _operator_pods(cluster: DevClusterProcess) -> list[dict[str, Any]]:
     listed = _get(cluster, "pods", "-n", NAMESPACE, "-l",
                   "app.kubernetes.io/component=operator,app.kubernetes.io/instance=" + RELEASE)
-    return [] if listed is None else listed["items"]
+    return [] if listed is None else [p for p in listed["items"]
+                                      if not p["metadata"].get("deletionTimestamp")]
 
 
 def _release_secrets(cluster: DevClusterProcess, release: str = RELEASE,
@@ -128,15 +129,26 @@ def test_install_waits_for_the_operator_deployment(
     assert deployment is not None
     status = deployment["status"]
     assert status["observedGeneration"] == deployment["metadata"]["generation"]
-    assert status["availableReplicas"] == status["readyReplicas"] == 1
+    # Two replicas (leader election): both Ready, the standby answering /healthz itself.
+    assert status["availableReplicas"] == status["readyReplicas"] == 2
     assert {c["type"]: c["reason"] for c in status["conditions"]}["Progressing"] == (
         "NewReplicaSetAvailable")
-    (pod,) = _operator_pods(cluster)
-    container = pod["spec"]["containers"][0]
-    assert container["image"] == "registry.example/gencluster-operator:dev"
-    assert container["command"] == ["gencluster", "operator"]
-    assert pod["status"]["phase"] == "Running"
-    assert pod["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
+    pods = _operator_pods(cluster)
+    assert len(pods) == 2
+    for pod in pods:
+        container = pod["spec"]["containers"][0]
+        assert container["image"] == "registry.example/gencluster-operator:dev"
+        assert container["command"] == ["gencluster", "operator"]
+        assert pod["status"]["phase"] == "Running"
+        assert pod["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
+
+    def leader() -> str | None:
+        lease = _get(cluster, "lease", RELEASE, "-n", NAMESPACE)
+        return ((lease or {}).get("spec") or {}).get("holderIdentity")
+
+    holder = wait_for(leader, WAIT_SECONDS, message="an operator pod holding the Lease")
+    assert holder.rpartition("_")[0] in {p["metadata"]["name"] for p in pods}
+    assert _get(cluster, "poddisruptionbudget", RELEASE, "-n", NAMESPACE) is not None
     for kind in ("serviceaccount", "service"):
         name = RELEASE if kind == "serviceaccount" else f"{RELEASE}-metrics"
         assert _get(cluster, kind, name, "-n", NAMESPACE) is not None
@@ -177,16 +189,16 @@ def test_the_operator_reconciles_a_cluster_applied_with_kubectl(
 
 
 def test_upgrade_rolls_the_operator_pod(cluster: DevClusterProcess, helm_config: Any) -> None:
-    (before,) = _operator_pods(cluster)
+    before = {p["metadata"]["name"] for p in _operator_pods(cluster)}
     values = {**VALUES, "podAnnotations": {"example.com/upgraded": "yes"}}
     release = helm_config.upgrade(str(CHART), RELEASE, values, namespace=NAMESPACE,
                                   wait="watcher", timeout=WAIT_SECONDS)
     assert release["status"] == "deployed" and release["revision"] == 2
-    pods = _operator_pods(cluster)
-    assert [p["metadata"]["name"] for p in pods] != [before["metadata"]["name"]]
-    (after,) = pods
-    assert after["metadata"]["annotations"]["example.com/upgraded"] == "yes"
-    assert after["status"]["phase"] == "Running"
+    upgraded = [p for p in _operator_pods(cluster)
+                if (p["metadata"].get("annotations") or {}).get("example.com/upgraded")]
+    assert len(upgraded) == 2
+    assert not {p["metadata"]["name"] for p in upgraded} & before
+    assert all(p["status"]["phase"] == "Running" for p in upgraded)
     history = helm_config.history(RELEASE)
     assert [entry["revision"] for entry in history] == [1, 2]
 

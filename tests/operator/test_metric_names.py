@@ -47,7 +47,7 @@ def library_collector_names() -> set[str]:
 
 def runtime_names() -> set[str]:
     """What a pod's `/metrics` serves: the default registry (call meters, process collectors)
-    and the node collector `start_metrics` registers, here over a stand-in node."""
+    and the node collector `start_http` registers, here over a stand-in node."""
     import gencluster.services  # noqa: F401  (every servicer module's metrics registered)
 
     CallMeter("call")

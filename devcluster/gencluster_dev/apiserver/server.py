@@ -44,7 +44,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gencluster_dev.apiserver import authorization, watch
+from gencluster_dev.apiserver import authorization, podproxy, watch
 from gencluster_dev.apiserver.auth import Authenticator, Identity
 from gencluster_dev.apiserver.gc import GarbageCollector
 from gencluster_dev.apiserver.operations import (
@@ -393,6 +393,9 @@ class ApiServer:
             name = rest[1]
         if len(rest) >= 3:
             subresource = rest[2]
+        if (group, version, plural) == ("", "v1", "pods") and len(rest) >= 3 \
+                and rest[2] == "proxy" and namespace is not None:
+            return await self._pod_proxy(request, namespace, rest[1])
         if len(rest) > 3:
             raise resource_not_found_for_path()
         t = self.registry.lookup(group, version, plural)
@@ -609,6 +612,20 @@ class ApiServer:
                     raise
         self.gc.wake()
         return _json(listing)
+
+    async def _pod_proxy(self, request: web.Request, ns: str, segment: str) -> web.StreamResponse:
+        """`pods/[SCHEME:]NAME[:PORT]/proxy[/PATH]` (apiserver.podproxy): the rest of the raw
+        path after `/proxy` goes to the pod unchanged."""
+        target = podproxy.parse_target(segment)
+        pods = self.registry.for_key(PODS_KEY)
+        assert pods is not None
+        pod = self.operations.get(pods, ns, target.name)
+        pod_ip = (pod.get("status") or {}).get("podIP")
+        if not pod_ip:
+            raise podproxy.unreachable(f"pod {target.name} has no IP yet")
+        tail = podproxy.proxied_path(request.rel_url.raw_path)
+        url = podproxy.target_url(target, pod_ip, tail, request.rel_url.raw_query_string)
+        return await podproxy.forward(request, url)
 
     async def _pod_log(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
         pods = self.registry.for_key(PODS_KEY)

@@ -27,12 +27,14 @@ SUBRESOURCE_VERBS: dict[str, tuple[str, ...]] = {
     "log": ("get",),
     "binding": ("create",),
     "token": ("create",),
+    "proxy": ("create", "delete", "get", "patch", "update"),
 }
 SUBRESOURCE_KINDS: dict[str, tuple[str, str, str]] = {
     # subresource -> (group, version, kind) of its body when it differs from the parent
     "scale": ("autoscaling", "v1", "Scale"),
     "binding": ("", "v1", "Binding"),
     "token": ("authentication.k8s.io", "v1", "TokenRequest"),
+    "proxy": ("", "v1", "PodProxyOptions"),
 }
 
 
@@ -127,7 +129,7 @@ BUILTINS: tuple[ResourceType, ...] = (
     _builtin("", "v1", "Node", "nodes", namespaced=False, short_names=["no"],
              subresources=["status"]),
     _builtin("", "v1", "Pod", "pods", short_names=["po"], categories=["all"],
-             subresources=["status", "log", "binding"]),
+             subresources=["status", "log", "binding", "proxy"]),
     _builtin("", "v1", "Service", "services", short_names=["svc"], categories=["all"],
              subresources=["status"],
              verbs=("create", "delete", "deletecollection", "get", "list", "patch", "update",

@@ -243,6 +243,30 @@ class FaultInjector:
         rules.append((comment, drop_rule(p.run_as, self.api_ip, comment)))
         self._add_rules(rules)
 
+    def cut_client(self, uid: int) -> None:
+        """A client outside the pod network: what processes of `uid` send to any pod IP is
+        dropped, while the API server and the Services' addresses stay reachable, as from a
+        laptop that only reaches the cluster through its API server and load balancers."""
+        self._require_nft()
+        low, high = self.pod_uids
+        if low <= uid <= high:
+            raise FaultError(f"uid {uid} belongs to this instance's pods ({low}-{high}); "
+                             "pick a client uid outside that range")
+        comment = f"cut-client {uid}"
+        self._add_rules([(comment, drop_rule(uid, self.pod_network, comment))])
+
+    def cut_client_from_apiserver(self, uid: int) -> None:
+        """What processes of `uid` (not a pod) send to the API server is dropped: for a
+        controller run beside the control plane, e.g. an operator that must notice it can no
+        longer renew its leader-election Lease."""
+        self._require_nft()
+        low, high = self.pod_uids
+        if low <= uid <= high:
+            raise FaultError(f"uid {uid} belongs to this instance's pods ({low}-{high}); "
+                             "use cut-apiserver POD for a pod")
+        comment = f"cut-client-apiserver {uid}"
+        self._add_rules([(comment, drop_rule(uid, self.api_ip, comment))])
+
     def heal(self) -> None:
         """Remove every network fault of this instance (its whole table)."""
         self._require_nft()
