@@ -20,7 +20,7 @@ from typing import Any
 
 from gencluster_operator import names
 from gencluster_operator.names import RuntimeEnv
-from gencluster_operator.spec import ClusterSpec, cluster_spec
+from gencluster_operator.spec import ClusterSpec, cluster_spec, encode_args
 
 POD_SHAPE_VERSION = 3
 """2: GENCLUSTER_DEDUPLICATION_WINDOW_SECONDS on every pod (durable state, #11).
@@ -148,7 +148,7 @@ def runtime_env(spec: ClusterSpec) -> list[dict[str, Any]]:
     value_env = {
         RuntimeEnv.LISTEN_HOST: f"$({RuntimeEnv.POD_IP})",
         RuntimeEnv.SERVER: spec.server,
-        RuntimeEnv.ARGS: json.dumps(spec.args, sort_keys=True, separators=(",", ":")),
+        RuntimeEnv.ARGS: encode_args(spec.args),
         RuntimeEnv.PORT: str(spec.port),
         RuntimeEnv.METRICS_PORT: str(names.metrics_port_for(spec.port)),
         RuntimeEnv.CLUSTER: spec.name,

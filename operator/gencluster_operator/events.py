@@ -42,6 +42,7 @@ class EventReason(StrEnum):
     STATES_MERGED = "StatesMerged"
     MERGE_FAILED = "MergeFailed"
     INVALID_SERVER = "InvalidServer"
+    INVALID_SPEC = "InvalidSpec"
     RECONCILE_FAILED = "ReconcileFailed"
     STATE_LOST = "StateLost"
     REINITIALIZED = "Reinitialized"
@@ -80,6 +81,7 @@ class ConditionReason(StrEnum):
     PODS_NOT_READY = "PodsNotReady"
     UPDATING = "Updating"
     SERVER_NOT_RUNNABLE = "ServerNotRunnable"
+    INVALID_SPEC = "InvalidSpec"
     SPLIT_BRAIN = "SplitBrain"
     STATE_LOST = "StateLost"
     # Available

@@ -50,6 +50,10 @@ any value): while the cluster is StateLost (`Assessment.state_lost`) the Lease's
 with a Reinitialized Warning naming the value; otherwise a ReinitializeRejected Warning says
 why. Either way the annotation is removed, so one request is acted on at most once.
 
+**Invalid spec** (`spec.spec_problems`: `replicas` outside the CRD's range, `args` too large
+for the pods' environment; an object admitted by an older CRD can carry these): no action at
+all, so nothing is ever sized from such a spec; the status reports InvalidSpec.
+
 Output order is fixed: the disruptive action and its Event, then annotation handling, then
 claim ownership, claim and pod creations and their Event.
 """
@@ -77,7 +81,7 @@ from gencluster_operator.actions import (
 from gencluster_operator.assessment import Assessment, assess
 from gencluster_operator.events import ConditionType, EventReason, EventType, FailoverReason
 from gencluster_operator.observed import Observed, ObservedPod
-from gencluster_operator.spec import AVAILABLE
+from gencluster_operator.spec import AVAILABLE, cluster_spec, spec_problems
 
 MAX_MERGE_BACKOFF_SECONDS = 300
 
@@ -89,6 +93,8 @@ def plan(observed: Observed) -> list[Action]:
     """The next actions for `observed`, deterministic for equal input."""
     if observed.resource["metadata"].get("deletionTimestamp"):
         return []  # garbage collection removes the children; nothing to hand over to
+    if spec_problems(cluster_spec(observed.resource)):
+        return []  # never act on an unusable spec (the status says why: InvalidSpec)
     facts = assess(observed)
     if facts.paused:
         return []  # maintenance by hand: the status still follows, nothing else

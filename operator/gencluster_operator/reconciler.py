@@ -55,7 +55,7 @@ from gencluster_operator.observed import (
 )
 from gencluster_operator.plan import plan
 from gencluster_operator.runtime_admin import AdminError, RuntimeAdmin, pod_address
-from gencluster_operator.spec import cluster_spec
+from gencluster_operator.spec import cluster_spec, spec_problems
 from gencluster_operator.status import events_between, status_for
 
 log = logging.getLogger("gencluster_operator")
@@ -193,6 +193,9 @@ class Reconciler:
             return False, "ok"  # garbage collection removes the children
         now = self.clock()
         spec = cluster_spec(resource)
+        if spec_problems(spec):
+            self._refuse_spec(resource, now)
+            return False, "error"
         pod_objects = self.api.list_pods(namespace, name)
         claim_objects = (
             self.api.list_claims(namespace, name) if spec.persistence.enabled else []
@@ -233,6 +236,19 @@ class Reconciler:
         memory.conflicts_in_a_row = 0
         new_generation = previous.get("observedGeneration") != spec.generation
         return new_generation, "error" if failed else "ok"
+
+    def _refuse_spec(self, resource: Mapping[str, Any], now: datetime) -> None:
+        """A spec the operator must not act on (`spec_problems`): no pods are read or touched,
+        nothing is sized from it; only the status (InvalidSpec) and its Event are written."""
+        metadata = resource["metadata"]
+        log.warning("%s/%s: refusing the spec: %s", metadata["namespace"], metadata["name"],
+                    "; ".join(spec_problems(cluster_spec(resource))))
+        previous = resource.get("status") or {}
+        observed = Observed(resource=resource, pods=(), lease=None, now=now)
+        status = status_for(observed, previous, now)
+        self.api.patch_cluster_status(metadata["namespace"], metadata["name"], status)
+        for event in events_between(previous, status):
+            self._post(resource, event, now)
 
     # -- observation helpers -------------------------------------------------------------------
 

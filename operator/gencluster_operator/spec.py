@@ -8,6 +8,7 @@ equal the defaults in `crds/clusteredservers.gencluster.io.yaml`, the single sou
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,12 @@ DEFAULT_PERSISTENCE_ENABLED = False
 DEFAULT_PERSISTENCE_SIZE = "1Gi"
 DEFAULT_RETAIN_ON_DELETE = False
 DEFAULT_DEDUPLICATION_WINDOW_SECONDS = 300
+
+MAX_REPLICAS = 9
+"""The CRD's `spec.replicas` maximum (docs/limits.md says why 9)."""
+MAX_ARGS_BYTES = 65536
+"""Largest `spec.args` as compact JSON: it travels in one environment variable
+(GENCLUSTER_ARGS), and Linux refuses to start a process with one over 128 KiB."""
 
 SYNC = "Sync"
 ASYNC = "Async"
@@ -168,3 +175,31 @@ def _optional_int(value: Any) -> int | None:
     """An optional integer field: absent (None) stays absent, so a cluster that never set it
     keeps its pods (and their template hash) as they were."""
     return None if value is None else int(value)
+
+
+def encode_args(args: Any) -> str:
+    """`spec.args` as the pods receive it (GENCLUSTER_ARGS): compact JSON with sorted keys."""
+    return json.dumps(args, sort_keys=True, separators=(",", ":"))
+
+
+def spec_problems(spec: ClusterSpec) -> list[str]:
+    """What makes a spec unusable although the API server stored it, each naming its field.
+
+    The CRD refuses these values, but an object admitted by an older CRD (or written around
+    validation) may still carry them, and `spec.args` is free-form, so the schema cannot
+    measure it. The operator must then refuse the spec rather than act on it: a plan for two
+    billion replicas would build two billion ordinals and take down the operator that serves
+    every other ClusteredServer, and pods with oversized args cannot start.
+    """
+    problems = []
+    if not 1 <= spec.replicas <= MAX_REPLICAS:
+        problems.append(
+            f"spec.replicas: Invalid value: {spec.replicas}: must be between 1 and "
+            f"{MAX_REPLICAS}")
+    size = len(encode_args(spec.args).encode())
+    if size > MAX_ARGS_BYTES:
+        problems.append(
+            f"spec.args: Too long: {size} bytes as compact JSON, at most {MAX_ARGS_BYTES} (the "
+            "pods receive it in one environment variable); keep large data in a ConfigMap or "
+            "a volume")
+    return problems

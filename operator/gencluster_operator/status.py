@@ -34,7 +34,7 @@ from gencluster_operator.events import (
     FailoverReason,
 )
 from gencluster_operator.observed import Observed, ObservedPod, format_time
-from gencluster_operator.spec import AVAILABLE
+from gencluster_operator.spec import AVAILABLE, cluster_spec, spec_problems
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 
@@ -81,6 +81,9 @@ def status_for(
 ) -> dict[str, Any]:
     """The status to write for `observed`, given the status currently stored."""
     previous = previous_status or {}
+    problems = spec_problems(cluster_spec(observed.resource))
+    if problems:
+        return _invalid_spec_status(observed, previous, problems, now)
     facts = assess(observed)
     active = facts.active
     lease = observed.lease
@@ -118,6 +121,38 @@ def status_for(
             _condition(kind, verdict, previous, facts.spec.generation, now)
             for kind, verdict in verdicts.items()
         ],
+    }
+
+
+def _invalid_spec_status(
+    observed: Observed, previous: Mapping[str, Any], problems: list[str], now: datetime
+) -> dict[str, Any]:
+    """The status of a spec the operator refuses to act on (`spec_problems`), computed without
+    looking at the spec's numbers: the previous status stays (the pods keep serving as they
+    are), except that Ready, Progressing and Degraded say why nothing happens."""
+    generation = int(observed.resource["metadata"].get("generation") or 0)
+    message = "the operator does not act on this spec: " + "; ".join(problems)
+    refused = {
+        ConditionType.READY: Verdict(FALSE, ConditionReason.INVALID_SPEC, message),
+        ConditionType.PROGRESSING: Verdict(FALSE, ConditionReason.INVALID_SPEC, message),
+        ConditionType.DEGRADED: Verdict(TRUE, ConditionReason.INVALID_SPEC, message),
+    }
+    conditions = []
+    for kind in ConditionType:
+        if kind in refused:
+            conditions.append(_condition(kind, refused[kind], previous, generation, now))
+        elif (earlier := _previous_condition(previous, kind)) is not None:
+            conditions.append(dict(earlier))
+        else:
+            conditions.append(_condition(
+                kind, Verdict(UNKNOWN, ConditionReason.INVALID_SPEC, message), previous,
+                generation, now))
+    return {
+        **previous,
+        "observedGeneration": generation,
+        "phase": PHASE_DEGRADED if previous.get("activePod") else PHASE_FAILED,
+        "selector": names.selector_string(observed.name),
+        "conditions": conditions,
     }
 
 
@@ -515,6 +550,9 @@ def events_between(previous: Mapping[str, Any], current: Mapping[str, Any]) -> l
                                       EventType.WARNING))
         elif degraded_now["reason"] == ConditionReason.HIBERNATION_REFUSED:
             events.append(RecordEvent(EventReason.HIBERNATION_REFUSED, degraded_now["message"],
+                                      EventType.WARNING))
+        elif degraded_now["reason"] == ConditionReason.INVALID_SPEC:
+            events.append(RecordEvent(EventReason.INVALID_SPEC, degraded_now["message"],
                                       EventType.WARNING))
         elif degraded_now["reason"] == ConditionReason.SERVER_NOT_RUNNABLE and (
             degraded_before.get("reason") != ConditionReason.SERVER_NOT_RUNNABLE

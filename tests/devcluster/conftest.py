@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import subprocess
 import threading
@@ -102,13 +103,19 @@ def _write_kubeconfig(path: Path, server: ApiServer, token: str, namespace: str)
 @pytest.fixture(scope="module")
 def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApiServer]:
     """An ApiServer on a free port, serving until the module's tests are done."""
-    base = tmp_path_factory.mktemp("apiserver")
+    with serving_apiserver(tmp_path_factory.mktemp("apiserver")) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def serving_apiserver(base: Path, **options: Any) -> Iterator[RunningApiServer]:
+    """An ApiServer on a free port in `base`, with `options` for its constructor."""
     pods_dir = base / "pods"
     pods_dir.mkdir()
     loop = asyncio.new_event_loop()
     server = ApiServer(host=API_HOST, port=0, admin_token=ADMIN_TOKEN,
                        service_network="127.250.128.0/17", pods_dir=pods_dir,
-                       watch_history=200, bookmark_interval=0.5)
+                       watch_history=200, bookmark_interval=0.5, **options)
     started = threading.Event()
 
     def run() -> None:

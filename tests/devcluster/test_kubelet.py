@@ -132,6 +132,11 @@ def test_pod_gets_ip_uid_env_volumes_and_token(plane: DevPlane) -> None:
         got = plane.kubectl("--kubeconfig", str(kubeconfig), "get", "pod", "report", "-o",
                             "jsonpath={.status.podIP}")
         assert got.stdout == pod_ip
+    # Every file holding the pod's token is readable by its owner only (pods share a host).
+    pod_dir = plane.pod_dir(running)
+    for secret_file in (kubeconfig, pod_dir / "serviceaccount" / "token",
+                        pod_dir / "volumes" / "podinfo" / "token"):
+        assert secret_file.stat().st_mode & 0o777 == 0o600, secret_file
     state = plane.state("report")
     assert state["podIP"] == pod_ip and state["name"] == "report"
     assert pid_alive(state["containers"]["main"]["pid"])

@@ -347,8 +347,9 @@ def test_downward_api_and_projected_volumes() -> None:
         {"downwardAPI": {"items": [{"path": "ns", "fieldRef": {
             "fieldPath": "metadata.namespace"}}]}},
     ]}}, sources, facts)
+    # The token is 0600 whatever defaultMode says: other pods share this host.
     assert {(f.path, f.data, f.mode) for f in projected} == {
-        ("token", b"tok", 0o440), ("sec/a", b"A", 0o440), ("c", b"C", 0o440),
+        ("token", b"tok", 0o600), ("sec/a", b"A", 0o440), ("c", b"C", 0o440),
         ("ns", b"shop", 0o440)}
     assert referenced_objects({"spec": {"volumes": [{"name": "p", "projected": {"sources": [
         {"secret": {"name": "s"}}, {"configMap": {"name": "cm"}}]}}]}}) == ({"s"}, {"cm"})

@@ -244,7 +244,8 @@ def test_cel_rules_are_documented_and_compile():
 
     rules = all_rules()
     assert {path for path, _ in rules} == {
-        "spec", "spec.lease", "spec.persistence", "spec.template.spec.volumes",
+        "spec", "spec.lease", "spec.persistence", "spec.template.metadata.labels",
+        "spec.template.metadata.annotations", "spec.template.spec.volumes",
         "spec.template.spec.volumeMounts", "spec.template.spec.containers",
     }
     env = celpy.Environment()
@@ -582,6 +583,69 @@ INVALID = {
     ),
     "label value not a string": (
         {"template": {"metadata": {"labels": {"tier": 3}}}}, "spec.template.metadata.labels", None,
+    ),
+    # Maximums (issue #12): every list, map and string of the spec is bounded.
+    "replicas 2000000000": (
+        {"replicas": 2_000_000_000}, "spec.replicas", "less than or equal to 9",
+    ),
+    "replicas 10": ({"replicas": 10}, "spec.replicas", "less than or equal to 9"),
+    "image over 1024 characters": ({"image": "i" * 1025}, "spec.image", "1024"),
+    "persistence size over 64 characters": (
+        {"persistence": {"size": "1" * 65}}, "spec.persistence.size", "64",
+    ),
+    "65 labels": (
+        {"template": {"metadata": {"labels": {f"l{i}": "v" for i in range(65)}}}},
+        "spec.template.metadata.labels", "64",
+    ),
+    "label value over 63 characters": (
+        {"template": {"metadata": {"labels": {"tier": "v" * 64}}}},
+        "spec.template.metadata.labels", "63",
+    ),
+    "label key over 317 characters": (
+        {"template": {"metadata": {"labels": {"k" * 318: "v"}}}},
+        "spec.template.metadata.labels", "317",
+    ),
+    "annotation over 4096 characters": (
+        {"template": {"metadata": {"annotations": {"a": "v" * 4097}}}},
+        "spec.template.metadata.annotations", "4096",
+    ),
+    "65 env variables": (
+        {"template": {"spec": {"env": [{"name": f"E{i}", "value": "v"} for i in range(65)]}}},
+        "spec.template.spec.env", "64",
+    ),
+    "env value over 16384 characters": (
+        {"template": {"spec": {"env": [{"name": "E", "value": "v" * 16385}]}}},
+        "spec.template.spec.env[0].value", "16384",
+    ),
+    "65 tolerations": (
+        {"template": {"spec": {"tolerations": [{"operator": "Exists"}] * 65}}},
+        "spec.template.spec.tolerations", "64",
+    ),
+    "65 node selector labels": (
+        {"template": {"spec": {"nodeSelector": {f"n{i}": "v" for i in range(65)}}}},
+        "spec.template.spec.nodeSelector", "64",
+    ),
+    "17 sidecar containers": (
+        {"template": {"spec": {"containers": [{"name": f"s{i}", "image": "x"}
+                                              for i in range(17)]}}},
+        "spec.template.spec.containers", "16",
+    ),
+    "65 extra volumes": (
+        {"template": {"spec": {"volumes": [{"name": f"v{i}", "emptyDir": {}}
+                                           for i in range(65)]}}},
+        "spec.template.spec.volumes", "64",
+    ),
+    "17 image pull secrets": (
+        {"template": {"spec": {"imagePullSecrets": [{"name": f"p{i}"} for i in range(17)]}}},
+        "spec.template.spec.imagePullSecrets", "16",
+    ),
+    "65 pod monitor labels": (
+        {"monitoring": {"podMonitor": {"labels": {f"l{i}": "v" for i in range(65)}}}},
+        "spec.monitoring.podMonitor.labels", "64",
+    ),
+    "17 resource limits": (
+        {"template": {"spec": {"resources": {"limits": {f"r{i}": "1" for i in range(17)}}}}},
+        "spec.template.spec.resources.limits", "16",
     ),
     "a volume named like the operator's": (
         {"template": {"spec": {"volumes": [{"name": "data", "emptyDir": {}}]}}},

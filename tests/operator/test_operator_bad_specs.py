@@ -4,6 +4,9 @@ pods crash-loop in silence."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.operator_process import (
@@ -147,3 +150,72 @@ def test_a_same_named_object_of_someone_else_is_reported_not_taken_over(
     service = get_json(dev_cluster, "service", "taken", "-n", namespace)
     assert service["metadata"]["ownerReferences"][0]["name"] == "taken"
     assert len(events(dev_cluster, namespace, "ReconcileFailed")) == 1
+
+
+SMALL = ("server: gencluster_examples.id_server:IdServer\nreplicas: 1\n"
+         "replication: {minSyncStandbys: 0}")
+CRD_NAME = "clusteredservers.gencluster.io"
+REPLICAS_MAXIMUM = ("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/"
+                    "replicas/maximum")
+
+
+def _id_server_answers(cluster: DevClusterProcess, namespace: str) -> int:
+    reply = cluster.gencluster("call", "id-server", '"next_value"', "-n", namespace).stdout
+    return int(json.loads(reply))
+
+
+def test_an_absurd_scale_is_refused_naming_the_field_and_the_operator_serves_on(
+    dev_cluster: DevClusterProcess, operator: OperatorProcess, id_server: dict[str, Any]
+) -> None:
+    """Issue #12: `kubectl scale csrv X --replicas=2000000000` is refused by the API server
+    (the scale subresource goes through the CRD's validation) naming the field; and when such
+    a value slips past anyway (an older CRD without the maximum), the operator refuses the spec
+    with InvalidSpec instead of building two billion ordinals, and keeps serving the other
+    ClusteredServers."""
+    served = id_server["metadata"]["namespace"]
+    first = _id_server_answers(dev_cluster, served)
+    namespace = create_namespace(dev_cluster, "absurd-scale")
+    dev_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifest("victim", SMALL))
+    wait_for(lambda: pod_names(dev_cluster, namespace, "victim") == ["victim-0"], DEADLINE,
+             message="the victim's pod")
+
+    refused = dev_cluster.kubectl("scale", "csrv", "victim", "-n", namespace,
+                                  "--replicas=2000000000", check=False)
+    assert refused.returncode != 0
+    assert "spec.replicas" in refused.stderr and "less than or equal to 9" in refused.stderr, (
+        refused.stderr)
+    assert clustered_server(dev_cluster, namespace, "victim")["spec"]["replicas"] == 1
+
+    # An older CRD without the maximum lets the value through: the operator must hold.
+    dev_cluster.kubectl("patch", "crd", CRD_NAME, "--type=json",
+                        f'-p=[{{"op": "remove", "path": "{REPLICAS_MAXIMUM}"}}]')
+    try:
+        wait_for(lambda: dev_cluster.kubectl(
+            "scale", "csrv", "victim", "-n", namespace, "--replicas=2000000000",
+            check=False).returncode == 0, DEADLINE, message="the scale admitted by the old CRD")
+
+        def refused_by_the_operator() -> dict[str, str] | None:
+            found = condition(clustered_server(dev_cluster, namespace, "victim"), "Degraded")
+            return found if found.get("reason") == "InvalidSpec" else None
+
+        found = wait_for(refused_by_the_operator, DEADLINE,
+                         message=lambda: f"InvalidSpec\n{operator.output()[-3000:]}")
+        assert "spec.replicas: Invalid value: 2000000000" in found["message"]
+        (event,) = wait_for(lambda: events(dev_cluster, namespace, "InvalidSpec"), DEADLINE,
+                            message="an InvalidSpec Event")
+        assert "spec.replicas" in event["message"] and event["type"] == "Warning"
+        assert pod_names(dev_cluster, namespace, "victim") == ["victim-0"]
+        # The operator still serves the other cluster and answers changes to it.
+        assert _id_server_answers(dev_cluster, served) > first
+        assert operator.process.poll() is None
+    finally:
+        dev_cluster.kubectl("patch", "crd", CRD_NAME, "--type=json",
+                            f'-p=[{{"op": "add", "path": "{REPLICAS_MAXIMUM}", "value": 9}}]')
+    wait_for(lambda: dev_cluster.kubectl(
+        "scale", "csrv", "victim", "-n", namespace, "--replicas=2",
+        check=False).returncode == 0, DEADLINE, message="a sane scale")
+    wait_for(lambda: pod_names(dev_cluster, namespace, "victim") == ["victim-0", "victim-1"],
+             DEADLINE, message=lambda: f"the operator acting again\n{operator.output()[-3000:]}")
+    assert condition(clustered_server(dev_cluster, namespace, "victim"), "Degraded").get(
+        "reason") != "InvalidSpec"
+    assert _id_server_answers(dev_cluster, served) > first

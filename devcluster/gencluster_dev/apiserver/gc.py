@@ -219,14 +219,22 @@ class GarbageCollector:
         next_sweep = 0.0
         loop = asyncio.get_running_loop()
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancel that
+            # races the wake, and `stop` then waits for this task forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), EVENT_SWEEP_INTERVAL)
+                async with asyncio.timeout(EVENT_SWEEP_INTERVAL):
+                    await self._wake.wait()
             self._wake.clear()
             if loop.time() >= next_sweep:
                 next_sweep = loop.time() + EVENT_SWEEP_INTERVAL
                 self.expire_events()
             for _ in range(100):  # bounded passes to a fixpoint; the next wake continues
-                if not self.run_once():
+                try:
+                    changed = self.run_once()
+                except Exception:  # a bug or a malformed object: log it, never stop collecting
+                    log.exception("garbage collector: a pass failed")
+                    break
+                if not changed:
                     break
                 await asyncio.sleep(0)
 

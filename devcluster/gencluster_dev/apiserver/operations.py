@@ -303,6 +303,12 @@ class Operations:
             raise bad_request(
                 f"the object provided is unrecognized (must be of type {t.kind}): "
                 "couldn't get version/kind; json parse error: expected an object")
+        for field in ("apiVersion", "kind"):
+            if body.get(field) is not None and not isinstance(body[field], str):
+                raise bad_request(
+                    f"the object provided is unrecognized: couldn't get version/kind; json "
+                    f"parse error: json: cannot unmarshal {_json_type(body[field])} into Go "
+                    f"struct field .{field} of type string")
         obj = copy.deepcopy(body)
         if t.builtin:
             obj = _without_nulls(obj)  # Go decodes null as the zero value: same as absent
@@ -313,12 +319,11 @@ class Operations:
                 f'{t.kind} in version "{t.version}" cannot be handled as a {t.kind}: json: '
                 f"cannot unmarshal {type(obj['metadata']).__name__} into Go struct field "
                 f"{t.kind}.metadata of type v1.ObjectMeta")
-        if t.builtin:
-            problem = shape_error(t.kind, obj)
-            if problem:
-                raise bad_request(
-                    f'{t.kind} in version "{t.version}" cannot be handled as a {t.kind}: '
-                    f"{problem}")
+        problem = shape_error(t.kind, obj, builtin=t.builtin)
+        if problem:
+            raise bad_request(
+                f'{t.kind} in version "{t.version}" cannot be handled as a {t.kind}: '
+                f"{problem}")
         kind = obj.get("kind")
         api_version = obj.get("apiVersion")
         if kind is None and api_version is None:
@@ -886,6 +891,14 @@ class Operations:
                 raise bad_request(str(e)) from None
         if not isinstance(scale, dict) or not isinstance(scale.get("spec"), dict):
             raise bad_request("Scale body must be an object with spec.replicas")
+        meta = scale.get("metadata")
+        if meta is not None and not isinstance(meta, dict):
+            raise bad_request(f"json: cannot unmarshal {_json_type(meta)} into Go struct field "
+                              "Scale.metadata of type v1.ObjectMeta")
+        if not isinstance((meta or {}).get("resourceVersion") or "", str):
+            raise bad_request(f"json: cannot unmarshal {_json_type(meta['resourceVersion'])} "
+                              "into Go struct field ObjectMeta.metadata.resourceVersion of "
+                              "type string")
         replicas = scale["spec"].get("replicas", 0)
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise invalid("Scale", "autoscaling", name, [(
@@ -1032,3 +1045,13 @@ def _mentions_resource_version(patch_body: Any) -> bool:
         )
     return False
 
+
+def _json_type(value: Any) -> str:
+    """The JSON type of a decoded value, in Go's error wording."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else type(value).__name__

@@ -15,11 +15,20 @@ Choices where Kubernetes leaves room or where this server is simpler:
   `/openapi/v3` serves every group/version with the CRD schemas.
 - Responses are JSON only; protobuf request bodies are understood for the kinds kubectl's
   imperative `create` commands send (see `protobuf`).
+
+Hostile clients are bounded as kube-apiserver bounds them (docs/limits.md): bodies over 3 MiB
+get 413; JSON and YAML are decoded by `machinery.decoding` (alias expansion, nesting, values
+JSON cannot carry) on a worker thread, so a large YAML body does not stall the event loop; a
+connection that has not sent complete request headers `header_timeout` seconds after it opened
+or after its last response is closed (kube-apiserver's ReadHeaderTimeout; here the same timer
+closes idle keep-alive connections); a body that has not arrived `body_timeout` seconds after
+its headers is answered 408.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -32,7 +41,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -49,7 +57,7 @@ from gencluster_dev.apiserver.operations import (
     parse_rfc3339,
 )
 from gencluster_dev.apiserver.persistence import Journal
-from gencluster_dev.machinery import discovery, protobuf
+from gencluster_dev.machinery import decoding, discovery, protobuf
 from gencluster_dev.machinery.defaults import (
     KUBERNETES_SERVICE,
     kubernetes_endpoints,
@@ -83,6 +91,12 @@ PATCH_CONTENT_TYPES = {MERGE_PATCH, JSON_PATCH, STRATEGIC_PATCH, APPLY_PATCH}
 MAX_BODY_BYTES = 3 * 1024 * 1024  # etcd's default request limit, as in kube-apiserver
 IDENTITY_KEY = web.RequestKey("identity", Identity)
 ENDPOINTS_KEY = ("", "endpoints")
+BODY_TIMEOUT_KEY = web.AppKey("body_timeout", float)
+HEADER_TIMEOUT_SECONDS = 32.0  # kube-apiserver's ReadHeaderTimeout
+BODY_TIMEOUT_SECONDS = 60.0  # kube-apiserver's default --request-timeout
+_DECODERS = concurrent.futures.ThreadPoolExecutor(max_workers=2,
+                                                  thread_name_prefix="apiserver-decode")
+"""Bodies are decoded here, two at a time at most, off the event loop."""
 
 
 def _utcnow() -> datetime:
@@ -103,8 +117,12 @@ class ApiServer:
         data_path: Path | None = None,
         watch_history: int = 10_000,
         bookmark_interval: float = 30.0,
+        header_timeout: float = HEADER_TIMEOUT_SECONDS,
+        body_timeout: float = BODY_TIMEOUT_SECONDS,
     ) -> None:
         self.host = host
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
         self.port = port
         self.pods_dir = Path(pods_dir)
         self.data_path = data_path
@@ -143,9 +161,12 @@ class ApiServer:
                 self.operations.create(self.registry.for_key(key), "", obj)  # type: ignore[arg-type]
         app = web.Application(client_max_size=MAX_BODY_BYTES,
                               middlewares=[self._errors_middleware])
-        app.router.add_route("*", "/{path:.*}", self._dispatch)
+        app.router.add_route("*", r"/{path:[\s\S]*}", self._dispatch)  # newlines too
+        app[BODY_TIMEOUT_KEY] = self.body_timeout
+        # aiohttp's keep-alive timer runs from the connection's start and from each response,
+        # and closes the connection if no complete request headers arrived by then.
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                                     shutdown_timeout=1.0)
+                                     shutdown_timeout=1.0, keepalive_timeout=self.header_timeout)
         await self._runner.setup()
         self._tls, self.ca_pem = await self._make_tls_context()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -274,7 +295,10 @@ class ApiServer:
             return await handler(request)
         except ApiError as error:
             self.operations.warnings = []  # those of the failed operation
-            return _status_response(error)
+            response = _status_response(error)
+            if error.code in (408, 413):
+                response.force_close()  # the rest of the body is not worth waiting for
+            return response
         except web.HTTPRequestEntityTooLarge:
             return _status_response(ApiError(413, "RequestEntityTooLarge",
                                              "Request entity too large: limit is 3145728"))
@@ -760,7 +784,16 @@ def _warning_headers(warnings: list[str]) -> CIMultiDict[str] | None:
     """One `Warning: 299 - "..."` header per warning, as kube-apiserver sends them."""
     if not warnings:
         return None
-    return CIMultiDict(("Warning", f'299 - "{w}"') for w in warnings)
+    return CIMultiDict(("Warning", f'299 - "{_header_text(w)}"') for w in warnings)
+
+
+def _header_text(text: str) -> str:
+    """`text` as the inside of an HTTP quoted-string: quotes and backslashes escaped, control
+    and non-ASCII characters as \\uXXXX (a warning may quote a field name a client chose, and
+    a raw newline there would be a header injection)."""
+    return "".join(
+        "\\" + c if c in '"\\' else c if " " <= c <= "~" else f"\\u{ord(c):04x}"
+        for c in text)
 
 
 def _truthy(value: str | None) -> bool:
@@ -799,11 +832,16 @@ def _media_type(request: web.Request) -> str:
 
 
 async def _read_raw(request: web.Request) -> bytes:
+    timeout = request.app[BODY_TIMEOUT_KEY]
     try:
-        return await request.read()
+        async with asyncio.timeout(timeout):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, "RequestEntityTooLarge",
                        "Request entity too large: limit is 3145728") from None
+    except TimeoutError:
+        raise ApiError(408, "Timeout", f"Timeout: the request body did not arrive within "
+                       f"{timeout:g} seconds") from None
 
 
 async def _read_body(request: web.Request) -> Any:
@@ -819,27 +857,16 @@ async def _read_body(request: web.Request) -> Any:
     raw = await _read_raw(request)
     if not raw.strip():
         raise bad_request("the body of the request was empty")
-    return _decode(raw, yaml_allowed=media == "application/yaml")
+    return await _decode(raw, yaml_allowed=media == "application/yaml")
 
 
-def _decode(raw: bytes, *, yaml_allowed: bool) -> Any:
+async def _decode(raw: bytes, *, yaml_allowed: bool) -> Any:
+    loop = asyncio.get_running_loop()
     try:
-        return json.loads(raw)
-    except RecursionError:
-        raise bad_request("the object provided is unrecognized: json: exceeded max depth") \
-            from None
-    except (ValueError, UnicodeDecodeError) as error:
-        if yaml_allowed:
-            try:
-                return yaml.safe_load(raw)
-            except RecursionError:
-                raise bad_request("error converting YAML to JSON: exceeded max depth") \
-                    from None
-            except yaml.YAMLError as yaml_error:
-                raise bad_request(f"error converting YAML to JSON: {yaml_error}") from None
-        raise bad_request(
-            f"the object provided is unrecognized: couldn't get version/kind; json parse "
-            f"error: {error}") from None
+        return await loop.run_in_executor(
+            _DECODERS, lambda: decoding.decode(raw, yaml_allowed=yaml_allowed))
+    except decoding.DecodeError as error:
+        raise bad_request(str(error)) from None
 
 
 async def _read_patch(request: web.Request) -> tuple[str, Any]:
@@ -849,7 +876,7 @@ async def _read_patch(request: web.Request) -> tuple[str, Any]:
     raw = await _read_raw(request)
     if not raw.strip():
         raise bad_request("the body of the request was empty")
-    return media, _decode(raw, yaml_allowed=media == APPLY_PATCH)
+    return media, await _decode(raw, yaml_allowed=media == APPLY_PATCH)
 
 
 async def _delete_options(request: web.Request) -> DeleteOptions:
@@ -863,8 +890,8 @@ async def _delete_options(request: web.Request) -> DeleteOptions:
             raise bad_request(f"error decoding DeleteOptions: {error}") from None
     elif raw.strip():
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as error:
+            body = decoding.decode_json(raw)
+        except decoding.DecodeError as error:
             raise bad_request(f"error decoding DeleteOptions: {error}") from None
         if not isinstance(body, dict):
             raise bad_request("DeleteOptions must be an object")

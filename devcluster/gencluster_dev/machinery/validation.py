@@ -90,8 +90,9 @@ COMMON_SHAPE: dict[str, str] = {
     "spec": OBJECT, "status": OBJECT,
     "metadata.ownerReferences": ARRAY, "metadata.ownerReferences[]": OBJECT,
     "metadata.ownerReferences[].uid": STRING, "metadata.ownerReferences[].name": STRING,
-    "metadata.ownerReferences[].kind": STRING,
+    "metadata.ownerReferences[].kind": STRING, "metadata.ownerReferences[].apiVersion": STRING,
     "metadata.ownerReferences[].blockOwnerDeletion": BOOLEAN,
+    "metadata.ownerReferences[].controller": BOOLEAN,
     "metadata.generateName": STRING, "metadata.name": STRING, "metadata.namespace": STRING,
     "metadata.resourceVersion": STRING, "metadata.uid": STRING,
 }
@@ -192,9 +193,13 @@ def _fits(value: Any, expected: str) -> bool:
     return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
-def shape_error(kind: str, obj: Any) -> str | None:
-    """Why a built-in object cannot be decoded (Go's unmarshal message), or None."""
-    shape = {**COMMON_SHAPE, **KIND_SHAPES.get(kind, {})}
+def shape_error(kind: str, obj: Any, *, builtin: bool = True) -> str | None:
+    """Why an object cannot be decoded (Go's unmarshal message), or None. A custom resource
+    (`builtin` False) has its metadata decoded into ObjectMeta as well; the rest is its
+    schema's business."""
+    shape = {**COMMON_SHAPE, **KIND_SHAPES.get(kind, {})} if builtin else {
+        path: expected for path, expected in COMMON_SHAPE.items()
+        if path.startswith("metadata.")}
     for path, expected in sorted(shape.items(), key=lambda item: item[0].count(".")):
         for location, value in _values_at(obj, path):
             if value is None:

@@ -28,6 +28,8 @@ MOUNT_ENV_PREFIX = "GENCLUSTER_DEV_MOUNT_"
 MOUNTS_ENV = "GENCLUSTER_DEV_MOUNTS"
 #: Where Kubernetes mounts the ServiceAccount token; the dev kubelet maps it like a volume.
 SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+TOKEN_FILE_MODE = 0o600
+"""Mode of every ServiceAccount token file the kubelet writes for a pod."""
 
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _LABEL_PATH = re.compile(r"^metadata\.(labels|annotations)\['(.*)'\]$")
@@ -399,8 +401,11 @@ def volume_files(
             elif "serviceAccountToken" in source:
                 if facts is None or not facts.token:
                     raise ContainerConfigError("no ServiceAccount token for a projected volume")
+                # 0600 whatever defaultMode says, as the kubelet does when it knows the pod's
+                # user (fsUser): pods here are processes sharing one host, so a token readable
+                # by others would be readable by every other pod.
                 files.append(VolumeFile(_safe_relpath(source["serviceAccountToken"]["path"]),
-                                        facts.token.encode(), default_mode))
+                                        facts.token.encode(), TOKEN_FILE_MODE))
         return files
     return None
 

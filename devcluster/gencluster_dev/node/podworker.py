@@ -46,6 +46,18 @@ def _write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
+def _write_secret_atomic(path: Path, data: bytes) -> None:
+    """Write a credential readable by its owner only (0600) from the first byte on: created
+    with that mode, never widened by the umask, and moved into place whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
 @dataclass(frozen=True)
 class ApiEndpoint:
     """How a pod reaches the API server: its kubeconfig and `KUBERNETES_SERVICE_*`."""
@@ -417,7 +429,7 @@ class PodWorker:
         self._chown(self.dir / "kubeconfig")
         sa_dir = self.service_account_dir
         sa_dir.mkdir(exist_ok=True)
-        (sa_dir / "token").write_text(token)
+        _write_secret_atomic(sa_dir / "token", token.encode())
         (sa_dir / "namespace").write_text(self.namespace)
         if endpoint.ca_pem:
             (sa_dir / "ca.crt").write_bytes(endpoint.ca_pem)
