@@ -51,7 +51,7 @@ CONTAINER = {
     },
     "volumeMounts": [
         {"name": "tmp", "mountPath": "/tmp"},
-        {"name": "conf", "mountPath": "/etc/conf", "readOnly": True},
+        {"name": "conf", "mountPath": "/etc/conf"},
         {"name": "data", "mountPath": "/var/lib/gencluster"},
     ],
 }
@@ -70,7 +70,8 @@ def process_env(pod_dir: Path) -> dict[str, str]:
 
 def test_volumes_become_bind_mounts_at_their_mount_path() -> None:
     pod_dir = Path("/dev-dir/pods/p")
-    mounts = {m.target: m for m in container_mounts(CONTAINER, process_env(pod_dir))}
+    mounts = {m.target: m for m in container_mounts(CONTAINER, process_env(pod_dir),
+                                                    POD["spec"]["volumes"])}
     assert mounts["/tmp"] == Mount(str(pod_dir / "volumes/tmp"), "/tmp", False)
     assert mounts["/etc/conf"].read_only
     assert mounts["/var/lib/gencluster"] == Mount("/dev-dir/volumes/pvc-1",

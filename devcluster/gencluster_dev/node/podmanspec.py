@@ -31,6 +31,9 @@ HOST_ONLY_ENV = ("PATH", "HOME", "GENCLUSTER_DEV_POD_DIR", MOUNTS_ENV)
 #: leftovers of an instance that died can be found and removed.
 INSTANCE_LABEL = "gencluster.dev/pods-dir"
 
+#: Volume sources Kubernetes always mounts read-only.
+READ_ONLY_SOURCES = frozenset({"secret", "configMap", "downwardAPI", "projected"})
+
 _NAME_SAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
 
 
@@ -58,16 +61,19 @@ def container_name(pod: dict, container: dict) -> str:
     return "k8s_" + "_".join(_NAME_SAFE.sub("-", str(part)) for part in parts)
 
 
-def container_mounts(container: dict, env: Mapping[str, str]) -> list[Mount]:
-    """The bind mounts of a container: every volumeMount (secret, configMap, projected and
-    service account token volumes read-only, as Kubernetes mounts them), and the pod's
-    kubeconfig file when `KUBECONFIG` names it."""
+def container_mounts(container: dict, env: Mapping[str, str],
+                     volumes: Sequence[dict] = ()) -> list[Mount]:
+    """The bind mounts of a container: every volumeMount (secret, configMap, downwardAPI,
+    projected and the service account token read-only, as Kubernetes mounts them; the others
+    read-only when the mount says so), and the pod's kubeconfig file when `KUBECONFIG` names
+    it. The host side comes from the process runtime's mount table in `env`."""
     try:
         table = json.loads(env.get(MOUNTS_ENV) or "{}")
     except ValueError as exc:
         raise ContainerConfigError(f"{MOUNTS_ENV} is not JSON: {exc}") from None
-    read_only = {m["mountPath"]: bool(m.get("readOnly")) for m in
-                 container.get("volumeMounts") or []}
+    always_read_only = {v["name"] for v in volumes if READ_ONLY_SOURCES & set(v)}
+    read_only = {m["mountPath"]: bool(m.get("readOnly")) or m["name"] in always_read_only
+                 for m in container.get("volumeMounts") or []}
     mounts = [Mount(str(source), str(target), read_only.get(target, True))
               for target, source in sorted(table.items())]
     if env.get("KUBECONFIG"):
@@ -171,7 +177,7 @@ def run_argv(
     for limit in ulimits:
         argv += ["--ulimit", limit]
     argv += security_flags(pod, container, run_as)
-    for mount in container_mounts(container, env):
+    for mount in container_mounts(container, env, pod.get("spec", {}).get("volumes") or []):
         argv += ["--mount", mount.flag()]
     for name, value in sorted(container_env(container, env).items()):
         # PATH is podman's own too: the container's travels on the command line.
