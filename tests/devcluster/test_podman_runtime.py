@@ -6,18 +6,21 @@ One instance for the module: `gencluster dev up --runtime podman --apply
 examples/id-server.yaml` with its operator. The tests check the containers exist, the security
 posture from the host (/proc of the container's process) and from inside (podman exec), logs
 through the API, a SIGKILL failover under load without a lost acknowledged call, and a graceful
-deletion (SIGTERM to the container, the handover without a failed call).
+deletion (SIGTERM to the container, the handover without a failed call), pause and resume,
+and the tutorial's own image built FROM the runtime image.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from gencluster import Client
 from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.waiting import wait_for
@@ -59,11 +62,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevClusterProces
 
 
 def ready(plane: DevClusterProcess) -> bool:
-    result = plane.kubectl("get", "csrv", NAME, "-o", "json", check=False)
-    if result.returncode != 0:
-        return False
-    conditions = json.loads(result.stdout).get("status", {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+    return ready_named(plane, NAME)
 
 
 def container_names(plane: DevClusterProcess) -> list[str]:
@@ -208,3 +207,66 @@ def test_graceful_deletion_sends_sigterm_to_the_container(plane: DevClusterProce
              120, 0.5, "the pod to be re-created")
     assert not [n for n in container_names(plane) if n.endswith(old_uid)]
     wait_for(lambda: ready(plane), READY_SECONDS, 0.5, "id-server to be Ready again")
+
+
+def test_pause_and_resume_act_on_the_containers_processes(plane: DevClusterProcess) -> None:
+    wait_for(lambda: ready(plane), READY_SECONDS, 0.5, "id-server to be Ready")
+    standby = next(f"{NAME}-{i}" for i in range(3) if f"{NAME}-{i}" != holder(plane))
+    pid = pod_states(plane)[standby]["containers"]["server"]["pid"]
+    fault = ("dev", "fault", "--dir", str(plane.dir))
+    plane.gencluster(*fault, "pause", standby)
+    try:
+        wait_for(lambda: proc_status(pid)["State"].startswith("T"), 10, 0.05,
+                 "the container's process to stop")
+    finally:
+        plane.gencluster(*fault, "resume", standby)
+    wait_for(lambda: not proc_status(pid)["State"].startswith("T"), 10, 0.05,
+             "the container's process to run again")
+    wait_for(lambda: ready(plane), READY_SECONDS, 0.5, "id-server to be Ready again")
+
+
+TUTORIAL = ROOT / "docs" / "tutorial.md"
+
+
+def fenced_block(language: str, containing: str) -> str:
+    """The first ```language block of the tutorial that contains `containing`."""
+    blocks = re.findall(rf"```{language}\n(.*?)```", TUTORIAL.read_text(), flags=re.S)
+    return next(block for block in blocks if containing in block)
+
+
+def test_the_tutorials_image_built_from_the_runtime_image_runs_its_server(
+    plane: DevClusterProcess, tmp_path: Path,
+) -> None:
+    """docs/tutorial.md as written: its class in mycounter/server.py, its Dockerfile FROM the
+    runtime image, its counter.yaml (Sync, persistence on a claim) with that image."""
+    (tmp_path / "mycounter").mkdir()
+    (tmp_path / "mycounter" / "__init__.py").write_text("")
+    (tmp_path / "mycounter" / "server.py").write_text(fenced_block("python", "class Counter"))
+    (tmp_path / "Dockerfile").write_text(fenced_block("dockerfile", "FROM "))
+    manifest = yaml.safe_load(fenced_block("yaml", "kind: ClusteredServer"))
+    image = manifest["spec"]["image"]
+    podman("build", "--network", "host", "-t", image, str(tmp_path))
+    try:
+        plane.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        name = manifest["metadata"]["name"]
+        wait_for(lambda: ready_named(plane, name), READY_SECONDS, 0.5, f"{name} to be Ready")
+        ips = plane.kubectl("get", "pods", "-l", f"gencluster.io/cluster={name}", "-o",
+                            "jsonpath={.items[*].status.podIP}").stdout.split()
+        with Client(",".join(f"{ip}:{PORT}" for ip in ips), timeout=30) as client:
+            assert client.call({"op": "add", "amount": 5, "who": "me"}) == 105
+            assert client.call("get") == 105
+        names = [n for n in container_names(plane) if n.startswith(f"k8s_server_{name}-")]
+        assert len(names) == manifest["spec"]["replicas"]
+        assert podman("inspect", "--format", "{{.ImageName}}", names[0]).stdout.strip() \
+            .endswith(image)
+    finally:
+        plane.kubectl("delete", "csrv", manifest["metadata"]["name"], "--wait=false",
+                      check=False)
+
+
+def ready_named(plane: DevClusterProcess, name: str) -> bool:
+    result = plane.kubectl("get", "csrv", name, "-o", "json", check=False)
+    if result.returncode != 0:
+        return False
+    conditions = json.loads(result.stdout).get("status", {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
