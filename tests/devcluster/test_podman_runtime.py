@@ -7,7 +7,7 @@ examples/id-server.yaml` with its operator. The tests check the containers exist
 posture from the host (/proc of the container's process) and from inside (podman exec), logs
 through the API, a SIGKILL failover under load without a lost acknowledged call, and a graceful
 deletion (SIGTERM to the container, the handover without a failed call), pause and resume,
-and the tutorial's own image built FROM the runtime image.
+a network partition, and the tutorial's own image built FROM the runtime image.
 """
 
 from __future__ import annotations
@@ -222,6 +222,26 @@ def test_pause_and_resume_act_on_the_containers_processes(plane: DevClusterProce
         plane.gencluster(*fault, "resume", standby)
     wait_for(lambda: not proc_status(pid)["State"].startswith("T"), 10, 0.05,
              "the container's process to run again")
+    wait_for(lambda: ready(plane), READY_SECONDS, 0.5, "id-server to be Ready again")
+
+
+def test_network_faults_cut_the_containers_traffic(plane: DevClusterProcess) -> None:
+    """Host networking keeps nftables faults working: they match the pod's uid, which is the
+    uid of the container's processes."""
+    wait_for(lambda: ready(plane), READY_SECONDS, 0.5, "id-server to be Ready")
+    pod_a, pod_b = [f"{NAME}-{i}" for i in range(3) if f"{NAME}-{i}" != holder(plane)]
+    ip_b = plane.kubectl("get", "pod", pod_b, "-o", "jsonpath={.status.podIP}").stdout
+    connect = ("python3", "-c", "import socket, sys; "
+               f"socket.create_connection(({ip_b!r}, {PORT}), timeout=2).close()")
+    container_a = server_container(plane, pod_a)
+    assert podman("exec", container_a, *connect, check=False).returncode == 0
+    fault = ("dev", "fault", "--dir", str(plane.dir))
+    plane.gencluster(*fault, "partition", pod_a, pod_b)
+    try:
+        assert podman("exec", container_a, *connect, check=False).returncode != 0
+    finally:
+        plane.gencluster(*fault, "heal")
+    assert podman("exec", container_a, *connect, check=False).returncode == 0
     wait_for(lambda: ready(plane), READY_SECONDS, 0.5, "id-server to be Ready again")
 
 
