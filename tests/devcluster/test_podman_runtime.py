@@ -6,7 +6,8 @@ One instance for the module: `gencluster dev up --runtime podman --apply
 examples/id-server.yaml` with its operator. The tests check the containers exist, the security
 posture from the host (/proc of the container's process) and from inside (podman exec), logs
 through the API, a SIGKILL failover under load without a lost acknowledged call, and a graceful
-deletion (SIGTERM to the container, the handover without a failed call), pause and resume,
+deletion (SIGTERM to the container, the handover without a failed call), a switchover, pause
+and resume,
 a network partition, and the tutorial's own image built FROM the runtime image.
 """
 
@@ -83,6 +84,12 @@ def pod_states(plane: DevClusterProcess) -> dict[str, dict[str, Any]]:
 def proc_status(pid: int) -> dict[str, str]:
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+def restarts(plane: DevClusterProcess) -> dict[str, int]:
+    """Restart count of every pod's server container, by pod name."""
+    return {name: state["containers"]["server"]["restartCount"]
+            for name, state in pod_states(plane).items()}
 
 
 def holder(plane: DevClusterProcess) -> str:
@@ -207,6 +214,31 @@ def test_graceful_deletion_sends_sigterm_to_the_container(plane: DevClusterProce
              120, 0.5, "the pod to be re-created")
     assert not [n for n in container_names(plane) if n.endswith(old_uid)]
     wait_for(lambda: ready(plane), READY_SECONDS, 0.5, "id-server to be Ready again")
+
+
+def test_switchover_moves_the_active_container_without_a_failed_call(
+    plane: DevClusterProcess,
+) -> None:
+    wait_for(lambda: ready(plane), READY_SECONDS, 0.5, "id-server to be Ready")
+    old_active = holder(plane)
+    target = next(f"{NAME}-{i}" for i in range(3) if f"{NAME}-{i}" != old_active)
+    probe = Client(addresses(plane), timeout=30)
+    before = probe.call("current")
+    restarts_before = restarts(plane)
+    with Load(addresses(plane)) as load:
+        load.wait_for_more(100)
+        plane.kubectl("annotate", "csrv", NAME, f"gencluster.io/switchover-to={target}")
+        wait_for(lambda: holder(plane) == target, 60, 0.1, f"{target} to hold the Lease")
+        load.wait_for_more(100, timeout=60)
+    assert not load.failures, load.failures
+    assert_no_gap(load.values, before)
+    def switched() -> dict[str, Any] | None:
+        status = json.loads(plane.kubectl("get", "csrv", NAME, "-o", "json").stdout)["status"]
+        return status if status.get("activePod") == target else None
+    status = wait_for(switched, 60, 0.2, "the status to name the new active")
+    assert status["lastFailoverReason"] == "Switchover"
+    # No container was restarted for it: a switchover hands over between running processes.
+    assert restarts(plane) == restarts_before
 
 
 def test_pause_and_resume_act_on_the_containers_processes(plane: DevClusterProcess) -> None:
