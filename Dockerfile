@@ -4,7 +4,12 @@
 #
 #   docker build -t ghcr.io/gencluster/gencluster:0.1.0 .
 
-FROM python:3.11-slim AS build
+# The base image: an official Python image by default (the release pipeline), or any image
+# with python3.11, pip and venv on PATH (`make images` builds local/python:3.11 with
+# debootstrap, for machines without a registry: see .ci/python-base.Containerfile).
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY runtime runtime
@@ -14,7 +19,7 @@ COPY examples examples
 # Wheels for the package and every dependency, so the final stage needs no compiler or cache.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 # The root filesystem is read-only in the pods: no bytecode files written at import.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

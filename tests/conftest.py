@@ -7,6 +7,8 @@ Every test module carries exactly one layer marker (`pytestmark = pytest.mark.un
   fails the test, so the marker cannot quietly become untrue.
 - `integration`: real processes, sockets or a local control plane.
 - `fault`: needs root and nftables (network faults keyed on a pod's uid); skipped elsewhere.
+  A module that also sets `NEEDS_CONTAINER_IMAGES = True` runs pods as podman containers and
+  is skipped, saying why, without podman or the images of `make images`.
 
 A module without a layer marker (or with two) fails collection, so the split stays complete.
 """
@@ -14,6 +16,7 @@ A module without a layer marker (or with two) fails collection, so the split sta
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import socket
@@ -31,6 +34,27 @@ from gencluster_testing.operator_process import OperatorProcess
 LAYERS = ("unit", "integration", "fault")
 
 ROOT_AND_NFT = os.geteuid() == 0 and shutil.which("nft") is not None
+
+CONTAINER_IMAGES = ("ghcr.io/gencluster/gencluster:0.1.0",
+                    "ghcr.io/gencluster/gencluster-operator:0.1.0")
+"""What a module that sets `NEEDS_CONTAINER_IMAGES = True` runs (built by `make images`)."""
+
+
+@functools.cache
+def containers_unavailable() -> str | None:
+    """Why the container tests cannot run here (None: they can): root, podman with runc, and
+    the images `make images` (a step of `make test`) builds."""
+    if os.geteuid() != 0:
+        return "containers run as the pods' own uids: they need root"
+    podman = shutil.which("podman")
+    if podman is None:
+        return "podman is not installed (make system-packages, as root)"
+    for image in CONTAINER_IMAGES:
+        found = subprocess.run([podman, "--runtime", "runc", "image", "exists", image],
+                               capture_output=True, timeout=120)
+        if found.returncode != 0:
+            return f"image {image} is not built (make images)"
+    return None
 
 IO_ENTRY_POINTS: tuple[tuple[Any, str, str], ...] = (
     (subprocess.Popen, "__init__", "started a subprocess"),
@@ -96,6 +120,10 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     scoped ones included, which are set up here for a module's first test) to the unit rule."""
     if item.get_closest_marker("fault") is not None and not ROOT_AND_NFT:
         pytest.skip("network faults need root and nft (nftables rules keyed on one uid per pod)")
+    if getattr(item.module, "NEEDS_CONTAINER_IMAGES", False):
+        reason = containers_unavailable()
+        if reason is not None:
+            pytest.skip(reason)
     with no_processes_or_sockets(item):
         return (yield)
 

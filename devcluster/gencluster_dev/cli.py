@@ -61,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--node-name", default="dev-node", help="the node's name (default %(default)s)")
     up.add_argument(
+        "--runtime",
+        choices=("process", "podman"),
+        default="process",
+        help="how the kubelet runs containers: as local processes (default), or from their "
+        "images with podman (root; see docs/devcluster.md, Containers)",
+    )
+    up.add_argument(
         "--restart-backoff",
         type=float,
         default=10.0,
@@ -106,6 +113,7 @@ def run_up(arguments: argparse.Namespace) -> int:
         manifest_files=arguments.apply,
         node_name=arguments.node_name,
         restart_backoff_base=arguments.restart_backoff,
+        runtime=arguments.runtime,
         controller_commands=[shlex.split(command) for command in arguments.controller],
         announce=lambda line: print(line, flush=True),
     )

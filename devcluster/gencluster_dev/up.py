@@ -38,6 +38,7 @@ from gencluster_dev.controllers.supervised import SupervisedController
 from gencluster_dev.controllers.volumes import LOCAL_PATH_PROVISIONER, VolumeController
 from gencluster_dev.network.proxy import ServiceProxy
 from gencluster_dev.node.kubelet import Kubelet
+from gencluster_dev.node.podman import PodmanEngine, PodmanUnavailable
 
 SLOT_LOCK_DIR = Path("/tmp/gencluster-dev-slots")
 FIRST_SLOT = 2
@@ -266,6 +267,8 @@ class DevCluster:
     manifest_files: Sequence[Path] = ()
     node_name: str = "dev-node"
     restart_backoff_base: float = 10.0
+    #: how the kubelet runs containers: "process" (local processes) or "podman" (images)
+    runtime: str = "process"
     controller_commands: Sequence[Sequence[str]] = ()
     announce: Any = field(default=print)
 
@@ -283,6 +286,7 @@ class DevCluster:
         self._plan: AddressPlan | None = None
         self._owns_dir = False
         self._controllers: list[SupervisedController] = []
+        self._engine: PodmanEngine | None = None
 
     @property
     def api_url(self) -> str:
@@ -350,6 +354,7 @@ class DevCluster:
             pods_dir=pods_dir,
         )
         await self._api.start()
+        self._engine = await self._container_engine(pods_dir)
         self._kubelet = Kubelet(
             api_url=self._api.url,
             token=admin_token,
@@ -360,6 +365,7 @@ class DevCluster:
             bin_dir=Path(sys.executable).parent,
             restart_backoff_base=self.restart_backoff_base,
             ca_pem=self._api.ca_pem,
+            engine=self._engine,
         )
         await self._kubelet.start()
         self._proxy = ServiceProxy(api_url=self._api.url, token=admin_token)
@@ -408,11 +414,29 @@ class DevCluster:
                     kubeconfig_document(self._api.tls_url, self._api.ca_pem, admin_token)
                 ),
             )
-            self.announce(f"API server at {self._api.url} (node {self.node_name})")
+            self.announce(f"API server at {self._api.url} (node {self.node_name}, "
+                          f"{self.runtime} runtime)")
             self.announce(f"export KUBECONFIG={self.kubeconfig_path}")
             self._start_controllers()
             for obj in manifests:
                 self.announce(await applier.apply(obj))
+
+    async def _container_engine(self, pods_dir: Path) -> PodmanEngine | None:
+        """The podman engine for `runtime="podman"` (checked, leftovers of a dead instance of
+        this directory removed), None for the process runtime."""
+        if self.runtime == "process":
+            return None
+        if self.runtime != "podman":
+            raise DevClusterError(f"unknown runtime {self.runtime!r}: process or podman")
+        if os.geteuid() != 0:
+            raise DevClusterError("--runtime podman needs root (pods run as uids of their own)")
+        try:
+            engine = PodmanEngine(instance=str(pods_dir))
+            await asyncio.to_thread(engine.check)
+        except PodmanUnavailable as error:
+            raise DevClusterError(str(error)) from None
+        await asyncio.to_thread(engine.remove_leftovers)
+        return engine
 
     def _start_controllers(self) -> None:
         if not self.controller_commands:
@@ -440,6 +464,8 @@ class DevCluster:
             if part is not None:
                 with contextlib.suppress(Exception):
                     await part.stop()
+        if self._engine is not None:  # what a stop could not reach (a podman run killed)
+            await asyncio.to_thread(self._engine.remove_leftovers)
         if self._plan is not None:
             delete_nft_table(self._plan.nft_table)
         if self._owns_dir:

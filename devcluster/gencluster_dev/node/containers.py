@@ -12,22 +12,29 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from gencluster_dev.client.apiclient import ApiError
 from gencluster_dev.machinery.pods import resolve_port
+from gencluster_dev.node.engines import (
+    ArgvWrapper,
+    ContainerEngine,
+    LaunchPlan,
+    LaunchRequest,
+    ProcessEngine,
+    RunningContainer,
+    signal_group,
+)
 from gencluster_dev.node.podspec import (
     ContainerConfigError,
     ContainerView,
     EnvSources,
     ImageError,
     build_env,
-    container_argv,
     exit_details,
     log_tail,
     now_rfc3339,
@@ -43,9 +50,7 @@ BACKOFF_RESET_FACTOR = 2.0
 #: Time a process still gets after a preStop hook that used up the grace period (kubelet's).
 PRE_STOP_EXTRA_GRACE = 2.0
 
-
-#: Turns a command into the argv that runs it as a pod's uid (None: the node's own user).
-ArgvWrapper = Callable[[list[str], int | None], list[str]]
+__all__ = ["ArgvWrapper", "ContainerRunner", "ContainerRuntimeSettings", "signal_group"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,14 @@ class ContainerRuntimeSettings:
     wrap_argv: ArgvWrapper
     restart_backoff_base: float = 10.0
     restart_backoff_max: float = 300.0
+    #: how runs are started (None: as local processes, `ProcessEngine`)
+    engine: ContainerEngine | None = None
+
+    def container_engine(self) -> ContainerEngine:
+        """The engine runs start with: the one given, else the process engine."""
+        if self.engine is not None:
+            return self.engine
+        return ProcessEngine(self.wrap_argv, self.image_entrypoints)
 
 
 class PodEvents(Protocol):
@@ -101,14 +114,6 @@ class ContainerPod(Protocol):
     def base_env(self, container: dict) -> dict[str, str]: ...
 
 
-def signal_group(pid: int | None, sig: int) -> None:
-    """Signal a process group, ignoring one that is already gone."""
-    if pid is None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
 class ContainerRunner:
     """Runs one container: spawn, probes, exit report, restart with back-off."""
 
@@ -121,15 +126,17 @@ class ContainerRunner:
         self.name: str = container["name"]
         self.init = init
         self.view = ContainerView(self.name, container.get("image", ""))
-        self.process: asyncio.subprocess.Process | None = None
+        self.engine = runtime.container_engine()
+        self.running: RunningContainer | None = None
         self.pid: int | None = None
+        self._plan: LaunchPlan | None = None
+        self._request: LaunchRequest | None = None
         self.stopping = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._probes: list[asyncio.Task] = []
         self._runs = 0
         self._backoff_count = 0
-        self._env: dict[str, str] = {}
         self._kill_task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -159,19 +166,23 @@ class ContainerRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._run_pre_stop(), grace)
             grace = max(grace - (loop.time() - began), PRE_STOP_EXTRA_GRACE)
-        if self.pid is not None:
-            signal_group(self.pid, signal.SIGTERM)
-            signal_group(self.pid, signal.SIGCONT)
+        self._signal(signal.SIGTERM)
+        self._signal(signal.SIGCONT)
         if self._task is None:
             return
         try:
             await asyncio.wait_for(asyncio.shield(self._task), grace)
         except TimeoutError:
-            signal_group(self.pid, signal.SIGKILL)
+            self._signal(signal.SIGKILL)
             with contextlib.suppress(Exception):
                 await self._task
         except Exception:
             log.exception("container %s", self.name)
+
+    def _signal(self, sig: int) -> None:
+        """Signal the current run's processes, if there is one."""
+        if self.running is not None:
+            self.running.signal(sig)
 
     def _pre_stop_handler(self) -> dict | None:
         return ((self.container.get("lifecycle") or {}).get("preStop")) or None
@@ -210,7 +221,7 @@ class ContainerRunner:
         worker = self.worker
         while not self.stopping:
             try:
-                argv, env = await self._prepare()
+                plan = await self._prepare()
             except (ContainerConfigError, ImageError) as exc:
                 await self._config_failed(exc.reason, str(exc))
                 continue
@@ -223,7 +234,7 @@ class ContainerRunner:
             if self.stopping:
                 break
             began = asyncio.get_running_loop().time()
-            returncode = await self._run_once(argv, env)
+            returncode = await self._run_once(plan)
             ran_for = asyncio.get_running_loop().time() - began
             if self.stopping:
                 return None
@@ -259,12 +270,15 @@ class ContainerRunner:
                              self.name)
         await self._sleep(2.0)
 
-    async def _prepare(self) -> tuple[list[str], dict[str, str]]:
+    async def _prepare(self) -> LaunchPlan:
         worker = self.worker
         sources = await worker.fetch_sources()
         env = build_env(worker.pod, self.container, base=worker.base_env(self.container),
                         sources=sources, pod_ip=worker.ip or "", host_ip=self.runtime.host_ip)
-        return container_argv(self.container, env, self.runtime.image_entrypoints), env
+        self._request = LaunchRequest(
+            pod=worker.pod, container=self.container, env=env, run_as=worker.run_as,
+            pod_dir=worker.dir, key=f"{worker.uid}/{self.name}", init=self.init)
+        return self.engine.plan(self._request)
 
     def _rotate_log(self) -> int:
         logs = self.worker.dir / "logs"
@@ -273,13 +287,7 @@ class ContainerRunner:
             os.replace(current, logs / f"{self.name}.previous.log")
         return os.open(current, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
-    def _cwd(self) -> str:
-        working_dir = self.container.get("workingDir")
-        if working_dir and os.path.isdir(working_dir):
-            return working_dir
-        return str(self.worker.dir)
-
-    async def _run_once(self, argv: list[str], env: dict[str, str]) -> int | None:
+    async def _run_once(self, plan: LaunchPlan) -> int | None:
         """One run of the container; None when it could not be started at all."""
         worker, view = self.worker, self.view
         if self._runs:
@@ -288,14 +296,7 @@ class ContainerRunner:
         log_fd = self._rotate_log()
         view.started_at = now_rfc3339()
         try:
-            if not argv or shutil.which(argv[0], path=env.get("PATH")) is None:
-                raise FileNotFoundError(
-                    f'exec: "{argv[0] if argv else ""}": executable file not found in $PATH')
-            self.process = await asyncio.create_subprocess_exec(
-                *self.runtime.wrap_argv(argv, worker.run_as), env=env, cwd=self._cwd(),
-                stdin=asyncio.subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
-                start_new_session=True,
-            )
+            running = await self.engine.start(plan, log_fd)
         except OSError as exc:
             message = f"failed to start container {self.name!r}: {exc}"
             os.write(log_fd, f"{message}\n".encode())
@@ -307,14 +308,15 @@ class ContainerRunner:
             self.events.emit(worker.pod, "Warning", "Failed", view.message, self.name)
             return 128
         os.close(log_fd)
-        self._env = env
-        self.pid = self.process.pid
+        self._plan = plan
+        self.running = running
+        self.pid = running.pid
         if self.stopping:  # a stop raced with the start: it found no pid to signal
-            signal_group(self.pid, signal.SIGTERM)
+            running.signal(signal.SIGTERM)
         view.state, view.reason, view.message = "running", None, None
         view.exit_code = view.signal = None
         view.finished_at = None
-        view.container_id = f"gencluster-dev://{worker.uid}/{self.name}/{self.pid}"
+        view.container_id = self.engine.container_id(plan, running)
         probes = {k: self.container.get(k) for k in
                   ("startupProbe", "readinessProbe", "livenessProbe")}
         view.started = probes["startupProbe"] is None or self.init
@@ -324,8 +326,8 @@ class ContainerRunner:
                          self.name)
         if not self.init:
             self._start_probes(probes)
-        returncode = await self.process.wait()
-        signal_group(self.pid, signal.SIGKILL)
+        returncode = await running.wait()
+        running.signal(signal.SIGKILL)
         for task in self._probes:
             task.cancel()
         self._probes = []
@@ -338,7 +340,7 @@ class ContainerRunner:
         view.finished_at = now_rfc3339()
         view.ready = view.started = False
         self.pid = None
-        self.process = None
+        self.running = None
         worker.mark_dirty()
         return returncode
 
@@ -412,7 +414,7 @@ class ContainerRunner:
     def _kill_for_restart(self) -> None:
         """Liveness/startup failure: preStop hook, SIGTERM, SIGKILL once the grace period is
         over (the process's exit then drives the restart)."""
-        pid = self.pid
+        running = self.running
 
         async def kill() -> None:
             loop = asyncio.get_running_loop()
@@ -422,14 +424,18 @@ class ContainerRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._run_pre_stop(), grace)
                 grace = max(grace - (loop.time() - began), PRE_STOP_EXTRA_GRACE)
-            signal_group(pid, signal.SIGTERM)
-            signal_group(pid, signal.SIGCONT)
+            if running is None:
+                return
+            running.signal(signal.SIGTERM)
+            running.signal(signal.SIGCONT)
             await asyncio.sleep(grace)
-            signal_group(pid, signal.SIGKILL)
+            running.signal(signal.SIGKILL)
 
         self._kill_task = asyncio.create_task(kill(), name=f"kill {self.name}")
 
     async def _exec(self, argv: list[str], timeout: float) -> tuple[int, str]:
-        """exec probes run like the container: same env, same uid."""
-        return await run_command(self.runtime.wrap_argv(argv, self.worker.run_as),
-                                 env=self._env, cwd=self._cwd(), timeout=timeout)
+        """exec probes and hooks run like the container: in it, or with its env and uid."""
+        if self._plan is None or self._request is None:
+            return 126, "the container is not running"
+        plan = self.engine.exec_plan(self._plan, self._request, argv)
+        return await run_command(plan.argv, env=plan.env, cwd=plan.cwd, timeout=timeout)

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 from gencluster_dev.client.apiclient import ApiClient, ApiError, Informer
 from gencluster_dev.node.addresses import Pool, pod_ip_pool, uid_pool
 from gencluster_dev.node.containers import ContainerRuntimeSettings
+from gencluster_dev.node.engines import ContainerEngine
 from gencluster_dev.node.podspec import DEFAULT_IMAGE_ENTRYPOINTS, now_rfc3339, pod_key
 from gencluster_dev.node.podworker import ApiEndpoint, PodHost, PodWorker
 
@@ -64,6 +65,7 @@ class Kubelet:
         heartbeat_interval: float = 10.0,
         stop_grace: float = 2.0,
         ca_pem: bytes | None = None,
+        engine: ContainerEngine | None = None,
     ) -> None:
         self.api = ApiClient(api_url, token)
         self.node_name = node_name
@@ -104,6 +106,7 @@ class Kubelet:
             wrap_argv=self.wrap_argv,
             restart_backoff_base=restart_backoff_base,
             restart_backoff_max=restart_backoff_max,
+            engine=engine,
         )
         self._pod_host = PodHost(
             api=self.api,

@@ -151,9 +151,17 @@ class PodWorker:
         self.terminating.set()
 
     async def halt(self, grace: float) -> None:
-        """Stop the pod's processes for a kubelet shutdown (the pod stays in the API)."""
+        """Stop the pod's processes for a kubelet shutdown (the pod stays in the API).
+
+        A pod already in its graceful deletion is cut short to `grace` too: a container that
+        ignores SIGTERM (a PID 1 without a handler, in a container) must not hold the
+        shutdown for its whole grace period."""
+        stopping = self.terminating.is_set()
         self.halting = grace
         self.terminating.set()
+        if stopping:
+            await asyncio.gather(*(r.stop(grace) for r in [*self.init_runners, *self.runners]),
+                                 return_exceptions=True)
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
