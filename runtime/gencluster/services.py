@@ -64,13 +64,13 @@ from gencluster.limits import (
     check_text,
 )
 from gencluster.log import CommandKind, Snapshot
-from gencluster.machine import Outcome, RestoreError, SubscriptionError
+from gencluster.machine import Outcome, RestoreError, StateSnapshot, SubscriptionError
 from gencluster.node import Node, RestoreRefused
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.replies import RequestIdReused, RetryRefused
 from gencluster.roles import Active, Joining, Standby, Stopped
-from gencluster.state_encoding import encode_off_loop
+from gencluster.state_encoding import SnapshotEncodingFailed, encode_off_loop
 from gencluster.term import NotServing, TooManySubscribers
 from gencluster.wellknown import (
     ACTIVE_ADDRESS_METADATA,
@@ -80,6 +80,18 @@ from gencluster.wellknown import (
 )
 
 log = logging.getLogger(__name__)
+
+
+async def _encoded(take: Callable[[], StateSnapshot],
+                   context: grpc.aio.ServicerContext) -> Snapshot:
+    """A whole-state snapshot encoded off the loop; a child that kept dying is UNAVAILABLE
+    (the caller retries, as after any lost stream), a state the codec refuses INTERNAL."""
+    try:
+        return await encode_off_loop(take)
+    except SnapshotEncodingFailed as error:
+        code = grpc.StatusCode.UNAVAILABLE if error.died else grpc.StatusCode.INTERNAL
+        await context.abort(code, f"cannot encode the state: {error}")
+        raise
 
 READINESS_HEALTH_SERVICE = ""
 LIVENESS_HEALTH_SERVICE = "gencluster.liveness"
@@ -284,7 +296,7 @@ class PeerService(pb_grpc.PeerServicer):
             await _unavailable(node, context, "snapshots come from the active")
         assert term is not None
         await self._check_epoch(request.epoch, term.epoch, context)
-        snapshot = await encode_off_loop(term.replica.machine.snapshot_parts)
+        snapshot = await _encoded(term.replica.machine.snapshot_parts, context)
         for chunk in wire.snapshot_to_chunks(snapshot, epoch=term.epoch):
             yield chunk
 
@@ -442,7 +454,7 @@ class AdminService(pb_grpc.AdminServicer):
             await _unavailable(node, context, f"{node.config.identity} holds no state")
         assert replica is not None
         epoch = node.term.epoch if node.term is not None else node.epoch
-        snapshot = await encode_off_loop(replica.machine.snapshot_parts)
+        snapshot = await _encoded(replica.machine.snapshot_parts, context)
         for chunk in wire.snapshot_to_chunks(snapshot, epoch=epoch):
             yield chunk
 

@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import logging
 import os
 import struct
 import tempfile
@@ -48,13 +49,20 @@ from gencluster.codec import CodecError
 from gencluster.log import Snapshot
 from gencluster.machine import StateSnapshot
 
+log = logging.getLogger(__name__)
+
 _HEADER = struct.Struct("!BQ")  # status (0 encoded, 1 codec error), length of what follows
 
 
 class SnapshotEncodingFailed(OSError):
     """The child could not encode the state (its codec error, or it died): an OSError, so the
     journal treats it as a failed write (acknowledgements that need it stop; nothing is
-    claimed durable)."""
+    claimed durable). `died`: the child ended without an answer (a signal, an exit code),
+    which a new attempt may not meet; a codec error would recur."""
+
+    def __init__(self, message: str, *, died: bool = False) -> None:
+        super().__init__(message)
+        self.died = died
 
 
 class PendingSnapshot(Protocol):
@@ -139,7 +147,7 @@ class _Forked:
             if len(header) < _HEADER.size or code != 0:
                 raise SnapshotEncodingFailed(
                     f"the process encoding the snapshot at seq {self.applied_seq} ended with "
-                    f"code {code} before writing it"
+                    f"code {code} before writing it", died=True,
                 )
             kind, length = _HEADER.unpack(header)
             body = _read_exactly(self._fd, length, _HEADER.size)
@@ -204,6 +212,9 @@ def _child(parts: StateSnapshot, write_fd: int) -> None:
         os._exit(code)
 
 
+ENCODING_ATTEMPTS = 3
+"""Forks per snapshot stream when a child dies without an answer (a codec error is final)."""
+
 MAX_CONCURRENT_ENCODINGS = 2
 """Snapshot streams (Peer.Snapshot, Admin.ExportState) encoding at once on one pod: each child
 may cost up to the state's memory again (copy-on-write), so more streams wait their turn."""
@@ -226,5 +237,16 @@ async def encode_off_loop(
     if places is None:
         places = _encodings[loop] = asyncio.Semaphore(MAX_CONCURRENT_ENCODINGS)
     async with places:
-        pending = encoder(take())
-        return await loop.run_in_executor(None, pending.result)
+        for attempt in range(1, ENCODING_ATTEMPTS + 1):
+            pending = encoder(take())
+            try:
+                return await loop.run_in_executor(None, pending.result)
+            except SnapshotEncodingFailed as error:
+                if not error.died or attempt == ENCODING_ATTEMPTS:
+                    raise
+                # A fork of a threaded process can die of what another thread held at the
+                # fork (seen here: SIGSEGV, rarely, with many gRPC threads). A new fork is a
+                # new consistent moment: the snapshot is simply later.
+                log.warning("%s; encoding a new snapshot (attempt %d of %d)", error,
+                            attempt + 1, ENCODING_ATTEMPTS)
+        raise AssertionError("unreachable")

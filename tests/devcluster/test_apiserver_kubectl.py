@@ -213,7 +213,8 @@ def test_imperative_creates_sent_as_protobuf(apiserver: RunningApiServer) -> Non
     apiserver.kubectl("create", "configmap", "c", "--from-literal=a=b", "-n", "proto")
     apiserver.kubectl("create", "secret", "generic", "s", "--from-literal=pw=x", "-n", "proto")
     apiserver.kubectl("create", "serviceaccount", "robot", "-n", "proto")
-    apiserver.kubectl("create", "role", "r", "--verb=get", "--resource=pods", "-n", "proto")
+    apiserver.kubectl("create", "role", "r", "--verb=get", "--resource=pods,configmaps",
+                      "-n", "proto")
     apiserver.kubectl("create", "rolebinding", "rb", "--role=r",
                       "--serviceaccount=proto:robot", "-n", "proto")
     token = apiserver.kubectl("create", "token", "robot", "-n", "proto").stdout.strip()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from gencluster_testing.waiting import wait_for
 
-from tests.devcluster.devplane import DevPlane, pid_alive, python_pod
+from tests.devcluster.devplane import DevPlane, let_default_read_pods, pid_alive, python_pod
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -76,19 +76,8 @@ time.sleep(600)
 def test_pod_gets_ip_uid_env_volumes_and_token(plane: DevPlane) -> None:
     plane.create({"kind": "Secret", "metadata": {"name": "creds"},
                   "data": {"password": base64.b64encode(b"hunter2").decode()}})
-    # The pod reads itself with its ServiceAccount's token: RBAC must allow it, as on a real
-    # cluster (the default ServiceAccount holds nothing by itself).
-    rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/default"
-    plane.ok("POST", f"{rbac}/roles", {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": {"name": "pod-reader"},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]})
-    plane.ok("POST", f"{rbac}/rolebindings", {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "default-reads-pods"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                    "name": "pod-reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}]})
+    # The pod reads itself with its ServiceAccount's token: RBAC must allow it.
+    let_default_read_pods(plane.ok)
     plane.create({"kind": "ConfigMap", "metadata": {"name": "settings"},
                   "data": {"settings.yaml": "level: 3\n", "MODE": "fast"}})
     pod = python_pod("report", REPORT, labels={"app": "report", "tier": "x"}, container={

@@ -19,7 +19,7 @@ from gencluster_dev.node.kubelet import Kubelet
 from gencluster_dev.up import AddressPlan, SlotLease
 from gencluster_testing.waiting import wait_for
 
-from tests.devcluster.devplane import DevPlane, python_pod
+from tests.devcluster.devplane import DevPlane, let_default_read_pods, python_pod
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -82,6 +82,7 @@ time.sleep(600)
 
 
 def test_pod_kubeconfig_is_tls_for_kubectl_and_python(plane: DirectPlane) -> None:
+    let_default_read_pods(plane.ok)  # the pod reads itself with its token (RBAC enforced)
     plane.create(python_pod("tlsclient", CLIENT, container={"env": [
         {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}))
     pod = plane.wait_running("tlsclient")
