@@ -51,6 +51,10 @@ def dev_arguments(args: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["gencluster"]:
+        # The images' ENTRYPOINT is `gencluster`: `podman run IMAGE gencluster --help` (the
+        # habit from images without one) passes the command's own name again.
+        args = args[1:]
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         return 0 if args else 2
