@@ -176,3 +176,20 @@ def start_id_server(
     cluster.kubectl("apply", "-n", namespace, "-f", str(ID_SERVER))
     return wait_for(lambda: serving(cluster, namespace, "id-server"), deadline,
                     message=lambda: f"id-server Ready in {namespace}\n{operator.output()[-3000:]}")
+
+
+def client_service_address(
+    cluster: DevClusterProcess, namespace: str, name: str, deadline: float = 60.0
+) -> str:
+    """`host:port` of a ClusteredServer's client Service as a user outside the pod network
+    reaches it (`status.loadBalancer.ingress`): pods' addresses change when pods are
+    re-created, this one does not."""
+
+    def ingress() -> str | None:
+        service = get_json(cluster, "svc", name, "-n", namespace)
+        found = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress")
+        if not found or not found[0].get("ip"):
+            return None
+        return f"{found[0]['ip']}:{service['spec']['ports'][0]['port']}"
+
+    return wait_for(ingress, deadline, 0.2, f"{name}'s client Service address")

@@ -18,6 +18,7 @@ from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.operator_process import (
     ID_SERVER,
     OperatorProcess,
+    client_service_address,
     clustered_server,
     condition,
     create_namespace,
@@ -52,17 +53,6 @@ def ready(dev_cluster: DevClusterProcess, operator: OperatorProcess,
                     message=lambda: f"id-server Ready in {namespace}\n{operator.output()[-3000:]}")
 
 
-def service_address(dev_cluster: DevClusterProcess, namespace: str) -> str:
-    def ingress() -> str | None:
-        service = get_json(dev_cluster, "svc", NAME, "-n", namespace)
-        found = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress")
-        if not found or not found[0].get("ip"):
-            return None
-        return f"{found[0]['ip']}:{service['spec']['ports'][0]['port']}"
-
-    return wait_for(ingress, DEADLINE, 0.2, "the client Service's address")
-
-
 def plugin(dev_cluster: DevClusterProcess, *args: str) -> str:
     result = kubectl_gencluster(dev_cluster, *args)
     assert result.returncode == 0, result.stderr
@@ -86,8 +76,10 @@ def test_restart_rolls_every_pod_with_no_failed_call(
     failures: list[BaseException] = []
     stop = threading.Event()
 
+    address = client_service_address(dev_cluster, namespace, NAME, DEADLINE)
+
     def caller() -> None:
-        with Client(service_address(dev_cluster, namespace), timeout=60) as client:
+        with Client(address, timeout=60) as client:
             while not stop.is_set():
                 try:
                     values.append(client.call("next_value"))

@@ -10,7 +10,6 @@ operator stopped the Service still follows the active, which labels its own pod.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,12 +22,15 @@ from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.operator_process import (
     ID_SERVER,
     OperatorProcess,
+    client_service_address,
     create_namespace,
     get_json,
     pod_names,
     serving,
 )
 from gencluster_testing.waiting import wait_for
+
+from tests.runtime.test_cluster_idserver import Load
 
 pytestmark = pytest.mark.integration
 
@@ -61,65 +63,12 @@ def service_address(
     dev_cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(manifest))
     ready(dev_cluster, operator_slot[0])
 
-    def ingress() -> str | None:
-        service = get_json(dev_cluster, "svc", NAME, "-n", NAMESPACE)
-        found = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress")
-        if not found or not found[0].get("ip"):
-            return None
-        return f"{found[0]['ip']}:{service['spec']['ports'][0]['port']}"
-
-    return wait_for(ingress, DEADLINE, 0.2, "the client Service's address")
+    return client_service_address(dev_cluster, NAMESPACE, NAME, DEADLINE)
 
 
 def ready(dev_cluster: DevClusterProcess, operator: OperatorProcess) -> dict[str, Any]:
     return wait_for(lambda: serving(dev_cluster, NAMESPACE, NAME), DEADLINE,
                     message=lambda: f"id-server Ready\n{operator.output()[-3000:]}")
-
-
-class Load:
-    """Clients calling next_value through one address, each retrying through the outage (the
-    client's own retries, for up to CALL_TIMEOUT per call), recording every acknowledged
-    value and every call that gave up."""
-
-    def __init__(self, address: str, clients: int = CLIENTS) -> None:
-        self.address = address
-        self.values: list[int] = []
-        self.failures: list[BaseException] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(CALL_TIMEOUT + 30)
-
-    def _run(self) -> None:
-        with Client(self.address, timeout=CALL_TIMEOUT, attempt_timeout=1.0) as client:
-            while not self._stop.is_set():
-                try:
-                    value = client.call("next_value")
-                except Exception as error:
-                    with self._lock:
-                        self.failures.append(error)
-                    return
-                with self._lock:
-                    self.values.append(value)
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.values)
-
-    def wait_for_more(self, replies: int, timeout: float = DEADLINE) -> None:
-        target = self.count() + replies
-        wait_for(lambda: self.count() >= target or self.failures, timeout, 0.05,
-                 f"{replies} more replies")
-        assert not self.failures, self.failures
 
 
 def kill_every_pod(dev_cluster: DevClusterProcess) -> float:
@@ -143,13 +92,13 @@ def survive(address: str, fault: Any, recover: Any = None) -> tuple[list[int], i
     every value acknowledged and the value a new call gets after the load stopped."""
     with Client(address, timeout=CALL_TIMEOUT, attempt_timeout=1.0) as probe:
         before = probe.call("current")
-        with Load(address) as load:
-            load.wait_for_more(200)
+        with Load(address, CLIENTS, call_timeout=CALL_TIMEOUT, attempt_timeout=1.0) as load:
+            load.wait_for_more(200, DEADLINE)
             fault()
             if recover is not None:
                 recover()
             # Every client is answered again: the cluster resumed for all of them.
-            load.wait_for_more(200 + CLIENTS)
+            load.wait_for_more(200 + CLIENTS, DEADLINE)
         acknowledged = list(load.values)
         assert not load.failures, load.failures
         assert len(acknowledged) == len(set(acknowledged)), "an id was handed out twice"

@@ -145,8 +145,13 @@ def test_three_replicas_elect_one_active(cluster: IdCluster) -> None:
 class Load:
     """Clients calling next_value in threads, recording every reply and every failure."""
 
-    def __init__(self, addresses: str, clients: int = 6) -> None:
+    def __init__(self, addresses: str, clients: int = 6, *, call_timeout: float = 20,
+                 attempt_timeout: float | None = None) -> None:
+        """`call_timeout`: how long one call may retry before it counts as failed (long enough
+        to outlast a whole-cluster restart, for tests that make one)."""
         self.addresses = addresses
+        self.call_timeout = call_timeout
+        self.attempt_timeout = attempt_timeout
         self.values: list[int] = []
         self.failures: list[BaseException] = []
         self._lock = threading.Lock()
@@ -161,10 +166,11 @@ class Load:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         for thread in self._threads:
-            thread.join(30)
+            thread.join(self.call_timeout + 30)
 
     def _run(self) -> None:
-        with Client(self.addresses, timeout=20) as client:
+        options = {} if self.attempt_timeout is None else {"attempt_timeout": self.attempt_timeout}
+        with Client(self.addresses, timeout=self.call_timeout, **options) as client:
             while not self._stop.is_set():
                 try:
                     value = client.call("next_value")
