@@ -84,15 +84,16 @@ def test_the_operator_image_runs_as_the_charts_container(
     listed = json.loads(plane.kubectl(
         "get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=operator",
         "-o", "json").stdout)["items"]
-    (pod,) = listed
-    assert pod["status"]["phase"] == "Running"
-    container = pod["spec"]["containers"][0]
-    (name,) = [n for n in container_names(plane)
-               if n.startswith(f"k8s_{container['name']}_{pod['metadata']['name']}_")]
-    inspected = podman_inspect(name)
-    assert inspected["ImageName"].endswith("ghcr.io/gencluster/gencluster-operator:0.1.0")
-    assert inspected["HostConfig"]["ReadonlyRootfs"] is True
-    assert inspected["Config"]["User"] != "0"
+    assert len(listed) == 2, "the chart's default: two replicas, one leading"
+    for pod in listed:
+        assert pod["status"]["phase"] == "Running"
+        container = pod["spec"]["containers"][0]
+        (name,) = [n for n in container_names(plane)
+                   if n.startswith(f"k8s_{container['name']}_{pod['metadata']['name']}_")]
+        inspected = podman_inspect(name)
+        assert inspected["ImageName"].endswith("ghcr.io/gencluster/gencluster-operator:0.1.0")
+        assert inspected["HostConfig"]["ReadonlyRootfs"] is True
+        assert inspected["Config"]["User"] != "0"
 
 
 def test_the_containerised_operator_brings_id_server_up(plane: DevClusterProcess) -> None:
