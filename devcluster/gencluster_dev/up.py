@@ -366,6 +366,8 @@ class DevCluster:
         # pods can only be pointed at it on the DNS port (resolv.conf names no port)
         cluster_dns = plan.dns_host if self._dns.port == DNS_PORT else None
         self._engine = await self._container_engine(pods_dir, cluster_dns)
+        if self._engine is not None:
+            self._api.podman = list(self._engine.podman)
         self._kubelet = Kubelet(
             api_url=self._api.url,
             token=admin_token,

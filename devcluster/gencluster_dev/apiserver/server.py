@@ -125,6 +125,9 @@ class ApiServer:
         self.body_timeout = body_timeout
         self.port = port
         self.pods_dir = Path(pods_dir)
+        #: the podman command when pods are podman containers (`kubectl exec` then runs
+        #: `podman exec`); the plane sets it once it has its container engine
+        self.podman: list[str] | None = None
         self.data_path = data_path
         self.bookmark_interval = bookmark_interval
         self.store = Store(watch_history)
@@ -652,7 +655,7 @@ class ApiServer:
             self._streams.add(task)
         try:
             if sub == "exec":
-                return await streaming.serve_exec(request, pod, self.pods_dir)
+                return await streaming.serve_exec(request, pod, self.pods_dir, self.podman)
             return await streaming.serve_port_forward(request, pod)
         finally:
             if task is not None:

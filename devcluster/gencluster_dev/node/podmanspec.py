@@ -161,6 +161,17 @@ def dns_flags(resolv: ResolvConf | None) -> list[str]:
     return flags
 
 
+def exec_argv(podman: Sequence[str], pod: dict, container: str, command: Sequence[str], *,
+              stdin: bool, tty: bool) -> list[str]:
+    """`podman exec` of `command` in a pod's running container (`kubectl exec`).
+
+    podman gives the command what the container was started with: its user, environment,
+    working directory, capabilities and security options, its mount and pid namespaces.
+    """
+    flags = (["--interactive"] if stdin else []) + (["--tty"] if tty else [])
+    return [*podman, "exec", *flags, container_name(pod, {"name": container}), *command]
+
+
 def run_argv(
     *,
     podman: Sequence[str],
@@ -209,6 +220,6 @@ def run_argv(
 
 __all__ = [
     "INSTANCE_LABEL", "KUBECONFIG_MOUNT", "SERVICE_ACCOUNT_MOUNT", "Mount", "container_env",
-    "container_mounts", "container_name", "dns_flags", "entrypoint_and_args", "run_argv",
-    "security_flags",
+    "container_mounts", "container_name", "dns_flags", "entrypoint_and_args", "exec_argv",
+    "run_argv", "security_flags",
 ]
