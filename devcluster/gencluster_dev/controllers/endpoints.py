@@ -82,7 +82,7 @@ def _subsets_signature(subsets: list[dict] | None) -> list:
     """What matters in Endpoints subsets, insensitive to fields a server may default."""
     def addresses(items: list[dict] | None) -> list:
         return sorted((a.get("ip"), (a.get("targetRef") or {}).get("uid"), a.get("nodeName"),
-                       a.get("hostname", "")) for a in items or [])
+                       a.get("hostname") or "") for a in items or [])
 
     return sorted(
         (addresses(s.get("addresses")), addresses(s.get("notReadyAddresses")),
