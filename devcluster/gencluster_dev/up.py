@@ -367,7 +367,7 @@ class DevCluster:
         cluster_dns = plan.dns_host if self._dns.port == DNS_PORT else None
         self._engine = await self._container_engine(pods_dir, cluster_dns)
         if self._engine is not None:
-            self._api.podman = list(self._engine.podman)
+            self._api.container_exec = self._engine.exec_command
         self._kubelet = Kubelet(
             api_url=self._api.url,
             token=admin_token,

@@ -27,6 +27,7 @@ import shutil
 import signal
 import struct
 import termios
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,6 @@ from aiohttp import WSMsgType, web
 from gencluster_dev.machinery import remotecommand as rc
 from gencluster_dev.machinery import spdy
 from gencluster_dev.machinery.errors import bad_request
-from gencluster_dev.node.podmanspec import exec_argv
 
 log = logging.getLogger(__name__)
 
@@ -108,26 +108,31 @@ def _take_controlling_tty() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-#: What `podman exec` itself needs on PATH (conmon, runc); the command's PATH is the container's.
-PODMAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: What a container runtime's exec command itself needs on PATH (podman: conmon, runc); the
+#: command's own PATH is the container's.
+RUNTIME_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+ContainerExec = Callable[[dict[str, Any], str, list[str], bool, bool], list[str]]
+"""(pod, container, command, stdin, tty) -> the argv that runs the command inside the running
+container (the podman runtime's `podman exec`)."""
 
 
 async def serve_exec(request: web.Request, pod: dict[str, Any], pods_dir: Path,
-                     podman: list[str] | None = None) -> web.StreamResponse:
+                     container_exec: ContainerExec | None = None) -> web.StreamResponse:
     """`GET|POST pods/NAME/exec?command=...&container=&stdin=&stdout=&stderr=&tty=`.
 
-    `podman` (the podman command of the node's podman runtime, None with the process runtime)
-    makes the command run inside the container with `podman exec`.
+    `container_exec` (given when pods are containers: the podman runtime) makes the command
+    run inside the container; without it the command is a local process.
     """
     rc.require_not_completed(pod)
     options = rc.exec_options(pod, request.query, request.query.getall("command", []))
     session: _ExecSession
-    if podman is not None:
+    if container_exec is not None:
         _container_state(pods_dir, pod, options.container)
-        argv = exec_argv(podman, pod, options.container, options.command,
-                         stdin=options.stdin, tty=options.tty)
+        argv = container_exec(pod, options.container, list(options.command), options.stdin,
+                              options.tty)
         ws = _upgrade(request, rc.EXEC_PROTOCOLS)
-        session = _ExecSession(ws, options, {"PATH": PODMAN_PATH}, "/", None, [], argv=argv)
+        session = _ExecSession(ws, options, {"PATH": RUNTIME_PATH}, "/", None, [], argv=argv)
     else:
         env, cwd, run_as, capabilities = _container_process(pods_dir, pod, options.container)
         ws = _upgrade(request, rc.EXEC_PROTOCOLS)

@@ -23,7 +23,13 @@ import subprocess
 from pathlib import Path
 
 from gencluster_dev.node.engines import LaunchPlan, LaunchRequest, RunningContainer
-from gencluster_dev.node.podmanspec import INSTANCE_LABEL, container_env, container_name, run_argv
+from gencluster_dev.node.podmanspec import (
+    INSTANCE_LABEL,
+    container_env,
+    container_name,
+    exec_argv,
+    run_argv,
+)
 from gencluster_dev.node.resolvconf import ResolvConf, parse_resolv_conf, pod_resolv_conf
 
 log = logging.getLogger(__name__)
@@ -149,6 +155,11 @@ class PodmanEngine:
                   argv: list[str]) -> LaunchPlan:
         return LaunchPlan(argv=[*self.podman, "exec", plan.handle, *argv],
                           env=self._env({}), cwd=plan.cwd)
+
+    def exec_command(self, pod: dict, container: str, command: list[str], stdin: bool,
+                     tty: bool) -> list[str]:
+        """The `podman exec` of `kubectl exec` (the API server runs it)."""
+        return exec_argv(self.podman, pod, container, command, stdin=stdin, tty=tty)
 
     def container_id(self, plan: LaunchPlan, running: RunningContainer) -> str:
         return f"podman://{plan.handle}/{running.pid}"
