@@ -132,6 +132,9 @@ class ApiServer:
         self.body_timeout = body_timeout
         self.port = port
         self.pods_dir = Path(pods_dir)
+        #: how `kubectl exec` runs a command inside a container when pods are containers
+        #: (the podman runtime); the plane sets it once it has its container engine
+        self.container_exec: streaming.ContainerExec | None = None
         self.data_path = data_path
         self.bookmark_interval = bookmark_interval
         self.store = Store(watch_history)
@@ -674,7 +677,8 @@ class ApiServer:
             self._streams.add(task)
         try:
             if sub == "exec":
-                return await streaming.serve_exec(request, pod, self.pods_dir)
+                return await streaming.serve_exec(request, pod, self.pods_dir,
+                                                  self.container_exec)
             return await streaming.serve_port_forward(request, pod)
         finally:
             if task is not None:
