@@ -161,7 +161,8 @@ class Side:
         self.clock += 1.0
         seq = self.machine.applied_seq + 1
         entry = LogEntry(seq, self.epoch, Command(
-            CommandKind.CALL, f"{self.epoch}-{seq}", CODEC.encode(request), self.clock, self.epoch * 1000 + seq))
+            CommandKind.CALL, f"{self.epoch}-{seq}", CODEC.encode(request), self.clock,
+            self.epoch * 1000 + seq))
         assert self.machine.apply(entry).ok
 
     def say(self, user: str, text: str) -> None:
