@@ -32,8 +32,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from gencluster import quarantine, resume, wire
 from gencluster.codec import Codec, CodecError
@@ -148,11 +149,12 @@ class MergeRequest:
     replies_complete_after: float = 0.0
 
 
-class TopicEvents:
+class TopicEvents(Sequence[Event]):
     """The retained events of one topic, consecutive numbers oldest first, in a list with a
     moving start: reading from a number is an index computation and a slice, so a subscriber
     that asks for its new events costs O(new events), however many are retained (a deque
-    would cost O(retained) to reach the middle)."""
+    would cost O(retained) to reach the middle). It is a read-only sequence too, so a
+    resuming subscriber's plan (`resume.plan_resume`) reads it without a copy."""
 
     __slots__ = ("_events", "_start")
 
@@ -162,6 +164,19 @@ class TopicEvents:
 
     def __len__(self) -> int:
         return len(self._events) - self._start
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Event]: ...
+
+    def __getitem__(self, index: int | slice) -> Event | Sequence[Event]:
+        if isinstance(index, slice):
+            return self._events[self._start :][index]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return self._events[self._start + index if index >= 0 else index]
 
     @property
     def first(self) -> Event:
@@ -436,7 +451,7 @@ class StateMachine:
         plan: resume.ResumePlan | None = None
         if last is not None and from_event is not None:
             retained = self._events_by_topic.get(topic)
-            events = retained.from_number(1) if retained is not None else ()
+            events: Sequence[Event] = retained if retained is not None else ()
             plan = resume.plan_resume(
                 events, self.next_event_number(topic), last, tuple(self._merge_seqs)
             )
