@@ -256,3 +256,22 @@ def test_every_chat_subscriber_receives_every_message_of_both_sides_once(
     # those (documented): the merged side's own events are not carried into the merge.
     partly = ids(subscribers["isolated-partly"].received)
     assert len(partly) == len(set(partly)) and set(partly) <= everything
+
+
+def test_the_chat_merge_does_not_republish_what_a_full_history_trimmed() -> None:
+    """A side whose history is full trimmed its oldest messages: the other side still holding
+    one of them must not publish it to this side's subscribers as news (they saw it)."""
+    prefix = Side(StateMachine.from_init(ChatServer(), CODEC, {"history": 3}), 1, 1000.0)
+    prefix.submit({"op": "join", "room": "lobby", "user": "ann"})
+    for index in range(3):
+        prefix.say("ann", f"prefix {index}")
+    fork = prefix.machine.snapshot()
+    a = Side(StateMachine.restore(ChatServer(), CODEC, fork), 2, prefix.clock)
+    b = Side(StateMachine.restore(ChatServer(), CODEC, fork), 1, prefix.clock + 0.5)
+    a.say("ann", "a 0")
+    a.say("ann", "a 1")  # a trimmed "prefix 0" and "prefix 1"
+    b.say("ann", "b 0")  # b trimmed "prefix 0" only
+    ctx = Context("gencluster:merge", 2000.0, 1, merging=True)
+    ChatServer().merge(a.machine.state, b.machine.state, ctx)
+    published = [(audience, event["text"]) for _, event, audience in ctx.published]
+    assert published == [("a", "b 0"), ("b", "a 0"), ("b", "a 1")]

@@ -104,7 +104,8 @@ class ChatServer(GenServer):
             by_id.update({message["id"]: message for message in room_b["messages"]})
             messages = sorted(by_id.values(), key=lambda message: (message["time"], message["id"]))
             if ctx is not None:
-                _publish_news(ctx, name, room_a["messages"], room_b["messages"])
+                _publish_news(ctx, name, room_a["messages"], room_b["messages"],
+                              state_a["history"], state_b["history"])
             rooms[name] = {
                 "members": sorted(set(room_a["members"]) | set(room_b["members"])),
                 "messages": messages[-history:],
@@ -113,18 +114,31 @@ class ChatServer(GenServer):
 
 
 def _publish_news(
-    ctx: Context, room: str, messages_a: list[dict[str, Any]], messages_b: list[dict[str, Any]]
+    ctx: Context, room: str, messages_a: list[dict[str, Any]], messages_b: list[dict[str, Any]],
+    history_a: int, history_b: int,
 ) -> None:
-    """Each side's messages the other side lacks, in each side's own order, published to the
-    other side's subscribers."""
-    ids_a = {message["id"] for message in messages_a}
-    ids_b = {message["id"] for message in messages_b}
-    for message in messages_b:
-        if message["id"] not in ids_a:
-            ctx.publish(room_topic(room), {"type": "message", **message}, to="a")
-    for message in messages_a:
-        if message["id"] not in ids_b:
-            ctx.publish(room_topic(room), {"type": "message", **message}, to="b")
+    """Each side's messages the other side never had, in each side's own order, published to
+    the other side's subscribers."""
+    for message in _news(messages_b, messages_a, history_a):
+        ctx.publish(room_topic(room), {"type": "message", **message}, to="a")
+    for message in _news(messages_a, messages_b, history_b):
+        ctx.publish(room_topic(room), {"type": "message", **message}, to="b")
+
+
+def _news(
+    theirs: list[dict[str, Any]], mine: list[dict[str, Any]], my_history: int
+) -> list[dict[str, Any]]:
+    """The messages of `theirs` that a side holding `mine` never had. A message missing from
+    `mine` may also be one this side had and trimmed (its history keeps the last
+    `my_history`): once its history is full, a message older than its oldest kept one is
+    taken as trimmed, not news, so its subscribers, who saw it, do not get it twice."""
+    known = {message["id"] for message in mine}
+    oldest = (mine[0]["time"], mine[0]["id"]) if mine and len(mine) >= my_history else None
+    return [
+        message for message in theirs
+        if message["id"] not in known
+        and (oldest is None or (message["time"], message["id"]) > oldest)
+    ]
 
 
 def _with_room(state: dict[str, Any], name: str, room: dict[str, Any]) -> dict[str, Any]:
