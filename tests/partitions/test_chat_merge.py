@@ -14,6 +14,8 @@ else, each side's messages in that side's order, and the merged side's subscribe
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -99,6 +101,49 @@ class Poster:
             client.call({"op": "join", "room": ROOM, "user": self.user})
 
 
+class VerbWatcher:
+    """`gencluster subscribe --address ADDRESS --from 1 TOPIC` as a user runs it: its stdout
+    lines (one JSON event each) and its stderr, read by threads."""
+
+    def __init__(self, address: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gencluster.cli", "subscribe", "--address", address,
+             "--from", "1", "--timeout", str(DEADLINE), TOPIC],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.lines: list[str] = []
+        self.notes: list[str] = []
+        self.lock = threading.Lock()
+        for stream, into in ((self.process.stdout, self.lines), (self.process.stderr,
+                                                                   self.notes)):
+            threading.Thread(target=self._read, args=(stream, into), daemon=True).start()
+
+    def _read(self, stream: Any, into: list[str]) -> None:
+        for line in stream:
+            with self.lock:
+                into.append(line.rstrip("\n"))
+
+    name = "gencluster-subscribe"
+
+    @property
+    def error(self) -> str | None:
+        """Set once the command ended by itself (it should run until stopped)."""
+        code = self.process.poll()
+        with self.lock:
+            return None if code is None else f"exited {code}: {self.notes[-5:]}"
+
+    def events(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [json.loads(line) for line in self.lines]
+
+    def texts(self) -> list[str]:
+        return [e["data"]["text"] for e in self.events() if e["data"].get("type") == "message"]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
 @pytest.fixture
 def namespace(request: pytest.FixtureRequest) -> str:
     return namespace_for(request.node.name)
@@ -138,6 +183,7 @@ def test_every_subscriber_gets_every_message_of_both_sides_once_across_the_merge
     others_addresses = ",".join(f"{chat.ip(pod)}:{PORT}" for pod in others)
     isolated_side, other_side = Poster("ann", loser_address), Poster("bob", others_addresses)
     watchers = [Watcher(f"isolated-{i}", loser_address) for i in range(2)]
+    verb = VerbWatcher(loser_address)
     try:
         for poster in (isolated_side, other_side):
             poster.join()
@@ -183,7 +229,8 @@ def test_every_subscriber_gets_every_message_of_both_sides_once_across_the_merge
         assert closing.acknowledged, "the closing message"
         # Streams are ordered: once every subscriber has the closing message, it has been
         # delivered everything published before it.
-        wait_for(lambda: all(closing.acknowledged[0] in w.texts() or w.error for w in watchers),
+        wait_for(lambda: all(closing.acknowledged[0] in w.texts() or w.error
+                             for w in [*watchers, verb]),
                  DEADLINE, interval=POLL,
                  message=lambda: "every subscriber receives the closing message: " + "; ".join(
                      f"{w.name}: {len(w.texts())} messages, error {w.error!r}"
@@ -191,15 +238,17 @@ def test_every_subscriber_gets_every_message_of_both_sides_once_across_the_merge
     finally:
         for watcher in watchers:
             watcher.stop()
+        verb.stop()
 
     for watcher in watchers:
         assert watcher.error is None, (watcher.name, watcher.error)
+    assert verb.process.returncode in (0, -15), verb.notes  # ended by our terminate
     acknowledged = [*isolated_side.acknowledged, *other_side.acknowledged, *closing.acknowledged]
     unknown = set(isolated_side.unknown) | set(other_side.unknown)
     sides = {"isolated": isolated_side.acknowledged, "others": other_side.acknowledged}
     merged_side = {w.name for w in watchers if any(e.renumbered for e in w.events)}
-    report = {w.name: w.texts() for w in watchers}
-    for watcher in watchers:
+    report = {w.name: w.texts() for w in [*watchers, verb]}
+    for watcher in [*watchers, verb]:
         received = watcher.texts()
         counts = {text: received.count(text) for text in received}
         assert all(counts.get(text) == 1 for text in acknowledged), (watcher.name, report)
@@ -211,6 +260,10 @@ def test_every_subscriber_gets_every_message_of_both_sides_once_across_the_merge
     survivor = next(pod for pod, status in final.items() if status.role == pb.ROLE_ACTIVE)
     losing = "isolated" if survivor != loser else "others"
     assert merged_side == {w.name for w in watchers if w.name.startswith(losing)}, merged_side
+    # The verb followed the isolated side: it shows the signal where that side lost the merge.
+    marked = [e["number"] for e in verb.events() if e.get("renumbered")]
+    assert len(marked) == (1 if losing == "isolated" else 0), verb.events()
+    assert len([n for n in verb.notes if "numbering changed" in n]) == len(marked), verb.notes
     history = Client(f"{chat.ip(survivor)}:{PORT}", timeout=10)
     with history:
         messages = history.call({"op": "history", "room": ROOM})
