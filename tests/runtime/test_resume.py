@@ -275,3 +275,27 @@ def test_the_chat_merge_does_not_republish_what_a_full_history_trimmed() -> None
     ChatServer().merge(a.machine.state, b.machine.state, ctx)
     published = [(audience, event["text"]) for _, event, audience in ctx.published]
     assert published == [("a", "b 0"), ("b", "a 0"), ("b", "a 1")]
+
+
+def test_the_client_cursor_names_its_last_event_and_carries_the_signal() -> None:
+    """The client library's resume state: the request names the last event's place in
+    history, and a stream opened with the renumbered metadata marks its first event."""
+    from gencluster.client import NEXT_EVENT_METADATA, RENUMBERED_METADATA, _Cursor
+    from gencluster.proto import gencluster_pb2 as pb
+
+    cursor = _Cursor(None)
+    first = cursor.request(TOPIC, False)
+    assert not first.HasField("from_event") and not first.HasField("last_seq")
+    cursor.opened({NEXT_EVENT_METADATA: "4"})
+    assert cursor.request(TOPIC, False).from_event == 4
+    event = cursor.received(CODEC, pb.Event(topic=TOPIC, number=4, seq=20, origin_epoch=3,
+                                            data=b'"x"', epoch=3))
+    assert (event.number, event.origin_epoch, event.renumbered) == (4, 3, False)
+    resumed = cursor.request(TOPIC, False)
+    assert (resumed.from_event, resumed.last_seq, resumed.last_epoch) == (5, 20, 3)
+    cursor.opened({RENUMBERED_METADATA: "9"})
+    marked = cursor.received(CODEC, pb.Event(topic=TOPIC, number=9, seq=31, origin_epoch=4,
+                                             data=b'"y"', epoch=4))
+    after = cursor.received(CODEC, pb.Event(topic=TOPIC, number=10, seq=32, origin_epoch=4,
+                                            data=b'"z"', epoch=4))
+    assert (marked.renumbered, after.renumbered) == (True, False)
