@@ -606,10 +606,18 @@ class StateMachine:
     def _number_events(
         self, ctx: Context, seq: int, time: float, epoch: int
     ) -> tuple[Event, ...]:
-        """Encode and number the published events; nothing is committed until all encode."""
+        """Encode and number the published events; nothing is committed until all encode.
+
+        A merge's events for one side come first, its events for everyone after them (each
+        group in publication order): a subscriber whose last event is one for everyone has
+        then received every event of that merge meant for its side, so resuming after it
+        needs no side (`resume.plan_resume` learns a side only from a side's event)."""
+        published = ctx.published
+        if ctx.merging:
+            published = sorted(published, key=lambda item: not item[2])  # stable
         numbers: dict[str, int] = {}
         events = []
-        for topic, data, audience in ctx.published:
+        for topic, data, audience in published:
             number = numbers.get(topic, self._next_event.get(topic, 1))
             numbers[topic] = number + 1
             encoded = self.codec.encode(data, what=f"event on {topic!r}")

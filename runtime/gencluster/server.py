@@ -167,7 +167,8 @@ class GenServer:
         `publish`); a `merge(self, a, b)` without it keeps working. Events published here
         follow the merged state: `ctx.publish(topic, event, to="a")` reaches only the
         subscribers that followed `state_a`'s side (news from `state_b`), `to="b"` only those
-        that followed `state_b`'s; a subscriber of the demoted side is moved to the survivor
+        that followed `state_b`'s (events for one side are numbered before the events for
+        everyone of the same merge); a subscriber of the demoted side is moved to the survivor
         and continues with the `to="b"` events, its stream marked `renumbered`
         (docs/partitions.md, "Subscribers across a merge").
         """

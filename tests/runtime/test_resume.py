@@ -102,9 +102,9 @@ class PublishingMerge(GenServer):
         return state + 1, state + 1
 
     def merge(self, state_a: Any, state_b: Any, ctx: Context) -> Any:
+        ctx.publish("t", "merged")  # numbered after the events for one side
         ctx.publish("t", {"news": state_b}, to="a")
         ctx.publish("t", {"news": state_a}, to="b")
-        ctx.publish("t", "merged")
         if state_b < 0:
             ctx.publish("t", object())  # the codec refuses it: the merge fails whole
         return max(state_a, state_b)
