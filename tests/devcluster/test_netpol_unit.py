@@ -1,0 +1,223 @@
+"""NetworkPolicy semantics as pure functions: who is isolated, what a rule allows, and that the
+compiled plan (what becomes nftables rules) says the same as the direct evaluation."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from gencluster_dev.machinery.netpol import (
+    PodEndpoint,
+    allows,
+    endpoints,
+    ingress_plan,
+    policy_problem,
+    policy_types,
+)
+from gencluster_dev.network.netpol import render_ruleset
+
+pytestmark = pytest.mark.unit
+
+UIDS = (209_216, 210_239)
+NAMESPACES = {"a": {"kubernetes.io/metadata.name": "a", "team": "a"},
+              "b": {"kubernetes.io/metadata.name": "b"},
+              "mon": {"kubernetes.io/metadata.name": "mon", "purpose": "monitoring"}}
+
+
+def endpoint(namespace: str, name: str, labels: dict[str, str], k: int) -> PodEndpoint:
+    pod = {"spec": {"containers": [{"ports": [{"name": "grpc", "containerPort": 50051},
+                                              {"name": "metrics", "containerPort": 9090}]}]}}
+    return PodEndpoint(namespace, name, labels, f"127.9.64.{k}", UIDS[0] + k, pod)
+
+
+A0 = endpoint("a", "a-0", {"cluster": "a"}, 1)
+A1 = endpoint("a", "a-1", {"cluster": "a"}, 2)
+A_OTHER = endpoint("a", "web", {"app": "web"}, 3)
+B0 = endpoint("b", "b-0", {"cluster": "b"}, 4)
+OPERATOR = endpoint("b", "operator", {"app.kubernetes.io/component": "operator"}, 5)
+SCRAPER = endpoint("mon", "prom", {"app": "prometheus"}, 6)
+PODS = [A0, A1, A_OTHER, B0, OPERATOR, SCRAPER]
+
+
+def policy(namespace: str, spec: dict[str, Any], name: str = "p") -> dict[str, Any]:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"namespace": namespace, "name": name}, "spec": spec}
+
+
+CLUSTER_A = policy("a", {
+    "podSelector": {"matchLabels": {"cluster": "a"}},
+    "policyTypes": ["Ingress"],
+    "ingress": [
+        {"ports": [{"port": "grpc"}]},
+        {"from": [{"podSelector": {"matchLabels": {"cluster": "a"}}},
+                  {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "b"}},
+                   "podSelector": {"matchLabels": {"app.kubernetes.io/component": "operator"}}}],
+         "ports": [{"port": "metrics"}, {"port": 7000, "endPort": 7002}]},
+        {"from": [{"namespaceSelector": {"matchLabels": {"purpose": "monitoring"}}}],
+         "ports": [{"protocol": "TCP", "port": 9090}]},
+    ],
+})
+
+
+def can(source: PodEndpoint | None, target: PodEndpoint, port: int,
+        policies: list[dict[str, Any]], protocol: str = "TCP") -> bool:
+    return allows(policies, source, target, protocol, port, NAMESPACES)
+
+
+def test_no_policy_allows_everything() -> None:
+    assert can(B0, A0, 1234, [])
+    other_namespace = policy("b", {"podSelector": {}, "ingress": []})
+    assert can(B0, A0, 1234, [other_namespace])
+
+
+def test_policy_types_default_like_the_api_server() -> None:
+    assert policy_types(policy("a", {"podSelector": {}})) == ["Ingress"]
+    assert policy_types(policy("a", {"podSelector": {}, "egress": [{}]})) == ["Ingress",
+                                                                               "Egress"]
+    egress_only = policy("a", {"podSelector": {}, "policyTypes": ["Egress"], "egress": []})
+    assert can(B0, A0, 1, [egress_only])
+
+
+def test_deny_all_isolates_but_a_pod_reaches_itself_and_the_node_reaches_all() -> None:
+    deny = policy("a", {"podSelector": {}})
+    assert not can(B0, A0, 50051, [deny])
+    assert not can(A1, A0, 50051, [deny])
+    assert can(A0, A0, 50051, [deny])
+    assert can(None, A0, 50051, [deny])
+
+
+def test_cluster_policy_ports_and_peers() -> None:
+    policies = [CLUSTER_A]
+    assert can(B0, A0, 50051, policies)          # client port: anyone
+    assert not can(B0, A0, 9090, policies)       # metrics: not a foreign pod
+    assert not can(B0, A0, 7001, policies)
+    assert can(A1, A0, 9090, policies) and can(A1, A0, 7002, policies)
+    assert not can(A1, A0, 7003, policies)
+    assert not can(A_OTHER, A0, 9090, policies)  # same namespace, other labels
+    assert can(OPERATOR, A0, 9090, policies)     # namespace AND pod selector
+    assert can(SCRAPER, A0, 9090, policies)      # monitoring namespace
+    assert not can(SCRAPER, A0, 7000, policies)
+    assert not can(B0, A0, 50051, policies, protocol="UDP")
+    assert can(B0, A_OTHER, 9090, policies)      # A_OTHER is not selected: default allow
+
+
+def test_union_of_policies() -> None:
+    extra = policy("a", {"podSelector": {"matchLabels": {"cluster": "a"}},
+                         "ingress": [{"from": [{"podSelector": {}, "namespaceSelector": {}}],
+                                      "ports": [{"port": 7000}]}]}, name="extra")
+    assert not can(B0, A0, 7000, [CLUSTER_A])
+    assert can(B0, A0, 7000, [CLUSTER_A, extra])
+    assert can(B0, A0, 7000, [extra, CLUSTER_A])
+
+
+def test_pod_selector_alone_stays_in_the_policy_namespace() -> None:
+    same_labels_elsewhere = endpoint("b", "imposter", {"cluster": "a"}, 7)
+    assert not can(same_labels_elsewhere, A0, 9090, [CLUSTER_A])
+    everything = policy("a", {"podSelector": {},
+                              "ingress": [{"from": [{"namespaceSelector": {}}]}]})
+    assert can(same_labels_elsewhere, A0, 9090, [everything])
+
+
+def test_ip_block_with_except() -> None:
+    block = policy("a", {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {
+        "cidr": "127.9.64.0/29", "except": ["127.9.64.4/32"]}}]}]})
+    assert can(A1, A0, 1, [block])
+    assert not can(B0, A0, 1, [block])       # 127.9.64.4 is excepted
+    assert can(SCRAPER, A0, 1, [block])      # 127.9.64.6
+    assert not can(endpoint("b", "far", {}, 9), A0, 1, [block])
+
+
+def test_empty_ingress_rule_allows_all_and_named_port_missing_allows_nothing() -> None:
+    open_all = policy("a", {"podSelector": {}, "ingress": [{}]})
+    assert can(B0, A0, 4242, [open_all])
+    unknown_name = policy("a", {"podSelector": {}, "ingress": [{"ports": [{"port": "nope"}]}]})
+    assert not can(B0, A0, 50051, [unknown_name])
+    all_tcp = policy("a", {"podSelector": {}, "ingress": [{"ports": [{"protocol": "TCP"}]}]})
+    assert can(B0, A0, 4242, [all_tcp]) and not can(B0, A0, 53, [all_tcp], protocol="UDP")
+
+
+def test_match_expressions() -> None:
+    expr = policy("a", {"podSelector": {"matchExpressions": [
+        {"key": "cluster", "operator": "In", "values": ["a"]}]},
+        "ingress": [{"from": [{"podSelector": {"matchExpressions": [
+            {"key": "app", "operator": "Exists"}]}}]}]})
+    assert can(A_OTHER, A0, 1, [expr]) and not can(A1, A0, 1, [expr])
+
+
+POLICY_SETS = [
+    [],
+    [CLUSTER_A],
+    [policy("a", {"podSelector": {}})],
+    [CLUSTER_A, policy("a", {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {
+        "cidr": "127.9.64.0/30"}}], "ports": [{"port": 7000, "endPort": 7001}]}]}, "ip")],
+    [policy("b", {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]})],
+]
+
+
+@pytest.mark.parametrize("policies", POLICY_SETS)
+def test_compiled_plan_agrees_with_direct_evaluation(policies: list[dict[str, Any]]) -> None:
+    """Interpret the plan the way the nftables rules do, and compare with `allows` for every
+    pair of pods and a spread of ports."""
+    plan = {(p.endpoint.namespace, p.endpoint.name): p
+            for p in ingress_plan(policies, PODS, NAMESPACES)}
+    for source, target, port in itertools.product(PODS, PODS, (50051, 9090, 7000, 7001, 7002)):
+        expected = can(source, target, port, policies)
+        isolated = plan.get((target.namespace, target.name))
+        if isolated is None or source is target:
+            compiled = True
+        else:
+            compiled = any(
+                (a.sources is None or source.run_as in a.sources)
+                and (a.ports is None or any(r.matches("TCP", port) for r in a.ports))
+                for a in isolated.allowances)
+        assert compiled == expected, (source.name, target.name, port)
+
+
+def test_render_ruleset() -> None:
+    plan = ingress_plan([CLUSTER_A], PODS, NAMESPACES)
+    script = render_ruleset("gencluster_dev_9_netpol", plan, UIDS)
+    lines = script.splitlines()
+    assert lines[:3] == ["table inet gencluster_dev_9_netpol",
+                         "delete table inet gencluster_dev_9_netpol",
+                         "table inet gencluster_dev_9_netpol {"]
+    assert "    ct state established,related accept" in lines
+    a0 = [line.strip() for line in lines if "127.9.64.1 " in line]
+    assert a0 == [
+        f'ip daddr 127.9.64.1 meta skuid {UIDS[0] + 1} accept comment "a/a-0 self"',
+        'ip daddr 127.9.64.1 tcp dport 50051 accept comment "a/a-0"',
+        f'ip daddr 127.9.64.1 meta skuid {{ {UIDS[0] + 1}, {UIDS[0] + 2}, {UIDS[0] + 5} }} '
+        'tcp dport 9090 accept comment "a/a-0"',
+        f'ip daddr 127.9.64.1 meta skuid {{ {UIDS[0] + 1}, {UIDS[0] + 2}, {UIDS[0] + 5} }} '
+        'tcp dport 7000-7002 accept comment "a/a-0"',
+        f'ip daddr 127.9.64.1 meta skuid {{ {UIDS[0] + 6} }} tcp dport 9090 accept '
+        'comment "a/a-0"',
+        f'ip daddr 127.9.64.1 meta skuid {UIDS[0]}-{UIDS[1]} drop comment "a/a-0"',
+    ]
+    assert render_ruleset("t", ingress_plan([], PODS, NAMESPACES), UIDS) == ""
+
+
+def test_endpoints_skip_finished_and_addressless_pods() -> None:
+    pods = [
+        {"metadata": {"namespace": "a", "name": "x", "uid": "u1", "labels": {"k": "v"}},
+         "status": {"podIP": "127.9.64.1", "phase": "Running"}},
+        {"metadata": {"namespace": "a", "name": "done", "uid": "u2"},
+         "status": {"podIP": "127.9.64.2", "phase": "Succeeded"}},
+        {"metadata": {"namespace": "a", "name": "pending", "uid": "u3"}, "status": {}},
+    ]
+    found = endpoints(pods, {"u1": 209_300})
+    assert [(e.name, e.ip, e.run_as, dict(e.labels)) for e in found] == [
+        ("x", "127.9.64.1", 209_300, {"k": "v"})]
+
+
+def test_problems_name_the_field() -> None:
+    assert policy_problem(CLUSTER_A) is None
+    bad_cidr = policy("a", {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {
+        "cidr": "300.1.1.1/8"}}]}]})
+    assert policy_problem(bad_cidr) is not None
+    bad_op = policy("a", {"podSelector": {"matchExpressions": [
+        {"key": "k", "operator": "Near", "values": ["x"]}]}})
+    assert "spec.podSelector" in (policy_problem(bad_op) or "")
+    bad_protocol = policy("a", {"podSelector": {}, "ingress": [{"ports": [
+        {"protocol": "ICMP", "port": 1}]}]})
+    assert "ICMP" in (policy_problem(bad_protocol) or "")
