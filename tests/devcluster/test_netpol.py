@@ -71,6 +71,9 @@ def server_ip(plane: DevPlane) -> str:
     plane.ok("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                             "metadata": {"name": "other"}})
     plane.create(python_pod("server", SERVER, labels={"app": "server"}))
+    plane.create({"kind": "Service", "metadata": {"name": "server"}, "spec": {
+        "selector": {"app": "server"},
+        "ports": [{"name": "open", "port": 7000}, {"name": "guarded", "port": 7001}]}})
     plane.create(python_pod("friend", IDLE, labels={"app": "friend"}))
     plane.create(python_pod("stranger", IDLE, labels={"app": "friend"}), namespace="other")
     for name, namespace in (("friend", "default"), ("stranger", "other")):
@@ -124,6 +127,13 @@ def test_policy_isolates_ports_and_removal_restores(plane: DevPlane, server_ip: 
     assert probe(plane, "stranger", "other", server_ip, 7000) == "open"
     assert probe(plane, "friend", "default", server_ip, 7001) == "open"
     assert host_probe(server_ip, 7001) == "open"
+    # through the Service IP (the proxy forwards as the node): the backend's policy still holds
+    service_ip = plane.ok("GET", "/api/v1/namespaces/default/services/server")["spec"][
+        "clusterIP"]
+    settle(plane, "stranger", "other", service_ip, 7001, "timeout")
+    assert probe(plane, "stranger", "other", service_ip, 7000) == "open"
+    assert probe(plane, "friend", "default", service_ip, 7001) == "open"
+    assert host_probe(service_ip, 7001) == "open"
 
     plane.ok("PATCH", f"{NETPOLS}/server", {"spec": {"ingress": [
         {"ports": [{"port": 7000}]},

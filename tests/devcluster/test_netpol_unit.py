@@ -14,6 +14,7 @@ from gencluster_dev.machinery.netpol import (
     ingress_plan,
     policy_problem,
     policy_types,
+    service_gates,
 )
 from gencluster_dev.network.netpol import render_ruleset
 
@@ -221,3 +222,52 @@ def test_problems_name_the_field() -> None:
     bad_protocol = policy("a", {"podSelector": {}, "ingress": [{"ports": [
         {"protocol": "ICMP", "port": 1}]}]})
     assert "ICMP" in (policy_problem(bad_protocol) or "")
+
+
+def service(name: str, selector: dict[str, str], ip: str, ports: list[dict[str, Any]],
+            namespace: str = "a") -> dict[str, Any]:
+    return {"metadata": {"namespace": namespace, "name": name},
+            "spec": {"clusterIP": ip, "selector": selector, "ports": ports}}
+
+
+def live(endpoint_: PodEndpoint) -> PodEndpoint:
+    """The endpoint with a Pod object service_pods can select (metadata and phase)."""
+    pod = {**endpoint_.pod, "metadata": {"namespace": endpoint_.namespace,
+                                          "name": endpoint_.name,
+                                          "labels": dict(endpoint_.labels)},
+           "status": {"phase": "Running", "podIP": endpoint_.ip}}
+    return PodEndpoint(endpoint_.namespace, endpoint_.name, endpoint_.labels, endpoint_.ip,
+                       endpoint_.run_as, pod)
+
+
+def test_service_gates_follow_the_backends_policies() -> None:
+    pods = [live(p) for p in PODS]
+    plan = ingress_plan([CLUSTER_A], pods, NAMESPACES)
+    services = [
+        service("metrics", {"cluster": "a"}, "127.9.128.1",
+                [{"port": 80, "targetPort": "metrics"}, {"port": 81, "targetPort": "grpc"}]),
+        service("web", {"app": "web"}, "127.9.128.2", [{"port": 80, "targetPort": 9090}]),
+        service("headless", {"cluster": "a"}, "None", [{"port": 80}]),
+        service("nobody", {"cluster": "zzz"}, "127.9.128.3", [{"port": 80}]),
+    ]
+    gates = service_gates(services, plan, pods)
+    # port 81 -> grpc is open to all: no gate; web's pod is not isolated; others have no IP
+    # or no backend
+    assert [(g.name, g.ip, g.protocol, g.port) for g in gates] == [
+        ("metrics", "127.9.128.1", "TCP", 80)]
+    assert gates[0].sources == frozenset(p.run_as for p in (A0, A1, OPERATOR, SCRAPER))
+    script = render_ruleset("t", plan, UIDS, gates)
+    assert (f'ip daddr 127.9.128.1 tcp dport 80 meta skuid {UIDS[0]}-{UIDS[1]} drop '
+            'comment "service a/metrics"') in script
+
+
+def test_service_gate_intersects_backends() -> None:
+    only_a1 = policy("a", {"podSelector": {"matchLabels": {"cluster": "a"}}, "ingress": [
+        {"from": [{"podSelector": {"matchLabels": {"cluster": "a"}}}]}]})
+    extra_for_a0 = policy("a", {"podSelector": {"matchExpressions": [
+        {"key": "cluster", "operator": "In", "values": ["a"]}]}, "ingress": []}, "x")
+    pods = [live(p) for p in PODS]
+    plan = ingress_plan([only_a1, extra_for_a0], pods, NAMESPACES)
+    (gate,) = service_gates([service("s", {"cluster": "a"}, "127.9.128.1", [{"port": 7000}])],
+                            plan, pods)
+    assert gate.sources == frozenset({A0.run_as, A1.run_as})

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gencluster_dev.machinery.pods import resolve_port
+from gencluster_dev.machinery.pods import resolve_port, service_pods
 from gencluster_dev.machinery.selectors import SelectorError, label_selector_from_object
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -272,3 +272,69 @@ def policy_problem(policy: Mapping[str, Any]) -> str | None:
     except (PolicyError, ValueError, TypeError) as exc:
         return str(exc)
     return None
+
+
+@dataclass(frozen=True)
+class ServiceGate:
+    """Who may open connections to one Service port: the user-space Service proxy forwards as
+    the node, so without this a pod would reach isolated pods through their Service IP (where
+    kube-proxy, keeping the client's address, lets the backend's policy decide)."""
+
+    namespace: str
+    name: str
+    ip: str
+    protocol: str
+    port: int
+    sources: frozenset[int]
+
+
+def service_gates(services: Iterable[Mapping[str, Any]], plan: Iterable[IsolatedPod],
+                  pods: Iterable[PodEndpoint]) -> list[ServiceGate]:
+    """For each Service port whose backends are all isolated, the pod uids every backend
+    admits on its target port (the intersection: the proxy picks a backend per connection,
+    so a source must be admitted by whichever it gets). A port with a backend that admits
+    every source, or no backend at all, gets no gate."""
+    isolated = {(p.endpoint.namespace, p.endpoint.name): p for p in plan}
+    pod_list = list(pods)
+    by_key = {(p.namespace, p.name): p for p in pod_list}
+    out = []
+    for service in services:
+        meta, spec = service.get("metadata") or {}, service.get("spec") or {}
+        cluster_ip = spec.get("clusterIP")
+        if not cluster_ip or cluster_ip == "None" or not spec.get("selector"):
+            continue
+        backends = [by_key[key] for key in (
+            ((p.get("metadata") or {}).get("namespace") or "default",
+             (p.get("metadata") or {}).get("name", ""))
+            for p in service_pods(dict(service), [dict(e.pod) for e in pod_list]))
+            if key in by_key]
+        for port in spec.get("ports") or []:
+            protocol = str(port.get("protocol") or "TCP")
+            target = port.get("targetPort", port.get("port"))
+            sources: frozenset[int] | None = None
+            for backend in backends:
+                chosen = isolated.get((backend.namespace, backend.name))
+                number = resolve_port(dict(backend.pod), target)
+                if chosen is None or number is None:
+                    sources = None
+                    break
+                admitted: set[int] | None = set()
+                for allowance in chosen.allowances:
+                    if allowance.ports is not None and not any(
+                            r.matches(protocol, number) for r in allowance.ports):
+                        continue
+                    if allowance.sources is None:
+                        admitted = None
+                        break
+                    assert admitted is not None
+                    admitted |= allowance.sources
+                if admitted is None:
+                    sources = None
+                    break
+                sources = frozenset(admitted) if sources is None else sources & admitted
+            else:
+                if backends and sources is not None:
+                    out.append(ServiceGate(meta.get("namespace") or "default",
+                                           meta.get("name", ""), str(cluster_ip), protocol,
+                                           int(port["port"]), sources))
+    return out

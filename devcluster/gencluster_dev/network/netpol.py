@@ -32,9 +32,11 @@ from gencluster_dev.machinery.netpol import (
     Allowance,
     IsolatedPod,
     PortRange,
+    ServiceGate,
     endpoints,
     ingress_plan,
     policy_problem,
+    service_gates,
 )
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,22 @@ def pod_rules(isolated: IsolatedPod, pod_uids: tuple[int, int]) -> list[str]:
     return rules
 
 
-def render_ruleset(table: str, plan: Iterable[IsolatedPod], pod_uids: tuple[int, int]) -> str:
+def gate_rules(gate: ServiceGate, pod_uids: tuple[int, int]) -> list[str]:
+    """The rules of one Service port whose backends are all isolated: the sources they all
+    admit may connect to the Service IP, other pods are dropped there."""
+    comment = f"service {gate.namespace}/{gate.name}"
+    match = f"ip daddr {gate.ip} {gate.protocol.lower()} dport {gate.port}"
+    rules = []
+    if gate.sources:
+        uids = ", ".join(str(u) for u in sorted(gate.sources))
+        rules.append(f'{match} meta skuid {{ {uids} }} accept comment "{comment}"')
+    low, high = pod_uids
+    rules.append(f'{match} meta skuid {low}-{high} drop comment "{comment}"')
+    return rules
+
+
+def render_ruleset(table: str, plan: Iterable[IsolatedPod], pod_uids: tuple[int, int],
+                   gates: Iterable[ServiceGate] = ()) -> str:
     """The whole table for `nft -f`, replacing any earlier version in one transaction; "" when
     no pod is isolated (the table should then not exist).
 
@@ -97,6 +114,7 @@ def render_ruleset(table: str, plan: Iterable[IsolatedPod], pod_uids: tuple[int,
     and the replies of an allowed one pass, as with a stateful CNI (a pod that connected from
     its own address gets the answers back although its own ingress is restricted)."""
     body = [rule for isolated in plan for rule in pod_rules(isolated, pod_uids)]
+    body += [rule for gate in gates for rule in gate_rules(gate, pod_uids)]
     if not body:
         return ""
     lines = [
@@ -182,6 +200,7 @@ class NetworkPolicyEnforcer:
         self.policies = self._loop.informer("/apis/networking.k8s.io/v1/networkpolicies")
         self.pods = self._loop.informer("/api/v1/pods")
         self.namespaces = self._loop.informer("/api/v1/namespaces")
+        self.services = self._loop.informer("/api/v1/services")
         self._applied = ""
         self._reported: set[str] = set()
 
@@ -229,7 +248,8 @@ class NetworkPolicyEnforcer:
             for n in self.namespaces.cache.values()
         }
         plan = ingress_plan(policies, pods, namespace_labels)
-        script = render_ruleset(self.table, plan, self.pod_uids)
+        gates = service_gates(self.services.cache.values(), plan, pods)
+        script = render_ruleset(self.table, plan, self.pod_uids, gates)
         if script == self._applied:
             return
         await asyncio.to_thread(apply_ruleset, self.table, script)
