@@ -12,7 +12,9 @@ its own table's chain).
 
 Node traffic is allowed: whatever does not run under one of the instance's pod uids (the
 kubelet's probes, the Service proxy, the API server's pods/proxy, an operator or test run as a
-local process) is never matched, as CNIs let a node reach its own pods.
+local process) is never matched, as CNIs let a node reach its own pods. Since the Service proxy
+forwards as the node, a Service port whose backends are all isolated is gated at the Service
+IP itself (`machinery.netpol.service_gates`).
 """
 
 from __future__ import annotations
