@@ -163,3 +163,29 @@ def test_kubectl_and_validation(plane: DevPlane) -> None:
     out = plane.kubectl("get", "netpol").stdout
     assert "listed" in out and "app=nothing" in out and "POD-SELECTOR" in out
     plane.ok("DELETE", f"{NETPOLS}/listed")
+
+
+def test_egress_policy_limits_what_a_pod_may_open(plane: DevPlane, server_ip: str) -> None:
+    service_ip = plane.ok("GET", "/api/v1/namespaces/default/services/server")["spec"][
+        "clusterIP"]
+    assert probe(plane, "friend", "default", server_ip, 7001) == "open"
+    plane.ok("POST", NETPOLS, {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "friend-out"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "friend"}},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "server"}}}],
+                        "ports": [{"port": 7000}]}],
+        },
+    })
+    settle(plane, "friend", "default", server_ip, 7001, "timeout")
+    assert probe(plane, "friend", "default", server_ip, 7000) == "open"
+    assert probe(plane, "friend", "default", service_ip, 7000) == "open"
+    assert probe(plane, "friend", "default", service_ip, 7001) == "timeout"
+    # the policy is the friend's own: others, and the server's answers, are not limited
+    assert probe(plane, "stranger", "other", server_ip, 7001) == "open"
+
+    plane.ok("DELETE", f"{NETPOLS}/friend-out")
+    settle(plane, "friend", "default", server_ip, 7001, "open")
+    wait_for(lambda: not table_exists(plane), 30, message="policy table removed")

@@ -271,3 +271,79 @@ def test_service_gate_intersects_backends() -> None:
     (gate,) = service_gates([service("s", {"cluster": "a"}, "127.9.128.1", [{"port": 7000}])],
                             plan, pods)
     assert gate.sources == frozenset({A0.run_as, A1.run_as})
+
+
+API_IP = "127.9.0.1"
+EGRESS_SETS = [
+    [policy("a", {"podSelector": {"matchLabels": {"cluster": "a"}},
+                  "policyTypes": ["Egress"]})],
+    [policy("a", {"podSelector": {"matchLabels": {"cluster": "a"}}, "egress": [
+        {"to": [{"podSelector": {"matchLabels": {"cluster": "a"}}}],
+         "ports": [{"port": "metrics"}, {"port": 7000, "endPort": 7001}]},
+        {"to": [{"ipBlock": {"cidr": "127.9.0.0/16", "except": ["127.9.64.0/18"]}}],
+         "ports": [{"port": 6443}]},
+        {"to": [{"namespaceSelector": {"matchLabels": {"purpose": "monitoring"}}}]},
+    ]})],
+    [policy("a", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [
+        {"ports": [{"port": "grpc"}]}, {"to": [{"ipBlock": {"cidr": "127.9.64.0/29"}}]}]})],
+    [policy("b", {"podSelector": {}, "egress": [{}]})],
+]
+
+
+@pytest.mark.parametrize("policies", EGRESS_SETS)
+def test_egress_plan_agrees_with_direct_evaluation(policies: list[dict[str, Any]]) -> None:
+    from gencluster_dev.machinery.netpol import allows_egress, egress_plan
+
+    plan = {(p.endpoint.namespace, p.endpoint.name): p
+            for p in egress_plan(policies, PODS, NAMESPACES)}
+    destinations: list[tuple[str, PodEndpoint | None]] = [(p.ip, p) for p in PODS]
+    destinations.append((API_IP, None))
+    for source, (ip, target), port in itertools.product(
+            PODS, destinations, (50051, 9090, 7000, 7001, 7002, 6443)):
+        expected = allows_egress(policies, source, ip, target, "TCP", port, NAMESPACES)
+        isolated = plan.get((source.namespace, source.name))
+        compiled = isolated is None or isolated.allows(ip, "TCP", port)
+        assert compiled == expected, (source.name, ip, port)
+
+
+def test_egress_deny_all_and_rendering() -> None:
+    from gencluster_dev.machinery.netpol import allows_egress, egress_plan
+    from gencluster_dev.network.netpol import egress_rules
+
+    deny, allow_api = EGRESS_SETS[0], EGRESS_SETS[1]
+    assert not allows_egress(deny, A0, API_IP, None, "TCP", 6443, NAMESPACES)
+    assert not allows_egress(deny, A0, A1.ip, A1, "TCP", 50051, NAMESPACES)
+    assert allows_egress(deny, A0, A0.ip, A0, "TCP", 50051, NAMESPACES)
+    assert allows_egress(deny, B0, A1.ip, A1, "TCP", 50051, NAMESPACES)
+    assert allows_egress(allow_api, A0, API_IP, None, "TCP", 6443, NAMESPACES)
+    assert not allows_egress(allow_api, A0, A_OTHER.ip, A_OTHER, "TCP", 6443, NAMESPACES)
+    (a0, _a1) = egress_plan(allow_api, PODS, NAMESPACES)
+    rules = egress_rules(a0, [("127.9.128.1", "TCP", 80)])
+    uid = A0.run_as
+    assert rules[0] == f'meta skuid {uid} ip daddr {A0.ip} accept comment "egress a/a-0 self"'
+    assert (f"meta skuid {uid} ip daddr 127.9.0.0/16 ip daddr != {{ 127.9.64.0/18 }} "
+            f'tcp dport 6443 accept comment "egress a/a-0"') in rules
+    assert rules[-2:] == [
+        f'meta skuid {uid} ip daddr 127.9.128.1 tcp dport 80 accept comment '
+        '"egress a/a-0 service"',
+        f'meta skuid {uid} drop comment "egress a/a-0"']
+    script = render_ruleset("t", [], UIDS, (), [rules])
+    assert "chain egress {" in script and "chain ingress {" not in script
+
+
+def test_egress_service_targets_need_every_backend() -> None:
+    from gencluster_dev.machinery.netpol import egress_plan, egress_service_targets
+
+    pods = [live(p) for p in PODS]
+    services = [
+        service("a", {"cluster": "a"}, "127.9.128.1",
+                [{"port": 80, "targetPort": "metrics"}, {"port": 81, "targetPort": "grpc"}]),
+        service("mon", {"app": "prometheus"}, "127.9.128.2", [{"port": 90, "targetPort": 1}],
+                namespace="mon"),
+        service("web", {"app": "web"}, "127.9.128.3", [{"port": 80}]),
+    ]
+    a0 = egress_plan(EGRESS_SETS[1], pods, NAMESPACES)[0]
+    assert a0.endpoint is pods[0]
+    # 81 -> grpc: a-0 may reach itself but not a-1 there, so the Service port stays closed
+    assert egress_service_targets(services, a0, pods) == [
+        ("127.9.128.1", "TCP", 80), ("127.9.128.2", "TCP", 90)]

@@ -32,9 +32,12 @@ from gencluster_dev.client.apiclient import ApiClient
 from gencluster_dev.client.reconcile_loop import ReconcileLoop
 from gencluster_dev.machinery.netpol import (
     Allowance,
+    EgressIsolatedPod,
     IsolatedPod,
     PortRange,
     ServiceGate,
+    egress_plan,
+    egress_service_targets,
     endpoints,
     ingress_plan,
     policy_problem,
@@ -44,6 +47,7 @@ from gencluster_dev.machinery.netpol import (
 log = logging.getLogger(__name__)
 
 CHAIN = "ingress"
+EGRESS_CHAIN = "egress"
 RESYNC_SECONDS = 2.0
 """A pass also runs this often without a change: the kubelet writes a pod's uid (state.json)
 on its own schedule, not as an API event this controller could watch."""
@@ -107,8 +111,41 @@ def gate_rules(gate: ServiceGate, pod_uids: tuple[int, int]) -> list[str]:
     return rules
 
 
+def egress_rules(isolated: EgressIsolatedPod,
+                 service_targets: Iterable[tuple[str, str, int]]) -> list[str]:
+    """The rules of one pod isolated for egress: what it sends to itself, each allowance (a
+    block minus its exceptions, ports), the Service addresses whose backends it may reach,
+    then a drop of everything else its uid sends (the API server and the node included, as a
+    CNI drops them unless a rule allows them)."""
+    source = isolated.endpoint
+    if source.run_as is None:
+        return []
+    uid = source.run_as
+    comment = f"egress {source.namespace}/{source.name}"
+    rules = [f'meta skuid {uid} ip daddr {source.ip} accept comment "{comment} self"']
+    for allowance in isolated.allowances:
+        destinations = [None] if allowance.destinations is None else list(allowance.destinations)
+        ports = [None] if allowance.ports is None else list(allowance.ports)
+        for destination in destinations:
+            for port in ports:
+                match = f"meta skuid {uid}"
+                if destination is not None:
+                    match += f" ip daddr {destination.cidr}"
+                    if destination.excepts:
+                        match += f" ip daddr != {{ {', '.join(destination.excepts)} }}"
+                if port is not None:
+                    match += " " + _ports_match(port)
+                rules.append(f'{match} accept comment "{comment}"')
+    for ip, protocol, port_number in service_targets:
+        rules.append(f"meta skuid {uid} ip daddr {ip} {protocol.lower()} dport {port_number} "
+                     f'accept comment "{comment} service"')
+    rules.append(f'meta skuid {uid} drop comment "{comment}"')
+    return rules
+
+
 def render_ruleset(table: str, plan: Iterable[IsolatedPod], pod_uids: tuple[int, int],
-                   gates: Iterable[ServiceGate] = ()) -> str:
+                   gates: Iterable[ServiceGate] = (),
+                   egress: Iterable[list[str]] = ()) -> str:
     """The whole table for `nft -f`, replacing any earlier version in one transaction; "" when
     no pod is isolated (the table should then not exist).
 
@@ -117,19 +154,22 @@ def render_ruleset(table: str, plan: Iterable[IsolatedPod], pod_uids: tuple[int,
     its own address gets the answers back although its own ingress is restricted)."""
     body = [rule for isolated in plan for rule in pod_rules(isolated, pod_uids)]
     body += [rule for gate in gates for rule in gate_rules(gate, pod_uids)]
-    if not body:
+    outgoing = [rule for rules in egress for rule in rules]
+    if not body and not outgoing:
         return ""
-    lines = [
-        f"table inet {table}",
-        f"delete table inet {table}",
-        f"table inet {table} {{",
-        f"  chain {CHAIN} {{",
-        "    type filter hook output priority 0; policy accept;",
-        "    ct state established,related accept",
-        *(f"    {rule}" for rule in body),
-        "  }",
-        "}",
-    ]
+    lines = [f"table inet {table}", f"delete table inet {table}", f"table inet {table} {{"]
+    # two base chains: a packet must pass both (an accept ends only its own chain), so a
+    # connection needs its source's egress and its destination's ingress to allow it
+    for chain, rules in ((CHAIN, body), (EGRESS_CHAIN, outgoing)):
+        if rules:
+            lines += [
+                f"  chain {chain} {{",
+                "    type filter hook output priority 0; policy accept;",
+                "    ct state established,related accept",
+                *(f"    {rule}" for rule in rules),
+                "  }",
+            ]
+    lines.append("}")
     return "\n".join(lines) + "\n"
 
 
@@ -251,7 +291,10 @@ class NetworkPolicyEnforcer:
         }
         plan = ingress_plan(policies, pods, namespace_labels)
         gates = service_gates(self.services.cache.values(), plan, pods)
-        script = render_ruleset(self.table, plan, self.pod_uids, gates)
+        egress = [egress_rules(isolated, egress_service_targets(
+            self.services.cache.values(), isolated, pods))
+            for isolated in egress_plan(policies, pods, namespace_labels)]
+        script = render_ruleset(self.table, plan, self.pod_uids, gates, egress)
         if script == self._applied:
             return
         await asyncio.to_thread(apply_ruleset, self.table, script)
