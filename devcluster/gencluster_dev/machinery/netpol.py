@@ -21,7 +21,10 @@ Kubernetes API reference and what CNIs implement:
   kubelet's probes, the Service proxy, processes run on the host) is never matched here: the
   enforcer leaves it alone (docs/devcluster.md, "NetworkPolicy").
 
-Egress is not enforced (`egress` rules are accepted and stored, and do not drop anything).
+Egress mirrors ingress (`egress_plan`, `allows_egress`): a pod that a policy with `Egress` in
+its `policyTypes` selects may open connections only where some egress rule allows (`to` peers
+by selectors or `ipBlock`, matched against any address, the API server's included; `ports`),
+besides itself.
 """
 
 from __future__ import annotations
