@@ -36,6 +36,10 @@ from gencluster_dev.controllers.replicasets import ReplicaSetController
 from gencluster_dev.controllers.statefulsets import StatefulSetController
 from gencluster_dev.controllers.supervised import SupervisedController
 from gencluster_dev.controllers.volumes import LOCAL_PATH_PROVISIONER, VolumeController
+from gencluster_dev.machinery.inflight import (
+    DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+    DEFAULT_MAX_REQUESTS_INFLIGHT,
+)
 from gencluster_dev.network.netpol import (
     NetworkPolicyEnforcer,
     NetworkPolicyUnavailable,
@@ -273,6 +277,9 @@ class DevCluster:
     manifest_files: Sequence[Path] = ()
     node_name: str = "dev-node"
     restart_backoff_base: float = 10.0
+    #: kube-apiserver's --max-requests-inflight and --max-mutating-requests-inflight (0: none)
+    max_requests_inflight: int = DEFAULT_MAX_REQUESTS_INFLIGHT
+    max_mutating_requests_inflight: int = DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT
     #: how the kubelet runs containers: "process" (local processes) or "podman" (images)
     runtime: str = "process"
     controller_commands: Sequence[Sequence[str]] = ()
@@ -360,6 +367,8 @@ class DevCluster:
             admin_token=admin_token,
             service_network=plan.service_network,
             pods_dir=pods_dir,
+            max_requests_inflight=self.max_requests_inflight,
+            max_mutating_requests_inflight=self.max_mutating_requests_inflight,
         )
         await self._api.start()
         self._engine = await self._container_engine(pods_dir)

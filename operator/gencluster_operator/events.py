@@ -48,6 +48,7 @@ class EventReason(StrEnum):
     REINITIALIZED = "Reinitialized"
     REINITIALIZE_REJECTED = "ReinitializeRejected"
     SERVED_IN_FAILSAFE = "ServedInFailsafe"
+    VOLUME_FAILED = "VolumeFailed"
 
 
 class FailoverReason(StrEnum):
@@ -102,6 +103,7 @@ class ConditionReason(StrEnum):
     HIBERNATION_REFUSED = "HibernationRefused"
     # Degraded
     STANDBYS_OUT_OF_SYNC = "StandbysOutOfSync"
+    VOLUME_FAILED = "VolumeFailed"
     MERGE_FAILED = "MergeFailed"
     RECONCILE_FAILED = "ReconcileFailed"
     AS_EXPECTED = "AsExpected"
