@@ -41,6 +41,12 @@ from gencluster_dev.machinery.inflight import (
     DEFAULT_MAX_REQUESTS_INFLIGHT,
 )
 from gencluster_dev.network.dns import DNS_PORT, ClusterDns
+from gencluster_dev.network.netpol import (
+    NetworkPolicyEnforcer,
+    NetworkPolicyUnavailable,
+    check_nft,
+)
+from gencluster_dev.network.netpol import table_name as netpol_table_name
 from gencluster_dev.network.proxy import ServiceProxy
 from gencluster_dev.node.kubelet import Kubelet
 from gencluster_dev.node.podman import PodmanEngine, PodmanUnavailable
@@ -291,6 +297,7 @@ class DevCluster:
         self._api: ApiServer | None = None
         self._kubelet: Kubelet | None = None
         self._proxy: ServiceProxy | None = None
+        self._network_policies: NetworkPolicyEnforcer | None = None
         self._endpoints: EndpointsController | None = None
         self._deployments: DeploymentController | None = None
         self._replica_sets: ReplicaSetController | None = None
@@ -359,6 +366,7 @@ class DevCluster:
 
         self._plan = plan = AddressPlan(self._slot_lease.claim())
         delete_nft_table(plan.nft_table)
+        delete_nft_table(netpol_table_name(plan.nft_table))
         admin_token = secrets.token_urlsafe(32)
         self._api = ApiServer(
             host=plan.api_host,
@@ -392,6 +400,7 @@ class DevCluster:
         await self._kubelet.start()
         self._proxy = ServiceProxy(api_url=self._api.url, token=admin_token)
         await self._proxy.start()
+        self._network_policies = await self._network_policy_enforcer(plan, admin_token, pods_dir)
         self._endpoints = EndpointsController(api_url=self._api.url, token=admin_token)
         await self._endpoints.start()
         self._replica_sets = ReplicaSetController(api_url=self._api.url, token=admin_token)
@@ -422,6 +431,7 @@ class DevCluster:
                         "slot": plan.slot,
                         "server": self._api.url,
                         "nftTable": plan.nft_table,
+                        "networkPolicyTable": netpol_table_name(plan.nft_table),
                         "podNetwork": plan.pod_network,
                         "serviceNetwork": plan.service_network,
                         "dns": self._dns.address,
@@ -444,6 +454,28 @@ class DevCluster:
             self._start_controllers()
             for obj in manifests:
                 self.announce(await applier.apply(obj))
+
+    async def _network_policy_enforcer(self, plan: AddressPlan, token: str,
+                                       pods_dir: Path) -> NetworkPolicyEnforcer:
+        """NetworkPolicy enforcement: as root it must work (nftables answers) or `up` fails
+        with the reason; without root policies are stored and reported as not enforced."""
+        assert self._api is not None
+        is_root = os.geteuid() == 0
+        if is_root:
+            try:
+                await asyncio.to_thread(check_nft)
+            except NetworkPolicyUnavailable as error:
+                raise DevClusterError(str(error)) from None
+        else:
+            self.announce("NetworkPolicy is not enforced: the plane runs without root")
+        uids = plan.run_as_users(True)
+        assert uids is not None
+        enforcer = NetworkPolicyEnforcer(
+            api_url=self._api.url, token=token, pods_dir=pods_dir,
+            table=netpol_table_name(plan.nft_table), pod_uids=(uids.start, uids.stop - 1),
+            enforce=is_root)
+        await enforcer.start()
+        return enforcer
 
     async def _container_engine(self, pods_dir: Path,
                                 cluster_dns: str | None) -> PodmanEngine | None:
@@ -486,7 +518,8 @@ class DevCluster:
             with contextlib.suppress(Exception):
                 await controller.stop()
         for part in (self._volumes, *self._workloads, self._deployments, self._replica_sets,
-                     self._endpoints, self._proxy, self._kubelet, self._dns, self._api):
+                     self._endpoints, self._network_policies, self._proxy, self._kubelet,
+                     self._dns, self._api):
             if part is not None:
                 with contextlib.suppress(Exception):
                     await part.stop()
@@ -494,6 +527,7 @@ class DevCluster:
             await asyncio.to_thread(self._engine.remove_leftovers)
         if self._plan is not None:
             delete_nft_table(self._plan.nft_table)
+            delete_nft_table(netpol_table_name(self._plan.nft_table))
         if self._owns_dir:
             for path in (self.kubeconfig_path, self.instance_path):
                 path.unlink(missing_ok=True)
