@@ -140,7 +140,8 @@ def paired_ratios(
     setup: list[LoadResult], bare: list[LoadResult], what: Callable[[LoadResult], float]
 ) -> list[float]:
     """Round i of `setup` against round i of bare (measured next to each other)."""
-    return [what(a) / what(b) for a, b in zip(setup, bare, strict=False) if what(b) > 0]
+    return [what(a) / what(b) for a, b in zip(setup, bare, strict=False)
+            if what(a) > 0 and what(b) > 0]
 
 
 def cpu_us_per_call(points: list[LoadResult]) -> dict[str, float]:
@@ -205,6 +206,15 @@ def summary(
             latency = paired_ratios(rounds, bare[in_flight], lambda p: p.p50_ms)
             if latency:
                 result[f"ratio_p50_{key}"] = _round(statistics.median(latency))
+            # bare's CPU per call over this setup's (every process, the client included),
+            # paired by round: the throughput ratio a machine saturated by the bench alone
+            # would give, and far less moved by other people's load than calls/s.
+            efficiency = paired_ratios(
+                rounds, bare[in_flight],
+                lambda p: p.calls / sum(p.cpu_seconds.values()) if p.cpu_seconds else 0.0,
+            )
+            if efficiency:
+                result[f"cpu_ratio_{key}"] = _round(statistics.median(efficiency))
     n = HEADLINE_IN_FLIGHT
     headline = {
         "cpu_us_per_call_active": [f"cpu_us_per_call_r3_{n}_active"],
@@ -242,7 +252,7 @@ def table(result: dict[str, Any]) -> str:
     lines = ["(a) next_value throughput and latency, medians of alternated rounds "
              "(ratio = median of per-round ratios to bare; CPU us per call, all processes)",
              f"{'setup':<28}{'in flight':>10}{'calls/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-             f"{'ratio':>8}{'cpu us':>9}"]
+             f"{'ratio':>8}{'cpu us':>9}{'cpu ratio':>11}"]
     names = {"bare": "bare grpc.aio", "r1": "gencluster 1 replica",
              "r3": "gencluster 3 (Sync, 2 acks)"}
     for setup, name in names.items():
@@ -252,10 +262,11 @@ def table(result: dict[str, Any]) -> str:
                 continue
             ratio = result.get(f"ratio_{key}")
             cpu = result.get(f"cpu_us_per_call_{key}_total")
+            cpu_ratio = result.get(f"cpu_ratio_{key}")
             lines.append(
                 f"{name:<28}{in_flight:>10}{result[key]:>10}{result[f'{key}_p50_ms']:>9}"
                 f"{result[f'{key}_p99_ms']:>9}{'' if ratio is None else ratio:>8}"
-                f"{'' if cpu is None else cpu:>9}"
+                f"{'' if cpu is None else cpu:>9}{'' if cpu_ratio is None else cpu_ratio:>11}"
             )
     for kind, label in (("sigkill", "SIGKILL of the active (no operator)"),
                         ("graceful", "graceful stop (pod delete)")):

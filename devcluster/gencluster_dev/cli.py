@@ -26,6 +26,17 @@ FAULTS_HELP = {
 }
 
 
+
+def non_negative_seconds(text: str) -> float:
+    """A duration option: a clear error for a negative or non-numeric value."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds: {text!r}")
+    return value
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gencluster dev",
@@ -74,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="first crash-loop back-off, doubled up to 300 s (Kubernetes: 10)",
     )
+    up.add_argument(
+        "--relist-period",
+        type=non_negative_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="report a container's death at the next relist of this period, as a real "
+        "kubelet's PLEG does (Kubernetes: 1); default 0: at once",
+    )
 
     fault = commands.add_parser("fault", help="inject a real fault into a running instance")
     fault.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=DIR_HELP)
@@ -113,6 +132,7 @@ def run_up(arguments: argparse.Namespace) -> int:
         manifest_files=arguments.apply,
         node_name=arguments.node_name,
         restart_backoff_base=arguments.restart_backoff,
+        relist_period=arguments.relist_period,
         runtime=arguments.runtime,
         controller_commands=[shlex.split(command) for command in arguments.controller],
         announce=lambda line: print(line, flush=True),

@@ -54,6 +54,8 @@ def test_summary_has_the_keys_other_checks_read() -> None:
     assert result["cpu_us_per_call_standby"] == 50.0  # mean of the two standbys
     assert result["cpu_us_per_call_bare"] == 100.0
     assert result["cpu_us_per_call_r3_64_total"] == 453.8  # client included
+    # bare: 3 s of CPU for 10000 calls (300 us); r3: 453.8 us per call
+    assert result["cpu_ratio_r3_64"] == 0.661
     assert result["outage_sigkill_median_s"] == 1.0
     assert result["outage_graceful_max_s"] == 0.2
     assert result["join_seconds"] == 1.5
