@@ -56,7 +56,7 @@ from gencluster_operator.observed import (
 from gencluster_operator.plan import plan
 from gencluster_operator.runtime_admin import AdminError, RuntimeAdmin, pod_address
 from gencluster_operator.spec import cluster_spec, spec_problems
-from gencluster_operator.status import events_between, status_for
+from gencluster_operator.status import events_between, status_changed, status_for
 
 log = logging.getLogger("gencluster_operator")
 
@@ -223,7 +223,8 @@ class Reconciler:
         previous = resource.get("status") or {}
         status = status_for(replace(observed, reconcile_error=memory.reconcile_error),
                             previous, now)
-        self.api.patch_cluster_status(namespace, name, status)
+        if status_changed(previous, status):
+            self.api.patch_cluster_status(namespace, name, status)
         for event in events_between(previous, status):
             self._post(resource, event, now)
         metrics.record_status(

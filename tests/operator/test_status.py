@@ -28,7 +28,7 @@ from gencluster_operator.observed import (
     Observed,
     format_time,
 )
-from gencluster_operator.status import events_between, status_for
+from gencluster_operator.status import events_between, status_changed, status_for
 from hypothesis import given
 
 from tests.operator.test_plan import (
@@ -508,3 +508,15 @@ def test_failsafe_is_recorded_and_announced_once_per_episode() -> None:
     assert "served in failsafe for 7.0s" in event.message and "episode 2" in event.message
     # A later status from a pod without episodes keeps the record.
     assert status(healthy(), again)["failsafe"] == again["failsafe"]
+
+
+def test_an_idle_pass_that_computes_the_same_status_sends_no_patch() -> None:
+    previous = {"phase": "Running", "epoch": 3, "standbys": [{"pod": "a-1", "inSync": True}],
+                "conditions": [{"type": "Ready", "status": "True"}]}
+    assert not status_changed(previous, dict(previous))
+    assert not status_changed(previous, {"phase": "Running", "lastFailoverReason": None})
+    assert status_changed(previous, {**previous, "epoch": 4})
+    assert status_changed(previous, {"standbys": [{"pod": "a-1", "inSync": False}]})
+    assert status_changed(previous, {"phase": None})  # removing a field is a change
+    assert status_changed(None, {"phase": "Pending"})
+    assert not status_changed({}, {})
