@@ -1,8 +1,8 @@
 """Replication benchmark: throughput/latency against a bare gRPC server, failover outage, join
 time and replication bytes per call, all measured in ONE run on one machine.
 
-    python bench/replication.py --quick     # about two minutes on 2 cores
-    python bench/replication.py             # more trials, 100 MB state
+    python bench/replication.py --quick     # about 2.5 minutes on 2 cores: 5 rounds of 1.2 s
+    python bench/replication.py             # 7 rounds of 4 s windows, 10 trials, 100 MB state
 
 Why one run: these machines are shared and noisy, so absolute figures drift between runs; the
 ratios to a baseline taken minutes apart in the same run are what can be compared. Nothing
@@ -14,12 +14,19 @@ What runs (see bench/README.md for the figures):
   a real pod running `gencluster run` on its own loopback address; the pods, Lease, Secret and
   the rest are built by the operator's own builders (`gencluster_testing/without_operator.py`, as in
   tests/runtime/test_cluster_idserver.py), but no operator runs;
-- (a) `next_value` through `gencluster.AsyncClient` at 1 and 64 calls in flight against: a bare
-  grpc.aio server in its own process implementing the same `gencluster.v1.Client/Call` with
-  "the same work" (decode the CallRequest and its JSON payload, increment a counter, JSON-encode
-  the reply into a CallReply; no log, no replication, no request-id table), id_server with 1
-  replica, and id_server with 3 replicas in Sync mode with minSyncStandbys 2 (every reply waits
-  for both standbys);
+- (a) `next_value` through `gencluster.AsyncClient` at 1, 8, 16 and 64 calls in flight against:
+  a bare grpc.aio server in its own process implementing the same `gencluster.v1.Client/Call`
+  with "the same work" (decode the CallRequest and its JSON payload, increment a counter,
+  JSON-encode the reply into a CallReply; no log, no replication, no request-id table) and the
+  same collector tuning as every pod (`run.tune_garbage_collector`), id_server with 1 replica,
+  and id_server with 3 replicas in Sync mode with minSyncStandbys 2 (every reply waits for both
+  standbys). Rounds alternate the setups (bare next to r3, taking turns going first); every
+  figure is the median over rounds and every ratio the median of the per-round ratios (paired
+  rounds), so a burst of other load spoils one pair, not a setup. In each window the CPU
+  seconds of every process (the client, the bare server, the active, each standby; utime +
+  stime from /proc/PID/stat, container process and children) are read, giving CPU
+  microseconds per call per process and a CPU ratio (bare's CPU per call over the setup's,
+  all processes) that other people's load moves far less than calls/s;
 - (b) client-observed outage for SIGKILL (`gencluster dev fault kill`) and graceful stop (pod
   delete) of the active, with continuous callers: the longest gap between two consecutive
   successful replies around the fault. Without the operator, a SIGKILL outage is bounded by the
@@ -31,7 +38,10 @@ What runs (see bench/README.md for the figures):
   streams, all standbys, heartbeats included).
 
 The LAST line printed is one JSON object (`summary()`), which other checks read: at least
-`bare_64`, `r1_64`, `r3_64` (calls/s at 64 in flight) and `ratio_r3_64`.
+`bare_64`, `r1_64`, `r3_64` (calls/s at 64 in flight), `ratio_r3_64` (median of paired
+rounds), `bare_1_p50_ms`, `r3_1_p50_ms`, `cpu_us_per_call_active`, `cpu_us_per_call_bare`
+and, when part (c) ran, `join_seconds`; also the load average at the start, before each round
+and at the end.
 """
 
 from __future__ import annotations
@@ -78,7 +88,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Settings:
-    """How long and how often: --quick must fit two minutes on 2 cores."""
+    """How long and how often: --quick fits about 2.5 minutes on 2 cores."""
 
     quick: bool
     warmup_s: float

@@ -130,6 +130,7 @@ class Reconciler:
 
     def forget(self, key: ClusterKey) -> None:
         self._memory.pop(key, None)
+        self.admin.forget_except(key, set())
         metrics.forget_cluster(*key)
 
     # -- triggers ----------------------------------------------------------------------------
@@ -267,8 +268,10 @@ class Reconciler:
         if lease_object is not None:
             memory.lease_seen = _lease_fingerprint(lease_object)
         addresses = _admin_addresses(pod_objects, spec.port)
+        # This cluster's addresses are registered before its calls, so that another cluster's
+        # pass running at the same time never closes a channel this pass is about to use.
+        self.admin.forget_except((spec.namespace, spec.name), set(addresses.values()))
         reports = self.admin.statuses(token, addresses) if token else {}
-        self.admin.forget_except(set(addresses.values()))
         lease_duration = timedelta(seconds=spec.lease.duration_seconds)
         if memory.handover is not None and now - memory.handover.started_at >= lease_duration:
             memory.handover = None

@@ -132,7 +132,7 @@ class FakeAdmin:
         assert len(token) >= 32
         return {pod: report for pod, report in self.reports.items() if pod in addresses}
 
-    def forget_except(self, addresses: set[str]) -> None:
+    def forget_except(self, owner: object, addresses: set[str]) -> None:
         pass
 
     def switchover(self, token: str, address: str, target: str, renew: int) -> None:
