@@ -407,6 +407,10 @@ def bench(settings: Settings, quick: bool, log: Callable[[str], None]) -> dict[s
                          message="every ClusteredServer Ready after the failover")
         except Exception as error:  # report the steps that were measured
             note(f"stopped: {type(error).__name__}: {error}")
+            listing = dev.kubectl("get", "csrv", "-n", NAMESPACE, check=False).stdout
+            note(f"ClusteredServers at the stop:\n{listing}")
+            if operator is not None:
+                note(f"the operator's log, last lines:\n{operator.output()[-4000:]}")
         finally:
             if operator is not None:
                 operator.stop()
