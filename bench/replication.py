@@ -1,8 +1,8 @@
 """Replication benchmark: throughput/latency against a bare gRPC server, failover outage, join
 time and replication bytes per call, all measured in ONE run on one machine.
 
-    python bench/replication.py --quick     # about two minutes on 2 cores
-    python bench/replication.py             # more trials, 100 MB state
+    python bench/replication.py --quick     # about 2.5 minutes on 2 cores: 5 rounds of 1.2 s
+    python bench/replication.py             # 7 rounds of 4 s windows, 10 trials, 100 MB state
 
 Why one run: these machines are shared and noisy, so absolute figures drift between runs; the
 ratios to a baseline taken minutes apart in the same run are what can be compared. Nothing
@@ -14,12 +14,19 @@ What runs (see bench/README.md for the figures):
   a real pod running `gencluster run` on its own loopback address; the pods, Lease, Secret and
   the rest are built by the operator's own builders (`gencluster_testing/without_operator.py`, as in
   tests/runtime/test_cluster_idserver.py), but no operator runs;
-- (a) `next_value` through `gencluster.AsyncClient` at 1 and 64 calls in flight against: a bare
-  grpc.aio server in its own process implementing the same `gencluster.v1.Client/Call` with
-  "the same work" (decode the CallRequest and its JSON payload, increment a counter, JSON-encode
-  the reply into a CallReply; no log, no replication, no request-id table), id_server with 1
-  replica, and id_server with 3 replicas in Sync mode with minSyncStandbys 2 (every reply waits
-  for both standbys);
+- (a) `next_value` through `gencluster.AsyncClient` at 1, 8, 16 and 64 calls in flight against:
+  a bare grpc.aio server in its own process implementing the same `gencluster.v1.Client/Call`
+  with "the same work" (decode the CallRequest and its JSON payload, increment a counter,
+  JSON-encode the reply into a CallReply; no log, no replication, no request-id table) and the
+  same collector tuning as every pod (`run.tune_garbage_collector`), id_server with 1 replica,
+  and id_server with 3 replicas in Sync mode with minSyncStandbys 2 (every reply waits for both
+  standbys). Rounds alternate the setups (bare next to r3, taking turns going first); every
+  figure is the median over rounds and every ratio the median of the per-round ratios (paired
+  rounds), so a burst of other load spoils one pair, not a setup. In each window the CPU
+  seconds of every process (the client, the bare server, the active, each standby; utime +
+  stime from /proc/PID/stat, container process and children) are read, giving CPU
+  microseconds per call per process and a CPU ratio (bare's CPU per call over the setup's,
+  all processes) that other people's load moves far less than calls/s;
 - (b) client-observed outage for SIGKILL (`gencluster dev fault kill`) and graceful stop (pod
   delete) of the active, with continuous callers: the longest gap between two consecutive
   successful replies around the fault. Without the operator, a SIGKILL outage is bounded by the
@@ -31,7 +38,10 @@ What runs (see bench/README.md for the figures):
   streams, all standbys, heartbeats included).
 
 The LAST line printed is one JSON object (`summary()`), which other checks read: at least
-`bare_64`, `r1_64`, `r3_64` (calls/s at 64 in flight) and `ratio_r3_64`.
+`bare_64`, `r1_64`, `r3_64` (calls/s at 64 in flight), `ratio_r3_64` (median of paired
+rounds), `bare_1_p50_ms`, `r3_1_p50_ms`, `cpu_us_per_call_active`, `cpu_us_per_call_bare`
+and, when part (c) ran, `join_seconds`; also the load average at the start, before each round
+and at the end.
 """
 
 from __future__ import annotations
@@ -78,7 +88,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Settings:
-    """How long and how often: --quick must fit two minutes on 2 cores."""
+    """How long and how often: --quick fits about 2.5 minutes on 2 cores."""
 
     quick: bool
     warmup_s: float
@@ -92,18 +102,28 @@ class Settings:
     @classmethod
     def for_mode(cls, quick: bool) -> Settings:
         if quick:
-            return cls(True, 0.5, 1.5, 4, 3, 10 * 1024 * 1024, 300)
-        return cls(False, 2.0, 8.0, 3, 10, 100 * 1024 * 1024, 2000)
+            return cls(True, 0.4, 1.2, 5, 3, 10 * 1024 * 1024, 300)
+        return cls(False, 1.0, 4.0, 7, 10, 100 * 1024 * 1024, 2000)
+
+
+IN_FLIGHT = (1, 8, 16, 64)
+"""Calls in flight per load point: 1 (latency), 8 and 16 (where a batch hold would show as
+added latency), 64 (throughput)."""
+
+HEADLINE_IN_FLIGHT = 64
+"""The in-flight count of the unsuffixed `cpu_us_per_call_*` keys."""
 
 
 @dataclass(frozen=True)
 class LoadResult:
-    """One load point: completed calls per second and latency percentiles."""
+    """One load point of one round: completed calls per second, latency percentiles and the
+    CPU seconds each process of the setup used inside the measuring window."""
 
     calls_per_s: float
     p50_ms: float
     p99_ms: float
     calls: int
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -122,8 +142,37 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     return round(value, digits)
 
 
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def paired_ratios(
+    setup: list[LoadResult], bare: list[LoadResult], what: Callable[[LoadResult], float]
+) -> list[float]:
+    """Round i of `setup` against round i of bare (measured next to each other)."""
+    return [what(a) / what(b) for a, b in zip(setup, bare, strict=False)
+            if what(a) > 0 and what(b) > 0]
+
+
+def cpu_us_per_call(points: list[LoadResult]) -> dict[str, float]:
+    """Per process of the setup (and `total`), the median over rounds of CPU microseconds
+    per completed call in the window."""
+    roles = sorted({role for point in points for role in point.cpu_seconds})
+    result: dict[str, float] = {}
+    for role in roles:
+        values = [point.cpu_seconds[role] / point.calls * 1e6
+                  for point in points if point.calls and role in point.cpu_seconds]
+        if values:
+            result[role] = statistics.median(values)
+    totals = [sum(point.cpu_seconds.values()) / point.calls * 1e6
+              for point in points if point.calls and point.cpu_seconds]
+    if totals:
+        result["total"] = statistics.median(totals)
+    return result
+
+
 def summary(
-    throughput: dict[str, dict[int, LoadResult]],
+    throughput: dict[str, dict[int, list[LoadResult]]],
     outages: dict[str, list[float]] | None = None,
     join: dict[str, float] | None = None,
     bytes_per_call: dict[str, float] | None = None,
@@ -134,21 +183,61 @@ def summary(
     """The machine-readable result (the last line): a flat JSON object.
 
     Pure, so tests/runtime/test_bench_interface.py can check the keys without running
-    anything. `throughput` maps "bare"/"r1"/"r3" to {in_flight: LoadResult}; keys are
-    `<setup>_<in_flight>` (calls/s), `<setup>_<in_flight>_p50_ms`/`_p99_ms`, and
-    `ratio_<setup>_<in_flight>` against bare at the same in-flight count. Parts (b)-(d) are
+    anything. `throughput` maps "bare"/"r1"/"r3" to {in_flight: [one LoadResult per round]},
+    round i of every setup measured next to round i of bare. Keys: `<setup>_<n>` (calls/s),
+    `<setup>_<n>_p50_ms`/`_p99_ms` (medians over rounds), `ratio_<setup>_<n>` and
+    `ratio_p50_<setup>_<n>` (median of the per-round ratios to bare: the paired figure; a
+    burst of someone else's load on this shared machine hits one pair, not a whole setup),
+    `rounds_<setup>_<n>` and `ratios_<setup>_<n>` (every round, so a reader sees the spread),
+    `cpu_us_per_call_<setup>_<n>_<process>`, and the headline `cpu_us_per_call_active` (r3's
+    active), `_standby` (r3's standbys, mean of the two), `_client` (the client driving r3),
+    `_bare` (the bare server) and `_client_bare`, all at 64 in flight. Parts (b)-(d) are
     included when measured; a missing part is absent, never a made-up number.
     """
     result: dict[str, Any] = {"quick": quick}
     bare = throughput.get("bare", {})
     for setup, points in throughput.items():
-        for in_flight, point in sorted(points.items()):
+        for in_flight, rounds in sorted(points.items()):
+            if not rounds:
+                continue
             key = f"{setup}_{in_flight}"
-            result[key] = _round(point.calls_per_s, 1)
-            result[f"{key}_p50_ms"] = _round(point.p50_ms)
-            result[f"{key}_p99_ms"] = _round(point.p99_ms)
-            if setup != "bare" and in_flight in bare and bare[in_flight].calls_per_s > 0:
-                result[f"ratio_{key}"] = _round(point.calls_per_s / bare[in_flight].calls_per_s)
+            result[key] = _round(_median([p.calls_per_s for p in rounds]), 1)
+            result[f"{key}_p50_ms"] = _round(_median([p.p50_ms for p in rounds]))
+            result[f"{key}_p99_ms"] = _round(_median([p.p99_ms for p in rounds]))
+            result[f"rounds_{key}"] = [round(p.calls_per_s) for p in rounds]
+            for role, value in cpu_us_per_call(rounds).items():
+                result[f"cpu_us_per_call_{key}_{role}"] = _round(value, 1)
+            if setup == "bare" or not bare.get(in_flight):
+                continue
+            ratios = paired_ratios(rounds, bare[in_flight], lambda p: p.calls_per_s)
+            if ratios:
+                result[f"ratio_{key}"] = _round(statistics.median(ratios))
+                result[f"ratios_{key}"] = [round(r, 3) for r in ratios]
+            latency = paired_ratios(rounds, bare[in_flight], lambda p: p.p50_ms)
+            if latency:
+                result[f"ratio_p50_{key}"] = _round(statistics.median(latency))
+            # bare's CPU per call over this setup's (every process, the client included),
+            # paired by round: the throughput ratio a machine saturated by the bench alone
+            # would give, and far less moved by other people's load than calls/s.
+            efficiency = paired_ratios(
+                rounds, bare[in_flight],
+                lambda p: p.calls / sum(p.cpu_seconds.values()) if p.cpu_seconds else 0.0,
+            )
+            if efficiency:
+                result[f"cpu_ratio_{key}"] = _round(statistics.median(efficiency))
+    n = HEADLINE_IN_FLIGHT
+    headline = {
+        "cpu_us_per_call_active": [f"cpu_us_per_call_r3_{n}_active"],
+        "cpu_us_per_call_standby": [f"cpu_us_per_call_r3_{n}_standby_1",
+                                    f"cpu_us_per_call_r3_{n}_standby_2"],
+        "cpu_us_per_call_client": [f"cpu_us_per_call_r3_{n}_client"],
+        "cpu_us_per_call_bare": [f"cpu_us_per_call_bare_{n}_server"],
+        "cpu_us_per_call_client_bare": [f"cpu_us_per_call_bare_{n}_client"],
+    }
+    for key, sources in headline.items():
+        values = [result[source] for source in sources if source in result]
+        if values:
+            result[key] = _round(statistics.mean(values), 1)
     for kind, values in (outages or {}).items():
         if values:
             result[f"outage_{kind}_min_s"] = _round(min(values))
@@ -170,21 +259,24 @@ def summary(
 
 def table(result: dict[str, Any]) -> str:
     """The human-readable part, printed before the JSON line."""
-    lines = ["(a) next_value throughput and latency, best of interleaved rounds "
-             "(ratio = calls/s against bare, same run)",
+    lines = ["(a) next_value throughput and latency, medians of alternated rounds "
+             "(ratio = median of per-round ratios to bare; CPU us per call, all processes)",
              f"{'setup':<28}{'in flight':>10}{'calls/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-             f"{'ratio':>8}"]
+             f"{'ratio':>8}{'cpu us':>9}{'cpu ratio':>11}"]
     names = {"bare": "bare grpc.aio", "r1": "gencluster 1 replica",
              "r3": "gencluster 3 (Sync, 2 acks)"}
     for setup, name in names.items():
-        for in_flight in (1, 64):
+        for in_flight in IN_FLIGHT:
             key = f"{setup}_{in_flight}"
             if key not in result:
                 continue
             ratio = result.get(f"ratio_{key}")
+            cpu = result.get(f"cpu_us_per_call_{key}_total")
+            cpu_ratio = result.get(f"cpu_ratio_{key}")
             lines.append(
                 f"{name:<28}{in_flight:>10}{result[key]:>10}{result[f'{key}_p50_ms']:>9}"
                 f"{result[f'{key}_p99_ms']:>9}{'' if ratio is None else ratio:>8}"
+                f"{'' if cpu is None else cpu:>9}{'' if cpu_ratio is None else cpu_ratio:>11}"
             )
     for kind, label in (("sigkill", "SIGKILL of the active (no operator)"),
                         ("graceful", "graceful stop (pod delete)")):
@@ -221,6 +313,7 @@ async def serve_bare() -> None:
     from gencluster.codec import JsonCodec
     from gencluster.proto import gencluster_pb2 as pb
     from gencluster.proto import gencluster_pb2_grpc as pb_grpc
+    from gencluster.run import tune_garbage_collector
 
     codec = JsonCodec()
 
@@ -235,6 +328,9 @@ async def serve_bare() -> None:
             return pb.CallReply(epoch=1, seq=self.value,
                                 reply=codec.encode(self.value, what="reply"))
 
+    # The collector settings every `gencluster run` pod gets (start-up objects frozen, higher
+    # thresholds): without them bare would pay collections the pods do not.
+    tune_garbage_collector()
     server = grpc.aio.server()
     pb_grpc.add_ClientServicer_to_server(BareCounter(), server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -244,14 +340,15 @@ async def serve_bare() -> None:
 
 
 @contextlib.contextmanager
-def bare_server() -> Iterator[str]:
+def bare_server() -> Iterator[tuple[str, int]]:
+    """The bare server's address and PID (its CPU is read from /proc)."""
     process = subprocess.Popen(
         [sys.executable, __file__, "--serve-bare"], stdout=subprocess.PIPE, text=True
     )
     try:
         assert process.stdout is not None
         port = int(process.stdout.readline())
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", process.pid
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -264,8 +361,70 @@ def bare_server() -> Iterator[str]:
 # -- load ---------------------------------------------------------------------------------------
 
 
-async def run_load(client: Any, in_flight: int, warmup_s: float, load_s: float) -> LoadResult:
-    """`in_flight` callers each looping on next_value; counts calls completed in the window."""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def parse_stat_cpu_seconds(stat: str) -> float:
+    """utime + stime (fields 14 and 15 of /proc/PID/stat) in seconds. The command name (field
+    2) may hold spaces and parentheses, so fields are counted after its closing one."""
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a live process used so far; 0 once gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return parse_stat_cpu_seconds(stat.read())
+    except (OSError, ValueError):
+        return 0.0
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants now (a container's process may be a wrapper's child)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                text = stat.read()
+        except OSError:
+            continue
+        parent = int(text[text.rindex(")") + 2:].split()[1])
+        children.setdefault(parent, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+@dataclass(frozen=True)
+class Processes:
+    """The processes of one setup, by role ("client", "server", "active", "standby_1"...),
+    each a list of PIDs whose CPU is summed."""
+
+    pids: dict[str, list[int]]
+
+    def sample(self) -> dict[str, float]:
+        result = {role: sum(process_cpu_seconds(pid) for pid in pids)
+                  for role, pids in self.pids.items() if role != "client"}
+        result["client"] = time.process_time()  # this process: the load generator
+        return result
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {role: after[role] - before[role] for role in before if role in after}
+
+
+async def run_load(
+    client: Any, in_flight: int, warmup_s: float, load_s: float,
+    sample: Callable[[], dict[str, float]] | None = None,
+) -> LoadResult:
+    """`in_flight` callers each looping on next_value; counts calls completed in the window.
+    `sample` (CPU seconds per process) is read at the window's start and end."""
     latencies: list[float] = []
     window: list[float] = [float("inf"), float("inf")]
     stop = asyncio.Event()
@@ -279,11 +438,15 @@ async def run_load(client: Any, in_flight: int, warmup_s: float, load_s: float) 
                 latencies.append(done - started)
 
     tasks = [asyncio.create_task(caller()) for _ in range(in_flight)]
+    cpu: dict[str, float] = {}
     try:
         await asyncio.sleep(warmup_s)
+        before = sample() if sample else {}
         window[0] = time.perf_counter()
         window[1] = window[0] + load_s
         await asyncio.sleep(load_s)
+        after = sample() if sample else {}
+        cpu = cpu_delta(before, after)
         stop.set()
         await asyncio.gather(*tasks)
     finally:
@@ -294,30 +457,14 @@ async def run_load(client: Any, in_flight: int, warmup_s: float, load_s: float) 
         p50_ms=percentile(latencies, 0.50) * 1000,
         p99_ms=percentile(latencies, 0.99) * 1000,
         calls=len(latencies),
+        cpu_seconds=cpu,
     )
 
 
-def best_of(
-    previous: dict[int, LoadResult], new: dict[int, LoadResult]
-) -> dict[int, LoadResult]:
-    """Per in-flight count, the round with the most calls/s (its latencies with it)."""
-    merged = dict(previous)
-    for in_flight, point in new.items():
-        if in_flight not in merged or point.calls_per_s > merged[in_flight].calls_per_s:
-            merged[in_flight] = point
-    return merged
-
-
-async def measure(address: str, settings: Settings) -> dict[int, LoadResult]:
-    from gencluster import AsyncClient
-
-    points: dict[int, LoadResult] = {}
-    async with AsyncClient(address, timeout=30) as client:
-        for in_flight in (1, 64):
-            points[in_flight] = await run_load(
-                client, in_flight, settings.warmup_s, settings.load_s
-            )
-    return points
+def round_order(setups: list[str], round_number: int) -> list[str]:
+    """Every other round in reverse, so bare and r3 (next to each other) take turns going
+    first and neither always runs right after the other's warm-up."""
+    return list(setups) if round_number % 2 == 0 else list(reversed(setups))
 
 
 # -- clusters on the local control plane ----------------------------------------------------------
@@ -392,6 +539,13 @@ class BenchCluster:
 
     def pod(self, ordinal: int) -> dict[str, Any]:
         return without_operator.pod(self._resource, ordinal)
+
+    def pod_pids(self, pod: str) -> list[int]:
+        """The running pod's container processes and their children (for CPU per call)."""
+        from gencluster_dev.network.faults import FaultInjector
+
+        pids = FaultInjector(self.dev.dir).pod(f"default/{pod}").pids.values()
+        return [tree_pid for pid in pids if pid for tree_pid in process_tree(pid)]
 
     def delete(self) -> None:
         self.dev.kubectl("delete", "pod", *self.pods, "--wait=false", "--ignore-not-found",
@@ -626,7 +780,8 @@ async def join_trial(cluster: BenchCluster) -> dict[str, float]:
 
 async def bench(settings: Settings, log: Callable[[str], None]) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
-    throughput: dict[str, dict[int, LoadResult]] = {}
+    throughput: dict[str, dict[int, list[LoadResult]]] = {}
+    loads: list[float] = []
     outages: dict[str, list[float]] = {"sigkill": [], "graceful": []}
     join: dict[str, float] = {}
     per_call: dict[str, float] = {}
@@ -646,17 +801,43 @@ async def bench(settings: Settings, log: Callable[[str], None]) -> dict[str, Any
             await r1.ready()
             await r3.ready()
             note("control plane up; r1 and r3 ready")
-            with bare_server() as address:
+            with bare_server() as (address, bare_pid):
+                from gencluster import AsyncClient
+
+                r3_active = await r3.ready()
+                r1_active = await r1.ready()
+                r3_standbys = [pod for pod in r3.pods if pod != r3_active]
+                processes = {
+                    "bare": Processes({"server": process_tree(bare_pid)}),
+                    "r1": Processes({"active": r1.pod_pids(r1_active)}),
+                    "r3": Processes({"active": r3.pod_pids(r3_active),
+                                     **{f"standby_{i + 1}": r3.pod_pids(pod)
+                                        for i, pod in enumerate(r3_standbys)}}),
+                }
                 targets = {"bare": address, "r1": await r1.addresses(),
                            "r3": await r3.addresses()}
-                # Interleaved rounds, best per setup: a burst of someone else's load on this
-                # shared machine then hits one round of one setup, not a whole setup.
-                for round_number in range(settings.rounds):
-                    for setup, target in targets.items():
-                        points = await measure(target, settings)
-                        throughput[setup] = best_of(throughput.get(setup, {}), points)
-                        note(f"round {round_number + 1} {setup}: " + ", ".join(
-                            f"{n} in flight {p.calls_per_s:.0f}/s" for n, p in points.items()))
+                clients = {setup: AsyncClient(target, timeout=30)
+                           for setup, target in targets.items()}
+                try:
+                    # Alternated rounds (bare next to r3, taking turns going first), every
+                    # in-flight count in each; ratios are taken per round (paired).
+                    for round_number in range(settings.rounds):
+                        loads.append(round(os.getloadavg()[0], 2))
+                        for in_flight in IN_FLIGHT:
+                            order = round_order(["bare", "r3", "r1"], round_number)
+                            for setup in order:
+                                point = await run_load(
+                                    clients[setup], in_flight, settings.warmup_s,
+                                    settings.load_s, processes[setup].sample,
+                                )
+                                throughput.setdefault(setup, {}).setdefault(
+                                    in_flight, []).append(point)
+                        note(f"round {round_number + 1} at 64 in flight: " + ", ".join(
+                            f"{setup} {throughput[setup][64][-1].calls_per_s:.0f}/s"
+                            for setup in ("bare", "r1", "r3")))
+                finally:
+                    for client in clients.values():
+                        await client.close()
             r1.delete()
             r3.delete()
             try:
@@ -684,6 +865,7 @@ async def bench(settings: Settings, log: Callable[[str], None]) -> dict[str, Any
     result = summary(throughput, outages, join, per_call, quick=settings.quick,
                      large_state_bytes=settings.large_state_bytes)
     result["throughput_rounds"] = settings.rounds
+    result["window_seconds"] = settings.load_s
     result["persistence"] = settings.persistence
     result["seconds"] = round(time.monotonic() - started, 1)
     # How busy the shared machine was (1-minute load average, 2 cores): other processes
@@ -692,6 +874,9 @@ async def bench(settings: Settings, log: Callable[[str], None]) -> dict[str, Any
     # is about other processes; the end value includes this bench's own.
     result["load_average_start"] = round(load_before, 2)
     result["load_average_end"] = round(os.getloadavg()[0], 2)
+    result["load_average_rounds"] = loads
+    result["in_flight"] = list(IN_FLIGHT)
+    result["cores"] = os.cpu_count()
     return result
 
 

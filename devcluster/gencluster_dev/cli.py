@@ -31,6 +31,17 @@ FAULTS_HELP = {
 }
 
 
+
+def non_negative_seconds(text: str) -> float:
+    """A duration option: a clear error for a negative or non-numeric value."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds: {text!r}")
+    return value
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gencluster dev",
@@ -94,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="the same for writes (default %(default)s, 0: no limit)",
     )
+    up.add_argument(
+        "--relist-period",
+        type=non_negative_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="report a container's death at the next relist of this period, as a real "
+        "kubelet's PLEG does (Kubernetes: 1); default 0: at once",
+    )
 
     fault = commands.add_parser("fault", help="inject a real fault into a running instance")
     fault.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=DIR_HELP)
@@ -135,6 +154,7 @@ def run_up(arguments: argparse.Namespace) -> int:
         restart_backoff_base=arguments.restart_backoff,
         max_requests_inflight=arguments.max_requests_inflight,
         max_mutating_requests_inflight=arguments.max_mutating_requests_inflight,
+        relist_period=arguments.relist_period,
         runtime=arguments.runtime,
         controller_commands=[shlex.split(command) for command in arguments.controller],
         announce=lambda line: print(line, flush=True),

@@ -286,6 +286,8 @@ class DevCluster:
     #: kube-apiserver's --max-requests-inflight and --max-mutating-requests-inflight (0: none)
     max_requests_inflight: int = DEFAULT_MAX_REQUESTS_INFLIGHT
     max_mutating_requests_inflight: int = DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT
+    #: a real kubelet's PLEG relist period: how late a container's death is reported (0: at once)
+    relist_period: float = 0.0
     #: how the kubelet runs containers: "process" (local processes) or "podman" (images)
     runtime: str = "process"
     controller_commands: Sequence[Sequence[str]] = ()
@@ -394,6 +396,7 @@ class DevCluster:
             run_as_users=plan.run_as_users(os.geteuid() == 0),
             bin_dir=Path(sys.executable).parent,
             restart_backoff_base=self.restart_backoff_base,
+            relist_period=self.relist_period,
             ca_pem=self._api.ca_pem,
             engine=self._engine,
         )

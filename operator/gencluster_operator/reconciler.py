@@ -57,7 +57,7 @@ from gencluster_operator.observed import (
 from gencluster_operator.plan import plan
 from gencluster_operator.runtime_admin import AdminError, RuntimeAdmin, pod_address
 from gencluster_operator.spec import cluster_spec, spec_problems
-from gencluster_operator.status import events_between, status_for
+from gencluster_operator.status import events_between, status_changed, status_for
 
 log = logging.getLogger("gencluster_operator")
 
@@ -135,6 +135,7 @@ class Reconciler:
 
     def forget(self, key: ClusterKey) -> None:
         self._memory.pop(key, None)
+        self.admin.forget_except(key, set())
         metrics.forget_cluster(*key)
 
     # -- triggers ----------------------------------------------------------------------------
@@ -228,7 +229,8 @@ class Reconciler:
         previous = resource.get("status") or {}
         status = status_for(replace(observed, reconcile_error=memory.reconcile_error),
                             previous, now)
-        self.api.patch_cluster_status(namespace, name, status)
+        if status_changed(previous, status):
+            self.api.patch_cluster_status(namespace, name, status)
         for event in events_between(previous, status):
             self._post(resource, event, now)
         metrics.record_status(
@@ -271,8 +273,10 @@ class Reconciler:
         if lease_object is not None:
             memory.lease_seen = _lease_fingerprint(lease_object)
         addresses = _admin_addresses(pod_objects, spec.port)
+        # This cluster's addresses are registered before its calls, so that another cluster's
+        # pass running at the same time never closes a channel this pass is about to use.
+        self.admin.forget_except((spec.namespace, spec.name), set(addresses.values()))
         reports = self.admin.statuses(token, addresses) if token else {}
-        self.admin.forget_except(set(addresses.values()))
         lease_duration = timedelta(seconds=spec.lease.duration_seconds)
         if memory.handover is not None and now - memory.handover.started_at >= lease_duration:
             memory.handover = None

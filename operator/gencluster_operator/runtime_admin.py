@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +120,7 @@ class RuntimeAdmin:
 
     def __init__(self) -> None:
         self._channels: dict[str, grpc.Channel] = {}
+        self._in_use: dict[Hashable, set[str]] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -128,10 +129,19 @@ class RuntimeAdmin:
         for channel in channels:
             channel.close()
 
-    def forget_except(self, addresses: set[str]) -> None:
-        """Close the channels of addresses no pod has any more (deleted pods)."""
+    def forget_except(self, owner: Hashable, addresses: set[str]) -> None:
+        """`owner` (one ClusteredServer) now has pods at `addresses` only: close the channels
+        of addresses no owner has any more (deleted pods). Other owners' channels stay open:
+        passes of different clusters run at once in the executor, and closing another
+        cluster's channel under its pass made that pass fail (`Channel closed`) and every
+        pass reconnect."""
         with self._lock:
-            gone = [address for address in self._channels if address not in addresses]
+            if addresses:
+                self._in_use[owner] = set(addresses)
+            else:
+                self._in_use.pop(owner, None)
+            in_use = set().union(*self._in_use.values())
+            gone = [address for address in self._channels if address not in in_use]
             closing = [self._channels.pop(address) for address in gone]
         for channel in closing:
             channel.close()

@@ -81,6 +81,15 @@ HIBERNATION_REFUSED_MESSAGE = (
 )
 
 
+def status_changed(previous_status: Mapping[str, Any] | None, status: Mapping[str, Any]) -> bool:
+    """Whether merge-patching `status` onto `previous_status` would change anything: a field
+    with a new value, or a None (remove) for a field that is there. The periodic pass of an
+    idle cluster usually computes the status it already has; not sending that patch saves one
+    write per cluster per pass (and the watch event every operator replica gets for it)."""
+    previous = previous_status or {}
+    return any(previous.get(key) != value for key, value in status.items())
+
+
 def status_for(
     observed: Observed, previous_status: Mapping[str, Any] | None, now: datetime
 ) -> dict[str, Any]:

@@ -710,3 +710,26 @@ def test_a_watch_whose_client_vanished_is_dropped(
             await server.stop()
 
     asyncio.run(scenario())
+
+
+def test_metrics_count_answered_requests_by_verb_resource_user_and_client(
+    apiserver: RunningApiServer, namespace: str
+) -> None:
+    """`GET /metrics`: what bench/scale.py reads to count the requests of idle clusters."""
+
+    def count(text: str, labels: str) -> int:
+        line = next((row for row in text.splitlines() if row.startswith(
+            f"apiserver_request_total{{{labels}}} ")), None)
+        return int(line.rsplit(" ", 1)[1]) if line else 0
+
+    labels = 'verb="LIST",resource="pods",code="200",username="admin",client="metrics-test"'
+    _, before = apiserver.request("GET", "/metrics")
+    for _ in range(3):
+        status, _ = apiserver.request("GET", f"/api/v1/namespaces/{namespace}/pods",
+                                      headers={"User-Agent": "metrics-test/1"})
+        assert status == 200
+    status, after = apiserver.request("GET", "/metrics")
+    assert status == 200 and "# TYPE apiserver_request_total counter" in after
+    assert count(after, labels) == count(before, labels) + 3
+    assert apiserver.request("GET", "/metrics", token=None)[0] == 401
+    assert apiserver.request("POST", "/metrics", body={})[0] == 405

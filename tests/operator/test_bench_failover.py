@@ -38,3 +38,11 @@ def test_summary_has_the_keys_of_the_last_line() -> None:
 def test_summary_without_a_trial_makes_no_number_up() -> None:
     result = load_bench().summary([], 15)
     assert result["trials"] == 0 and result["outage_median"] is None
+
+
+def test_the_late_kubelets_figures_stand_next_to_the_instant_ones() -> None:
+    result = load_bench().summary([0.2, 0.1, 0.3], 15, [1.1, 0.7, 0.9], 1.0)
+    assert set(load_bench().REQUIRED_KEYS) <= set(result)
+    assert (result["outage_median"], result["relist_outage_median"]) == (0.2, 0.9)
+    assert result["relist_trials"] == 3 and result["relist_period_seconds"] == 1.0
+    assert "next relist" in load_bench().report(result)

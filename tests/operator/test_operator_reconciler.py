@@ -42,6 +42,7 @@ class FakeApi:
         self.deleted: list[tuple[str, dict[str, Any]]] = []
         self.created: list[tuple[str, str]] = []
         self.claim_patches: list[tuple[str, dict[str, Any]]] = []
+        self.status_patches = 0
 
     def _check(self, method: str) -> None:
         if method in self.fail:
@@ -112,6 +113,7 @@ class FakeApi:
         self, namespace: str, name: str, status: dict[str, Any]
     ) -> dict[str, Any]:
         self._check("patch_cluster_status")
+        self.status_patches += 1
         self.cluster["status"] = {k: v for k, v in status.items() if v is not None}
         return self.cluster
 
@@ -130,7 +132,7 @@ class FakeAdmin:
         assert len(token) >= 32
         return {pod: report for pod, report in self.reports.items() if pod in addresses}
 
-    def forget_except(self, addresses: set[str]) -> None:
+    def forget_except(self, owner: object, addresses: set[str]) -> None:
         pass
 
     def switchover(self, token: str, address: str, target: str, renew: int) -> None:
@@ -192,6 +194,21 @@ def test_first_pass_creates_every_child_and_the_pods_then_writes_the_status() ->
     assert not reconciler(api).reconcile_once(KEY)
     assert {c["type"]: c["reason"] for c in api.cluster["status"]["conditions"]}["Ready"] == (
         "Pending")
+
+
+def test_a_pass_that_finds_the_status_it_wrote_sends_no_status_patch() -> None:
+    api = FakeApi(stored_cluster())
+    shell = reconciler(api)
+    shell.reconcile_once(KEY)
+    shell.reconcile_once(KEY)  # the pods now exist: Pending
+    written = api.status_patches
+    status = dict(api.cluster["status"])
+    shell.reconcile_once(KEY)
+    assert api.status_patches == written and api.cluster["status"] == status
+    api.cluster["metadata"]["generation"] = 2  # something to report: patched again
+    shell.reconcile_once(KEY)
+    assert api.status_patches == written + 1
+    assert api.cluster["status"]["observedGeneration"] == 2
 
 
 def test_a_conflict_is_planned_again_at_once_but_never_reported() -> None:

@@ -17,6 +17,7 @@ import grpc
 import pytest
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
+from gencluster.wellknown import PEER_TOKEN_METADATA
 from gencluster_operator.observed import RuntimeStatus
 from gencluster_operator.runtime_admin import (
     MERGE_PAUSE_SECONDS,
@@ -149,6 +150,25 @@ def test_status_maps_roles_and_lag_and_leaves_out_pods_that_do_not_answer(
         "id-0": RuntimeStatus("active", 3, 17, (("id-1", 0), ("id-2", 5))),
         "id-1": RuntimeStatus("joining", 3, 12),
     }
+
+
+def test_one_clusters_pass_keeps_the_other_clusters_channels_open(
+    serve: Any, client: RuntimeAdmin
+) -> None:
+    """Passes of different ClusteredServers run at once: forgetting the pods one cluster no
+    longer has must not close the channel another cluster's pass is using (that pass failed
+    with `ValueError: Channel closed` at 30 clusters)."""
+    a = serve(FakeAdmin(pb.StatusReply(identity="a-0", role=pb.ROLE_ACTIVE, epoch=1)))
+    b = serve(FakeAdmin(pb.StatusReply(identity="b-0", role=pb.ROLE_ACTIVE, epoch=1)))
+    client.forget_except(("ns", "a"), {a.address})  # a's pass: register, then call
+    assert set(client.statuses(TOKEN, {"a-0": a.address})) == {"a-0"}
+    client.forget_except(("ns", "b"), {b.address})
+    stub_of_b = client._stub(b.address)  # b's pass has its stub ...
+    client.forget_except(("ns", "a"), {a.address})  # ... when a's next pass forgets
+    assert stub_of_b.Status(pb.StatusRequest(), metadata=((PEER_TOKEN_METADATA, TOKEN),),
+                            timeout=5).role == pb.ROLE_ACTIVE
+    client.forget_except(("ns", "a"), set())  # cluster a deleted: its channel goes
+    assert a.address not in client._channels and b.address in client._channels
 
 
 def test_status_carries_the_pods_own_view_of_the_lease(

@@ -29,7 +29,7 @@ from gencluster_operator.observed import (
     Observed,
     format_time,
 )
-from gencluster_operator.status import events_between, status_for
+from gencluster_operator.status import events_between, status_changed, status_for
 from hypothesis import given
 
 from tests.operator.test_plan import (
@@ -554,3 +554,15 @@ def test_the_operator_knows_the_runtimes_volume_exit_code() -> None:
     from gencluster.run import EX_IOERR
 
     assert VOLUME_FAILED_EXIT_CODE == EX_IOERR
+
+
+def test_an_idle_pass_that_computes_the_same_status_sends_no_patch() -> None:
+    previous = {"phase": "Running", "epoch": 3, "standbys": [{"pod": "a-1", "inSync": True}],
+                "conditions": [{"type": "Ready", "status": "True"}]}
+    assert not status_changed(previous, dict(previous))
+    assert not status_changed(previous, {"phase": "Running", "lastFailoverReason": None})
+    assert status_changed(previous, {**previous, "epoch": 4})
+    assert status_changed(previous, {"standbys": [{"pod": "a-1", "inSync": False}]})
+    assert status_changed(previous, {"phase": None})  # removing a field is a change
+    assert status_changed(None, {"phase": "Pending"})
+    assert not status_changed({}, {})

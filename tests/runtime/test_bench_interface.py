@@ -30,9 +30,13 @@ def test_summary_has_the_keys_other_checks_read() -> None:
     bench = load_bench()
     point = bench.LoadResult
     throughput = {
-        "bare": {1: point(1000.0, 0.5, 1.0, 2500), 64: point(4000.0, 15.0, 30.0, 10000)},
-        "r1": {1: point(800.0, 0.6, 1.5, 2000), 64: point(3000.0, 20.0, 40.0, 7500)},
-        "r3": {1: point(500.0, 1.0, 3.0, 1250), 64: point(2600.0, 25.0, 60.0, 6500)},
+        "bare": {1: [point(1000.0, 0.5, 1.0, 2500)],
+                 64: [point(4000.0, 15.0, 30.0, 10000, {"server": 1.0, "client": 2.0})]},
+        "r1": {1: [point(800.0, 0.6, 1.5, 2000)], 64: [point(3000.0, 20.0, 40.0, 7500)]},
+        "r3": {1: [point(500.0, 1.0, 3.0, 1250)],
+               64: [point(2600.0, 25.0, 60.0, 6500,
+                          {"active": 1.3, "standby_1": 0.26, "standby_2": 0.39,
+                           "client": 1.0})]},
     }
     result = bench.summary(
         throughput,
@@ -45,6 +49,13 @@ def test_summary_has_the_keys_other_checks_read() -> None:
     assert (result["bare_64"], result["r1_64"], result["r3_64"]) == (4000.0, 3000.0, 2600.0)
     assert result["ratio_r3_64"] == 0.65
     assert result["ratio_r1_1"] == 0.8
+    assert result["ratio_p50_r3_1"] == 2.0
+    assert result["cpu_us_per_call_active"] == 200.0
+    assert result["cpu_us_per_call_standby"] == 50.0  # mean of the two standbys
+    assert result["cpu_us_per_call_bare"] == 100.0
+    assert result["cpu_us_per_call_r3_64_total"] == 453.8  # client included
+    # bare: 3 s of CPU for 10000 calls (300 us); r3: 453.8 us per call
+    assert result["cpu_ratio_r3_64"] == 0.661
     assert result["outage_sigkill_median_s"] == 1.0
     assert result["outage_graceful_max_s"] == 0.2
     assert result["join_seconds"] == 1.5
@@ -55,12 +66,40 @@ def test_summary_has_the_keys_other_checks_read() -> None:
     assert bench.table(result).startswith("(a)")
 
 
+def test_the_ratio_is_the_median_of_paired_rounds_not_of_best_rounds() -> None:
+    bench = load_bench()
+    point = bench.LoadResult
+    # Round 2 of bare was hit by someone else's load; its pair counts once, and the best
+    # round of each setup (6000 vs 4000 = 0.67) is not what is reported.
+    bare = [point(6000.0, 1, 1, 1), point(3000.0, 1, 1, 1), point(5000.0, 1, 1, 1)]
+    r3 = [point(4800.0, 1, 1, 1), point(2900.0, 1, 1, 1), point(4000.0, 1, 1, 1)]
+    result = bench.summary({"bare": {64: bare}, "r1": {64: r3}, "r3": {64: r3}})
+    assert result["ratios_r3_64"] == [0.8, 0.967, 0.8]
+    assert result["ratio_r3_64"] == 0.8
+    assert result["r3_64"] == 4000.0 and result["bare_64"] == 5000.0
+    assert result["rounds_bare_64"] == [6000, 3000, 5000]
+
+
 def test_parts_not_measured_are_absent_not_invented() -> None:
     bench = load_bench()
-    point = bench.LoadResult(100.0, 1.0, 2.0, 250)
+    point = [bench.LoadResult(100.0, 1.0, 2.0, 250)]
     result = bench.summary({"bare": {64: point}, "r1": {64: point}, "r3": {64: point}})
     assert set(bench.REQUIRED_KEYS) <= set(result)
-    assert not any(key.startswith(("outage_", "join_", "bytes_per_call")) for key in result)
+    assert not any(key.startswith(("outage_", "join_", "bytes_per_call", "cpu_"))
+                   for key in result)
+
+
+def test_cpu_seconds_from_a_stat_line_whose_name_has_spaces() -> None:
+    bench = load_bench()
+    fields = ["S", "1"] + ["0"] * 9 + [str(3 * bench.CLOCK_TICKS), str(bench.CLOCK_TICKS)]
+    line = "1234 (a b) c) " + " ".join(fields + ["0"] * 30)
+    assert bench.parse_stat_cpu_seconds(line) == 4.0
+
+
+def test_bare_and_r3_take_turns_going_first() -> None:
+    bench = load_bench()
+    assert bench.round_order(["bare", "r3", "r1"], 0) == ["bare", "r3", "r1"]
+    assert bench.round_order(["bare", "r3", "r1"], 1) == ["r1", "r3", "bare"]
 
 
 def test_percentile_is_a_real_sample() -> None:

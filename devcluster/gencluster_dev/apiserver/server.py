@@ -59,6 +59,7 @@ from gencluster_dev.apiserver.operations import (
     parse_rfc3339,
 )
 from gencluster_dev.apiserver.persistence import Journal
+from gencluster_dev.apiserver.request_metrics import RequestCounter
 from gencluster_dev.machinery import decoding, discovery, inflight, protobuf
 from gencluster_dev.machinery.defaults import (
     KUBERNETES_SERVICE,
@@ -145,6 +146,7 @@ class ApiServer:
             service_network=service_network, clock=_utcnow,
         )
         self.gc = GarbageCollector(self.operations)
+        self.requests = RequestCounter()
         self.journal = Journal(data_path) if data_path is not None else None
         self._runner: web.AppRunner | None = None
         self._streams: set[asyncio.Task[Any]] = set()
@@ -301,6 +303,18 @@ class ApiServer:
     async def _errors_middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        """Every answer is counted for `/metrics` once it is complete (a watch when it ends,
+        as kube-apiserver counts it)."""
+        response = await self._answer(request, handler)
+        identity = request.get(IDENTITY_KEY)
+        self.requests.count(request.method, request.path, request.query, response.status,
+                            identity.username if identity is not None else "",
+                            request.headers.get("User-Agent"))
+        return response
+
+    async def _answer(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         try:
             return await handler(request)
         except ApiError as error:
@@ -356,12 +370,16 @@ class ApiServer:
     async def _serve(self, request: web.Request, identity: Identity,
                      path: str) -> web.StreamResponse:
         self.authorize(request, identity)
+        if path == "/metrics":
+            if request.method != "GET":
+                raise method_not_allowed()
+            return web.Response(text=self.requests.render(), content_type="text/plain")
         parts = [p for p in path.split("/") if p]
         is_discovery = len(parts) <= (2 if parts[:1] == ["api"] else 3)
         if is_discovery and request.method != "GET":
             raise method_not_allowed()
         if not parts:
-            return _json({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez",
+            return _json({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/metrics",
                                     "/openapi/v3", "/readyz", "/version"]})
         if parts[0] == "openapi":
             return self._openapi(parts[1:])

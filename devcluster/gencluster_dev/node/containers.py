@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from gencluster_dev.node.podspec import (
     exit_details,
     log_tail,
     now_rfc3339,
+    relist_delay,
     restart_delay,
     should_restart,
 )
@@ -66,6 +68,8 @@ class ContainerRuntimeSettings:
     wrap_argv: ArgvWrapper
     restart_backoff_base: float = 10.0
     restart_backoff_max: float = 300.0
+    #: seconds between relists of a real kubelet's PLEG; 0 reports an exit at once
+    relist_period: float = 0.0
     #: how runs are started (None: as local processes, `ProcessEngine`)
     engine: ContainerEngine | None = None
 
@@ -327,6 +331,11 @@ class ContainerRunner:
         if not self.init:
             self._start_probes(probes)
         returncode = await running.wait()
+        # Like a real node, whose PLEG notices a death at its next relist (the pod's status,
+        # the probes and the restart all wait for that).
+        delay = relist_delay(time.monotonic(), self.runtime.relist_period)
+        if delay:
+            await asyncio.sleep(delay)
         running.signal(signal.SIGKILL)
         for task in self._probes:
             task.cancel()

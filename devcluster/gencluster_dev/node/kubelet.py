@@ -61,6 +61,7 @@ class Kubelet:
         bin_dir: Path,
         restart_backoff_base: float = 10.0,
         restart_backoff_max: float = 300.0,
+        relist_period: float = 0.0,
         image_entrypoints: dict[str, list[str]] | None = None,
         heartbeat_interval: float = 10.0,
         stop_grace: float = 2.0,
@@ -106,6 +107,7 @@ class Kubelet:
             wrap_argv=self.wrap_argv,
             restart_backoff_base=restart_backoff_base,
             restart_backoff_max=restart_backoff_max,
+            relist_period=relist_period,
             engine=engine,
         )
         self._pod_host = PodHost(

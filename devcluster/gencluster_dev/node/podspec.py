@@ -725,6 +725,20 @@ def restart_delay(restart_count: int, base: float, maximum: float) -> float:
     return min(base * 2 ** (restart_count - 1), maximum)
 
 
+def relist_delay(now: float, period: float) -> float:
+    """How long after an exit at `now` (monotonic seconds) the node notices it.
+
+    A real kubelet learns that a container died from its PLEG, which relists the runtime's
+    containers every `period` (1 s in Kubernetes) on its own clock; the death shows up in the
+    pod's status at the next relist, 0 to `period` seconds later. The dev kubelet hears of an
+    exit at once (`period` 0), which makes failovers that wait for the status look faster
+    than a real node allows; a positive period puts that wait back.
+    """
+    if period <= 0:
+        return 0.0
+    return period - (now % period)
+
+
 def should_restart(restart_policy: str, exit_code: int) -> bool:
     """Whether a container that ended with `exit_code` is started again."""
     if restart_policy == "Never":
