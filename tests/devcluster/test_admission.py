@@ -148,6 +148,20 @@ def test_cluster_role_aggregation_fills_view_edit_and_admin(cluster: DevClusterP
     can = cluster.kubectl("auth", "can-i", "list", "clusteredservers.gencluster.io", "-n",
                           NAMESPACE, "--as", "vic", check=False)
     assert can.stdout.strip() == "yes"
+    # gathering roles takes cluster-admin: `create clusterroles` is not enough
+    cluster.kubectl("create", "clusterrole", "role-maker", "--verb=create",
+                    "--resource=clusterroles.rbac.authorization.k8s.io")
+    cluster.kubectl("create", "clusterrolebinding", "mallory-makes-roles",
+                    "--clusterrole=role-maker", "--user=mallory")
+    gatherer = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": "gatherer"}, "aggregationRule": {"clusterRoleSelectors": [
+                    {"matchLabels": {"rbac.authorization.k8s.io/aggregate-to-admin": "true"}}]}}
+    refused = cluster.kubectl("create", "-f", "-", "--as", "mallory",
+                              input=json.dumps(gatherer), check=False)
+    assert refused.stderr.strip() == (
+        'Error from server (Forbidden): error when creating "STDIN": clusterroles.rbac.'
+        'authorization.k8s.io "gatherer" is forbidden: must have cluster-admin privileges to '
+        "use the aggregationRule")
     cluster.kubectl("delete", "clusterrole", "csrv-view")
     for name in ("view", "edit", "admin"):
         assert extra["rules"][0] not in rules(name), name

@@ -49,6 +49,8 @@ BOOTSTRAP_CLUSTER_ROLES: tuple[dict[str, Any], ...] = (
         {"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"],
          "verbs": ["get"]}]},
 )
+FULL_AUTHORITY = ({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                  {"nonResourceURLs": ["*"], "verbs": ["*"]})
 _READ = ["get", "list", "watch"]
 _WRITE = ["create", "delete", "deletecollection", "patch", "update"]
 AGGREGATE_TO = "rbac.authorization.k8s.io/aggregate-to-"
@@ -354,6 +356,13 @@ def check_escalation(t: ResourceType, obj: Mapping[str, Any], store: Store) -> N
                 f'{t.plural}.{RBAC_GROUP} "{name}" is forbidden: user "{identity.username}" '
                 f"(groups={list(identity.groups)}) is attempting to grant RBAC permissions "
                 f"not currently held:\n" + "\n".join(missing)),
+                name=name, group=RBAC_GROUP, kind=t.plural)
+        # an aggregationRule can gather anything: it takes * on *.* (policybased storage)
+        if t.kind == "ClusterRole" and obj.get("aggregationRule") and rbac.uncovered(
+                owned, FULL_AUTHORITY):
+            raise ApiError(403, "Forbidden", (
+                f'{t.plural}.{RBAC_GROUP} "{name}" is forbidden: must have cluster-admin '
+                "privileges to use the aggregationRule"),
                 name=name, group=RBAC_GROUP, kind=t.plural)
         return
     reference = obj.get("roleRef") or {}
