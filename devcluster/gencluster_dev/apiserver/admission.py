@@ -39,6 +39,14 @@ def default_and_validate(t: ResourceType, obj: dict[str, Any]) -> None:
         policies.default_binding(obj)
 
 
+def applies(store: Store, t: ResourceType) -> bool:
+    """Whether admission has anything to do for a write of `t` now (a client is asking, `t`
+    is not a policy object, some binding exists): the caller skips building the objects
+    otherwise."""
+    return (CURRENT.get() is not None and t.group != policies.GROUP
+            and bool(store.list(BINDINGS_KEY)))
+
+
 def validate(store: Store, t: ResourceType, operation: str, namespace: str, name: str,
              obj: Mapping[str, Any] | None, old: Mapping[str, Any] | None, *,
              subresource: str | None = None, dry_run: bool = False) -> list[str]:

@@ -291,9 +291,10 @@ class Operations:
         obj = self._defaults_on_create(t, obj)
         obj = self._admit_custom(t, obj, None, strict=strict)
         self._validate_builtin(t, obj, None)
-        self.warnings.extend(admission.validate(
-            self.store, t, "CREATE", namespace, name, self.present(t, obj), None,
-            dry_run=dry_run))
+        if admission.applies(self.store, t):
+            self.warnings.extend(admission.validate(
+                self.store, t, "CREATE", namespace, name, self.present(t, obj), None,
+                dry_run=dry_run))
         if self.store.get(t.key, namespace if t.namespaced else "", name) is not None:
             raise already_exists(t.plural, t.group, name)
         if dry_run:
@@ -619,9 +620,10 @@ class Operations:
             admitted = self._admit_custom(t, new, old, strict=False)
             new = admitted
         self._validate_builtin(t, new, old)
-        self.warnings.extend(admission.validate(
-            self.store, t, "UPDATE", namespace, name, self.present(t, new),
-            self.present(t, old), subresource=subresource, dry_run=dry_run))
+        if admission.applies(self.store, t):
+            self.warnings.extend(admission.validate(
+                self.store, t, "UPDATE", namespace, name, self.present(t, new),
+                self.present(t, old), subresource=subresource, dry_run=dry_run))
         generation = int(old["metadata"].get("generation") or 1)
         if t.has_status or t.key == CRD_KEY:
             changed = spec_part(old) != spec_part(new)
@@ -775,9 +777,10 @@ class Operations:
                 "FieldValueNotSupported", "propagationPolicy",
                 f'Unsupported value: "{options.propagation_policy}": supported values: '
                 '"Foreground", "Background", "Orphan", "nil"')])
-        self.warnings.extend(admission.validate(
-            self.store, t, "DELETE", namespace, name, None, self.present(t, stored),
-            dry_run=options.dry_run))
+        if admission.applies(self.store, t):
+            self.warnings.extend(admission.validate(
+                self.store, t, "DELETE", namespace, name, None, self.present(t, stored),
+                dry_run=options.dry_run))
         obj = copy.deepcopy(stored)
         meta = obj["metadata"]
         finalizers = list(meta.get("finalizers") or [])
