@@ -50,11 +50,13 @@ def two_clusters(dev_cluster: DevClusterProcess,
 
 
 def pod_token(cluster: DevClusterProcess, name: str) -> str:
-    """A token of the ServiceAccount the ClusteredServer's pods run as (their identity)."""
+    """The token pod `<name>-0` itself holds (its ServiceAccount's, as the kubelet mounted it
+    at /var/run/secrets/kubernetes.io/serviceaccount/token)."""
     pod = get_json(cluster, "pod", f"{name}-0", "-n", NAMESPACE)
-    account = pod["spec"]["serviceAccountName"]
-    assert account == f"{name}-gencluster"
-    return cluster.kubectl("create", "token", account, "-n", NAMESPACE).stdout.strip()
+    assert pod["spec"]["serviceAccountName"] == f"{name}-gencluster"
+    metadata = pod["metadata"]
+    directory = cluster.dir / "pods" / f"{NAMESPACE}_{metadata['name']}_{metadata['uid']}"
+    return (directory / "serviceaccount" / "token").read_text().strip()
 
 
 def test_a_pod_of_b_cannot_relabel_itself_into_a(two_clusters: DevClusterProcess) -> None:
