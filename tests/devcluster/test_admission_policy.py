@@ -244,3 +244,23 @@ def test_aggregated_rules_follow_the_selectors_each_rule_once() -> None:
     assert rbac.aggregated_rules(view, roles) == [
         read, {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]
     assert rbac.aggregated_rules(roles[1], roles) is None
+
+
+def test_an_object_selector_never_matches_a_missing_object() -> None:
+    """kube's matcher: the new object on DELETE (and the old on CREATE) is nil and matches
+    no non-empty selector, even one that an object without labels would satisfy."""
+    deny = [{"expression": "false"}]
+    rules = [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "DELETE"],
+              "resources": ["pods"]}]
+    unlabelled_only = policy(deny, matchConstraints={
+        "resourceRules": rules,
+        "objectSelector": {"matchExpressions": [{"key": "gencluster.io/cluster",
+                                                 "operator": "DoesNotExist"}]}})
+    labelled = update(POD)
+    delete = vap.Attributes(**{**labelled.__dict__, "operation": "DELETE", "object": None})
+    assert vap.admit([unlabelled_only], [binding()], delete).denial is None
+    bare = copy.deepcopy(POD)
+    del bare["metadata"]["labels"]
+    create = vap.Attributes(**{**labelled.__dict__, "operation": "CREATE", "object": bare,
+                               "old_object": None})
+    assert vap.admit([unlabelled_only], [binding()], create).denial is not None

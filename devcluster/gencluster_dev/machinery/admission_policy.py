@@ -308,10 +308,10 @@ def _match_resources(match: Mapping[str, Any] | None, request: Attributes) -> bo
         if not _selected(match.get("namespaceSelector"), _labels(target)):
             return False
     object_selector = match.get("objectSelector")
-    if object_selector is not None and not (
-            _selected(object_selector, _labels(request.object))
-            or _selected(object_selector, _labels(request.old_object))):
-        return False
+    if object_selector and not any(
+            obj is not None and _selected(object_selector, _labels(obj))
+            for obj in (request.object, request.old_object)):
+        return False  # a missing object (old on CREATE, new on DELETE) matches nothing
     rules = match.get("resourceRules")
     if rules is not None and not any(_rule_matches(r, request) for r in rules):
         return False
