@@ -269,19 +269,12 @@ def _rule_matches(rule: Mapping[str, Any], request: Attributes) -> bool:
         return False
     if scope == "Cluster" and request.namespace:
         return False
-    wanted = request.resource + (f"/{request.subresource}" if request.subresource else "")
     names = rule.get("resourceNames") or []
     if names and request.name not in names:
         return False
-    for resource in rule.get("resources") or []:
+    for resource in rule.get("resources") or []:  # rules.go: resource() (`pods/*` has pods)
         base, _, sub = resource.partition("/")
-        if resource == "*/*" or resource == wanted:
-            return True
-        if resource == "*" and not request.subresource:
-            return True
-        if base == "*" and sub and sub == request.subresource:
-            return True
-        if sub == "*" and base == request.resource:
+        if base in ("*", request.resource) and sub in ("*", request.subresource):
             return True
     return False
 
