@@ -264,3 +264,20 @@ def test_an_object_selector_never_matches_a_missing_object() -> None:
     create = vap.Attributes(**{**labelled.__dict__, "operation": "CREATE", "object": bare,
                                "old_object": None})
     assert vap.admit([unlabelled_only], [binding()], create).denial is not None
+
+
+@pytest.mark.parametrize(("resource", "subresource", "matched"), [
+    ("pods", "", True), ("pods", "status", False), ("pods/*", "", True),
+    ("pods/*", "status", True), ("*", "status", False), ("*/status", "status", True),
+    ("*/status", "", False), ("*/*", "status", True), ("pods/status", "status", True),
+])
+def test_resource_rules_match_as_admissions_rules_do(
+    resource: str, subresource: str, matched: bool,
+) -> None:
+    rules = [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"],
+              "resources": [resource]}]
+    request = vap.Attributes(**{**update(POD).__dict__, "subresource": subresource})
+    denial = vap.admit([policy([{"expression": "false"}],
+                               matchConstraints={"resourceRules": rules})],
+                       [binding()], request).denial
+    assert (denial is not None) == matched
