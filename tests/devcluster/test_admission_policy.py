@@ -281,3 +281,15 @@ def test_resource_rules_match_as_admissions_rules_do(
                                matchConstraints={"resourceRules": rules})],
                        [binding()], request).denial
     assert (denial is not None) == matched
+
+
+def test_a_false_match_condition_wins_over_a_failing_one() -> None:
+    failing = {"name": "broken", "expression": "object.spec.nope == 1"}
+    deny = [{"expression": "false"}]
+    both = policy(deny, matchConditions=[failing, {"name": "no", "expression": "false"}])
+    assert vap.admit([both], [binding()], update(POD)).denial is None
+    only_failing = policy(deny, matchConditions=[failing])
+    denied = vap.admit([only_failing], [binding()], update(POD)).denial
+    assert denied is not None and "matchCondition 'broken'" in denied.message
+    ignored = policy(deny, matchConditions=[failing], failurePolicy="Ignore")
+    assert vap.admit([ignored], [binding()], update(POD)).denial is None

@@ -395,10 +395,17 @@ def _evaluate_policy(policy: Mapping[str, Any],
     activation = _activation(request)
     failures: list[_Decision] = []
     errors: list[_Decision] = []
-    try:
-        for condition in spec.get("matchConditions") or []:
+    condition_errors: list[_Decision] = []
+    for condition in spec.get("matchConditions") or []:
+        try:
             if not _bool(_compiled(condition["expression"]), activation):
-                return [], []
+                return [], []  # a false condition wins over errors of the others
+        except (_ExpressionError, CelCompileError) as error:
+            condition_errors.append(_Decision(
+                f"matchCondition '{condition.get('name', '')}': {error}", "Invalid"))
+    if condition_errors:
+        return [], condition_errors[:1]
+    try:
         variables: dict[str, Any] = {}
         for variable in spec.get("variables") or []:
             activation["variables"] = _map(variables)  # each sees the ones before it
