@@ -36,6 +36,11 @@ from gencluster_dev.controllers.replicasets import ReplicaSetController
 from gencluster_dev.controllers.statefulsets import StatefulSetController
 from gencluster_dev.controllers.supervised import SupervisedController
 from gencluster_dev.controllers.volumes import LOCAL_PATH_PROVISIONER, VolumeController
+from gencluster_dev.machinery.inflight import (
+    DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+    DEFAULT_MAX_REQUESTS_INFLIGHT,
+)
+from gencluster_dev.network.dns import DNS_PORT, ClusterDns
 from gencluster_dev.network.proxy import ServiceProxy
 from gencluster_dev.node.kubelet import Kubelet
 from gencluster_dev.node.podman import PodmanEngine, PodmanUnavailable
@@ -73,6 +78,11 @@ class AddressPlan:
     @property
     def api_host(self) -> str:
         return f"127.{self.slot}.0.1"
+
+    @property
+    def dns_host(self) -> str:
+        """The cluster DNS server's address (what ClusterFirst pods get as nameserver)."""
+        return f"127.{self.slot}.0.10"
 
     @property
     def pod_network(self) -> str:
@@ -267,6 +277,9 @@ class DevCluster:
     manifest_files: Sequence[Path] = ()
     node_name: str = "dev-node"
     restart_backoff_base: float = 10.0
+    #: kube-apiserver's --max-requests-inflight and --max-mutating-requests-inflight (0: none)
+    max_requests_inflight: int = DEFAULT_MAX_REQUESTS_INFLIGHT
+    max_mutating_requests_inflight: int = DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT
     #: how the kubelet runs containers: "process" (local processes) or "podman" (images)
     runtime: str = "process"
     controller_commands: Sequence[Sequence[str]] = ()
@@ -287,6 +300,7 @@ class DevCluster:
         self._owns_dir = False
         self._controllers: list[SupervisedController] = []
         self._engine: PodmanEngine | None = None
+        self._dns: ClusterDns | None = None
 
     @property
     def api_url(self) -> str:
@@ -352,9 +366,17 @@ class DevCluster:
             admin_token=admin_token,
             service_network=plan.service_network,
             pods_dir=pods_dir,
+            max_requests_inflight=self.max_requests_inflight,
+            max_mutating_requests_inflight=self.max_mutating_requests_inflight,
         )
         await self._api.start()
-        self._engine = await self._container_engine(pods_dir)
+        self._dns = ClusterDns(api_url=self._api.url, token=admin_token, host=plan.dns_host)
+        await self._dns.start()
+        # pods can only be pointed at it on the DNS port (resolv.conf names no port)
+        cluster_dns = plan.dns_host if self._dns.port == DNS_PORT else None
+        self._engine = await self._container_engine(pods_dir, cluster_dns)
+        if self._engine is not None:
+            self._api.container_exec = self._engine.exec_command
         self._kubelet = Kubelet(
             api_url=self._api.url,
             token=admin_token,
@@ -402,6 +424,7 @@ class DevCluster:
                         "nftTable": plan.nft_table,
                         "podNetwork": plan.pod_network,
                         "serviceNetwork": plan.service_network,
+                        "dns": self._dns.address,
                         "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     },
                     indent=2,
@@ -416,14 +439,17 @@ class DevCluster:
             )
             self.announce(f"API server at {self._api.url} (node {self.node_name}, "
                           f"{self.runtime} runtime)")
+            self.announce(f"cluster DNS at {self._dns.address} (cluster.local)")
             self.announce(f"export KUBECONFIG={self.kubeconfig_path}")
             self._start_controllers()
             for obj in manifests:
                 self.announce(await applier.apply(obj))
 
-    async def _container_engine(self, pods_dir: Path) -> PodmanEngine | None:
+    async def _container_engine(self, pods_dir: Path,
+                                cluster_dns: str | None) -> PodmanEngine | None:
         """The podman engine for `runtime="podman"` (checked, leftovers of a dead instance of
-        this directory removed), None for the process runtime."""
+        this directory removed; its pods resolve with `cluster_dns`), None for the process
+        runtime."""
         if self.runtime == "process":
             return None
         if self.runtime != "podman":
@@ -431,7 +457,7 @@ class DevCluster:
         if os.geteuid() != 0:
             raise DevClusterError("--runtime podman needs root (pods run as uids of their own)")
         try:
-            engine = PodmanEngine(instance=str(pods_dir))
+            engine = PodmanEngine(instance=str(pods_dir), cluster_dns=cluster_dns)
             await asyncio.to_thread(engine.check)
         except PodmanUnavailable as error:
             raise DevClusterError(str(error)) from None
@@ -460,7 +486,7 @@ class DevCluster:
             with contextlib.suppress(Exception):
                 await controller.stop()
         for part in (self._volumes, *self._workloads, self._deployments, self._replica_sets,
-                     self._endpoints, self._proxy, self._kubelet, self._api):
+                     self._endpoints, self._proxy, self._kubelet, self._dns, self._api):
             if part is not None:
                 with contextlib.suppress(Exception):
                     await part.stop()

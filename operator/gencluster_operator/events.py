@@ -49,6 +49,7 @@ class EventReason(StrEnum):
     REINITIALIZE_REJECTED = "ReinitializeRejected"
     SERVED_IN_FAILSAFE = "ServedInFailsafe"
     FOREIGN_POD_IGNORED = "ForeignPodIgnored"
+    VOLUME_FAILED = "VolumeFailed"
 
 
 class FailoverReason(StrEnum):
@@ -103,6 +104,7 @@ class ConditionReason(StrEnum):
     HIBERNATION_REFUSED = "HibernationRefused"
     # Degraded
     STANDBYS_OUT_OF_SYNC = "StandbysOutOfSync"
+    VOLUME_FAILED = "VolumeFailed"
     MERGE_FAILED = "MergeFailed"
     RECONCILE_FAILED = "ReconcileFailed"
     AS_EXPECTED = "AsExpected"

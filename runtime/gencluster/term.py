@@ -43,7 +43,7 @@ from gencluster import quarantine
 from gencluster.acks import AckTracker
 from gencluster.codec import CodecError
 from gencluster.handler_watchdog import QUARANTINE_MARKS, HandlerWatchdog
-from gencluster.journal import Journal
+from gencluster.journal import Journal, VolumeFailed
 from gencluster.log import CatchUp, CommandKind, NeedSnapshot, StaleEpoch
 from gencluster.machine import Event, Outcome
 from gencluster.proto import gencluster_pb2 as pb
@@ -55,6 +55,7 @@ from gencluster.replication import (
     SendStep,
     sender_step,
 )
+from gencluster.resume import LastEvent, delivers
 from gencluster.wakeups import Notifier, set_within
 from gencluster.wire import entry_to_message
 
@@ -220,7 +221,7 @@ class Term:
         seq = submission.outcome.record.seq
         journal = self._journal
         if journal is not None and journal.durable_seq < seq:
-            await journal.wait_durable(seq)
+            await self._durable(journal, seq)
         if self.tracker.acknowledged_seq < seq:
             # Waited for here rather than in a helper coroutine: this is every Sync call.
             if self.closed:
@@ -262,7 +263,7 @@ class Term:
         QUARANTINE_MARKS.inc()
         self._appended(entry.seq)
         if self._journal is not None:
-            await self._journal.wait_durable(entry.seq)
+            await self._durable(self._journal, entry.seq)
         deadline = time.monotonic() + self.heartbeat_interval
         wake = self.acknowledged.listen()
         try:
@@ -281,9 +282,12 @@ class Term:
             self._marked.discard(request_id)
             raise NotServing("fenced before the call ran; retry with the same request id")
 
-    def subscribe(self, topic: str, from_event: int | None, *, accept_gap: bool) -> EventFeed:
+    def subscribe(
+        self, topic: str, from_event: int | None, *, accept_gap: bool,
+        last: LastEvent | None = None,
+    ) -> EventFeed:
         """Start a Subscribe stream (raises `NotServing`, or `SubscriptionError` for a start
-        this replica cannot serve)."""
+        this replica cannot serve); `last` is the resuming subscriber's last event."""
         if self.closed or not self._may_serve():
             raise NotServing(self._not_serving)
         if self.subscribers >= self.max_subscribers:
@@ -291,7 +295,7 @@ class Term:
                 f"this pod serves {self.subscribers} subscriptions, the limit is "
                 f"{self.max_subscribers}; retry later or close unused subscriptions"
             )
-        return EventFeed(self, topic, from_event, accept_gap=accept_gap)
+        return EventFeed(self, topic, from_event, accept_gap=accept_gap, last=last)
 
     def listen_topic(self, topic: str, wake: asyncio.Event) -> None:
         """Wake `wake` once an event of `topic` appended from now on is acknowledged (at once
@@ -329,6 +333,15 @@ class Term:
         listeners = self._seq_listeners
         while listeners and listeners[0][0] <= acknowledged:
             heapq.heappop(listeners)[2].set()
+
+    @staticmethod
+    async def _durable(journal: Journal, seq: int) -> None:
+        """Wait for this replica's own disk; a failed volume makes the call UNAVAILABLE (the
+        process stops, and the retry, with the same request id, finds the next active)."""
+        try:
+            await journal.wait_durable(seq)
+        except VolumeFailed as failure:
+            raise NotServing(f"{failure}; retry with the same request id") from None
 
     def _appended(self, seq: int) -> None:
         """A new entry is in the log: wake the streams and update the tracker."""
@@ -547,11 +560,21 @@ class EventFeed:
     ends or the feed is collected (a stream aborted before it iterated)."""
 
     def __init__(
-        self, term: Term, topic: str, from_event: int | None, *, accept_gap: bool
+        self, term: Term, topic: str, from_event: int | None, *, accept_gap: bool,
+        last: LastEvent | None = None,
     ) -> None:
-        backlog = term.replica.machine.backlog(topic, from_event, accept_gap=accept_gap)
-        first = backlog.next_number if from_event is None else max(from_event, 1)
+        backlog = term.replica.machine.backlog(
+            topic, from_event, accept_gap=accept_gap, last=last
+        )
+        if from_event is None or backlog.renumbered:
+            first = backlog.next_number
+        else:
+            first = max(from_event, 1)
         self.first_number = backlog.events[0].number if backlog.events else first
+        self.renumbered = backlog.renumbered
+        """The subscriber's last event was from another history: the stream marks its first
+        event `renumbered` (`resume.plan_resume`)."""
+        self._merged_side_of = backlog.merged_side_of
         self.epoch = term.epoch
         self._term = term
         self._topic = topic
@@ -582,9 +605,11 @@ class EventFeed:
                     if event.seq > acknowledged:
                         blocked = event.seq
                         break
+                    next_number = event.number + 1
+                    if not delivers(self._merged_side_of, event):
+                        continue  # a merge's news for the other side's subscribers
                     yield event, missed
                     missed = 0
-                    next_number = event.number + 1
                 if blocked:
                     term.listen_seq(blocked, wake)
                 else:
