@@ -48,6 +48,7 @@ class EventReason(StrEnum):
     REINITIALIZED = "Reinitialized"
     REINITIALIZE_REJECTED = "ReinitializeRejected"
     SERVED_IN_FAILSAFE = "ServedInFailsafe"
+    FOREIGN_POD_IGNORED = "ForeignPodIgnored"
     VOLUME_FAILED = "VolumeFailed"
 
 

@@ -358,3 +358,48 @@ def observed_claims(
     """Every claim, sorted by name so that every decision sees one order."""
     parsed = (observed_claim(c, cluster) for c in claims)
     return tuple(sorted(parsed, key=lambda c: c.name))
+
+
+# -- ownership ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ForeignPod:
+    """A pod that carries the ClusteredServer's label but is not one of its pods: the operator
+    neither calls it nor counts it (a pod of another cluster that relabelled itself, or one
+    made by hand), and says so once."""
+
+    name: str
+    uid: str
+    reason: str
+
+
+def owned_pods(
+    pods: Iterable[Mapping[str, Any]], resource: Mapping[str, Any]
+) -> tuple[list[Mapping[str, Any]], list[ForeignPod]]:
+    """Split the pods labelled with the ClusteredServer's name into those the operator owns
+    and the others. Owned: its controller ownerReference is this ClusteredServer (kind and
+    uid; labels are writable by the pods themselves, the uid of the owner is not forgeable
+    by them), and its name is one the operator gives (`<cluster>-<ordinal>`). The operator
+    talks only to owned pods: it never sends the cluster's token to a foreign one."""
+    cluster = str(resource["metadata"]["name"])
+    uid = resource["metadata"].get("uid")
+    owned: list[Mapping[str, Any]] = []
+    foreign: list[ForeignPod] = []
+    for pod in pods:
+        metadata = pod.get("metadata") or {}
+        name = str(metadata.get("name") or "")
+        controller = next((ref for ref in metadata.get("ownerReferences") or []
+                           if ref.get("controller")), None)
+        if controller is None or controller.get("uid") != uid or controller.get(
+                "kind") != names.KIND:
+            reason = ("it has no controller" if controller is None else
+                      f"its controller is {controller.get('kind')} {controller.get('name')} "
+                      f"(uid {controller.get('uid')}), not this ClusteredServer")
+        elif names.ordinal_of(cluster, name) is None:
+            reason = f"its name is not one of {cluster}'s pod names ({cluster}-<ordinal>)"
+        else:
+            owned.append(pod)
+            continue
+        foreign.append(ForeignPod(name, str(metadata.get("uid") or ""), reason))
+    return owned, foreign

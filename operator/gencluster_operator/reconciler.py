@@ -21,7 +21,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,6 +46,7 @@ from gencluster_operator.desired_network import OperatorPods
 from gencluster_operator.events import EventReason, EventType
 from gencluster_operator.observed import (
     RUNNING,
+    ForeignPod,
     Handover,
     MergeOutcome,
     Observed,
@@ -53,6 +54,7 @@ from gencluster_operator.observed import (
     lease_state,
     observed_claims,
     observed_pods,
+    owned_pods,
 )
 from gencluster_operator.plan import plan
 from gencluster_operator.runtime_admin import AdminError, RuntimeAdmin, pod_address
@@ -92,6 +94,8 @@ class ClusterMemory:
     conflicts_in_a_row: int = 0
     pod_monitor_warned: int | None = None
     """The generation whose PodMonitor could not be created (its Warning Event was posted)."""
+    foreign_reported: set[str] = field(default_factory=set)
+    """The uids of the foreign pods (`owned_pods`) already reported by an Event."""
     split_brain: bool = False
     """The last pass saw two actives: every Lease renewal then triggers a pass, so a merge
     follows within about a retry period of the loser reconnecting (not at the next timer)."""
@@ -202,7 +206,8 @@ class Reconciler:
         if spec_problems(spec):
             self._refuse_spec(resource, now)
             return False, "error"
-        pod_objects = self.api.list_pods(namespace, name)
+        pod_objects, foreign = owned_pods(self.api.list_pods(namespace, name), resource)
+        self._report_foreign(resource, foreign, memory, now)
         claim_objects = (
             self.api.list_claims(namespace, name) if spec.persistence.enabled else []
         )
@@ -508,6 +513,26 @@ class Reconciler:
             resource, reason=str(event.reason), message=event.message, type=str(event.type),
             component=REPORTING_COMPONENT, now=now,
         )
+
+    def _report_foreign(
+        self, resource: Mapping[str, Any], foreign: list[ForeignPod], memory: ClusterMemory,
+        now: datetime,
+    ) -> None:
+        """A pod with the cluster's label that the operator does not own is left alone (never
+        called, never counted); a Warning Event and a log line name it once per pod."""
+        for pod in foreign:
+            if pod.uid in memory.foreign_reported:
+                continue
+            message = f"pod {pod.name} carries this ClusteredServer's label and is ignored: " \
+                      f"{pod.reason}"
+            log.warning("%s/%s: %s", resource["metadata"]["namespace"],
+                        resource["metadata"]["name"], message)
+            try:
+                self._post(resource, RecordEvent(EventReason.FOREIGN_POD_IGNORED, message,
+                                                 EventType.WARNING), now)
+            except ApiError as failure:
+                log.warning("could not record a ForeignPodIgnored Event: %s", failure)
+            memory.foreign_reported.add(pod.uid)
 
     def _report_error(
         self, resource: Mapping[str, Any], memory: ClusterMemory, error: str | None,

@@ -3,7 +3,9 @@ Helm chart creates, rendered by Helm's engine from charts/gencluster and applied
 control plane that enforces RBAC, and a kubeconfig with that ServiceAccount's token.
 
 So every test that runs the operator runs it with exactly the permissions `helm install`
-grants: a verb missing from the chart fails the tests as a 403 would fail production.
+grants: a verb missing from the chart fails the tests as a 403 would fail production. The
+chart's ValidatingAdmissionPolicy and binding are applied with them, so the pods' own writes
+(their role label) pass the admission a real cluster would run.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ PROJECT = Path(__file__).resolve().parents[2]
 CHART = PROJECT / "charts" / "gencluster"
 RELEASE = "gencluster"
 NAMESPACE = "gencluster-system"
-RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+              "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 TOKEN_DURATION = "48h"
 
 

@@ -69,6 +69,15 @@ def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [obj for obj in objects if obj["kind"] == kind]
 
 
+def operator_rbac(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The objects without the ClusterRoles aggregated into view/edit/admin (for users)."""
+    return [obj for obj in objects if not any(
+        key.startswith(AGGREGATE_TO) for key in obj["metadata"].get("labels") or {})]
+
+
+AGGREGATE_TO = "rbac.authorization.k8s.io/aggregate-to-"
+
+
 def only(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     (found,) = by_kind(objects, kind)
     return found
@@ -194,6 +203,8 @@ def test_default_render_objects_and_names(chart: Any) -> None:
     kinds = sorted((obj["kind"], obj["metadata"]["name"]) for obj in objects)
     assert kinds == [
         ("ClusterRole", "gencluster"),
+        ("ClusterRole", "gencluster-edit"),
+        ("ClusterRole", "gencluster-view"),
         ("ClusterRoleBinding", "gencluster"),
         ("Deployment", "gencluster"),
         ("Pod", "gencluster-test-metrics"),
@@ -202,12 +213,15 @@ def test_default_render_objects_and_names(chart: Any) -> None:
         ("RoleBinding", "gencluster-leader-election"),
         ("Service", "gencluster-metrics"),
         ("ServiceAccount", "gencluster"),
+        ("ValidatingAdmissionPolicy", "gencluster-pod-labels"),
+        ("ValidatingAdmissionPolicyBinding", "gencluster-pod-labels"),
     ]
     for obj in objects:
         labels = obj["metadata"]["labels"]
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
         assert labels["app.kubernetes.io/instance"] == RELEASE
-        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
+                               "ValidatingAdmissionPolicyBinding"):
             assert obj["metadata"]["namespace"] == NAMESPACE
 
 
@@ -331,7 +345,7 @@ def needed_by_operator() -> set[tuple[str, str, str]]:
 
 
 def test_cluster_wide_rbac_covers_what_the_operator_creates_and_grants(chart: Any) -> None:
-    objects = manifests(render(chart))
+    objects = operator_rbac(manifests(render(chart)))
     role = only(objects, "ClusterRole")
     held = grants(role["rules"])
     assert needed_by_operator() <= held
@@ -356,7 +370,7 @@ def test_cluster_wide_rbac_covers_what_the_operator_creates_and_grants(chart: An
 
 
 def test_namespaced_rbac_keeps_only_crd_reads_cluster_wide(chart: Any) -> None:
-    objects = manifests(render(chart, {"watchNamespace": "apps"}))
+    objects = operator_rbac(manifests(render(chart, {"watchNamespace": "apps"})))
     cluster_role = only(objects, "ClusterRole")
     assert grants(cluster_role["rules"]) == {
         ("apiextensions.k8s.io", "customresourcedefinitions", verb)

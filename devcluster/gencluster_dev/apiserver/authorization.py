@@ -49,6 +49,83 @@ BOOTSTRAP_CLUSTER_ROLES: tuple[dict[str, Any], ...] = (
         {"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"],
          "verbs": ["get"]}]},
 )
+FULL_AUTHORITY = ({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                  {"nonResourceURLs": ["*"], "verbs": ["*"]})
+_READ = ["get", "list", "watch"]
+_WRITE = ["create", "delete", "deletecollection", "patch", "update"]
+AGGREGATE_TO = "rbac.authorization.k8s.io/aggregate-to-"
+# The user-facing roles and what kube-apiserver's bootstrap policy aggregates into them
+# (the resources this control plane serves, and the usual others, as in policy.go).
+BOOTSTRAP_CLUSTER_ROLES += (
+    {"metadata": {"name": "admin"},
+     "aggregationRule": {"clusterRoleSelectors": [
+         {"matchLabels": {f"{AGGREGATE_TO}admin": "true"}}]}},
+    {"metadata": {"name": "edit", "labels": {f"{AGGREGATE_TO}admin": "true"}},
+     "aggregationRule": {"clusterRoleSelectors": [
+         {"matchLabels": {f"{AGGREGATE_TO}edit": "true"}}]}},
+    {"metadata": {"name": "view", "labels": {f"{AGGREGATE_TO}edit": "true"}},
+     "aggregationRule": {"clusterRoleSelectors": [
+         {"matchLabels": {f"{AGGREGATE_TO}view": "true"}}]}},
+    {"metadata": {"name": "system:aggregate-to-admin",
+                  "labels": {f"{AGGREGATE_TO}admin": "true"}}, "rules": [
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["localsubjectaccessreviews"],
+         "verbs": ["create"]},
+        {"apiGroups": [RBAC_GROUP], "resources": ["rolebindings", "roles"],
+         "verbs": [*_WRITE, *_READ]}]},
+    {"metadata": {"name": "system:aggregate-to-edit",
+                  "labels": {f"{AGGREGATE_TO}edit": "true"}}, "rules": [
+        {"apiGroups": [""], "resources": ["pods/attach", "pods/exec", "pods/portforward",
+                                          "pods/proxy", "secrets", "services/proxy"],
+         "verbs": _READ},
+        {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["impersonate"]},
+        {"apiGroups": [""], "resources": ["pods", "pods/attach", "pods/exec",
+                                          "pods/portforward", "pods/proxy"], "verbs": _WRITE},
+        {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["configmaps", "events", "persistentvolumeclaims",
+                                          "replicationcontrollers",
+                                          "replicationcontrollers/scale", "secrets",
+                                          "serviceaccounts", "services", "services/proxy"],
+         "verbs": _WRITE},
+        {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},
+        {"apiGroups": ["apps"], "resources": ["daemonsets", "deployments",
+                                              "deployments/rollback", "deployments/scale",
+                                              "replicasets", "replicasets/scale",
+                                              "statefulsets", "statefulsets/scale"],
+         "verbs": _WRITE},
+        {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"],
+         "verbs": _WRITE},
+        {"apiGroups": ["batch"], "resources": ["cronjobs", "jobs"], "verbs": _WRITE},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "networkpolicies"],
+         "verbs": _WRITE},
+        {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _WRITE}]},
+    {"metadata": {"name": "system:aggregate-to-view",
+                  "labels": {f"{AGGREGATE_TO}view": "true"}}, "rules": [
+        {"apiGroups": [""], "resources": [
+            "configmaps", "endpoints", "persistentvolumeclaims",
+            "persistentvolumeclaims/status", "pods", "replicationcontrollers",
+            "replicationcontrollers/scale", "serviceaccounts", "services", "services/status"],
+         "verbs": _READ},
+        {"apiGroups": [""], "resources": [
+            "bindings", "events", "limitranges", "namespaces/status", "pods/log",
+            "pods/status", "replicationcontrollers/status", "resourcequotas",
+            "resourcequotas/status"], "verbs": _READ},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": _READ},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": _READ},
+        {"apiGroups": ["apps"], "resources": [
+            "controllerrevisions", "daemonsets", "daemonsets/status", "deployments",
+            "deployments/scale", "deployments/status", "replicasets", "replicasets/scale",
+            "replicasets/status", "statefulsets", "statefulsets/scale", "statefulsets/status"],
+         "verbs": _READ},
+        {"apiGroups": ["autoscaling"], "resources": [
+            "horizontalpodautoscalers", "horizontalpodautoscalers/status"], "verbs": _READ},
+        {"apiGroups": ["batch"], "resources": ["cronjobs", "cronjobs/status", "jobs",
+                                               "jobs/status"], "verbs": _READ},
+        {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets",
+                                                "poddisruptionbudgets/status"],
+         "verbs": _READ},
+        {"apiGroups": ["networking.k8s.io"], "resources": [
+            "ingresses", "ingresses/status", "networkpolicies"], "verbs": _READ}]},
+)
 BOOTSTRAP_BINDINGS: tuple[tuple[str, str], ...] = (
     ("cluster-admin", "system:masters"),
     ("system:discovery", rbac.AUTHENTICATED),
@@ -62,11 +139,15 @@ def bootstrap_objects() -> list[tuple[ResourceKey, dict[str, Any]]]:
     reviews for every authenticated user, cluster-admin for system:masters."""
     objects: list[tuple[ResourceKey, dict[str, Any]]] = []
     for role in BOOTSTRAP_CLUSTER_ROLES:
-        objects.append((CLUSTER_ROLES, {
+        body: dict[str, Any] = {
             "apiVersion": f"{RBAC_GROUP}/v1", "kind": "ClusterRole",
-            "metadata": {**role["metadata"], "labels": dict(BOOTSTRAP_LABELS),
+            "metadata": {**role["metadata"],
+                         "labels": {**BOOTSTRAP_LABELS, **role["metadata"].get("labels", {})},
                          "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
-            "rules": role["rules"]}))
+            "rules": role.get("rules") or []}
+        if "aggregationRule" in role:
+            body["aggregationRule"] = role["aggregationRule"]
+        objects.append((CLUSTER_ROLES, body))
     for role_name, group in BOOTSTRAP_BINDINGS:
         objects.append((CLUSTER_ROLE_BINDINGS, {
             "apiVersion": f"{RBAC_GROUP}/v1", "kind": "ClusterRoleBinding",
@@ -75,6 +156,24 @@ def bootstrap_objects() -> list[tuple[ResourceKey, dict[str, Any]]]:
             "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": role_name},
             "subjects": [{"apiGroup": RBAC_GROUP, "kind": "Group", "name": group}]}))
     return objects
+
+
+def aggregate(store: Store) -> None:
+    """kube-controller-manager's clusterrole-aggregation controller, run after every
+    ClusterRole write or delete: each ClusterRole with an `aggregationRule` gets the rules of
+    the ClusterRoles its selectors pick, until nothing changes (`edit` feeds `admin`). Done
+    synchronously, so a new aggregated permission holds as soon as the write is answered."""
+    for _ in range(16):  # aggregation chains are short; a cycle must not spin forever
+        changed = False
+        roles = store.list(CLUSTER_ROLES)
+        for role in roles:
+            rules = rbac.aggregated_rules(role, roles)
+            if rules is None or rules == (role.get("rules") or []):
+                continue
+            store.update(CLUSTER_ROLES, {**role, "rules": rules})
+            changed = True
+        if not changed:
+            return
 
 
 def snapshot(store: Store) -> rbac.Rbac:
@@ -257,6 +356,13 @@ def check_escalation(t: ResourceType, obj: Mapping[str, Any], store: Store) -> N
                 f'{t.plural}.{RBAC_GROUP} "{name}" is forbidden: user "{identity.username}" '
                 f"(groups={list(identity.groups)}) is attempting to grant RBAC permissions "
                 f"not currently held:\n" + "\n".join(missing)),
+                name=name, group=RBAC_GROUP, kind=t.plural)
+        # an aggregationRule can gather anything: it takes * on *.* (policybased storage)
+        if t.kind == "ClusterRole" and obj.get("aggregationRule") and rbac.uncovered(
+                owned, FULL_AUTHORITY):
+            raise ApiError(403, "Forbidden", (
+                f'{t.plural}.{RBAC_GROUP} "{name}" is forbidden: must have cluster-admin '
+                "privileges to use the aggregationRule"),
                 name=name, group=RBAC_GROUP, kind=t.plural)
         return
     reference = obj.get("roleRef") or {}

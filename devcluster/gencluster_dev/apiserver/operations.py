@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from gencluster_dev.apiserver import admission
 from gencluster_dev.apiserver.auth import Authenticator
-from gencluster_dev.apiserver.authorization import check_escalation
+from gencluster_dev.apiserver.authorization import CLUSTER_ROLES, aggregate, check_escalation
 from gencluster_dev.machinery import apply as server_side_apply
 from gencluster_dev.machinery import patch as patching
 from gencluster_dev.machinery import schema as schemas
@@ -292,6 +293,10 @@ class Operations:
         obj = self._defaults_on_create(t, obj)
         obj = self._admit_custom(t, obj, None, strict=strict)
         self._validate_builtin(t, obj, None)
+        if admission.applies(self.store, t):
+            self.warnings.extend(admission.validate(
+                self.store, t, "CREATE", namespace, name, self.present(t, obj), None,
+                dry_run=dry_run))
         if self.store.get(t.key, namespace if t.namespaced else "", name) is not None:
             raise already_exists(t.plural, t.group, name)
         if dry_run:
@@ -438,6 +443,7 @@ class Operations:
         name = obj["metadata"]["name"]
         if t.key == CRD_KEY:
             validate_crd(obj)
+        admission.default_and_validate(t, obj)
         storage_causes = None
         if t.key == CLAIMS_KEY:
             storage_causes = claim_causes(obj) if old is None else claim_update_causes(old, obj)
@@ -620,6 +626,10 @@ class Operations:
             admitted = self._admit_custom(t, new, old, strict=False)
             new = admitted
         self._validate_builtin(t, new, old)
+        if admission.applies(self.store, t):
+            self.warnings.extend(admission.validate(
+                self.store, t, "UPDATE", namespace, name, self.present(t, new),
+                self.present(t, old), subresource=subresource, dry_run=dry_run))
         generation = int(old["metadata"].get("generation") or 1)
         if t.has_status or t.key == CRD_KEY:
             changed = spec_part(old) != spec_part(new)
@@ -773,6 +783,10 @@ class Operations:
                 "FieldValueNotSupported", "propagationPolicy",
                 f'Unsupported value: "{options.propagation_policy}": supported values: '
                 '"Foreground", "Background", "Orphan", "nil"')])
+        if admission.applies(self.store, t):
+            self.warnings.extend(admission.validate(
+                self.store, t, "DELETE", namespace, name, None, self.present(t, stored),
+                dry_run=options.dry_run))
         obj = copy.deepcopy(stored)
         meta = obj["metadata"]
         finalizers = list(meta.get("finalizers") or [])
@@ -990,6 +1004,8 @@ class Operations:
                     "metadata": {"name": "default"}})
         elif t.key == CRD_KEY:
             self.register_crd(obj)
+        elif t.key == CLUSTER_ROLES:
+            aggregate(self.store)
 
     def _after_delete(self, t: ResourceType, obj: Mapping[str, Any]) -> None:
         if t.key == SERVICEACCOUNTS_KEY:
@@ -997,6 +1013,8 @@ class Operations:
                 obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
         elif t.key == CRD_KEY:
             self.unregister_crd(obj)
+        elif t.key == CLUSTER_ROLES:
+            aggregate(self.store)
 
     def register_crd(self, crd: Mapping[str, Any]) -> None:
         if crd["metadata"].get("deletionTimestamp"):

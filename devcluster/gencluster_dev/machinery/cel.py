@@ -25,6 +25,7 @@ __all__ = [
     "CompiledRule",
     "compile_expression",
     "compile_rule",
+    "evaluation_message",
     "result_as_message",
     "result_is_true",
     "to_cel",
@@ -119,6 +120,12 @@ def _evaluation_message(error: Any) -> str:
     if cause is ValueError and text == "return error for overflow":
         return "type conversion error"
     return text
+
+
+def evaluation_message(error: Any) -> str:
+    """cel-go's wording of a celpy evaluation error (for other users of CEL than CRD rules,
+    such as ValidatingAdmissionPolicy)."""
+    return _evaluation_message(error)
 
 
 def _string_index_of(text: Any, needle: Any, start: Any = 0) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 
 from gencluster_dev.machinery.errors import ApiError, qualified_resource
 from gencluster_dev.machinery.request_info import RequestInfo
+from gencluster_dev.machinery.selectors import label_selector_from_object
 
 MASTERS = "system:masters"
 AUTHENTICATED = "system:authenticated"
@@ -226,3 +227,30 @@ def uncovered(owned: Sequence[Mapping[str, Any]],
                     + (f", ResourceNames: [{wanted.name!r}]" if wanted.name else "")
                     + f", Verbs: [{wanted.verb!r}]}}")
     return missing
+
+
+# -- ClusterRole aggregation ------------------------------------------------------------------
+
+
+def aggregated_rules(role: Mapping[str, Any],
+                     cluster_roles: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
+    """The rules kube-controller-manager's clusterrole-aggregation controller writes into a
+    ClusterRole with an `aggregationRule`: for each selector in order, the ClusterRoles it
+    selects (by name, the role itself skipped), each rule once. None for a role without an
+    aggregationRule (its rules are its own)."""
+    aggregation = role.get("aggregationRule")
+    if not isinstance(aggregation, Mapping):
+        return None
+    name = role["metadata"]["name"]
+    rules: list[dict[str, Any]] = []
+    for selector in aggregation.get("clusterRoleSelectors") or []:
+        matches = label_selector_from_object(selector)
+        for other in sorted(cluster_roles, key=lambda r: r["metadata"]["name"]):
+            if other["metadata"]["name"] == name:
+                continue
+            if not matches.matches(other["metadata"].get("labels") or {}):
+                continue
+            for rule in other.get("rules") or []:
+                if dict(rule) not in rules:
+                    rules.append(dict(rule))
+    return rules

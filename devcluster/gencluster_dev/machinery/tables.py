@@ -1295,6 +1295,41 @@ _BUILT_IN: dict[str, tuple[list[dict[str, Any]], _CellsFunction]] = {
 }
 _BUILT_IN["ClusterRoleBinding"] = _BUILT_IN["RoleBinding"]
 
+
+def _param_kind(item: Mapping[str, Any]) -> str:
+    kind = _get(item, "spec", "paramKind")
+    return f"{kind.get('apiVersion', '')}/{kind.get('kind', '')}" if kind else "<unset>"
+
+
+def _param_ref(item: Mapping[str, Any]) -> str:
+    reference = _get(item, "spec", "paramRef")
+    if not reference:
+        return "<unset>"
+    if reference.get("name"):
+        return f"{reference.get('namespace') or '*'}/{reference['name']}"
+    return "<unset>"
+
+
+# printers.go: printValidatingAdmissionPolicy(Binding).
+_BUILT_IN["ValidatingAdmissionPolicy"] = (
+    [_name_column(),
+     _column("Validations", type_="integer", description="Validations contain CEL expressions "
+             "which is used to apply the validation."),
+     _column("ParamKind", description="ParamKind specifies the kind of resources used to "
+             "parameterize this policy"),
+     _age_column()],
+    _simple(lambda item: len(_get(item, "spec", "validations") or []), _param_kind),
+)
+_BUILT_IN["ValidatingAdmissionPolicyBinding"] = (
+    [_name_column(),
+     _column("PolicyName", description="PolicyName references a ValidatingAdmissionPolicy "
+             "name which the ValidatingAdmissionPolicyBinding binds to."),
+     _column("ParamRef", description="paramRef specifies the parameter resource used to "
+             "configure the admission control policy."),
+     _age_column()],
+    _simple(lambda item: _get(item, "spec", "policyName") or "", _param_ref),
+)
+
 # Kinds kube-apiserver serves with its default table convertor: NAME, CREATED AT.
 _CREATED_AT_KINDS = frozenset({"CustomResourceDefinition", "Role", "ClusterRole"})
 

@@ -272,6 +272,8 @@ TOP_LEVEL_FIELDS: dict[str, frozenset[str]] = {
         "StorageClass": ("provisioner", "parameters", "reclaimPolicy", "mountOptions",
                          "allowVolumeExpansion", "volumeBindingMode", "allowedTopologies"),
         "CustomResourceDefinition": ("spec", "status"),
+        "ValidatingAdmissionPolicy": ("spec", "status"),
+        "ValidatingAdmissionPolicyBinding": ("spec",),
     }.items()
 }
 
