@@ -48,6 +48,7 @@ class EventReason(StrEnum):
     REINITIALIZED = "Reinitialized"
     REINITIALIZE_REJECTED = "ReinitializeRejected"
     SERVED_IN_FAILSAFE = "ServedInFailsafe"
+    DOWNGRADE_REFUSED = "DowngradeRefused"
 
 
 class FailoverReason(StrEnum):
@@ -104,6 +105,7 @@ class ConditionReason(StrEnum):
     STANDBYS_OUT_OF_SYNC = "StandbysOutOfSync"
     MERGE_FAILED = "MergeFailed"
     RECONCILE_FAILED = "ReconcileFailed"
+    DOWNGRADE_REFUSED = "DowngradeRefused"
     AS_EXPECTED = "AsExpected"
     # SplitBrain
     SPLIT_BRAIN_DETECTED = "SplitBrainDetected"

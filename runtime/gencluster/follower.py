@@ -21,6 +21,7 @@ import grpc
 from gencluster.journal import Journal
 from gencluster.leases import KubernetesApi, KubernetesError
 from gencluster.log import LogError, Snapshot
+from gencluster.machine import RestoreDowngradeRefused
 from gencluster.node_config import NodeConfig, host_port
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
@@ -31,6 +32,7 @@ from gencluster.replication import (
     StaleEpochRejected,
     peer_metadata,
 )
+from gencluster.versions import DowngradeRefused, downgrade_refusal
 from gencluster.wakeups import set_within
 from gencluster.wire import entry_from_message, snapshot_from_chunks
 
@@ -65,6 +67,11 @@ class FollowerHost(Protocol):
     def source_refused(self, address: str) -> None: ...
 
     def stream_ended(self) -> None: ...
+
+    def version_refused(self, reason: str) -> None:
+        """The active's state or entries are of a newer server class version than this
+        replica's, which does not accept downgrades ("" once it follows again)."""
+        ...
 
     def holder_located(self, holder: str, address: str) -> None: ...
 
@@ -140,6 +147,12 @@ class Follower:
             except StaleEpochRejected as error:
                 log.warning("%s", error)
                 self._host.source_refused(address)
+            except (DowngradeRefused, RestoreDowngradeRefused) as error:
+                # Kept as this replica's status (the operator's DowngradeRefused) and retried
+                # at the slowest pace: the active may be replaced by one this class can follow.
+                log.error("not following %s: %s", address, error)
+                self._host.version_refused(str(error))
+                backoff = retry_period / 2
             except asyncio.CancelledError:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
@@ -263,6 +276,11 @@ class Follower:
                         f"replica has seen epoch {self._epochs.value}"
                     )
                 self._epochs.saw(batch.epoch)
+                refusal = downgrade_refusal(
+                    replica.machine.server, batch.server_version, "the active's log"
+                )
+                if refusal is not None:
+                    raise DowngradeRefused(refusal)
                 try:
                     for entry in batch.entries:
                         replica.receive(entry_from_message(entry))
@@ -270,6 +288,7 @@ class Follower:
                     log.warning("entry refused (%s); joining again by snapshot", error)
                     self._snapshot_needed()
                     return
+                self._host.version_refused("")
                 self._host.batch_applied(address, replica.applied_seq >= batch.last_seq)
                 applied.set()
                 if acker.done():

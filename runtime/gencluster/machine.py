@@ -53,6 +53,7 @@ from gencluster.replies import (
     request_digest,
 )
 from gencluster.server import Context, GenServer
+from gencluster.versions import CodeChangeFailed, DowngradeRefused, converted
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,8 @@ class MergeRequest:
     state: Any
     replies: tuple[ReplyRecord, ...] = ()
     replies_complete_after: float = 0.0
+    server_version: int = 0
+    """The class version that wrote `state` (0: not said: taken as this replica's own)."""
 
 
 class TopicEvents:
@@ -202,6 +205,11 @@ class RestoreError(Exception):
     """A snapshot that this replica cannot load (codec mismatch, undecodable, code_change)."""
 
 
+class RestoreDowngradeRefused(RestoreError):
+    """A snapshot written by a newer version of the server class than this replica's, which
+    does not accept downgrades (`versions.downgrade_refusal`)."""
+
+
 _NOT_DECODED: Any = object()
 
 
@@ -253,15 +261,12 @@ class StateMachine:
             state = codec.decode(snapshot.state, what="snapshot state", bounded=False)
         except CodecError as error:
             raise RestoreError(str(error)) from error
-        if snapshot.server_version != server.version:
-            try:
-                state = server.code_change(snapshot.server_version, state)
-            except BaseException as error:  # a handler's SystemExit too: see the module doc
-                raise RestoreError(
-                    f"code_change({snapshot.server_version}, state) of "
-                    f"{type(server).__name__} version {server.version} raised "
-                    f"{type(error).__name__}: {error}"
-                ) from error
+        try:
+            state = converted(server, snapshot.server_version, state, "the snapshot")
+        except DowngradeRefused as error:
+            raise RestoreDowngradeRefused(str(error)) from error
+        except CodeChangeFailed as error:
+            raise RestoreError(str(error)) from error
         machine = cls(
             server,
             codec,
@@ -314,11 +319,13 @@ class StateMachine:
         """
         if kind is CommandKind.MERGE or kind is CommandKind.RESTORE:
             try:
-                state, replies, complete_after = wire.merge_payload_parts(payload)
+                parts = wire.merge_payload_parts(payload)
             except wire.WireError as error:
                 raise CodecError(str(error)) from error
-            decoded = self.codec.decode(state, what="merged state", bounded=False)
-            return MergeRequest(decoded, replies, complete_after)
+            decoded = self.codec.decode(parts.state, what="merged state", bounded=False)
+            return MergeRequest(
+                decoded, parts.replies, parts.replies_complete_after, parts.server_version
+            )
         return self.codec.decode(payload, what="request")
 
     def is_read_only(self, request: Any) -> bool:
@@ -505,7 +512,12 @@ class StateMachine:
         bound becomes the later of both. Only after `merge` returned: a `merge` that raises
         changes nothing. Nothing after this can fail for a MERGE (`merge` gets no ctx, so it
         publishes no events)."""
-        merged = self.server.merge(state, request.state)
+        # The loser's state in this replica's own class format first (`versions.converted`:
+        # code_change from another version; a downgrade refused unless the class accepts it),
+        # so `merge` sees two states of its format. Each replica converts to its own version:
+        # during a rolling update a standby may run a newer class than the active.
+        other = converted(self.server, request.server_version, request.state, "the merged state")
+        merged = self.server.merge(state, other)
         self._verify(merged)
         self._absorb_replies(request, seq)
         return merged
@@ -514,8 +526,9 @@ class StateMachine:
         """The RESTORE command (Admin.Restore with force): the backup's state replaces this
         one; its reply records join the table as a merge's do, so a call recorded in the
         backup and retried now is answered, not applied again."""
+        restored = converted(self.server, request.server_version, request.state, "the backup")
         self._absorb_replies(request, seq)
-        return request.state
+        return restored
 
     def _absorb_replies(self, request: MergeRequest, seq: int) -> None:
         """Another history's reply records join the table, renumbered to the entry `seq` that
