@@ -182,6 +182,30 @@ def _v2_standby_in_sync(server: AvailableIdServer) -> tuple[str, int] | None:
     return None
 
 
+def _other_active(server: AvailableIdServer, loser: str, loser_epoch: int) -> str | None:
+    """A pod other than `loser` active above its epoch (Admin.Status straight to the pods,
+    read afresh: the roll may replace a standby meanwhile)."""
+    current = fresh(server)
+    for pod in current.pod_names():
+        if pod == loser:
+            continue
+        status = current.admin_status(pod)
+        if status is not None and status.role == pb.ROLE_ACTIVE and status.epoch > loser_epoch:
+            return pod
+    return None
+
+
+def _evidence(server: AvailableIdServer, operator: OperatorProcess) -> str:
+    current = fresh(server)
+    statuses = {pod: current.admin_status(pod) for pod in current.pod_names()}
+    lines = [f"{pod}: {s.role if s else None} epoch {s.epoch if s else None} "
+             f"v{s.server_version if s else None} {s.downgrade_refused if s else ''}"
+             for pod, s in statuses.items()]
+    resource_status = json.dumps(current.resource().get("status"), indent=1)
+    logs = "\n".join(f"--- {pod}\n{current.pod_log(pod)[-2500:]}" for pod in statuses)
+    return "\n".join([*lines, resource_status, logs, operator.output()[-4000:]])
+
+
 def test_a_split_during_the_rolling_update_merges_through_code_change(
     dev_cluster: DevClusterProcess, operator: OperatorProcess, namespace: str, cleanup: None,
 ) -> None:
@@ -199,15 +223,17 @@ def test_a_split_during_the_rolling_update_merges_through_code_change(
     with isolated:
         isolated.wait_for_ok_calls(10, DEADLINE)
         server.fault("isolate", loser)
-        winner = server.wait_new_active(loser_epoch, DEADLINE, not_pod=loser)
+        winner = wait_for(lambda: _other_active(server, loser, loser_epoch), DEADLINE,
+                          interval=0.5, message=lambda: _evidence(server, operator))
         with others:
             others.wait_for_ok_calls(10, DEADLINE, epoch_above=loser_epoch)
             isolated.wait_for_ok_calls(10, DEADLINE)
             wait_for(lambda: condition(server.resource(), "SplitBrain").get("status") == "True",
-                     DEADLINE, interval=POLL, message="the operator sees the split brain")
+                     DEADLINE, interval=POLL,
+                     message=lambda: _evidence(server, operator))
             server.dev.gencluster("dev", "fault", "--dir", str(server.dev.dir), "heal")
             wait_for(lambda: server.merges() >= 1, DEADLINE, interval=POLL,
-                     message=lambda: f"a merge after the heal\n{server.diagnostics()}")
+                     message=lambda: _evidence(server, operator))
             others.wait_for_ok_calls(10, DEADLINE, epoch_above=loser_epoch)
         histories = [isolated.stop(), others.stop()]
     handed_out = [op.value for history in histories for op in history.operations
@@ -218,7 +244,7 @@ def test_a_split_during_the_rolling_update_merges_through_code_change(
     assert state["last"] >= max(handed_out), (state, max(handed_out))
     assert not events(dev_cluster, namespace, "MergeFailed"), server.diagnostics()
     assert events(dev_cluster, namespace, "StatesMerged")
-    merged_into = winner["identity"]
+    merged_into = winner
     with Client(",".join(server.addresses()), timeout=30.0) as client:
         after = client.call("next_value")
     assert after > max(handed_out), (after, max(handed_out), merged_into)
