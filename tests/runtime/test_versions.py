@@ -95,7 +95,8 @@ def test_a_failing_code_change_fails_the_merge_and_changes_nothing() -> None:
 
 def test_a_snapshot_of_a_newer_version_is_refused_unless_downgrades_are_accepted() -> None:
     newer = exported({"last": 8, "format": 2}, 2)
-    with pytest.raises(RestoreDowngradeRefused, match=r"version 2 .* VersionedIdServerV1 version 1"):
+    refused = r"version 2 .* VersionedIdServerV1 version 1"
+    with pytest.raises(RestoreDowngradeRefused, match=refused):
         StateMachine.restore(VersionedIdServerV1(), CODEC, newer)
     assert StateMachine.restore(DowngradableIdServerV1(), CODEC, newer).state == 8
     assert StateMachine.restore(VersionedIdServerV2(), CODEC, exported(8, 1)).state == {
