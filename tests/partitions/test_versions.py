@@ -234,6 +234,9 @@ def test_a_split_during_the_rolling_update_merges_through_code_change(
             server.dev.gencluster("dev", "fault", "--dir", str(server.dev.dir), "heal")
             wait_for(lambda: server.merges() >= 1, DEADLINE, interval=POLL,
                      message=lambda: _evidence(server, operator))
+            # The winner's own log: the payload carried the loser's version (1).
+            logged = f"merging the state of {loser} (epoch {loser_epoch}, server version 1)"
+            assert logged in fresh(server).pod_log(winner), _evidence(server, operator)
             others.wait_for_ok_calls(10, DEADLINE, epoch_above=loser_epoch)
         histories = [isolated.stop(), others.stop()]
     handed_out = [op.value for history in histories for op in history.operations
