@@ -4,12 +4,14 @@ version; a state of a newer version is refused unless the class accepts downgrad
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from gencluster.codec import JsonCodec
 from gencluster.log import Command, CommandKind, LogEntry, ReplyRecord, Snapshot
 from gencluster.machine import RestoreDowngradeRefused, StateMachine
+from gencluster.proto import gencluster_pb2 as pb
 from gencluster.versions import (
     CodeChangeFailed,
     DowngradeRefused,
@@ -23,6 +25,8 @@ from tests.partitions.versioned_servers import (
     VersionedIdServerV1,
     VersionedIdServerV2,
 )
+from tests.runtime.replication_harness import FakeStandby, call, connected_term
+from tests.runtime.servers import Ledger
 
 pytestmark = pytest.mark.unit
 
@@ -116,3 +120,23 @@ def test_the_rule_itself() -> None:
     with pytest.raises(CodeChangeFailed, match=r"code_change\(1, state\) of VersionedIdServerV2"):
         converted(v2, 1, [], "x")
     assert converted(v2, 2, "untouched", "x") == "untouched"
+
+
+def test_every_batch_says_the_actives_server_version() -> None:
+    """What a standby of an older class refuses on (follower: `downgrade_refusal` of
+    `EntryBatch.server_version`)."""
+
+    async def stream() -> list[pb.ReplicateDown]:
+        standby = FakeStandby()
+        term, _, server = await connected_term(standby)
+        for number in range(3):
+            await call(term, number)
+        term.close()
+        await asyncio.gather(server, return_exceptions=True)
+        return standby.sent
+
+    batches = [m.entries for m in asyncio.run(stream()) if m.WhichOneof("message") == "entries"]
+    assert batches and {batch.server_version for batch in batches} == {Ledger.version}
+    older = VersionedIdServerV1()
+    refusal = downgrade_refusal(older, batches[0].server_version, "the active's log")
+    assert refusal is not None and "version 2" in refusal
