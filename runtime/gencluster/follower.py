@@ -32,6 +32,7 @@ from gencluster.replication import (
     StaleEpochRejected,
     peer_metadata,
 )
+from gencluster.server import GenServer
 from gencluster.versions import DowngradeRefused, downgrade_refusal
 from gencluster.wakeups import set_within
 from gencluster.wire import entry_from_message, snapshot_from_chunks
@@ -44,6 +45,9 @@ FIRST_BACKOFF = 0.05
 
 class FollowerHost(Protocol):
     """What the follower asks of, and reports to, the replica it belongs to."""
+
+    server: GenServer
+    """The replica's server class instance: its `version` decides what it may follow."""
 
     def follows(self) -> bool: ...
 
@@ -320,7 +324,21 @@ class Follower:
         """Stream a snapshot from the active and make it this replica's state."""
         self._host.snapshot_needed()
         request = pb.SnapshotRequest(identity=self._config.identity, epoch=self._epochs.value)
-        chunks = [chunk async for chunk in stub.Snapshot(request, metadata=self._metadata)]
+        call = stub.Snapshot(request, metadata=self._metadata)
+        chunks: list[pb.SnapshotChunk] = []
+        try:
+            async for chunk in call:
+                if not chunks and chunk.WhichOneof("part") == "header":
+                    # Refused on the header, before the state is streamed: the follow loop
+                    # retries, and a large state would otherwise be sent for nothing each time.
+                    refusal = downgrade_refusal(
+                        self._host.server, chunk.header.server_version, "the active's snapshot"
+                    )
+                    if refusal is not None:
+                        raise DowngradeRefused(refusal)
+                chunks.append(chunk)
+        finally:
+            call.cancel()
         snapshot, epoch = snapshot_from_chunks(chunks)
         if epoch < self._epochs.value:
             raise StaleEpochRejected(

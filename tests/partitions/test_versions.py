@@ -123,6 +123,12 @@ def rolled(server: AvailableIdServer, old_hash: str) -> bool:
     return len(statuses) == 3 and all(s.get("serverVersion") == 2 for s in statuses)
 
 
+def reconcile_paused(server: AvailableIdServer, paused: bool) -> None:
+    annotation = "gencluster.io/reconcile-paused" + ("=true" if paused else "-")
+    server.dev.kubectl("annotate", "csrv", server.name, "-n", server.namespace, annotation,
+                       "--overwrite")
+
+
 def fresh(server: AvailableIdServer) -> AvailableIdServer:
     """The same cluster without the cached pod addresses: replaced pods have new IPs."""
     return AvailableIdServer(server.dev, server.namespace)
@@ -212,7 +218,12 @@ def test_a_split_during_the_rolling_update_merges_through_code_change(
     server = start(dev_cluster, namespace, V1)
     (old_hash,) = set(template_hashes(server).values())
     switch_server(server, V2)
-    loser, loser_epoch = wait_for(lambda: _v2_standby_in_sync(server), ROLL_DEADLINE,
+    wait_for(lambda: _v2_standby_in_sync(server), ROLL_DEADLINE, interval=POLL,
+             message="a version 2 standby in sync")
+    # Hold the roll here (the status still follows) so that the v1 active is still the
+    # active when it is isolated: on an idle box the next steps take a second or two.
+    reconcile_paused(server, True)
+    loser, loser_epoch = wait_for(lambda: _v2_standby_in_sync(server), DEADLINE,
                                   interval=POLL, message="a version 2 standby in sync")
     server = fresh(server)
     isolated = LoadRecorder(groups={"isolated": [f"{server.ip(loser)}:{PORT}"]}, clients=2)
@@ -228,6 +239,9 @@ def test_a_split_during_the_rolling_update_merges_through_code_change(
         with others:
             others.wait_for_ok_calls(10, DEADLINE, epoch_above=loser_epoch)
             isolated.wait_for_ok_calls(10, DEADLINE)
+            # A split brain holds every disruptive step (plan rule 2): the roll resumes after
+            # the merge.
+            reconcile_paused(server, False)
             wait_for(lambda: condition(server.resource(), "SplitBrain").get("status") == "True",
                      DEADLINE, interval=POLL,
                      message=lambda: _evidence(server, operator))
