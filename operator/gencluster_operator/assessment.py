@@ -56,6 +56,11 @@ class Assessment:
     """`gencluster.io/reconcile-paused` is set: the plan changes nothing."""
     hibernation_requested: bool = False
     """`gencluster.io/hibernation: on` is set (honoured only with persistence)."""
+    downgrade_refused: tuple[tuple[str, str], ...] = ()
+    """(pod, the runtime's message) for running pods of the current spec that refuse the
+    cluster's state because it was written by a newer server class version (a downgrade the
+    class does not accept). An outdated pod refusing is not listed: that is the old active
+    of a rolling upgrade, demoted and about to be replaced by a pod of the new version."""
 
     @property
     def hibernating(self) -> bool:
@@ -241,6 +246,11 @@ def assess(observed: Observed) -> Assessment:
     state_lost_pods = tuple(
         p for p in pods if p.running and p.runtime is not None and p.runtime.state_lost
     )
+    downgrade_refused = tuple(
+        (p.name, p.runtime.downgrade_refused) for p in pods
+        if p.running and p.runtime is not None and p.runtime.downgrade_refused
+        and p not in outdated and not p.deleting
+    )
     missing_claims: tuple[int, ...] = ()
     waiting: list[tuple[str, str, str]] = []
     if spec.persistence.enabled:
@@ -277,6 +287,7 @@ def assess(observed: Observed) -> Assessment:
         waiting_for_claims=tuple(waiting),
         paused=paused(observed.annotations),
         hibernation_requested=observed.annotations.get(names.HIBERNATION_ANNOTATION) == "on",
+        downgrade_refused=downgrade_refused,
     )
 
 

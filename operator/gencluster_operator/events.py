@@ -50,6 +50,7 @@ class EventReason(StrEnum):
     SERVED_IN_FAILSAFE = "ServedInFailsafe"
     FOREIGN_POD_IGNORED = "ForeignPodIgnored"
     VOLUME_FAILED = "VolumeFailed"
+    DOWNGRADE_REFUSED = "DowngradeRefused"
 
 
 class FailoverReason(StrEnum):
@@ -107,6 +108,7 @@ class ConditionReason(StrEnum):
     VOLUME_FAILED = "VolumeFailed"
     MERGE_FAILED = "MergeFailed"
     RECONCILE_FAILED = "ReconcileFailed"
+    DOWNGRADE_REFUSED = "DowngradeRefused"
     AS_EXPECTED = "AsExpected"
     # SplitBrain
     SPLIT_BRAIN_DETECTED = "SplitBrainDetected"

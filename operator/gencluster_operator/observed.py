@@ -97,6 +97,9 @@ class RuntimeStatus:
     failsafe_seconds: float | None = None
     failsafe_episodes: int = 0
     last_failsafe_seconds: float = 0.0
+    downgrade_refused: str = ""
+    """Why the replica refuses the state it would join or serve (written by a newer version
+    of the server class than its own, which does not accept downgrades); "" otherwise."""
 
 
 @dataclass(frozen=True)

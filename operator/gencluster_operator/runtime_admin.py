@@ -111,6 +111,7 @@ def runtime_status(reply: pb.StatusReply) -> RuntimeStatus | None:
         ),
         failsafe_episodes=reply.failsafe_episodes,
         last_failsafe_seconds=reply.last_failsafe_seconds,
+        downgrade_refused=reply.downgrade_refused,
     )
 
 

@@ -442,6 +442,9 @@ def _degraded(observed: Observed, facts: Assessment, progressing: Verdict) -> Ve
         return Verdict(TRUE, ConditionReason.SERVER_NOT_RUNNABLE, _not_runnable_message(facts))
     if facts.state_lost:
         return Verdict(TRUE, ConditionReason.STATE_LOST, _state_lost_message(facts))
+    if facts.downgrade_refused:
+        pod, message = facts.downgrade_refused[0]
+        return Verdict(TRUE, ConditionReason.DOWNGRADE_REFUSED, f"{pod}: {message}")
     last = observed.last_merge
     if facts.split_brain and last is not None and not last.succeeded:
         return Verdict(TRUE, ConditionReason.MERGE_FAILED,
@@ -603,6 +606,9 @@ def events_between(previous: Mapping[str, Any], current: Mapping[str, Any]) -> l
     ) != (degraded_before.get("reason"), degraded_before.get("message")):
         if degraded_now["reason"] == ConditionReason.MERGE_FAILED:
             events.append(RecordEvent(EventReason.MERGE_FAILED, degraded_now["message"],
+                                      EventType.WARNING))
+        elif degraded_now["reason"] == ConditionReason.DOWNGRADE_REFUSED:
+            events.append(RecordEvent(EventReason.DOWNGRADE_REFUSED, degraded_now["message"],
                                       EventType.WARNING))
         elif degraded_now["reason"] == ConditionReason.HIBERNATION_REFUSED:
             events.append(RecordEvent(EventReason.HIBERNATION_REFUSED, degraded_now["message"],

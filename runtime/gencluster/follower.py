@@ -21,6 +21,7 @@ import grpc
 from gencluster.journal import Journal
 from gencluster.leases import KubernetesApi, KubernetesError
 from gencluster.log import LogError, Snapshot
+from gencluster.machine import RestoreDowngradeRefused
 from gencluster.node_config import NodeConfig, host_port
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
@@ -31,6 +32,8 @@ from gencluster.replication import (
     StaleEpochRejected,
     peer_metadata,
 )
+from gencluster.server import GenServer
+from gencluster.versions import DowngradeRefused, downgrade_refusal
 from gencluster.wakeups import set_within
 from gencluster.wire import entry_from_message, snapshot_from_chunks
 
@@ -42,6 +45,9 @@ FIRST_BACKOFF = 0.05
 
 class FollowerHost(Protocol):
     """What the follower asks of, and reports to, the replica it belongs to."""
+
+    server: GenServer
+    """The replica's server class instance: its `version` decides what it may follow."""
 
     def follows(self) -> bool: ...
 
@@ -65,6 +71,11 @@ class FollowerHost(Protocol):
     def source_refused(self, address: str) -> None: ...
 
     def stream_ended(self) -> None: ...
+
+    def version_refused(self, reason: str) -> None:
+        """The active's state or entries are of a newer server class version than this
+        replica's, which does not accept downgrades ("" once it follows again)."""
+        ...
 
     def holder_located(self, holder: str, address: str) -> None: ...
 
@@ -140,6 +151,12 @@ class Follower:
             except StaleEpochRejected as error:
                 log.warning("%s", error)
                 self._host.source_refused(address)
+            except (DowngradeRefused, RestoreDowngradeRefused) as error:
+                # Kept as this replica's status (the operator's DowngradeRefused) and retried
+                # at the slowest pace: the active may be replaced by one this class can follow.
+                log.error("not following %s: %s", address, error)
+                self._host.version_refused(str(error))
+                backoff = retry_period / 2
             except asyncio.CancelledError:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
@@ -263,6 +280,11 @@ class Follower:
                         f"replica has seen epoch {self._epochs.value}"
                     )
                 self._epochs.saw(batch.epoch)
+                refusal = downgrade_refusal(
+                    replica.machine.server, batch.server_version, "the active's log"
+                )
+                if refusal is not None:
+                    raise DowngradeRefused(refusal)
                 try:
                     for entry in batch.entries:
                         replica.receive(entry_from_message(entry))
@@ -270,6 +292,7 @@ class Follower:
                     log.warning("entry refused (%s); joining again by snapshot", error)
                     self._snapshot_needed()
                     return
+                self._host.version_refused("")
                 self._host.batch_applied(address, replica.applied_seq >= batch.last_seq)
                 applied.set()
                 if acker.done():
@@ -301,7 +324,21 @@ class Follower:
         """Stream a snapshot from the active and make it this replica's state."""
         self._host.snapshot_needed()
         request = pb.SnapshotRequest(identity=self._config.identity, epoch=self._epochs.value)
-        chunks = [chunk async for chunk in stub.Snapshot(request, metadata=self._metadata)]
+        call = stub.Snapshot(request, metadata=self._metadata)
+        chunks: list[pb.SnapshotChunk] = []
+        try:
+            async for chunk in call:
+                if not chunks and chunk.WhichOneof("part") == "header":
+                    # Refused on the header, before the state is streamed: the follow loop
+                    # retries, and a large state would otherwise be sent for nothing each time.
+                    refusal = downgrade_refusal(
+                        self._host.server, chunk.header.server_version, "the active's snapshot"
+                    )
+                    if refusal is not None:
+                        raise DowngradeRefused(refusal)
+                chunks.append(chunk)
+        finally:
+            call.cancel()
         snapshot, epoch = snapshot_from_chunks(chunks)
         if epoch < self._epochs.value:
             raise StaleEpochRejected(

@@ -57,6 +57,7 @@ from gencluster.replies import (
     request_digest,
 )
 from gencluster.server import Context, GenServer, merge_takes_ctx
+from gencluster.versions import CodeChangeFailed, DowngradeRefused, converted
 
 MAX_MERGE_MARKS = 16
 """MERGE entries remembered for resuming subscribers (the newest one is the one used)."""
@@ -147,6 +148,8 @@ class MergeRequest:
     state: Any
     replies: tuple[ReplyRecord, ...] = ()
     replies_complete_after: float = 0.0
+    server_version: int = 0
+    """The class version that wrote `state` (0: not said: taken as this replica's own)."""
 
 
 class TopicEvents(Sequence[Event]):
@@ -227,6 +230,11 @@ class RestoreError(Exception):
     """A snapshot that this replica cannot load (codec mismatch, undecodable, code_change)."""
 
 
+class RestoreDowngradeRefused(RestoreError):
+    """A snapshot written by a newer version of the server class than this replica's, which
+    does not accept downgrades (`versions.downgrade_refusal`)."""
+
+
 _NOT_DECODED: Any = object()
 
 
@@ -280,15 +288,12 @@ class StateMachine:
             state = codec.decode(snapshot.state, what="snapshot state", bounded=False)
         except CodecError as error:
             raise RestoreError(str(error)) from error
-        if snapshot.server_version != server.version:
-            try:
-                state = server.code_change(snapshot.server_version, state)
-            except BaseException as error:  # a handler's SystemExit too: see the module doc
-                raise RestoreError(
-                    f"code_change({snapshot.server_version}, state) of "
-                    f"{type(server).__name__} version {server.version} raised "
-                    f"{type(error).__name__}: {error}"
-                ) from error
+        try:
+            state = converted(server, snapshot.server_version, state, "the snapshot")
+        except DowngradeRefused as error:
+            raise RestoreDowngradeRefused(str(error)) from error
+        except CodeChangeFailed as error:
+            raise RestoreError(str(error)) from error
         machine = cls(
             server,
             codec,
@@ -342,11 +347,13 @@ class StateMachine:
         """
         if kind is CommandKind.MERGE or kind is CommandKind.RESTORE:
             try:
-                state, replies, complete_after = wire.merge_payload_parts(payload)
+                parts = wire.merge_payload_parts(payload)
             except wire.WireError as error:
                 raise CodecError(str(error)) from error
-            decoded = self.codec.decode(state, what="merged state", bounded=False)
-            return MergeRequest(decoded, replies, complete_after)
+            decoded = self.codec.decode(parts.state, what="merged state", bounded=False)
+            return MergeRequest(
+                decoded, parts.replies, parts.replies_complete_after, parts.server_version
+            )
         return self.codec.decode(payload, what="request")
 
     def is_read_only(self, request: Any) -> bool:
@@ -555,10 +562,15 @@ class StateMachine:
         ctx if its signature takes one: it may publish, per side). `_run` then numbers its
         events and, last, lets the loser's reply records join the table (`_absorb_replies`):
         a `merge` that raises changes nothing."""
+        # The loser's state in this replica's own class format first (`versions.converted`:
+        # code_change from another version; a downgrade refused unless the class accepts it),
+        # so `merge` sees two states of its format. Each replica converts to its own version:
+        # during a rolling update a standby may run a newer class than the active.
+        other = converted(self.server, request.server_version, request.state, "the merged state")
         if self._merge_takes_ctx:
-            merged = self.server.merge(state, request.state, ctx)
+            merged = self.server.merge(state, other, ctx)
         else:
-            merged = self.server.merge(state, request.state)
+            merged = self.server.merge(state, other)
         self._verify(merged)
         return merged
 
@@ -566,8 +578,9 @@ class StateMachine:
         """The RESTORE command (Admin.Restore with force): the backup's state replaces this
         one; its reply records join the table as a merge's do, so a call recorded in the
         backup and retried now is answered, not applied again."""
+        restored = converted(self.server, request.server_version, request.state, "the backup")
         self._absorb_replies(request, seq)
-        return request.state
+        return restored
 
     def _absorb_replies(self, request: MergeRequest, seq: int) -> None:
         """Another history's reply records join the table, renumbered to the entry `seq` that

@@ -53,6 +53,10 @@ class FollowingReports(NodeState):
         if roles.follows(self._role):
             self._become(roles.SourceRefused(address))
 
+    def version_refused(self, reason: str) -> None:
+        if reason != self.downgrade_refused:
+            self.downgrade_refused = reason
+
     def stream_ended(self) -> None:
         self.known_active = replace(self.known_active, reachable=False)
         self.elector.wake()

@@ -76,6 +76,9 @@ class NodeState:
         self.epochs = HighestEpoch()
         self._role: Role = Joining()
         self._replica: Replica | None = None
+        self.downgrade_refused = ""
+        """Why this replica refuses the active's state or entries (a newer server class
+        version: `versions.downgrade_refusal`); "" while it follows. Admin Status reports it."""
         self._restored = False
         """The state came from Admin.Restore into a cluster without an active: this replica
         may lead whatever the lost cluster's in-sync set says (until it leads once)."""

@@ -127,10 +127,17 @@ class GenServer:
     """Base class of a clustered server; override the handlers your server needs.
 
     `version` identifies the state format: a pod running a newer version that receives a
-    snapshot from an older one calls `code_change(old_version, state)` first (rolling upgrades).
+    state written by an older one (a snapshot it joins by, a split brain's loser it merges)
+    calls `code_change(old_version, state)` first (rolling upgrades). A newer state reaching
+    an older class is refused unless `accepts_downgrade` (gencluster.versions).
     """
 
     version: ClassVar[int] = 1
+    accepts_downgrade: ClassVar[bool] = False
+    """True: `code_change(old_version, state)` is also called with `old_version` above
+    `version` (a state written by a newer class, during a rollback) and converts it down.
+    False (the default): such a replica refuses that state, and the operator reports
+    DowngradeRefused, rather than serve a format its handlers do not know."""
     copy_state_before_handling: ClassVar[bool] = False
     verify_state: ClassVar[bool] = True
     """Check, on every replica, that each new state is made only of values the codec carries
@@ -182,7 +189,11 @@ class GenServer:
         """Called once when this replica stops serving (reason: "shutdown", "demoted", ...)."""
 
     def code_change(self, old_version: int, state: Any) -> Any:
-        """Convert a state written by `old_version` of this class to the current format."""
+        """Convert a state written by `old_version` of this class to the current format.
+
+        Called before the state is used: on a snapshot a standby joins by, on a split brain's
+        loser before `merge`, on a volume or backup written by another version. Above
+        `version` only if `accepts_downgrade`. Must be deterministic (every replica runs it)."""
         return state
 
 

@@ -73,6 +73,7 @@ from gencluster.resume import LastEvent
 from gencluster.roles import Active, Joining, Standby, Stopped
 from gencluster.state_encoding import SnapshotEncodingFailed, encode_off_loop
 from gencluster.term import NotServing, TooManySubscribers
+from gencluster.versions import downgrade_refusal
 from gencluster.wellknown import (
     ACTIVE_ADDRESS_METADATA,
     EPOCH_METADATA,
@@ -386,6 +387,7 @@ class AdminService(pb_grpc.AdminServicer):
             server=node.config.server_spec,
             server_version=node.server.version,
             codec=node.codec.name,
+            downgrade_refused=node.downgrade_refused,
         )
         record = node.lease_record
         if record is not None:
@@ -480,7 +482,13 @@ class AdminService(pb_grpc.AdminServicer):
         node = self.node
         origin, snapshot = await _origin_and_snapshot(request_iterator, context, "Merge")
         assert isinstance(origin, pb.MergeOrigin)
-        log.info("merging the state of %s (epoch %d)", origin.source, origin.source_epoch)
+        log.info("merging the state of %s (epoch %d, server version %d)", origin.source,
+                 origin.source_epoch, snapshot.server_version)
+        # Decided here, once, before the entry exists: every replica then converts the
+        # loser's state to its own version (machine._merged), and none refuses on its own.
+        refusal = downgrade_refusal(node.server, snapshot.server_version, "the merged state")
+        if refusal is not None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, refusal)
         payload = await _entry_payload(snapshot, context, "the merge")
         outcome, epoch = await submit(
             node, context, CommandKind.MERGE, admin_request_id(origin.request_id), payload,
@@ -508,6 +516,9 @@ class AdminService(pb_grpc.AdminServicer):
                     f"{node.config.identity} is not the serving active: a forced restore "
                     "replaces the state on the active, which replicates it",
                 )
+            refusal = downgrade_refusal(node.server, snapshot.server_version, "the backup")
+            if refusal is not None:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, refusal)
             payload = await _entry_payload(snapshot, context, "the restore")
             outcome, epoch = await submit(
                 node, context, CommandKind.RESTORE, admin_request_id(origin.request_id),

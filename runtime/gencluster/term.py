@@ -532,6 +532,7 @@ class Term:
                 epoch=self.epoch,
                 entries=[entry_to_message(entry) for entry in position.entries],
                 last_seq=key[2],
+                server_version=self.replica.machine.server.version,
             )
         )
         self._last_batch = (key, message)

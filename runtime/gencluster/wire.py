@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 from gencluster.limits import MAX_BATCH_BYTES, MERGE_REPLY_BYTES, batches_by_bytes
 from gencluster.log import (
@@ -254,6 +255,7 @@ def merge_payload(snapshot: Snapshot) -> bytes:
         state=snapshot.state,
         replies=[reply_record_to_message(record) for record in snapshot.replies],
         replies_complete_after=snapshot.replies_complete_after,
+        server_version=snapshot.server_version,
     )
     return message.SerializeToString()
 
@@ -273,13 +275,25 @@ def merge_entry_payload(snapshot: Snapshot, reply_bytes: int = MERGE_REPLY_BYTES
     )
 
 
-def merge_payload_parts(payload: bytes) -> tuple[bytes, tuple[ReplyRecord, ...], float]:
-    """(encoded state, reply records, their table's completeness bound) of a MERGE entry's
-    payload; WireError if malformed."""
+class MergePayloadParts(NamedTuple):
+    """A MERGE (or RESTORE) entry's payload, its state still encoded: the state, the reply
+    records with their table's completeness bound, and the class version that wrote the state
+    (0: not said, by a runtime older than the field)."""
+
+    state: bytes
+    replies: tuple[ReplyRecord, ...]
+    replies_complete_after: float
+    server_version: int
+
+
+def merge_payload_parts(payload: bytes) -> MergePayloadParts:
+    """The parts of a MERGE entry's payload; WireError if malformed."""
     message = pb.MergePayload()
     try:
         message.ParseFromString(payload)
     except Exception as error:  # protobuf's DecodeError has no stable import path
         raise WireError(f"malformed merge payload: {error}") from error
     records = tuple(reply_record_from_message(r) for r in message.replies)
-    return message.state, records, message.replies_complete_after
+    return MergePayloadParts(
+        message.state, records, message.replies_complete_after, message.server_version
+    )

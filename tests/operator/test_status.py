@@ -566,3 +566,32 @@ def test_an_idle_pass_that_computes_the_same_status_sends_no_patch() -> None:
     assert status_changed(previous, {"phase": None})  # removing a field is a change
     assert status_changed(None, {"phase": "Pending"})
     assert not status_changed({}, {})
+
+
+def refusing(ordinal: int, **extra: Any) -> Any:
+    """A standby pod whose runtime refuses the active's newer server class version."""
+    refused = pod(ordinal, ready=False, **extra)
+    assert refused.runtime is not None
+    message = ("the active's log was written by version 2 of the server class, this replica "
+               "runs VersionedIdServerV1 version 1: a downgrade, refused")
+    return replace(refused, runtime=replace(refused.runtime, downgrade_refused=message))
+
+
+def test_a_pod_refusing_a_downgrade_is_degraded_with_an_event() -> None:
+    before = settled(observe(resource(), healthy_pods(), lease()))
+    pods = replaced(healthy_pods(), refusing(2))
+    result = status(observe(resource(), pods, lease(in_sync=("id-1",))), before)
+    degraded = condition(result, ConditionType.DEGRADED)
+    assert (degraded["status"], degraded["reason"]) == ("True", "DowngradeRefused")
+    assert degraded["message"].startswith("id-2: the active's log was written by version 2")
+    assert EventReason.DOWNGRADE_REFUSED in [e.reason for e in events_between(before, result)]
+    again = status(observe(resource(), pods, lease(in_sync=("id-1",))), result)
+    assert EventReason.DOWNGRADE_REFUSED not in [e.reason for e in events_between(result, again)]
+
+
+def test_the_old_active_of_a_rolling_upgrade_refusing_is_not_a_downgrade() -> None:
+    """After the switchover the outdated former active cannot follow the newer active: it is
+    about to be replaced, which is what the roll does next, not a problem to report."""
+    pods = replaced(healthy_pods(), refusing(2, template_hash="old"))
+    result = settled(observe(resource(), pods, lease(in_sync=("id-1",))))
+    assert condition(result, ConditionType.DEGRADED)["reason"] != "DowngradeRefused"

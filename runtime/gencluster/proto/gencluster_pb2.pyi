@@ -303,14 +303,16 @@ class ReplicateDown(_message.Message):
     def __init__(self, entries: _Optional[_Union[EntryBatch, _Mapping]] = ..., need_snapshot: _Optional[_Union[NeedSnapshot, _Mapping]] = ...) -> None: ...
 
 class EntryBatch(_message.Message):
-    __slots__ = ("epoch", "entries", "last_seq")
+    __slots__ = ("epoch", "entries", "last_seq", "server_version")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     entries: _containers.RepeatedCompositeFieldContainer[LogEntry]
     last_seq: int
-    def __init__(self, epoch: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., last_seq: _Optional[int] = ...) -> None: ...
+    server_version: int
+    def __init__(self, epoch: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., last_seq: _Optional[int] = ..., server_version: _Optional[int] = ...) -> None: ...
 
 class NeedSnapshot(_message.Message):
     __slots__ = ("epoch", "reason")
@@ -339,7 +341,7 @@ class StandbyStatus(_message.Message):
     def __init__(self, identity: _Optional[str] = ..., address: _Optional[str] = ..., acked_seq: _Optional[int] = ..., lag: _Optional[int] = ..., in_sync: _Optional[bool] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("identity", "role", "epoch", "applied_seq", "active", "active_address", "standbys", "mode", "server", "server_version", "codec", "lease_holder", "lease_epoch", "lease_read_age_seconds", "state_lost", "applied_epoch", "failsafe_seconds", "failsafe_episodes", "last_failsafe_seconds")
+    __slots__ = ("identity", "role", "epoch", "applied_seq", "active", "active_address", "standbys", "mode", "server", "server_version", "codec", "lease_holder", "lease_epoch", "lease_read_age_seconds", "state_lost", "applied_epoch", "failsafe_seconds", "failsafe_episodes", "last_failsafe_seconds", "downgrade_refused")
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -359,6 +361,7 @@ class StatusReply(_message.Message):
     FAILSAFE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FAILSAFE_EPISODES_FIELD_NUMBER: _ClassVar[int]
     LAST_FAILSAFE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DOWNGRADE_REFUSED_FIELD_NUMBER: _ClassVar[int]
     identity: str
     role: Role
     epoch: int
@@ -378,7 +381,8 @@ class StatusReply(_message.Message):
     failsafe_seconds: float
     failsafe_episodes: int
     last_failsafe_seconds: float
-    def __init__(self, identity: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., epoch: _Optional[int] = ..., applied_seq: _Optional[int] = ..., active: _Optional[str] = ..., active_address: _Optional[str] = ..., standbys: _Optional[_Iterable[_Union[StandbyStatus, _Mapping]]] = ..., mode: _Optional[_Union[ReplicationMode, str]] = ..., server: _Optional[str] = ..., server_version: _Optional[int] = ..., codec: _Optional[str] = ..., lease_holder: _Optional[str] = ..., lease_epoch: _Optional[int] = ..., lease_read_age_seconds: _Optional[float] = ..., state_lost: _Optional[bool] = ..., applied_epoch: _Optional[int] = ..., failsafe_seconds: _Optional[float] = ..., failsafe_episodes: _Optional[int] = ..., last_failsafe_seconds: _Optional[float] = ...) -> None: ...
+    downgrade_refused: str
+    def __init__(self, identity: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., epoch: _Optional[int] = ..., applied_seq: _Optional[int] = ..., active: _Optional[str] = ..., active_address: _Optional[str] = ..., standbys: _Optional[_Iterable[_Union[StandbyStatus, _Mapping]]] = ..., mode: _Optional[_Union[ReplicationMode, str]] = ..., server: _Optional[str] = ..., server_version: _Optional[int] = ..., codec: _Optional[str] = ..., lease_holder: _Optional[str] = ..., lease_epoch: _Optional[int] = ..., lease_read_age_seconds: _Optional[float] = ..., state_lost: _Optional[bool] = ..., applied_epoch: _Optional[int] = ..., failsafe_seconds: _Optional[float] = ..., failsafe_episodes: _Optional[int] = ..., last_failsafe_seconds: _Optional[float] = ..., downgrade_refused: _Optional[str] = ...) -> None: ...
 
 class GetStateRequest(_message.Message):
     __slots__ = ()
@@ -477,14 +481,16 @@ class PauseWritesReply(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., applied_seq: _Optional[int] = ..., paused: _Optional[bool] = ...) -> None: ...
 
 class MergePayload(_message.Message):
-    __slots__ = ("state", "replies", "replies_complete_after")
+    __slots__ = ("state", "replies", "replies_complete_after", "server_version")
     STATE_FIELD_NUMBER: _ClassVar[int]
     REPLIES_FIELD_NUMBER: _ClassVar[int]
     REPLIES_COMPLETE_AFTER_FIELD_NUMBER: _ClassVar[int]
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     state: bytes
     replies: _containers.RepeatedCompositeFieldContainer[ReplyRecord]
     replies_complete_after: float
-    def __init__(self, state: _Optional[bytes] = ..., replies: _Optional[_Iterable[_Union[ReplyRecord, _Mapping]]] = ..., replies_complete_after: _Optional[float] = ...) -> None: ...
+    server_version: int
+    def __init__(self, state: _Optional[bytes] = ..., replies: _Optional[_Iterable[_Union[ReplyRecord, _Mapping]]] = ..., replies_complete_after: _Optional[float] = ..., server_version: _Optional[int] = ...) -> None: ...
 
 class RestoreOrigin(_message.Message):
     __slots__ = ("request_id", "force", "source")
