@@ -99,6 +99,12 @@ class ClusterSpec:
     reply_table_max_bytes: int | None = None
     """`spec.runtime.replyTableMaxBytes`; None: the runtime's default."""
     pod_monitor: PodMonitorSpec = PodMonitorSpec()
+    tls_enabled: bool = True
+    """`spec.tls.enabled` (default true): TLS on the client port, mutual TLS on the peer port,
+    certificates issued by the operator (docs/security.md)."""
+    client_auth: str = "None"
+    """`spec.clientAuth`: None (TLS, any client) or MutualTLS (a client certificate of the
+    cluster's CA is required on the client port)."""
 
     @property
     def template_labels(self) -> Mapping[str, str]:
@@ -168,6 +174,8 @@ def cluster_spec(resource: Mapping[str, Any]) -> ClusterSpec:
             interval=str(pod_monitor.get("interval") or DEFAULT_POD_MONITOR_INTERVAL),
             labels=dict(pod_monitor.get("labels") or {}),
         ),
+        tls_enabled=bool((spec.get("tls") or {}).get("enabled", True)),
+        client_auth=str(spec.get("clientAuth") or "None"),
     )
 
 

@@ -31,6 +31,7 @@ from gencluster.replication import (
     StaleEpochRejected,
     peer_metadata,
 )
+from gencluster.tls import peer_channel
 from gencluster.wakeups import set_within
 from gencluster.wire import entry_from_message, snapshot_from_chunks
 
@@ -184,7 +185,7 @@ class Follower:
         reconnects); raises `StaleEpochRejected` for a deposed active's stream.
         """
         silence_limit = self._silence_limit
-        async with grpc.aio.insecure_channel(address, options=GRPC_CHANNEL_OPTIONS) as channel:
+        async with peer_channel(self._config.tls, address, GRPC_CHANNEL_OPTIONS) as channel:
             # A paused (SIGSTOPped) active still accepts TCP connections in the kernel but
             # never completes the HTTP/2 handshake: without this bound the first write waits
             # for gRPC's 20 s connect timeout, and meanwhile this standby neither follows the

@@ -26,6 +26,7 @@ from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.replication import GRPC_CHANNEL_OPTIONS, peer_metadata
 from gencluster.roles import Active, Role
+from gencluster.tls import peer_channel
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class PromiseCollector:
             return
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=GRPC_CHANNEL_OPTIONS)
+            channel = peer_channel(self._config.tls, address, GRPC_CHANNEL_OPTIONS)
             self._channels[address] = channel
         stub = pb_grpc.PeerStub(channel)
         config = self._config.election

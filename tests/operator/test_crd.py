@@ -440,6 +440,7 @@ def test_minimal_spec_gets_every_default(admit):
         "persistence": DEFAULT_PERSISTENCE,
         "runtime": {"deduplicationWindowSeconds": 300},
         "monitoring": {"podMonitor": {"enabled": False, "interval": "30s"}},
+        "clientAuth": "None",
     }
 
 
@@ -458,6 +459,8 @@ def test_full_spec_is_kept_as_written(admit):
         "runtime": {"deduplicationWindowSeconds": 86400},
         "monitoring": {"podMonitor": {"enabled": True, "interval": "15s",
                                       "labels": {"release": "prometheus"}}},
+        "tls": {"enabled": True},
+        "clientAuth": "MutualTLS",
         "template": {
             "metadata": {"labels": {"team": "chat"}, "annotations": {"a.example/b": "c"}},
             "spec": {
