@@ -151,7 +151,10 @@ def new_ca(namespace: str, cluster: str, now: float,
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "gencluster"),
-        x509.NameAttribute(NameOID.COMMON_NAME, f"{namespace}/{cluster} CA {int(now)}"),
+        # X.509 bounds each attribute to 64 characters; names up to 63 (namespace) and 253
+        # (cluster) are cut, the moment kept (it tells a renewed CA from the old one).
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, namespace[:64]),
+        x509.NameAttribute(NameOID.COMMON_NAME, f"{cluster[:48]} CA {int(now)}"[:64]),
     ])
     public = key.public_key()
     certificate = (

@@ -726,33 +726,41 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def ca_secret(resource: Mapping[str, Any], state: CaState, operator: KeyPair) -> dict[str, Any]:
-    """The CA Secret: the signing CA and its key, the staged and retired CAs (the bundle) and
-    the operator's client certificate. `ca.crt` is the trust bundle (what pods and clients
-    trust); the rest is the operator's alone (docs/security.md)."""
+def ca_secrets(resource: Mapping[str, Any], state: CaState,
+               operator: KeyPair) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the CA Secret, the CA key Secret). The first holds the trust bundle alone (`ca.crt`:
+    signing, staged and retired CAs), for clients; the second the signing and staged CAs with
+    their keys and the operator's client certificate, for the operator alone."""
     spec = cluster_spec(resource)
-    data = {
-        CA_FILE: _b64(state.bundle()),
+    private = {
         SIGNING_CERT_KEY: _b64(state.signing.cert_pem),
         CA_KEY_FILE: _b64(state.signing.key_pem),
+        CA_FILE: _b64(state.bundle()),
         OPERATOR_CERT_KEY: _b64(operator.cert_pem),
         OPERATOR_KEY_KEY: _b64(operator.key_pem),
     }
     if state.staged is not None:
-        data[STAGED_CERT_KEY] = _b64(state.staged.cert_pem)
-        data[STAGED_KEY_KEY] = _b64(state.staged.key_pem)
-        data[CA_STAGED_AT_KEY] = _b64(str(state.staged_at).encode())
-    return {
+        private[STAGED_CERT_KEY] = _b64(state.staged.cert_pem)
+        private[STAGED_KEY_KEY] = _b64(state.staged.key_pem)
+        private[CA_STAGED_AT_KEY] = _b64(str(state.staged_at).encode())
+    public = {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": _metadata(resource, names.ca_secret_name(spec.name)),
         "type": "Opaque",
-        "data": data,
+        "data": {CA_FILE: _b64(state.bundle())},
+    }
+    return public, {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(resource, names.ca_key_secret_name(spec.name)),
+        "type": "Opaque",
+        "data": private,
     }
 
 
 def ca_state_of(secret: Mapping[str, Any]) -> tuple[CaState, KeyPair] | None:
-    """(CA state, operator key pair) read back from a CA Secret; None if incomplete."""
+    """(CA state, operator key pair) read back from the CA key Secret; None if incomplete."""
     data = {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()}
     if not all(data.get(key) for key in (SIGNING_CERT_KEY, CA_KEY_FILE, OPERATOR_CERT_KEY,
                                          OPERATOR_KEY_KEY)):

@@ -216,9 +216,15 @@ def tls_ports_for(grpc_port: int) -> tuple[int, int]:
 
 
 def ca_secret_name(cluster: str) -> str:
-    """The Secret holding the cluster's CA, its key and the operator's client certificate:
-    read by the operator only (no pod mounts it)."""
-    return f"{cluster}-ca"
+    """The Secret holding the cluster's trust bundle (`ca.crt`) alone: what clients read to
+    verify the pods (grant `get` on it by name to whoever calls the cluster)."""
+    return wellknown.ca_secret_name(cluster)
+
+
+def ca_key_secret_name(cluster: str) -> str:
+    """The Secret holding the CA's key and the operator's client certificate: read by the
+    operator only (no pod mounts it, no client needs it)."""
+    return f"{cluster}-ca-key"
 
 
 def tls_secret_name(pod: str) -> str:

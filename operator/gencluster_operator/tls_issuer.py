@@ -60,19 +60,14 @@ class TlsIssuer:
 
     def _ca(self, resource: Mapping[str, Any], now: float) -> tuple[CaState, KeyPair]:
         spec = cluster_spec(resource)
-        secret = self.api.read_secret(spec.namespace, names.ca_secret_name(spec.name))
+        secret = self.api.read_secret(spec.namespace, names.ca_key_secret_name(spec.name))
         read = desired.ca_state_of(secret) if secret is not None else None
         if read is None:
             signing = certificates.new_ca(spec.namespace, spec.name, now)
             state = CaState(signing)
             operator = certificates.issue(
                 signing, certificates.operator_request(spec.namespace, spec.name), now)
-            wanted = desired.ca_secret(resource, state, operator)
-            if secret is None:
-                self.api.create(wanted)
-            else:
-                self._check_owned(secret, resource)
-                self.api.patch(secret, {"data": wanted["data"]})
+            self._write(resource, secret, state, operator)
             log.info("%s/%s: CA issued", spec.namespace, spec.name)
             return state, operator
         self._check_owned(secret or {}, resource)
@@ -90,10 +85,34 @@ class TlsIssuer:
                 is not LeafVerdict.KEEP:
             operator = certificates.issue(state.signing, request, now)
             changed = True
-        if changed:
-            self.api.patch(secret or {}, {"data": desired.ca_secret(resource, state,
-                                                                     operator)["data"]})
+        if changed or self._public_stale(resource, state):
+            self._write(resource, secret, state, operator)
         return state, operator
+
+    def _write(self, resource: Mapping[str, Any], private_existing: Mapping[str, Any] | None,
+               state: CaState, operator: KeyPair) -> None:
+        """The CA key Secret first, then the public bundle (clients never see a CA the
+        operator has not kept)."""
+        spec = cluster_spec(resource)
+        public, private = desired.ca_secrets(resource, state, operator)
+        if private_existing is None:
+            self.api.create(private)
+        else:
+            self._check_owned(private_existing, resource)
+            self.api.patch(private_existing, {"data": private["data"]})
+        existing = self.api.read_secret(spec.namespace, names.ca_secret_name(spec.name))
+        if existing is None:
+            self.api.create(public)
+        else:
+            self._check_owned(existing, resource)
+            if (existing.get("data") or {}) != public["data"]:
+                self.api.patch(existing, {"data": public["data"]})
+
+    def _public_stale(self, resource: Mapping[str, Any], state: CaState) -> bool:
+        spec = cluster_spec(resource)
+        existing = self.api.read_secret(spec.namespace, names.ca_secret_name(spec.name))
+        public, _ = desired.ca_secrets(resource, state, KeyPair(b"", b""))
+        return existing is None or (existing.get("data") or {}) != public["data"]
 
     def _pod_secret(self, resource: Mapping[str, Any], pod: str,
                     request: certificates.LeafRequest, state: CaState, bundle: bytes,

@@ -110,6 +110,15 @@ def test_ca_rotation_stages_promotes_and_prunes_so_every_leaf_stays_verifiable()
         certs.apply_ca_step(state, CaStep.STAGE, due, None)
 
 
+def test_the_longest_names_kubernetes_allows_make_valid_certificates() -> None:
+    namespace, cluster, pod = "n" * 63, "c" * 63, "c" * 61 + "-9"
+    ca = certs.new_ca(namespace, cluster, NOW)
+    leaf = certs.issue(ca, certs.pod_request(namespace, cluster, pod, peer_service="p" * 63,
+                                             client_service=cluster), NOW)
+    assert certs.facts(leaf.cert_pem).uris == (tls_identity.pod_identity(namespace, cluster, pod),)
+    assert certs.signed_by(leaf.cert_pem, ca.cert_pem)
+
+
 def test_a_bad_ca_key_is_a_clear_error(ca: certs.KeyPair) -> None:
     with pytest.raises(certs.CertificateError):
         certs.issue(certs.KeyPair(ca.cert_pem, b"nope"), pod_request(), NOW)

@@ -196,8 +196,11 @@ def test_with_tls_the_first_pass_issues_every_certificate_before_the_pods() -> N
     admin = FakeAdmin()
     reconciler(api, admin).reconcile_once(KEY)
     order = [key for key in api.created if key[0] in ("Secret", "Pod")]
-    assert order[:4] == [("Secret", "id-ca"), ("Secret", "id-0-tls"), ("Secret", "id-1-tls"),
-                         ("Secret", "id-2-tls")]
+    assert order[:5] == [("Secret", "id-ca-key"), ("Secret", "id-ca"), ("Secret", "id-0-tls"),
+                         ("Secret", "id-1-tls"), ("Secret", "id-2-tls")]
+    # The public Secret holds the bundle alone; the key only in the operator's Secret.
+    assert set(api.objects[("Secret", "id-ca")]["data"]) == {"ca.crt"}
+    assert "ca.key" in api.objects[("Secret", "id-ca-key")]["data"]
     assert [key for key in order if key[0] == "Pod"] == [("Pod", f"id-{n}") for n in range(3)]
     ca = base64.b64decode(api.objects[("Secret", "id-ca")]["data"]["ca.crt"])
     for ordinal in range(3):
