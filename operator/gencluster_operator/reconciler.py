@@ -308,7 +308,10 @@ class Reconciler:
             self.admin.use_tls(addresses, None)
             return
         fingerprint = (spec.uid, spec.generation, tuple(sorted(ips.items())))
-        fresh = time.monotonic() - memory.tls_checked_at < CHILDREN_RECHECK_SECONDS
+        # Often enough that a certificate is renewed well before it expires: six checks per
+        # lifetime, renewal due at two thirds of it.
+        recheck = min(CHILDREN_RECHECK_SECONDS, spec.certificate_lifetime_seconds / 6)
+        fresh = time.monotonic() - memory.tls_checked_at < recheck
         if memory.admin_tls is None or memory.tls_checked != fingerprint or not fresh:
             pods = {names.pod_name(spec.name, ordinal) for ordinal in range(spec.replicas)}
             pods |= set(ips)

@@ -102,6 +102,9 @@ class ClusterSpec:
     tls_enabled: bool = True
     """`spec.tls.enabled` (default true): TLS on the client port, mutual TLS on the peer port,
     certificates issued by the operator (docs/security.md)."""
+    certificate_lifetime_seconds: int = 30 * 24 * 3600
+    """`spec.tls.certificateLifetimeSeconds`: how long a pod's (and the operator's)
+    certificate is valid; it is renewed after two thirds of it."""
     client_auth: str = "None"
     """`spec.clientAuth`: None (TLS, any client) or MutualTLS (a client certificate of the
     cluster's CA is required on the client port)."""
@@ -175,6 +178,8 @@ def cluster_spec(resource: Mapping[str, Any]) -> ClusterSpec:
             labels=dict(pod_monitor.get("labels") or {}),
         ),
         tls_enabled=bool((spec.get("tls") or {}).get("enabled", True)),
+        certificate_lifetime_seconds=int((spec.get("tls") or {}).get(
+            "certificateLifetimeSeconds", 30 * 24 * 3600)),
         client_auth=str(spec.get("clientAuth") or "None"),
     )
 

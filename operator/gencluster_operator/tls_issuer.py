@@ -66,7 +66,8 @@ class TlsIssuer:
             signing = certificates.new_ca(spec.namespace, spec.name, now)
             state = CaState(signing)
             operator = certificates.issue(
-                signing, certificates.operator_request(spec.namespace, spec.name), now)
+                signing, certificates.operator_request(spec.namespace, spec.name), now,
+                spec.certificate_lifetime_seconds)
             self._write(resource, secret, state, operator)
             log.info("%s/%s: CA issued", spec.namespace, spec.name)
             return state, operator
@@ -83,7 +84,8 @@ class TlsIssuer:
         request = certificates.operator_request(spec.namespace, spec.name)
         if certificates.leaf_verdict(operator, state.signing.cert_pem, request, now) \
                 is not LeafVerdict.KEEP:
-            operator = certificates.issue(state.signing, request, now)
+            operator = certificates.issue(state.signing, request, now,
+                                          spec.certificate_lifetime_seconds)
             changed = True
         if changed or self._public_stale(resource, state):
             self._write(resource, secret, state, operator)
@@ -128,7 +130,8 @@ class TlsIssuer:
         if verdict is LeafVerdict.KEEP and current_bundle == bundle:
             return
         if verdict is not LeafVerdict.KEEP or leaf is None:
-            leaf = certificates.issue(state.signing, request, now)
+            leaf = certificates.issue(state.signing, request, now,
+                                      cluster_spec(resource).certificate_lifetime_seconds)
             log.info("%s: certificate of pod %s issued (%s)", namespace, pod, verdict.value)
         wanted = desired.pod_tls_secret(resource, pod, leaf, bundle)
         if existing is None:

@@ -118,6 +118,19 @@ def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
                                         certificate_chain=cert)
 
 
+def tls_stamp(settings: TlsSettings | None) -> object:
+    """What changes when the TLS files change (None without TLS), for callers that keep a
+    channel and must make a new one after a renewal."""
+    if settings is None:
+        return None
+    directory = Path(settings.directory)
+    try:
+        return tuple(
+            (directory / name).stat().st_mtime_ns for name in (CERT_FILE, KEY_FILE, CA_FILE))
+    except OSError:
+        return None
+
+
 def peer_target(address: str, peer_port: int) -> str:
     """`address` (a pod's `host:port`, its client port: what the Lease, Hellos and Demote
     requests carry) with the peer port instead. Every pod of a cluster serves the same ports,
