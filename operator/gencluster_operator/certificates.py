@@ -51,7 +51,12 @@ CA_PROPAGATION_SECONDS = 300
 the new bundle."""
 
 CLOCK_SKEW_SECONDS = 300
-"""Certificates are valid from this long before their issuing, for clocks a little behind."""
+"""Certificates are valid from this long before their issuing (at most a tenth of their
+lifetime), for clocks a little behind."""
+
+
+def _backdate(validity: float) -> float:
+    return min(CLOCK_SKEW_SECONDS, validity / 10)
 
 
 class CertificateError(ValueError):
@@ -161,7 +166,7 @@ def new_ca(namespace: str, cluster: str, now: float,
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name).public_key(public)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(_time(now - CLOCK_SKEW_SECONDS))
+        .not_valid_before(_time(now - _backdate(validity)))
         .not_valid_after(_time(now + validity))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(
@@ -204,7 +209,7 @@ def issue(ca: KeyPair, request: LeafRequest, now: float,
         .issuer_name(ca_certificate.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(_time(now - CLOCK_SKEW_SECONDS))
+        .not_valid_before(_time(now - _backdate(validity)))
         .not_valid_after(_time(not_after))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(

@@ -156,3 +156,11 @@ def test_callers_are_classified_by_their_certificates_identity(
     auth: dict[str, list[bytes]], caller: Caller
 ) -> None:
     assert tls_identity.caller_of(auth, LOCAL) is caller
+
+
+def test_a_short_lifetime_is_not_renewed_at_once(ca: certs.KeyPair) -> None:
+    leaf = certs.issue(ca, pod_request(), NOW, validity=90)
+    assert certs.leaf_verdict(leaf, ca.cert_pem, pod_request(), NOW) is LeafVerdict.KEEP
+    assert certs.leaf_verdict(leaf, ca.cert_pem, pod_request(), NOW + 50) is LeafVerdict.KEEP
+    assert certs.leaf_verdict(leaf, ca.cert_pem, pod_request(), NOW + 60) is \
+        LeafVerdict.RENEWAL_DUE

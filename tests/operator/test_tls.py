@@ -26,7 +26,7 @@ from gencluster import Client
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.tls_identity import peer_server_name
-from gencluster_operator.certificates import facts
+from gencluster_operator.certificates import Facts, facts
 from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.operator_process import (
     ID_SERVER,
@@ -169,10 +169,9 @@ def test_a_pod_of_b_mounts_b_secrets_only(dev_cluster: DevClusterProcess, cluste
         assert referenced == {f"{B}-peer-token"}
 
 
-def served_fingerprint(ip: str) -> str:
+def served(ip: str) -> Facts:
     """The certificate the pod's client port presents now (not verified: only read)."""
-    pem = ssl.get_server_certificate((ip, PORT), timeout=5)
-    return facts(pem.encode()).fingerprint
+    return facts(ssl.get_server_certificate((ip, PORT), timeout=5).encode())
 
 
 def test_certificates_are_renewed_under_load_with_no_failed_call(
@@ -180,7 +179,11 @@ def test_certificates_are_renewed_under_load_with_no_failed_call(
 ) -> None:
     pods = pod_names(dev_cluster, NAMESPACE, A)
     ips = {pod: pod_ip(dev_cluster, pod) for pod in pods}
-    first = {pod: served_fingerprint(ip) for pod, ip in ips.items()}
+    # The first certificates are reissued once a pod's IP is known (a name they must carry);
+    # start from the ones with it, so that what follows is a renewal by age.
+    wait_for(lambda: all(ip in served(ip).ip_addresses for ip in ips.values()), DEADLINE,
+             message="every pod serving a certificate with its IP")
+    first = {pod: served(ip).fingerprint for pod, ip in ips.items()}
     values: list[int] = []
     failures: list[BaseException] = []
     stop = threading.Event()
@@ -206,7 +209,7 @@ def test_certificates_are_renewed_under_load_with_no_failed_call(
             for pod, ip in ips.items():
                 if pod not in renewed:
                     try:
-                        now = served_fingerprint(ip)
+                        now = served(ip).fingerprint
                     except OSError:
                         continue
                     if now != first[pod]:
