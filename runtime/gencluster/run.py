@@ -228,8 +228,10 @@ def tls_settings(
     if not cluster:
         raise ConfigError("GENCLUSTER_CLUSTER is required with GENCLUSTER_TLS_DIR (the "
                           "certificate identities name the cluster)")
-    peer_port = _integer(values, "GENCLUSTER_PEER_PORT", 1, 65535)
-    health_port = _integer(values, "GENCLUSTER_HEALTH_PORT", 1, 65535)
+    ports = {name: values.get(name) or default for name, _, default in SETTINGS
+             if name in ("GENCLUSTER_PEER_PORT", "GENCLUSTER_HEALTH_PORT")}
+    peer_port = _integer(ports, "GENCLUSTER_PEER_PORT", 1, 65535)
+    health_port = _integer(ports, "GENCLUSTER_HEALTH_PORT", 1, 65535)
     if len({port, metrics_port, peer_port, health_port}) != 4:
         raise ConfigError("GENCLUSTER_PORT, GENCLUSTER_METRICS_PORT, GENCLUSTER_PEER_PORT and "
                           "GENCLUSTER_HEALTH_PORT must all differ")
