@@ -313,11 +313,13 @@ def _volumes(spec: ClusterSpec, ordinal: int) -> list[dict[str, Any]]:
         })
     if spec.tls_enabled:
         # The pod's own Secret (certificate, key, trust bundle): the operator creates it
-        # before the pod and renews it in place; the kubelet refreshes the files.
+        # before the pod and renews it in place; the kubelet refreshes the files. Readable
+        # by any user (a real kubelet writes them as root, and the image's user is not
+        # known); the containers of a pod are one trust domain (docs/security.md).
         volumes.append({
             "name": names.TLS_VOLUME,
             "secret": {"secretName": names.tls_secret_name(names.pod_name(spec.name, ordinal)),
-                       "defaultMode": 0o440},
+                       "defaultMode": 0o444},
         })
     return volumes + copy.deepcopy(list(spec.pod_overrides.get("volumes") or []))
 

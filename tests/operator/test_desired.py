@@ -292,7 +292,7 @@ def test_pod_is_locked_down() -> None:
         {"name": "tls", "mountPath": names.TLS_DIR, "readOnly": True}]
     assert pod["spec"]["volumes"] == [
         {"name": "tmp", "emptyDir": {}},
-        {"name": "tls", "secret": {"secretName": "id-0-tls", "defaultMode": 0o440}}]
+        {"name": "tls", "secret": {"secretName": "id-0-tls", "defaultMode": 0o444}}]
     assert pod["spec"]["enableServiceLinks"] is False
 
 
