@@ -11,15 +11,17 @@ Every call passes `PeerTokenGate`, a server interceptor that looks its method up
 - `Access.OPERATOR`: the Admin methods that steer the cluster (Switchover, Demote, Merge,
   PauseWrites): the operator only.
 
-  Without TLS both need the cluster's peer token in the `gencluster-peer-token` metadata;
-  without it, or with another one, the call fails with UNAUTHENTICATED and a message naming
-  that key. With TLS (`gencluster.tls`) the caller's certificate decides instead
-  (`gencluster.tls_identity`): a pod of this ClusteredServer is PEER, the operator is
-  OPERATOR and PEER; anyone else (no certificate: the client port; another cluster's
-  certificate cannot complete the handshake on the peer port; a client certificate) gets
-  PERMISSION_DENIED naming who may call. The check needs the connection's auth context,
-  which gRPC gives the handler, not the interceptor: the gate wraps the method's handler, so a
-  refused unary request is deserialized before it is refused (never handed to a servicer);
+  Both need the cluster's peer token in the `gencluster-peer-token` metadata; without it, or
+  with another one, the call fails with UNAUTHENTICATED and a message naming that key. With
+  TLS (`gencluster.tls`) the caller's certificate must also have the right identity
+  (`gencluster.tls_identity`; the token alone then opens nothing, and the Admin bridge, which
+  calls with its pod's certificate, still needs the caller's token): a pod of this
+  ClusteredServer is PEER, the operator is OPERATOR and PEER; anyone else (no certificate:
+  the client port; another cluster's certificate cannot complete the handshake on the peer
+  port; a client certificate) gets PERMISSION_DENIED naming who may call. The check needs
+  the connection's auth context, which gRPC gives the handler, not the interceptor: the gate
+  wraps the method's handler, so a refused unary request is deserialized before it is
+  refused (never handed to a servicer);
 - a method not in the table never runs (the gate fails closed). If a servicer is registered
   for it (a service added to the server without an entry here), the call fails with
   PERMISSION_DENIED naming the method: not UNAUTHENTICATED, because no credential would help,
@@ -143,9 +145,9 @@ def _refusal(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
 class PeerTokenGate(grpc.aio.ServerInterceptor):
     """Lets a call through only if `METHOD_ACCESS` (or the given table) allows it.
 
-    The public path costs one dict lookup and an identity comparison; the token (without
-    TLS) or the certificate identity (with `identity`) is only looked at on Peer and Admin
-    calls, the token compared in constant time."""
+    The public path costs one dict lookup and an identity comparison; the token (and, with
+    `identity`, the certificate's identity) is only looked at on Peer and Admin calls, the
+    token compared in constant time."""
 
     def __init__(
         self, peer_token: str, table: Mapping[str, Access] = METHOD_ACCESS,
@@ -171,14 +173,14 @@ class PeerTokenGate(grpc.aio.ServerInterceptor):
         if access is Access.PUBLIC:
             return await continuation(handler_call_details)
         if access is Access.PEER or access is Access.OPERATOR:
-            if self._identity is not None:
-                handler = await continuation(handler_call_details)
-                if handler is None:
-                    return None
-                return _checked(handler, handler_call_details.method, access, self._identity)
-            if self._token_presented(handler_call_details.invocation_metadata):
+            if not self._token_presented(handler_call_details.invocation_metadata):
+                return self._unauthenticated
+            if self._identity is None:
                 return await continuation(handler_call_details)
-            return self._unauthenticated
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return None
+            return _checked(handler, handler_call_details.method, access, self._identity)
         if await continuation(handler_call_details) is None:
             return None  # nothing implements it: gRPC answers UNIMPLEMENTED
         message = unclassified_method_message(handler_call_details.method)

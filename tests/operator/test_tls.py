@@ -26,6 +26,7 @@ from gencluster import Client
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.tls_identity import peer_server_name
+from gencluster.wellknown import PEER_TOKEN_METADATA
 from gencluster_operator.certificates import Facts, facts
 from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.operator_process import (
@@ -107,6 +108,8 @@ def test_a_pod_of_b_cannot_call_a_peer_or_admin_service(
     dev_cluster: DevClusterProcess, clusters: None
 ) -> None:
     b_pod = secret(dev_cluster, f"{B}-0-tls")  # what the operator gave B's pod
+    # Even with A's peer token (it leaked), B's certificate opens nothing of A's.
+    md = ((PEER_TOKEN_METADATA, secret(dev_cluster, f"{A}-peer-token")["token"].decode()),)
     a_bundle = secret(dev_cluster, f"{A}-ca")["ca.crt"]
     ip = pod_ip(dev_cluster, active_of(dev_cluster, A))
     as_b = grpc.ssl_channel_credentials(a_bundle, b_pod["tls.key"], b_pod["tls.crt"])
@@ -116,19 +119,20 @@ def test_a_pod_of_b_cannot_call_a_peer_or_admin_service(
         admin = pb_grpc.AdminStub(channel)
         # A verifies client certificates against its own CA only: the handshake fails.
         assert code_of(lambda: peer.Promise(pb.PromiseRequest(identity=f"{B}-0", epoch=99),
-                                            timeout=5)) is grpc.StatusCode.UNAVAILABLE
-        assert code_of(lambda: admin.Status(pb.StatusRequest(), timeout=5)) is \
+                                            timeout=5, metadata=md)) is \
             grpc.StatusCode.UNAVAILABLE
-        assert code_of(lambda: admin.Demote(pb.DemoteRequest(), timeout=5)) is \
+        assert code_of(lambda: admin.Status(pb.StatusRequest(), timeout=5, metadata=md)) is \
+            grpc.StatusCode.UNAVAILABLE
+        assert code_of(lambda: admin.Demote(pb.DemoteRequest(), timeout=5, metadata=md)) is \
             grpc.StatusCode.UNAVAILABLE
     # On A's client port (TLS, no client certificate asked): the gate refuses Peer and Admin.
     with grpc.secure_channel(f"{ip}:{PORT}", grpc.ssl_channel_credentials(a_bundle),
                              options=[("grpc.ssl_target_name_override",
                                        f"{A}.{NAMESPACE}.svc")]) as channel:
         assert code_of(lambda: pb_grpc.AdminStub(channel).Status(
-            pb.StatusRequest(), timeout=5)) is grpc.StatusCode.PERMISSION_DENIED
+            pb.StatusRequest(), timeout=5, metadata=md)) is grpc.StatusCode.PERMISSION_DENIED
         assert code_of(lambda: pb_grpc.PeerStub(channel).Promise(
-            pb.PromiseRequest(identity="x", epoch=99), timeout=5)) is \
+            pb.PromiseRequest(identity="x", epoch=99), timeout=5, metadata=md)) is \
             grpc.StatusCode.PERMISSION_DENIED
     assert serving(dev_cluster, NAMESPACE, A) is not None
 
@@ -143,17 +147,18 @@ def test_a_pod_of_a_reads_a_status_but_only_the_operator_steers(
     credentials = grpc.ssl_channel_credentials(a_pod["ca.crt"], a_pod["tls.key"],
                                                a_pod["tls.crt"])
     options = [("grpc.ssl_target_name_override", peer_server_name(f"{A}-peers", NAMESPACE))]
+    md = ((PEER_TOKEN_METADATA, secret(dev_cluster, f"{A}-peer-token")["token"].decode()),)
     with grpc.secure_channel(f"{ip}:{PEER_PORT}", credentials, options=options) as channel:
         admin = pb_grpc.AdminStub(channel)
-        assert code_of(lambda: admin.Status(pb.StatusRequest(), timeout=5)) is \
+        assert code_of(lambda: admin.Status(pb.StatusRequest(), timeout=5, metadata=md)) is \
             grpc.StatusCode.OK
         for name, request in (("Demote", pb.DemoteRequest()),
                               ("PauseWrites", pb.PauseWritesRequest(seconds=60)),
                               ("Switchover", pb.SwitchoverRequest(target=standby))):
             code = code_of(lambda name=name, request=request: getattr(admin, name)(
-                request, timeout=5))
+                request, timeout=5, metadata=md))
             assert code is grpc.StatusCode.PERMISSION_DENIED, name
-        merge = code_of(lambda: admin.Merge(iter([pb.MergeChunk()]), timeout=5))
+        merge = code_of(lambda: admin.Merge(iter([pb.MergeChunk()]), timeout=5, metadata=md))
         assert merge is grpc.StatusCode.PERMISSION_DENIED
     assert active_of(dev_cluster, A) == active
 

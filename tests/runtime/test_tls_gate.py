@@ -20,6 +20,7 @@ from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.tls import TlsFiles, server_credentials
 from gencluster.tls_identity import LocalIdentity
+from gencluster.wellknown import PEER_TOKEN_METADATA
 from gencluster_operator import certificates as certs
 
 from tests.runtime.test_auth_server import EchoAdmin, EchoClient, EchoPeer
@@ -59,8 +60,11 @@ class World:
         (self.directory / "ca.crt").write_bytes(self.ca.cert_pem)
 
 
-async def each_shape(channel: grpc.aio.Channel) -> dict[str, grpc.StatusCode]:
+async def each_shape(channel: grpc.aio.Channel,
+                     token: str = TOKEN) -> dict[str, grpc.StatusCode]:
+    """Each call carries `token` (the peer token: every pod and the operator hold it)."""
     admin, peer = pb_grpc.AdminStub(channel), pb_grpc.PeerStub(channel)
+    md = ((PEER_TOKEN_METADATA, token),)
 
     async def merge_chunks() -> AsyncIterator[pb.MergeChunk]:
         yield pb.MergeChunk(origin=pb.MergeOrigin(source="a"))
@@ -69,17 +73,18 @@ async def each_shape(channel: grpc.aio.Channel) -> dict[str, grpc.StatusCode]:
         yield pb.ReplicateUp()
 
     async def export() -> Any:
-        return [c async for c in admin.ExportState(pb.ExportStateRequest(), timeout=5)]
+        return [c async for c in admin.ExportState(pb.ExportStateRequest(), timeout=5,
+                                                   metadata=md)]
 
     async def replicate() -> Any:
-        return [m async for m in peer.Replicate(replicate_up(), timeout=5)]
+        return [m async for m in peer.Replicate(replicate_up(), timeout=5, metadata=md)]
 
     calls = {
-        "Status": lambda: admin.Status(pb.StatusRequest(), timeout=5),
+        "Status": lambda: admin.Status(pb.StatusRequest(), timeout=5, metadata=md),
         "ExportState": export,
         "Replicate": replicate,
-        "Merge": lambda: admin.Merge(merge_chunks(), timeout=5),
-        "Demote": lambda: admin.Demote(pb.DemoteRequest(), timeout=5),
+        "Merge": lambda: admin.Merge(merge_chunks(), timeout=5, metadata=md),
+        "Demote": lambda: admin.Demote(pb.DemoteRequest(), timeout=5, metadata=md),
     }
     codes = {}
     for name, call in calls.items():
@@ -121,6 +126,9 @@ async def scenario(world: World) -> dict[str, Any]:
                           ("foreign", world.foreign), ("misnamed", world.misnamed)):
             async with mutual(leaf) as channel:
                 results[who] = await each_shape(channel)
+        # The operator's certificate with a wrong token: the token is checked too.
+        async with mutual(world.operator) as channel:
+            results["operator, wrong token"] = await each_shape(channel, "x" * len(TOKEN))
         tls = ClientTls(world.ca.cert_pem, "id.team.svc")
         async with grpc.aio.secure_channel(f"127.0.0.1:{client_port}", tls.credentials(),
                                            options=tls.options()) as channel:
@@ -157,6 +165,7 @@ def test_callers_are_judged_by_certificate_identity_on_every_rpc_shape(tmp_path:
     assert results["operator"] == {"Status": OK, "ExportState": OK, "Replicate": OK,
                                    "Merge": OK, "Demote": UNIMPLEMENTED}
     # Another cluster's CA: no handshake at all.
+    assert set(results["operator, wrong token"].values()) == {grpc.StatusCode.UNAUTHENTICATED}
     assert set(results["foreign"].values()) == {UNAVAILABLE}
     assert set(results["misnamed"].values()) == {DENIED}
     assert set(results["no certificate"].values()) == {DENIED}
