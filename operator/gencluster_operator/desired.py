@@ -18,13 +18,17 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from gencluster.tls_identity import CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE
+
 from gencluster_operator import names
+from gencluster_operator.certificates import CaState, KeyPair, split_bundle
 from gencluster_operator.names import RuntimeEnv
 from gencluster_operator.spec import ClusterSpec, cluster_spec, encode_args
 
-POD_SHAPE_VERSION = 3
+POD_SHAPE_VERSION = 4
 """2: GENCLUSTER_DEDUPLICATION_WINDOW_SECONDS on every pod (durable state, #11).
 3: default resource requests on the server container (#15).
+4: TLS: the pod's TLS Secret, the peer and health ports, probes on the health port (#14).
 
 Part of every template hash. Raise it when this module changes the pods it builds in a way
 running pods must pick up (a new variable, probe or volume): the next operator rolls them."""
@@ -118,6 +122,7 @@ def template_hash(resource: Mapping[str, Any]) -> str:
             "storageClassName": spec.persistence.storage_class,
         },
         "runtime": _runtime_inputs(spec),
+        "tls": {"enabled": spec.tls_enabled, "clientAuth": spec.client_auth},
         "template": spec.template,
         "podShape": POD_SHAPE_VERSION,
     }
@@ -169,6 +174,12 @@ def runtime_env(spec: ClusterSpec) -> list[dict[str, Any]]:
         value_env[RuntimeEnv.REPLY_TABLE_MAX_BYTES] = str(spec.reply_table_max_bytes)
     if spec.persistence.enabled:
         value_env[RuntimeEnv.DATA_DIR] = names.DATA_DIR
+    if spec.tls_enabled:
+        peer_port, health_port = names.tls_ports_for(spec.port)
+        value_env[RuntimeEnv.TLS_DIR] = names.TLS_DIR
+        value_env[RuntimeEnv.PEER_PORT] = str(peer_port)
+        value_env[RuntimeEnv.HEALTH_PORT] = str(health_port)
+        value_env[RuntimeEnv.CLIENT_AUTH] = spec.client_auth
     return [
         _field_env(RuntimeEnv.POD_NAME, "metadata.name"),
         _field_env(RuntimeEnv.POD_NAMESPACE, "metadata.namespace"),
@@ -199,8 +210,11 @@ def container_env(spec: ClusterSpec) -> list[dict[str, Any]]:
 def _grpc_probe(
     spec: ClusterSpec, service: str, period: int, failures: int, timeout: int
 ) -> dict[str, Any]:
+    # With TLS the gRPC port needs a handshake the kubelet's gRPC probe cannot make: the
+    # runtime serves grpc.health.v1 alone, in plaintext, on the health port.
+    port = names.tls_ports_for(spec.port)[1] if spec.tls_enabled else spec.port
     return {
-        "grpc": {"port": spec.port, "service": service},
+        "grpc": {"port": port, "service": service},
         "periodSeconds": period,
         "failureThreshold": failures,
         "timeoutSeconds": timeout,
@@ -253,9 +267,12 @@ def pod_labels(spec: ClusterSpec, ordinal: int) -> dict[str, str]:
 
 def _volume_mounts(spec: ClusterSpec) -> list[dict[str, Any]]:
     """Ours, then the user's (`template.spec.volumeMounts`; the CRD refuses our paths)."""
-    mounts = [{"name": names.TMP_VOLUME, "mountPath": "/tmp"}]
+    mounts: list[dict[str, Any]] = [{"name": names.TMP_VOLUME, "mountPath": "/tmp"}]
     if spec.persistence.enabled:
         mounts.append({"name": names.DATA_VOLUME, "mountPath": names.DATA_DIR})
+    if spec.tls_enabled:
+        mounts.append({"name": names.TLS_VOLUME, "mountPath": names.TLS_DIR,
+                       "readOnly": True})
     return mounts + copy.deepcopy(list(spec.pod_overrides.get("volumeMounts") or []))
 
 
@@ -294,7 +311,27 @@ def _volumes(spec: ClusterSpec, ordinal: int) -> list[dict[str, Any]]:
             "name": names.DATA_VOLUME,
             "persistentVolumeClaim": {"claimName": names.claim_name(spec.name, ordinal)},
         })
+    if spec.tls_enabled:
+        # The pod's own Secret (certificate, key, trust bundle): the operator creates it
+        # before the pod and renews it in place; the kubelet refreshes the files. Readable
+        # by any user (a real kubelet writes them as root, and the image's user is not
+        # known); the containers of a pod are one trust domain (docs/security.md).
+        volumes.append({
+            "name": names.TLS_VOLUME,
+            "secret": {"secretName": names.tls_secret_name(names.pod_name(spec.name, ordinal)),
+                       "defaultMode": 0o444},
+        })
     return volumes + copy.deepcopy(list(spec.pod_overrides.get("volumes") or []))
+
+
+def _tls_ports(spec: ClusterSpec) -> list[dict[str, Any]]:
+    if not spec.tls_enabled:
+        return []
+    peer_port, health_port = names.tls_ports_for(spec.port)
+    return [
+        {"name": names.PEER_PORT_NAME, "containerPort": peer_port, "protocol": "TCP"},
+        {"name": names.HEALTH_PORT_NAME, "containerPort": health_port, "protocol": "TCP"},
+    ]
 
 
 def pod_service_account(spec: ClusterSpec) -> str:
@@ -329,6 +366,7 @@ def pod(resource: Mapping[str, Any], ordinal: int) -> dict[str, Any]:
                 "containerPort": names.metrics_port_for(spec.port),
                 "protocol": "TCP",
             },
+            *_tls_ports(spec),
         ],
         "env": container_env(spec),
         "startupProbe": _grpc_probe(
@@ -498,6 +536,12 @@ def peer_service(resource: Mapping[str, Any]) -> dict[str, Any]:
                     "targetPort": names.METRICS_PORT_NAME,
                     "protocol": "TCP",
                 },
+                *({
+                    "name": names.PEER_PORT_NAME,
+                    "port": names.tls_ports_for(spec.port)[0],
+                    "targetPort": names.PEER_PORT_NAME,
+                    "protocol": "TCP",
+                } for _ in range(1 if spec.tls_enabled else 0)),
             ],
         },
     }
@@ -668,6 +712,94 @@ def pod_monitor(resource: Mapping[str, Any]) -> dict[str, Any]:
             }],
         },
     }
+
+
+# -- TLS (gencluster_operator.certificates decides; these build the Secrets) ----------------
+
+CA_STAGED_AT_KEY = "staged-at"
+SIGNING_CERT_KEY = "signing.crt"
+STAGED_CERT_KEY = "staged.crt"
+STAGED_KEY_KEY = "staged.key"
+OPERATOR_CERT_KEY = "operator.crt"
+OPERATOR_KEY_KEY = "operator.key"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def ca_secrets(resource: Mapping[str, Any], state: CaState,
+               operator: KeyPair) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the CA Secret, the CA key Secret). The first holds the trust bundle alone (`ca.crt`:
+    signing, staged and retired CAs), for clients; the second the signing and staged CAs with
+    their keys and the operator's client certificate, for the operator alone."""
+    spec = cluster_spec(resource)
+    private = {
+        SIGNING_CERT_KEY: _b64(state.signing.cert_pem),
+        CA_KEY_FILE: _b64(state.signing.key_pem),
+        CA_FILE: _b64(state.bundle()),
+        OPERATOR_CERT_KEY: _b64(operator.cert_pem),
+        OPERATOR_KEY_KEY: _b64(operator.key_pem),
+    }
+    if state.staged is not None:
+        private[STAGED_CERT_KEY] = _b64(state.staged.cert_pem)
+        private[STAGED_KEY_KEY] = _b64(state.staged.key_pem)
+        private[CA_STAGED_AT_KEY] = _b64(str(state.staged_at).encode())
+    public = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(resource, names.ca_secret_name(spec.name)),
+        "type": "Opaque",
+        "data": {CA_FILE: _b64(state.bundle())},
+    }
+    return public, {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(resource, names.ca_key_secret_name(spec.name)),
+        "type": "Opaque",
+        "data": private,
+    }
+
+
+def ca_state_of(secret: Mapping[str, Any]) -> tuple[CaState, KeyPair] | None:
+    """(CA state, operator key pair) read back from the CA key Secret; None if incomplete."""
+    data = {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()}
+    if not all(data.get(key) for key in (SIGNING_CERT_KEY, CA_KEY_FILE, OPERATOR_CERT_KEY,
+                                         OPERATOR_KEY_KEY)):
+        return None
+    signing = KeyPair(data[SIGNING_CERT_KEY], data[CA_KEY_FILE])
+    staged = None
+    staged_at = 0.0
+    if data.get(STAGED_CERT_KEY) and data.get(STAGED_KEY_KEY):
+        staged = KeyPair(data[STAGED_CERT_KEY], data[STAGED_KEY_KEY])
+        try:
+            staged_at = float(data.get(CA_STAGED_AT_KEY, b"0").decode())
+        except ValueError:
+            staged_at = 0.0
+    known = {signing.cert_pem.strip(), *([staged.cert_pem.strip()] if staged else [])}
+    retired = tuple(pem for pem in split_bundle(data.get(CA_FILE, b""))
+                    if pem.strip() not in known)
+    return CaState(signing, staged, staged_at, retired), KeyPair(data[OPERATOR_CERT_KEY],
+                                                                  data[OPERATOR_KEY_KEY])
+
+
+def pod_tls_secret(resource: Mapping[str, Any], pod: str, leaf: KeyPair,
+                   bundle: bytes) -> dict[str, Any]:
+    """A pod's TLS Secret (`kubernetes.io/tls`, with the trust bundle as `ca.crt`)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(resource, names.tls_secret_name(pod)),
+        "type": "kubernetes.io/tls",
+        "data": {CERT_FILE: _b64(leaf.cert_pem), KEY_FILE: _b64(leaf.key_pem),
+                 CA_FILE: _b64(bundle)},
+    }
+
+
+def pod_tls_of(secret: Mapping[str, Any]) -> tuple[KeyPair, bytes]:
+    """(the pod's key pair, its trust bundle) from its TLS Secret (empty when missing)."""
+    data = {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()}
+    return KeyPair(data.get(CERT_FILE, b""), data.get(KEY_FILE, b"")), data.get(CA_FILE, b"")
 
 
 def static_children(

@@ -1,19 +1,23 @@
 """Pure builder of a ClusteredServer's NetworkPolicy, and who the operator's pods are.
 
-What the policy can and cannot separate follows from the pod's ports (docs/runtime-config.md):
+What the policy can and cannot separate follows from the pod's ports (docs/runtime-config.md,
+docs/security.md):
 
-- `grpc` (`spec.port`) carries the Client, Peer and Admin services together. Clients in any
-  namespace must reach it (kube-proxy keeps their pod address, so a policy sees them), so it is
-  open to every source: a NetworkPolicy works per port, and cannot tell a Peer call from a
-  Client call on the same port. Peer and Admin calls on it are guarded by the runtime's
-  authentication, not by this policy;
+- `grpc` (`spec.port`) is the client port. Clients in any namespace must reach it (kube-proxy
+  keeps their pod address, so a policy sees them), so it is open to every source. With TLS on
+  (the default) it serves only the Client service; with TLS off it carries the Peer and Admin
+  services too, which a NetworkPolicy cannot tell apart from Client calls on the same port:
+  they are then guarded by the peer token alone;
+- `peer` (TLS on) carries the Peer and Admin services over mutual TLS: only the
+  ClusteredServer's own pods and the operator's pods (by the chart's selector labels, in the
+  operator's namespace) may open connections to it;
 - `metrics` serves `/metrics` and the Admin service bridged to HTTP (docs/tooling.md), so it is
-  an admin port: only the ClusteredServer's own pods, the operator's pods (by the chart's
-  selector labels, in the operator's namespace) and, when `spec.networkPolicy.metricsNamespace`
-  is set, every pod of that namespace (a Prometheus) may open connections to it;
-- everything else a pod might listen on is closed to other pods (the policy isolates the pods
-  for ingress). The node itself (kubelet probes, the API server's pods/proxy on most
-  clusters) is not restricted by NetworkPolicy semantics of common CNIs.
+  an admin port too: the same sources and, when `spec.networkPolicy.metricsNamespace` is set,
+  every pod of that namespace (a Prometheus);
+- everything else a pod listens on (`health`, plaintext, for the kubelet's probes) is closed
+  to other pods (the policy isolates the pods for ingress). The node itself (kubelet probes,
+  the API server's pods/proxy on most clusters) is not restricted by NetworkPolicy semantics
+  of common CNIs.
 """
 
 from __future__ import annotations
@@ -79,9 +83,12 @@ def network_policy(resource: Mapping[str, Any],
         trusted.append({"namespaceSelector": _namespace(operator.namespace),
                         "podSelector": {"matchLabels": dict(operator.labels)}})
     metrics_port = [{"protocol": "TCP", "port": names.METRICS_PORT_NAME}]
+    admin_ports = list(metrics_port)
+    if spec.tls_enabled:
+        admin_ports.insert(0, {"protocol": "TCP", "port": names.PEER_PORT_NAME})
     ingress: list[dict[str, Any]] = [
         {"ports": [{"protocol": "TCP", "port": names.GRPC_PORT_NAME}]},
-        {"from": trusted, "ports": metrics_port},
+        {"from": trusted, "ports": admin_ports},
     ]
     if spec.network_policy.metrics_namespace:
         ingress.append({"from": [{"namespaceSelector": _namespace(

@@ -86,6 +86,16 @@ LIVENESS_HEALTH_SERVICE = "gencluster.liveness"
 """grpc.health.v1 service for liveness and startup: SERVING while the process's event loop
 runs, whatever the role and however far behind (a catching-up standby must not be killed)."""
 
+PEER_PORT_NAME = "peer"
+"""With TLS: the container port of the Peer and Admin services (mutual TLS)."""
+
+HEALTH_PORT_NAME = "health"
+"""With TLS: the container port of plaintext grpc.health.v1, for the kubelet's probes."""
+
+TLS_VOLUME = "tls"
+TLS_DIR = "/etc/gencluster/tls"
+"""Where the pod's TLS Secret is mounted and `GENCLUSTER_TLS_DIR` points."""
+
 CONFIG_ERROR_EXIT_CODE = 78
 """Exit code (sysexits EX_CONFIG) of `gencluster run` when the server cannot run: module not
 importable, class without the API, invalid configuration. The operator reports it as
@@ -195,6 +205,33 @@ def metrics_port_for(grpc_port: int) -> int:
     return DEFAULT_METRICS_PORT + 1 if grpc_port == DEFAULT_METRICS_PORT else DEFAULT_METRICS_PORT
 
 
+def tls_ports_for(grpc_port: int) -> tuple[int, int]:
+    """(peer port, health port) beside `grpc_port`: the next two numbers that collide with
+    neither the gRPC nor the metrics port."""
+    taken = {grpc_port, metrics_port_for(grpc_port)}
+    free = [p for p in range(grpc_port + 1, grpc_port + 6) if p not in taken and p <= 65535]
+    if len(free) < 2:
+        free = [p for p in range(1024, 1030) if p not in taken]
+    return free[0], free[1]
+
+
+def ca_secret_name(cluster: str) -> str:
+    """The Secret holding the cluster's trust bundle (`ca.crt`) alone: what clients read to
+    verify the pods (grant `get` on it by name to whoever calls the cluster)."""
+    return wellknown.ca_secret_name(cluster)
+
+
+def ca_key_secret_name(cluster: str) -> str:
+    """The Secret holding the CA's key and the operator's client certificate: read by the
+    operator only (no pod mounts it, no client needs it)."""
+    return f"{cluster}-ca-key"
+
+
+def tls_secret_name(pod: str) -> str:
+    """The Secret a pod mounts at `TLS_DIR`: its certificate, key and the trust bundle."""
+    return f"{pod}-tls"
+
+
 class RuntimeEnv:
     """Names of the environment variables the pod gives `gencluster run`.
 
@@ -221,6 +258,10 @@ class RuntimeEnv:
     MAX_MESSAGE_BYTES = "GENCLUSTER_MAX_MESSAGE_BYTES"
     REPLY_TABLE_MAX_BYTES = "GENCLUSTER_REPLY_TABLE_MAX_BYTES"
     DATA_DIR = "GENCLUSTER_DATA_DIR"
+    TLS_DIR = "GENCLUSTER_TLS_DIR"
+    PEER_PORT = "GENCLUSTER_PEER_PORT"
+    HEALTH_PORT = "GENCLUSTER_HEALTH_PORT"
+    CLIENT_AUTH = "GENCLUSTER_CLIENT_AUTH"
     POD_NAME = "POD_NAME"
     POD_NAMESPACE = "POD_NAMESPACE"
     POD_IP = "POD_IP"

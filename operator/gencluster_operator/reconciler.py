@@ -60,6 +60,7 @@ from gencluster_operator.plan import plan
 from gencluster_operator.runtime_admin import AdminError, RuntimeAdmin, pod_address
 from gencluster_operator.spec import cluster_spec, spec_problems
 from gencluster_operator.status import events_between, status_changed, status_for
+from gencluster_operator.tls_issuer import NotOurs, TlsIssuer
 
 log = logging.getLogger("gencluster_operator")
 
@@ -96,6 +97,11 @@ class ClusterMemory:
     """The generation whose PodMonitor could not be created (its Warning Event was posted)."""
     foreign_reported: set[str] = field(default_factory=set)
     """The uids of the foreign pods (`owned_pods`) already reported by an Event."""
+    tls_checked: tuple[Any, ...] | None = None
+    tls_checked_at: float = 0.0
+    admin_tls: Any = None
+    """The `AdminTls` of the last TLS check (certificates are read back every
+    CHILDREN_RECHECK_SECONDS, at once when the spec or the pods' addresses change)."""
     split_brain: bool = False
     """The last pass saw two actives: every Lease renewal then triggers a pass, so a merge
     follows within about a retry period of the loser reconnecting (not at the next timer)."""
@@ -132,6 +138,7 @@ class Reconciler:
         self.admin = admin
         self.executor = executor
         self.clock = clock
+        self.tls = TlsIssuer(api)
         self._memory: dict[ClusterKey, ClusterMemory] = {}
 
     def memory(self, key: ClusterKey) -> ClusterMemory:
@@ -212,6 +219,11 @@ class Reconciler:
             self.api.list_claims(namespace, name) if spec.persistence.enabled else []
         )
         token = self._peer_token(resource)
+        tls_failure: ActionFailed | None = None
+        try:
+            self._ensure_tls(resource, pod_objects, memory)
+        except NotOurs as failure:
+            tls_failure = ActionFailed(str(failure))
         observed = replace(
             self._observe(resource, pod_objects, token, memory, now),
             claims=observed_claims(claim_objects, name),
@@ -220,6 +232,8 @@ class Reconciler:
         facts = assess(observed)
         memory.split_brain = facts.split_brain
         try:
+            if tls_failure is not None:
+                raise tls_failure  # no pod without its certificate
             token = self._ensure_children(resource, token, facts.ordinals_in_use)
             self._perform(resource, plan(observed), token, pod_objects, memory, now,
                           claim_objects)
@@ -294,6 +308,31 @@ class Reconciler:
             last_merge=memory.last_merge,
             reconcile_error=memory.reconcile_error,
         )
+
+    def _ensure_tls(self, resource: Mapping[str, Any], pod_objects: list[dict[str, Any]],
+                    memory: ClusterMemory) -> None:
+        """With `spec.tls.enabled`: the CA, the operator's certificate and a certificate for
+        every pod there is or will be (issued before its pod is created), renewed when due;
+        then the Admin client calls the pods with mutual TLS (`tls_issuer`)."""
+        spec = cluster_spec(resource)
+        ips = {p["metadata"]["name"]: (p.get("status") or {}).get("podIP") or ""
+               for p in pod_objects}
+        addresses = {pod_address(ip, spec.port) for ip in ips.values() if ip}
+        if not spec.tls_enabled:
+            self.admin.use_tls(addresses, None)
+            return
+        fingerprint = (spec.uid, spec.generation, tuple(sorted(ips.items())))
+        # Often enough that a certificate is renewed well before it expires: six checks per
+        # lifetime, renewal due at two thirds of it.
+        recheck = min(CHILDREN_RECHECK_SECONDS, spec.certificate_lifetime_seconds / 6)
+        fresh = time.monotonic() - memory.tls_checked_at < recheck
+        if memory.admin_tls is None or memory.tls_checked != fingerprint or not fresh:
+            pods = {names.pod_name(spec.name, ordinal) for ordinal in range(spec.replicas)}
+            pods |= set(ips)
+            memory.admin_tls = self.tls.ensure(resource, pods, ips, self.clock().timestamp())
+            memory.tls_checked = fingerprint
+            memory.tls_checked_at = time.monotonic()
+        self.admin.use_tls(addresses, memory.admin_tls)
 
     def _peer_token(self, resource: Mapping[str, Any]) -> str | None:
         metadata = resource["metadata"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,18 +115,47 @@ def runtime_status(reply: pb.StatusReply) -> RuntimeStatus | None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class AdminTls:
+    """How the operator reaches one ClusteredServer's pods with TLS: mutual TLS to the peer
+    port, its client certificate of that cluster's CA, the cluster's peer name verified."""
+
+    peer_port: int
+    server_name: str
+    root_certificates: bytes
+    certificate_chain: bytes
+    private_key: bytes
+
+    def target(self, address: str) -> str:
+        host = address.rsplit(":", 1)[0]
+        return f"{host}:{self.peer_port}"
+
+
 class RuntimeAdmin:
     """Admin calls on a pool of channels, one per pod address, reused across passes (a gRPC
-    channel reconnects by itself; creating one per call would cost a handshake each time)."""
+    channel reconnects by itself; creating one per call would cost a handshake each time).
+
+    Addresses are the pods' client addresses (`podIP:port`); those registered with `use_tls`
+    are called with mutual TLS on their peer port."""
 
     def __init__(self) -> None:
-        self._channels: dict[str, grpc.Channel] = {}
+        self._channels: dict[str, tuple[grpc.Channel, AdminTls | None]] = {}
+        self._tls: dict[str, AdminTls] = {}
         self._in_use: dict[Hashable, set[str]] = {}
         self._lock = threading.Lock()
 
+    def use_tls(self, addresses: Iterable[str], tls: AdminTls | None) -> None:
+        """Call the pods at `addresses` with `tls` (None: plaintext with the peer token)."""
+        with self._lock:
+            for address in addresses:
+                if tls is None:
+                    self._tls.pop(address, None)
+                else:
+                    self._tls[address] = tls
+
     def close(self) -> None:
         with self._lock:
-            channels, self._channels = list(self._channels.values()), {}
+            channels, self._channels = [c for c, _ in self._channels.values()], {}
         for channel in channels:
             channel.close()
 
@@ -143,17 +172,36 @@ class RuntimeAdmin:
                 self._in_use.pop(owner, None)
             in_use = set().union(*self._in_use.values())
             gone = [address for address in self._channels if address not in in_use]
-            closing = [self._channels.pop(address) for address in gone]
+            closing = [self._channels.pop(address)[0] for address in gone]
+            for address in [a for a in self._tls if a not in in_use]:
+                del self._tls[address]
         for channel in closing:
             channel.close()
 
     def _stub(self, address: str) -> pb_grpc.AdminStub:
+        stale = None
         with self._lock:
-            channel = self._channels.get(address)
-            if channel is None:
-                channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-                self._channels[address] = channel
-        return pb_grpc.AdminStub(channel)
+            tls = self._tls.get(address)
+            found = self._channels.get(address)
+            if found is not None and found[1] != tls:
+                # A renewed certificate or bundle: a new channel. The reconciler registers
+                # a cluster's TLS at the start of its pass, when no call of that cluster is
+                # in flight, so closing the old channel cuts nothing.
+                stale, found = found[0], None
+            if found is None:
+                if tls is None:
+                    channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+                else:
+                    credentials = grpc.ssl_channel_credentials(
+                        tls.root_certificates, tls.private_key, tls.certificate_chain)
+                    channel = grpc.secure_channel(
+                        tls.target(address), credentials,
+                        options=[*CHANNEL_OPTIONS,
+                                 ("grpc.ssl_target_name_override", tls.server_name)])
+                found = self._channels[address] = (channel, tls)
+        if stale is not None:
+            stale.close()
+        return pb_grpc.AdminStub(found[0])
 
     # -- status ----------------------------------------------------------------------------
 

@@ -111,6 +111,15 @@ class ClusterSpec:
     """`spec.runtime.replyTableMaxBytes`; None: the runtime's default."""
     pod_monitor: PodMonitorSpec = PodMonitorSpec()
     network_policy: NetworkPolicySpec = NetworkPolicySpec()
+    tls_enabled: bool = True
+    """`spec.tls.enabled` (default true): TLS on the client port, mutual TLS on the peer port,
+    certificates issued by the operator (docs/security.md)."""
+    certificate_lifetime_seconds: int = 30 * 24 * 3600
+    """`spec.tls.certificateLifetimeSeconds`: how long a pod's (and the operator's)
+    certificate is valid; it is renewed after two thirds of it."""
+    client_auth: str = "None"
+    """`spec.clientAuth`: None (TLS, any client) or MutualTLS (a client certificate of the
+    cluster's CA is required on the client port)."""
 
     @property
     def template_labels(self) -> Mapping[str, str]:
@@ -185,6 +194,10 @@ def cluster_spec(resource: Mapping[str, Any]) -> ClusterSpec:
             enabled=bool(network_policy.get("enabled", DEFAULT_NETWORK_POLICY_ENABLED)),
             metrics_namespace=network_policy.get("metricsNamespace") or None,
         ),
+        tls_enabled=bool((spec.get("tls") or {}).get("enabled", True)),
+        certificate_lifetime_seconds=int((spec.get("tls") or {}).get(
+            "certificateLifetimeSeconds", 30 * 24 * 3600)),
+        client_auth=str(spec.get("clientAuth") or "None"),
     )
 
 

@@ -43,6 +43,7 @@ from aiohttp import web
 
 from gencluster.limits import MAX_RECORD_MESSAGE_BYTES
 from gencluster.proto import gencluster_pb2 as pb
+from gencluster.tls import TlsSettings, peer_channel
 from gencluster.wellknown import ADMIN_HTTP_PATH, ADMIN_TOKEN_HEADER, PEER_TOKEN_METADATA
 
 log = logging.getLogger(__name__)
@@ -158,8 +159,12 @@ def loopback_target(listen_host: str, port: int) -> str:
 class AdminHttp:
     """The HTTP server of one runtime process (metrics and the Admin bridge)."""
 
-    def __init__(self, grpc_target: str, render_metrics: Callable[[str], tuple[bytes, str]]):
+    def __init__(self, grpc_target: str, render_metrics: Callable[[str], tuple[bytes, str]],
+                 tls: TlsSettings | None = None):
+        """`tls`: the pod's TLS settings; the bridge then calls its own peer port with the
+        pod's certificate (a peer's identity: the operator's Admin methods stay refused)."""
         self.grpc_target = grpc_target
+        self.tls = tls
         self.render_metrics = render_metrics
         self.methods = admin_methods()
         self.port = 0
@@ -172,7 +177,7 @@ class AdminHttp:
         app.router.add_post(ADMIN_HTTP_PATH + "/{method}", self._admin)
         # Export and restore chunks are bounded in bytes, or one record alone: over gRPC's
         # default 4 MiB limit (limits.MAX_RECORD_MESSAGE_BYTES), both ways.
-        self._channel = grpc.aio.insecure_channel(self.grpc_target, options=[
+        self._channel = peer_channel(self.tls, self.grpc_target, options=[
             ("grpc.max_receive_message_length", MAX_RECORD_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_RECORD_MESSAGE_BYTES),
         ])

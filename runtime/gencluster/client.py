@@ -35,6 +35,11 @@ What makes calls survive failover:
   one stub per address, made on first use and closed by `close()`.
 - The decisions (which address, how long to back off, when to give up) are
   `gencluster.retry`'s, shared by both clients; the clients only call, sleep and raise.
+- TLS: pass `tls=ClientTls(...)` (the cluster's CA, from its `<name>-ca` Secret or a file,
+  and the name to verify: the client Service's DNS name, which every pod's certificate
+  carries, so a failover to another pod verifies alike). With `spec.clientAuth: MutualTLS`
+  add a client certificate of the cluster's CA. Without `tls` the channels are plaintext
+  (clusters with `spec.tls.enabled: false`, and runtimes started without TLS).
 - `call_with_details` returns, besides the value, the epoch of the term that answered, the
   address that answered and whether the reply was a recorded duplicate: what a test or an
   auditor needs to check that two terms never served at once.
@@ -84,6 +89,7 @@ __all__ = [
     "AsyncClient",
     "CallDetails",
     "Client",
+    "ClientTls",
     "ClusterUnavailable",
     "Event",
     "RemoteError",
@@ -109,6 +115,54 @@ CHANNEL_OPTIONS = [
 ]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTls:
+    """How a client verifies the pods (and, with mutual TLS, proves who it is).
+
+    `root_certificates`: the cluster's trust bundle (PEM). `server_name`: the name verified on
+    every pod's certificate whatever address is dialled (the client Service's DNS name,
+    `<name>.<namespace>.svc`); None verifies the dialled host itself."""
+
+    root_certificates: bytes
+    server_name: str | None = None
+    certificate_chain: bytes | None = None
+    private_key: bytes | None = None
+
+    @classmethod
+    def from_files(cls, ca_file: str, server_name: str | None = None,
+                   cert_file: str | None = None, key_file: str | None = None) -> ClientTls:
+        def read(path: str | None) -> bytes | None:
+            if path is None:
+                return None
+            with open(path, "rb") as file:
+                return file.read()
+
+        root = read(ca_file)
+        assert root is not None
+        return cls(root, server_name, read(cert_file), read(key_file))
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            self.root_certificates, self.private_key, self.certificate_chain)
+
+    def options(self) -> list[tuple[str, Any]]:
+        if self.server_name is None:
+            return list(CHANNEL_OPTIONS)
+        return [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", self.server_name)]
+
+
+def _sync_channel(address: str, tls: ClientTls | None) -> grpc.Channel:
+    if tls is None:
+        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return grpc.secure_channel(address, tls.credentials(), options=tls.options())
+
+
+def _async_channel(address: str, tls: ClientTls | None) -> grpc.aio.Channel:
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(address, tls.credentials(), options=tls.options())
 
 
 class RemoteError(Exception):
@@ -298,9 +352,10 @@ class Client:
 
     def __init__(
         self, addresses: str, *, codec: str = "json", timeout: float = DEFAULT_TIMEOUT,
-        attempt_timeout: float = ATTEMPT_TIMEOUT,
+        attempt_timeout: float = ATTEMPT_TIMEOUT, tls: ClientTls | None = None,
     ) -> None:
         self._route = Route(addresses)
+        self.tls = tls
         self.codec = get_codec(codec)
         self.timeout = timeout
         self.attempt_timeout = attempt_timeout
@@ -318,7 +373,7 @@ class Client:
         with self._lock:
             stub = self._stubs.get(address)
             if stub is None:
-                channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+                channel = _sync_channel(address, self.tls)
                 self._channels[address] = channel
                 stub = self._stubs[address] = pb_grpc.ClientStub(channel)
         return stub
@@ -432,9 +487,10 @@ class AsyncClient:
 
     def __init__(
         self, addresses: str, *, codec: str = "json", timeout: float = DEFAULT_TIMEOUT,
-        attempt_timeout: float = ATTEMPT_TIMEOUT,
+        attempt_timeout: float = ATTEMPT_TIMEOUT, tls: ClientTls | None = None,
     ) -> None:
         self._route = Route(addresses)
+        self.tls = tls
         self.codec = get_codec(codec)
         self.timeout = timeout
         self.attempt_timeout = attempt_timeout
@@ -445,7 +501,7 @@ class AsyncClient:
     def _stub(self, address: str) -> pb_grpc.ClientStub:
         stub = self._stubs.get(address)
         if stub is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = _async_channel(address, self.tls)
             self._channels[address] = channel
             stub = self._stubs[address] = pb_grpc.ClientStub(channel)
         return stub

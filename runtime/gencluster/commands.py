@@ -34,17 +34,20 @@ from typing import Any
 
 import grpc
 
-from gencluster.client import Client, ClusterUnavailable, Event, RemoteError
+from gencluster.client import Client, ClientTls, ClusterUnavailable, Event, RemoteError
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.replication import peer_metadata
+from gencluster.tls_identity import client_server_name
 from gencluster.wellknown import (
     ADMIN_HTTP_PATH,
     ADMIN_TOKEN_HEADER,
+    CA_BUNDLE_KEY,
     CLUSTER_LABEL,
     GRPC_PORT_NAME,
     METRICS_PORT_NAME,
     PEER_TOKEN_KEY,
+    ca_secret_name,
     peer_token_secret_name,
 )
 
@@ -93,7 +96,16 @@ def _common(command: argparse.ArgumentParser) -> None:
     command.add_argument("--kubeconfig", default=None)
     command.add_argument("--context", default=None, help="default: the kubeconfig's current")
     command.add_argument("--timeout", type=float, default=30.0)
-
+    command.add_argument(
+        "--ca-file", default=None,
+        help="the cluster's trust bundle (PEM) for TLS; default: ca.crt of the Secret "
+        "<NAME>-ca through the kubeconfig (none: plaintext)")
+    command.add_argument("--server-name", default=None,
+                         help="the name to verify on the pods' certificates; default: "
+                         "<NAME>.<namespace>.svc")
+    command.add_argument("--cert-file", default=None,
+                         help="a client certificate (spec.clientAuth: MutualTLS)")
+    command.add_argument("--key-file", default=None, help="its private key")
 
 def kubernetes_api(kubeconfig: str | None, context: str | None = None) -> tuple[Any, str]:
     """An API client for the kubeconfig (or, without one, the pod's service account) and the
@@ -142,6 +154,27 @@ def service_address(core: Any, name: str, namespace: str) -> str:
     if not host or host == "None":
         raise CommandError(f"Service {namespace}/{name} has no address; use --address")
     return f"{host}:{port}"
+
+
+def cluster_tls(core: Any, name: str, namespace: str) -> ClientTls | None:
+    """TLS for calling ClusteredServer `name`: its trust bundle from the `<name>-ca` Secret
+    (through the kubeconfig's credentials: `get` on that Secret is all a caller needs), the
+    client Service's DNS name verified. None when the cluster has no CA Secret
+    (`spec.tls.enabled: false`)."""
+    from kubernetes.client.rest import ApiException
+
+    try:
+        secret = core.read_namespaced_secret(ca_secret_name(name), namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise CommandError(
+            f"cannot read Secret {namespace}/{ca_secret_name(name)} (the cluster's CA): "
+            f"{error.status} {error.reason}; or pass --ca-file") from None
+    bundle = base64.b64decode((secret.data or {}).get(CA_BUNDLE_KEY, ""))
+    if not bundle:
+        raise CommandError(f"Secret {namespace}/{ca_secret_name(name)} has no {CA_BUNDLE_KEY}")
+    return ClientTls(bundle, client_server_name(name, namespace))
 
 
 def peer_token(core: Any, name: str, namespace: str, token_file: str | None = None) -> str:
@@ -327,7 +360,19 @@ def run(arguments: argparse.Namespace) -> Any:
         request = json.loads(arguments.request)
     except ValueError as error:
         raise CommandError(f"REQUEST is not valid JSON: {error}") from None
-    with Client(address, timeout=arguments.timeout) as client:
+    tls: ClientTls | None = None
+    if arguments.ca_file:
+        server_name = arguments.server_name or (
+            client_server_name(arguments.name, namespace or "default")
+            if arguments.name and namespace else None)
+        try:
+            tls = ClientTls.from_files(arguments.ca_file, server_name, arguments.cert_file,
+                                       arguments.key_file)
+        except OSError as error:
+            raise CommandError(f"--ca-file/--cert-file/--key-file: {error}") from None
+    elif core is not None and arguments.name:
+        tls = cluster_tls(core, arguments.name, namespace or "default")
+    with Client(address, timeout=arguments.timeout, tls=tls) as client:
         if arguments.command == "call":
             return client.call(request)
         client.cast(request)

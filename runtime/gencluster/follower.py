@@ -33,6 +33,7 @@ from gencluster.replication import (
     peer_metadata,
 )
 from gencluster.server import GenServer
+from gencluster.tls import peer_channel
 from gencluster.versions import DowngradeRefused, downgrade_refusal
 from gencluster.wakeups import set_within
 from gencluster.wire import entry_from_message, snapshot_from_chunks
@@ -201,7 +202,7 @@ class Follower:
         reconnects); raises `StaleEpochRejected` for a deposed active's stream.
         """
         silence_limit = self._silence_limit
-        async with grpc.aio.insecure_channel(address, options=GRPC_CHANNEL_OPTIONS) as channel:
+        async with peer_channel(self._config.tls, address, GRPC_CHANNEL_OPTIONS) as channel:
             # A paused (SIGSTOPped) active still accepts TCP connections in the kernel but
             # never completes the HTTP/2 handshake: without this bound the first write waits
             # for gRPC's 20 s connect timeout, and meanwhile this standby neither follows the

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gencluster.acks import ReplicationMode
 from gencluster.codec import DEFAULT_MAX_BYTES
@@ -13,6 +13,9 @@ from gencluster.election import ElectionConfig
 from gencluster.replies import DEFAULT_DEDUPLICATION_WINDOW_SECONDS, DEFAULT_MAX_REPLY_BYTES
 from gencluster.roles import PartitionPolicy
 from gencluster.term import DEFAULT_MAX_SUBSCRIBERS
+
+if TYPE_CHECKING:
+    from gencluster.tls import TlsSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,9 @@ class NodeConfig:
     max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS
     """Subscribe streams the active serves at once (GENCLUSTER_MAX_SUBSCRIBERS; the next gets
     RESOURCE_EXHAUSTED)."""
+    tls: TlsSettings | None = None
+    """TLS on the client port and mutual TLS on the peer port (`gencluster.tls`); None:
+    plaintext on one port, Peer and Admin calls authenticated by the peer token."""
 
     @property
     def advertise_address(self) -> str:

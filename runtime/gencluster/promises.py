@@ -26,6 +26,7 @@ from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.replication import GRPC_CHANNEL_OPTIONS, peer_metadata
 from gencluster.roles import Active, Role
+from gencluster.tls import peer_channel, tls_stamp
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class PromiseCollector:
         self.promises = Promises()
         self._metadata = peer_metadata(config.peer_token)
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stamps: dict[str, object] = {}
         self._asking: set[asyncio.Task[None]] = set()
 
     def failsafe_until(self) -> float | None:
@@ -99,9 +101,17 @@ class PromiseCollector:
         if not address:
             return
         channel = self._channels.get(address)
+        stamp = tls_stamp(self._config.tls)
+        if channel is not None and self._stamps.get(address) != stamp:
+            # A renewed certificate: a new channel presents it (the old one would offer the
+            # old certificate at its next reconnection, expired in time).
+            self._channels.pop(address)
+            await channel.close()
+            channel = None
         if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=GRPC_CHANNEL_OPTIONS)
+            channel = peer_channel(self._config.tls, address, GRPC_CHANNEL_OPTIONS)
             self._channels[address] = channel
+            self._stamps[address] = stamp
         stub = pb_grpc.PeerStub(channel)
         config = self._config.election
         sent_at = time.monotonic()

@@ -21,6 +21,7 @@ from gencluster.node_config import NodeConfig, host_port
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.replication import peer_metadata
+from gencluster.tls import peer_channel
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class RecoveryProbe:
         timeout = max(0.2, self._config.election.retry_period / 2)
         address = host_port(ip, self._config.port)
         try:
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with peer_channel(self._config.tls, address) as channel:
                 reply: pb.StatusReply = await pb_grpc.AdminStub(channel).Status(
                     pb.StatusRequest(),
                     metadata=peer_metadata(self._config.peer_token),

@@ -41,9 +41,12 @@ from gencluster.server import GenServer, ServerLoadError, load_server_class
 from gencluster.term import DEFAULT_MAX_SUBSCRIBERS
 
 if TYPE_CHECKING:
+    import grpc
     from prometheus_client.metrics_core import Metric
 
     from gencluster.admin_http import AdminHttp
+    from gencluster.services import HealthReporter
+    from gencluster.tls import TlsSettings
 
 EX_CONFIG = 78
 EX_IOERR = 74
@@ -86,6 +89,11 @@ SETTINGS: tuple[tuple[str, str, str | None], ...] = (
     ("GENCLUSTER_REPLY_TABLE_MAX_BYTES", "--reply-table-max-bytes", str(DEFAULT_MAX_REPLY_BYTES)),
     ("GENCLUSTER_DATA_DIR", "--data-dir", None),
     ("GENCLUSTER_MAX_SUBSCRIBERS", "--max-subscribers", str(DEFAULT_MAX_SUBSCRIBERS)),
+    ("GENCLUSTER_TLS_DIR", "--tls-dir", None),
+    ("GENCLUSTER_PEER_PORT", "--peer-port", "50052"),
+    ("GENCLUSTER_HEALTH_PORT", "--health-port", "50053"),
+    ("GENCLUSTER_PEER_SERVER_NAME", "--peer-server-name", None),
+    ("GENCLUSTER_CLIENT_AUTH", "--client-auth", "None"),
     ("KUBECONFIG", "--kubeconfig", None),
 )
 
@@ -191,6 +199,60 @@ def data_directory(values: Mapping[str, str | None]) -> str | None:
     return path
 
 
+def _mounted(values: Mapping[str, str | None], path: str) -> str:
+    """`path` through the local control plane's mount table when it names a mount there."""
+    try:
+        mounts = json.loads(values.get(DEV_MOUNTS) or "{}")
+    except ValueError as error:
+        raise ConfigError(f"{DEV_MOUNTS} is not valid JSON: {error}") from None
+    if not isinstance(mounts, dict):
+        return path
+    return str(mounts.get(path) or mounts.get(path.rstrip("/")) or path)
+
+
+def tls_settings(
+    values: Mapping[str, str | None], *, port: int, metrics_port: int, cluster: str,
+    namespace: str,
+) -> TlsSettings | None:
+    """GENCLUSTER_TLS_DIR and its companions (docs/runtime-config.md); None without it."""
+    from gencluster.tls import CLIENT_AUTH_MODES, TlsFiles, TlsSettings
+    from gencluster.tls_identity import peer_server_name
+
+    text = (values.get("GENCLUSTER_TLS_DIR") or "").strip()
+    if not text:
+        return None
+    directory = _mounted(values, text)
+    try:
+        TlsFiles(directory).read()
+    except OSError as error:
+        raise ConfigError(
+            f"GENCLUSTER_TLS_DIR {directory} must hold tls.crt, tls.key and ca.crt: {error}"
+        ) from None
+    if not cluster:
+        raise ConfigError("GENCLUSTER_CLUSTER is required with GENCLUSTER_TLS_DIR (the "
+                          "certificate identities name the cluster)")
+    ports = {name: values.get(name) or default for name, _, default in SETTINGS
+             if name in ("GENCLUSTER_PEER_PORT", "GENCLUSTER_HEALTH_PORT")}
+    peer_port = _integer(ports, "GENCLUSTER_PEER_PORT", 1, 65535)
+    health_port = _integer(ports, "GENCLUSTER_HEALTH_PORT", 1, 65535)
+    if len({port, metrics_port, peer_port, health_port}) != 4:
+        raise ConfigError("GENCLUSTER_PORT, GENCLUSTER_METRICS_PORT, GENCLUSTER_PEER_PORT and "
+                          "GENCLUSTER_HEALTH_PORT must all differ")
+    client_auth = (values.get("GENCLUSTER_CLIENT_AUTH") or "None").strip()
+    if client_auth not in CLIENT_AUTH_MODES:
+        raise ConfigError(f"GENCLUSTER_CLIENT_AUTH must be one of {', '.join(CLIENT_AUTH_MODES)},"
+                          f" got {client_auth!r}")
+    server_name = (values.get("GENCLUSTER_PEER_SERVER_NAME") or "").strip()
+    if not server_name:
+        peer_service = (values.get("GENCLUSTER_PEER_SERVICE") or "").strip()
+        if not peer_service:
+            raise ConfigError("GENCLUSTER_PEER_SERVER_NAME (or GENCLUSTER_PEER_SERVICE) is "
+                              "required with GENCLUSTER_TLS_DIR")
+        server_name = peer_server_name(peer_service, namespace)
+    return TlsSettings(directory=directory, peer_port=peer_port, health_port=health_port,
+                       peer_server_name=server_name, client_auth=client_auth)
+
+
 def build_config(values: Mapping[str, str | None]) -> NodeConfig:
     """Validate everything; raise `ConfigError` naming the first bad variable."""
     identity = _required(values, "POD_NAME")
@@ -279,6 +341,8 @@ def build_config(values: Mapping[str, str | None]) -> NodeConfig:
         reply_table_max_bytes=reply_table,
         data_dir=data_directory(values),
         max_subscribers=max_subscribers,
+        tls=tls_settings(values, port=port, metrics_port=metrics_port, cluster=cluster,
+                         namespace=namespace),
     )
 
 
@@ -370,7 +434,8 @@ async def start_http(node: Node, config: NodeConfig) -> AdminHttp | None:
     from gencluster.admin_http import AdminHttp, loopback_target
 
     REGISTRY.register(NodeCollector(node, config))
-    http = AdminHttp(loopback_target(config.listen_host, config.port), render_metrics)
+    http = AdminHttp(loopback_target(config.listen_host, config.port), render_metrics,
+                     config.tls)
     try:
         await http.start(config.listen_host, config.metrics_port)
     except OSError as error:
@@ -420,6 +485,30 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def bind_tls(
+    grpc_server: grpc.aio.Server, config: NodeConfig, tls: TlsSettings,
+    health_reporter: HealthReporter,
+) -> grpc.aio.Server:
+    """The three ports of a TLS runtime (`gencluster.tls`); returns the health server (not
+    started). Raises RuntimeError when a port cannot be bound."""
+    from gencluster.node_config import host_port
+    from gencluster.services import build_health_server
+    from gencluster.tls import CLIENT_AUTH_MUTUAL, TlsFiles, server_credentials
+
+    files = TlsFiles(tls.directory)
+    grpc_server.add_secure_port(
+        host_port(config.listen_host, config.port),
+        server_credentials(files, require_client_cert=tls.client_auth == CLIENT_AUTH_MUTUAL),
+    )
+    grpc_server.add_secure_port(
+        host_port(config.listen_host, tls.peer_port),
+        server_credentials(files, require_client_cert=True),
+    )
+    health_server = build_health_server(health_reporter)
+    health_server.add_insecure_port(host_port(config.listen_host, tls.health_port))
+    return health_server
+
+
 async def serve(config: NodeConfig, server: GenServer) -> int:
     """Bind, start the services and the node; on SIGTERM hand over and exit 0."""
     from gencluster.leases import KubernetesApi, load_configuration
@@ -440,12 +529,18 @@ async def serve(config: NodeConfig, server: GenServer) -> int:
     tune_garbage_collector()
     grpc_server = build_server(node, health_reporter)
     address = host_port(config.listen_host, config.port)
+    health_server = None
     try:
-        grpc_server.add_insecure_port(address)
+        if config.tls is None:
+            grpc_server.add_insecure_port(address)
+        else:
+            health_server = bind_tls(grpc_server, config, config.tls, health_reporter)
     except RuntimeError as error:
         log.error("cannot listen on %s: %s", address, error)
         return 1
     await grpc_server.start()
+    if health_server is not None:
+        await health_server.start()
     await health_reporter.start()
     loop = asyncio.get_running_loop()
     node.on_role_change(lambda: loop.create_task(health_reporter.refresh()))
@@ -475,6 +570,8 @@ async def serve(config: NodeConfig, server: GenServer) -> int:
             node_task.result()
         except ServerInitFailed as error:
             await grpc_server.stop(grace=0)
+            if health_server is not None:
+                await health_server.stop(grace=0)
             if http is not None:
                 await http.stop()
             await api.close()
@@ -495,6 +592,8 @@ async def serve(config: NodeConfig, server: GenServer) -> int:
     # server gives calls it has not dispatched yet (grpc/grpc#41785).
     await asyncio.sleep(DRAIN_SECONDS)
     await grpc_server.stop(grace=1.0)
+    if health_server is not None:
+        await health_server.stop(grace=0)
     if http is not None:
         await http.stop()
     await api.close()

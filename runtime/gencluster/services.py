@@ -73,6 +73,7 @@ from gencluster.resume import LastEvent
 from gencluster.roles import Active, Joining, Standby, Stopped
 from gencluster.state_encoding import SnapshotEncodingFailed, encode_off_loop
 from gencluster.term import NotServing, TooManySubscribers
+from gencluster.tls_identity import LocalIdentity
 from gencluster.versions import downgrade_refusal
 from gencluster.wellknown import (
     ACTIVE_ADDRESS_METADATA,
@@ -580,7 +581,11 @@ def build_server(node: Node, health_reporter: HealthReporter) -> grpc.aio.Server
     # the codec's limit and this gets the codec's clear RESOURCE_EXHAUSTED.
     limit = max(node.codec.max_bytes, MAX_BATCH_BYTES) + 64 * 1024
     server = grpc.aio.server(
-        interceptors=[PeerTokenGate(node.config.peer_token)],
+        interceptors=[PeerTokenGate(
+            node.config.peer_token,
+            identity=(LocalIdentity(node.config.namespace, node.config.cluster)
+                      if node.config.tls is not None else None),
+        )],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", MAX_RECORD_MESSAGE_BYTES),
@@ -605,4 +610,12 @@ def build_server(node: Node, health_reporter: HealthReporter) -> grpc.aio.Server
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(service_names, server)
+    return server
+
+
+def build_health_server(health_reporter: HealthReporter) -> grpc.aio.Server:
+    """With TLS: a plaintext server of grpc.health.v1 alone, for the kubelet's gRPC probes
+    (they cannot speak TLS). Nothing else is served without TLS."""
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 4096)])
+    health_pb2_grpc.add_HealthServicer_to_server(health_reporter.servicer, server)
     return server

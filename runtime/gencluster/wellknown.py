@@ -79,6 +79,15 @@ CRD_PLURAL = "clusteredservers"
 """Where the ClusteredServer resource lives in the API, for clients that read it."""
 
 
+CA_BUNDLE_KEY = "ca.crt"
+"""Key of the trust bundle in the cluster's CA Secret (`ca_secret_name`)."""
+
+
+def ca_secret_name(cluster: str) -> str:
+    """The Secret with the cluster's trust bundle (its CA: clients verify the pods with it)."""
+    return f"{cluster}-ca"
+
+
 def peer_token_secret_name(cluster: str) -> str:
     """The Secret holding the token peers and Admin callers authenticate with."""
     return f"{cluster}-peer-token"

@@ -6,6 +6,7 @@ Prometheus text on its metrics port.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import signal
@@ -15,6 +16,10 @@ import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from gencluster.client import Client, ClientTls
+from gencluster.tls_identity import client_server_name
+from gencluster.wellknown import CA_BUNDLE_KEY, ca_secret_name
 
 from gencluster_testing.chart_rbac import operator_kubeconfig
 from gencluster_testing.devcluster_process import DevClusterProcess
@@ -193,3 +198,27 @@ def client_service_address(
         return f"{found[0]['ip']}:{service['spec']['ports'][0]['port']}"
 
     return wait_for(ingress, deadline, 0.2, f"{name}'s client Service address")
+
+
+def cluster_tls(cluster: DevClusterProcess, namespace: str, name: str) -> ClientTls | None:
+    """How a client verifies ClusteredServer `name`'s pods, as a user's would: the trust
+    bundle of its `<name>-ca` Secret (read through the kubeconfig), the client Service's DNS
+    name verified. None for a cluster without TLS (`spec.tls.enabled: false`)."""
+    found = cluster.kubectl("get", "secret", ca_secret_name(name), "-n", namespace, "-o",
+                            "json", check=False)
+    if found.returncode != 0:
+        if "NotFound" in found.stderr:
+            return None
+        raise AssertionError(f"cannot read the CA Secret of {namespace}/{name}: {found.stderr}")
+    bundle = base64.b64decode(json.loads(found.stdout)["data"][CA_BUNDLE_KEY])
+    return ClientTls(bundle, client_server_name(name, namespace))
+
+
+def cluster_client(
+    cluster: DevClusterProcess, namespace: str, name: str, address: str | None = None,
+    **options: Any,
+) -> Client:
+    """A `Client` of ClusteredServer `name` (at `address`, default its client Service's),
+    speaking TLS when the cluster does (`cluster_tls`)."""
+    return Client(address or client_service_address(cluster, namespace, name),
+                  tls=cluster_tls(cluster, namespace, name), **options)

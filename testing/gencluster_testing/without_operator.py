@@ -35,7 +35,9 @@ def clustered_server(
         "kind": "ClusteredServer",
         "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()),
                      "generation": 1},
-        "spec": {"server": server, "replicas": replicas, **spec},
+        # Plaintext unless the test asks for TLS (`tls={"enabled": True}`): the operator issues
+        # the certificates, and these tests run without it.
+        "spec": {"server": server, "replicas": replicas, "tls": {"enabled": False}, **spec},
     }
 
 

@@ -152,6 +152,27 @@ def test_pod_gets_ip_uid_env_volumes_and_token(plane: DevPlane) -> None:
     plane.wait_gone("report")
 
 
+def test_a_changed_secret_reaches_a_running_pods_volume(plane: DevPlane) -> None:
+    """As the kubelet refreshes Secret volumes (a renewed certificate reaches a running
+    server without a restart): the files change, the process does not."""
+    plane.create({"kind": "Secret", "metadata": {"name": "rotating"},
+                  "data": {"tls.crt": base64.b64encode(b"first").decode()}})
+    plane.create(python_pod("reader", "import time\ntime.sleep(600)\n", volumes=[
+        {"name": "tls", "secret": {"secretName": "rotating"}}]))
+    running = plane.wait_running("reader")
+    pid = plane.state("reader")["containers"]["main"]["pid"]
+    path = plane.pod_dir(running) / "volumes" / "tls" / "tls.crt"
+    assert path.read_bytes() == b"first"
+    plane.ok("PATCH", "/api/v1/namespaces/default/secrets/rotating",
+             {"data": {"tls.crt": base64.b64encode(b"second").decode()}},
+             content_type="application/merge-patch+json")
+    wait_for(lambda: path.exists() and path.read_bytes() == b"second", 30,
+             message="the new Secret content in the volume")
+    assert plane.state("reader")["containers"]["main"]["pid"] == pid
+    plane.delete_pod("reader")
+    plane.wait_gone("reader")
+
+
 CRASH = r"""
 import os, sys
 print("run", flush=True)

@@ -395,7 +395,8 @@ def test_rbac_is_least_privilege(chart: Any, values: dict) -> None:
         assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"], rule
         assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
     held = grants(rules)
-    assert {verb for group, resource, verb in held if resource == "secrets"} == {"get", "create"}
+    assert {verb for group, resource, verb in held if resource == "secrets"} == {
+        "get", "create", "patch"}  # patch: certificates renewed in place (docs/security.md)
     assert "delete" not in {verb for _, resource, verb in held
                             if resource == "persistentvolumeclaims"}
     assert not {(g, r, v) for g, r, v in held if r == "events" and v in ("get", "list")}

@@ -441,6 +441,7 @@ def test_minimal_spec_gets_every_default(admit):
         "runtime": {"deduplicationWindowSeconds": 300},
         "monitoring": {"podMonitor": {"enabled": False, "interval": "30s"}},
         "networkPolicy": {"enabled": True},
+        "clientAuth": "None",
     }
 
 
@@ -460,6 +461,8 @@ def test_full_spec_is_kept_as_written(admit):
         "monitoring": {"podMonitor": {"enabled": True, "interval": "15s",
                                       "labels": {"release": "prometheus"}}},
         "networkPolicy": {"enabled": False, "metricsNamespace": "monitoring"},
+        "tls": {"enabled": True},
+        "clientAuth": "MutualTLS",
         "template": {
             "metadata": {"labels": {"team": "chat"}, "annotations": {"a.example/b": "c"}},
             "spec": {

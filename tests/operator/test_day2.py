@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 import yaml
-from gencluster import Client
 from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.operator_process import (
     ID_SERVER,
     OperatorProcess,
     client_service_address,
+    cluster_client,
     clustered_server,
     condition,
     create_namespace,
@@ -79,7 +79,7 @@ def test_restart_rolls_every_pod_with_no_failed_call(
     address = client_service_address(dev_cluster, namespace, NAME, DEADLINE)
 
     def caller() -> None:
-        with Client(address, timeout=60) as client:
+        with cluster_client(dev_cluster, namespace, NAME, address, timeout=60) as client:
             while not stop.is_set():
                 try:
                     values.append(client.call("next_value"))

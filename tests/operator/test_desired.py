@@ -126,8 +126,9 @@ def test_pod_template_fields_for_real_clusters_reach_the_pod() -> None:
     assert pod_spec["initContainers"] == [{"name": "warm", "image": "registry.example/warm:1"}]
     server, sidecar = pod_spec["containers"]
     assert server["name"] == names.CONTAINER_NAME and sidecar == SIDECAR
-    assert [v["name"] for v in pod_spec["volumes"]] == ["tmp", "data", "logs"]
-    assert [m["mountPath"] for m in server["volumeMounts"]] == ["/tmp", names.DATA_DIR, "/logs"]
+    assert [v["name"] for v in pod_spec["volumes"]] == ["tmp", "data", "tls", "logs"]
+    assert [m["mountPath"] for m in server["volumeMounts"]] == [
+        "/tmp", names.DATA_DIR, names.TLS_DIR, "/logs"]
     # The Role the pods need is bound to the ServiceAccount they run as.
     (subject,) = desired.role_binding(res)["subjects"]
     assert subject == {"kind": "ServiceAccount", "name": "workload-identity",
@@ -192,12 +193,14 @@ def test_container_runs_the_runtime_with_named_ports() -> None:
     assert container["ports"] == [
         {"name": "grpc", "containerPort": 7000, "protocol": "TCP"},
         {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
+        {"name": "peer", "containerPort": 7001, "protocol": "TCP"},
+        {"name": "health", "containerPort": 7002, "protocol": "TCP"},
     ]
 
 
 def test_metrics_port_never_collides_with_the_grpc_port() -> None:
     ports = desired.pod(resource(port=9090), 0)["spec"]["containers"][0]["ports"]
-    assert [p["containerPort"] for p in ports] == [9090, 9091]
+    assert [p["containerPort"] for p in ports] == [9090, 9091, 9092, 9093]
 
 
 def test_runtime_environment_is_the_documented_contract() -> None:
@@ -229,6 +232,10 @@ def test_runtime_environment_is_the_documented_contract() -> None:
         RuntimeEnv.MIN_SYNC_STANDBYS: "0",
         RuntimeEnv.PARTITION_POLICY: "Available",
         RuntimeEnv.DEDUPLICATION_WINDOW_SECONDS: "300",
+        RuntimeEnv.TLS_DIR: names.TLS_DIR,
+        RuntimeEnv.PEER_PORT: "50052",
+        RuntimeEnv.HEALTH_PORT: "50053",
+        RuntimeEnv.CLIENT_AUTH: "None",
     }
     assert env_value(pod, RuntimeEnv.PEER_TOKEN) == {
         "secretKeyRef": {"name": "id-peer-token", "key": "token"}
@@ -255,10 +262,14 @@ def test_args_are_passed_as_canonical_json() -> None:
 
 def test_probes_use_grpc_health_with_separate_readiness_and_liveness_services() -> None:
     container = desired.pod(resource(), 0)["spec"]["containers"][0]
-    assert container["readinessProbe"]["grpc"] == {"port": 50051, "service": ""}
+    # With TLS (the default) on the plaintext health port: the kubelet's gRPC probe has no TLS.
+    assert container["readinessProbe"]["grpc"] == {"port": 50053, "service": ""}
     assert container["livenessProbe"]["grpc"] == {
-        "port": 50051, "service": names.LIVENESS_HEALTH_SERVICE,
+        "port": 50053, "service": names.LIVENESS_HEALTH_SERVICE,
     }
+    plaintext = desired.pod(resource(tls={"enabled": False}), 0)["spec"]["containers"][0]
+    assert plaintext["readinessProbe"]["grpc"] == {"port": 50051, "service": ""}
+    assert [p["name"] for p in plaintext["ports"]] == ["grpc", "metrics"]
     assert container["startupProbe"]["grpc"] == container["livenessProbe"]["grpc"]
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
@@ -276,8 +287,12 @@ def test_pod_is_locked_down() -> None:
     }
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
-    assert pod["spec"]["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+    assert container["volumeMounts"] == [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "tls", "mountPath": names.TLS_DIR, "readOnly": True}]
+    assert pod["spec"]["volumes"] == [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "tls", "secret": {"secretName": "id-0-tls", "defaultMode": 0o444}}]
     assert pod["spec"]["enableServiceLinks"] is False
 
 
@@ -383,7 +398,7 @@ def test_peer_service_is_headless_and_publishes_unready_pods() -> None:
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["publishNotReadyAddresses"] is True
     assert service["spec"]["selector"] == {names.CLUSTER_LABEL: "id"}
-    assert [p["name"] for p in service["spec"]["ports"]] == ["grpc", "metrics"]
+    assert [p["name"] for p in service["spec"]["ports"]] == ["grpc", "metrics", "peer"]
 
 
 # -- RBAC ----------------------------------------------------------------------------------------
@@ -624,7 +639,7 @@ def test_persistent_pod_mounts_its_ordinals_claim_and_knows_its_data_dir() -> No
 
 def test_pod_without_persistence_has_no_data_volume_nor_data_dir() -> None:
     pod = desired.pod(resource(), 0)
-    assert [v["name"] for v in pod["spec"]["volumes"]] == [names.TMP_VOLUME]
+    assert [v["name"] for v in pod["spec"]["volumes"]] == [names.TMP_VOLUME, names.TLS_VOLUME]
     assert RuntimeEnv.DATA_DIR not in [e["name"] for e in env_of(pod)]
     assert "fsGroup" not in pod["spec"]["securityContext"]
 

@@ -20,12 +20,15 @@ OPERATOR = OperatorPods("gencluster-system", {"app.kubernetes.io/name": "genclus
 NAMESPACES = {ns: {"kubernetes.io/metadata.name": ns}
               for ns in ("default", "gencluster-system", "monitoring", "other")}
 GRPC, METRICS = 50051, names.metrics_port_for(50051)
+PEER, HEALTH = names.tls_ports_for(50051)
 
 
 def endpoint(namespace: str, name: str, labels: dict[str, str], k: int) -> PodEndpoint:
     pod = {"spec": {"containers": [{"ports": [
         {"name": names.GRPC_PORT_NAME, "containerPort": GRPC},
-        {"name": names.METRICS_PORT_NAME, "containerPort": METRICS}]}]}}
+        {"name": names.METRICS_PORT_NAME, "containerPort": METRICS},
+        {"name": names.PEER_PORT_NAME, "containerPort": PEER},
+        {"name": names.HEALTH_PORT_NAME, "containerPort": HEALTH}]}]}}
     return PodEndpoint(namespace, name, labels, f"127.9.64.{k}", 300 + k, pod)
 
 
@@ -97,3 +100,17 @@ def test_operator_pods_from_env() -> None:
         operator_pods_from_env({"GENCLUSTER_OPERATOR_POD_LABELS": "a=b"})
     with pytest.raises(ValueError, match="not key=value"):
         operator_pods_from_env({"POD_NAMESPACE": "x", "GENCLUSTER_OPERATOR_POD_LABELS": "a"})
+
+
+def test_the_peer_port_of_tls_is_only_for_own_and_operator_pods() -> None:
+    """With TLS (the default) Peer and Admin have a port of their own: the policy closes it to
+    every pod but the cluster's and the operator's, and the plaintext health port to all."""
+    policy = desired_network.network_policy(resource(), OPERATOR)
+    assert reach(policy, OWN_1, PEER) and reach(policy, OPERATOR_POD, PEER)
+    for source in (FOREIGN, OPERATOR_LOOKALIKE, PROMETHEUS):
+        assert not reach(policy, source, PEER), source.name
+    for source in (OWN_1, FOREIGN, OPERATOR_POD, PROMETHEUS):
+        assert not reach(policy, source, HEALTH), source.name
+    assert allows([policy], None, OWN_0, "TCP", HEALTH, NAMESPACES)  # the kubelet's probes
+    plaintext = desired_network.network_policy(resource(tls={"enabled": False}), OPERATOR)
+    assert not reach(plaintext, OWN_1, PEER)  # no peer port without TLS: nothing opened

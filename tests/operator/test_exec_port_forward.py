@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 from gencluster_testing.devcluster_process import KUBECTL, DevClusterProcess
+from gencluster_testing.operator_process import cluster_tls
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -27,7 +29,7 @@ def test_exec_into_a_replica_returns_the_commands_exit_code(
 
 
 def test_call_through_a_forwarded_port(
-        dev_cluster: DevClusterProcess, id_server: dict[str, Any]) -> None:
+        dev_cluster: DevClusterProcess, id_server: dict[str, Any], tmp_path: Path) -> None:
     namespace = id_server["metadata"]["namespace"]
     forward = subprocess.Popen(
         [KUBECTL, "port-forward", "-n", namespace, "pod/id-server-0", ":50051"],
@@ -38,9 +40,15 @@ def test_call_through_a_forwarded_port(
         match = re.search(r"Forwarding from 127\.0\.0\.1:(\d+) -> 50051", line)
         assert match, line
         address = f"127.0.0.1:{match.group(1)}"
-        values = [json.loads(dev_cluster.gencluster("call", "--address", address,
-                                                    '"next_value"').stdout)
-                  for _ in range(3)]
+        # TLS through the tunnel: the cluster's bundle from its CA Secret, the client
+        # Service's name verified (the forwarded address is not on the certificate).
+        tls = cluster_tls(dev_cluster, namespace, "id-server")
+        assert tls is not None
+        ca_file = tmp_path / "ca.crt"
+        ca_file.write_bytes(tls.root_certificates)
+        values = [json.loads(dev_cluster.gencluster(
+            "call", "--address", address, '"next_value"', "--ca-file", str(ca_file),
+            "--server-name", str(tls.server_name)).stdout) for _ in range(3)]
         assert values == sorted(values) and len(set(values)) == 3, values
     finally:
         forward.terminate()

@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 import yaml
-from gencluster import Client
+from gencluster import Client, ClientTls
 from gencluster_dev.network.faults import FaultInjector
 from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.operator_process import (
     ID_SERVER,
     OperatorProcess,
     client_service_address,
+    cluster_tls,
     create_namespace,
     get_json,
     pod_names,
@@ -87,12 +88,14 @@ def force_delete_every_pod(dev_cluster: DevClusterProcess) -> None:
                         "--force", "--wait=false")
 
 
-def survive(address: str, fault: Any, recover: Any = None) -> tuple[list[int], int]:
+def survive(address: str, tls: ClientTls | None, fault: Any,
+            recover: Any = None) -> tuple[list[int], int]:
     """Run `fault` under load, then `recover` (if any) while the clients keep retrying; return
     every value acknowledged and the value a new call gets after the load stopped."""
-    with Client(address, timeout=CALL_TIMEOUT, attempt_timeout=1.0) as probe:
+    with Client(address, timeout=CALL_TIMEOUT, attempt_timeout=1.0, tls=tls) as probe:
         before = probe.call("current")
-        with Load(address, CLIENTS, call_timeout=CALL_TIMEOUT, attempt_timeout=1.0) as load:
+        with Load(address, CLIENTS, call_timeout=CALL_TIMEOUT, attempt_timeout=1.0,
+                  tls=tls) as load:
             load.wait_for_more(200, DEADLINE)
             fault()
             if recover is not None:
@@ -110,7 +113,7 @@ def test_sigkill_of_every_pod_within_100ms_under_load(
     dev_cluster: DevClusterProcess, operator_slot: list[OperatorProcess], service_address: str,
 ) -> None:
     spreads: list[float] = []
-    acknowledged, after = survive(service_address,
+    acknowledged, after = survive(service_address, cluster_tls(dev_cluster, NAMESPACE, NAME),
                                   lambda: spreads.append(kill_every_pod(dev_cluster)))
     assert spreads[0] < 0.1, f"the kills took {spreads[0]:.3f}s"
     assert after > max(acknowledged), (
@@ -123,7 +126,8 @@ def test_forced_delete_of_every_pod_under_load(
 ) -> None:
     uids = {get_json(dev_cluster, "pod", pod, "-n", NAMESPACE)["metadata"]["uid"]
             for pod in pod_names(dev_cluster, NAMESPACE, NAME)}
-    acknowledged, after = survive(service_address, lambda: force_delete_every_pod(dev_cluster))
+    acknowledged, after = survive(service_address, cluster_tls(dev_cluster, NAMESPACE, NAME),
+                                  lambda: force_delete_every_pod(dev_cluster))
     assert after > max(acknowledged)
     ready(dev_cluster, operator_slot[0])
     now = {get_json(dev_cluster, "pod", pod, "-n", NAMESPACE)["metadata"]["uid"]
@@ -141,7 +145,7 @@ def test_every_pod_lost_while_the_operator_is_stopped(
     operator_slot[0].stop()
 
     spreads: list[float] = []
-    acknowledged, after = survive(service_address,
+    acknowledged, after = survive(service_address, cluster_tls(dev_cluster, NAMESPACE, NAME),
                                   lambda: spreads.append(kill_every_pod(dev_cluster)))
     assert spreads[0] < 0.1, f"the kills took {spreads[0]:.3f}s"
     assert after > max(acknowledged), "resumed without the operator, above every ack"
@@ -151,7 +155,7 @@ def test_every_pod_lost_while_the_operator_is_stopped(
                  "every pod gone, none re-created while the operator is stopped")
         operator_slot[0] = OperatorProcess(dev_cluster)
 
-    acknowledged, after = survive(service_address,
+    acknowledged, after = survive(service_address, cluster_tls(dev_cluster, NAMESPACE, NAME),
                                   lambda: force_delete_every_pod(dev_cluster),
                                   restart_operator)
     assert after > max(acknowledged), "resumed after the operator came back, above every ack"

@@ -81,7 +81,15 @@ class FakeApi:
         return [copy.deepcopy(o) for (kind, _), o in sorted(self.objects.items())
                 if kind == "PersistentVolumeClaim"]
 
+    def read(self, path: str) -> dict[str, Any] | None:
+        kind, name = {"services": "Service"}[path.split("/")[-2]], path.split("/")[-1]
+        return self.objects.get((kind, name))
+
     def patch(self, current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+        if current["kind"] == "Secret" and set(patch) == {"data"}:
+            stored = self.objects[("Secret", current["metadata"]["name"])]
+            stored["data"] = {**stored["data"], **patch["data"]}
+            return stored
         if current["kind"] != "PersistentVolumeClaim":
             raise AssertionError(f"no drift expected, got {patch}")
         name = current["metadata"]["name"]
@@ -135,6 +143,9 @@ class FakeAdmin:
     def forget_except(self, owner: object, addresses: set[str]) -> None:
         pass
 
+    def use_tls(self, addresses: Any, tls: Any) -> None:
+        self.tls = tls
+
     def switchover(self, token: str, address: str, target: str, renew: int) -> None:
         self.switchovers.append((address, target))
         if self.switchover_error is not None:
@@ -142,6 +153,9 @@ class FakeAdmin:
 
 
 def stored_cluster(**spec: Any) -> dict[str, Any]:
+    """Plaintext unless `tls` is given: these tests are about the plan's actions; the TLS
+    pass has its own test below."""
+    spec.setdefault("tls", {"enabled": False})
     cluster = resource(3, **spec)
     cluster["metadata"].update(namespace=NAMESPACE, uid="uid-id", generation=1)
     cluster.pop("status", None)
@@ -174,6 +188,37 @@ def running_cluster(api: FakeApi, admin: FakeAdmin) -> None:
         "id-1": RuntimeStatus("standby", 1, 10),
         "id-2": RuntimeStatus("standby", 1, 10),
     }
+
+
+def test_with_tls_the_first_pass_issues_every_certificate_before_the_pods() -> None:
+    from gencluster.tls_identity import operator_identity, pod_identity
+    from gencluster_operator import certificates
+
+    api = FakeApi(stored_cluster(tls={"enabled": True}))
+    admin = FakeAdmin()
+    reconciler(api, admin).reconcile_once(KEY)
+    order = [key for key in api.created if key[0] in ("Secret", "Pod")]
+    assert order[:5] == [("Secret", "id-ca-key"), ("Secret", "id-ca"), ("Secret", "id-0-tls"),
+                         ("Secret", "id-1-tls"), ("Secret", "id-2-tls")]
+    # The public Secret holds the bundle alone; the key only in the operator's Secret.
+    assert set(api.objects[("Secret", "id-ca")]["data"]) == {"ca.crt"}
+    assert "ca.key" in api.objects[("Secret", "id-ca-key")]["data"]
+    assert [key for key in order if key[0] == "Pod"] == [("Pod", f"id-{n}") for n in range(3)]
+    ca = base64.b64decode(api.objects[("Secret", "id-ca")]["data"]["ca.crt"])
+    for ordinal in range(3):
+        data = api.objects[("Secret", f"id-{ordinal}-tls")]["data"]
+        cert = base64.b64decode(data["tls.crt"])
+        assert base64.b64decode(data["ca.crt"]) == ca
+        assert certificates.signed_by(cert, ca)
+        assert certificates.facts(cert).uris == (pod_identity(NAMESPACE, "id", f"id-{ordinal}"),)
+        assert api.objects[("Secret", f"id-{ordinal}-tls")]["metadata"]["ownerReferences"][0][
+            "uid"] == "uid-id"
+    assert certificates.facts(admin.tls.certificate_chain).uris == (
+        operator_identity(NAMESPACE, "id"),)
+    # The next pass reads them back and keeps them.
+    before = copy.deepcopy({k: v for k, v in api.objects.items() if k[0] == "Secret"})
+    reconciler(api, admin).reconcile_once(KEY)
+    assert {k: v for k, v in api.objects.items() if k[0] == "Secret"} == before
 
 
 def test_first_pass_creates_every_child_and_the_pods_then_writes_the_status() -> None:

@@ -13,6 +13,7 @@ import pytest
 from gencluster.client import Client
 from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.operator_process import (
+    cluster_client,
     events,
     get_json,
     kill_active_and_wait,
@@ -29,8 +30,8 @@ DEADLINE = 60.0
 class Load:
     """One thread calling `next_value` back to back through the client Service."""
 
-    def __init__(self, address: str) -> None:
-        self.client = Client(address, timeout=30.0)
+    def __init__(self, client: Client) -> None:
+        self.client = client
         self.values: list[int] = []
         self.failures: list[str] = []
         self._stop = threading.Event()
@@ -57,7 +58,9 @@ class Load:
 def load(dev_cluster: DevClusterProcess, id_server: dict[str, Any]) -> Iterator[Load]:
     namespace = id_server["metadata"]["namespace"]
     service = get_json(dev_cluster, "service", NAME, "-n", namespace)
-    running = Load(f"{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}")
+    running = Load(cluster_client(
+        dev_cluster, namespace, NAME,
+        f"{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}", timeout=30.0))
     try:
         wait_for(lambda: running.answered(20), DEADLINE, message="calls through the Service")
         yield running

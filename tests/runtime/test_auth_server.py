@@ -152,7 +152,8 @@ def test_a_real_server_enforces_the_gate_for_all_four_rpc_shapes() -> None:
 
 
 async def _build_server_refuses_a_tokenless_admin_call() -> tuple[Any, Any]:
-    stand_in = SimpleNamespace(codec=JsonCodec(), config=SimpleNamespace(peer_token=TOKEN))
+    stand_in = SimpleNamespace(codec=JsonCodec(),
+                               config=SimpleNamespace(peer_token=TOKEN, tls=None))
     node = cast(Node, stand_in)
     server = build_server(node, HealthReporter(node))
     port = server.add_insecure_port("127.0.0.1:0")

@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
-from gencluster import Client, RemoteError
+from gencluster import Client, ClientTls, RemoteError
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.wellknown import PEER_TOKEN_METADATA
@@ -146,10 +146,12 @@ class Load:
     """Clients calling next_value in threads, recording every reply and every failure."""
 
     def __init__(self, addresses: str, clients: int = 6, *, call_timeout: float = 20,
-                 attempt_timeout: float | None = None) -> None:
+                 attempt_timeout: float | None = None, tls: ClientTls | None = None) -> None:
         """`call_timeout`: how long one call may retry before it counts as failed (long enough
-        to outlast a whole-cluster restart, for tests that make one)."""
+        to outlast a whole-cluster restart, for tests that make one); `tls`: for a cluster
+        with TLS (`gencluster_testing.operator_process.cluster_tls`)."""
         self.addresses = addresses
+        self.tls = tls
         self.call_timeout = call_timeout
         self.attempt_timeout = attempt_timeout
         self.values: list[int] = []
@@ -170,7 +172,8 @@ class Load:
 
     def _run(self) -> None:
         options = {} if self.attempt_timeout is None else {"attempt_timeout": self.attempt_timeout}
-        with Client(self.addresses, timeout=self.call_timeout, **options) as client:
+        with Client(self.addresses, timeout=self.call_timeout, tls=self.tls,
+                    **options) as client:
             while not self._stop.is_set():
                 try:
                     value = client.call("next_value")

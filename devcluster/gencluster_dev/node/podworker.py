@@ -24,6 +24,7 @@ from gencluster_dev.node.containers import ContainerRunner, ContainerRuntimeSett
 from gencluster_dev.node.podspec import (
     EnvSources,
     PodFacts,
+    VolumeFile,
     claim_host_path,
     mount_env,
     now_rfc3339,
@@ -91,6 +92,20 @@ class PodHost:
     uids: Pool[int] | None
     services: Callable[[], list[dict]]
     on_finished: Callable[[PodWorker], None]
+
+
+VOLUME_REFRESH_SECONDS = 5.0
+"""How often a running pod's secret and configMap volumes are compared with the API (the
+kubelet's sync period plus its cache is about a minute; shorter here, for tests of rotation)."""
+
+
+def _same_files(directory: Path, files: list[VolumeFile]) -> bool:
+    """Whether `directory` holds exactly `files` (paths and contents)."""
+    try:
+        return all((directory / item.path).read_bytes() == item.data for item in files) and \
+            sum(1 for path in directory.rglob("*") if path.is_file()) == len(files)
+    except OSError:
+        return False
 
 
 class PodWorker:
@@ -272,7 +287,14 @@ class PodWorker:
                     for runner in self.runners:
                         runner.start()
             self.mark_dirty()
-            await self.terminating.wait()
+            refresher = asyncio.create_task(self._refresh_volumes(),
+                                            name=f"volumes {self.name}")
+            try:
+                await self.terminating.wait()
+            finally:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
             if self.halting is not None:
                 await self._stop_containers(self.halting)
                 return
@@ -443,7 +465,23 @@ class PodWorker:
             (sa_dir / "ca.crt").write_bytes(endpoint.ca_pem)
         self._chown_tree(sa_dir)
 
-    def _materialize_volumes(self, sources: EnvSources) -> None:
+    async def _refresh_volumes(self) -> None:
+        """Keep secret and configMap volumes current, as the kubelet does (within about
+        `VOLUME_REFRESH_SECONDS`): a renewed certificate reaches a running pod without a
+        restart. A volume is rewritten only when its files changed, by the same atomic
+        replacement as at start; a Secret that vanished leaves the files as they were."""
+        while True:
+            await asyncio.sleep(VOLUME_REFRESH_SECONDS)
+            if not any("secret" in v or "configMap" in v
+                       for v in self.pod.get("spec", {}).get("volumes") or []):
+                return
+            try:
+                sources = await self.fetch_sources()
+                self._materialize_volumes(sources, refresh=True)
+            except Exception as error:  # the API unreachable, a key gone: try again later
+                log.debug("volume refresh of %s/%s: %s", self.namespace, self.name, error)
+
+    def _materialize_volumes(self, sources: EnvSources, refresh: bool = False) -> None:
         volumes_dir = self.dir / "volumes"
         for volume in self.pod.get("spec", {}).get("volumes") or []:
             files = volume_files(volume, sources, PodFacts(
@@ -455,6 +493,9 @@ class PodWorker:
             if "persistentVolumeClaim" in volume:
                 continue  # the claim's own directory: `_mount_claims`
             target = volumes_dir / volume["name"]
+            if refresh and (("secret" not in volume and "configMap" not in volume)
+                            or files is None or _same_files(target, files)):
+                continue
             if files is None:
                 target.mkdir(exist_ok=True)
                 self._chown(target)
