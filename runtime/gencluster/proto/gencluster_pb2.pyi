@@ -327,7 +327,7 @@ class StandbyStatus(_message.Message):
     def __init__(self, identity: _Optional[str] = ..., address: _Optional[str] = ..., acked_seq: _Optional[int] = ..., lag: _Optional[int] = ..., in_sync: _Optional[bool] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("identity", "role", "epoch", "applied_seq", "active", "active_address", "standbys", "mode", "server", "server_version", "codec", "lease_holder", "lease_epoch", "lease_read_age_seconds", "state_lost", "applied_epoch", "failsafe_seconds", "failsafe_episodes", "last_failsafe_seconds")
+    __slots__ = ("identity", "role", "epoch", "applied_seq", "active", "active_address", "standbys", "mode", "server", "server_version", "codec", "lease_holder", "lease_epoch", "lease_read_age_seconds", "state_lost", "applied_epoch", "failsafe_seconds", "failsafe_episodes", "last_failsafe_seconds", "sync_degraded_seconds", "unsynced_entries")
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -347,6 +347,8 @@ class StatusReply(_message.Message):
     FAILSAFE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FAILSAFE_EPISODES_FIELD_NUMBER: _ClassVar[int]
     LAST_FAILSAFE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SYNC_DEGRADED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    UNSYNCED_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     identity: str
     role: Role
     epoch: int
@@ -366,7 +368,9 @@ class StatusReply(_message.Message):
     failsafe_seconds: float
     failsafe_episodes: int
     last_failsafe_seconds: float
-    def __init__(self, identity: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., epoch: _Optional[int] = ..., applied_seq: _Optional[int] = ..., active: _Optional[str] = ..., active_address: _Optional[str] = ..., standbys: _Optional[_Iterable[_Union[StandbyStatus, _Mapping]]] = ..., mode: _Optional[_Union[ReplicationMode, str]] = ..., server: _Optional[str] = ..., server_version: _Optional[int] = ..., codec: _Optional[str] = ..., lease_holder: _Optional[str] = ..., lease_epoch: _Optional[int] = ..., lease_read_age_seconds: _Optional[float] = ..., state_lost: _Optional[bool] = ..., applied_epoch: _Optional[int] = ..., failsafe_seconds: _Optional[float] = ..., failsafe_episodes: _Optional[int] = ..., last_failsafe_seconds: _Optional[float] = ...) -> None: ...
+    sync_degraded_seconds: float
+    unsynced_entries: int
+    def __init__(self, identity: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., epoch: _Optional[int] = ..., applied_seq: _Optional[int] = ..., active: _Optional[str] = ..., active_address: _Optional[str] = ..., standbys: _Optional[_Iterable[_Union[StandbyStatus, _Mapping]]] = ..., mode: _Optional[_Union[ReplicationMode, str]] = ..., server: _Optional[str] = ..., server_version: _Optional[int] = ..., codec: _Optional[str] = ..., lease_holder: _Optional[str] = ..., lease_epoch: _Optional[int] = ..., lease_read_age_seconds: _Optional[float] = ..., state_lost: _Optional[bool] = ..., applied_epoch: _Optional[int] = ..., failsafe_seconds: _Optional[float] = ..., failsafe_episodes: _Optional[int] = ..., last_failsafe_seconds: _Optional[float] = ..., sync_degraded_seconds: _Optional[float] = ..., unsynced_entries: _Optional[int] = ...) -> None: ...
 
 class GetStateRequest(_message.Message):
     __slots__ = ()
