@@ -48,6 +48,8 @@ class EventReason(StrEnum):
     REINITIALIZED = "Reinitialized"
     REINITIALIZE_REJECTED = "ReinitializeRejected"
     SERVED_IN_FAILSAFE = "ServedInFailsafe"
+    SYNC_DEGRADED = "SyncDegraded"
+    SYNC_RESTORED = "SyncRestored"
 
 
 class FailoverReason(StrEnum):
@@ -102,6 +104,7 @@ class ConditionReason(StrEnum):
     HIBERNATION_REFUSED = "HibernationRefused"
     # Degraded
     STANDBYS_OUT_OF_SYNC = "StandbysOutOfSync"
+    SYNC_DEGRADED = "SyncDegraded"
     MERGE_FAILED = "MergeFailed"
     RECONCILE_FAILED = "ReconcileFailed"
     AS_EXPECTED = "AsExpected"

@@ -79,6 +79,11 @@ class RuntimeStatus:
     renewed, docs/partitions.md "Failsafe"), seconds since its last renewal; None otherwise.
     `failsafe_episodes` and `last_failsafe_seconds`: its failsafe stretches so far and the
     length of the last ended one.
+
+    `sync_degraded_seconds`: while an active answers calls without the acknowledgements of
+    minSyncStandbys standbys (partitionPolicy Available, docs/partitions.md), seconds since
+    it started; None otherwise. `unsynced_entries`: answered entries its in-sync standbys
+    may lack meanwhile.
     """
 
     role: str
@@ -92,6 +97,8 @@ class RuntimeStatus:
     failsafe_seconds: float | None = None
     failsafe_episodes: int = 0
     last_failsafe_seconds: float = 0.0
+    sync_degraded_seconds: float | None = None
+    unsynced_entries: int = 0
 
 
 @dataclass(frozen=True)
