@@ -17,6 +17,7 @@ make every assertion after it vacuous.
 from __future__ import annotations
 
 import re
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 from gencluster.client import Client
 from gencluster.proto import gencluster_pb2 as pb
+from gencluster_operator.names import metrics_port_for
 from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.operator_process import OperatorProcess, condition, namespace_for
 from gencluster_testing.partitions.available_run import (
@@ -297,6 +299,68 @@ def test_a_merge_that_raises_changes_neither_side_and_is_retried_until_it_succee
     assert not each_term_is_a_counter(run.history)
 
 
+def test_default_sync_replication_serves_both_sides_and_degrades_visibly(
+    dev_cluster: DevClusterProcess, operator: OperatorProcess, namespace: str,
+    heal_afterwards: None,
+) -> None:
+    """Issue #13, "Available means available": the user's manifest names no `replication`
+    (so Sync, minSyncStandbys 1). The isolated active cannot get a standby's acknowledgement;
+    after the renew deadline it answers without one and says so (its Status, its metric, the
+    operator's Degraded condition and a SyncDegraded Event), while the other side elects its
+    own active; after the heal and the merge every id is above every id of both sides."""
+    server = AvailableIdServer.start(dev_cluster, namespace, default_replication=True)
+    assert server.resource()["spec"]["replication"] == {"mode": "Sync"}  # the CRD's default
+    settled = server.wait_settled(DEADLINE)
+    assert all(s.mode == pb.REPLICATION_MODE_SYNC for s in settled.values())
+
+    def while_split(server: AvailableIdServer, loser: str, winner: str) -> dict[str, Any]:
+        api_host, api_port = server.api_server()
+        assert server.probe_as(loser, api_host, api_port) == "timeout"
+        assert server.probe_as(loser, server.ip(winner), PORT) == "timeout"
+        assert server.probe_as(winner, server.ip(loser), PORT) == "timeout"
+        lease_reads_fail(server, loser)
+        status = wait_for(
+            lambda: (s := server.admin_status(loser)) is not None
+            and s.HasField("sync_degraded_seconds") and s.unsynced_entries > 0 and s,
+            DEADLINE, interval=POLL, message=f"{loser} reports degraded Sync")
+        assert status.role == pb.ROLE_ACTIVE
+        assert metric(server, loser, "gencluster_runtime_sync_degraded") == 1.0
+        assert metric(server, loser, "gencluster_runtime_sync_unsynced_entries") > 0
+        winner_status = server.admin_status(winner)
+        assert winner_status is not None and not winner_status.HasField("sync_degraded_seconds")
+        assert metric(server, winner, "gencluster_runtime_sync_degraded") == 0.0
+        degraded = wait_for(
+            lambda: (c := condition(server.resource(), "Degraded")).get("reason")
+            == "SyncDegraded" and c,
+            DEADLINE, interval=POLL,
+            message=lambda: f"Degraded=SyncDegraded\n{operator.output()[-3000:]}")
+        assert degraded["status"] == "True" and loser in degraded["message"], degraded
+        recorded = server.resource()["status"]["syncDegraded"]
+        assert [entry["pod"] for entry in recorded] == [loser], recorded
+        (event,) = server.events("SyncDegraded")
+        assert event["type"] == "Warning" and loser in event["message"], event
+        return not_merged_while_split(server, operator, loser, loser_epoch(server, loser))
+
+    run = run_split(server, "isolate", while_split=while_split)
+    assert_merged(server, run, groups=[ISOLATED, OTHERS])
+    # The isolated side was answered at its own epoch with Sync replication, i.e. in degraded
+    # Sync: it had no standby to acknowledge anything.
+    split, heal = run.history.marker("split").at, run.history.marker("heal").at
+    isolated = [op for op in run.history.ok() if op.group == ISOLATED
+                and split <= op.invoked_at and op.completed_at <= heal]
+    assert isolated and {op.epoch for op in isolated} == {run.loser_epoch}
+    # Merged and demoted: nobody answers without standbys any more, and the operator says so.
+    wait_for(lambda: not server.resource()["status"].get("syncDegraded"), DEADLINE,
+             interval=POLL, message="status.syncDegraded cleared")
+    assert condition(server.resource(), "Degraded")["reason"] != "SyncDegraded"
+    (restored,) = wait_for(lambda: server.events("SyncRestored"), DEADLINE, interval=POLL,
+                           message="a SyncRestored Event")
+    assert run.loser in restored["message"], restored
+    assert all(not s.HasField("sync_degraded_seconds")
+               for s in (server.wait_settled(DEADLINE)).values())
+    print(f"converged {run.convergence_seconds:.2f}s after the heal; {run.history.summary()}")
+
+
 # -- helpers ------------------------------------------------------------------------------------
 
 
@@ -304,6 +368,17 @@ def loser_epoch(server: AvailableIdServer, loser: str) -> int:
     status = server.admin_status(loser)
     assert status is not None and status.role == pb.ROLE_ACTIVE, status
     return status.epoch
+
+
+def metric(server: AvailableIdServer, pod: str, name: str) -> float:
+    """One sample of the pod's `/metrics` (read from the test process, which every fault
+    leaves reaching the pod)."""
+    url = f"http://{server.ip(pod)}:{metrics_port_for(PORT)}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    match = re.search(rf"^{name}\{{[^}}]*\}} ([0-9.e+-]+)$", text, re.MULTILINE)
+    assert match is not None, f"{name} not in {url}"
+    return float(match.group(1))
 
 
 def event_time(event: dict[str, Any]) -> datetime:
