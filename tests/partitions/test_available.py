@@ -30,6 +30,7 @@ from gencluster_operator.names import metrics_port_for
 from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.operator_process import OperatorProcess, condition, namespace_for
 from gencluster_testing.partitions.available_run import (
+    CALLS_PER_PHASE,
     DEADLINE,
     ISOLATED,
     OTHERS,
@@ -39,7 +40,9 @@ from gencluster_testing.partitions.available_run import (
     SplitRun,
     run_split,
 )
+from gencluster_testing.partitions.checkers import counter_linearizable, no_lost_acknowledged
 from gencluster_testing.partitions.cluster import PORT
+from gencluster_testing.partitions.history import LoadRecorder
 from gencluster_testing.partitions.merge_checks import (
     all_available_checks,
     each_term_is_a_counter,
@@ -359,6 +362,64 @@ def test_default_sync_replication_serves_both_sides_and_degrades_visibly(
     assert all(not s.HasField("sync_degraded_seconds")
                for s in (server.wait_settled(DEADLINE)).values())
     print(f"converged {run.convergence_seconds:.2f}s after the heal; {run.history.summary()}")
+
+
+def test_an_active_cut_from_its_standbys_only_degrades_then_is_synchronous_again(
+    dev_cluster: DevClusterProcess, operator: OperatorProcess, namespace: str,
+    heal_afterwards: None,
+) -> None:
+    """The other half of degraded Sync: the active is cut from both standbys but still
+    reaches the API server, so it keeps renewing the Lease and nobody else may take it (no
+    split, nothing to merge). It answers its clients without standbys, and once the
+    partition heals its standbys catch up and it is strict Sync again: SyncRestored, one
+    linearizable counter throughout, every acknowledged id kept."""
+    server = AvailableIdServer.start(dev_cluster, namespace, default_replication=True)
+    settled = server.wait_settled(DEADLINE)
+    active = next(p for p, s in settled.items() if s.role == pb.ROLE_ACTIVE)
+    epoch = settled[active].epoch
+    standbys = [p for p in server.pod_names() if p != active]
+    load = LoadRecorder(groups={ISOLATED: [f"{server.ip(active)}:{PORT}"]}, clients=2)
+    with load:
+        load.wait_for_ok_calls(CALLS_PER_PHASE, DEADLINE)
+        load.mark("split")
+        for standby in standbys:
+            server.fault("partition", active, standby)
+        assert server.probe_as(active, server.ip(standbys[0]), PORT) == "timeout"
+        api_host, api_port = server.api_server()
+        assert server.probe_as(active, api_host, api_port) == "ok"
+        wait_for(lambda: (s := server.admin_status(active)) is not None
+                 and s.HasField("sync_degraded_seconds"), DEADLINE, interval=POLL,
+                 message=f"{active} reports degraded Sync")
+        load.wait_for_ok_calls(CALLS_PER_PHASE, DEADLINE)  # served without its standbys
+        wait_for(lambda: condition(server.resource(), "Degraded").get("reason")
+                 == "SyncDegraded", DEADLINE, interval=POLL,
+                 message=lambda: f"Degraded=SyncDegraded\n{operator.output()[-3000:]}")
+        (entered,) = server.events("SyncDegraded")
+        assert active in entered["message"], entered
+        lease = server.admin_status(standbys[0])
+        assert lease is not None and lease.role == pb.ROLE_STANDBY
+        assert (lease.lease_holder, lease.lease_epoch) == (active, epoch)  # it renews
+        server.dev.gencluster("dev", "fault", "--dir", str(server.dev.dir), "heal")
+        load.mark("heal")
+        wait_for(lambda: (s := server.admin_status(active)) is not None
+                 and not s.HasField("sync_degraded_seconds"), DEADLINE, interval=POLL,
+                 message=f"{active} synchronous again")
+        load.wait_for_ok_calls(CALLS_PER_PHASE, DEADLINE)
+    history = load.stop()
+    (restored,) = wait_for(lambda: server.events("SyncRestored"), DEADLINE, interval=POLL,
+                           message="a SyncRestored Event")
+    assert f"{active} is acknowledged by its in-sync standbys again" in restored["message"]
+    assert not server.resource()["status"].get("syncDegraded")
+    assert server.merges() == 0
+    assert condition(server.resource(), "SplitBrain")["reason"] == "NoSplitBrain"
+    after = server.wait_settled(DEADLINE)
+    assert [p for p, s in after.items() if s.role == pb.ROLE_ACTIVE] == [active]
+    assert after[active].epoch == epoch
+    final = server.state(active)
+    assert final is not None
+    violations = counter_linearizable(history) + no_lost_acknowledged(history, final[2])
+    assert not violations, "\n".join(violations) + "\n" + history.summary()
+    print(history.summary())
 
 
 # -- helpers ------------------------------------------------------------------------------------
