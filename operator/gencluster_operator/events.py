@@ -50,6 +50,7 @@ class EventReason(StrEnum):
     SERVED_IN_FAILSAFE = "ServedInFailsafe"
     SYNC_DEGRADED = "SyncDegraded"
     SYNC_RESTORED = "SyncRestored"
+    VOLUME_FAILED = "VolumeFailed"
 
 
 class FailoverReason(StrEnum):
@@ -105,6 +106,7 @@ class ConditionReason(StrEnum):
     # Degraded
     STANDBYS_OUT_OF_SYNC = "StandbysOutOfSync"
     SYNC_DEGRADED = "SyncDegraded"
+    VOLUME_FAILED = "VolumeFailed"
     MERGE_FAILED = "MergeFailed"
     RECONCILE_FAILED = "ReconcileFailed"
     AS_EXPECTED = "AsExpected"

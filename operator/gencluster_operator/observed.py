@@ -55,6 +55,11 @@ class ContainerState:
     restart_count: int = 0
 
 
+VOLUME_FAILED_EXIT_CODE = 74
+"""The runtime's exit code when its volume refused a write (`gencluster.run.EX_IOERR`): the
+replica stopped rather than acknowledge what its disk may not hold (docs/durability.md)."""
+
+
 ROLE_JOINING = "joining"
 ROLE_STOPPED = "stopped"
 

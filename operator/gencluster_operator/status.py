@@ -33,7 +33,12 @@ from gencluster_operator.events import (
     EventType,
     FailoverReason,
 )
-from gencluster_operator.observed import Observed, ObservedPod, format_time
+from gencluster_operator.observed import (
+    VOLUME_FAILED_EXIT_CODE,
+    Observed,
+    ObservedPod,
+    format_time,
+)
 from gencluster_operator.spec import AVAILABLE, cluster_spec, spec_problems
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
@@ -118,6 +123,7 @@ def status_for(
         "merges": merges,
         **_failsafe(active, previous),
         "syncDegraded": _sync_degraded(facts, previous, now),
+        **_volume_failure(facts.pods, previous),
         "conditions": [
             _condition(kind, verdict, previous, facts.spec.generation, now)
             for kind, verdict in verdicts.items()
@@ -158,6 +164,35 @@ def _invalid_spec_status(
 
 
 # -- fields ---------------------------------------------------------------------------------------
+
+
+def volume_failed(pod: ObservedPod) -> bool:
+    """The pod's server last stopped because its volume refused a write."""
+    return pod.container.exit_code == VOLUME_FAILED_EXIT_CODE
+
+
+def _volume_failure(
+    pods: tuple[ObservedPod, ...], previous: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`volumeFailure`: the last replica that stopped on a failed volume, with its restart
+    count (one VolumeFailed Event per count) and its termination message. Kept once the pod
+    restarts or is replaced, so that the failure stays visible after its recovery."""
+    failed = [p for p in pods if volume_failed(p)]
+    if not failed:
+        kept = previous.get("volumeFailure")
+        return {"volumeFailure": kept} if kept else {}
+    earlier = previous.get("volumeFailure") or {}
+    changed = [p for p in failed if (p.name, p.container.restart_count)
+               != (earlier.get("pod"), earlier.get("restarts"))]
+    if not changed and earlier.get("pod") in {p.name for p in failed}:
+        return {"volumeFailure": dict(earlier)}
+    pod = (changed or failed)[0]
+    return {"volumeFailure": {
+        "pod": pod.name,
+        "restarts": pod.container.restart_count,
+        "message": (pod.container.message or "").strip()[-1024:],
+    }}
+
 
 
 def _failsafe(active: ObservedPod | None, previous: Mapping[str, Any]) -> dict[str, Any]:
@@ -440,6 +475,11 @@ def _degraded(observed: Observed, facts: Assessment, progressing: Verdict) -> Ve
         return Verdict(TRUE, ConditionReason.SYNC_DEGRADED, _sync_degraded_message(facts))
     if observed.reconcile_error:
         return Verdict(TRUE, ConditionReason.RECONCILE_FAILED, observed.reconcile_error)
+    volume_down = [p.name for p in facts.wanted if volume_failed(p) and not p.ready]
+    if volume_down:
+        return Verdict(TRUE, ConditionReason.VOLUME_FAILED,
+                       f"stopped on a failed volume (it refused a write): "
+                       f"{_pod_list(volume_down)}; see status.volumeFailure")
     not_ready = [p.name for p in facts.wanted if not p.ready]
     looping = [p.name for p in facts.wanted if facts.crash_looping(p)]
     if looping or (not_ready and progressing.status != TRUE):
@@ -593,6 +633,13 @@ def events_between(previous: Mapping[str, Any], current: Mapping[str, Any]) -> l
     ):
         events.append(RecordEvent(EventReason.SERVED_IN_FAILSAFE, _failsafe_message(failsafe_now),
                                   EventType.WARNING))
+    volume_before = previous.get("volumeFailure") or {}
+    volume_now = current.get("volumeFailure") or {}
+    if volume_now and (volume_now.get("pod"), volume_now.get("restarts")) != (
+        volume_before.get("pod"), volume_before.get("restarts")
+    ):
+        events.append(RecordEvent(EventReason.VOLUME_FAILED, _volume_message(volume_now),
+                                  EventType.WARNING))
     degraded_before = _previous_condition(previous, ConditionType.DEGRADED) or {}
     degraded_now = _previous_condition(current, ConditionType.DEGRADED) or {}
     if degraded_now.get("status") == TRUE and (
@@ -667,6 +714,12 @@ def _maintenance_events(
                                   "hibernation ended: creating the pods, which recover their "
                                   "state from the claims"))
     return events
+
+
+def _volume_message(record: Mapping[str, Any]) -> str:
+    message = str(record.get("message") or "").strip().splitlines()
+    return (f"{record.get('pod')} stopped because its volume refused a write (it handed over "
+            f"and restarts from what its disk holds)" + (f": {message[-1]}" if message else ""))
 
 
 def _failsafe_message(record: Mapping[str, Any]) -> str:

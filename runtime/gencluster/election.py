@@ -366,6 +366,32 @@ def handover(record: LeaseRecord, me: str, target: str, wall_time: float) -> Lea
     )
 
 
+class HandoverWrite(Enum):
+    """What a Lease read back says about a handover write that got no answer."""
+
+    LANDED = "landed"
+    """The target holds the Lease at the epoch the handover wrote (or renewed it since)."""
+    NOT_LANDED = "not landed"
+    """The writer still holds it at the epoch before: the write never reached the store."""
+    LOST = "lost"
+    """Someone else wrote: the writer holds the Lease no more, whatever became of its write."""
+
+
+def handover_write_outcome(attempted: LeaseRecord, current: LeaseRecord, me: str) -> HandoverWrite:
+    """Whether the handover `attempted` by `me`, which got no answer (a timeout, a reset
+    connection), reached the store, judged from `current`, the Lease as read afterwards.
+
+    A write without an answer may have been applied: resuming writes on that guess would make
+    two actives (the target takes over as soon as it sees the Lease), so the handover shell
+    resumes only on NOT_LANDED, and presumes LANDED while it cannot read the Lease at all.
+    """
+    if current.holder == attempted.holder and current.transitions >= attempted.transitions:
+        return HandoverWrite.LANDED
+    if current.holder == me and current.transitions < attempted.transitions:
+        return HandoverWrite.NOT_LANDED
+    return HandoverWrite.LOST
+
+
 def release(record: LeaseRecord, wall_time: float) -> LeaseRecord:
     """The record that frees the lease at once (as client-go's ReleaseOnCancel writes it)."""
     return replace(record, holder="", lease_duration_seconds=1, renew_time=micro_time(wall_time))

@@ -71,23 +71,60 @@ class Handover:
         return target, written.transitions
 
     async def _write(self, target: str, deadline: float) -> LeaseRecord | None:
+        """Write the handover; None when it certainly did not happen (writes may resume).
+
+        A write that gets no answer may still have been applied, and the target takes over
+        as soon as it reads the Lease: so after one, the Lease is read back to learn the
+        outcome (`election.handover_write_outcome`), and if the deadline passes before that
+        is known, the handover is presumed done. The worst case is then a Lease nobody
+        renews until it expires (an outage of at most its duration), never two actives.
+        """
         name = self._config.lease_name
         me = self._config.identity
+        unanswered: LeaseRecord | None = None
         while time.monotonic() < deadline:
             try:
                 record, raw = await self._api.get_lease(name)
-                if record.holder != me:
+            except KubernetesError as error:
+                if unanswered is None:
+                    log.warning("handover to %s failed: %s", target, error)
                     return None
+                continue
+            if unanswered is not None:
+                outcome = election.handover_write_outcome(unanswered, record, me)
+                if outcome is election.HandoverWrite.LANDED:
+                    log.info("the unanswered handover to %s landed (epoch %d)",
+                             target, record.transitions)
+                    return record
+                if outcome is election.HandoverWrite.LOST:
+                    log.warning("the Lease moved to %r during the handover to %s",
+                                record.holder, target)
+                    return None
+                unanswered = None  # not applied: write it again from this read
+            if record.holder != me:
+                return None
+            try:
                 new_record = election.handover(record, me, target, time.time())
                 written, _ = await self._api.update_lease(name, raw, new_record)
-                log.info("handed the Lease to %s (epoch %d)", target, written.transitions)
-                return written
             except LeaseConflict:
                 continue
-            except (KubernetesError, ValueError) as error:
+            except KubernetesError as error:
+                if error.status != 0:
+                    log.warning("handover to %s refused: %s", target, error)
+                    return None
+                log.warning("handover to %s got no answer (%s): reading the Lease back",
+                            target, error)
+                unanswered = new_record
+                continue
+            except ValueError as error:
                 log.warning("handover to %s failed: %s", target, error)
                 return None
-        return None
+            log.info("handed the Lease to %s (epoch %d)", target, written.transitions)
+            return written
+        if unanswered is not None:
+            log.warning("cannot learn whether the handover to %s landed before its deadline: "
+                        "presumed done (writes stay stopped)", target)
+        return unanswered
 
     async def _await_confirmation(self, written: LeaseRecord, deadline: float) -> None:
         """The target confirms by renewing: the record changes from what we wrote."""

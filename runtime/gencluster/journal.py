@@ -13,6 +13,12 @@ and a second thread writes the snapshot atomically and deletes what it covers, s
 acknowledgements never wait for a snapshot write. `install` replaces everything (a join by
 snapshot, a restore, the first active's `init`), and entries after it are durable only once
 the snapshot is.
+
+A write or fsync that fails ends the journal for good (`failure`): after a failed fsync the
+kernel may have dropped the dirty pages, so retrying it could report success for data that
+never reached the disk (PostgreSQL's "fsyncgate"). Every waiter gets `VolumeFailed`, and the
+process is expected to stop (`run.serve`), as PostgreSQL PANICs: its state is rebuilt from the
+volume and the log at the restart, where the disk says what is really there.
 """
 
 from __future__ import annotations
@@ -38,6 +44,10 @@ log = logging.getLogger(__name__)
 SNAPSHOT_EVERY_ENTRIES = 50_000
 """Entries between two snapshots: bounds recovery time (replaying the log after the newest
 snapshot) and the volume's size, at the cost of encoding the state once per this many."""
+
+
+class VolumeFailed(Exception):
+    """The volume refused a write or an fsync: nothing after `durable_seq` will be on disk."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +98,9 @@ class Journal:
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="journal-fsync")
         self._snapshot_thread = ThreadPoolExecutor(1, thread_name_prefix="journal-snapshot")
         self._snapshot_job: Future[None] | None = None
+        self.failure: VolumeFailed | None = None
+        """Set once a write or fsync failed; the journal accepts nothing after it."""
+        self.failed = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._write_loop())
 
     # -- the event loop's side ------------------------------------------------------------------
@@ -129,19 +142,22 @@ class Journal:
         self._wake.set()
 
     async def wait_durable(self, seq: int) -> None:
-        """Return once every entry up to `seq` is on disk."""
+        """Return once every entry up to `seq` is on disk; `VolumeFailed` if it never will be."""
         if self.durable_seq >= seq:
             return
+        if self.failure is not None:
+            raise self.failure
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (seq, next(self._order), future))
         await future
 
     async def close(self) -> None:
-        """Write what is buffered (and the snapshot being written), then stop."""
-        if not self._task.done():
+        """Write what is buffered (and the snapshot being written), then stop. After a failure
+        nothing more is written: whatever waits has been told already."""
+        if not self._task.done() and self.failure is None:
             await self.wait_durable(self._appended_seq)
         job = self._snapshot_job
-        if job is not None:
+        if job is not None and self.failure is None:
             await asyncio.get_running_loop().run_in_executor(None, self._wait_for_snapshot_job)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -149,7 +165,10 @@ class Journal:
         self._writer_thread.shutdown(wait=True)
         self._snapshot_thread.shutdown(wait=True)
         if self._file is not None:
-            self._file.close()
+            # After a failure its buffer holds what the volume refused: flushing it fails
+            # again (and must not count), closing releases the descriptor all the same.
+            with contextlib.suppress(*((OSError,) if self.failure is not None else ())):
+                self._file.close()
 
     # -- the writer -----------------------------------------------------------------------------
 
@@ -165,10 +184,8 @@ class Journal:
             target = self._appended_seq
             try:
                 await loop.run_in_executor(self._writer_thread, self._write, items)
-            except OSError:
-                # The volume failed: nothing after this can be acknowledged; keep the
-                # waiters waiting (the calls time out) rather than claim durability.
-                log.exception("cannot write the log to %s; acknowledgements stop", self.directory)
+            except OSError as error:
+                self._fail(error)
                 return
             if generation == self._generation:
                 self._durable(target)
@@ -179,6 +196,21 @@ class Journal:
             _, _, future = heapq.heappop(self._waiters)
             if not future.done():
                 future.set_result(None)
+
+    def _fail(self, error: OSError) -> None:
+        """The volume failed: nothing after `durable_seq` can be acknowledged. Every waiter is
+        told now (a Sync call answers UNAVAILABLE and its retry finds the new active) rather
+        than left to its deadline, and `failed` tells the process to stop."""
+        log.critical("cannot write the log to %s: %s", self.directory, error)
+        self.failure = VolumeFailed(
+            f"the volume at {self.directory} failed ({error.strerror or error}): nothing "
+            f"after seq {self.durable_seq} is on disk"
+        )
+        waiters, self._waiters = self._waiters, []
+        for _, _, future in waiters:
+            if not future.done():
+                future.set_exception(self.failure)
+        self.failed.set()
 
     def _write(self, items: list[_Item]) -> None:
         """In the writer thread: write `items` in order, then fsync what they touched."""

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from gencluster.admin_http import AdminHttp
 
 EX_CONFIG = 78
+EX_IOERR = 74
+"""The exit code of a replica whose volume failed (sysexits' EX_IOERR): the operator reports
+it as `VolumeFailed` (docs/durability.md)."""
 TERMINATION_LOG = Path("/dev/termination-log")
 MIN_PEER_TOKEN_LENGTH = 32
 DRAIN_SECONDS = 0.5
@@ -281,11 +284,22 @@ def build_config(values: Mapping[str, str | None]) -> NodeConfig:
 
 def config_failure(message: str) -> int:
     """Report a configuration that cannot run: last line of stderr and termination log."""
-    line = f"gencluster run: configuration error: {message}"
+    return _terminate(f"gencluster run: configuration error: {message}", EX_CONFIG)
+
+
+def volume_failure(message: str) -> int:
+    """Report a volume that refused a write: this replica cannot promise durability, so it
+    stops (the kubelet restarts it and it recovers from what the disk really holds)."""
+    return _terminate(f"gencluster run: volume failed: {message}", EX_IOERR)
+
+
+def _terminate(line: str, code: int) -> int:
+    """`line` is the last line of stderr and the termination message the kubelet reports in
+    `lastState.terminated.message` (where the operator and `kubectl describe` read it)."""
     print(line, file=sys.stderr, flush=True)
     with contextlib.suppress(OSError):
         TERMINATION_LOG.write_text(line + "\n")
-    return EX_CONFIG
+    return code
 
 
 class NodeCollector:
@@ -458,7 +472,12 @@ async def serve(config: NodeConfig, server: GenServer) -> int:
     )
     node_task = asyncio.create_task(node.run())
     stop_task = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait({node_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    waited = {node_task, stop_task}
+    journal = node.journal
+    volume_task = asyncio.create_task(journal.failed.wait()) if journal is not None else None
+    if volume_task is not None:
+        waited.add(volume_task)
+    done, _ = await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
     if node_task in done:
         try:
             node_task.result()
@@ -469,7 +488,12 @@ async def serve(config: NodeConfig, server: GenServer) -> int:
             await api.close()
             return config_failure(str(error))
         return 1
-    log.info("SIGTERM: handing over and stopping")
+    if volume_task is not None and volume_task in done and journal is not None:
+        log.critical("%s: handing over and stopping", journal.failure)
+    else:
+        log.info("SIGTERM: handing over and stopping")
+    if volume_task is not None:
+        volume_task.cancel()
     await node.shutdown()
     node_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -482,5 +506,7 @@ async def serve(config: NodeConfig, server: GenServer) -> int:
     if http is not None:
         await http.stop()
     await api.close()
+    if journal is not None and journal.failure is not None:
+        return volume_failure(str(journal.failure))
     log.info("stopped")
     return 0

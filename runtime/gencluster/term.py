@@ -47,7 +47,7 @@ from gencluster import quarantine
 from gencluster.acks import AckTracker
 from gencluster.codec import CodecError
 from gencluster.handler_watchdog import QUARANTINE_MARKS, HandlerWatchdog
-from gencluster.journal import Journal
+from gencluster.journal import Journal, VolumeFailed
 from gencluster.log import CatchUp, CommandKind, NeedSnapshot, StaleEpoch
 from gencluster.machine import Event, Outcome
 from gencluster.proto import gencluster_pb2 as pb
@@ -233,7 +233,7 @@ class Term:
         seq = submission.outcome.record.seq
         journal = self._journal
         if journal is not None and journal.durable_seq < seq:
-            await journal.wait_durable(seq)
+            await self._durable(journal, seq)
         if self.tracker.acknowledged_seq < seq:
             # Waited for here rather than in a helper coroutine: this is every Sync call.
             if self.closed:
@@ -277,7 +277,7 @@ class Term:
         QUARANTINE_MARKS.inc()
         self._appended(entry.seq)
         if self._journal is not None:
-            await self._journal.wait_durable(entry.seq)
+            await self._durable(self._journal, entry.seq)
         deadline = time.monotonic() + self.heartbeat_interval
         wake = self.acknowledged.listen()
         try:
@@ -344,6 +344,15 @@ class Term:
         listeners = self._seq_listeners
         while listeners and listeners[0][0] <= acknowledged:
             heapq.heappop(listeners)[2].set()
+
+    @staticmethod
+    async def _durable(journal: Journal, seq: int) -> None:
+        """Wait for this replica's own disk; a failed volume makes the call UNAVAILABLE (the
+        process stops, and the retry, with the same request id, finds the next active)."""
+        try:
+            await journal.wait_durable(seq)
+        except VolumeFailed as failure:
+            raise NotServing(f"{failure}; retry with the same request id") from None
 
     def _appended(self, seq: int) -> None:
         """A new entry is in the log: wake the streams and update the tracker."""

@@ -22,6 +22,7 @@ from gencluster_operator.events import (
 )
 from gencluster_operator.observed import (
     TERMINATED,
+    VOLUME_FAILED_EXIT_CODE,
     WAITING,
     Handover,
     MergeOutcome,
@@ -562,3 +563,48 @@ def test_a_failed_merge_is_reported_before_a_degraded_loser() -> None:
     assert [entry["pod"] for entry in result["syncDegraded"]] == ["id-2"]
     reasons = [e.reason for e in events_between(detected, result)]
     assert reasons == [EventReason.SYNC_DEGRADED, EventReason.MERGE_FAILED]
+
+
+def with_volume_failure(observed: Observed, pod: str, *, restarts: int, ready: bool) -> Observed:
+    """`observed` with `pod`'s server last stopped on a failed volume (exit code 74)."""
+    return replace(observed, pods=tuple(
+        replace(p, ready=ready, container=replace(
+            p.container, exit_code=VOLUME_FAILED_EXIT_CODE, restart_count=restarts,
+            message="gencluster run: volume failed: the volume at /data failed (File too large)",
+        )) if p.name == pod else p
+        for p in observed.pods
+    ))
+
+
+def test_a_replica_stopped_by_its_volume_is_reported_once_per_stop_and_kept() -> None:
+    before = settled(healthy())
+    assert "volumeFailure" not in before
+    stopped = status(with_volume_failure(healthy(), "id-1", restarts=1, ready=False), before)
+    assert stopped["volumeFailure"] == {
+        "pod": "id-1", "restarts": 1,
+        "message": "gencluster run: volume failed: the volume at /data failed (File too large)",
+    }
+    assert summary(stopped)[ConditionType.DEGRADED] == ("True", ConditionReason.VOLUME_FAILED)
+    assert "id-1" in condition(stopped, ConditionType.DEGRADED)["message"]
+    (event,) = [e for e in events_between(before, stopped)
+                if e.reason == EventReason.VOLUME_FAILED]
+    assert event.type == EventType.WARNING and "File too large" in event.message
+    # Restarted and Ready again: not degraded for it any more, the record stays, no new Event.
+    recovered = status(with_volume_failure(healthy(), "id-1", restarts=1, ready=True), stopped)
+    assert summary(recovered)[ConditionType.DEGRADED][1] != ConditionReason.VOLUME_FAILED
+    assert recovered["volumeFailure"] == stopped["volumeFailure"]
+    assert not [e for e in events_between(stopped, recovered)
+                if e.reason == EventReason.VOLUME_FAILED]
+    # A second stop of the same pod is a second Event, even if the operator never saw it down.
+    again = status(with_volume_failure(healthy(), "id-1", restarts=2, ready=True), recovered)
+    assert again["volumeFailure"]["restarts"] == 2
+    assert [e.reason for e in events_between(recovered, again)
+            if e.reason == EventReason.VOLUME_FAILED] == [EventReason.VOLUME_FAILED]
+    # Replaced by a new pod (no lastState): the record is kept.
+    assert status(healthy(), again)["volumeFailure"] == again["volumeFailure"]
+
+
+def test_the_operator_knows_the_runtimes_volume_exit_code() -> None:
+    from gencluster.run import EX_IOERR
+
+    assert VOLUME_FAILED_EXIT_CODE == EX_IOERR

@@ -12,6 +12,7 @@ from gencluster.election import (
     Candidacy,
     ElectionConfig,
     ElectionConfigError,
+    HandoverWrite,
     Leadership,
     LeaseFormatError,
     LeaseRecord,
@@ -24,6 +25,7 @@ from gencluster.election import (
     choose_handover_target,
     decide,
     handover,
+    handover_write_outcome,
     is_held,
     jittered,
     lease_patch,
@@ -389,6 +391,27 @@ def test_handover_writes_the_target_with_the_next_epoch() -> None:
 def test_handover_refuses_unsafe_targets(holder: str, target: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         handover(replace(MY_LEASE, holder=holder, in_sync=("b", "c")), "a", target, WALL)
+
+
+def test_an_unanswered_handover_is_judged_by_the_lease_read_back() -> None:
+    """A write that got no answer resumes writes only when the Lease shows it never landed:
+    otherwise the target, which takes over on reading it, would be a second active."""
+    mine = replace(MY_LEASE, in_sync=("b", "c"))
+    attempted = handover(mine, "a", "c", WALL)
+    assert handover_write_outcome(attempted, attempted, "a") is HandoverWrite.LANDED
+    renewed = replace(attempted, renew_time="2026-12-03T00:00:09.000000Z")
+    assert handover_write_outcome(attempted, renewed, "a") is HandoverWrite.LANDED
+    assert handover_write_outcome(attempted, mine, "a") is HandoverWrite.NOT_LANDED
+    # Our own renewal since (same epoch) is not a handover either.
+    assert handover_write_outcome(attempted, replace(mine, renew_time="x"), "a") is (
+        HandoverWrite.NOT_LANDED)
+    taken = replace(mine, holder="b", transitions=mine.transitions + 1)
+    assert handover_write_outcome(attempted, taken, "a") is HandoverWrite.LOST
+    # The target at a later epoch (it took over, lost and took it again): it holds it.
+    later = replace(attempted, transitions=attempted.transitions + 2)
+    assert handover_write_outcome(attempted, later, "a") is HandoverWrite.LANDED
+    released = replace(mine, holder="")
+    assert handover_write_outcome(attempted, released, "a") is HandoverWrite.LOST
 
 
 def test_choose_handover_target_prefers_the_most_up_to_date_in_sync_standby() -> None:

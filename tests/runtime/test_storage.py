@@ -6,6 +6,7 @@ entries; nothing is reported durable before its fsync)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import threading
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from gencluster import journal as journal_module
 from gencluster import storage
 from gencluster.codec import JsonCodec
-from gencluster.journal import Journal
+from gencluster.journal import Journal, VolumeFailed
 from gencluster.log import CommandKind
 from gencluster.replica import Replica
 from gencluster.state_encoding import in_process
@@ -263,3 +264,32 @@ def test_nothing_is_reported_durable_before_its_fsync_returned(
         await journal.close()
 
     run(scenario)
+
+
+def test_a_failed_fsync_fails_every_waiter_and_the_journal_for_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsyncgate: after an fsync that failed, nothing may be reported durable again (the
+    kernel may have dropped the pages), so the journal fails its waiters instead of leaving
+    them to their deadlines, and says so for the process to stop."""
+
+    def failing(descriptor: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    async def scenario() -> None:
+        replica, journal = await persisted_replica(tmp_path)
+        await journal.wait_durable(0)
+        monkeypatch.setattr(os, "fdatasync", failing)
+        add(replica, 1)
+        with pytest.raises(VolumeFailed, match="Input/output error"):
+            await journal.wait_durable(1)
+        assert journal.failed.is_set() and journal.durable_seq == 0
+        monkeypatch.undo()  # the disk answers again: too late, nothing more counts
+        add(replica, 2)
+        with pytest.raises(VolumeFailed):
+            await journal.wait_durable(2)
+        assert journal.durable_seq == 0
+        await journal.close()  # returns: it waits for nothing that can never be written
+
+    run(scenario)
+    assert rebuilt(tmp_path) is not None
