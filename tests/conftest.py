@@ -30,6 +30,14 @@ import grpc.aio
 import pytest
 from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.operator_process import OperatorProcess
+from hypothesis import HealthCheck, settings
+
+# No wall-clock bound on a property test's example either (hypothesis's default deadline is
+# 200 ms, and its too_slow health check times data generation): on a shared machine a slow
+# example is the machine, not the code; speed belongs in bench/.
+settings.register_profile("gencluster", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("gencluster")
 
 LAYERS = ("unit", "integration", "fault")
 

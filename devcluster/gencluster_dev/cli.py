@@ -12,6 +12,11 @@ import shlex
 import sys
 from pathlib import Path
 
+from gencluster_dev.machinery.inflight import (
+    DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+    DEFAULT_MAX_REQUESTS_INFLIGHT,
+)
+
 DEFAULT_DIR = Path(".gencluster/dev")
 DIR_HELP = "state directory (default %(default)s)"
 
@@ -74,6 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="first crash-loop back-off, doubled up to 300 s (Kubernetes: 10)",
     )
+    up.add_argument(
+        "--max-requests-inflight",
+        type=int,
+        default=DEFAULT_MAX_REQUESTS_INFLIGHT,
+        metavar="N",
+        help="read-only requests the API server works on at once, the rest answered 429 "
+        "(kube-apiserver's flag; default %(default)s, 0: no limit)",
+    )
+    up.add_argument(
+        "--max-mutating-requests-inflight",
+        type=int,
+        default=DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+        metavar="N",
+        help="the same for writes (default %(default)s, 0: no limit)",
+    )
 
     fault = commands.add_parser("fault", help="inject a real fault into a running instance")
     fault.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=DIR_HELP)
@@ -113,6 +133,8 @@ def run_up(arguments: argparse.Namespace) -> int:
         manifest_files=arguments.apply,
         node_name=arguments.node_name,
         restart_backoff_base=arguments.restart_backoff,
+        max_requests_inflight=arguments.max_requests_inflight,
+        max_mutating_requests_inflight=arguments.max_mutating_requests_inflight,
         runtime=arguments.runtime,
         controller_commands=[shlex.split(command) for command in arguments.controller],
         announce=lambda line: print(line, flush=True),

@@ -36,6 +36,17 @@ from gencluster_dev.controllers.replicasets import ReplicaSetController
 from gencluster_dev.controllers.statefulsets import StatefulSetController
 from gencluster_dev.controllers.supervised import SupervisedController
 from gencluster_dev.controllers.volumes import LOCAL_PATH_PROVISIONER, VolumeController
+from gencluster_dev.machinery.inflight import (
+    DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+    DEFAULT_MAX_REQUESTS_INFLIGHT,
+)
+from gencluster_dev.network.dns import DNS_PORT, ClusterDns
+from gencluster_dev.network.netpol import (
+    NetworkPolicyEnforcer,
+    NetworkPolicyUnavailable,
+    check_nft,
+)
+from gencluster_dev.network.netpol import table_name as netpol_table_name
 from gencluster_dev.network.proxy import ServiceProxy
 from gencluster_dev.node.kubelet import Kubelet
 from gencluster_dev.node.podman import PodmanEngine, PodmanUnavailable
@@ -73,6 +84,11 @@ class AddressPlan:
     @property
     def api_host(self) -> str:
         return f"127.{self.slot}.0.1"
+
+    @property
+    def dns_host(self) -> str:
+        """The cluster DNS server's address (what ClusterFirst pods get as nameserver)."""
+        return f"127.{self.slot}.0.10"
 
     @property
     def pod_network(self) -> str:
@@ -267,6 +283,9 @@ class DevCluster:
     manifest_files: Sequence[Path] = ()
     node_name: str = "dev-node"
     restart_backoff_base: float = 10.0
+    #: kube-apiserver's --max-requests-inflight and --max-mutating-requests-inflight (0: none)
+    max_requests_inflight: int = DEFAULT_MAX_REQUESTS_INFLIGHT
+    max_mutating_requests_inflight: int = DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT
     #: how the kubelet runs containers: "process" (local processes) or "podman" (images)
     runtime: str = "process"
     controller_commands: Sequence[Sequence[str]] = ()
@@ -278,6 +297,7 @@ class DevCluster:
         self._api: ApiServer | None = None
         self._kubelet: Kubelet | None = None
         self._proxy: ServiceProxy | None = None
+        self._network_policies: NetworkPolicyEnforcer | None = None
         self._endpoints: EndpointsController | None = None
         self._deployments: DeploymentController | None = None
         self._replica_sets: ReplicaSetController | None = None
@@ -287,6 +307,7 @@ class DevCluster:
         self._owns_dir = False
         self._controllers: list[SupervisedController] = []
         self._engine: PodmanEngine | None = None
+        self._dns: ClusterDns | None = None
 
     @property
     def api_url(self) -> str:
@@ -345,6 +366,7 @@ class DevCluster:
 
         self._plan = plan = AddressPlan(self._slot_lease.claim())
         delete_nft_table(plan.nft_table)
+        delete_nft_table(netpol_table_name(plan.nft_table))
         admin_token = secrets.token_urlsafe(32)
         self._api = ApiServer(
             host=plan.api_host,
@@ -352,9 +374,17 @@ class DevCluster:
             admin_token=admin_token,
             service_network=plan.service_network,
             pods_dir=pods_dir,
+            max_requests_inflight=self.max_requests_inflight,
+            max_mutating_requests_inflight=self.max_mutating_requests_inflight,
         )
         await self._api.start()
-        self._engine = await self._container_engine(pods_dir)
+        self._dns = ClusterDns(api_url=self._api.url, token=admin_token, host=plan.dns_host)
+        await self._dns.start()
+        # pods can only be pointed at it on the DNS port (resolv.conf names no port)
+        cluster_dns = plan.dns_host if self._dns.port == DNS_PORT else None
+        self._engine = await self._container_engine(pods_dir, cluster_dns)
+        if self._engine is not None:
+            self._api.container_exec = self._engine.exec_command
         self._kubelet = Kubelet(
             api_url=self._api.url,
             token=admin_token,
@@ -370,6 +400,7 @@ class DevCluster:
         await self._kubelet.start()
         self._proxy = ServiceProxy(api_url=self._api.url, token=admin_token)
         await self._proxy.start()
+        self._network_policies = await self._network_policy_enforcer(plan, admin_token, pods_dir)
         self._endpoints = EndpointsController(api_url=self._api.url, token=admin_token)
         await self._endpoints.start()
         self._replica_sets = ReplicaSetController(api_url=self._api.url, token=admin_token)
@@ -400,8 +431,10 @@ class DevCluster:
                         "slot": plan.slot,
                         "server": self._api.url,
                         "nftTable": plan.nft_table,
+                        "networkPolicyTable": netpol_table_name(plan.nft_table),
                         "podNetwork": plan.pod_network,
                         "serviceNetwork": plan.service_network,
+                        "dns": self._dns.address,
                         "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     },
                     indent=2,
@@ -416,14 +449,39 @@ class DevCluster:
             )
             self.announce(f"API server at {self._api.url} (node {self.node_name}, "
                           f"{self.runtime} runtime)")
+            self.announce(f"cluster DNS at {self._dns.address} (cluster.local)")
             self.announce(f"export KUBECONFIG={self.kubeconfig_path}")
             self._start_controllers()
             for obj in manifests:
                 self.announce(await applier.apply(obj))
 
-    async def _container_engine(self, pods_dir: Path) -> PodmanEngine | None:
+    async def _network_policy_enforcer(self, plan: AddressPlan, token: str,
+                                       pods_dir: Path) -> NetworkPolicyEnforcer:
+        """NetworkPolicy enforcement: as root it must work (nftables answers) or `up` fails
+        with the reason; without root policies are stored and reported as not enforced."""
+        assert self._api is not None
+        is_root = os.geteuid() == 0
+        if is_root:
+            try:
+                await asyncio.to_thread(check_nft)
+            except NetworkPolicyUnavailable as error:
+                raise DevClusterError(str(error)) from None
+        else:
+            self.announce("NetworkPolicy is not enforced: the plane runs without root")
+        uids = plan.run_as_users(True)
+        assert uids is not None
+        enforcer = NetworkPolicyEnforcer(
+            api_url=self._api.url, token=token, pods_dir=pods_dir,
+            table=netpol_table_name(plan.nft_table), pod_uids=(uids.start, uids.stop - 1),
+            enforce=is_root)
+        await enforcer.start()
+        return enforcer
+
+    async def _container_engine(self, pods_dir: Path,
+                                cluster_dns: str | None) -> PodmanEngine | None:
         """The podman engine for `runtime="podman"` (checked, leftovers of a dead instance of
-        this directory removed), None for the process runtime."""
+        this directory removed; its pods resolve with `cluster_dns`), None for the process
+        runtime."""
         if self.runtime == "process":
             return None
         if self.runtime != "podman":
@@ -431,7 +489,7 @@ class DevCluster:
         if os.geteuid() != 0:
             raise DevClusterError("--runtime podman needs root (pods run as uids of their own)")
         try:
-            engine = PodmanEngine(instance=str(pods_dir))
+            engine = PodmanEngine(instance=str(pods_dir), cluster_dns=cluster_dns)
             await asyncio.to_thread(engine.check)
         except PodmanUnavailable as error:
             raise DevClusterError(str(error)) from None
@@ -460,7 +518,8 @@ class DevCluster:
             with contextlib.suppress(Exception):
                 await controller.stop()
         for part in (self._volumes, *self._workloads, self._deployments, self._replica_sets,
-                     self._endpoints, self._proxy, self._kubelet, self._api):
+                     self._endpoints, self._network_policies, self._proxy, self._kubelet,
+                     self._dns, self._api):
             if part is not None:
                 with contextlib.suppress(Exception):
                     await part.stop()
@@ -468,6 +527,7 @@ class DevCluster:
             await asyncio.to_thread(self._engine.remove_leftovers)
         if self._plan is not None:
             delete_nft_table(self._plan.nft_table)
+            delete_nft_table(netpol_table_name(self._plan.nft_table))
         if self._owns_dir:
             for path in (self.kubeconfig_path, self.instance_path):
                 path.unlink(missing_ok=True)

@@ -49,6 +49,7 @@ _PLURALS = {
     "PodDisruptionBudget": "poddisruptionbudgets",
     "PersistentVolumeClaim": "persistentvolumeclaims",
     "PodMonitor": "podmonitors",
+    "NetworkPolicy": "networkpolicies",
     names.KIND: names.PLURAL,
 }
 

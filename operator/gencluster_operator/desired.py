@@ -698,6 +698,7 @@ MANAGED_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "Service": (("spec", "selector"), ("spec", "ports")),
     "PodDisruptionBudget": (("spec", "maxUnavailable"), ("spec", "selector")),
     "PodMonitor": (("spec",),),
+    "NetworkPolicy": (("spec", "podSelector"), ("spec", "policyTypes"), ("spec", "ingress")),
 }
 """Per kind, the fields the operator keeps equal to what it builds once the object exists.
 

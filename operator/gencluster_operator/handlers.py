@@ -17,12 +17,14 @@ their names, because each pass reads fresh state itself.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import kopf
 
 from gencluster_operator import names
 from gencluster_operator.cluster_io import KubernetesApi, load_configuration
+from gencluster_operator.desired_network import operator_pods_from_env
 from gencluster_operator.reconciler import REPORTING_COMPONENT, Reconciler
 from gencluster_operator.runtime_admin import RuntimeAdmin
 
@@ -91,7 +93,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     configuration = load_configuration(memo.get("kubeconfig"))
     memo["configuration"] = configuration
     memo["reconciler"] = Reconciler(
-        KubernetesApi(configuration), RuntimeAdmin(), settings.execution.executor
+        KubernetesApi(configuration), RuntimeAdmin(), settings.execution.executor,
+        operator_pods=operator_pods_from_env(os.environ),
     )
 
 

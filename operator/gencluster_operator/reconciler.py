@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gencluster_operator import desired, metrics, names
+from gencluster_operator import desired, desired_network, metrics, names
 from gencluster_operator.actions import (
     Action,
     ClearLease,
@@ -42,6 +42,7 @@ from gencluster_operator.actions import (
 )
 from gencluster_operator.assessment import assess
 from gencluster_operator.cluster_io import NOT_FOUND, ApiError, KubernetesApi
+from gencluster_operator.desired_network import OperatorPods
 from gencluster_operator.events import EventReason, EventType
 from gencluster_operator.observed import (
     RUNNING,
@@ -117,9 +118,13 @@ class Reconciler:
         admin: RuntimeAdmin,
         executor: Executor | None = None,
         clock: Callable[[], datetime] = utc_now,
+        operator_pods: OperatorPods | None = None,
     ) -> None:
-        """`executor` runs the passes (blocking I/O); None: asyncio's default executor."""
+        """`executor` runs the passes (blocking I/O); None: asyncio's default executor.
+        `operator_pods`: the operator's own pods, let through each NetworkPolicy to the
+        pods' metrics (admin bridge) port; None when the operator is not a labelled pod."""
         self.api = api
+        self.operator_pods = operator_pods
         self.admin = admin
         self.executor = executor
         self.clock = clock
@@ -322,9 +327,32 @@ class Reconciler:
             if patch is not None:
                 self.api.patch(existing, patch)
         self._ensure_pod_monitor(resource, memory)
+        self._ensure_network_policy(resource)
         memory.children_checked = fingerprint
         memory.children_checked_at = time.monotonic()
         return chosen
+
+    def _ensure_network_policy(self, resource: Mapping[str, Any]) -> None:
+        """The pods' NetworkPolicy: created (or its drift restored) while enabled, deleted
+        when disabled (desired_network.py)."""
+        wanted = desired_network.network_policy(resource, self.operator_pods)
+        existing = self.api.read_child(wanted)
+        enabled = cluster_spec(resource).network_policy.enabled
+        if existing is not None and not desired.controlled_by(existing, resource):
+            if enabled:
+                raise ActionFailed(f"NetworkPolicy {wanted['metadata']['name']} exists and is "
+                                   f"not controlled by ClusteredServer "
+                                   f"{resource['metadata']['name']}; delete or rename it")
+            return
+        if not enabled:
+            if existing is not None:
+                self.api.delete(existing)
+        elif existing is None:
+            self.api.create(wanted)
+        else:
+            patch = desired.drift_patch(wanted, existing)
+            if patch is not None:
+                self.api.patch(existing, patch)
 
     def _ensure_pod_monitor(self, resource: Mapping[str, Any], memory: ClusterMemory) -> None:
         """The optional PodMonitor: created (or its drift restored) while enabled, deleted

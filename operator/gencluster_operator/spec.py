@@ -74,6 +74,17 @@ class PodMonitorSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
+DEFAULT_NETWORK_POLICY_ENABLED = True
+
+
+@dataclass(frozen=True)
+class NetworkPolicySpec:
+    """`spec.networkPolicy`: the pods' NetworkPolicy (desired_network.py)."""
+
+    enabled: bool = DEFAULT_NETWORK_POLICY_ENABLED
+    metrics_namespace: str | None = None
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     """What one ClusteredServer asks for. `template` is the raw `spec.template` mapping."""
@@ -99,6 +110,7 @@ class ClusterSpec:
     reply_table_max_bytes: int | None = None
     """`spec.runtime.replyTableMaxBytes`; None: the runtime's default."""
     pod_monitor: PodMonitorSpec = PodMonitorSpec()
+    network_policy: NetworkPolicySpec = NetworkPolicySpec()
 
     @property
     def template_labels(self) -> Mapping[str, str]:
@@ -128,6 +140,7 @@ def cluster_spec(resource: Mapping[str, Any]) -> ClusterSpec:
     persistence = spec.get("persistence") or {}
     runtime = spec.get("runtime") or {}
     pod_monitor = (spec.get("monitoring") or {}).get("podMonitor") or {}
+    network_policy = spec.get("networkPolicy") or {}
     replicas = int(spec.get("replicas", DEFAULT_REPLICAS))
     return ClusterSpec(
         name=metadata["name"],
@@ -167,6 +180,10 @@ def cluster_spec(resource: Mapping[str, Any]) -> ClusterSpec:
             enabled=bool(pod_monitor.get("enabled", DEFAULT_POD_MONITOR_ENABLED)),
             interval=str(pod_monitor.get("interval") or DEFAULT_POD_MONITOR_INTERVAL),
             labels=dict(pod_monitor.get("labels") or {}),
+        ),
+        network_policy=NetworkPolicySpec(
+            enabled=bool(network_policy.get("enabled", DEFAULT_NETWORK_POLICY_ENABLED)),
+            metrics_namespace=network_policy.get("metricsNamespace") or None,
         ),
     )
 

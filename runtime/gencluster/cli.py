@@ -14,6 +14,8 @@ USAGE = """usage: gencluster COMMAND ...
 commands:
   run                                      run the runtime in a pod (docs/runtime-config.md)
   call NAME REQUEST_JSON                   call a ClusteredServer, print the reply as JSON
+  subscribe NAME TOPIC                     print a topic's events as JSON lines as they come
+                                           (follows failovers and merges)
   status NAME                              a ClusteredServer's runtime status as JSON
   operator [--namespace NS | -A] ...       run the operator (kopf) against the current kubeconfig
   dev up [--dir DIR] [--apply FILE ...]   run the local control plane (API server, kubelet,
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         from gencluster.run import main as run_main
 
         return run_main(rest)
-    if command in ("call", "cast", "status"):
+    if command in ("call", "cast", "subscribe", "status"):
         from gencluster.commands import main as commands_main
 
         return commands_main([command, *rest])

@@ -27,7 +27,10 @@ What makes calls survive failover:
   server-side exception; the state did not change). Other gRPC errors (INVALID_ARGUMENT for
   undecodable input, RESOURCE_EXHAUSTED for oversized input, ...) raise `grpc.RpcError` as is.
 - `subscribe` resumes after a reconnect from the last event number + 1 (or, before the first
-  event, from the number the server announced), so no event is lost or repeated.
+  event, from the number the server announced), so no event is lost or repeated. It names
+  its last event's place in history (seq and origin epoch): if that event belongs to a side
+  that lost a merge, the survivor continues it with the news it lacks and marks the first
+  event `renumbered` instead of failing (docs/partitions.md, "Subscribers across a merge").
 - Channels use HTTP/2 keepalive, so a silently dead connection is noticed. One channel and
   one stub per address, made on first use and closed by `close()`.
 - The decisions (which address, how long to back off, when to give up) are
@@ -40,6 +43,7 @@ What makes calls survive failover:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 import uuid
@@ -88,6 +92,7 @@ __all__ = [
 ]
 
 NEXT_EVENT_METADATA = "gencluster-next-event"
+RENUMBERED_METADATA = "gencluster-renumbered"
 DEFAULT_TIMEOUT = 30.0
 
 CHANNEL_OPTIONS = [
@@ -117,7 +122,13 @@ class RemoteError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A published event: `number` increases by one per topic."""
+    """A published event: `number` increases by one per topic.
+
+    `epoch` is the term of the active that sent it; `origin_epoch` the epoch of the entry that
+    published it (with `seq`, its place in one history). `renumbered` is True on the first
+    event after the subscription moved to another history (its side lost a merge, or an Async
+    failover lost the tail it had seen): from this event on, numbers are the new history's,
+    and an earlier number means another event there (docs/partitions.md)."""
 
     topic: str
     number: int
@@ -126,6 +137,8 @@ class Event:
     time: float
     epoch: int
     missed: int
+    origin_epoch: int = 0
+    renumbered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,14 +241,46 @@ def _event(codec: Codec, message: pb.Event) -> Event:
         time=message.time,
         epoch=message.epoch,
         missed=message.missed,
+        origin_epoch=message.origin_epoch,
+        renumbered=message.renumbered,
     )
 
 
-def _subscribe_request(topic: str, from_event: int | None, accept_gap: bool) -> Any:
-    request = pb.SubscribeRequest(topic=topic, accept_gap=accept_gap)
-    if from_event is not None:
-        request.from_event = from_event
-    return request
+class _Cursor:
+    """Where a subscription is: the next number to ask for and the last event received (its
+    seq and origin epoch, sent on resume so the active can tell whether this subscriber
+    followed its history: `resume.plan_resume`). Shared by both clients."""
+
+    __slots__ = ("last", "next_event", "renumbered")
+
+    def __init__(self, from_event: int | None) -> None:
+        self.next_event = from_event
+        self.last: tuple[int, int] | None = None
+        self.renumbered = False
+
+    def request(self, topic: str, accept_gap: bool) -> Any:
+        request = pb.SubscribeRequest(topic=topic, accept_gap=accept_gap)
+        if self.next_event is not None:
+            request.from_event = self.next_event
+        if self.last is not None:
+            request.last_seq, request.last_epoch = self.last
+        return request
+
+    def opened(self, metadata: dict[str, str]) -> None:
+        if self.next_event is None and NEXT_EVENT_METADATA in metadata:
+            self.next_event = int(metadata[NEXT_EVENT_METADATA])
+        if RENUMBERED_METADATA in metadata:
+            # Marked on the next event delivered, even if this stream breaks before it.
+            self.renumbered = True
+
+    def received(self, codec: Codec, message: pb.Event) -> Event:
+        event = _event(codec, message)
+        if self.renumbered and not event.renumbered:
+            event = dataclasses.replace(event, renumbered=True)
+        self.renumbered = False
+        self.next_event = event.number + 1
+        self.last = (event.seq, event.origin_epoch)
+        return event
 
 
 def _open_stream(stub: pb_grpc.ClientStub, request: Any) -> tuple[Any, dict[str, str]]:
@@ -340,21 +385,21 @@ class Client:
     ) -> Iterator[Event]:
         """Events of `topic` from `from_event` on (None: new events only), forever; resumes
         after failover. Raises `ClusterUnavailable` after `timeout` seconds without an
-        active to subscribe to."""
-        next_event = from_event
+        active to subscribe to.
+
+        Across a merge that its side lost, the subscription continues on the survivor with
+        the events it had not seen; the first event there is marked `renumbered`."""
+        cursor = _Cursor(from_event)
         while True:
-            request = _subscribe_request(topic, next_event, accept_gap)
+            request = cursor.request(topic, accept_gap)
             (stream, metadata), _ = self._retrying(
                 lambda stub, remaining, request=request: _open_stream(stub, request),
                 self.timeout,
             )
-            if next_event is None and NEXT_EVENT_METADATA in metadata:
-                next_event = int(metadata[NEXT_EVENT_METADATA])
+            cursor.opened(metadata)
             try:
                 for message in stream:
-                    event = _event(self.codec, message)
-                    next_event = event.number + 1
-                    yield event
+                    yield cursor.received(self.codec, message)
             except grpc.RpcError as error:
                 if self._closed:
                     return
@@ -455,20 +500,17 @@ class AsyncClient:
     async def subscribe(
         self, topic: str, from_event: int | None = None, *, accept_gap: bool = False
     ) -> AsyncIterator[Event]:
-        next_event = from_event
+        cursor = _Cursor(from_event)
         while True:
-            request = _subscribe_request(topic, next_event, accept_gap)
+            request = cursor.request(topic, accept_gap)
             (stream, metadata), _ = await self._retrying(
                 lambda stub, remaining, request=request: _open_stream_async(stub, request),
                 self.timeout,
             )
-            if next_event is None and NEXT_EVENT_METADATA in metadata:
-                next_event = int(metadata[NEXT_EVENT_METADATA])
+            cursor.opened(metadata)
             try:
                 async for message in stream:
-                    event = _event(self.codec, message)
-                    next_event = event.number + 1
-                    yield event
+                    yield cursor.received(self.codec, message)
             except grpc.RpcError as error:
                 if self._closed:
                     return

@@ -1,8 +1,14 @@
-"""`gencluster call`, `gencluster cast` and `gencluster status`: a ClusteredServer from a shell.
+"""`gencluster call`, `cast`, `subscribe` and `status`: a ClusteredServer from a shell.
 
     gencluster call id-server '"next_value"'          # -> 1
     gencluster status id-server                       # every pod's Admin.Status, as JSON
     gencluster call --address 10.0.0.7:50051 '"current"'
+    gencluster subscribe chat room:lobby              # one JSON line per event, until ^C
+
+`subscribe` prints each event as it comes (`number`, `epoch`, `time`, `data`), resuming across
+failovers and merges as the client library does; when the subscription moves to another
+history (its side lost a merge) the event line carries `"renumbered": true` and a note on
+stderr says from which number the survivor's numbering continues (docs/partitions.md).
 
 Without `--address`, the cluster is found through the kubeconfig: its client Service `NAME`
 (which selects the active pod) is reached at `status.loadBalancer.ingress[0]` when published
@@ -28,7 +34,7 @@ from typing import Any
 
 import grpc
 
-from gencluster.client import Client, ClusterUnavailable, RemoteError
+from gencluster.client import Client, ClusterUnavailable, Event, RemoteError
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.replication import peer_metadata
@@ -60,6 +66,20 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("name", nargs="?", help="the ClusteredServer (or use --address)")
         command.add_argument("request", help="the request, as JSON")
         _common(command)
+    subscribe = commands.add_parser(
+        "subscribe", help="print a topic's events as JSON lines as they come (until ^C)"
+    )
+    subscribe.add_argument("name", nargs="?", help="the ClusteredServer (or use --address)")
+    subscribe.add_argument("topic", help="the topic, e.g. room:lobby")
+    subscribe.add_argument(
+        "--from", dest="from_event", type=int, default=None,
+        help="first event number (default: only new events)",
+    )
+    subscribe.add_argument(
+        "--accept-gap", action="store_true",
+        help="start at the oldest retained event if --from is no longer retained",
+    )
+    _common(subscribe)
     status = commands.add_parser("status", help="every replica's role, epoch and lag as JSON")
     status.add_argument("name", nargs="?", help="the ClusteredServer (or use --address)")
     status.add_argument("--token-file", help="a file holding the peer token")
@@ -308,6 +328,8 @@ def run(arguments: argparse.Namespace) -> Any:
             for pod in pods
         ]}
     address = arguments.address or service_address(core, arguments.name, namespace or "default")
+    if arguments.command == "subscribe":
+        return print_events(address, arguments)
     try:
         request = json.loads(arguments.request)
     except ValueError as error:
@@ -317,6 +339,36 @@ def run(arguments: argparse.Namespace) -> Any:
             return client.call(request)
         client.cast(request)
         return None
+
+
+def event_line(event: Event) -> dict[str, Any]:
+    """One printed event: what a person or a script watching a topic needs."""
+    line = {"number": event.number, "epoch": event.epoch, "time": event.time,
+            "data": event.data}
+    if event.missed:
+        line["missed"] = event.missed
+    if event.renumbered:
+        line["renumbered"] = True
+    return line
+
+
+def print_events(address: str, arguments: argparse.Namespace) -> None:
+    """Follow a topic until interrupted: one JSON line per event on stdout, flushed at once."""
+    if arguments.from_event is not None and arguments.from_event < 1:
+        raise CommandError("--from must be 1 or more (event numbers start at 1)")
+    with Client(address, timeout=arguments.timeout) as client:
+        events = client.subscribe(
+            arguments.topic, arguments.from_event, accept_gap=arguments.accept_gap
+        )
+        try:
+            for event in events:
+                if event.renumbered:
+                    print(f"gencluster subscribe: numbering changed (this side's history was "
+                          f"merged into epoch {event.epoch}'s); events continue from "
+                          f"{event.number}", file=sys.stderr, flush=True)
+                print(json.dumps(event_line(event)), flush=True)
+        except KeyboardInterrupt:
+            return
 
 
 def cluster_pods(core: Any, name: str, namespace: str) -> list[Any]:

@@ -100,15 +100,32 @@ class ReplyRecord:
     digest: bytes = b""
 
 
+AUDIENCE_A = "a"
+"""A merge-published event meant for the subscribers that followed the surviving active's
+history (`merge`'s `state_a`): typically the merged side's news."""
+AUDIENCE_B = "b"
+"""A merge-published event meant for the subscribers that followed the merged side's history
+(`merge`'s `state_b`): typically the survivor's news."""
+AUDIENCES = frozenset({AUDIENCE_A, AUDIENCE_B})
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
-    """An event published by a handler: `number` increases by one per topic from 1."""
+    """An event published by a handler: `number` increases by one per topic from 1.
+
+    `epoch` is the epoch of the entry that published it: with `seq` it names the event's place
+    in one history, which is how a resuming subscriber's last event is recognised (or not)
+    after a merge (`resume.plan_resume`). `audience` is set only on events a `merge`
+    published: `AUDIENCE_A` (news to the subscribers of the surviving active's history) or
+    `AUDIENCE_B` (news to those of the merged side's)."""
 
     topic: str
     number: int
     seq: int
     time: float
     data: bytes
+    epoch: int = 0
+    audience: str = ""
 
 
 @dataclass(frozen=True)
@@ -132,6 +149,8 @@ class Snapshot:
     events: tuple[Event, ...] = ()
     next_event: Mapping[str, int] = field(default_factory=dict)
     replies_complete_after: float = 0.0
+    merge_seqs: tuple[int, ...] = ()
+    """The most recent MERGE entries' sequence numbers, oldest first (`resume`)."""
 
 
 class LogError(Exception):

@@ -22,6 +22,9 @@ What applying an entry guarantees:
   active refuses a retry the table can no longer vouch for, before anything is logged.
 - Events published by a successful handler get per-topic numbers 1, 2, 3, ... and are retained
   (bounded, oldest first) so a subscriber that reconnects can resume from its last number.
+  A `merge` may publish too (with a `ctx`, if its signature takes one), each event for one
+  side's subscribers or for all; the MERGE entries' seqs are kept (bounded) so that a
+  subscriber of the merged side resumes where its news starts (`resume.plan_resume`).
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
-from gencluster import quarantine, wire
+from gencluster import quarantine, resume, wire
 from gencluster.codec import Codec, CodecError
 from gencluster.limits import bounded_error_message
 from gencluster.log import (
@@ -52,7 +56,10 @@ from gencluster.replies import (
     RetryRefused,
     request_digest,
 )
-from gencluster.server import Context, GenServer
+from gencluster.server import Context, GenServer, merge_takes_ctx
+
+MAX_MERGE_MARKS = 16
+"""MERGE entries remembered for resuming subscribers (the newest one is the one used)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +133,10 @@ class Backlog:
     events: tuple[Event, ...]
     missed: int
     next_number: int
+    merged_side_of: int | None = None
+    """The MERGE entry whose side-b events this stream delivers (`resume.ResumePlan`)."""
+    renumbered: bool = False
+    """The subscriber's last event was from another history (`resume.ResumePlan`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +149,12 @@ class MergeRequest:
     replies_complete_after: float = 0.0
 
 
-class TopicEvents:
+class TopicEvents(Sequence[Event]):
     """The retained events of one topic, consecutive numbers oldest first, in a list with a
     moving start: reading from a number is an index computation and a slice, so a subscriber
     that asks for its new events costs O(new events), however many are retained (a deque
-    would cost O(retained) to reach the middle)."""
+    would cost O(retained) to reach the middle). It is a read-only sequence too, so a
+    resuming subscriber's plan (`resume.plan_resume`) reads it without a copy."""
 
     __slots__ = ("_events", "_start")
 
@@ -152,6 +164,19 @@ class TopicEvents:
 
     def __len__(self) -> int:
         return len(self._events) - self._start
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Event]: ...
+
+    def __getitem__(self, index: int | slice) -> Event | Sequence[Event]:
+        if isinstance(index, slice):
+            return self._events[self._start :][index]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return self._events[self._start + index if index >= 0 else index]
 
     @property
     def first(self) -> Event:
@@ -228,6 +253,8 @@ class StateMachine:
         self._events: deque[Event] = deque()
         self._events_by_topic: dict[str, TopicEvents] = {}
         self._next_event: dict[str, int] = {}
+        self._merge_seqs: deque[int] = deque(maxlen=MAX_MERGE_MARKS)
+        self._merge_takes_ctx = merge_takes_ctx(server)
 
     @classmethod
     def from_init(
@@ -274,6 +301,7 @@ class StateMachine:
         for event in snapshot.events:
             machine._retain_event(event)
         machine._next_event.update(snapshot.next_event)
+        machine._merge_seqs.extend(snapshot.merge_seqs)
         return machine
 
     @property
@@ -406,14 +434,28 @@ class StateMachine:
             return EventRead((), next_number, next_number)
         return EventRead(retained.from_number(from_event), retained.first.number, next_number)
 
-    def backlog(self, topic: str, from_event: int | None, *, accept_gap: bool) -> Backlog:
+    def backlog(
+        self, topic: str, from_event: int | None, *, accept_gap: bool,
+        last: resume.LastEvent | None = None,
+    ) -> Backlog:
         """Start a subscription to `topic` at event `from_event` (None: live events only).
 
-        Refuses a start beyond the topic's next number: a subscriber that saw events this
-        replica does not have (possible only after an Async failover) would otherwise skip
-        the new events that reuse those numbers. The shell still sends only events whose
-        entry is acknowledged, as for live ones.
+        With `last` (the subscriber's last event, number `from_event - 1`), where the stream
+        starts is `resume.plan_resume`'s decision: the next number on the same history, or
+        where a subscriber of another (merged, or lost) history continues, `renumbered`.
+        Without it, refuses a start beyond the topic's next number: a subscriber that saw
+        events this replica does not have would otherwise skip the new events that reuse
+        those numbers. The shell still sends only events whose entry is acknowledged, as for
+        live ones, and only those `resume.delivers` to this stream.
         """
+        plan: resume.ResumePlan | None = None
+        if last is not None and from_event is not None:
+            retained = self._events_by_topic.get(topic)
+            events: Sequence[Event] = retained if retained is not None else ()
+            plan = resume.plan_resume(
+                events, self.next_event_number(topic), last, tuple(self._merge_seqs)
+            )
+            from_event = plan.from_number
         read = self.events_from(topic, 1 if from_event is None else from_event)
         if from_event is None:
             return Backlog((), 0, read.next_number)
@@ -429,7 +471,11 @@ class StateMachine:
                 "no longer retained; resubscribe accepting the gap, or from "
                 f"{read.first_available}"
             )
-        return Backlog(read.events, missed, read.next_number)
+        if plan is None:
+            return Backlog(read.events, missed, read.next_number)
+        return Backlog(
+            read.events, missed, read.next_number, plan.merged_side_of, plan.renumbered
+        )
 
     def next_event_number(self, topic: str) -> int:
         return self._next_event.get(topic, 1)
@@ -452,6 +498,7 @@ class StateMachine:
             events=tuple(self._events),
             next_event=dict(self._next_event),
             replies_complete_after=self._replies.complete_after,
+            merge_seqs=tuple(self._merge_seqs),
         )
         return StateSnapshot(header, self._state, self.codec)
 
@@ -466,7 +513,8 @@ class StateMachine:
     def _run(self, entry: LogEntry, request: Any) -> Outcome:
         command = entry.command
         ctx = Context(
-            request_id=command.request_id, time=command.time, seed=command.seed, seq=entry.seq
+            request_id=command.request_id, time=command.time, seed=command.seed, seq=entry.seq,
+            merging=command.kind is CommandKind.MERGE,
         )
         state = self._state_for_handler()
         try:
@@ -481,10 +529,15 @@ class StateMachine:
             elif command.kind is CommandKind.RESTORE:
                 new_state = self._restored(request, entry.seq)
             else:
-                new_state = self._merged(state, request, entry.seq)
+                new_state = self._merged(state, request, ctx)
             if command.kind is CommandKind.CALL or command.kind is CommandKind.CAST:
                 self._verify(new_state)
-            events = self._number_events(ctx, entry.seq, command.time)
+            events = self._number_events(ctx, entry.seq, command.time, entry.epoch)
+            if command.kind is CommandKind.MERGE:
+                # Last: nothing after this can fail, so a merge that raised (or published an
+                # event the codec refused) changed nothing.
+                self._absorb_replies(request, entry.seq)
+                self._merge_seqs.append(entry.seq)
         except BaseException as error:
             # BaseException: a handler's SystemExit or KeyboardInterrupt must not escape with
             # the sequence advanced and no outcome recorded (every replica would then hold a
@@ -497,17 +550,16 @@ class StateMachine:
         record = ReplyRecord(command.request_id, entry.seq, reply=reply_bytes, time=command.time)
         return Outcome(record, events)
 
-    def _merged(self, state: Any, request: MergeRequest, seq: int) -> Any:
-        """The MERGE command: the server's `merge(winner_state, loser_state)`, then the loser's
-        reply records join the table (renumbered to this entry, the one that makes them
-        durable here; their own times kept, so they expire as they would have there), except
-        for request ids this replica already answered itself, and the table's completeness
-        bound becomes the later of both. Only after `merge` returned: a `merge` that raises
-        changes nothing. Nothing after this can fail for a MERGE (`merge` gets no ctx, so it
-        publishes no events)."""
-        merged = self.server.merge(state, request.state)
+    def _merged(self, state: Any, request: MergeRequest, ctx: Context) -> Any:
+        """The MERGE command: the server's `merge(winner_state, loser_state[, ctx])` (with the
+        ctx if its signature takes one: it may publish, per side). `_run` then numbers its
+        events and, last, lets the loser's reply records join the table (`_absorb_replies`):
+        a `merge` that raises changes nothing."""
+        if self._merge_takes_ctx:
+            merged = self.server.merge(state, request.state, ctx)
+        else:
+            merged = self.server.merge(state, request.state)
         self._verify(merged)
-        self._absorb_replies(request, seq)
         return merged
 
     def _restored(self, request: MergeRequest, seq: int) -> Any:
@@ -551,15 +603,25 @@ class StateMachine:
             )
         return result
 
-    def _number_events(self, ctx: Context, seq: int, time: float) -> tuple[Event, ...]:
-        """Encode and number the published events; nothing is committed until all encode."""
+    def _number_events(
+        self, ctx: Context, seq: int, time: float, epoch: int
+    ) -> tuple[Event, ...]:
+        """Encode and number the published events; nothing is committed until all encode.
+
+        A merge's events for one side come first, its events for everyone after them (each
+        group in publication order): a subscriber whose last event is one for everyone has
+        then received every event of that merge meant for its side, so resuming after it
+        needs no side (`resume.plan_resume` learns a side only from a side's event)."""
+        published = ctx.published
+        if ctx.merging:
+            published = sorted(published, key=lambda item: not item[2])  # stable
         numbers: dict[str, int] = {}
         events = []
-        for topic, data in ctx.published:
+        for topic, data, audience in published:
             number = numbers.get(topic, self._next_event.get(topic, 1))
             numbers[topic] = number + 1
             encoded = self.codec.encode(data, what=f"event on {topic!r}")
-            events.append(Event(topic, number, seq, time, encoded))
+            events.append(Event(topic, number, seq, time, encoded, epoch, audience))
         self._next_event.update(numbers)
         return tuple(events)
 

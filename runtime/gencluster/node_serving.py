@@ -19,6 +19,7 @@ from gencluster.log import CommandKind
 from gencluster.machine import Outcome
 from gencluster.node_state import KnownActive, NodeState
 from gencluster.replica import Replica
+from gencluster.resume import LastEvent
 from gencluster.roles import Active, PartitionPolicy, Stopped, Writes
 from gencluster.term import CodecMismatch, EventFeed, NotServing, Term
 from gencluster.wellknown import ROLE_ACTIVE
@@ -60,11 +61,14 @@ class Serving(NodeState):
             return self._refuse(codec_name)
         return term.submit(kind, request_id, payload, codec_name, first_attempt)
 
-    def subscribe(self, topic: str, from_event: int | None, *, accept_gap: bool) -> EventFeed:
+    def subscribe(
+        self, topic: str, from_event: int | None, *, accept_gap: bool,
+        last: LastEvent | None = None,
+    ) -> EventFeed:
         """A Subscribe stream from the serving term (see `Term.subscribe`)."""
         if self._term is None:
             raise NotServing(f"{self.config.identity} is not the serving active")
-        return self._term.subscribe(topic, from_event, accept_gap=accept_gap)
+        return self._term.subscribe(topic, from_event, accept_gap=accept_gap, last=last)
 
     async def _refuse(self, codec_name: str) -> tuple[Outcome, int]:
         if codec_name and codec_name != self.codec.name:

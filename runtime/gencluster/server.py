@@ -37,7 +37,7 @@ A complete server (the article's id_server):
         def is_read_only(self, request):
             return request == "current"
 
-        def merge(self, state_a, state_b):
+        def merge(self, state_a, state_b, ctx):
             return max(state_a, state_b)
 
 `load_server_class("module:Class")` imports the class named in a ClusteredServer spec, with
@@ -51,6 +51,11 @@ import inspect
 import random
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
+
+MERGE_SIDE_A = "a"
+"""`ctx.publish(..., to=MERGE_SIDE_A)` in `merge`: news to the survivor's subscribers."""
+MERGE_SIDE_B = "b"
+"""`ctx.publish(..., to=MERGE_SIDE_B)` in `merge`: news to the merged side's subscribers."""
 
 
 class UnknownRequest(Exception):
@@ -80,7 +85,10 @@ class Context:
     seed: int
     seq: int = 0
     read_only: bool = False
-    published: list[tuple[str, Any]] = field(default_factory=list, init=False)
+    merging: bool = False
+    """True in the `ctx` given to `merge`: `publish` then takes an audience (`to=`)."""
+    published: list[tuple[str, Any, str]] = field(default_factory=list, init=False)
+    """(topic, event, audience) in publication order; audience "" means every subscriber."""
     _random: random.Random | None = field(default=None, init=False, repr=False)
 
     @property
@@ -90,8 +98,14 @@ class Context:
             self._random = random.Random(self.seed)
         return self._random
 
-    def publish(self, topic: str, event: Any) -> None:
-        """Publish `event` to subscribers of `topic` once this handler succeeds."""
+    def publish(self, topic: str, event: Any, *, to: str | None = None) -> None:
+        """Publish `event` to subscribers of `topic` once this handler succeeds.
+
+        In `merge` only, `to` says whose news it is: `"a"` for the subscribers that followed
+        the surviving active's history (`state_a`'s side), `"b"` for those that followed the
+        merged side's (`state_b`'s); None for every subscriber. Each stream delivers only the
+        events meant for it, so `merge` can publish each side's messages to the other side
+        without anyone receiving one twice (docs/partitions.md)."""
         if not isinstance(topic, str) or not topic:
             raise ValueError(f"topic must be a non-empty string, got {topic!r}")
         if self.read_only:
@@ -99,7 +113,14 @@ class Context:
                 f"a read-only call cannot publish (topic {topic!r}); "
                 "remove it from is_read_only or do not publish"
             )
-        self.published.append((topic, event))
+        if to is not None and not self.merging:
+            raise ValueError(
+                f"publish(..., to={to!r}) is for merge only: a handler's events reach every "
+                "subscriber"
+            )
+        if to is not None and to not in (MERGE_SIDE_A, MERGE_SIDE_B):
+            raise ValueError(f"to must be {MERGE_SIDE_A!r} or {MERGE_SIDE_B!r}, got {to!r}")
+        self.published.append((topic, event, to or ""))
 
 
 class GenServer:
@@ -136,11 +157,20 @@ class GenServer:
         """Handle a message that needs no reply: return the new state."""
         raise UnknownRequest(f"{type(self).__name__} has no handler for cast {msg!r}")
 
-    def merge(self, state_a: Any, state_b: Any) -> Any:
+    def merge(self, state_a: Any, state_b: Any, ctx: Context | None = None) -> Any:
         """Reconcile two states that diverged during a partition into one.
 
         `state_a` is the surviving active's state, `state_b` the demoted one's. Needed only with
         partitionPolicy `Available`.
+
+        Declare a third parameter to receive a `ctx` (time, seeded random, request id, and
+        `publish`); a `merge(self, a, b)` without it keeps working. Events published here
+        follow the merged state: `ctx.publish(topic, event, to="a")` reaches only the
+        subscribers that followed `state_a`'s side (news from `state_b`), `to="b"` only those
+        that followed `state_b`'s (events for one side are numbered before the events for
+        everyone of the same merge); a subscriber of the demoted side is moved to the survivor
+        and continues with the `to="b"` events, its stream marked `renumbered`
+        (docs/partitions.md, "Subscribers across a merge").
         """
         raise MergeNotSupported(f"{type(self).__name__} does not define merge(state_a, state_b)")
 
@@ -198,6 +228,20 @@ def load_server_class(spec: str) -> type[GenServer]:
                 f"module {module_name!r} has no attribute {attribute!r}"
             ) from None
     return _check_server_class(spec, target)
+
+
+def merge_takes_ctx(server: GenServer) -> bool:
+    """Whether the server's `merge` accepts a third (ctx) argument; a class written before
+    merge got a ctx, `merge(self, a, b)`, is called without one."""
+    try:
+        signature = inspect.signature(server.merge)
+    except (TypeError, ValueError):
+        return False
+    try:
+        signature.bind(None, None, None)
+    except TypeError:
+        return False
+    return True
 
 
 def supports_merge(server_class: type[GenServer]) -> bool:

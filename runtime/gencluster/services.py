@@ -69,6 +69,7 @@ from gencluster.node import Node, RestoreRefused
 from gencluster.proto import gencluster_pb2 as pb
 from gencluster.proto import gencluster_pb2_grpc as pb_grpc
 from gencluster.replies import RequestIdReused, RetryRefused
+from gencluster.resume import LastEvent
 from gencluster.roles import Active, Joining, Standby, Stopped
 from gencluster.state_encoding import SnapshotEncodingFailed, encode_off_loop
 from gencluster.term import NotServing, TooManySubscribers
@@ -98,6 +99,9 @@ LIVENESS_HEALTH_SERVICE = "gencluster.liveness"
 NEXT_EVENT_METADATA = "gencluster-next-event"
 """Initial metadata of Subscribe: the number of the first event this stream will deliver, so a
 client that subscribed for live events only knows where to resume after a failover."""
+RENUMBERED_METADATA = "gencluster-renumbered"
+"""Initial metadata of a Subscribe stream that continues another history than the one the
+subscriber's last event came from (after a merge): the first number on this history."""
 
 _ROLE_TO_WIRE: dict[type, int] = {
     Active: pb.ROLE_ACTIVE,
@@ -263,21 +267,33 @@ class ClientService(pb_grpc.ClientServicer):
         node = self.node
         await _valid(context, lambda: check_text("topic", request.topic, MAX_TOPIC_BYTES))
         from_event = request.from_event if request.HasField("from_event") else None
+        last = None
+        if from_event is not None and from_event > 1 and request.HasField("last_seq"):
+            last = LastEvent(from_event - 1, request.last_seq, request.last_epoch)
         try:
-            feed = node.subscribe(request.topic, from_event, accept_gap=request.accept_gap)
+            feed = node.subscribe(
+                request.topic, from_event, accept_gap=request.accept_gap, last=last
+            )
         except NotServing as error:
             await _unavailable(node, context, str(error))
         except SubscriptionError as error:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(error))
         except TooManySubscribers as error:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
-        await context.send_initial_metadata(
-            ((NEXT_EVENT_METADATA, str(feed.first_number)), (EPOCH_METADATA, str(feed.epoch)))
-        )
+        metadata = [
+            (NEXT_EVENT_METADATA, str(feed.first_number)), (EPOCH_METADATA, str(feed.epoch))
+        ]
+        if feed.renumbered:
+            metadata.append((RENUMBERED_METADATA, str(feed.first_number)))
+        await context.send_initial_metadata(tuple(metadata))
+        renumbered = feed.renumbered
         async with contextlib.aclosing(feed.events()) as events:
             try:
                 async for event, missed in events:
-                    yield wire.event_to_message(event, epoch=feed.epoch, missed=missed)
+                    yield wire.event_to_message(
+                        event, epoch=feed.epoch, missed=missed, renumbered=renumbered
+                    )
+                    renumbered = False
             except NotServing as error:
                 await _unavailable(node, context, str(error))
 

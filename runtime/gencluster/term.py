@@ -59,6 +59,7 @@ from gencluster.replication import (
     SendStep,
     sender_step,
 )
+from gencluster.resume import LastEvent, delivers
 from gencluster.wakeups import Notifier, set_within
 from gencluster.wire import entry_to_message
 
@@ -296,9 +297,12 @@ class Term:
             self._marked.discard(request_id)
             raise NotServing("fenced before the call ran; retry with the same request id")
 
-    def subscribe(self, topic: str, from_event: int | None, *, accept_gap: bool) -> EventFeed:
+    def subscribe(
+        self, topic: str, from_event: int | None, *, accept_gap: bool,
+        last: LastEvent | None = None,
+    ) -> EventFeed:
         """Start a Subscribe stream (raises `NotServing`, or `SubscriptionError` for a start
-        this replica cannot serve)."""
+        this replica cannot serve); `last` is the resuming subscriber's last event."""
         if self.closed or not self._may_serve():
             raise NotServing(self._not_serving)
         if self.subscribers >= self.max_subscribers:
@@ -306,7 +310,7 @@ class Term:
                 f"this pod serves {self.subscribers} subscriptions, the limit is "
                 f"{self.max_subscribers}; retry later or close unused subscriptions"
             )
-        return EventFeed(self, topic, from_event, accept_gap=accept_gap)
+        return EventFeed(self, topic, from_event, accept_gap=accept_gap, last=last)
 
     def listen_topic(self, topic: str, wake: asyncio.Event) -> None:
         """Wake `wake` once an event of `topic` appended from now on is acknowledged (at once
@@ -613,11 +617,21 @@ class EventFeed:
     ends or the feed is collected (a stream aborted before it iterated)."""
 
     def __init__(
-        self, term: Term, topic: str, from_event: int | None, *, accept_gap: bool
+        self, term: Term, topic: str, from_event: int | None, *, accept_gap: bool,
+        last: LastEvent | None = None,
     ) -> None:
-        backlog = term.replica.machine.backlog(topic, from_event, accept_gap=accept_gap)
-        first = backlog.next_number if from_event is None else max(from_event, 1)
+        backlog = term.replica.machine.backlog(
+            topic, from_event, accept_gap=accept_gap, last=last
+        )
+        if from_event is None or backlog.renumbered:
+            first = backlog.next_number
+        else:
+            first = max(from_event, 1)
         self.first_number = backlog.events[0].number if backlog.events else first
+        self.renumbered = backlog.renumbered
+        """The subscriber's last event was from another history: the stream marks its first
+        event `renumbered` (`resume.plan_resume`)."""
+        self._merged_side_of = backlog.merged_side_of
         self.epoch = term.epoch
         self._term = term
         self._topic = topic
@@ -648,9 +662,11 @@ class EventFeed:
                     if event.seq > acknowledged:
                         blocked = event.seq
                         break
+                    next_number = event.number + 1
+                    if not delivers(self._merged_side_of, event):
+                        continue  # a merge's news for the other side's subscribers
                     yield event, missed
                     missed = 0
-                    next_number = event.number + 1
                 if blocked:
                     term.listen_seq(blocked, wake)
                 else:

@@ -131,7 +131,9 @@ def cast_reply(record: ReplyRecord, *, epoch: int, duplicate: bool) -> pb.CastRe
     return reply
 
 
-def event_to_message(event: Event, *, epoch: int, missed: int = 0) -> pb.Event:
+def event_to_message(
+    event: Event, *, epoch: int, missed: int = 0, renumbered: bool = False
+) -> pb.Event:
     return pb.Event(
         topic=event.topic,
         number=event.number,
@@ -140,11 +142,17 @@ def event_to_message(event: Event, *, epoch: int, missed: int = 0) -> pb.Event:
         data=event.data,
         epoch=epoch,
         missed=missed,
+        origin_epoch=event.epoch,
+        audience=event.audience,
+        renumbered=renumbered,
     )
 
 
 def event_from_message(message: pb.Event) -> Event:
-    return Event(message.topic, message.number, message.seq, message.time, message.data)
+    return Event(
+        message.topic, message.number, message.seq, message.time, message.data,
+        message.origin_epoch, message.audience,
+    )
 
 
 def snapshot_to_chunks(
@@ -173,6 +181,7 @@ def snapshot_to_chunks(
             for topic, number in sorted(snapshot.next_event.items())
         ],
         replies_complete_after=snapshot.replies_complete_after,
+        merge_seqs=snapshot.merge_seqs,
     )
     yield pb.SnapshotChunk(epoch=epoch, header=header)
     for batch in batches_by_bytes(
@@ -233,6 +242,7 @@ def snapshot_from_chunks(chunks: Iterable[pb.SnapshotChunk]) -> tuple[Snapshot, 
         events=tuple(events),
         next_event={position.topic: position.next_event for position in header.topics},
         replies_complete_after=header.replies_complete_after,
+        merge_seqs=tuple(header.merge_seqs),
     )
     return snapshot, epoch
 

@@ -111,6 +111,14 @@ def test_fault_without_a_running_instance_says_so(tmp_path: Path) -> None:
     assert result.stderr.startswith("gencluster dev fault kill: ")
 
 
+DENY_ALL_POLICY = """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-all}
+spec: {podSelector: {}}
+"""
+
+
 @pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("nft") is None, reason="network faults need root and nft"
 )
@@ -123,10 +131,14 @@ def test_stop_leaves_no_process_and_no_fault_rule(start_dev_cluster) -> None:
     table = cluster.instance["nftTable"]
     cluster.gencluster("dev", "fault", "--dir", str(cluster.dir), "cut-apiserver", "sleeper")
     assert table in nft_tables()
+    policy_table = cluster.instance["networkPolicyTable"]
+    cluster.kubectl("apply", "-f", "-", input=DENY_ALL_POLICY)
+    wait_for(lambda: policy_table in nft_tables(), 30, message="the NetworkPolicy table")
 
     assert cluster.stop() == 0
     assert not any(process_exists(pid) for pid in pids)
     assert table not in nft_tables()
+    assert policy_table not in nft_tables()
     assert not cluster.kubeconfig.exists()
     assert not (cluster.dir / "instance.json").exists()
 

@@ -537,3 +537,22 @@ def test_one_replica_with_leader_election_gets_no_pdb_that_would_block_drains(
     objects = manifests(render(chart, {"replicaCount": 1}))
     assert by_kind(objects, "PodDisruptionBudget") == []
     assert only(objects, "Deployment")["spec"]["replicas"] == 1
+
+
+@pytest.mark.parametrize("values", [{}, {"watchNamespace": "apps"}], ids=["cluster", "namespace"])
+def test_operator_manages_network_policies_and_knows_its_pods(
+        chart: Any, values: dict[str, Any]) -> None:
+    """The operator creates, restores and deletes each ClusteredServer's NetworkPolicy, and
+    the policy lets the operator's own pods in: by the Deployment's selector labels, passed
+    as GENCLUSTER_OPERATOR_POD_LABELS (desired_network.operator_pods_from_env)."""
+    objects = manifests(render(chart, values))
+    managed = [obj for obj in objects if not obj["metadata"]["name"].endswith("-leader-election")]
+    role = only(managed, "Role" if values else "ClusterRole")
+    assert {("networking.k8s.io", "networkpolicies", verb)
+            for verb in ("get", "create", "patch", "delete")} <= grants(role["rules"])
+    deployment = only(objects, "Deployment")
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    labels = dict(pair.split("=", 1)
+                  for pair in env["GENCLUSTER_OPERATOR_POD_LABELS"]["value"].split(","))
+    assert labels == deployment["spec"]["selector"]["matchLabels"]
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"

@@ -470,6 +470,7 @@ def test_minimal_spec_gets_every_default(admit):
         "persistence": DEFAULT_PERSISTENCE,
         "runtime": {"deduplicationWindowSeconds": 300},
         "monitoring": {"podMonitor": {"enabled": False, "interval": "30s"}},
+        "networkPolicy": {"enabled": True},
     }
 
 
@@ -488,6 +489,7 @@ def test_full_spec_is_kept_as_written(admit):
         "runtime": {"deduplicationWindowSeconds": 86400},
         "monitoring": {"podMonitor": {"enabled": True, "interval": "15s",
                                       "labels": {"release": "prometheus"}}},
+        "networkPolicy": {"enabled": False, "metricsNamespace": "monitoring"},
         "template": {
             "metadata": {"labels": {"team": "chat"}, "annotations": {"a.example/b": "c"}},
             "spec": {

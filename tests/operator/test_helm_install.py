@@ -12,6 +12,7 @@ only operator is the chart's pod.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -187,10 +188,48 @@ def test_the_operator_reconciles_a_cluster_applied_with_kubectl(
 
     wait_for(status_observed, WAIT_SECONDS, interval=0.5,
              message="the operator to report the id-server's status")
+    _operator_pod_passes_the_network_policy(cluster)
     # Deleted before the operator is uninstalled, without waiting: kopf holds its finalizer
     # (for the timer) and polls for the timer's end only every 60 s by default; garbage
     # collection of the children is the operator tests' subject.
     cluster.kubectl("delete", "-f", str(EXAMPLE), "--wait=false")
+
+
+PROBE = r"""
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()
+    print("open")
+except OSError as exc:
+    print("closed", exc)
+"""
+
+
+def _operator_pod_passes_the_network_policy(cluster: DevClusterProcess) -> None:
+    """The id-server's NetworkPolicy names the chart's operator pods (labels passed by the
+    Deployment), and the enforced policy lets the operator pod reach a server pod's metrics
+    (admin bridge) port, which it keeps from foreign pods (test_network_policy.py)."""
+    policy = wait_for(lambda: _get(cluster, "networkpolicy", "id-server"), WAIT_SECONDS,
+                      interval=0.5, message="the id-server's NetworkPolicy")
+    peers = policy["spec"]["ingress"][1]["from"]
+    operator_pod = _operator_pods(cluster)[0]
+    assert peers[1]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}
+    wanted = peers[1]["podSelector"]["matchLabels"]
+    assert wanted["app.kubernetes.io/instance"] == RELEASE
+    assert all(operator_pod["metadata"]["labels"].get(k) == v for k, v in wanted.items())
+
+    def metrics_reachable() -> bool:
+        server = _get(cluster, "pod", "id-server-0") or {}
+        ip = (server.get("status") or {}).get("podIP")
+        if not ip:
+            return False
+        result = cluster.kubectl("exec", "-n", NAMESPACE, operator_pod["metadata"]["name"],
+                                 "--", sys.executable, "-c", PROBE, ip, "9090", check=False)
+        return result.stdout.strip() == "open"
+
+    wait_for(metrics_reachable, WAIT_SECONDS, interval=0.5,
+             message="the operator pod to reach id-server-0's metrics port")
 
 
 def test_upgrade_rolls_the_operator_pod(cluster: DevClusterProcess, helm_config: Any) -> None:

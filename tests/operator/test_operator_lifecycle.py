@@ -37,6 +37,7 @@ CHILDREN = [
     ("poddisruptionbudget", NAME),
     ("lease", NAME),
     ("secret", f"{NAME}-peer-token"),
+    ("networkpolicy", NAME),
 ]
 
 

@@ -180,7 +180,7 @@ def test_first_pass_creates_every_child_and_the_pods_then_writes_the_status() ->
     kinds = sorted(kind for kind, _ in api.objects)
     assert kinds == sorted(["ClusteredServer", "Lease", "PodDisruptionBudget", "Role",
                             "RoleBinding", "Secret", "Service", "Service", "ServiceAccount",
-                            "Pod", "Pod", "Pod"])
+                            "NetworkPolicy", "Pod", "Pod", "Pod"])
     token = base64.b64decode(api.objects[("Secret", "id-peer-token")]["data"]["token"]).decode()
     assert len(token) >= 32
     assert api.objects[("Pod", "id-0")] == desired.pod(api.cluster, 0)

@@ -4,7 +4,10 @@ message exactly once, in order, across a SIGKILL of the active."""
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -152,3 +155,74 @@ def test_subscribers_get_every_message_once_across_a_failover(chat: IdCluster) -
         client.call({"op": "say", "room": ROOM, "user": "bob", "text": "hi"})
     assert raised.value.type == "PermissionError"
     assert client.call({"op": "history", "room": ROOM}) == history
+
+
+class Lines:
+    """A subprocess's stdout lines, read by a thread (so waiting for one has a deadline)."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self.lock:
+                self.lines.append(line.rstrip("\n"))
+
+    def snapshot(self) -> list[str]:
+        with self.lock:
+            return list(self.lines)
+
+
+def test_the_subscribe_verb_and_the_chat_client_follow_a_room_across_a_failover(
+    chat: IdCluster,
+) -> None:
+    """`gencluster subscribe --address ... room:R` prints one JSON line per event, and
+    `python -m gencluster_examples.chat.client R NICK` posts stdin lines and prints the room;
+    both keep going across a SIGKILL of the active."""
+    old_active = chat.ready_cluster()
+    addresses = chat.addresses()
+    room = "cli"
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "gencluster.cli", "subscribe", "--address", addresses,
+         "--from", "1", f"room:{room}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    talker = subprocess.Popen(
+        [sys.executable, "-m", "gencluster_examples.chat.client", room, "cy",
+         "--address", addresses],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    watched, talked = Lines(watcher), Lines(talker)
+    assert talker.stdin is not None
+    try:
+        wait_for(lambda: any(line.startswith("-- joined cli") for line in talked.snapshot()),
+                 30, 0.05, "the chat client joined")
+        for index in range(3):
+            talker.stdin.write(f"hello {index}\n")
+        talker.stdin.flush()
+        wait_for(lambda: "<cy> hello 2" in talked.snapshot(), 30, 0.05, "the chat client's echo")
+        chat.dev.gencluster("dev", "fault", "--dir", str(chat.dev.dir), "kill", old_active)
+        talker.stdin.write("after the failover\n")
+        talker.stdin.close()
+        assert talker.wait(60) == 0, talker.stderr.read() if talker.stderr else ""
+        wait_for(lambda: len(watched.snapshot()) >= 6, 30, 0.05,
+                 lambda: f"every event at the subscribe verb: {watched.snapshot()}")
+    finally:
+        watcher.terminate()
+        watcher.wait(30)
+        if talker.poll() is None:
+            talker.kill()
+            talker.wait(30)
+    events = [json.loads(line) for line in watched.snapshot()]
+    assert [event["number"] for event in events] == list(range(1, len(events) + 1))
+    assert [(e["data"]["type"], e["data"].get("text")) for e in events] == [
+        ("joined", None), ("message", "hello 0"), ("message", "hello 1"),
+        ("message", "hello 2"), ("message", "after the failover"), ("left", None),
+    ]
+    assert events[-1]["epoch"] > events[0]["epoch"]  # the last ones came from the new active
+    assert not any(event.get("renumbered") for event in events)
+    assert "<cy> after the failover" in talked.snapshot()

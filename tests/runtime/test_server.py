@@ -43,7 +43,7 @@ def test_context_collects_published_events_in_order() -> None:
     ctx.publish("a", 1)
     ctx.publish("b", {"x": 2})
     ctx.publish("a", 3)
-    assert ctx.published == [("a", 1), ("b", {"x": 2}), ("a", 3)]
+    assert ctx.published == [("a", 1, ""), ("b", {"x": 2}, ""), ("a", 3, "")]
 
 
 @pytest.mark.parametrize("topic", ["", None, 7])

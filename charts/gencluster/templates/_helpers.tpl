@@ -35,6 +35,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end }}
 
+{{/* The selector labels as key=value,key=value (GENCLUSTER_OPERATOR_POD_LABELS). */}}
+{{- define "gencluster.selectorLabelList" -}}
+{{- $pairs := list }}
+{{- range $key, $value := include "gencluster.selectorLabels" . | fromYaml }}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
 {{/* The recommended labels minus app.kubernetes.io/component, which each object sets. */}}
 {{- define "gencluster.labelsWithoutComponent" -}}
 helm.sh/chart: {{ include "gencluster.chart" . }}

@@ -49,10 +49,12 @@ from gencluster_dev.machinery.errors import (
     not_found,
     unsupported_media_type,
 )
+from gencluster_dev.machinery.netpol import policy_problem
 from gencluster_dev.machinery.resources import (
     CLAIMS_KEY,
     CRD_KEY,
     NAMESPACES_KEY,
+    NETWORK_POLICIES_KEY,
     PODS_KEY,
     SERVICEACCOUNTS_KEY,
     SERVICES_KEY,
@@ -443,6 +445,10 @@ class Operations:
             storage_causes = volume_causes(obj)
         elif t.key == STORAGE_CLASSES_KEY:
             storage_causes = storage_class_causes(obj, old)
+        if t.key == NETWORK_POLICIES_KEY:
+            problem = policy_problem(obj)
+            if problem is not None:
+                storage_causes = [("FieldValueInvalid", "spec", f"Invalid value: {problem}")]
         if storage_causes:
             raise invalid(t.kind, t.group, name, storage_causes)
         if t.key == CLAIMS_KEY and old is not None:

@@ -22,7 +22,9 @@ JSON cannot carry) on a worker thread, so a large YAML body does not stall the e
 connection that has not sent complete request headers `header_timeout` seconds after it opened
 or after its last response is closed (kube-apiserver's ReadHeaderTimeout; here the same timer
 closes idle keep-alive connections); a body that has not arrived `body_timeout` seconds after
-its headers is answered 408.
+its headers is answered 408; at most `max_requests_inflight` read-only and
+`max_mutating_requests_inflight` other requests are worked on at once, the rest answered 429
+with `Retry-After` (`machinery.inflight`, kube-apiserver's max-in-flight filter).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from gencluster_dev.apiserver.operations import (
     parse_rfc3339,
 )
 from gencluster_dev.apiserver.persistence import Journal
-from gencluster_dev.machinery import decoding, discovery, protobuf
+from gencluster_dev.machinery import decoding, discovery, inflight, protobuf
 from gencluster_dev.machinery.defaults import (
     KUBERNETES_SERVICE,
     kubernetes_endpoints,
@@ -71,6 +73,7 @@ from gencluster_dev.machinery.errors import (
     unauthorized,
     unsupported_media_type,
 )
+from gencluster_dev.machinery.request_info import request_info
 from gencluster_dev.machinery.resources import (
     CRD_KEY,
     PODS_KEY,
@@ -119,12 +122,19 @@ class ApiServer:
         bookmark_interval: float = 30.0,
         header_timeout: float = HEADER_TIMEOUT_SECONDS,
         body_timeout: float = BODY_TIMEOUT_SECONDS,
+        max_requests_inflight: int = inflight.DEFAULT_MAX_REQUESTS_INFLIGHT,
+        max_mutating_requests_inflight: int = inflight.DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
     ) -> None:
         self.host = host
+        self.inflight = inflight.InflightLimits(max_requests_inflight,
+                                                max_mutating_requests_inflight)
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.port = port
         self.pods_dir = Path(pods_dir)
+        #: how `kubectl exec` runs a command inside a container when pods are containers
+        #: (the podman runtime); the plane sets it once it has its container engine
+        self.container_exec: streaming.ContainerExec | None = None
         self.data_path = data_path
         self.bookmark_interval = bookmark_interval
         self.store = Store(watch_history)
@@ -330,7 +340,22 @@ class ApiServer:
             if path == "/version":
                 return _json(discovery.version_info())
             return web.Response(text="ok", content_type="text/plain")
-        self.authorize(request, self._identity(request))
+        identity = self._identity(request)
+        pool = inflight.pool_of(request_info(request.method, request.path, request.query),
+                                identity.groups)
+        if not self.inflight.enter(pool):
+            return web.Response(status=429, text=inflight.TOO_MANY_REQUESTS,
+                                content_type="text/plain", charset="utf-8",
+                                headers={"Retry-After": inflight.RETRY_AFTER_SECONDS,
+                                         "X-Content-Type-Options": "nosniff"})
+        try:
+            return await self._serve(request, identity, path)
+        finally:
+            self.inflight.leave(pool)
+
+    async def _serve(self, request: web.Request, identity: Identity,
+                     path: str) -> web.StreamResponse:
+        self.authorize(request, identity)
         parts = [p for p in path.split("/") if p]
         is_discovery = len(parts) <= (2 if parts[:1] == ["api"] else 3)
         if is_discovery and request.method != "GET":
@@ -652,7 +677,8 @@ class ApiServer:
             self._streams.add(task)
         try:
             if sub == "exec":
-                return await streaming.serve_exec(request, pod, self.pods_dir)
+                return await streaming.serve_exec(request, pod, self.pods_dir,
+                                                  self.container_exec)
             return await streaming.serve_port_forward(request, pod)
         finally:
             if task is not None:

@@ -5,10 +5,12 @@ node is this machine and a container is a process whose pid the kubelet publishe
 `pods/<ns>_<name>_<uid>/state.json` (docs/devcluster.md), so the API server serves them itself
 from that file, as it serves `pods/NAME/log` from the log files:
 
-- exec runs the command in the container's environment: the environment and working directory
-  of the container's process (read from /proc), as the pod's uid (`runAsUser` of state.json,
-  when the control plane runs as root), in a session of its own (with a pseudo-terminal for
-  `-t`), and reports its exit code on the error channel (protocol: `remotecommand`);
+- exec runs the command in the container's environment, in a session of its own (with a
+  pseudo-terminal for `-t`), and reports its exit code on the error channel (protocol:
+  `remotecommand`). With the process runtime that is the environment and working directory of
+  the container's process (read from /proc), as the pod's uid (`runAsUser` of state.json,
+  when the control plane runs as root); with the podman runtime it is `podman exec` into the
+  container (its user, environment, working directory, filesystem and capabilities);
 - port-forward connects, per forwarded connection, to the pod's IP and port (every pod listens
   on its own loopback address) and relays bytes over SPDY-in-WebSocket (`spdy`).
 """
@@ -25,6 +27,7 @@ import shutil
 import signal
 import struct
 import termios
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +67,10 @@ def _upgrade(request: web.Request, protocols: tuple[str, ...]) -> web.WebSocketR
 
 # -- exec -----------------------------------------------------------------------------------
 
-def _container_process(pods_dir: Path, pod: dict[str, Any], container: str
-                       ) -> tuple[dict[str, str], str, int | None, list[str]]:
-    """(environment, working directory, uid, ambient capabilities) of the container's running
-    process."""
+def _container_state(pods_dir: Path, pod: dict[str, Any], container: str
+                     ) -> tuple[int, dict[str, Any]]:
+    """The running container's host pid and its pod's state.json (the kubelet's record);
+    kubelet's "container not found" when it has no running process."""
     meta = pod["metadata"]
     state_path = pods_dir / f"{meta['namespace']}_{meta['name']}_{meta['uid']}" / "state.json"
     try:
@@ -77,6 +80,14 @@ def _container_process(pods_dir: Path, pod: dict[str, Any], container: str
         raise rc.container_not_found(container) from None
     if not isinstance(pid, int):
         raise rc.container_not_found(container)
+    return pid, state
+
+
+def _container_process(pods_dir: Path, pod: dict[str, Any], container: str
+                       ) -> tuple[dict[str, str], str, int | None, list[str]]:
+    """(environment, working directory, uid, ambient capabilities) of the container's running
+    process."""
+    pid, state = _container_state(pods_dir, pod, container)
     try:
         raw = Path(f"/proc/{pid}/environ").read_bytes()
         cwd = os.readlink(f"/proc/{pid}/cwd")
@@ -97,16 +108,38 @@ def _take_controlling_tty() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-async def serve_exec(request: web.Request, pod: dict[str, Any],
-                     pods_dir: Path) -> web.StreamResponse:
-    """`GET|POST pods/NAME/exec?command=...&container=&stdin=&stdout=&stderr=&tty=`."""
+#: What a container runtime's exec command itself needs on PATH (podman: conmon, runc); the
+#: command's own PATH is the container's.
+RUNTIME_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+ContainerExec = Callable[[dict[str, Any], str, list[str], bool, bool], list[str]]
+"""(pod, container, command, stdin, tty) -> the argv that runs the command inside the running
+container (the podman runtime's `podman exec`)."""
+
+
+async def serve_exec(request: web.Request, pod: dict[str, Any], pods_dir: Path,
+                     container_exec: ContainerExec | None = None) -> web.StreamResponse:
+    """`GET|POST pods/NAME/exec?command=...&container=&stdin=&stdout=&stderr=&tty=`.
+
+    `container_exec` (given when pods are containers: the podman runtime) makes the command
+    run inside the container; without it the command is a local process.
+    """
     rc.require_not_completed(pod)
     options = rc.exec_options(pod, request.query, request.query.getall("command", []))
-    env, cwd, run_as, capabilities = _container_process(pods_dir, pod, options.container)
-    ws = _upgrade(request, rc.EXEC_PROTOCOLS)
+    session: _ExecSession
+    if container_exec is not None:
+        _container_state(pods_dir, pod, options.container)
+        argv = container_exec(pod, options.container, list(options.command), options.stdin,
+                              options.tty)
+        ws = _upgrade(request, rc.EXEC_PROTOCOLS)
+        session = _ExecSession(ws, options, {"PATH": RUNTIME_PATH}, "/", None, [], argv=argv)
+    else:
+        env, cwd, run_as, capabilities = _container_process(pods_dir, pod, options.container)
+        ws = _upgrade(request, rc.EXEC_PROTOCOLS)
+        session = _ExecSession(ws, options, env, cwd, run_as, capabilities)
     await ws.prepare(request)
     try:
-        await _ExecSession(ws, options, env, cwd, run_as, capabilities).run()
+        await session.run()
     except (ConnectionResetError, asyncio.CancelledError):
         raise
     except Exception:  # a bug: end this stream, keep serving
@@ -122,8 +155,10 @@ class _ExecSession:
 
     def __init__(self, ws: web.WebSocketResponse, options: rc.ExecOptions,
                  env: dict[str, str], cwd: str, run_as: int | None,
-                 capabilities: list[str]) -> None:
+                 capabilities: list[str], argv: list[str] | None = None) -> None:
         self.ws = ws
+        #: the complete argv when a runtime runs the command (podman exec), else None
+        self.argv = argv
         self.options = options
         self.env = env
         self.cwd = cwd
@@ -142,20 +177,8 @@ class _ExecSession:
     async def _start(self) -> list[asyncio.Task[None]]:
         """Start the process; the tasks that copy its output."""
         options, loop = self.options, asyncio.get_running_loop()
-        program = shutil.which(options.command[0], path=self.env.get("PATH", os.defpath))
-        if program is None and "/" in options.command[0]:
-            program = options.command[0]
-        if program is None:
-            raise FileNotFoundError(
-                f'exec: "{options.command[0]}": executable file not found in $PATH')
         identity: dict[str, Any] = {}
-        argv = [program, *options.command[1:]]
-        setpriv = shutil.which("setpriv")
-        if self.run_as is not None and setpriv is not None:
-            # as the kubelet starts the container: its uid, no groups, its capabilities
-            argv = [*rc.identity_argv(setpriv, self.run_as, self.capabilities), *argv]
-        elif self.run_as is not None:
-            identity = {"user": self.run_as, "group": self.run_as, "extra_groups": []}
+        argv = self.argv if self.argv is not None else self._local_argv(identity)
         if options.tty:
             master, slave = os.openpty()
             self.master = master
@@ -187,6 +210,25 @@ class _ExecSession:
         if self.process.stderr is not None:
             pumps.append(loop.create_task(self._pump(self.process.stderr, rc.STDERR)))
         return pumps
+
+    def _local_argv(self, identity: dict[str, Any]) -> list[str]:
+        """The argv of the command as a local process (process runtime): found on the
+        container's PATH, as its uid (setpriv; else `identity` gets the uid to switch to)."""
+        options = self.options
+        program = shutil.which(options.command[0], path=self.env.get("PATH", os.defpath))
+        if program is None and "/" in options.command[0]:
+            program = options.command[0]
+        if program is None:
+            raise FileNotFoundError(
+                f'exec: "{options.command[0]}": executable file not found in $PATH')
+        argv = [program, *options.command[1:]]
+        setpriv = shutil.which("setpriv")
+        if self.run_as is not None and setpriv is not None:
+            # as the kubelet starts the container: its uid, no groups, its capabilities
+            argv = [*rc.identity_argv(setpriv, self.run_as, self.capabilities), *argv]
+        elif self.run_as is not None:
+            identity.update(user=self.run_as, group=self.run_as, extra_groups=[])
+        return argv
 
     async def _pump(self, reader: asyncio.StreamReader, channel: int) -> None:
         while True:

@@ -50,8 +50,12 @@ def desired_endpoints(service: dict, pods: list[dict]) -> dict | None:
         pod_meta = pod["metadata"]
         address = {"ip": ip, "targetRef": {"kind": "Pod", "namespace": pod_meta["namespace"],
                                           "name": pod_meta["name"], "uid": pod_meta["uid"]}}
-        if pod.get("spec", {}).get("nodeName"):
-            address["nodeName"] = pod["spec"]["nodeName"]
+        pod_spec = pod.get("spec") or {}
+        if pod_spec.get("hostname") and pod_spec.get("subdomain") == meta["name"]:
+            # the pod's DNS name under a headless Service (StatefulSet pods): HOST.SVC.NS.svc
+            address["hostname"] = pod_spec["hostname"]
+        if pod_spec.get("nodeName"):
+            address["nodeName"] = pod_spec["nodeName"]
         ready = pod_is_ready(pod) or (publish_not_ready
                                       and not pod_meta.get("deletionTimestamp"))
         group["addresses" if ready else "notReady"].append(address)
@@ -77,8 +81,8 @@ def desired_endpoints(service: dict, pods: list[dict]) -> dict | None:
 def _subsets_signature(subsets: list[dict] | None) -> list:
     """What matters in Endpoints subsets, insensitive to fields a server may default."""
     def addresses(items: list[dict] | None) -> list:
-        return sorted((a.get("ip"), (a.get("targetRef") or {}).get("uid"), a.get("nodeName"))
-                      for a in items or [])
+        return sorted((a.get("ip"), (a.get("targetRef") or {}).get("uid"), a.get("nodeName"),
+                       a.get("hostname") or "") for a in items or [])
 
     return sorted(
         (addresses(s.get("addresses")), addresses(s.get("notReadyAddresses")),

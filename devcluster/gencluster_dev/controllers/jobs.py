@@ -11,13 +11,24 @@ the container in place, and only a pod that ends Failed counts). Done: condition
 `DeadlineExceeded`); the active pods of a finished Job are deleted. Without `completions`
 (a work queue), the Job completes once a pod has succeeded and none is active.
 
-Not done: `completionMode: Indexed`, `suspend`, pod failure and success policies, the
+`completionMode: Indexed`: each index 0..completions-1 needs one Succeeded pod; a pod of index
+i is named `<job>-<i>-<random 5>`, carries the annotation and label
+`batch.kubernetes.io/job-completion-index: i`, the hostname `<job>-<i>` and, in every
+container, `JOB_COMPLETION_INDEX` (from that annotation, through the downward API, as
+Kubernetes injects it); the lowest indexes neither succeeded nor running are started first,
+and `status.completedIndexes` lists the succeeded ones ("0-2,4"). `suspend: true` deletes the
+active pods, starts none, clears `startTime` (the deadline does not run while suspended) and
+sets the condition `Suspended` (`JobSuspended`); resuming sets it False (`JobResumed`) and
+starts again.
+
+Not done: pod failure and success policies, per-index back-off limits, the
 exponential back-off between failed pods (a failed pod is replaced at once), `ttlSecondsAfter
 Finished`, pod tracking finalizers. `plan_job` is pure; `JobController` is the shell.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +67,48 @@ def _seconds_between(start: str, now: datetime) -> float:
     return (now - then).total_seconds()
 
 
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+"""The annotation (and label) that gives an Indexed Job's pod its index."""
+INDEX_ENV = "JOB_COMPLETION_INDEX"
+
+
+def pod_index(pod: dict[str, Any]) -> int | None:
+    """The completion index of an Indexed Job's pod (None: none or not a number)."""
+    text = ((pod.get("metadata") or {}).get("annotations") or {}).get(COMPLETION_INDEX)
+    return int(text) if isinstance(text, str) and text.isdigit() else None
+
+
+def index_ranges(indexes: set[int]) -> str:
+    """`status.completedIndexes`: sorted indexes with runs written `a-b` ("0-2,4")."""
+    parts: list[str] = []
+    run: list[int] = []
+    for index in sorted(indexes):
+        if run and index == run[-1] + 1:
+            run.append(index)
+            continue
+        if run:
+            parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+        run = [index]
+    if run:
+        parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+    return ",".join(parts)
+
+
+def indexed_pod_spec(job: dict[str, Any], template_spec: dict[str, Any],
+                     index: int) -> dict[str, Any]:
+    """The template's pod spec for index `index`: hostname `<job>-<index>` and
+    `JOB_COMPLETION_INDEX` in every container (unless the container sets it itself)."""
+    spec = json.loads(json.dumps(template_spec))
+    spec.setdefault("hostname", f"{job['metadata']['name']}-{index}")
+    source = {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX}']"}}
+    for key in ("initContainers", "containers"):
+        for container in spec.get(key) or []:
+            env = container.setdefault("env", [])
+            if not any(item.get("name") == INDEX_ENV for item in env):
+                env.insert(0, {"name": INDEX_ENV, "valueFrom": source})
+    return spec
+
+
 def finished_condition(job: dict[str, Any]) -> str | None:
     """"Complete" or "Failed" once the Job is over, else None."""
     for item in (job.get("status") or {}).get("conditions") or []:
@@ -67,6 +120,8 @@ def finished_condition(job: dict[str, Any]) -> str | None:
 @dataclass
 class JobPlan:
     create: int = 0
+    #: the completion indexes of the pods to create (Indexed Jobs; `create` of them)
+    create_indexes: list[int] = field(default_factory=list)
     delete: list[dict[str, Any]] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
 
@@ -77,7 +132,13 @@ def plan_job(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> 
     stamp = rfc3339(now)
     owned = children(job, pods)
     active = live(owned)
-    succeeded = sum(1 for p in owned if _phase(p) == "Succeeded")
+    indexed = spec.get("completionMode") == "Indexed"
+    completions = spec.get("completions")
+    succeeded_indexes = {i for p in owned if _phase(p) == "Succeeded"
+                         and (i := pod_index(p)) is not None
+                         and completions is not None and i < int(completions)}
+    succeeded = (len(succeeded_indexes) if indexed
+                 else sum(1 for p in owned if _phase(p) == "Succeeded"))
     failed = sum(1 for p in owned if _phase(p) == "Failed")
     previous_status = job.get("status") or {}
     previous = {c.get("type"): c for c in previous_status.get("conditions") or []}
@@ -94,12 +155,19 @@ def plan_job(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> 
     for key in ("completionTime",):
         if key in previous_status:
             status[key] = previous_status[key]
+    if indexed:
+        status["completedIndexes"] = index_ranges(succeeded_indexes)
     done = finished_condition(job)
-    completions = spec.get("completions")
+    suspended = bool(spec.get("suspend")) and done is None
+    if suspended:
+        status["startTime"] = None  # merge patch: removed, so the deadline restarts on resume
+        conditions = _set_suspended(conditions, previous, True, stamp)
+    elif "Suspended" in previous and done is None:
+        conditions = _set_suspended(conditions, previous, False, stamp)
     parallelism = int(spec.get("parallelism", 1))
     backoff_limit = int(spec.get("backoffLimit", DEFAULT_BACKOFF_LIMIT))
     deadline = spec.get("activeDeadlineSeconds")
-    if done is None and not terminating(job):
+    if done is None and not terminating(job) and not suspended:
         failure: tuple[str, str] | None = None
         if failed > backoff_limit:
             failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
@@ -124,9 +192,17 @@ def plan_job(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> 
                           probe_times=True)]
             status["completionTime"] = stamp
             done = "Complete"
-    if done is not None or terminating(job):
+    if done is not None or terminating(job) or suspended:
         plan.delete = list(active)
         status["active"] = 0
+    elif indexed and completions is not None:
+        running = {pod_index(p) for p in active}
+        pending = [i for i in range(int(completions))
+                   if i not in succeeded_indexes and i not in running]
+        room = max(0, min(parallelism, int(completions) - succeeded) - len(active))
+        plan.create_indexes = pending[:room]
+        plan.create = len(plan.create_indexes)
+        status["active"] = len(active) + plan.create
     else:
         remaining = (int(completions) - succeeded if completions is not None
                      else parallelism)
@@ -137,6 +213,16 @@ def plan_job(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> 
         status["conditions"] = conditions
     plan.status = status
     return plan
+
+
+def _set_suspended(conditions: list[dict[str, Any]], previous: dict[str, dict[str, Any]],
+                   suspended: bool, stamp: str) -> list[dict[str, Any]]:
+    """The conditions with `Suspended` True (JobSuspended) or False (JobResumed)."""
+    reason, message = (("JobSuspended", "Job suspended") if suspended
+                       else ("JobResumed", "Job resumed"))
+    kept = [c for c in conditions if c.get("type") != "Suspended"]
+    return [*kept, condition("Suspended", "True" if suspended else "False", reason, message,
+                             stamp, previous, probe_times=True)]
 
 
 class JobController:
@@ -167,12 +253,22 @@ class JobController:
             await writes.delete(self.api, f"/api/v1/namespaces/{namespace}/pods/"
                                 f"{pod['metadata']['name']}", pod, self.pods, who=who)
         template = (job.get("spec") or {}).get("template") or {}
-        for _ in range(plan.create):
-            pod = pod_from_template(job, template, f"{name}-{random_suffix()}")
+        pods = [pod_from_template(job, template, f"{name}-{random_suffix()}")
+                for _ in range(plan.create - len(plan.create_indexes))]
+        for index in plan.create_indexes:
+            pod = pod_from_template(job, template, f"{name}-{index}-{random_suffix()}",
+                                    labels={COMPLETION_INDEX: str(index)},
+                                    spec=indexed_pod_spec(job, template.get("spec") or {},
+                                                          index))
+            pod["metadata"].setdefault("annotations", {})[COMPLETION_INDEX] = str(index)
+            pods.append(pod)
+        for pod in pods:
             if await writes.create(self.api, f"/api/v1/namespaces/{namespace}/pods", pod,
                                    self.pods, who=who) is None:
                 plan.status["active"] -= 1
-        if differs(job.get("status") or {}, plan.status):
+        # None marks a field the merge patch removes (startTime of a suspended Job)
+        wanted = {key: value for key, value in plan.status.items() if value is not None}
+        if differs(job.get("status") or {}, wanted):
             await writes.merge_patch(
                 self.api, f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}/status",
                 {"status": plan.status}, self.jobs, who=who)

@@ -167,6 +167,8 @@ BUILTINS: tuple[ResourceType, ...] = (
              "localsubjectaccessreviews", verbs=("create",)),
     _builtin("storage.k8s.io", "v1", "StorageClass", "storageclasses", namespaced=False,
              short_names=["sc"]),
+    _builtin("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies",
+             short_names=["netpol"]),
     _builtin("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets",
              short_names=["pdb"], subresources=["status"]),
     _builtin("apps", "v1", "Deployment", "deployments", short_names=["deploy"],
@@ -196,6 +198,7 @@ GROUP_ORDER: tuple[str, ...] = (
     "authorization.k8s.io",
     "autoscaling",
     "batch",
+    "networking.k8s.io",
     "policy",
     "rbac.authorization.k8s.io",
     "storage.k8s.io",
@@ -206,6 +209,7 @@ CRD_KEY: ResourceKey = ("apiextensions.k8s.io", "customresourcedefinitions")
 NAMESPACES_KEY: ResourceKey = ("", "namespaces")
 PODS_KEY: ResourceKey = ("", "pods")
 SERVICES_KEY: ResourceKey = ("", "services")
+NETWORK_POLICIES_KEY: ResourceKey = ("networking.k8s.io", "networkpolicies")
 SERVICEACCOUNTS_KEY: ResourceKey = ("", "serviceaccounts")
 CLAIMS_KEY: ResourceKey = ("", "persistentvolumeclaims")
 VOLUMES_KEY: ResourceKey = ("", "persistentvolumes")

@@ -875,6 +875,11 @@ def _int_or_string_text(value: Any) -> str:
     return str(value)
 
 
+def _network_policy_cells(policy: Mapping[str, Any], now: datetime) -> list[Any]:
+    return [_metadata(policy).get("name", ""),
+            _selector_text((policy.get("spec") or {}).get("podSelector") or {}), _age(policy, now)]
+
+
 def _pdb_cells(budget: Mapping[str, Any], now: datetime) -> list[Any]:
     spec = budget.get("spec") or {}
     return [
@@ -1191,6 +1196,15 @@ _BUILT_IN: dict[str, tuple[list[dict[str, Any]], _CellsFunction]] = {
                     "match the pod count."),
         ],
         _job_cells,
+    ),
+    "NetworkPolicy": (
+        [
+            _name_column(),
+            _column("Pod-Selector", description="Selects the pods to which this "
+                    "NetworkPolicy object applies."),
+            _age_column(),
+        ],
+        _network_policy_cells,
     ),
     "PodDisruptionBudget": (
         [

@@ -132,6 +132,9 @@ KIND_SHAPES: dict[str, dict[str, str]] = {
                    "status.replicas": INTEGER},
     "PodDisruptionBudget": {"spec.selector": OBJECT, "spec.minAvailable": INT_OR_STRING,
                             "spec.maxUnavailable": INT_OR_STRING},
+    "NetworkPolicy": {"spec": OBJECT, "spec.podSelector": OBJECT, "spec.ingress": ARRAY,
+                      "spec.ingress[]": OBJECT, "spec.egress": ARRAY, "spec.egress[]": OBJECT,
+                      "spec.policyTypes": ARRAY, "spec.policyTypes[]": STRING},
     "Binding": {"target": OBJECT, "target.name": STRING},
     "PersistentVolumeClaim": {
         "spec.accessModes": ARRAY, "spec.accessModes[]": STRING, "spec.resources": OBJECT,
@@ -262,6 +265,7 @@ TOP_LEVEL_FIELDS: dict[str, frozenset[str]] = {
         "RoleBinding": ("subjects", "roleRef"),
         "ClusterRoleBinding": ("subjects", "roleRef"),
         "PodDisruptionBudget": ("spec", "status"),
+        "NetworkPolicy": ("spec",),
         "Deployment": ("spec", "status"),
         "PersistentVolumeClaim": ("spec", "status"),
         "PersistentVolume": ("spec", "status"),

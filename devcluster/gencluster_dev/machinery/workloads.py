@@ -193,10 +193,13 @@ def default_job(obj: dict[str, Any]) -> list[tuple[str, str, str]]:
                        'Required value: valid values: "OnFailure", "Never"' if restart is None
                        else f'Unsupported value: "{restart}": supported values: '
                             '"OnFailure", "Never"'))
-    if spec.get("completionMode") != "NonIndexed":
+    if spec.get("completionMode") not in ("NonIndexed", "Indexed"):
         causes.append(("FieldValueNotSupported", "spec.completionMode",
                        f'Unsupported value: "{spec.get("completionMode")}": supported values: '
-                       '"NonIndexed" (gencluster dev runs no Indexed Jobs)'))
+                       '"NonIndexed", "Indexed"'))
+    elif spec.get("completionMode") == "Indexed" and spec.get("completions") is None:
+        causes.append(("FieldValueRequired", "spec.completions",
+                       "Required value: when completion mode is Indexed"))
     match_labels = (spec.get("selector") or {}).get("matchLabels") or {}
     if any(labels.get(k) != v for k, v in match_labels.items()):
         causes.append(("FieldValueInvalid", "spec.template.metadata.labels",

@@ -23,7 +23,14 @@ import subprocess
 from pathlib import Path
 
 from gencluster_dev.node.engines import LaunchPlan, LaunchRequest, RunningContainer
-from gencluster_dev.node.podmanspec import INSTANCE_LABEL, container_env, container_name, run_argv
+from gencluster_dev.node.podmanspec import (
+    INSTANCE_LABEL,
+    container_env,
+    container_name,
+    exec_argv,
+    run_argv,
+)
+from gencluster_dev.node.resolvconf import ResolvConf, parse_resolv_conf, pod_resolv_conf
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +42,8 @@ PIDFILE_POLL = 0.02
 PODMAN_ERROR = 125
 #: RLIMIT_NPROC of the containers (per uid, and every pod has its own uid).
 CONTAINER_NPROC = 4096
+#: The node's resolver configuration (what `dnsPolicy: Default` pods get).
+HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 
 
 class PodmanUnavailable(RuntimeError):
@@ -57,7 +66,8 @@ class PodmanEngine:
 
     name = "podman"
 
-    def __init__(self, *, instance: str, podman: str = "podman", oci_runtime: str = "runc") -> None:
+    def __init__(self, *, instance: str, podman: str = "podman", oci_runtime: str = "runc",
+                 cluster_dns: str | None = None, cluster_domain: str = "cluster.local") -> None:
         path = shutil.which(podman, path=PODMAN_PATH)
         if path is None:
             raise PodmanUnavailable(
@@ -66,6 +76,13 @@ class PodmanEngine:
         #: the label value every container of this kubelet carries (its pods directory)
         self.instance = instance
         self.ulimits = container_ulimits()
+        #: the kubelet's --cluster-dns and --cluster-domain: what ClusterFirst pods resolve with
+        self.cluster_dns = cluster_dns
+        self.cluster_domain = cluster_domain
+        try:
+            self.host_resolv = parse_resolv_conf(HOST_RESOLV_CONF.read_text())
+        except OSError:
+            self.host_resolv = ResolvConf()
 
     def check(self) -> None:
         """Fail early, with podman's own words, when podman cannot work here."""
@@ -98,11 +115,16 @@ class PodmanEngine:
         argv = run_argv(podman=self.podman, pod=request.pod, container=request.container,
                         env=request.env, run_as=request.run_as,
                         pidfile=str(self._pidfile(request)), instance=self.instance,
-                        ulimits=self.ulimits)
+                        ulimits=self.ulimits, resolv=self.resolv_conf(request.pod))
         values = container_env(request.container, request.env)
         values.pop("PATH", None)
         return LaunchPlan(argv=argv, env=self._env(values), cwd=str(request.pod_dir),
                           handle=container_name(request.pod, request.container))
+
+    def resolv_conf(self, pod: dict) -> ResolvConf:
+        """The pod's /etc/resolv.conf (its dnsPolicy and dnsConfig, the cluster DNS)."""
+        return pod_resolv_conf(pod, cluster_dns=self.cluster_dns,
+                               cluster_domain=self.cluster_domain, host=self.host_resolv)
 
     async def start(self, plan: LaunchPlan, log_fd: int) -> RunningContainer:
         pidfile = Path(plan.argv[plan.argv.index("--pidfile") + 1])
@@ -133,6 +155,11 @@ class PodmanEngine:
                   argv: list[str]) -> LaunchPlan:
         return LaunchPlan(argv=[*self.podman, "exec", plan.handle, *argv],
                           env=self._env({}), cwd=plan.cwd)
+
+    def exec_command(self, pod: dict, container: str, command: list[str], stdin: bool,
+                     tty: bool) -> list[str]:
+        """The `podman exec` of `kubectl exec` (the API server runs it)."""
+        return exec_argv(self.podman, pod, container, command, stdin=stdin, tty=tty)
 
     def container_id(self, plan: LaunchPlan, running: RunningContainer) -> str:
         return f"podman://{plan.handle}/{running.pid}"

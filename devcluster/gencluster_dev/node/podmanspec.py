@@ -22,6 +22,7 @@ from gencluster_dev.node.podspec import (
     ContainerConfigError,
     expand,
 )
+from gencluster_dev.node.resolvconf import ResolvConf
 
 #: Where a container finds the pod's kubeconfig (env `KUBECONFIG`), mounted read-only.
 KUBECONFIG_MOUNT = "/var/run/secrets/gencluster.dev/kubeconfig"
@@ -145,6 +146,32 @@ def entrypoint_and_args(container: dict, env: Mapping[str, str]) -> tuple[list[s
     return flags, args
 
 
+def dns_flags(resolv: ResolvConf | None) -> list[str]:
+    """podman's flags for the container's /etc/resolv.conf (None: podman's default, a copy of
+    the node's). Without nameservers podman keeps the node's ones and uses the rest."""
+    if resolv is None:
+        return []
+    flags: list[str] = []
+    for server in resolv.nameservers:
+        flags += ["--dns", server]
+    for domain in resolv.searches:
+        flags += ["--dns-search", domain]
+    for option in resolv.options:
+        flags += ["--dns-option", option]
+    return flags
+
+
+def exec_argv(podman: Sequence[str], pod: dict, container: str, command: Sequence[str], *,
+              stdin: bool, tty: bool) -> list[str]:
+    """`podman exec` of `command` in a pod's running container (`kubectl exec`).
+
+    podman gives the command what the container was started with: its user, environment,
+    working directory, capabilities and security options, its mount and pid namespaces.
+    """
+    flags = (["--interactive"] if stdin else []) + (["--tty"] if tty else [])
+    return [*podman, "exec", *flags, container_name(pod, {"name": container}), *command]
+
+
 def run_argv(
     *,
     podman: Sequence[str],
@@ -155,11 +182,13 @@ def run_argv(
     pidfile: str,
     instance: str,
     ulimits: Sequence[str],
+    resolv: ResolvConf | None = None,
 ) -> list[str]:
     """The `podman run` of one container run, in the foreground (its output is the log).
 
     Host networking: the pod keeps its own loopback address and the node's nftables faults
-    keep matching its uid. The values of `env` are not on the command line (`--env NAME`
+    keep matching its uid; its /etc/resolv.conf is the pod's (`resolv`, podman writes it
+    even with host networking). The values of `env` are not on the command line (`--env NAME`
     takes them from podman's own environment), so secrets never show in `ps`.
     """
     image = container.get("image") or ""
@@ -177,6 +206,7 @@ def run_argv(
     for limit in ulimits:
         argv += ["--ulimit", limit]
     argv += security_flags(pod, container, run_as)
+    argv += dns_flags(resolv)
     for mount in container_mounts(container, env, pod.get("spec", {}).get("volumes") or []):
         argv += ["--mount", mount.flag()]
     for name, value in sorted(container_env(container, env).items()):
@@ -190,5 +220,6 @@ def run_argv(
 
 __all__ = [
     "INSTANCE_LABEL", "KUBECONFIG_MOUNT", "SERVICE_ACCOUNT_MOUNT", "Mount", "container_env",
-    "container_mounts", "container_name", "entrypoint_and_args", "run_argv", "security_flags",
+    "container_mounts", "container_name", "dns_flags", "entrypoint_and_args", "exec_argv",
+    "run_argv", "security_flags",
 ]

@@ -16,7 +16,9 @@ Requests are JSON objects with an "op":
 The state keeps each room's members and its last `history` messages. Message ids come from
 `ctx.random` and times from `ctx.time`, so every replica stores identical messages.
 `merge` (after a partition) unions the members and interleaves both sides' messages by time,
-without duplicates.
+without duplicates, and publishes to each side's subscribers the messages the other side
+posted (`ctx.publish(..., to="a"|"b")`), so every subscriber of a room receives every message
+of the split exactly once (docs/partitions.md, "Subscribers across a merge").
 """
 
 from __future__ import annotations
@@ -86,7 +88,13 @@ class ChatServer(GenServer):
         ctx.publish(room_topic(room_name), {"type": "message", **message})
         return message, _with_room(state, room_name, {**room, "messages": messages})
 
-    def merge(self, state_a: dict[str, Any], state_b: dict[str, Any]) -> dict[str, Any]:
+    def merge(
+        self, state_a: dict[str, Any], state_b: dict[str, Any], ctx: Context | None = None
+    ) -> dict[str, Any]:
+        """Union each room's members, interleave both sides' messages by time; with a `ctx`,
+        publish each side's messages to the other side's subscribers (`to="a"`: the messages
+        only side b has, news to side a's subscribers; `to="b"` the reverse), so that every
+        subscriber, on either side, ends up with every message exactly once."""
         history = max(state_a["history"], state_b["history"])
         rooms: dict[str, Any] = {}
         for name in sorted(state_a["rooms"].keys() | state_b["rooms"].keys()):
@@ -95,11 +103,42 @@ class ChatServer(GenServer):
             by_id = {message["id"]: message for message in room_a["messages"]}
             by_id.update({message["id"]: message for message in room_b["messages"]})
             messages = sorted(by_id.values(), key=lambda message: (message["time"], message["id"]))
+            if ctx is not None:
+                _publish_news(ctx, name, room_a["messages"], room_b["messages"],
+                              state_a["history"], state_b["history"])
             rooms[name] = {
                 "members": sorted(set(room_a["members"]) | set(room_b["members"])),
                 "messages": messages[-history:],
             }
         return {"history": history, "rooms": rooms}
+
+
+def _publish_news(
+    ctx: Context, room: str, messages_a: list[dict[str, Any]], messages_b: list[dict[str, Any]],
+    history_a: int, history_b: int,
+) -> None:
+    """Each side's messages the other side never had, in each side's own order, published to
+    the other side's subscribers."""
+    for message in _news(messages_b, messages_a, history_a):
+        ctx.publish(room_topic(room), {"type": "message", **message}, to="a")
+    for message in _news(messages_a, messages_b, history_b):
+        ctx.publish(room_topic(room), {"type": "message", **message}, to="b")
+
+
+def _news(
+    theirs: list[dict[str, Any]], mine: list[dict[str, Any]], my_history: int
+) -> list[dict[str, Any]]:
+    """The messages of `theirs` that a side holding `mine` never had. A message missing from
+    `mine` may also be one this side had and trimmed (its history keeps the last
+    `my_history`): once its history is full, a message older than its oldest kept one is
+    taken as trimmed, not news, so its subscribers, who saw it, do not get it twice."""
+    known = {message["id"] for message in mine}
+    oldest = (mine[0]["time"], mine[0]["id"]) if mine and len(mine) >= my_history else None
+    return [
+        message for message in theirs
+        if message["id"] not in known
+        and (oldest is None or (message["time"], message["id"]) > oldest)
+    ]
 
 
 def _with_room(state: dict[str, Any], name: str, room: dict[str, Any]) -> dict[str, Any]:

@@ -107,17 +107,21 @@ class CastReply(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., seq: _Optional[int] = ..., error: _Optional[_Union[HandlerError, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("topic", "from_event", "accept_gap")
+    __slots__ = ("topic", "from_event", "accept_gap", "last_seq", "last_epoch")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     FROM_EVENT_FIELD_NUMBER: _ClassVar[int]
     ACCEPT_GAP_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_EPOCH_FIELD_NUMBER: _ClassVar[int]
     topic: str
     from_event: int
     accept_gap: bool
-    def __init__(self, topic: _Optional[str] = ..., from_event: _Optional[int] = ..., accept_gap: _Optional[bool] = ...) -> None: ...
+    last_seq: int
+    last_epoch: int
+    def __init__(self, topic: _Optional[str] = ..., from_event: _Optional[int] = ..., accept_gap: _Optional[bool] = ..., last_seq: _Optional[int] = ..., last_epoch: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("topic", "number", "seq", "time", "data", "epoch", "missed")
+    __slots__ = ("topic", "number", "seq", "time", "data", "epoch", "missed", "origin_epoch", "audience", "renumbered")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +129,9 @@ class Event(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     MISSED_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    RENUMBERED_FIELD_NUMBER: _ClassVar[int]
     topic: str
     number: int
     seq: int
@@ -132,7 +139,10 @@ class Event(_message.Message):
     data: bytes
     epoch: int
     missed: int
-    def __init__(self, topic: _Optional[str] = ..., number: _Optional[int] = ..., seq: _Optional[int] = ..., time: _Optional[float] = ..., data: _Optional[bytes] = ..., epoch: _Optional[int] = ..., missed: _Optional[int] = ...) -> None: ...
+    origin_epoch: int
+    audience: str
+    renumbered: bool
+    def __init__(self, topic: _Optional[str] = ..., number: _Optional[int] = ..., seq: _Optional[int] = ..., time: _Optional[float] = ..., data: _Optional[bytes] = ..., epoch: _Optional[int] = ..., missed: _Optional[int] = ..., origin_epoch: _Optional[int] = ..., audience: _Optional[str] = ..., renumbered: _Optional[bool] = ...) -> None: ...
 
 class PromiseRequest(_message.Message):
     __slots__ = ("identity", "epoch")
@@ -209,7 +219,7 @@ class TopicPosition(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., next_event: _Optional[int] = ...) -> None: ...
 
 class SnapshotHeader(_message.Message):
-    __slots__ = ("applied_seq", "applied_epoch", "server_version", "codec", "state_size", "topics", "replies_complete_after")
+    __slots__ = ("applied_seq", "applied_epoch", "server_version", "codec", "state_size", "topics", "replies_complete_after", "merge_seqs")
     APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
     APPLIED_EPOCH_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +227,7 @@ class SnapshotHeader(_message.Message):
     STATE_SIZE_FIELD_NUMBER: _ClassVar[int]
     TOPICS_FIELD_NUMBER: _ClassVar[int]
     REPLIES_COMPLETE_AFTER_FIELD_NUMBER: _ClassVar[int]
+    MERGE_SEQS_FIELD_NUMBER: _ClassVar[int]
     applied_seq: int
     applied_epoch: int
     server_version: int
@@ -224,7 +235,8 @@ class SnapshotHeader(_message.Message):
     state_size: int
     topics: _containers.RepeatedCompositeFieldContainer[TopicPosition]
     replies_complete_after: float
-    def __init__(self, applied_seq: _Optional[int] = ..., applied_epoch: _Optional[int] = ..., server_version: _Optional[int] = ..., codec: _Optional[str] = ..., state_size: _Optional[int] = ..., topics: _Optional[_Iterable[_Union[TopicPosition, _Mapping]]] = ..., replies_complete_after: _Optional[float] = ...) -> None: ...
+    merge_seqs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, applied_seq: _Optional[int] = ..., applied_epoch: _Optional[int] = ..., server_version: _Optional[int] = ..., codec: _Optional[str] = ..., state_size: _Optional[int] = ..., topics: _Optional[_Iterable[_Union[TopicPosition, _Mapping]]] = ..., replies_complete_after: _Optional[float] = ..., merge_seqs: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SnapshotChunk(_message.Message):
     __slots__ = ("epoch", "header", "replies", "events", "state")
