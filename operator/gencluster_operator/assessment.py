@@ -79,6 +79,15 @@ class Assessment:
         return bool(self.state_lost_pods) and not any(p.reports_active for p in self.pods)
 
     @property
+    def sync_degraded(self) -> tuple[ObservedPod, ...]:
+        """Pods acting as active that answer calls without enough standby acknowledgements
+        (degraded Sync under partitionPolicy Available), in claim order."""
+        return tuple(
+            p for p in self.reporting_active
+            if p.runtime is not None and p.runtime.sync_degraded_seconds is not None
+        )
+
+    @property
     def split_brain(self) -> bool:
         return len(self.reporting_active) > 1
 

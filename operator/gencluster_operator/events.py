@@ -49,6 +49,8 @@ class EventReason(StrEnum):
     REINITIALIZE_REJECTED = "ReinitializeRejected"
     SERVED_IN_FAILSAFE = "ServedInFailsafe"
     FOREIGN_POD_IGNORED = "ForeignPodIgnored"
+    SYNC_DEGRADED = "SyncDegraded"
+    SYNC_RESTORED = "SyncRestored"
     VOLUME_FAILED = "VolumeFailed"
     DOWNGRADE_REFUSED = "DowngradeRefused"
 
@@ -105,6 +107,7 @@ class ConditionReason(StrEnum):
     HIBERNATION_REFUSED = "HibernationRefused"
     # Degraded
     STANDBYS_OUT_OF_SYNC = "StandbysOutOfSync"
+    SYNC_DEGRADED = "SyncDegraded"
     VOLUME_FAILED = "VolumeFailed"
     MERGE_FAILED = "MergeFailed"
     RECONCILE_FAILED = "ReconcileFailed"

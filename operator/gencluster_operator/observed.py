@@ -84,6 +84,11 @@ class RuntimeStatus:
     renewed, docs/partitions.md "Failsafe"), seconds since its last renewal; None otherwise.
     `failsafe_episodes` and `last_failsafe_seconds`: its failsafe stretches so far and the
     length of the last ended one.
+
+    `sync_degraded_seconds`: while an active answers calls without the acknowledgements of
+    minSyncStandbys standbys (partitionPolicy Available, docs/partitions.md), seconds since
+    it started; None otherwise. `unsynced_entries`: answered entries its in-sync standbys
+    may lack meanwhile.
     """
 
     role: str
@@ -100,6 +105,8 @@ class RuntimeStatus:
     downgrade_refused: str = ""
     """Why the replica refuses the state it would join or serve (written by a newer version
     of the server class than its own, which does not accept downgrades); "" otherwise."""
+    sync_degraded_seconds: float | None = None
+    unsynced_entries: int = 0
 
 
 @dataclass(frozen=True)

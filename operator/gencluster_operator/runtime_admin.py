@@ -112,6 +112,10 @@ def runtime_status(reply: pb.StatusReply) -> RuntimeStatus | None:
         failsafe_episodes=reply.failsafe_episodes,
         last_failsafe_seconds=reply.last_failsafe_seconds,
         downgrade_refused=reply.downgrade_refused,
+        sync_degraded_seconds=(
+            reply.sync_degraded_seconds if reply.HasField("sync_degraded_seconds") else None
+        ),
+        unsynced_entries=reply.unsynced_entries,
     )
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from gencluster_operator import names
@@ -131,6 +131,7 @@ def status_for(
         "lastFailoverReason": last_failover[1],
         "merges": merges,
         **_failsafe(active, previous),
+        "syncDegraded": _sync_degraded(facts, previous, now),
         **_volume_failure(facts.pods, previous),
         "conditions": [
             _condition(kind, verdict, previous, facts.spec.generation, now)
@@ -222,6 +223,34 @@ def _failsafe(active: ObservedPod | None, previous: Mapping[str, Any]) -> dict[s
     if runtime.failsafe_seconds is not None:
         record["servingSeconds"] = round(runtime.failsafe_seconds, 1)
     return {"failsafe": record}
+
+
+def _sync_degraded(
+    facts: Assessment, previous: Mapping[str, Any], now: datetime
+) -> list[dict[str, Any]] | None:
+    """`syncDegraded`: each pod acting as active that answers calls without the
+    acknowledgements of minSyncStandbys standbys (partitionPolicy Available,
+    docs/partitions.md), since when, and how many answered entries its in-sync standbys may
+    lack. `since` is kept from the previous status while the same pod stays degraded (the
+    pod reports a duration by its own clock; recomputing it each pass would only jitter)."""
+    pods = facts.sync_degraded
+    if not pods:
+        return None
+    earlier = {
+        str(entry.get("pod")): entry.get("since")
+        for entry in previous.get("syncDegraded") or [] if isinstance(entry, Mapping)
+    }
+    entries = []
+    for pod in pods:
+        runtime = pod.runtime
+        assert runtime is not None and runtime.sync_degraded_seconds is not None
+        since = earlier.get(pod.name) or format_time(
+            now - timedelta(seconds=runtime.sync_degraded_seconds)
+        )
+        entries.append({
+            "pod": pod.name, "since": since, "unsyncedEntries": runtime.unsynced_entries,
+        })
+    return entries
 
 
 def _standbys(facts: Assessment) -> list[dict[str, Any]]:
@@ -425,6 +454,10 @@ def _available(facts: Assessment) -> Verdict:
         return Verdict(FALSE, ConditionReason.STATE_LOST, _state_lost_message(facts))
     if active is None or not active.ready:
         return Verdict(FALSE, ConditionReason.NO_ACTIVE, "no active pod serves client calls")
+    if active in facts.sync_degraded:
+        return Verdict(TRUE, ConditionReason.ACTIVE_SERVING,
+                       f"{active.name} serves client calls, without standby acknowledgements "
+                       "(see Degraded: SyncDegraded)")
     in_sync, required = _in_sync_count(facts), facts.spec.sync_standbys_required
     if in_sync < required:
         return Verdict(FALSE, ConditionReason.NOT_ENOUGH_SYNC_STANDBYS,
@@ -450,6 +483,8 @@ def _degraded(observed: Observed, facts: Assessment, progressing: Verdict) -> Ve
         return Verdict(TRUE, ConditionReason.MERGE_FAILED,
                        f"merging {last.loser} into {last.winner} failed "
                        f"({last.consecutive_failures} in a row): {last.message}")
+    if facts.sync_degraded:
+        return Verdict(TRUE, ConditionReason.SYNC_DEGRADED, _sync_degraded_message(facts))
     if observed.reconcile_error:
         return Verdict(TRUE, ConditionReason.RECONCILE_FAILED, observed.reconcile_error)
     volume_down = [p.name for p in facts.wanted if volume_failed(p) and not p.ready]
@@ -467,6 +502,23 @@ def _degraded(observed: Observed, facts: Assessment, progressing: Verdict) -> Ve
         return Verdict(TRUE, ConditionReason.STANDBYS_OUT_OF_SYNC,
                        f"not in sync: {_pod_list(out_of_sync)}")
     return Verdict(FALSE, ConditionReason.AS_EXPECTED, "nothing to report")
+
+
+def _sync_degraded_message(facts: Assessment) -> str:
+    required = facts.spec.sync_standbys_required
+    parts = []
+    for pod in facts.sync_degraded:
+        runtime = pod.runtime
+        assert runtime is not None
+        parts.append(
+            f"{pod.name} answers calls without the acknowledgements of {required} standby(s) "
+            f"({runtime.unsynced_entries} answered entries not on its in-sync standbys yet)"
+        )
+    return (
+        "; ".join(parts) + ": partitionPolicy Available keeps serving, and those writes live "
+        "only on that side until its standbys catch up or the operator merges it "
+        "(docs/partitions.md, Available and Sync replication)"
+    )
 
 
 def _split_brain(
@@ -584,6 +636,7 @@ def events_between(previous: Mapping[str, Any], current: Mapping[str, Any]) -> l
     progressing_now = _previous_condition(current, ConditionType.PROGRESSING) or {}
     events += _maintenance_events(progressing_before.get("reason"), progressing_now.get("reason"),
                                   previous.get("phase"), current.get("phase"))
+    events += _sync_degraded_events(previous, current)
     failsafe_before = previous.get("failsafe") or {}
     failsafe_now = current.get("failsafe") or {}
     if failsafe_now.get("episodes") and (
@@ -621,6 +674,38 @@ def events_between(previous: Mapping[str, Any], current: Mapping[str, Any]) -> l
         ):
             events.append(RecordEvent(EventReason.INVALID_SERVER, degraded_now["message"],
                                       EventType.WARNING))
+    return events
+
+
+def _sync_degraded_events(
+    previous: Mapping[str, Any], current: Mapping[str, Any]
+) -> list[RecordEvent]:
+    """SyncDegraded when a pod starts answering without standby acknowledgements (as the
+    operator sees it: an episode between two passes goes unseen), SyncRestored when it no
+    longer does (its standbys caught up, or it stopped being active: merged or demoted)."""
+    def degraded(status: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+        return {
+            str(entry.get("pod")): entry for entry in status.get("syncDegraded") or []
+            if isinstance(entry, Mapping)
+        }
+
+    before, after = degraded(previous), degraded(current)
+    events = []
+    for pod in sorted(after.keys() - before.keys()):
+        events.append(RecordEvent(
+            EventReason.SYNC_DEGRADED,
+            f"{pod} answers calls without the acknowledgements of its in-sync standbys "
+            f"(partitionPolicy Available): those writes live only on its side until its "
+            "standbys catch up or it is merged",
+            EventType.WARNING,
+        ))
+    for pod in sorted(before.keys() - after.keys()):
+        if current.get("activePod") == pod:
+            message = f"{pod} is acknowledged by its in-sync standbys again"
+        else:
+            message = (f"{pod} no longer answers without standby acknowledgements (it is no "
+                       "longer active: merged, demoted or stopped)")
+        events.append(RecordEvent(EventReason.SYNC_RESTORED, message))
     return events
 
 

@@ -25,6 +25,21 @@ has applied it, and the Lease must already name at least `min_sync_standbys` mem
 In Async mode clients are answered at once (`acknowledged_seq` is the last appended entry);
 the in-sync set lists the connected standbys within `max_lag_entries`, so failover loses as
 little as possible.
+
+**Degraded Sync (partitionPolicy `Available` only).** Like Patroni's non-strict synchronous
+mode, an `Available` active whose callers waited a bounded time without acknowledgements
+(the shell decides when: `term.Term`) calls `relax`: from then on every appended entry is
+acknowledged at once, as in Async, and `degraded` is True. The rule above then holds only up
+to `durable_seq` (entries every published member holds, as the strict rule counts them):
+entries between `durable_seq` and `acknowledged_seq` were answered but live only on this
+replica (and its disk) until a standby catches up or the operator merges this side. While
+relaxed, the in-sync set is not emptied: members are still never dropped below
+`min_sync_standbys` and a standby joins only once it holds every *durable* entry, so whoever
+the Lease names still holds everything acknowledged before the degradation. The tracker
+tightens again (strict Sync for new entries) as soon as enough published members are
+connected, within `max_lag_entries`, and have acknowledged the entries that were waiting when
+it relaxed; it stops being `degraded` once `durable_seq` reaches `acknowledged_seq` (the
+first strict acknowledgement after that proves it, acks being cumulative).
 """
 
 from __future__ import annotations
@@ -82,6 +97,9 @@ class AckTracker:
         self._acked: dict[str, int] = dict.fromkeys(self._published, 0)
         self._connected: set[str] = set()
         self._required: frozenset[str] | None = None
+        self._durable = last_seq
+        self._relaxed_from: int | None = None
+        """While relaxed: the last entry appended when `relax` was called."""
 
     @property
     def last_seq(self) -> int:
@@ -91,6 +109,38 @@ class AckTracker:
     def acknowledged_seq(self) -> int:
         """Entries up to here may be answered to clients (never decreases)."""
         return self._acknowledged
+
+    @property
+    def durable_seq(self) -> int:
+        """Entries up to here are held by every member whose acks the strict rule requires
+        (equal to `acknowledged_seq` unless `degraded`; never decreases)."""
+        return self._durable
+
+    @property
+    def relaxed(self) -> bool:
+        """New entries are acknowledged at once, without standbys (`relax`)."""
+        return self._relaxed_from is not None
+
+    @property
+    def degraded(self) -> bool:
+        """Some acknowledged entry is not yet held by the members the strict rule requires:
+        relaxed, or tightened but not yet caught up with what was acknowledged meanwhile."""
+        return self._relaxed_from is not None or self._acknowledged > self._durable
+
+    @property
+    def unsynced_entries(self) -> int:
+        """Acknowledged entries the in-sync members may lack (0 unless `degraded`)."""
+        return self._acknowledged - self._durable
+
+    def relax(self) -> bool:
+        """Acknowledge without standbys from now on (degraded Sync: the shell calls it for
+        the Available policy only, after callers waited its bound). Returns whether this
+        started relaxing (False in Async mode, or when already relaxed)."""
+        if self.mode is ReplicationMode.ASYNC or self._relaxed_from is not None:
+            return False
+        self._relaxed_from = self._last_seq
+        self._update()
+        return True
 
     @property
     def published_in_sync(self) -> tuple[str, ...]:
@@ -196,15 +246,35 @@ class AckTracker:
                 self._desired.discard(member)
                 self._required = None
         acknowledgeable = self._acknowledgeable()
+        if acknowledgeable > self._durable:
+            self._durable = acknowledgeable
+        if self._relaxed_from is not None and self._may_tighten(self._relaxed_from):
+            self._relaxed_from = None
+        if self._relaxed_from is not None:
+            acknowledgeable = self._last_seq
         if acknowledgeable > self._acknowledged:
             self._acknowledged = acknowledgeable
 
     def _may_join(self, standby: str) -> bool:
-        """Sync: it holds every acknowledged entry. Async: nothing is guaranteed anyway, so
-        it is enough to be within `max_lag_entries` (failover then loses the least)."""
+        """Sync: it holds every durable entry (every acknowledged one, unless degraded).
+        Async: nothing is guaranteed anyway, so it is enough to be within `max_lag_entries`
+        (failover then loses the least)."""
         if self.mode is ReplicationMode.ASYNC:
             return self._keeps_up(standby)
-        return self._acked.get(standby, 0) >= self._acknowledged
+        return self._acked.get(standby, 0) >= self._durable
+
+    def _may_tighten(self, relaxed_from: int) -> bool:
+        """Relaxed: strict Sync can resume, because the Lease names enough members and each
+        member whose acks are required is connected, keeps up, and has acknowledged every
+        entry that was waiting when the tracker relaxed (proof that it is really back, not a
+        stream that still looks open)."""
+        if len(self._published) < self.min_sync_standbys:
+            return False
+        acked = self._acked
+        return all(
+            self._keeps_up(member) and acked.get(member, 0) >= relaxed_from
+            for member in self.required
+        )
 
     def _keeps_up(self, member: str) -> bool:
         lag = self._last_seq - self._acked.get(member, 0)
@@ -215,7 +285,7 @@ class AckTracker:
             return self._last_seq
         if len(self._published) < self.min_sync_standbys:
             # Until the Lease names enough members, a successor could be anyone with state.
-            return self._acknowledged
+            return self._durable
         required = self.required
         if not required:
             return self._last_seq

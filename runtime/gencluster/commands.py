@@ -197,6 +197,11 @@ def status_json(reply: pb.StatusReply) -> dict[str, Any]:
         {"failsafeSeconds": reply.failsafe_seconds} if reply.HasField("failsafe_seconds")
         else {}
     )
+    degraded = (
+        {"syncDegradedSeconds": reply.sync_degraded_seconds,
+         "unsyncedEntries": reply.unsynced_entries}
+        if reply.HasField("sync_degraded_seconds") else {}
+    )
     return {
         "identity": reply.identity,
         "role": pb.Role.Name(reply.role).removeprefix("ROLE_").lower(),
@@ -208,6 +213,8 @@ def status_json(reply: pb.StatusReply) -> dict[str, Any]:
         **failsafe,
         "failsafeEpisodes": reply.failsafe_episodes,
         "lastFailsafeSeconds": reply.last_failsafe_seconds,
+        # Answering without standbys (Available policy, docs/partitions.md).
+        **degraded,
         "server": reply.server,
         "serverVersion": reply.server_version,
         "codec": reply.codec,

@@ -286,6 +286,9 @@ def pod_rows(
             **({"stateLost": True} if reply.get("stateLost") else {}),
             **({"failsafeSeconds": reply["failsafeSeconds"]}
                if "failsafeSeconds" in reply else {}),
+            **({"syncDegradedSeconds": reply["syncDegradedSeconds"],
+                "unsyncedEntries": reply.get("unsyncedEntries", 0)}
+               if "syncDegradedSeconds" in reply else {}),
             **({"error": reply["error"]} if "error" in reply else {}),
         })
     return rows
@@ -357,6 +360,10 @@ def _cell(row: dict[str, Any], key: str) -> Any:
     if key == "role" and "failsafeSeconds" in row:
         # The Lease not renewed for this long: serving on its standbys' promises.
         return f"{row['role']} (failsafe, no Lease renewal for {row['failsafeSeconds']:.0f}s)"
+    if key == "role" and "syncDegradedSeconds" in row:
+        # Available policy: answering without standby acknowledgements (docs/partitions.md).
+        return (f"{row['role']} (degraded Sync for {row['syncDegradedSeconds']:.0f}s, "
+                f"{row['unsyncedEntries']} entries not on a standby)")
     return row.get(key)
 
 

@@ -20,7 +20,7 @@ from gencluster.machine import Outcome
 from gencluster.node_state import KnownActive, NodeState
 from gencluster.replica import Replica
 from gencluster.resume import LastEvent
-from gencluster.roles import Active, Stopped, Writes
+from gencluster.roles import Active, PartitionPolicy, Stopped, Writes
 from gencluster.term import CodecMismatch, EventFeed, NotServing, Term
 from gencluster.wellknown import ROLE_ACTIVE
 
@@ -200,7 +200,31 @@ class Serving(NodeState):
             journal=self.journal if self.config.mode is ReplicationMode.SYNC else None,
             watchdog=self._handler_watchdog(),
             max_subscribers=self.config.max_subscribers,
+            relax_after=self._relax_after(),
         )
+
+    def _relax_after(self) -> float | None:
+        """Degraded Sync: under the Available policy a Sync active whose callers waited the
+        renew deadline without acknowledgements (the time a Fenced active keeps serving
+        without its Lease) answers without standbys until they are back; under Fenced it
+        never does (docs/partitions.md, "Available and Sync replication")."""
+        if (
+            self.config.partition_policy is PartitionPolicy.AVAILABLE
+            and self.config.mode is ReplicationMode.SYNC
+        ):
+            return self.config.election.renew_deadline
+        return None
+
+    def sync_degraded(self) -> tuple[float, int] | None:
+        """(seconds since the active answered without standbys, answered entries the in-sync
+        standbys may lack) while degraded Sync lasts; None otherwise."""
+        term = self._term
+        if term is None:
+            return None
+        seconds = term.degraded_seconds()
+        if seconds is None:
+            return None
+        return seconds, term.tracker.unsynced_entries
 
     def _handler_watchdog(self) -> HandlerWatchdog:
         """One per process, started with the first term (docs/poison.md)."""

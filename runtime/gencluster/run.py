@@ -382,6 +382,7 @@ class NodeCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         node = self.node
+        degraded = node.sync_degraded()
         for name, help_text, value in (
             ("gencluster_runtime_active", "1 while this replica is the serving active",
              1 if node.may_serve() else 0),
@@ -396,6 +397,13 @@ class NodeCollector:
              node.failsafe_seconds() or 0.0),
             ("gencluster_runtime_failsafe_episodes",
              "stretches served in failsafe by this process", node.failsafe_episodes()[0]),
+            ("gencluster_runtime_sync_degraded",
+             "1 while this active answers calls without the acknowledgements of "
+             "minSyncStandbys standbys (partitionPolicy Available, Sync replication); else 0",
+             1 if degraded is not None else 0),
+            ("gencluster_runtime_sync_unsynced_entries",
+             "answered entries the in-sync standbys may not hold yet (0 unless degraded)",
+             degraded[1] if degraded is not None else 0),
         ):
             family = GaugeMetricFamily(name, help_text, labels=self.labels)
             family.add_metric(self.label_values, value)

@@ -400,6 +400,9 @@ class AdminService(pb_grpc.AdminServicer):
         if failsafe_seconds is not None:
             reply.failsafe_seconds = failsafe_seconds
         reply.failsafe_episodes, reply.last_failsafe_seconds = node.failsafe_episodes()
+        degraded = node.sync_degraded()
+        if degraded is not None:
+            reply.sync_degraded_seconds, reply.unsynced_entries = degraded
         if term is not None:
             addresses = term.standby_addresses
             for standby in term.tracker.standbys():

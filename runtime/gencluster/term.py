@@ -22,6 +22,10 @@
 - cumulative acks feed the `AckTracker`, the one record of each standby's position (the
   sender and the handover read it there); `on_change` tells the node when the in-sync set
   must be published in the Lease.
+- degraded Sync (`relax_after`, partitionPolicy `Available` with Sync replication): when
+  callers have waited `relax_after` seconds with no acknowledgement progress, the tracker is
+  relaxed (`AckTracker.relax`) and answers without standbys until they are back
+  (docs/partitions.md, "Available and Sync replication").
 """
 
 from __future__ import annotations
@@ -139,11 +143,14 @@ class Term:
         journal: Journal | None = None,
         max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS,
         watchdog: HandlerWatchdog | None = None,
+        relax_after: float | None = None,
     ) -> None:
         """`may_serve` is the node's check (accepting, and within the renew deadline under
         the Fenced policy), asked before a request is applied and again before its answer;
         `journal` (Sync mode with persistence): an answer also waits for its entry to be on
-        this replica's disk."""
+        this replica's disk; `relax_after` (Available policy, Sync mode; None: never): the
+        longest callers wait without acknowledgement progress before the term answers
+        without standbys (degraded Sync)."""
         self._journal = journal
         self.replica = replica
         self.tracker = tracker
@@ -177,6 +184,12 @@ class Term:
         self.appended_at = self._loop.time()
         """When the newest entry was appended (loop clock): senders hold a batch while
         entries keep arriving (`sender_step`)."""
+        self._relax_after = relax_after
+        self._relax_timer: asyncio.TimerHandle | None = None
+        self._stalled_at = 0
+        """`acknowledged_seq` when the relax timer was armed: progress re-arms it."""
+        self.degraded_at: float | None = None
+        """Loop time at which the tracker relaxed, while it is degraded (else None)."""
 
     @property
     def standby_addresses(self) -> dict[str, str]:
@@ -230,6 +243,8 @@ class Term:
                 )
             future: asyncio.Future[None] = self._loop.create_future()
             heapq.heappush(self._waiters, (seq, next(self._waiter_order), future))
+            if self._relax_after is not None and self._relax_timer is None:
+                self._arm_relax(self._relax_after)
             await future
         if self.closed or not self._may_serve():
             # Fenced between submit and answer (a SIGSTOP past the lease, a lost renewal):
@@ -360,7 +375,46 @@ class Term:
                 future.set_result(None)
         self._wake_feeds(acknowledged)
         self.acknowledged.notify()
+        if self.degraded_at is not None and not self.tracker.degraded:
+            log.warning(
+                "standbys acknowledge again: synchronous replication restored after %.1fs "
+                "(every acknowledged entry up to %d is on the in-sync standbys)",
+                self._loop.time() - self.degraded_at, self.tracker.durable_seq,
+            )
+            self.degraded_at = None
         self._on_change()
+
+    def degraded_seconds(self) -> float | None:
+        """Seconds since the term started answering without standbys, while some answered
+        entry is not yet on the in-sync standbys (degraded Sync); None otherwise."""
+        if self.degraded_at is None:
+            return None
+        return self._loop.time() - self.degraded_at
+
+    def _arm_relax(self, delay: float) -> None:
+        self._stalled_at = self.tracker.acknowledged_seq
+        self._relax_timer = self._loop.call_later(delay, self._relax_due)
+
+    def _relax_due(self) -> None:
+        """The relax timer: callers still wait and nothing was acknowledged for
+        `relax_after` seconds, so answer without standbys (Available policy)."""
+        self._relax_timer = None
+        if self.closed or not self._waiters or self._relax_after is None:
+            return
+        if self.tracker.acknowledged_seq != self._stalled_at:
+            self._arm_relax(self._relax_after)  # progress: measure again from now
+            return
+        waiting = len(self._waiters)
+        if self.tracker.relax():
+            if self.degraded_at is None:
+                self.degraded_at = self._loop.time()
+            log.warning(
+                "no standby acknowledgement for %.1fs with %d calls waiting: acknowledging "
+                "without standbys (partitionPolicy Available; entries after %d live only on "
+                "this side until standbys catch up or the operator merges it)",
+                self._relax_after, waiting, self.tracker.durable_seq,
+            )
+            self.tracker_changed()
 
     async def caught_up(self, standby: str, deadline: float) -> bool:
         """Wait until `standby` acknowledged every entry (True), or until `deadline`
@@ -381,6 +435,9 @@ class Term:
     def close(self) -> None:
         """End the term: streams stop, waiting callers get `NotServing`."""
         self.closed = True
+        if self._relax_timer is not None:
+            self._relax_timer.cancel()
+            self._relax_timer = None
         for _, _, future in self._waiters:
             if not future.done():
                 future.set_exception(

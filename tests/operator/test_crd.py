@@ -280,6 +280,14 @@ def eval_rules(path: str, value: dict[str, Any]) -> list[str]:
          ["renewDeadlineSeconds must be greater"]),
         ({"durationSeconds": 1, "renewDeadlineSeconds": 2, "retryPeriodSeconds": 3},
          ["durationSeconds must be greater", "renewDeadlineSeconds must be greater"]),
+        # What the pods refuse (election.lease_timing_problems) is refused at admission.
+        ({"durationSeconds": 11, "renewDeadlineSeconds": 10, "retryPeriodSeconds": 2},
+         ["durationSeconds must be at least lease.renewDeadlineSeconds + "]),
+        ({"durationSeconds": 12, "renewDeadlineSeconds": 10, "retryPeriodSeconds": 2}, []),
+        ({"durationSeconds": 20, "renewDeadlineSeconds": 6, "retryPeriodSeconds": 5},
+         ["greater than 1.2 x lease.retryPeriodSeconds"]),
+        ({"durationSeconds": 20, "renewDeadlineSeconds": 7, "retryPeriodSeconds": 5}, []),
+        ({"durationSeconds": 4, "renewDeadlineSeconds": 3, "retryPeriodSeconds": 1}, []),
     ],
 )  # fmt: skip
 def test_lease_rules_with_celpy(lease, broken):
@@ -297,8 +305,9 @@ def test_lease_rules_with_celpy(lease, broken):
         (3, "Sync", 3, False),
         (1, "Sync", 1, False),
         (1, "Sync", 0, True),
-        (1, "Async", 1, True),
-        (3, "Async", 7, True),
+        (1, "Async", 1, False),
+        (3, "Async", 7, False),
+        (3, "Async", 0, True),
     ],
 )
 def test_min_sync_standbys_rule_with_celpy(replicas, mode, min_sync, ok):
@@ -310,7 +319,28 @@ def test_min_sync_standbys_rule_with_celpy(replicas, mode, min_sync, ok):
     messages = eval_rules("spec", spec)
     assert (not messages) == ok
     for message in messages:
-        assert "minSyncStandbys" in message and "replicas - 1" in message
+        assert "minSyncStandbys" in message
+        assert ("replicas - 1" if mode == "Sync" else "cannot be honoured in Async") in message
+
+
+@pytest.mark.parametrize("policy", ["Fenced", "Available"])
+@pytest.mark.parametrize(
+    ("replication", "ok"),
+    [
+        ({"mode": "Sync"}, True),
+        ({"mode": "Sync", "minSyncStandbys": 2}, True),
+        ({"mode": "Async"}, True),
+        ({"mode": "Async", "minSyncStandbys": 1}, False),
+    ],
+)
+def test_every_replication_and_policy_combination_is_honoured_or_refused(
+    policy, replication, ok
+):
+    """Issue #13: Available with Sync is honoured (degraded Sync, docs/partitions.md); the one
+    combination that cannot be is Async with standbys to wait for, whatever the policy."""
+    spec = {"server": "m:C", "replicas": 3, "replication": replication,
+            "partitionPolicy": policy}
+    assert (not eval_rules("spec", spec)) == ok
 
 
 def test_single_source_of_truth():
@@ -514,7 +544,7 @@ def test_unknown_fields_are_pruned(admit):
         ({"replicas": 1}, 1, "Sync", None),
         ({"replicas": 2}, 2, "Sync", None),
         ({"replicas": 3, "replication": {"minSyncStandbys": 2}}, 3, "Sync", 2),
-        ({"replicas": 2, "replication": {"mode": "Async", "minSyncStandbys": 9}}, 2, "Async", 9),
+        ({"replicas": 2, "replication": {"mode": "Async", "minSyncStandbys": 0}}, 2, "Async", 0),
     ],
 )
 def test_sync_standbys_within_replicas_are_admitted(admit, spec, replicas, mode, min_sync):
@@ -538,6 +568,18 @@ INVALID = {
     "replicas 1 with Sync and minSyncStandbys 1": (
         {"replicas": 1, "replication": {"minSyncStandbys": 1}}, "spec.replication.minSyncStandbys",
         "replicas - 1",
+    ),
+    "Async with standbys to wait for": (
+        {"replication": {"mode": "Async", "minSyncStandbys": 1}},
+        "spec.replication.minSyncStandbys", "cannot be honoured in Async mode",
+    ),
+    "lease duration below renew deadline + retry period": (
+        {"lease": {"durationSeconds": 11, "renewDeadlineSeconds": 10, "retryPeriodSeconds": 2}},
+        "spec.lease.durationSeconds", "at least lease.renewDeadlineSeconds",
+    ),
+    "renew deadline within 1.2 retry periods": (
+        {"lease": {"durationSeconds": 20, "renewDeadlineSeconds": 6, "retryPeriodSeconds": 5}},
+        "spec.lease.renewDeadlineSeconds", "1.2 x lease.retryPeriodSeconds",
     ),
     "lease duration == renew deadline": (
         {"lease": {"durationSeconds": 10, "renewDeadlineSeconds": 10}},

@@ -122,6 +122,13 @@ def test_render_status_explains_a_cluster_that_is_not_ready() -> None:
     assert "Switchover to:    id-server-2 (in progress)" in text
 
 
+def test_render_status_says_when_an_active_answers_without_its_standbys() -> None:
+    report = _report(partitionPolicy="Available")
+    report["pods"][0] |= {"syncDegradedSeconds": 12.4, "unsyncedEntries": 40}
+    text = plugin.render_status(report)
+    assert "active (degraded Sync for 12s, 40 entries not on a standby)" in text
+
+
 def test_render_status_without_pods() -> None:
     report = _report()
     report["pods"] = []

@@ -55,6 +55,7 @@ def runtime_names() -> set[str]:
     stand_in = SimpleNamespace(
         may_serve=lambda: True, ready=lambda: True, epoch=3,
         failsafe_seconds=lambda: None, failsafe_episodes=lambda: (0, 0.0),
+        sync_degraded=lambda: None,
         replica=SimpleNamespace(applied_seq=5),
     )
     config = SimpleNamespace(cluster=CLUSTER[1], identity=f"{CLUSTER[1]}-0")

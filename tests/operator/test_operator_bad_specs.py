@@ -59,6 +59,13 @@ def manifest(name: str, spec: str) -> str:
         ("server: a:B\nreplicas: 1\nreplication: {minSyncStandbys: 1}",
          "spec.replication.minSyncStandbys"),
         ("server: a:B\npartitionPolicy: Sometimes", "spec.partitionPolicy"),
+        # Combinations that cannot be honoured (issue #13), never silently degraded.
+        ("server: a:B\npartitionPolicy: Available\nreplication: {mode: Async, "
+         "minSyncStandbys: 1}", "spec.replication.minSyncStandbys"),
+        ("server: a:B\nlease: {durationSeconds: 11, renewDeadlineSeconds: 10, "
+         "retryPeriodSeconds: 2}", "spec.lease.durationSeconds"),
+        ("server: a:B\nlease: {durationSeconds: 20, renewDeadlineSeconds: 6, "
+         "retryPeriodSeconds: 5}", "spec.lease.renewDeadlineSeconds"),
     ],
 )
 def test_invalid_spec_is_rejected_naming_the_field(

@@ -511,6 +511,60 @@ def test_failsafe_is_recorded_and_announced_once_per_episode() -> None:
     assert status(healthy(), again)["failsafe"] == again["failsafe"]
 
 
+# -- degraded Sync (partitionPolicy Available) --------------------------------------------------
+
+
+def test_an_active_answering_without_standbys_is_degraded_and_announced_on_entry_and_exit() -> None:
+    before = settled(healthy())
+    assert before.get("syncDegraded") is None
+    observed = with_active_failsafe(healthy(), sync_degraded_seconds=12.0, unsynced_entries=40)
+    degraded = status(observed, before)
+    assert degraded["syncDegraded"] == [
+        {"pod": "id-0", "since": format_time(NOW - timedelta(seconds=12)), "unsyncedEntries": 40}
+    ]
+    verdict = condition(degraded, ConditionType.DEGRADED)
+    assert (verdict["status"], verdict["reason"]) == ("True", "SyncDegraded")
+    assert "id-0 answers calls without the acknowledgements of 1 standby(s)" in verdict["message"]
+    assert "40 answered entries" in verdict["message"]
+    assert condition(degraded, ConditionType.AVAILABLE)["status"] == "True"
+    assert degraded["phase"] == "Degraded"
+    (event,) = events_between(before, degraded)
+    assert (event.reason, event.type) == (EventReason.SYNC_DEGRADED, EventType.WARNING)
+    assert "id-0 answers calls without" in event.message
+    # The next pass: the same episode, `since` kept (no jitter from the pod's duration), no
+    # second Event.
+    later = with_active_failsafe(replace(healthy(), now=LATER), sync_degraded_seconds=41.5,
+                                 unsynced_entries=90)
+    still = status(later, degraded)
+    assert still["syncDegraded"][0]["since"] == degraded["syncDegraded"][0]["since"]
+    assert still["syncDegraded"][0]["unsyncedEntries"] == 90
+    assert events_between(degraded, still) == []
+    # Standbys acknowledge again.
+    restored = status(replace(healthy(), now=LATER), still)
+    assert restored.get("syncDegraded") is None
+    assert condition(restored, ConditionType.DEGRADED)["reason"] == "AsExpected"
+    (event,) = events_between(still, restored)
+    assert event.reason == EventReason.SYNC_RESTORED and event.type == EventType.NORMAL
+    assert "id-0 is acknowledged by its in-sync standbys again" in event.message
+
+
+def test_a_failed_merge_is_reported_before_a_degraded_loser() -> None:
+    detected = status(split(), settled(healthy()))
+    failed = MergeOutcome("id-0", "id-2", 2, 1, succeeded=False, finished_at=LATER,
+                          message="ValueError: cannot merge", consecutive_failures=1)
+    observed = replace(split(last_merge=failed), now=LATER)
+    observed = replace(observed, pods=tuple(
+        replace(p, runtime=replace(p.runtime, sync_degraded_seconds=3.0, unsynced_entries=5))
+        if p.name == "id-2" and p.runtime else p
+        for p in observed.pods
+    ))
+    result = status(observed, detected)
+    assert condition(result, ConditionType.DEGRADED)["reason"] == "MergeFailed"
+    assert [entry["pod"] for entry in result["syncDegraded"]] == ["id-2"]
+    reasons = [e.reason for e in events_between(detected, result)]
+    assert reasons == [EventReason.SYNC_DEGRADED, EventReason.MERGE_FAILED]
+
+
 def with_volume_failure(observed: Observed, pod: str, *, restarts: int, ready: bool) -> Observed:
     """`observed` with `pod`'s server last stopped on a failed volume (exit code 74)."""
     return replace(observed, pods=tuple(

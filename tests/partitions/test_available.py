@@ -17,6 +17,7 @@ make every assertion after it vacuous.
 from __future__ import annotations
 
 import re
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -25,9 +26,11 @@ from typing import Any
 import pytest
 from gencluster.client import Client
 from gencluster.proto import gencluster_pb2 as pb
+from gencluster_operator.names import metrics_port_for
 from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.operator_process import OperatorProcess, condition, namespace_for
 from gencluster_testing.partitions.available_run import (
+    CALLS_PER_PHASE,
     DEADLINE,
     ISOLATED,
     OTHERS,
@@ -37,7 +40,9 @@ from gencluster_testing.partitions.available_run import (
     SplitRun,
     run_split,
 )
+from gencluster_testing.partitions.checkers import counter_linearizable, no_lost_acknowledged
 from gencluster_testing.partitions.cluster import PORT
+from gencluster_testing.partitions.history import LoadRecorder
 from gencluster_testing.partitions.merge_checks import (
     all_available_checks,
     each_term_is_a_counter,
@@ -297,6 +302,126 @@ def test_a_merge_that_raises_changes_neither_side_and_is_retried_until_it_succee
     assert not each_term_is_a_counter(run.history)
 
 
+def test_default_sync_replication_serves_both_sides_and_degrades_visibly(
+    dev_cluster: DevClusterProcess, operator: OperatorProcess, namespace: str,
+    heal_afterwards: None,
+) -> None:
+    """Issue #13, "Available means available": the user's manifest names no `replication`
+    (so Sync, minSyncStandbys 1). The isolated active cannot get a standby's acknowledgement;
+    after the renew deadline it answers without one and says so (its Status, its metric, the
+    operator's Degraded condition and a SyncDegraded Event), while the other side elects its
+    own active; after the heal and the merge every id is above every id of both sides."""
+    server = AvailableIdServer.start(dev_cluster, namespace, default_replication=True)
+    assert server.resource()["spec"]["replication"] == {"mode": "Sync"}  # the CRD's default
+    settled = server.wait_settled(DEADLINE)
+    assert all(s.mode == pb.REPLICATION_MODE_SYNC for s in settled.values())
+
+    def while_split(server: AvailableIdServer, loser: str, winner: str) -> dict[str, Any]:
+        api_host, api_port = server.api_server()
+        assert server.probe_as(loser, api_host, api_port) == "timeout"
+        assert server.probe_as(loser, server.ip(winner), PORT) == "timeout"
+        assert server.probe_as(winner, server.ip(loser), PORT) == "timeout"
+        lease_reads_fail(server, loser)
+        status = wait_for(
+            lambda: (s := server.admin_status(loser)) is not None
+            and s.HasField("sync_degraded_seconds") and s.unsynced_entries > 0 and s,
+            DEADLINE, interval=POLL, message=f"{loser} reports degraded Sync")
+        assert status.role == pb.ROLE_ACTIVE
+        assert metric(server, loser, "gencluster_runtime_sync_degraded") == 1.0
+        assert metric(server, loser, "gencluster_runtime_sync_unsynced_entries") > 0
+        winner_status = server.admin_status(winner)
+        assert winner_status is not None and not winner_status.HasField("sync_degraded_seconds")
+        assert metric(server, winner, "gencluster_runtime_sync_degraded") == 0.0
+        degraded = wait_for(
+            lambda: (c := condition(server.resource(), "Degraded")).get("reason")
+            == "SyncDegraded" and c,
+            DEADLINE, interval=POLL,
+            message=lambda: f"Degraded=SyncDegraded\n{operator.output()[-3000:]}")
+        assert degraded["status"] == "True" and loser in degraded["message"], degraded
+        recorded = server.resource()["status"]["syncDegraded"]
+        assert [entry["pod"] for entry in recorded] == [loser], recorded
+        (event,) = server.events("SyncDegraded")
+        assert event["type"] == "Warning" and loser in event["message"], event
+        return not_merged_while_split(server, operator, loser, loser_epoch(server, loser))
+
+    run = run_split(server, "isolate", while_split=while_split)
+    assert_merged(server, run, groups=[ISOLATED, OTHERS])
+    # The isolated side was answered at its own epoch with Sync replication, i.e. in degraded
+    # Sync: it had no standby to acknowledge anything.
+    split, heal = run.history.marker("split").at, run.history.marker("heal").at
+    isolated = [op for op in run.history.ok() if op.group == ISOLATED
+                and split <= op.invoked_at and op.completed_at <= heal]
+    assert isolated and {op.epoch for op in isolated} == {run.loser_epoch}
+    # Merged and demoted: nobody answers without standbys any more, and the operator says so.
+    wait_for(lambda: not server.resource()["status"].get("syncDegraded"), DEADLINE,
+             interval=POLL, message="status.syncDegraded cleared")
+    assert condition(server.resource(), "Degraded")["reason"] != "SyncDegraded"
+    (restored,) = wait_for(lambda: server.events("SyncRestored"), DEADLINE, interval=POLL,
+                           message="a SyncRestored Event")
+    assert run.loser in restored["message"], restored
+    assert all(not s.HasField("sync_degraded_seconds")
+               for s in (server.wait_settled(DEADLINE)).values())
+    print(f"converged {run.convergence_seconds:.2f}s after the heal; {run.history.summary()}")
+
+
+def test_an_active_cut_from_its_standbys_only_degrades_then_is_synchronous_again(
+    dev_cluster: DevClusterProcess, operator: OperatorProcess, namespace: str,
+    heal_afterwards: None,
+) -> None:
+    """The other half of degraded Sync: the active is cut from both standbys but still
+    reaches the API server, so it keeps renewing the Lease and nobody else may take it (no
+    split, nothing to merge). It answers its clients without standbys, and once the
+    partition heals its standbys catch up and it is strict Sync again: SyncRestored, one
+    linearizable counter throughout, every acknowledged id kept."""
+    server = AvailableIdServer.start(dev_cluster, namespace, default_replication=True)
+    settled = server.wait_settled(DEADLINE)
+    active = next(p for p, s in settled.items() if s.role == pb.ROLE_ACTIVE)
+    epoch = settled[active].epoch
+    standbys = [p for p in server.pod_names() if p != active]
+    load = LoadRecorder(groups={ISOLATED: [f"{server.ip(active)}:{PORT}"]}, clients=2)
+    with load:
+        load.wait_for_ok_calls(CALLS_PER_PHASE, DEADLINE)
+        load.mark("split")
+        for standby in standbys:
+            server.fault("partition", active, standby)
+        assert server.probe_as(active, server.ip(standbys[0]), PORT) == "timeout"
+        api_host, api_port = server.api_server()
+        assert server.probe_as(active, api_host, api_port) == "ok"
+        wait_for(lambda: (s := server.admin_status(active)) is not None
+                 and s.HasField("sync_degraded_seconds"), DEADLINE, interval=POLL,
+                 message=f"{active} reports degraded Sync")
+        load.wait_for_ok_calls(CALLS_PER_PHASE, DEADLINE)  # served without its standbys
+        wait_for(lambda: condition(server.resource(), "Degraded").get("reason")
+                 == "SyncDegraded", DEADLINE, interval=POLL,
+                 message=lambda: f"Degraded=SyncDegraded\n{operator.output()[-3000:]}")
+        (entered,) = server.events("SyncDegraded")
+        assert active in entered["message"], entered
+        lease = server.admin_status(standbys[0])
+        assert lease is not None and lease.role == pb.ROLE_STANDBY
+        assert (lease.lease_holder, lease.lease_epoch) == (active, epoch)  # it renews
+        server.dev.gencluster("dev", "fault", "--dir", str(server.dev.dir), "heal")
+        load.mark("heal")
+        wait_for(lambda: (s := server.admin_status(active)) is not None
+                 and not s.HasField("sync_degraded_seconds"), DEADLINE, interval=POLL,
+                 message=f"{active} synchronous again")
+        load.wait_for_ok_calls(CALLS_PER_PHASE, DEADLINE)
+    history = load.stop()
+    (restored,) = wait_for(lambda: server.events("SyncRestored"), DEADLINE, interval=POLL,
+                           message="a SyncRestored Event")
+    assert f"{active} is acknowledged by its in-sync standbys again" in restored["message"]
+    assert not server.resource()["status"].get("syncDegraded")
+    assert server.merges() == 0
+    assert condition(server.resource(), "SplitBrain")["reason"] == "NoSplitBrain"
+    after = server.wait_settled(DEADLINE)
+    assert [p for p, s in after.items() if s.role == pb.ROLE_ACTIVE] == [active]
+    assert after[active].epoch == epoch
+    final = server.state(active)
+    assert final is not None
+    violations = counter_linearizable(history) + no_lost_acknowledged(history, final[2])
+    assert not violations, "\n".join(violations) + "\n" + history.summary()
+    print(history.summary())
+
+
 # -- helpers ------------------------------------------------------------------------------------
 
 
@@ -304,6 +429,17 @@ def loser_epoch(server: AvailableIdServer, loser: str) -> int:
     status = server.admin_status(loser)
     assert status is not None and status.role == pb.ROLE_ACTIVE, status
     return status.epoch
+
+
+def metric(server: AvailableIdServer, pod: str, name: str) -> float:
+    """One sample of the pod's `/metrics` (read from the test process, which every fault
+    leaves reaching the pod)."""
+    url = f"http://{server.ip(pod)}:{metrics_port_for(PORT)}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    match = re.search(rf"^{name}\{{[^}}]*\}} ([0-9.e+-]+)$", text, re.MULTILINE)
+    assert match is not None, f"{name} not in {url}"
+    return float(match.group(1))
 
 
 def event_time(event: dict[str, Any]) -> datetime:

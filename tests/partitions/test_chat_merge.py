@@ -32,9 +32,9 @@ from gencluster_testing.waiting import wait_for
 
 pytestmark = pytest.mark.fault
 
-REPLICATION: dict[str, Any] | None = {"mode": "Async"}
-"""The one line to change for the default replication (None: Sync, minSyncStandbys 1), once an
-isolated Available active keeps acknowledging Sync writes."""
+REPLICATION: dict[str, Any] | None = None
+"""None: no `replication` field, the CRD's default (Sync, minSyncStandbys 1), as
+examples/chat.yaml; the isolated Available active acknowledges in degraded Sync (issue #13)."""
 SERVER = "gencluster_examples.chat:ChatServer"
 ROOM = "lobby"
 TOPIC = f"room:{ROOM}"
@@ -154,6 +154,8 @@ def chat(
     dev_cluster: DevClusterProcess, operator: OperatorProcess, namespace: str
 ) -> Iterator[AvailableIdServer]:
     resource = json.loads(id_server_manifest("Available", REPLICATION))
+    if REPLICATION is None:
+        del resource["spec"]["replication"]
     resource["spec"]["server"] = SERVER
     create_namespace(dev_cluster, namespace)
     dev_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(resource))

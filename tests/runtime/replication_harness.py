@@ -55,11 +55,13 @@ async def connected_term(
     *,
     replica: Replica | None = None,
     max_subscribers: int = 4096,
+    relax_after: float | None = None,
 ) -> tuple[Term, Replica, asyncio.Task[None]]:
     """A term whose standby is connected. Sync with no minimum: no Lease to publish an in-sync
     set in, yet every entry waits for the connected standby's ack. `may_serve` stands for the
     node's check (accepting, within the renew deadline); `replica` one with history already
-    (its entries count as acknowledged: the standby starts from its last one)."""
+    (its entries count as acknowledged: the standby starts from its last one); `relax_after`
+    the Available policy's bound on waiting for acknowledgements (None: Fenced)."""
     replica = replica or Replica.from_init(Ledger(), CODEC, 0)
     last = replica.log.last_seq
     tracker = AckTracker(
@@ -68,7 +70,8 @@ async def connected_term(
     )
     term = Term(replica=replica, tracker=tracker, epoch=1, heartbeat_interval=5.0,
                 codec_name=CODEC.name, identity="active", may_serve=may_serve,
-                on_change=lambda: None, max_subscribers=max_subscribers)
+                on_change=lambda: None, max_subscribers=max_subscribers,
+                relax_after=relax_after)
     hello = pb.Hello(identity="standby", address="127.0.0.1:1", epoch=1, applied_seq=last,
                      applied_epoch=replica.log.last_epoch)
     server = asyncio.create_task(term.serve_standby(hello, standby.acks.get, standby.write))

@@ -114,3 +114,54 @@ def test_a_subscriber_gets_acknowledged_events_then_is_told_to_resubscribe() -> 
         await asyncio.gather(server, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+RELAX_AFTER = 0.2
+"""The Available policy's bound in these tests (seconds; the node passes the renew deadline)."""
+
+
+def test_available_answers_without_acks_after_its_bound_then_tightens_when_they_return() -> None:
+    """Degraded Sync: a call whose standby does not acknowledge is answered once callers waited
+    `relax_after` without progress; later calls are answered at once; when the standby
+    acknowledges again the term is strict again and no longer degraded."""
+
+    async def scenario() -> None:
+        standby = FakeStandby(acking=False)
+        term, replica, server = await connected_term(standby, relax_after=RELAX_AFTER)
+        assert term.degraded_seconds() is None
+        first = await asyncio.wait_for(call(term, 1), 60)
+        assert not first.duplicate
+        assert term.tracker.degraded and term.tracker.unsynced_entries == 1
+        seconds = term.degraded_seconds()
+        assert seconds is not None and seconds >= 0
+        await asyncio.wait_for(call(term, 2), 60)  # relaxed: no wait at all
+        assert term.tracker.acknowledged_seq == replica.log.last_seq == 2
+        standby.acking = True
+        standby.ack_all()
+        await wait_for_async(lambda: not term.tracker.degraded, 30, interval=0.01,
+                             message="the standby's acks end the degradation")
+        assert term.degraded_seconds() is None and not term.tracker.relaxed
+        await asyncio.wait_for(call(term, 3), 60)  # strict again: acknowledged by the standby
+        assert term.tracker.acked_by("standby") >= 3
+        term.close()
+        await asyncio.gather(server, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_without_a_bound_a_call_keeps_waiting_for_its_ack() -> None:
+    """Fenced (no `relax_after`): a standby that does not acknowledge holds the call, however
+    long it waits; nothing is answered on the active alone."""
+
+    async def scenario() -> None:
+        standby = FakeStandby(acking=False)
+        term, _, server = await connected_term(standby)
+        waiting = asyncio.create_task(call(term, 1))
+        done, _ = await asyncio.wait({waiting}, timeout=5 * RELAX_AFTER)
+        assert not done and not term.tracker.degraded and term.tracker.acknowledged_seq == 0
+        standby.ack_all()
+        await asyncio.wait_for(waiting, 60)
+        term.close()
+        await asyncio.gather(server, return_exceptions=True)
+
+    asyncio.run(scenario())

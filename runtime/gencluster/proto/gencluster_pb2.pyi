@@ -341,7 +341,7 @@ class StandbyStatus(_message.Message):
     def __init__(self, identity: _Optional[str] = ..., address: _Optional[str] = ..., acked_seq: _Optional[int] = ..., lag: _Optional[int] = ..., in_sync: _Optional[bool] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("identity", "role", "epoch", "applied_seq", "active", "active_address", "standbys", "mode", "server", "server_version", "codec", "lease_holder", "lease_epoch", "lease_read_age_seconds", "state_lost", "applied_epoch", "failsafe_seconds", "failsafe_episodes", "last_failsafe_seconds", "downgrade_refused")
+    __slots__ = ("identity", "role", "epoch", "applied_seq", "active", "active_address", "standbys", "mode", "server", "server_version", "codec", "lease_holder", "lease_epoch", "lease_read_age_seconds", "state_lost", "applied_epoch", "failsafe_seconds", "failsafe_episodes", "last_failsafe_seconds", "downgrade_refused", "sync_degraded_seconds", "unsynced_entries")
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -362,6 +362,8 @@ class StatusReply(_message.Message):
     FAILSAFE_EPISODES_FIELD_NUMBER: _ClassVar[int]
     LAST_FAILSAFE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     DOWNGRADE_REFUSED_FIELD_NUMBER: _ClassVar[int]
+    SYNC_DEGRADED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    UNSYNCED_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     identity: str
     role: Role
     epoch: int
@@ -382,7 +384,9 @@ class StatusReply(_message.Message):
     failsafe_episodes: int
     last_failsafe_seconds: float
     downgrade_refused: str
-    def __init__(self, identity: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., epoch: _Optional[int] = ..., applied_seq: _Optional[int] = ..., active: _Optional[str] = ..., active_address: _Optional[str] = ..., standbys: _Optional[_Iterable[_Union[StandbyStatus, _Mapping]]] = ..., mode: _Optional[_Union[ReplicationMode, str]] = ..., server: _Optional[str] = ..., server_version: _Optional[int] = ..., codec: _Optional[str] = ..., lease_holder: _Optional[str] = ..., lease_epoch: _Optional[int] = ..., lease_read_age_seconds: _Optional[float] = ..., state_lost: _Optional[bool] = ..., applied_epoch: _Optional[int] = ..., failsafe_seconds: _Optional[float] = ..., failsafe_episodes: _Optional[int] = ..., last_failsafe_seconds: _Optional[float] = ..., downgrade_refused: _Optional[str] = ...) -> None: ...
+    sync_degraded_seconds: float
+    unsynced_entries: int
+    def __init__(self, identity: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., epoch: _Optional[int] = ..., applied_seq: _Optional[int] = ..., active: _Optional[str] = ..., active_address: _Optional[str] = ..., standbys: _Optional[_Iterable[_Union[StandbyStatus, _Mapping]]] = ..., mode: _Optional[_Union[ReplicationMode, str]] = ..., server: _Optional[str] = ..., server_version: _Optional[int] = ..., codec: _Optional[str] = ..., lease_holder: _Optional[str] = ..., lease_epoch: _Optional[int] = ..., lease_read_age_seconds: _Optional[float] = ..., state_lost: _Optional[bool] = ..., applied_epoch: _Optional[int] = ..., failsafe_seconds: _Optional[float] = ..., failsafe_episodes: _Optional[int] = ..., last_failsafe_seconds: _Optional[float] = ..., downgrade_refused: _Optional[str] = ..., sync_degraded_seconds: _Optional[float] = ..., unsynced_entries: _Optional[int] = ...) -> None: ...
 
 class GetStateRequest(_message.Message):
     __slots__ = ()

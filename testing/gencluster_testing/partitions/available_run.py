@@ -50,11 +50,15 @@ FAULTS = ("isolate", "cut-apiserver", "pause")
 
 
 def available_manifest(
-    *, server: str | None = None, env: dict[str, str] | None = None
+    *, server: str | None = None, env: dict[str, str] | None = None,
+    default_replication: bool = False,
 ) -> str:
-    """The partitions suite's id_server, Available and Async; optionally another server class
-    and extra container variables."""
+    """The partitions suite's id_server, Available and Async; optionally another server class,
+    extra container variables, or (`default_replication`) no `replication` field at all, so
+    the CRD's defaults apply as they do for a user's manifest (Sync, minSyncStandbys 1)."""
     resource = json.loads(id_server_manifest("Available", ASYNC))
+    if default_replication:
+        del resource["spec"]["replication"]
     if server is not None:
         resource["spec"]["server"] = server
     if env:
@@ -87,11 +91,12 @@ class AvailableIdServer(IdServerUnderTest):
     @classmethod
     def start(
         cls, dev: DevClusterProcess, namespace: str, *, server: str | None = None,
-        env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None, default_replication: bool = False,
     ) -> AvailableIdServer:
         create_namespace(dev, namespace)
         dev.kubectl("apply", "-n", namespace, "-f", "-",
-                    input=available_manifest(server=server, env=env))
+                    input=available_manifest(server=server, env=env,
+                                             default_replication=default_replication))
         started = cls(dev, namespace)
         started.wait_settled(90.0)
         return started
