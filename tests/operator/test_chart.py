@@ -562,7 +562,7 @@ def test_operator_manages_network_policies_and_knows_its_pods(
     as GENCLUSTER_OPERATOR_POD_LABELS (desired_network.operator_pods_from_env)."""
     objects = manifests(render(chart, values))
     managed = [obj for obj in objects if not obj["metadata"]["name"].endswith("-leader-election")]
-    role = only(managed, "Role" if values else "ClusterRole")
+    role = only(operator_rbac(managed), "Role" if values else "ClusterRole")
     assert {("networking.k8s.io", "networkpolicies", verb)
             for verb in ("get", "create", "patch", "delete")} <= grants(role["rules"])
     deployment = only(objects, "Deployment")

@@ -244,7 +244,7 @@ def test_cel_rules_are_documented_and_compile():
 
     rules = all_rules()
     assert {path for path, _ in rules} == {
-        "spec", "spec.lease", "spec.persistence", "spec.template.metadata.labels",
+        "spec", "spec.lease", "spec.persistence", "spec.tls", "spec.template.metadata.labels",
         "spec.template.metadata.annotations", "spec.template.spec.volumes",
         "spec.template.spec.volumeMounts", "spec.template.spec.containers",
     }
@@ -471,6 +471,7 @@ def test_minimal_spec_gets_every_default(admit):
         "runtime": {"deduplicationWindowSeconds": 300},
         "monitoring": {"podMonitor": {"enabled": False, "interval": "30s"}},
         "networkPolicy": {"enabled": True},
+        "tls": {"enabled": True},
         "clientAuth": "None",
     }
 
@@ -855,6 +856,22 @@ def test_storage_cannot_change_on_an_existing_cluster(admit, case):
         errors
     )
     assert "cannot be changed on an existing ClusteredServer" in errors[0].detail
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [({}, {"enabled": False}), ({"enabled": False}, {}), ({"enabled": False}, {"enabled": True})],
+)
+def test_tls_cannot_be_switched_on_an_existing_cluster(admit, before, after):
+    """Pods with and without TLS cannot replicate to each other: the roll would never end."""
+    old = admitted(admit, cs({"server": "m:C", "tls": before}))
+    _, errors = admit(cs({"server": "m:C", "tls": after}), old)
+    assert [(e.field, e.reason) for e in errors] == [
+        ("spec.tls.enabled", "FieldValueForbidden")], describe(errors)
+    assert "tls.enabled cannot be changed on an existing ClusteredServer" in errors[0].detail
+    kept = cs({"server": "m:C", "tls": {**before, "certificateLifetimeSeconds": 3600}})
+    _, errors = admit(kept, old)
+    assert errors == [], describe(errors)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """Each ClusteredServer's NetworkPolicy, enforced by the local control plane (nftables keyed on
-per-pod uids): a pod of ClusteredServer B cannot open a connection to A's metrics port (which
-carries the Admin HTTP bridge) while A's grpc (client) port stays open to it and A's own pods
-keep replicating; disabling the policy gives B's pod its reach back.
+per-pod uids): a pod of ClusteredServer B cannot open a connection to A's peer port (Peer and
+Admin over mutual TLS) nor to its metrics port (which carries the Admin HTTP bridge) while A's
+grpc (client) port stays open to it and A's own pods keep replicating (over that peer port);
+disabling the policy gives B's pod its reach back.
 
 B's pod connects from inside itself (`kubectl exec`, which runs as the pod's uid, like its
 container), the same path a compromised server pod would take."""
@@ -32,6 +33,7 @@ if os.geteuid() != 0 or shutil.which("nft") is None:
 NAME = "id-server"
 DEADLINE = 90.0
 METRICS_PORT = 9090
+PEER_PORT = 50052
 PROBE = r"""
 import socket, sys
 try:
@@ -79,9 +81,11 @@ def test_foreign_pod_is_kept_off_the_admin_port_until_the_policy_goes(
 
     wait_for(lambda: from_b(METRICS_PORT) == "timeout", DEADLINE,
              message=lambda: f"B's pod cut off A's metrics port: {from_b(METRICS_PORT)}")
+    assert from_b(PEER_PORT) == "timeout"  # Peer and Admin: dropped, not just refused by TLS
     assert from_b(a["spec"]["port"]) == "open"  # the client port is for everyone
     standby = next(p for p in pod_ips(dev_cluster, ns_a) if p != active_a)
     assert probe_from(dev_cluster, ns_a, standby, ip_a, METRICS_PORT) == "open"
+    assert probe_from(dev_cluster, ns_a, standby, ip_a, PEER_PORT) == "open"
     # A still replicates under its policy: Ready, every standby in sync
     assert wait_for(lambda: serving(dev_cluster, ns_a, NAME), DEADLINE, message="A serving")
 
@@ -95,3 +99,4 @@ def test_foreign_pod_is_kept_off_the_admin_port_until_the_policy_goes(
     wait_for(gone, DEADLINE, message="A's NetworkPolicy deleted once disabled")
     wait_for(lambda: from_b(METRICS_PORT) == "open", DEADLINE,
              message=lambda: f"B's pod reaches A's metrics port again: {from_b(METRICS_PORT)}")
+    assert from_b(PEER_PORT) == "open"  # the network no longer stops it; mutual TLS still does

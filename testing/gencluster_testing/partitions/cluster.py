@@ -36,6 +36,10 @@ def id_server_manifest(
             "replication": replication or {"mode": "Sync", "minSyncStandbys": 1},
             "partitionPolicy": policy,
             "lease": LEASE,
+            # Plaintext: the recorders, checkers and fault probes here call the pods' client
+            # and Admin services directly, as the partition semantics do not depend on the
+            # transport; TLS under failover, rotation and load is tests/operator/test_tls.py.
+            "tls": {"enabled": False},
         },
     }
     return json.dumps(resource)
