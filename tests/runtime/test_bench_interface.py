@@ -1,6 +1,8 @@
 """The benchmark's last line is read by other checks: `bench/replication.py --quick` must end
-with one JSON object holding at least bare_64, r1_64, r3_64 and ratio_r3_64. The bench itself
-is too heavy (and too noisy) for CI, so this checks only the pure summary builder."""
+with one JSON object holding at least bare_64, r1_64, r3_64 and ratio_r3_64 (with `--tls`, the
+same keys and `"tls": true`; with `--tls-cost`, REQUIRED_TLS_COST_KEYS: each TLS setup paired
+with bare TLS, and TLS / plaintext per setup). The bench itself is too heavy (and too noisy) for
+CI, so this checks only the pure summary builder."""
 
 from __future__ import annotations
 
