@@ -426,6 +426,7 @@ async def serve_bare(tls_dir: str | None = None) -> None:
     from gencluster.proto import gencluster_pb2 as pb
     from gencluster.proto import gencluster_pb2_grpc as pb_grpc
     from gencluster.run import tune_garbage_collector
+    from gencluster.services import SERVER_KEEPALIVE_OPTIONS
 
     codec = JsonCodec()
 
@@ -443,7 +444,10 @@ async def serve_bare(tls_dir: str | None = None) -> None:
     # The collector settings every `gencluster run` pod gets (start-up objects frozen, higher
     # thresholds): without them bare would pay collections the pods do not.
     tune_garbage_collector()
-    server = grpc.aio.server()
+    # And the keepalive settings of a pod's server: with gRPC's defaults the client's 5 s
+    # pings on an idle channel (between its setup's windows) earn a GOAWAY too_many_pings, and
+    # the next window would pay a reconnection (a TLS handshake, with TLS) the pods never ask.
+    server = grpc.aio.server(options=list(SERVER_KEEPALIVE_OPTIONS))
     pb_grpc.add_ClientServicer_to_server(BareCounter(), server)
     ports = [server.add_insecure_port("127.0.0.1:0")]
     if tls_dir is not None:
