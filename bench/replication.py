@@ -3,6 +3,8 @@ time and replication bytes per call, all measured in ONE run on one machine.
 
     python bench/replication.py --quick     # about 2.5 minutes on 2 cores: 5 rounds of 1.2 s
     python bench/replication.py             # 7 rounds of 4 s windows, 10 trials, 100 MB state
+    python bench/replication.py --tls       # the same with TLS on every hop (bare included)
+    python bench/replication.py --tls-cost  # what TLS costs bare and r3: part (a) only, paired
 
 Why one run: these machines are shared and noisy, so absolute figures drift between runs; the
 ratios to a baseline taken minutes apart in the same run are what can be compared. Nothing
@@ -36,6 +38,22 @@ What runs (see bench/README.md for the figures):
 - (d) replication bytes per call with a 1 KB and a large state, from the active's
   `gencluster_runtime_replication_sent_bytes_total` counter (protobuf message bytes on Replicate
   streams, all standbys, heartbeats included).
+
+TLS (issue #14). `--tls` runs everything above with TLS on every hop: the bare server serves
+the same credentials a pod serves its clients with (`gencluster.tls.server_credentials`, an
+ECDSA P-256 certificate from `gencluster_operator.certificates`), every pod gets what the
+operator would give it (its TLS Secret, built by `desired.pod_tls_secret` from a CA and a pod
+certificate issued in code, and `spec.tls.enabled`, so `desired.pod` mounts it and sets the
+runtime's TLS directory, peer and health ports: peers use mutual TLS on the peer port), the
+client uses `ClientTls` with the cluster's CA and verifies the client Service's name, and the
+bench's own Status calls present the operator's client certificate. The keys are the same and
+the JSON carries `"tls": true`. `--tls-cost` measures what TLS costs each setup in the same
+run: bare and r3 each in plaintext and with TLS (two r3 clusters, no r1, no parts (b)-(d)),
+alternated in every round; TLS setups' keys end in `_tls` (`bare_64_tls`, `r3_64_tls`,
+`ratio_r3_64_tls`: r3 with TLS over bare with TLS, paired), and `tls_cost_ratio_<setup>_<n>`
+is the median of the paired ratios TLS / plaintext of calls/s (below 1: TLS is slower), with
+`tls_cost_ratio_p50_*` (latency) and `tls_cost_cpu_ratio_*` (CPU per call, all processes).
+One long-lived channel per client: this is TLS's cost per call, not handshakes.
 
 The LAST line printed is one JSON object (`summary()`), which other checks read: at least
 `bare_64`, `r1_64`, `r3_64` (calls/s at 64 in flight), `ratio_r3_64` (median of paired
@@ -83,6 +101,16 @@ LEASE = {"duration": 3, "renew": 2, "retry": 1}
 REQUIRED_KEYS = ("bare_64", "r1_64", "r3_64", "ratio_r3_64")
 """What other checks read from the last line."""
 
+REQUIRED_TLS_COST_KEYS = ("bare_64", "r3_64", "ratio_r3_64", "bare_64_tls", "r3_64_tls",
+                          "ratio_r3_64_tls", "tls_cost_ratio_bare_64", "tls_cost_ratio_r3_64")
+"""What the last line of `--tls-cost` holds at least."""
+
+NAMESPACE = "default"
+TLS_SUFFIX = "_tls"
+"""A setup named `<setup>_tls` is `<setup>` with TLS, measured beside it (`--tls-cost`)."""
+BARE_SERVER_NAME = "bare.bench.svc"
+"""The DNS name on the bare server's certificate, verified by its client."""
+
 T = TypeVar("T")
 
 
@@ -98,6 +126,8 @@ class Settings:
     large_state_bytes: int
     bytes_calls: int
     persistence: bool = False
+    tls: bool = False
+    tls_cost: bool = False
 
     @classmethod
     def for_mode(cls, quick: bool) -> Settings:
@@ -171,6 +201,47 @@ def cpu_us_per_call(points: list[LoadResult]) -> dict[str, float]:
     return result
 
 
+def point_key(setup: str, in_flight: int) -> str:
+    """`r3_64`, and `r3_64_tls` for the setup `r3_tls` (the plaintext key plus a suffix)."""
+    if setup.endswith(TLS_SUFFIX):
+        return f"{setup[:-len(TLS_SUFFIX)]}_{in_flight}{TLS_SUFFIX}"
+    return f"{setup}_{in_flight}"
+
+
+def baseline_of(setup: str) -> str:
+    """Every setup is compared with the bare server speaking the same protocol."""
+    return "bare" + TLS_SUFFIX if setup.endswith(TLS_SUFFIX) else "bare"
+
+
+def _cpu_per_call(point: LoadResult) -> float:
+    return sum(point.cpu_seconds.values()) / point.calls if point.calls else 0.0
+
+
+def tls_cost(throughput: dict[str, dict[int, list[LoadResult]]]) -> dict[str, Any]:
+    """What TLS costs each setup measured both ways: `tls_cost_ratio_<setup>_<n>` (median of
+    the per-round ratios TLS / plaintext of calls/s, round i of each measured in the same
+    round), `tls_cost_ratios_*` (every round), `tls_cost_ratio_p50_*` (latency) and
+    `tls_cost_cpu_ratio_*` (CPU per call of every process, TLS over plaintext)."""
+    result: dict[str, Any] = {}
+    for setup, plain in throughput.items():
+        secure = throughput.get(setup + TLS_SUFFIX)
+        if setup.endswith(TLS_SUFFIX) or not secure:
+            continue
+        for in_flight in sorted(set(plain) & set(secure)):
+            key = f"{setup}_{in_flight}"
+            ratios = paired_ratios(secure[in_flight], plain[in_flight], lambda p: p.calls_per_s)
+            if ratios:
+                result[f"tls_cost_ratio_{key}"] = _round(statistics.median(ratios))
+                result[f"tls_cost_ratios_{key}"] = [round(r, 3) for r in ratios]
+            latency = paired_ratios(secure[in_flight], plain[in_flight], lambda p: p.p50_ms)
+            if latency:
+                result[f"tls_cost_ratio_p50_{key}"] = _round(statistics.median(latency))
+            cpu = paired_ratios(secure[in_flight], plain[in_flight], _cpu_per_call)
+            if cpu:
+                result[f"tls_cost_cpu_ratio_{key}"] = _round(statistics.median(cpu))
+    return result
+
+
 def summary(
     throughput: dict[str, dict[int, list[LoadResult]]],
     outages: dict[str, list[float]] | None = None,
@@ -179,6 +250,7 @@ def summary(
     *,
     quick: bool = True,
     large_state_bytes: int | None = None,
+    tls: bool = False,
 ) -> dict[str, Any]:
     """The machine-readable result (the last line): a flat JSON object.
 
@@ -189,25 +261,29 @@ def summary(
     `ratio_p50_<setup>_<n>` (median of the per-round ratios to bare: the paired figure; a
     burst of someone else's load on this shared machine hits one pair, not a whole setup),
     `rounds_<setup>_<n>` and `ratios_<setup>_<n>` (every round, so a reader sees the spread),
+    ... A setup `<x>_tls` has the keys of `<x>` with `_tls` appended (`r3_64_tls`,
+    `ratio_r3_64_tls`: against `bare_tls`), and `tls_cost` adds its ratios.
     `cpu_us_per_call_<setup>_<n>_<process>`, and the headline `cpu_us_per_call_active` (r3's
     active), `_standby` (r3's standbys, mean of the two), `_client` (the client driving r3),
     `_bare` (the bare server) and `_client_bare`, all at 64 in flight. Parts (b)-(d) are
     included when measured; a missing part is absent, never a made-up number.
     """
     result: dict[str, Any] = {"quick": quick}
-    bare = throughput.get("bare", {})
+    if tls:  # every hop of every setup spoke TLS (`--tls`); absent in plaintext
+        result["tls"] = True
     for setup, points in throughput.items():
+        bare = throughput.get(baseline_of(setup), {})
         for in_flight, rounds in sorted(points.items()):
             if not rounds:
                 continue
-            key = f"{setup}_{in_flight}"
+            key = point_key(setup, in_flight)
             result[key] = _round(_median([p.calls_per_s for p in rounds]), 1)
             result[f"{key}_p50_ms"] = _round(_median([p.p50_ms for p in rounds]))
             result[f"{key}_p99_ms"] = _round(_median([p.p99_ms for p in rounds]))
             result[f"rounds_{key}"] = [round(p.calls_per_s) for p in rounds]
             for role, value in cpu_us_per_call(rounds).items():
                 result[f"cpu_us_per_call_{key}_{role}"] = _round(value, 1)
-            if setup == "bare" or not bare.get(in_flight):
+            if setup == baseline_of(setup) or not bare.get(in_flight):
                 continue
             ratios = paired_ratios(rounds, bare[in_flight], lambda p: p.calls_per_s)
             if ratios:
@@ -225,6 +301,10 @@ def summary(
             )
             if efficiency:
                 result[f"cpu_ratio_{key}"] = _round(statistics.median(efficiency))
+    costs = tls_cost(throughput)
+    if costs:
+        result["tls_cost"] = True
+        result.update(costs)
     n = HEADLINE_IN_FLIGHT
     headline = {
         "cpu_us_per_call_active": [f"cpu_us_per_call_r3_{n}_active"],
@@ -259,15 +339,18 @@ def summary(
 
 def table(result: dict[str, Any]) -> str:
     """The human-readable part, printed before the JSON line."""
-    lines = ["(a) next_value throughput and latency, medians of alternated rounds "
-             "(ratio = median of per-round ratios to bare; CPU us per call, all processes)",
+    over = "bare with TLS" if result.get("tls") else "bare (TLS setups: to bare with TLS)"
+    lines = ["(a) next_value throughput and latency" + (", TLS on every hop" if result.get(
+             "tls") else "") + ", medians of alternated rounds "
+             f"(ratio = median of per-round ratios to {over}; CPU us per call, all processes)",
              f"{'setup':<28}{'in flight':>10}{'calls/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
              f"{'ratio':>8}{'cpu us':>9}{'cpu ratio':>11}"]
     names = {"bare": "bare grpc.aio", "r1": "gencluster 1 replica",
-             "r3": "gencluster 3 (Sync, 2 acks)"}
+             "r3": "gencluster 3 (Sync, 2 acks)", "bare_tls": "bare grpc.aio, TLS",
+             "r3_tls": "gencluster 3 (Sync), TLS"}
     for setup, name in names.items():
         for in_flight in IN_FLIGHT:
-            key = f"{setup}_{in_flight}"
+            key = point_key(setup, in_flight)
             if key not in result:
                 continue
             ratio = result.get(f"ratio_{key}")
@@ -278,6 +361,15 @@ def table(result: dict[str, Any]) -> str:
                 f"{result[f'{key}_p99_ms']:>9}{'' if ratio is None else ratio:>8}"
                 f"{'' if cpu is None else cpu:>9}{'' if cpu_ratio is None else cpu_ratio:>11}"
             )
+    for setup in ("bare", "r1", "r3"):
+        for in_flight in IN_FLIGHT:
+            key = f"{setup}_{in_flight}"
+            if f"tls_cost_ratio_{key}" in result:
+                lines.append(
+                    f"TLS cost, {names[setup]} at {in_flight} in flight: calls/s TLS/plaintext "
+                    f"{result[f'tls_cost_ratio_{key}']}, p50 latency "
+                    f"{result.get(f'tls_cost_ratio_p50_{key}')}, CPU per call "
+                    f"{result.get(f'tls_cost_cpu_ratio_{key}')} (medians of paired rounds)")
     for kind, label in (("sigkill", "SIGKILL of the active (no operator)"),
                         ("graceful", "graceful stop (pod delete)")):
         if f"outage_{kind}_median_s" in result:
@@ -303,17 +395,38 @@ def table(result: dict[str, Any]) -> str:
 # -- the bare baseline ---------------------------------------------------------------------------
 
 
-async def serve_bare() -> None:
+def write_bare_certificates(directory: Path) -> Any:
+    """A CA and the bare server's certificate (the kind a pod gets: ECDSA P-256 from the
+    operator's issuer) in `directory`; returns the `ClientTls` that verifies it."""
+    from gencluster import ClientTls
+    from gencluster.tls_identity import CA_FILE, CERT_FILE, KEY_FILE
+    from gencluster_operator import certificates
+
+    now = time.time()
+    ca = certificates.new_ca("bench", "bare", now)
+    leaf = certificates.issue(ca, certificates.LeafRequest(
+        common_name="bare", uri="spiffe://gencluster.io/ns/bench/csrv/bare/pod/bare-0",
+        dns_names=(BARE_SERVER_NAME,)), now)
+    (directory / CERT_FILE).write_bytes(leaf.cert_pem)
+    (directory / KEY_FILE).write_bytes(leaf.key_pem)
+    (directory / CA_FILE).write_bytes(ca.cert_pem)
+    return ClientTls(ca.cert_pem, BARE_SERVER_NAME)
+
+
+async def serve_bare(tls_dir: str | None = None) -> None:
     """The baseline in its own process: `gencluster.v1.Client/Call` doing only the work.
 
     Same proto service, so `gencluster.AsyncClient` drives it exactly like a cluster; the
-    server decodes the CallRequest and its JSON payload, increments, encodes the reply.
+    server decodes the CallRequest and its JSON payload, increments, encodes the reply. With
+    `tls_dir` it also serves a TLS port with the credentials a pod serves its clients with
+    (`gencluster.tls.server_credentials`, no client certificate asked, as `clientAuth: None`).
     """
     import grpc
     from gencluster.codec import JsonCodec
     from gencluster.proto import gencluster_pb2 as pb
     from gencluster.proto import gencluster_pb2_grpc as pb_grpc
     from gencluster.run import tune_garbage_collector
+    from gencluster.services import SERVER_KEEPALIVE_OPTIONS
 
     codec = JsonCodec()
 
@@ -331,24 +444,36 @@ async def serve_bare() -> None:
     # The collector settings every `gencluster run` pod gets (start-up objects frozen, higher
     # thresholds): without them bare would pay collections the pods do not.
     tune_garbage_collector()
-    server = grpc.aio.server()
+    # And the keepalive settings of a pod's server: with gRPC's defaults the client's 5 s
+    # pings on an idle channel (between its setup's windows) earn a GOAWAY too_many_pings, and
+    # the next window would pay a reconnection (a TLS handshake, with TLS) the pods never ask.
+    server = grpc.aio.server(options=list(SERVER_KEEPALIVE_OPTIONS))
     pb_grpc.add_ClientServicer_to_server(BareCounter(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    ports = [server.add_insecure_port("127.0.0.1:0")]
+    if tls_dir is not None:
+        from gencluster.tls import TlsFiles, server_credentials
+
+        ports.append(server.add_secure_port(
+            "127.0.0.1:0", server_credentials(TlsFiles(tls_dir), require_client_cert=False)))
     await server.start()
-    print(port, flush=True)
+    print(*ports, flush=True)
     await server.wait_for_termination()
 
 
 @contextlib.contextmanager
-def bare_server() -> Iterator[tuple[str, int]]:
-    """The bare server's address and PID (its CPU is read from /proc)."""
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--serve-bare"], stdout=subprocess.PIPE, text=True
-    )
+def bare_server(tls_dir: Path | None = None) -> Iterator[tuple[str, str | None, int]]:
+    """The bare server's plaintext address, its TLS address (with `tls_dir`, else None) and
+    its PID (its CPU is read from /proc). One process serves both: the windows of the two
+    never overlap, so each window's CPU belongs to the one driven."""
+    command = [sys.executable, __file__, "--serve-bare"]
+    if tls_dir is not None:
+        command += ["--bare-tls-dir", str(tls_dir)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
-        port = int(process.stdout.readline())
-        yield f"127.0.0.1:{port}", process.pid
+        ports = [int(port) for port in process.stdout.readline().split()]
+        yield (f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}" if tls_dir else None,
+               process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -494,9 +619,12 @@ class BenchCluster:
     min_sync: int
     server: str = "gencluster_examples.id_server:IdServer"
     persistence: bool = False
+    tls: bool = False
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     _ips: dict[str, str] = field(default_factory=dict)
     _resource: dict[str, Any] = field(default_factory=dict)
+    _ca: Any = None  # gencluster_operator.certificates.KeyPair, with TLS
+    _operator: Any = None  # the operator's client certificate of this cluster, with TLS
 
     def __post_init__(self) -> None:
         from kubernetes import client
@@ -531,11 +659,72 @@ class BenchCluster:
                 # bench_server.FillServer lives beside this script.
                 {"name": "PYTHONPATH", "value": f"{EXAMPLES}{os.pathsep}{BENCH}"},
             ]}},
+            # With TLS, `desired.pod` mounts each pod's TLS Secret and sets the runtime's TLS
+            # directory, peer and health ports, as for any ClusteredServer.
+            tls={"enabled": self.tls},
         )
+
+    def tls_secrets(self) -> list[dict[str, Any]]:
+        """What the operator's issuer would write (no operator runs here): a CA for this
+        cluster, each pod's TLS Secret (`desired.pod_tls_secret`, a certificate from
+        `certificates.pod_request`), and the operator's client certificate, kept for the
+        bench's own Admin.Status calls on the peer port."""
+        from gencluster_operator import certificates, desired, names
+
+        now = time.time()
+        self._ca = certificates.new_ca(NAMESPACE, self.name, now)
+        self._operator = certificates.issue(
+            self._ca, certificates.operator_request(NAMESPACE, self.name), now)
+        result = []
+        for pod in self.pods:
+            leaf = certificates.issue(self._ca, certificates.pod_request(
+                NAMESPACE, self.name, pod, peer_service=names.peer_service_name(self.name),
+                client_service=names.client_service_name(self.name)), now)
+            result.append(without_operator.without_owner(
+                desired.pod_tls_secret(self._resource, pod, leaf, self._ca.cert_pem)))
+        return result
 
     def create(self) -> None:
         self._resource = self.resource()
+        if self.tls:  # the Secrets before the pods that mount them
+            self.dev.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(
+                {"apiVersion": "v1", "kind": "List", "items": self.tls_secrets()}))
         without_operator.create(self.dev, self._resource, self.token)
+
+    def client_tls(self) -> Any:
+        """`ClientTls` as a user's client of this cluster would have (None in plaintext): the
+        CA, the client Service's name verified on every pod."""
+        from gencluster import ClientTls
+        from gencluster.tls_identity import client_server_name
+        from gencluster_operator import names
+
+        if not self.tls:
+            return None
+        return ClientTls(self._ca.cert_pem,
+                         client_server_name(names.client_service_name(self.name), NAMESPACE))
+
+    def client(self, addresses: str, timeout: float) -> Any:
+        from gencluster import AsyncClient
+
+        return AsyncClient(addresses, timeout=timeout, tls=self.client_tls())
+
+    def admin_channel(self, address: str) -> Any:
+        """A channel for Admin.Status: plaintext to the client port, or mutual TLS to the peer
+        port with the operator's certificate (the only callers the gate lets in there)."""
+        import grpc
+        from gencluster.tls import peer_target
+        from gencluster.tls_identity import peer_server_name
+        from gencluster_operator import names
+
+        if not self.tls:
+            return grpc.aio.insecure_channel(address)
+        return grpc.aio.secure_channel(
+            peer_target(address, names.tls_ports_for(PORT)[0]),
+            grpc.ssl_channel_credentials(self._ca.cert_pem, self._operator.key_pem,
+                                         self._operator.cert_pem),
+            options=[("grpc.ssl_target_name_override",
+                      peer_server_name(names.peer_service_name(self.name), NAMESPACE))],
+        )
 
     def pod(self, ordinal: int) -> dict[str, Any]:
         return without_operator.pod(self._resource, ordinal)
@@ -588,7 +777,7 @@ class BenchCluster:
         if not address:
             return None
         try:
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with self.admin_channel(address) as channel:
                 return await pb_grpc.AdminStub(channel).Status(
                     pb.StatusRequest(), metadata=((PEER_TOKEN_METADATA, self.token),), timeout=2
                 )
@@ -636,13 +825,11 @@ class BenchCluster:
 
 async def outage_trial(cluster: BenchCluster, fault: str, callers: int = 4) -> float:
     """Fault the active under continuous calls; return the longest gap between successes."""
-    from gencluster import AsyncClient
-
     active = await cluster.ready()
     successes: list[float] = []
     stop = asyncio.Event()
 
-    async with AsyncClient(await cluster.addresses(), timeout=30) as client:
+    async with cluster.client(await cluster.addresses(), timeout=30) as client:
 
         async def caller() -> None:
             while not stop.is_set():
@@ -716,10 +903,8 @@ async def restore_deleted_pod(cluster: BenchCluster, pod: str) -> None:
 
 async def bytes_per_call(cluster: BenchCluster, calls: int, in_flight: int = 8) -> float:
     """Replication bytes the active sent (to all standbys) per next_value call."""
-    from gencluster import AsyncClient
-
     active = await cluster.ready()
-    async with AsyncClient(await cluster.address(active), timeout=30) as client:
+    async with cluster.client(await cluster.address(active), timeout=30) as client:
         await client.call("next_value")
         before = await cluster.replication_counters(active)
         remaining = [calls]
@@ -735,10 +920,8 @@ async def bytes_per_call(cluster: BenchCluster, calls: int, in_flight: int = 8) 
 
 
 async def fill(cluster: BenchCluster, size: int) -> None:
-    from gencluster import AsyncClient
-
     active = await cluster.ready()
-    async with AsyncClient(await cluster.address(active), timeout=120) as client:
+    async with cluster.client(await cluster.address(active), timeout=120) as client:
         assert await client.call(["fill", size]) == size
 
 
@@ -778,6 +961,34 @@ async def join_trial(cluster: BenchCluster) -> dict[str, float]:
 # -- the run --------------------------------------------------------------------------------------
 
 
+async def failover_join_bytes(
+    dev: Any, settings: Settings, note: Callable[[str], None], outages: dict[str, list[float]],
+    per_call: dict[str, float], join: dict[str, float],
+) -> None:
+    """Parts (b)-(d), filling the given dicts as they go: what was measured before a failure
+    is reported; (a) is what must exist."""
+    try:
+        # Failover, join and bytes: 3 replicas, Sync with one ack (as the examples), so a
+        # failover does not also wait for the killed pod to rejoin.
+        fo = BenchCluster(dev, "fo", 3, 1, server="bench_server:FillServer", tls=settings.tls)
+        fo.create()
+        await fo.ready()
+        for fault in ("sigkill", "graceful"):
+            for _ in range(settings.trials):
+                outages[fault].append(await outage_trial(fo, fault))
+                note(f"{fault} outage {outages[fault][-1]:.3f}s")
+        await fill(fo, 1024)
+        per_call["small"] = await bytes_per_call(fo, settings.bytes_calls)
+        await fill(fo, settings.large_state_bytes)
+        per_call["large"] = await bytes_per_call(fo, settings.bytes_calls)
+        note(f"bytes per call {per_call}")
+        join.update(await join_trial(fo))
+        join["state_mb"] = settings.large_state_bytes / 1024 / 1024
+        note(f"join {join}")
+    except Exception as error:  # report what was measured
+        note(f"failover/join/bytes part stopped: {type(error).__name__}: {error}")
+
+
 async def bench(settings: Settings, log: Callable[[str], None]) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     throughput: dict[str, dict[int, list[LoadResult]]] = {}
@@ -793,38 +1004,59 @@ async def bench(settings: Settings, log: Callable[[str], None]) -> dict[str, Any
     with tempfile.TemporaryDirectory(prefix="gencluster-bench-") as tmp:
         dev = DevClusterProcess(Path(tmp) / "dev", "--restart-backoff", "0.5")
         try:
-            r1 = BenchCluster(dev, "r1", 1, 0, persistence=settings.persistence)
-            r3 = BenchCluster(dev, "r3", 3, 2, persistence=settings.persistence)
-            r1.create()
-            r3.create()
+            if settings.tls_cost:
+                # What TLS costs: bare and r3 both ways, in the same rounds (no r1).
+                setups = ["bare", "bare" + TLS_SUFFIX, "r3" + TLS_SUFFIX, "r3"]
+                clusters = {
+                    "r3": BenchCluster(dev, "r3", 3, 2, persistence=settings.persistence),
+                    "r3" + TLS_SUFFIX: BenchCluster(dev, "r3tls", 3, 2, tls=True,
+                                                    persistence=settings.persistence),
+                }
+            else:
+                setups = ["bare", "r3", "r1"]
+                clusters = {
+                    "r1": BenchCluster(dev, "r1", 1, 0, persistence=settings.persistence,
+                                       tls=settings.tls),
+                    "r3": BenchCluster(dev, "r3", 3, 2, persistence=settings.persistence,
+                                       tls=settings.tls),
+                }
+            for cluster in clusters.values():
+                cluster.create()
             # Every pod started before the first measurement: start-up costs CPU.
-            await r1.ready()
-            await r3.ready()
-            note("control plane up; r1 and r3 ready")
-            with bare_server() as (address, bare_pid):
+            for cluster in clusters.values():
+                await cluster.ready()
+            note(f"control plane up; {', '.join(c.name for c in clusters.values())} ready")
+            bare_tls_dir = Path(tmp) / "bare-tls"
+            bare_tls_dir.mkdir()
+            bare_tls = write_bare_certificates(bare_tls_dir)
+            use_tls = settings.tls or settings.tls_cost
+            with bare_server(bare_tls_dir if use_tls else None) as (
+                    address, tls_address, bare_pid):
                 from gencluster import AsyncClient
 
-                r3_active = await r3.ready()
-                r1_active = await r1.ready()
-                r3_standbys = [pod for pod in r3.pods if pod != r3_active]
-                processes = {
-                    "bare": Processes({"server": process_tree(bare_pid)}),
-                    "r1": Processes({"active": r1.pod_pids(r1_active)}),
-                    "r3": Processes({"active": r3.pod_pids(r3_active),
-                                     **{f"standby_{i + 1}": r3.pod_pids(pod)
-                                        for i, pod in enumerate(r3_standbys)}}),
-                }
-                targets = {"bare": address, "r1": await r1.addresses(),
-                           "r3": await r3.addresses()}
-                clients = {setup: AsyncClient(target, timeout=30)
-                           for setup, target in targets.items()}
+                processes = {"bare": Processes({"server": process_tree(bare_pid)})}
+                clients = {"bare": AsyncClient(tls_address if settings.tls else address,
+                                               timeout=30,
+                                               tls=bare_tls if settings.tls else None)}
+                if settings.tls_cost:
+                    processes["bare" + TLS_SUFFIX] = processes["bare"]
+                    clients["bare" + TLS_SUFFIX] = AsyncClient(tls_address or "", timeout=30,
+                                                               tls=bare_tls)
+                for setup, cluster in clusters.items():
+                    active = await cluster.ready()
+                    standbys = [pod for pod in cluster.pods if pod != active]
+                    processes[setup] = Processes(
+                        {"active": cluster.pod_pids(active),
+                         **{f"standby_{i + 1}": cluster.pod_pids(pod)
+                            for i, pod in enumerate(standbys)}})
+                    clients[setup] = cluster.client(await cluster.addresses(), timeout=30)
                 try:
                     # Alternated rounds (bare next to r3, taking turns going first), every
                     # in-flight count in each; ratios are taken per round (paired).
                     for round_number in range(settings.rounds):
                         loads.append(round(os.getloadavg()[0], 2))
                         for in_flight in IN_FLIGHT:
-                            order = round_order(["bare", "r3", "r1"], round_number)
+                            order = round_order(setups, round_number)
                             for setup in order:
                                 point = await run_load(
                                     clients[setup], in_flight, settings.warmup_s,
@@ -834,36 +1066,21 @@ async def bench(settings: Settings, log: Callable[[str], None]) -> dict[str, Any
                                     in_flight, []).append(point)
                         note(f"round {round_number + 1} at 64 in flight: " + ", ".join(
                             f"{setup} {throughput[setup][64][-1].calls_per_s:.0f}/s"
-                            for setup in ("bare", "r1", "r3")))
+                            for setup in setups))
                 finally:
                     for client in clients.values():
                         await client.close()
-            r1.delete()
-            r3.delete()
-            try:
-                # Failover, join and bytes: 3 replicas, Sync with one ack (as the examples),
-                # so a failover does not also wait for the killed pod to rejoin.
-                fo = BenchCluster(dev, "fo", 3, 1, server="bench_server:FillServer")
-                fo.create()
-                await fo.ready()
-                for fault in ("sigkill", "graceful"):
-                    for _ in range(settings.trials):
-                        outages[fault].append(await outage_trial(fo, fault))
-                        note(f"{fault} outage {outages[fault][-1]:.3f}s")
-                await fill(fo, 1024)
-                per_call["small"] = await bytes_per_call(fo, settings.bytes_calls)
-                await fill(fo, settings.large_state_bytes)
-                per_call["large"] = await bytes_per_call(fo, settings.bytes_calls)
-                note(f"bytes per call {per_call}")
-                join.update(await join_trial(fo))
-                join["state_mb"] = settings.large_state_bytes / 1024 / 1024
-                note(f"join {join}")
-            except Exception as error:  # report what was measured; (a) is what must exist
-                note(f"failover/join/bytes part stopped: {type(error).__name__}: {error}")
+            for cluster in clusters.values():
+                cluster.delete()
+            if settings.tls_cost:
+                note("--tls-cost: parts (b)-(d) not run")
+            else:
+                await failover_join_bytes(dev, settings, note, outages, per_call, join)
         finally:
             dev.stop()
     result = summary(throughput, outages, join, per_call, quick=settings.quick,
-                     large_state_bytes=settings.large_state_bytes)
+                     large_state_bytes=None if settings.tls_cost else settings.large_state_bytes,
+                     tls=settings.tls)
     result["throughput_rounds"] = settings.rounds
     result["window_seconds"] = settings.load_s
     result["persistence"] = settings.persistence
@@ -886,12 +1103,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--persistence", action="store_true",
                         help="r1 and r3 keep their log on PersistentVolumeClaims (fsync per "
                         "group commit; docs/durability.md)")
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument("--tls", action="store_true",
+                     help="TLS on every hop: the bare server, the pods (mutual TLS between "
+                     "peers) and the client; same keys, with \"tls\": true")
+    tls.add_argument("--tls-cost", action="store_true",
+                     help="part (a) only, bare and r3 each in plaintext and with TLS in the "
+                     "same rounds: what TLS costs each (tls_cost_ratio_*)")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-tls-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_bare:
-        asyncio.run(serve_bare())
+        asyncio.run(serve_bare(args.bare_tls_dir))
         return 0
-    settings = dataclasses.replace(Settings.for_mode(args.quick), persistence=args.persistence)
+    settings = dataclasses.replace(Settings.for_mode(args.quick), persistence=args.persistence,
+                                   tls=args.tls, tls_cost=args.tls_cost)
     result = asyncio.run(bench(settings, lambda line: print(line, file=sys.stderr, flush=True)))
     print(table(result))
     print(json.dumps(result, sort_keys=True), flush=True)

@@ -577,6 +577,19 @@ class HealthReporter:
             await self.servicer.set(READINESS_HEALTH_SERVICE, status)
 
 
+SERVER_KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
+    # Server-side keepalive: a standby or client that vanished without a TCP reset (a
+    # partition) is noticed, so its stream ends and the AckTracker drops it. The pings a
+    # client sends (every 5 s, idle or not: gencluster.client) are accepted, never answered
+    # with GOAWAY too_many_pings. bench/replication.py gives its bare baseline the same.
+    ("grpc.keepalive_time_ms", 2000),
+    ("grpc.keepalive_timeout_ms", 2000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+    ("grpc.http2.max_ping_strikes", 0),
+)
+
+
 def build_server(node: Node, health_reporter: HealthReporter) -> grpc.aio.Server:
     """A grpc.aio server with every service of the runtime (not yet bound or started)."""
     # A request up to the codec's limit, and a Merge or Restore chunk (a 1 MiB batch, or one
@@ -592,13 +605,7 @@ def build_server(node: Node, health_reporter: HealthReporter) -> grpc.aio.Server
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", MAX_RECORD_MESSAGE_BYTES),
-            # Server-side keepalive: a standby or client that vanished without a TCP reset
-            # (a partition) is noticed, so its stream ends and the AckTracker drops it.
-            ("grpc.keepalive_time_ms", 2000),
-            ("grpc.keepalive_timeout_ms", 2000),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_ping_interval_without_data_ms", 1000),
-            ("grpc.http2.max_ping_strikes", 0),
+            *SERVER_KEEPALIVE_OPTIONS,
         ]
     )
     pb_grpc.add_ClientServicer_to_server(ClientService(node), server)

@@ -1,6 +1,8 @@
 """The benchmark's last line is read by other checks: `bench/replication.py --quick` must end
-with one JSON object holding at least bare_64, r1_64, r3_64 and ratio_r3_64. The bench itself
-is too heavy (and too noisy) for CI, so this checks only the pure summary builder."""
+with one JSON object holding at least bare_64, r1_64, r3_64 and ratio_r3_64 (with `--tls`, the
+same keys and `"tls": true`; with `--tls-cost`, REQUIRED_TLS_COST_KEYS: each TLS setup paired
+with bare TLS, and TLS / plaintext per setup). The bench itself is too heavy (and too noisy) for
+CI, so this checks only the pure summary builder."""
 
 from __future__ import annotations
 
@@ -108,3 +110,53 @@ def test_percentile_is_a_real_sample() -> None:
     assert bench.percentile(samples, 0.5) == 50.0
     assert bench.percentile(samples, 0.99) == 99.0
     assert bench.percentile([3.0], 0.99) == 3.0
+
+
+def test_tls_cost_keys_pair_each_setup_with_itself_and_tls_setups_with_bare_tls() -> None:
+    bench = load_bench()
+    point = bench.LoadResult
+    # Two rounds; round i of every setup measured in the same round.
+    throughput = {
+        "bare": {64: [point(4000.0, 10.0, 20.0, 4000, {"server": 0.4, "client": 0.4}),
+                      point(3000.0, 12.0, 20.0, 3000, {"server": 0.3, "client": 0.3})]},
+        "bare_tls": {64: [point(3000.0, 15.0, 30.0, 3000, {"server": 0.45, "client": 0.45}),
+                          point(2700.0, 15.0, 30.0, 2700, {"server": 0.4, "client": 0.41})]},
+        "r3_tls": {64: [point(1500.0, 40.0, 80.0, 1500), point(1350.0, 40.0, 80.0, 1350)]},
+        "r3": {64: [point(2000.0, 30.0, 60.0, 2000), point(1500.0, 30.0, 60.0, 1500)]},
+    }
+    result = bench.summary(throughput, quick=True)
+    assert set(bench.REQUIRED_TLS_COST_KEYS) <= set(result)
+    assert result["tls_cost"] is True and "tls" not in result
+    assert (result["bare_64_tls"], result["r3_64_tls"]) == (2850.0, 1425.0)
+    # r3 with TLS against bare with TLS (0.5 both rounds), not against plaintext bare.
+    assert result["ratio_r3_64_tls"] == 0.5
+    assert result["ratios_r3_64_tls"] == [0.5, 0.5]
+    assert result["ratio_r3_64"] == 0.5
+    assert "ratio_bare_64_tls" not in result  # bare with TLS is a baseline, not a setup
+    # TLS / plaintext per round: bare 0.75 and 0.9, r3 0.75 and 0.9.
+    assert result["tls_cost_ratios_bare_64"] == [0.75, 0.9]
+    assert result["tls_cost_ratio_bare_64"] == 0.825
+    assert result["tls_cost_ratio_r3_64"] == 0.825
+    assert result["tls_cost_ratio_p50_bare_64"] == 1.375  # 1.5 and 1.25
+    # CPU per call: 300 us over 200 us (round 1), 300 over 200 (round 2).
+    assert result["tls_cost_cpu_ratio_bare_64"] == 1.5
+    assert "tls_cost_cpu_ratio_r3_64" not in result  # no CPU sampled: absent, not invented
+    assert "TLS cost" in bench.table(result)
+
+
+def test_plaintext_runs_carry_no_tls_keys() -> None:
+    bench = load_bench()
+    point = [bench.LoadResult(100.0, 1.0, 2.0, 250)]
+    result = bench.summary({"bare": {64: point}, "r1": {64: point}, "r3": {64: point}})
+    assert not any("tls" in key for key in result)
+
+
+def test_a_tls_run_has_the_plaintext_keys_and_says_tls() -> None:
+    bench = load_bench()
+    point = [bench.LoadResult(100.0, 1.0, 2.0, 250)]
+    result = bench.summary({"bare": {64: point}, "r1": {64: point}, "r3": {64: point}},
+                           tls=True)
+    assert set(bench.REQUIRED_KEYS) <= set(result)
+    assert result["tls"] is True
+    assert not any(key.startswith("tls_cost") or key.endswith("_tls") for key in result)
+    assert "TLS on every hop" in bench.table(result)
