@@ -1,5 +1,14 @@
 """gencluster: highly available, stateful Python servers on Kubernetes."""
 
+import os
+
+# Before gRPC is first imported: its fork handlers off. The runtime forks only to encode a
+# snapshot in a child that never touches gRPC and `_exit`s (`state_encoding`); gRPC's handlers
+# would run in that child anyway and can abort it (SIGABRT, SIGSEGV were seen with many gRPC
+# threads busy; grpc/grpc#41455 disabled them by default for the same reason). An explicit
+# setting in the environment wins.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from gencluster.client import (
     AsyncClient,
     CallDetails,

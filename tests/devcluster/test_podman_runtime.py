@@ -24,6 +24,7 @@ import pytest
 import yaml
 from gencluster import Client
 from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.operator_process import cluster_tls
 from gencluster_testing.waiting import wait_for
 
 from tests.runtime.test_cluster_idserver import Load, assert_no_gap
@@ -170,9 +171,9 @@ def test_sigkill_of_the_active_container_fails_over_without_losing_a_call(
     wait_for(lambda: ready(plane), READY_SECONDS, 0.5, "id-server to be Ready")
     old_active = holder(plane)
     old_pid = pod_states(plane)[old_active]["containers"]["server"]["pid"]
-    probe = Client(addresses(plane), timeout=30)
+    probe = Client(addresses(plane), timeout=30, tls=cluster_tls(plane, "default", NAME))
     before = probe.call("current")
-    with Load(addresses(plane)) as load:
+    with Load(addresses(plane), tls=cluster_tls(plane, "default", NAME)) as load:
         load.wait_for_more(100)
         plane.gencluster("dev", "fault", "--dir", str(plane.dir), "kill", old_active)
         wait_for(lambda: holder(plane) not in ("", old_active), 60, 0.1, "a new holder")
@@ -195,13 +196,13 @@ def test_graceful_deletion_sends_sigterm_to_the_container(plane: DevClusterProce
     wait_for(lambda: ready(plane), READY_SECONDS, 0.5, "id-server to be Ready")
     old_active = holder(plane)
     old_uid = pod_states(plane)[old_active]["uid"]
-    probe = Client(addresses(plane), timeout=30)
+    probe = Client(addresses(plane), timeout=30, tls=cluster_tls(plane, "default", NAME))
     before = probe.call("current")
     # Its log, followed through the API until the container ends, tells how it ended.
     follow = subprocess.Popen(["kubectl", "logs", "-f", old_active], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env=plane.env())
     try:
-        with Load(addresses(plane)) as load:
+        with Load(addresses(plane), tls=cluster_tls(plane, "default", NAME)) as load:
             load.wait_for_more(100)
             plane.kubectl("delete", "pod", old_active, "--wait=false")
             wait_for(lambda: holder(plane) not in ("", old_active), 60, 0.1, "the handover")
@@ -227,10 +228,10 @@ def test_switchover_moves_the_active_container_without_a_failed_call(
     wait_for(lambda: ready(plane), READY_SECONDS, 0.5, "id-server to be Ready")
     old_active = holder(plane)
     target = next(f"{NAME}-{i}" for i in range(3) if f"{NAME}-{i}" != old_active)
-    probe = Client(addresses(plane), timeout=30)
+    probe = Client(addresses(plane), timeout=30, tls=cluster_tls(plane, "default", NAME))
     before = probe.call("current")
     restarts_before = restarts(plane)
-    with Load(addresses(plane)) as load:
+    with Load(addresses(plane), tls=cluster_tls(plane, "default", NAME)) as load:
         load.wait_for_more(100)
         plane.kubectl("annotate", "csrv", NAME, f"gencluster.io/switchover-to={target}")
         wait_for(lambda: holder(plane) == target, 60, 0.1, f"{target} to hold the Lease")
@@ -309,7 +310,8 @@ def test_the_tutorials_image_built_from_the_runtime_image_runs_its_server(
         wait_for(lambda: ready_named(plane, name), READY_SECONDS, 0.5, f"{name} to be Ready")
         ips = plane.kubectl("get", "pods", "-l", f"gencluster.io/cluster={name}", "-o",
                             "jsonpath={.items[*].status.podIP}").stdout.split()
-        with Client(",".join(f"{ip}:{PORT}" for ip in ips), timeout=30) as client:
+        with Client(",".join(f"{ip}:{PORT}" for ip in ips), timeout=30,
+                    tls=cluster_tls(plane, "default", name)) as client:
             assert client.call({"op": "add", "amount": 5, "who": "me"}) == 105
             assert client.call("get") == 105
         names = [n for n in container_names(plane) if n.startswith(f"k8s_server_{name}-")]

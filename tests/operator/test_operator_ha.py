@@ -20,6 +20,7 @@ import pytest
 from gencluster_testing.devcluster_process import DevClusterProcess
 from gencluster_testing.operator_process import (
     OperatorProcess,
+    cluster_client,
     events,
     free_port,
     get_json,
@@ -112,7 +113,9 @@ def test_the_standby_leads_after_a_sigkill_and_failover_assist_resumes(
 
     server = start_id_server(dev_cluster, first, NAMESPACE, DEADLINE)
     service = get_json(dev_cluster, "service", NAME, "-n", NAMESPACE)
-    load = Load(f"{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}")
+    load = Load(cluster_client(
+        dev_cluster, NAMESPACE, NAME,
+        f"{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}", timeout=30.0))
     try:
         wait_for(lambda: load.answered(20), DEADLINE, message="calls through the Service")
         killed_at = time.monotonic()
