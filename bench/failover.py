@@ -50,7 +50,12 @@ from pathlib import Path
 from typing import Any
 
 from gencluster_testing.devcluster_process import DevClusterProcess
-from gencluster_testing.operator_process import clustered_server, get_json, serving
+from gencluster_testing.operator_process import (
+    cluster_tls,
+    clustered_server,
+    get_json,
+    serving,
+)
 from gencluster_testing.waiting import wait_for
 
 BENCH = Path(__file__).resolve().parent
@@ -125,10 +130,11 @@ class Caller:
     """One thread looping on `next_value` through `gencluster.Client`; records when each
     successful reply arrived (monotonic)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, tls: Any = None) -> None:
+        """`tls`: the cluster's `ClientTls` (`operator_process.cluster_tls`), None in plaintext."""
         from gencluster import Client
 
-        self.client = Client(address, timeout=60)
+        self.client = Client(address, timeout=60, tls=tls)
         self.successes: list[float] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -213,7 +219,7 @@ def trials_on(trials: int, restart_backoff: float, log: Callable[[str], None], s
             status = wait_for(ready, 180, message="id-server Ready", interval=0.2)
             address = wait_for(service_address, 60, message="the Service's loadBalancer ingress")
             note(f"id-server Ready, active {status['activePod']}, Service at {address}")
-            caller = Caller(address)
+            caller = Caller(address, cluster_tls(dev, NAMESPACE, NAME))
             for trial in range(trials):
                 status = wait_for(ready, 300, message="id-server Ready again", interval=0.2)
                 active, epoch = status["activePod"], status["epoch"]

@@ -88,6 +88,7 @@ from typing import Any, TypeVar
 
 from gencluster_testing import without_operator
 from gencluster_testing.devcluster_process import DevClusterProcess
+from gencluster_testing.process_tree import process_tree
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -503,27 +504,6 @@ def process_cpu_seconds(pid: int) -> float:
             return parse_stat_cpu_seconds(stat.read())
     except (OSError, ValueError):
         return 0.0
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants now (a container's process may be a wrapper's child)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                text = stat.read()
-        except OSError:
-            continue
-        parent = int(text[text.rindex(")") + 2:].split()[1])
-        children.setdefault(parent, []).append(int(entry))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(children.get(current, []))
-    return tree
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ from gencluster_testing.operator_process import (
     client_service_address,
     serving,
 )
+from gencluster_testing.process_tree import process_tree
 from gencluster_testing.waiting import wait_for
 
 BENCH = Path(__file__).resolve().parent
@@ -129,26 +130,6 @@ def rss_mb(pids: list[int]) -> float:
         except OSError:
             continue
     return total / 1024 / 1024
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants now."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                text = stat.read()
-        except OSError:
-            continue
-        children.setdefault(int(text[text.rindex(")") + 2:].split()[1]), []).append(int(entry))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(children.get(current, []))
-    return tree
 
 
 # -- the API server's request counter -------------------------------------------------------------

@@ -12,7 +12,9 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,11 +101,18 @@ VOLUME_REFRESH_SECONDS = 5.0
 kubelet's sync period plus its cache is about a minute; shorter here, for tests of rotation)."""
 
 
+DATA_LINK = "..data"
+"""The kubelet's AtomicWriter layout: a volume's directory holds `..data`, a symlink to the
+current timestamped directory, and one symlink per top-level name into `..data`."""
+
+
 def _same_files(directory: Path, files: list[VolumeFile]) -> bool:
     """Whether `directory` holds exactly `files` (paths and contents)."""
+    data = directory / DATA_LINK
+    root = data.resolve() if data.is_symlink() else directory
     try:
-        return all((directory / item.path).read_bytes() == item.data for item in files) and \
-            sum(1 for path in directory.rglob("*") if path.is_file()) == len(files)
+        return all((root / item.path).read_bytes() == item.data for item in files) and \
+            sum(1 for path in root.rglob("*") if path.is_file()) == len(files)
     except OSError:
         return False
 
@@ -500,17 +509,43 @@ class PodWorker:
                 target.mkdir(exist_ok=True)
                 self._chown(target)
                 continue
-            staging = volumes_dir / f".{volume['name']}.new"
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir()
-            for item in files:
-                path = staging / item.path
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(item.data)
-                os.chmod(path, item.mode)
-            self._chown_tree(staging)
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(staging, target)
+            self._write_atomically(target, files)
+
+    def _write_atomically(self, target: Path, files: list[VolumeFile]) -> None:
+        """Write a secret, configMap, downwardAPI or projected volume as the kubelet's
+        AtomicWriter does: the files go into a new timestamped directory, `..data` is swapped
+        to it in one rename, and each top-level name is a symlink through `..data`. The
+        volume's own directory never changes, so a container that bind-mounted it (podman)
+        sees every update, and a reader never sees half of one."""
+        target.mkdir(exist_ok=True)
+        self._chown(target)
+        stamp = target / (f"..{time.strftime('%Y_%m_%d_%H_%M_%S', time.gmtime())}"
+                          f".{secrets.token_hex(4)}")
+        stamp.mkdir()
+        for item in files:
+            path = stamp / item.path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(item.data)
+            os.chmod(path, item.mode)
+        self._chown_tree(stamp)
+        swap = target / f"{DATA_LINK}_tmp"
+        with contextlib.suppress(FileNotFoundError):
+            swap.unlink()
+        os.symlink(stamp.name, swap)
+        os.replace(swap, target / DATA_LINK)
+        names = {Path(item.path).parts[0] for item in files}
+        for entry in list(target.iterdir()):
+            if entry.name.startswith(".."):
+                if entry.name not in (DATA_LINK, stamp.name):
+                    shutil.rmtree(entry, ignore_errors=True)
+            elif entry.name not in names or not entry.is_symlink():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink()
+        for name in names:
+            if not (target / name).is_symlink():
+                os.symlink(f"{DATA_LINK}/{name}", target / name)
 
     def _mount_claims(self) -> None:
         for volume in self.pod.get("spec", {}).get("volumes") or []:
