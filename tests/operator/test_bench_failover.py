@@ -4,30 +4,17 @@ summary builder."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.bench_modules import load_bench
+
 pytestmark = pytest.mark.unit
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "failover.py"
-
-
-def load_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_failover", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_summary_has_the_keys_of_the_last_line() -> None:
-    bench = load_bench()
+    bench = load_bench("failover")
     result = bench.summary([1.2, 0.4, 0.9], 15)
     assert set(result) == set(bench.REQUIRED_KEYS)
     assert result == {"trials": 3, "outage_min": 0.4, "outage_median": 0.9,
@@ -36,13 +23,13 @@ def test_summary_has_the_keys_of_the_last_line() -> None:
 
 
 def test_summary_without_a_trial_makes_no_number_up() -> None:
-    result = load_bench().summary([], 15)
+    result = load_bench("failover").summary([], 15)
     assert result["trials"] == 0 and result["outage_median"] is None
 
 
 def test_the_late_kubelets_figures_stand_next_to_the_instant_ones() -> None:
-    result = load_bench().summary([0.2, 0.1, 0.3], 15, [1.1, 0.7, 0.9], 1.0)
-    assert set(load_bench().REQUIRED_KEYS) <= set(result)
+    result = load_bench("failover").summary([0.2, 0.1, 0.3], 15, [1.1, 0.7, 0.9], 1.0)
+    assert set(load_bench("failover").REQUIRED_KEYS) <= set(result)
     assert (result["outage_median"], result["relist_outage_median"]) == (0.2, 0.9)
     assert result["relist_trials"] == 3 and result["relist_period_seconds"] == 1.0
-    assert "next relist" in load_bench().report(result)
+    assert "next relist" in load_bench("failover").report(result)

@@ -4,32 +4,19 @@ the request counter's parsing and who a request is attributed to."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.bench_modules import load_bench
+
 pytestmark = pytest.mark.unit
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "scale.py"
 OPERATOR = "system:serviceaccount:gencluster-system:gencluster"
 
 
-def load_bench() -> ModuleType:
-    sys.path.insert(0, str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("bench_scale", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_summary_has_the_keys_of_the_last_line() -> None:
-    bench = load_bench()
+    bench = load_bench("scale")
     one = bench.Step(1, all_ready_seconds=12.0, idle_requests_per_second=3.5,
                      operator_rss_mb=80.0, pod_rss_mb=[90.0, 92.0, 94.0], outages=[0.2])
     ten = bench.Step(10, all_ready_seconds=40.0, idle_requests_per_second=21.5,
@@ -47,13 +34,13 @@ def test_summary_has_the_keys_of_the_last_line() -> None:
 
 
 def test_a_step_not_measured_makes_no_number_up() -> None:
-    result = load_bench().summary([load_bench().Step(5)], None, quick=True)
+    result = load_bench("scale").summary([load_bench("scale").Step(5)], None, quick=True)
     assert result["api_requests_per_second_per_idle_cluster"] == [None]
     assert result["pod_rss_mb"] == [None]
 
 
 def test_request_rates_by_source_leave_the_benchs_own_reads_out() -> None:
-    bench = load_bench()
+    bench = load_bench("scale")
     text = "\n".join([
         "# TYPE apiserver_request_total counter",
         'apiserver_request_total{verb="UPDATE",resource="leases",code="200",'

@@ -6,30 +6,17 @@ CI, so this checks only the pure summary builder."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.bench_modules import load_bench
+
 pytestmark = pytest.mark.unit
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "replication.py"
-
-
-def load_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_replication", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being defined
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_summary_has_the_keys_other_checks_read() -> None:
-    bench = load_bench()
+    bench = load_bench("replication")
     point = bench.LoadResult
     throughput = {
         "bare": {1: [point(1000.0, 0.5, 1.0, 2500)],
@@ -69,7 +56,7 @@ def test_summary_has_the_keys_other_checks_read() -> None:
 
 
 def test_the_ratio_is_the_median_of_paired_rounds_not_of_best_rounds() -> None:
-    bench = load_bench()
+    bench = load_bench("replication")
     point = bench.LoadResult
     # Round 2 of bare was hit by someone else's load; its pair counts once, and the best
     # round of each setup (6000 vs 4000 = 0.67) is not what is reported.
@@ -83,7 +70,7 @@ def test_the_ratio_is_the_median_of_paired_rounds_not_of_best_rounds() -> None:
 
 
 def test_parts_not_measured_are_absent_not_invented() -> None:
-    bench = load_bench()
+    bench = load_bench("replication")
     point = [bench.LoadResult(100.0, 1.0, 2.0, 250)]
     result = bench.summary({"bare": {64: point}, "r1": {64: point}, "r3": {64: point}})
     assert set(bench.REQUIRED_KEYS) <= set(result)
@@ -92,20 +79,20 @@ def test_parts_not_measured_are_absent_not_invented() -> None:
 
 
 def test_cpu_seconds_from_a_stat_line_whose_name_has_spaces() -> None:
-    bench = load_bench()
+    bench = load_bench("replication")
     fields = ["S", "1"] + ["0"] * 9 + [str(3 * bench.CLOCK_TICKS), str(bench.CLOCK_TICKS)]
     line = "1234 (a b) c) " + " ".join(fields + ["0"] * 30)
     assert bench.parse_stat_cpu_seconds(line) == 4.0
 
 
 def test_bare_and_r3_take_turns_going_first() -> None:
-    bench = load_bench()
+    bench = load_bench("replication")
     assert bench.round_order(["bare", "r3", "r1"], 0) == ["bare", "r3", "r1"]
     assert bench.round_order(["bare", "r3", "r1"], 1) == ["r1", "r3", "bare"]
 
 
 def test_percentile_is_a_real_sample() -> None:
-    bench = load_bench()
+    bench = load_bench("replication")
     samples = [float(n) for n in range(1, 101)]
     assert bench.percentile(samples, 0.5) == 50.0
     assert bench.percentile(samples, 0.99) == 99.0
@@ -113,7 +100,7 @@ def test_percentile_is_a_real_sample() -> None:
 
 
 def test_tls_cost_keys_pair_each_setup_with_itself_and_tls_setups_with_bare_tls() -> None:
-    bench = load_bench()
+    bench = load_bench("replication")
     point = bench.LoadResult
     # Two rounds; round i of every setup measured in the same round.
     throughput = {
@@ -145,14 +132,14 @@ def test_tls_cost_keys_pair_each_setup_with_itself_and_tls_setups_with_bare_tls(
 
 
 def test_plaintext_runs_carry_no_tls_keys() -> None:
-    bench = load_bench()
+    bench = load_bench("replication")
     point = [bench.LoadResult(100.0, 1.0, 2.0, 250)]
     result = bench.summary({"bare": {64: point}, "r1": {64: point}, "r3": {64: point}})
     assert not any("tls" in key for key in result)
 
 
 def test_a_tls_run_has_the_plaintext_keys_and_says_tls() -> None:
-    bench = load_bench()
+    bench = load_bench("replication")
     point = [bench.LoadResult(100.0, 1.0, 2.0, 250)]
     result = bench.summary({"bare": {64: point}, "r1": {64: point}, "r3": {64: point}},
                            tls=True)
