@@ -159,14 +159,7 @@ def policy_causes(policy: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         causes.append(("FieldValueRequired", "spec.matchConstraints.resourceRules",
                        "Required value"))
     else:
-        causes += _rules_causes("spec.matchConstraints.resourceRules",
-                                constraints.get("resourceRules"))
-        causes += _rules_causes("spec.matchConstraints.excludeResourceRules",
-                                constraints.get("excludeResourceRules"))
-        causes += _selector_causes("spec.matchConstraints.namespaceSelector",
-                                   constraints.get("namespaceSelector"))
-        causes += _selector_causes("spec.matchConstraints.objectSelector",
-                                   constraints.get("objectSelector"))
+        causes += _match_resources_causes("spec.matchConstraints", constraints)
     validations = spec.get("validations") or []
     if not validations and not spec.get("auditAnnotations"):
         causes.append(("FieldValueRequired", "spec.validations",
@@ -188,6 +181,19 @@ def policy_causes(policy: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     for i, variable in enumerate(spec.get("variables") or []):
         causes += _compiles(f"spec.variables[{i}].expression", (variable or {}).get("expression"))
     return causes
+
+
+def _match_resources_causes(
+    where: str, resources: Mapping[str, Any]
+) -> list[tuple[str, str, str]]:
+    """The field errors of a MatchResources (a policy's matchConstraints, a binding's
+    matchResources: one type in kube-apiserver)."""
+    return [
+        *_rules_causes(f"{where}.resourceRules", resources.get("resourceRules")),
+        *_rules_causes(f"{where}.excludeResourceRules", resources.get("excludeResourceRules")),
+        *_selector_causes(f"{where}.namespaceSelector", resources.get("namespaceSelector")),
+        *_selector_causes(f"{where}.objectSelector", resources.get("objectSelector")),
+    ]
 
 
 def binding_causes(binding: Mapping[str, Any]) -> list[tuple[str, str, str]]:
@@ -215,14 +221,7 @@ def binding_causes(binding: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         causes.append(("FieldValueDuplicate", "spec.validationActions", "Duplicate value"))
     resources = spec.get("matchResources")
     if isinstance(resources, Mapping):
-        causes += _rules_causes("spec.matchResources.resourceRules",
-                                resources.get("resourceRules"))
-        causes += _rules_causes("spec.matchResources.excludeResourceRules",
-                                resources.get("excludeResourceRules"))
-        causes += _selector_causes("spec.matchResources.namespaceSelector",
-                                   resources.get("namespaceSelector"))
-        causes += _selector_causes("spec.matchResources.objectSelector",
-                                   resources.get("objectSelector"))
+        causes += _match_resources_causes("spec.matchResources", resources)
     return causes
 
 
