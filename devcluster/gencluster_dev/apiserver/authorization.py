@@ -16,7 +16,7 @@ from typing import Any
 from gencluster_dev.apiserver.auth import Identity
 from gencluster_dev.machinery import rbac
 from gencluster_dev.machinery.errors import ApiError, bad_request
-from gencluster_dev.machinery.request_info import RequestInfo, request_info
+from gencluster_dev.machinery.request_info import RequestInfo
 from gencluster_dev.machinery.resources import ResourceKey, ResourceType
 from gencluster_dev.machinery.store import Store
 
@@ -194,11 +194,6 @@ def check(identity: Identity, info: RequestInfo, store: Store) -> None:
         return
     if not rbac.authorize(identity.username, identity.groups, info, snapshot(store)):
         raise rbac.forbidden(identity.username, info)
-
-
-def check_request(identity: Identity, method: str, path: str, query: Mapping[str, str],
-                  store: Store) -> None:
-    check(identity, request_info(method, path, query), store)
 
 
 # -- impersonation ----------------------------------------------------------------------------

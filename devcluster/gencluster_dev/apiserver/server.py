@@ -74,7 +74,7 @@ from gencluster_dev.machinery.errors import (
     unauthorized,
     unsupported_media_type,
 )
-from gencluster_dev.machinery.request_info import request_info
+from gencluster_dev.machinery.request_info import RequestInfo, request_info
 from gencluster_dev.machinery.resources import (
     CRD_KEY,
     PODS_KEY,
@@ -355,21 +355,21 @@ class ApiServer:
                 return _json(discovery.version_info())
             return web.Response(text="ok", content_type="text/plain")
         identity = self._identity(request)
-        pool = inflight.pool_of(request_info(request.method, request.path, request.query),
-                                identity.groups)
+        info = request_info(request.method, request.path, request.query)
+        pool = inflight.pool_of(info, identity.groups)
         if not self.inflight.enter(pool):
             return web.Response(status=429, text=inflight.TOO_MANY_REQUESTS,
                                 content_type="text/plain", charset="utf-8",
                                 headers={"Retry-After": inflight.RETRY_AFTER_SECONDS,
                                          "X-Content-Type-Options": "nosniff"})
         try:
-            return await self._serve(request, identity, path)
+            return await self._serve(request, identity, info, path)
         finally:
             self.inflight.leave(pool)
 
-    async def _serve(self, request: web.Request, identity: Identity,
+    async def _serve(self, request: web.Request, identity: Identity, info: RequestInfo,
                      path: str) -> web.StreamResponse:
-        self.authorize(request, identity)
+        self.authorize(request, identity, info)
         if path == "/metrics":
             if request.method != "GET":
                 raise method_not_allowed()
@@ -411,13 +411,13 @@ class ApiServer:
             return _json(document)
         return await self._resource_request(request, group, version, rest)
 
-    def authorize(self, request: web.Request, identity: Identity) -> None:
-        """RBAC, as kube-apiserver enforces it (`authorization`); the identity is kept for the
-        escalation check of RBAC writes and the access reviews."""
+    def authorize(self, request: web.Request, identity: Identity, info: RequestInfo) -> None:
+        """RBAC, as kube-apiserver enforces it (`authorization`) on the attributes the
+        in-flight filter read too; the identity is kept for the escalation check of RBAC
+        writes and the access reviews."""
         request[IDENTITY_KEY] = identity
         authorization.CURRENT.set(identity)
-        authorization.check_request(identity, request.method, request.path, request.query,
-                                    self.store)
+        authorization.check(identity, info, self.store)
 
     def _openapi(self, parts: list[str]) -> web.Response:
         if parts == ["v2"]:
